@@ -1,0 +1,501 @@
+//! The replicated model and its pure, deterministic `apply`.
+//!
+//! [`State`] holds everything raftvisor replicates: the service registry,
+//! instances, the node inventory, the managers, the Consul-shaped KV store
+//! and a bounded event log. [`State::apply`] is the only way it changes; it
+//! does no I/O, reads no clock and no randomness (time comes stamped in the
+//! [`Request`]), so every replica that applies the same log ends in the same
+//! state. Retried writes are recognised by their [`RequestId`] and answered
+//! with the outcome they had the first time.
+
+pub mod command;
+pub mod types;
+pub mod validate;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+pub use command::{Applied, Batch, BatchResponse, Command, Outcome, Request, RequestId};
+pub use types::*;
+
+/// How many events the replicated event log keeps.
+pub const EVENT_LOG_CAPACITY: usize = 1000;
+/// How many recent request ids are remembered for duplicate detection.
+pub const DEDUP_CAPACITY: usize = 65_536;
+
+/// Remembers the outcome of recent writes by request id, in a FIFO window.
+#[derive(Debug, Clone, Default)]
+struct Dedup {
+    order: VecDeque<RequestId>,
+    seen: HashMap<RequestId, Applied>,
+}
+
+impl Dedup {
+    fn get(&self, id: &RequestId) -> Option<&Applied> {
+        self.seen.get(id)
+    }
+
+    fn remember(&mut self, id: RequestId, applied: Applied) {
+        if self.seen.insert(id, applied).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > DEDUP_CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.seen.remove(&old);
+            }
+        }
+    }
+}
+
+/// The whole replicated model.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    pub cluster_id: Option<String>,
+    /// Keyed by `(namespace, name)`.
+    pub services: BTreeMap<(String, String), Service>,
+    pub instances: BTreeMap<String, Instance>,
+    pub nodes: BTreeMap<String, Node>,
+    pub managers: BTreeMap<u64, Manager>,
+    pub kv: BTreeMap<String, KvEntry>,
+    /// Raft index of the last KV change of any kind.
+    pub kv_index: u64,
+    /// Raft index of the last KV deletion (Consul's tombstone index).
+    pub kv_delete_index: u64,
+    pub events: VecDeque<Event>,
+    /// Raft index of the last applied entry (including blank and membership entries).
+    pub applied_index: u64,
+    dedup: Dedup,
+}
+
+/// Serializable image of [`State`], used for snapshots.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateImage {
+    pub cluster_id: Option<String>,
+    pub services: Vec<Service>,
+    pub instances: Vec<Instance>,
+    pub nodes: Vec<Node>,
+    pub managers: Vec<Manager>,
+    pub kv: Vec<(String, KvEntry)>,
+    pub kv_index: u64,
+    pub kv_delete_index: u64,
+    pub events: Vec<Event>,
+    pub applied_index: u64,
+    pub dedup: Vec<(RequestId, Applied)>,
+}
+
+impl State {
+    /// Copies the state into its snapshot image.
+    pub fn to_image(&self) -> StateImage {
+        StateImage {
+            cluster_id: self.cluster_id.clone(),
+            services: self.services.values().cloned().collect(),
+            instances: self.instances.values().cloned().collect(),
+            nodes: self.nodes.values().cloned().collect(),
+            managers: self.managers.values().cloned().collect(),
+            kv: self
+                .kv
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            kv_index: self.kv_index,
+            kv_delete_index: self.kv_delete_index,
+            events: self.events.iter().cloned().collect(),
+            applied_index: self.applied_index,
+            dedup: self
+                .dedup
+                .order
+                .iter()
+                .filter_map(|id| self.dedup.seen.get(id).map(|a| (*id, a.clone())))
+                .collect(),
+        }
+    }
+
+    /// Rebuilds the state from a snapshot image.
+    pub fn from_image(image: StateImage) -> State {
+        let mut dedup = Dedup::default();
+        for (id, applied) in image.dedup {
+            dedup.remember(id, applied);
+        }
+        State {
+            cluster_id: image.cluster_id,
+            services: image
+                .services
+                .into_iter()
+                .map(|s| ((s.namespace.clone(), s.name.clone()), s))
+                .collect(),
+            instances: image
+                .instances
+                .into_iter()
+                .map(|i| (i.id.clone(), i))
+                .collect(),
+            nodes: image.nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
+            managers: image
+                .managers
+                .into_iter()
+                .map(|m| (m.raft_id, m))
+                .collect(),
+            kv: image.kv.into_iter().collect(),
+            kv_index: image.kv_index,
+            kv_delete_index: image.kv_delete_index,
+            events: image.events.into_iter().collect(),
+            applied_index: image.applied_index,
+            dedup,
+        }
+    }
+
+    /// Records that an entry without application data (blank or membership)
+    /// was applied at `index`.
+    pub fn apply_empty(&mut self, index: u64) {
+        self.applied_index = index;
+    }
+
+    /// Applies every request of a batch committed at `index`.
+    pub fn apply_batch(&mut self, index: u64, batch: &Batch) -> BatchResponse {
+        let results = batch
+            .requests
+            .iter()
+            .map(|request| self.apply(index, request))
+            .collect();
+        self.applied_index = index;
+        BatchResponse { results }
+    }
+
+    /// Applies one request committed at `index`. A request id seen before
+    /// answers its first outcome and changes nothing.
+    pub fn apply(&mut self, index: u64, request: &Request) -> Applied {
+        if let Some(previous) = self.dedup.get(&request.id) {
+            return previous.clone();
+        }
+        let outcome = self.apply_command(index, request.time_ms, &request.command);
+        let applied = Applied { index, outcome };
+        self.dedup.remember(request.id, applied.clone());
+        self.applied_index = index;
+        applied
+    }
+
+    fn apply_command(&mut self, index: u64, time_ms: u64, command: &Command) -> Outcome {
+        match command {
+            Command::InitCluster { cluster_id } => {
+                if self.cluster_id.is_none() {
+                    self.cluster_id = Some(cluster_id.clone());
+                    self.event(index, time_ms, "cluster", "cluster", format!("cluster {cluster_id} initialised"));
+                }
+                Outcome::Done
+            }
+            Command::PutService {
+                namespace,
+                name,
+                spec,
+                expected_version,
+            } => self.put_service(index, time_ms, namespace, name, spec, *expected_version),
+            Command::DeleteService {
+                namespace,
+                name,
+                expected_version,
+            } => self.delete_service(index, time_ms, namespace, name, *expected_version),
+            Command::ScaleService {
+                namespace,
+                name,
+                replicas,
+            } => {
+                if *replicas > validate::MAX_REPLICAS {
+                    return Outcome::Rejected(format!(
+                        "replicas must be at most {}",
+                        validate::MAX_REPLICAS
+                    ));
+                }
+                let key = (namespace.clone(), name.clone());
+                let Some(service) = self.services.get_mut(&key) else {
+                    return Outcome::NotFound;
+                };
+                let from = service.spec.replicas;
+                service.spec.replicas = *replicas;
+                service.version = index;
+                let service = service.clone();
+                self.event(
+                    index,
+                    time_ms,
+                    "service.scaled",
+                    &format!("{namespace}/{name}"),
+                    format!("replicas {from} -> {replicas}"),
+                );
+                Outcome::Service(Box::new(service))
+            }
+            Command::PutNode {
+                name,
+                spec,
+                expected_version,
+            } => self.put_node(index, time_ms, name, spec, *expected_version),
+            Command::DeleteNode { name } => {
+                if self.nodes.remove(name).is_none() {
+                    return Outcome::NotFound;
+                }
+                self.event(index, time_ms, "node.removed", name, "node removed from the inventory".into());
+                Outcome::Deleted
+            }
+            Command::SetNodeDraining { name, draining } => {
+                let Some(node) = self.nodes.get_mut(name) else {
+                    return Outcome::NotFound;
+                };
+                node.state = if *draining {
+                    NodeState::Draining
+                } else {
+                    NodeState::Ready
+                };
+                node.version = index;
+                let node = node.clone();
+                let what = if *draining { "draining" } else { "ready (drain cancelled)" };
+                self.event(index, time_ms, "node.drain", name, format!("node is {what}"));
+                Outcome::Node(Box::new(node))
+            }
+            Command::PutManager {
+                raft_id,
+                peer_addr,
+                api_addr,
+            } => {
+                let node = self.managers.get(raft_id).and_then(|m| m.node.clone());
+                self.managers.insert(
+                    *raft_id,
+                    Manager {
+                        raft_id: *raft_id,
+                        peer_addr: peer_addr.clone(),
+                        api_addr: api_addr.clone(),
+                        node,
+                    },
+                );
+                self.event(
+                    index,
+                    time_ms,
+                    "manager.added",
+                    &raft_id.to_string(),
+                    format!("manager {raft_id} at api {api_addr}, peer {peer_addr}"),
+                );
+                Outcome::Done
+            }
+            Command::RemoveManager { raft_id } => {
+                if self.managers.remove(raft_id).is_none() {
+                    return Outcome::NotFound;
+                }
+                self.event(index, time_ms, "manager.removed", &raft_id.to_string(), format!("manager {raft_id} removed"));
+                Outcome::Deleted
+            }
+            Command::KvPut {
+                key,
+                value,
+                flags,
+                cas,
+            } => self.kv_put(index, key, value, *flags, *cas),
+            Command::KvDelete { key, cas, recurse } => self.kv_delete(index, key, *cas, *recurse),
+            Command::RecordEvent {
+                kind,
+                subject,
+                message,
+            } => {
+                self.event(index, time_ms, kind, subject, message.clone());
+                Outcome::Done
+            }
+        }
+    }
+
+    fn put_service(
+        &mut self,
+        index: u64,
+        time_ms: u64,
+        namespace: &str,
+        name: &str,
+        spec: &ServiceSpec,
+        expected_version: Option<u64>,
+    ) -> Outcome {
+        if let Err(reason) = validate::dns_label("namespace", namespace)
+            .and(validate::dns_label("service name", name))
+            .and(validate::service_spec(spec))
+        {
+            return Outcome::Rejected(reason);
+        }
+        let key = (namespace.to_string(), name.to_string());
+        let current = self.services.get(&key);
+        let current_version = current.map_or(0, |s| s.version);
+        if let Some(expected) = expected_version {
+            if expected != current_version {
+                return Outcome::VersionMismatch {
+                    current: current_version,
+                };
+            }
+        }
+        let service = Service {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            spec: spec.clone(),
+            run_state: current.map_or(RunState::Running, |s| s.run_state),
+            version: index,
+            create_index: current.map_or(index, |s| s.create_index),
+        };
+        let kind = if current.is_some() { "service.updated" } else { "service.created" };
+        self.services.insert(key, service.clone());
+        self.event(
+            index,
+            time_ms,
+            kind,
+            &format!("{namespace}/{name}"),
+            format!("image {} x{}", spec.image, spec.replicas),
+        );
+        Outcome::Service(Box::new(service))
+    }
+
+    fn delete_service(
+        &mut self,
+        index: u64,
+        time_ms: u64,
+        namespace: &str,
+        name: &str,
+        expected_version: Option<u64>,
+    ) -> Outcome {
+        let key = (namespace.to_string(), name.to_string());
+        let Some(current) = self.services.get(&key) else {
+            return Outcome::NotFound;
+        };
+        if let Some(expected) = expected_version {
+            if expected != current.version {
+                return Outcome::VersionMismatch {
+                    current: current.version,
+                };
+            }
+        }
+        self.services.remove(&key);
+        self.instances
+            .retain(|_, i| !(i.namespace == namespace && i.service == name));
+        self.event(index, time_ms, "service.deleted", &format!("{namespace}/{name}"), "service removed".into());
+        Outcome::Deleted
+    }
+
+    fn put_node(
+        &mut self,
+        index: u64,
+        time_ms: u64,
+        name: &str,
+        spec: &NodeSpec,
+        expected_version: Option<u64>,
+    ) -> Outcome {
+        if let Err(reason) = validate::dns_label("node name", name).and(validate::node_spec(spec)) {
+            return Outcome::Rejected(reason);
+        }
+        let current = self.nodes.get(name);
+        let current_version = current.map_or(0, |n| n.version);
+        if let Some(expected) = expected_version {
+            if expected != current_version {
+                return Outcome::VersionMismatch {
+                    current: current_version,
+                };
+            }
+        }
+        let node = Node {
+            name: name.to_string(),
+            spec: spec.clone(),
+            state: current.map_or(NodeState::Ready, |n| n.state),
+            version: index,
+            create_index: current.map_or(index, |n| n.create_index),
+        };
+        let kind = if current.is_some() { "node.updated" } else { "node.added" };
+        self.nodes.insert(name.to_string(), node.clone());
+        self.event(index, time_ms, kind, name, format!("docker endpoint {}", spec.docker_endpoint));
+        Outcome::Node(Box::new(node))
+    }
+
+    fn kv_put(&mut self, index: u64, key: &str, value: &[u8], flags: u64, cas: Option<u64>) -> Outcome {
+        if let Err(reason) = validate::kv_key(key).and(validate::kv_value(value)) {
+            return Outcome::Rejected(reason);
+        }
+        let existing = self.kv.get(key);
+        if let Some(expected) = cas {
+            let current = existing.map_or(0, |e| e.modify_index);
+            if expected != current {
+                return Outcome::Kv(false);
+            }
+        }
+        let create_index = existing.map_or(index, |e| e.create_index);
+        self.kv.insert(
+            key.to_string(),
+            KvEntry {
+                value: value.to_vec(),
+                flags,
+                create_index,
+                modify_index: index,
+            },
+        );
+        self.kv_index = index;
+        Outcome::Kv(true)
+    }
+
+    fn kv_delete(&mut self, index: u64, key: &str, cas: Option<u64>, recurse: bool) -> Outcome {
+        if recurse {
+            let doomed: Vec<String> = self.kv_prefix(key).map(|(k, _)| k.clone()).collect();
+            if !doomed.is_empty() {
+                for k in doomed {
+                    self.kv.remove(&k);
+                }
+                self.kv_index = index;
+                self.kv_delete_index = index;
+            }
+            return Outcome::Kv(true);
+        }
+        if let Some(expected) = cas {
+            // Consul: a CAS delete of a missing key with index 0 succeeds.
+            let current = self.kv.get(key).map_or(0, |e| e.modify_index);
+            if expected != current {
+                return Outcome::Kv(false);
+            }
+        }
+        if self.kv.remove(key).is_some() {
+            self.kv_index = index;
+            self.kv_delete_index = index;
+        }
+        Outcome::Kv(true)
+    }
+
+    /// Entries whose key starts with `prefix`, in key order.
+    pub fn kv_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a KvEntry)> + 'a {
+        self.kv
+            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+    }
+
+    /// The index a KV read of `key` (or of the prefix, with `recurse`)
+    /// reports in `X-Consul-Index`: the newest change among the entries it
+    /// returns, or the newest deletion, never 0.
+    pub fn kv_read_index(&self, key: &str, recurse: bool) -> u64 {
+        let newest = if recurse {
+            self.kv_prefix(key).map(|(_, e)| e.modify_index).max()
+        } else {
+            self.kv.get(key).map(|e| e.modify_index)
+        };
+        newest.unwrap_or(0).max(self.kv_delete_index).max(1)
+    }
+
+    /// Instances of one service, by slot.
+    pub fn service_instances(&self, namespace: &str, name: &str) -> Vec<&Instance> {
+        let mut found: Vec<&Instance> = self
+            .instances
+            .values()
+            .filter(|i| i.namespace == namespace && i.service == name)
+            .collect();
+        found.sort_by_key(|i| (i.slot, i.generation));
+        found
+    }
+
+    fn event(&mut self, index: u64, time_ms: u64, kind: &str, subject: &str, message: String) {
+        self.events.push_back(Event {
+            index,
+            time_ms,
+            kind: kind.to_string(),
+            subject: subject.to_string(),
+            message,
+        });
+        while self.events.len() > EVENT_LOG_CAPACITY {
+            self.events.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,330 @@
+//! The records of the replicated model: services, instances, nodes,
+//! managers, KV entries and events. Plain data with serde derives, shared by
+//! the state machine, the API and the CLI; no behaviour beyond defaults.
+//!
+//! Serde attributes are limited to what both JSON (API) and bincode (log,
+//! snapshots) understand: no untagged or internally tagged enums and no
+//! `skip_serializing_if`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Transport protocol of a service port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+/// One port a service's containers listen on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    pub name: String,
+    pub container_port: u16,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// SRV weight of this port.
+    #[serde(default = "default_weight")]
+    pub weight: u16,
+}
+
+fn default_weight() -> u16 {
+    1
+}
+
+/// Resources reserved for each instance; zero means "not limited".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Resources {
+    /// Thousandths of a CPU.
+    pub cpu_millis: u32,
+    pub memory_mb: u64,
+}
+
+/// How replicas are spread across the nodes that match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Spread {
+    #[default]
+    Node,
+    Zone,
+    None,
+}
+
+/// Where a service's instances may run.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Placement {
+    pub region: Option<String>,
+    pub zone: Option<String>,
+    pub node_labels: BTreeMap<String, String>,
+    pub spread: Spread,
+}
+
+/// Kind of health probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    #[default]
+    Http,
+    Tcp,
+}
+
+/// Health check run by the leader against every running instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default)]
+    pub kind: ProbeKind,
+    /// Name of the port (from `ports`) to probe.
+    pub port: String,
+    /// HTTP path for `http` probes.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+}
+
+fn default_health_path() -> String {
+    "/health".into()
+}
+fn default_interval_ms() -> u64 {
+    1000
+}
+fn default_timeout_ms() -> u64 {
+    500
+}
+fn default_retries() -> u32 {
+    3
+}
+
+/// Restart backoff owned by raftvisor (not the engine's restart policy).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestartPolicy {
+    pub initial_backoff_ms: u64,
+    pub max_backoff_ms: u64,
+    pub reset_after_ms: u64,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        RestartPolicy {
+            initial_backoff_ms: 100,
+            max_backoff_ms: 30_000,
+            reset_after_ms: 10_000,
+        }
+    }
+}
+
+/// How a changed spec rolls out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpdateStrategy {
+    pub max_parallel: u32,
+}
+
+impl Default for UpdateStrategy {
+    fn default() -> Self {
+        UpdateStrategy { max_parallel: 1 }
+    }
+}
+
+/// What a user asks for when deploying a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub image: String,
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    #[serde(default)]
+    pub resources: Resources,
+    #[serde(default)]
+    pub placement: Placement,
+    #[serde(default)]
+    pub health: Option<HealthCheck>,
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    #[serde(default)]
+    pub update: UpdateStrategy,
+}
+
+fn default_replicas() -> u32 {
+    1
+}
+
+/// Whether a service's instances should be running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    #[default]
+    Running,
+    Stopped,
+}
+
+/// A deployed service as replicated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub namespace: String,
+    pub name: String,
+    pub spec: ServiceSpec,
+    pub run_state: RunState,
+    /// Raft index of the last change; the compare-and-set token.
+    pub version: u64,
+    pub create_index: u64,
+}
+
+/// Lifecycle of one instance (one slot of a service on one node).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InstanceState {
+    #[default]
+    Pending,
+    Starting,
+    Running,
+    Unhealthy,
+    Exited,
+    CrashLoop,
+    Stopped,
+}
+
+/// How a container ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitInfo {
+    pub code: i64,
+    pub reason: String,
+    pub at_ms: u64,
+}
+
+/// A published port of a running instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedPort {
+    pub name: String,
+    pub container_port: u16,
+    pub host_port: u16,
+    pub protocol: Protocol,
+}
+
+/// One slot of a service placed on a node; ids are generated by raftvisor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub id: String,
+    pub namespace: String,
+    pub service: String,
+    pub slot: u32,
+    /// Grows whenever the slot is placed anew.
+    pub generation: u64,
+    pub node: Option<String>,
+    pub container_id: Option<String>,
+    pub state: InstanceState,
+    pub restarts: u32,
+    pub last_exit: Option<ExitInfo>,
+    pub address: Option<String>,
+    pub ports: Vec<PublishedPort>,
+    pub spec_version: u64,
+}
+
+/// Lifecycle of a machine in the inventory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Provisioning,
+    #[default]
+    Ready,
+    Down,
+    Draining,
+    Retired,
+}
+
+/// Capacity a node offers to instances; zero means "not limited".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Capacity {
+    pub cpu_millis: u32,
+    pub memory_mb: u64,
+    pub max_instances: u32,
+}
+
+/// What a user gives when registering a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSpec {
+    #[serde(default = "default_provider")]
+    pub provider: String,
+    pub docker_endpoint: String,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub capacity: Capacity,
+}
+
+fn default_provider() -> String {
+    "static".into()
+}
+
+/// A machine (VM or Docker host) in the inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub spec: NodeSpec,
+    pub state: NodeState,
+    pub version: u64,
+    pub create_index: u64,
+}
+
+/// Which replica runs where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manager {
+    pub raft_id: u64,
+    pub peer_addr: String,
+    pub api_addr: String,
+    pub node: Option<String>,
+}
+
+/// One key of the KV store, Consul-shaped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvEntry {
+    pub value: Vec<u8>,
+    pub flags: u64,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// One entry of the bounded, replicated log of what the control plane did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub index: u64,
+    pub time_ms: u64,
+    pub kind: String,
+    pub subject: String,
+    pub message: String,
+}

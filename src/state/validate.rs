@@ -1,0 +1,151 @@
+//! Input validation shared by the API (to answer 4xx early) and the state
+//! machine (which must never trust a log entry to be well-formed). Pure.
+
+use std::collections::BTreeSet;
+
+use super::types::{NodeSpec, ServiceSpec};
+
+/// Largest KV value accepted, as in Consul.
+pub const MAX_KV_VALUE_BYTES: usize = 512 * 1024;
+/// Largest KV key accepted.
+pub const MAX_KV_KEY_BYTES: usize = 1024;
+/// Upper bound on a service's replicas.
+pub const MAX_REPLICAS: u32 = 1000;
+
+/// Checks that `value` is a DNS label (RFC 1123): 1–63 of `[a-z0-9-]`, not
+/// starting or ending with `-`. `what` names the field in the error.
+pub fn dns_label(what: &str, value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{what} {value:?} is not a DNS label (1-63 characters of a-z, 0-9 and '-', not starting or ending with '-')"
+        ))
+    }
+}
+
+/// Checks a KV key and value size.
+pub fn kv_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("key must not be empty".into());
+    }
+    if key.len() > MAX_KV_KEY_BYTES {
+        return Err(format!("key is longer than {MAX_KV_KEY_BYTES} bytes"));
+    }
+    if key.starts_with('/') {
+        return Err("key must not start with '/'".into());
+    }
+    Ok(())
+}
+
+pub fn kv_value(value: &[u8]) -> Result<(), String> {
+    if value.len() > MAX_KV_VALUE_BYTES {
+        return Err(format!(
+            "value is {} bytes; the limit is {MAX_KV_VALUE_BYTES}",
+            value.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a service spec for everything that does not depend on state.
+pub fn service_spec(spec: &ServiceSpec) -> Result<(), String> {
+    if spec.image.trim().is_empty() {
+        return Err("spec.image must not be empty".into());
+    }
+    if spec.replicas > MAX_REPLICAS {
+        return Err(format!("spec.replicas must be at most {MAX_REPLICAS}"));
+    }
+    let mut names = BTreeSet::new();
+    for port in &spec.ports {
+        dns_label("port name", &port.name)?;
+        if port.container_port == 0 {
+            return Err(format!("port {:?}: container_port must be 1-65535", port.name));
+        }
+        if !names.insert(port.name.as_str()) {
+            return Err(format!("port name {:?} is used twice", port.name));
+        }
+    }
+    for key in spec.env.keys() {
+        if key.is_empty() || key.contains('=') {
+            return Err(format!("env name {key:?} must be non-empty and contain no '='"));
+        }
+    }
+    if let Some(health) = &spec.health {
+        if !names.contains(health.port.as_str()) {
+            return Err(format!(
+                "health.port {:?} names no port of this service",
+                health.port
+            ));
+        }
+        if health.interval_ms == 0 || health.timeout_ms == 0 {
+            return Err("health.interval_ms and health.timeout_ms must be positive".into());
+        }
+    }
+    if spec.restart.initial_backoff_ms > spec.restart.max_backoff_ms {
+        return Err("restart.initial_backoff_ms must not exceed restart.max_backoff_ms".into());
+    }
+    if spec.update.max_parallel == 0 {
+        return Err("update.max_parallel must be at least 1".into());
+    }
+    if let Some(zone) = &spec.placement.zone {
+        dns_label("placement.zone", zone)?;
+    }
+    if let Some(region) = &spec.placement.region {
+        dns_label("placement.region", region)?;
+    }
+    Ok(())
+}
+
+/// Checks a node spec.
+pub fn node_spec(spec: &NodeSpec) -> Result<(), String> {
+    let endpoint = spec.docker_endpoint.as_str();
+    let known = ["unix://", "tcp://", "http://", "https://", "tcp+tls://"];
+    if !known.iter().any(|scheme| endpoint.starts_with(scheme)) {
+        return Err(format!(
+            "docker_endpoint {endpoint:?} must start with one of {}",
+            known.join(", ")
+        ));
+    }
+    if spec.provider.is_empty() {
+        return Err("provider must not be empty".into());
+    }
+    if let Some(zone) = &spec.zone {
+        dns_label("zone", zone)?;
+    }
+    if let Some(region) = &spec.region {
+        dns_label("region", region)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        for good in ["a", "echo", "demo-1", "x".repeat(63).as_str()] {
+            assert!(dns_label("name", good).is_ok(), "{good}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a.b", "x".repeat(64).as_str(), "é"] {
+            assert!(dns_label("name", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kv_limits() {
+        assert!(kv_key("a/b").is_ok());
+        assert!(kv_key("").is_err());
+        assert!(kv_key("/a").is_err());
+        assert!(kv_value(&vec![0; MAX_KV_VALUE_BYTES]).is_ok());
+        assert!(kv_value(&vec![0; MAX_KV_VALUE_BYTES + 1]).is_err());
+    }
+}
