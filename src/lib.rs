@@ -2,5 +2,12 @@
 //! run on, replicated with Raft. This crate root only wires the modules; the
 //! binary in `main.rs` parses the command line and dispatches.
 
+pub mod agent;
+pub mod api;
+pub mod cli;
+pub mod client;
 pub mod codec;
+pub mod config;
+pub mod raft;
+pub mod replica;
 pub mod state;

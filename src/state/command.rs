@@ -21,7 +21,9 @@ impl RequestId {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Sets the cluster identity once; later calls change nothing.
-    InitCluster { cluster_id: String },
+    InitCluster {
+        cluster_id: String,
+    },
     PutService {
         namespace: String,
         name: String,

@@ -129,12 +129,12 @@ impl State {
                 .into_iter()
                 .map(|i| (i.id.clone(), i))
                 .collect(),
-            nodes: image.nodes.into_iter().map(|n| (n.name.clone(), n)).collect(),
-            managers: image
-                .managers
+            nodes: image
+                .nodes
                 .into_iter()
-                .map(|m| (m.raft_id, m))
+                .map(|n| (n.name.clone(), n))
                 .collect(),
+            managers: image.managers.into_iter().map(|m| (m.raft_id, m)).collect(),
             kv: image.kv.into_iter().collect(),
             kv_index: image.kv_index,
             kv_delete_index: image.kv_delete_index,
@@ -179,7 +179,13 @@ impl State {
             Command::InitCluster { cluster_id } => {
                 if self.cluster_id.is_none() {
                     self.cluster_id = Some(cluster_id.clone());
-                    self.event(index, time_ms, "cluster", "cluster", format!("cluster {cluster_id} initialised"));
+                    self.event(
+                        index,
+                        time_ms,
+                        "cluster",
+                        "cluster",
+                        format!("cluster {cluster_id} initialised"),
+                    );
                 }
                 Outcome::Done
             }
@@ -231,7 +237,13 @@ impl State {
                 if self.nodes.remove(name).is_none() {
                     return Outcome::NotFound;
                 }
-                self.event(index, time_ms, "node.removed", name, "node removed from the inventory".into());
+                self.event(
+                    index,
+                    time_ms,
+                    "node.removed",
+                    name,
+                    "node removed from the inventory".into(),
+                );
                 Outcome::Deleted
             }
             Command::SetNodeDraining { name, draining } => {
@@ -245,8 +257,18 @@ impl State {
                 };
                 node.version = index;
                 let node = node.clone();
-                let what = if *draining { "draining" } else { "ready (drain cancelled)" };
-                self.event(index, time_ms, "node.drain", name, format!("node is {what}"));
+                let what = if *draining {
+                    "draining"
+                } else {
+                    "ready (drain cancelled)"
+                };
+                self.event(
+                    index,
+                    time_ms,
+                    "node.drain",
+                    name,
+                    format!("node is {what}"),
+                );
                 Outcome::Node(Box::new(node))
             }
             Command::PutManager {
@@ -277,7 +299,13 @@ impl State {
                 if self.managers.remove(raft_id).is_none() {
                     return Outcome::NotFound;
                 }
-                self.event(index, time_ms, "manager.removed", &raft_id.to_string(), format!("manager {raft_id} removed"));
+                self.event(
+                    index,
+                    time_ms,
+                    "manager.removed",
+                    &raft_id.to_string(),
+                    format!("manager {raft_id} removed"),
+                );
                 Outcome::Deleted
             }
             Command::KvPut {
@@ -331,7 +359,11 @@ impl State {
             version: index,
             create_index: current.map_or(index, |s| s.create_index),
         };
-        let kind = if current.is_some() { "service.updated" } else { "service.created" };
+        let kind = if current.is_some() {
+            "service.updated"
+        } else {
+            "service.created"
+        };
         self.services.insert(key, service.clone());
         self.event(
             index,
@@ -365,7 +397,13 @@ impl State {
         self.services.remove(&key);
         self.instances
             .retain(|_, i| !(i.namespace == namespace && i.service == name));
-        self.event(index, time_ms, "service.deleted", &format!("{namespace}/{name}"), "service removed".into());
+        self.event(
+            index,
+            time_ms,
+            "service.deleted",
+            &format!("{namespace}/{name}"),
+            "service removed".into(),
+        );
         Outcome::Deleted
     }
 
@@ -396,13 +434,30 @@ impl State {
             version: index,
             create_index: current.map_or(index, |n| n.create_index),
         };
-        let kind = if current.is_some() { "node.updated" } else { "node.added" };
+        let kind = if current.is_some() {
+            "node.updated"
+        } else {
+            "node.added"
+        };
         self.nodes.insert(name.to_string(), node.clone());
-        self.event(index, time_ms, kind, name, format!("docker endpoint {}", spec.docker_endpoint));
+        self.event(
+            index,
+            time_ms,
+            kind,
+            name,
+            format!("docker endpoint {}", spec.docker_endpoint),
+        );
         Outcome::Node(Box::new(node))
     }
 
-    fn kv_put(&mut self, index: u64, key: &str, value: &[u8], flags: u64, cas: Option<u64>) -> Outcome {
+    fn kv_put(
+        &mut self,
+        index: u64,
+        key: &str,
+        value: &[u8],
+        flags: u64,
+        cas: Option<u64>,
+    ) -> Outcome {
         if let Err(reason) = validate::kv_key(key).and(validate::kv_value(value)) {
             return Outcome::Rejected(reason);
         }
@@ -454,9 +509,15 @@ impl State {
     }
 
     /// Entries whose key starts with `prefix`, in key order.
-    pub fn kv_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = (&'a String, &'a KvEntry)> + 'a {
+    pub fn kv_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a KvEntry)> + 'a {
         self.kv
-            .range::<str, _>((std::ops::Bound::Included(prefix), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(move |(k, _)| k.starts_with(prefix))
     }
 

@@ -31,16 +31,28 @@ fn spec(replicas: u32) -> ServiceSpec {
 #[test]
 fn kv_put_sets_indexes_and_cas_follows_consul() {
     let mut state = State::default();
-    assert_eq!(state.apply(5, &req(1, put("a", "1", None))).outcome, Outcome::Kv(true));
+    assert_eq!(
+        state.apply(5, &req(1, put("a", "1", None))).outcome,
+        Outcome::Kv(true)
+    );
     let entry = state.kv["a"].clone();
     assert_eq!((entry.create_index, entry.modify_index), (5, 5));
 
     // cas=0 means "create only": the key exists, so nothing changes.
-    assert_eq!(state.apply(6, &req(2, put("a", "2", Some(0)))).outcome, Outcome::Kv(false));
+    assert_eq!(
+        state.apply(6, &req(2, put("a", "2", Some(0)))).outcome,
+        Outcome::Kv(false)
+    );
     assert_eq!(state.kv["a"].value, b"1");
     // Wrong index: refused; right index: applied, create index kept.
-    assert_eq!(state.apply(7, &req(3, put("a", "2", Some(4)))).outcome, Outcome::Kv(false));
-    assert_eq!(state.apply(8, &req(4, put("a", "2", Some(5)))).outcome, Outcome::Kv(true));
+    assert_eq!(
+        state.apply(7, &req(3, put("a", "2", Some(4)))).outcome,
+        Outcome::Kv(false)
+    );
+    assert_eq!(
+        state.apply(8, &req(4, put("a", "2", Some(5)))).outcome,
+        Outcome::Kv(true)
+    );
     assert_eq!(state.kv["a"].create_index, 5);
     assert_eq!(state.kv["a"].modify_index, 8);
     assert_eq!(state.kv_index, 8);
@@ -57,12 +69,25 @@ fn kv_delete_cas_and_recurse() {
         cas,
         recurse,
     };
-    assert_eq!(state.apply(4, &req(4, delete("app/a", Some(9), false))).outcome, Outcome::Kv(false));
+    assert_eq!(
+        state
+            .apply(4, &req(4, delete("app/a", Some(9), false)))
+            .outcome,
+        Outcome::Kv(false)
+    );
     assert!(state.kv.contains_key("app/a"));
-    assert_eq!(state.apply(5, &req(5, delete("app/a", Some(1), false))).outcome, Outcome::Kv(true));
+    assert_eq!(
+        state
+            .apply(5, &req(5, delete("app/a", Some(1), false)))
+            .outcome,
+        Outcome::Kv(true)
+    );
     assert!(!state.kv.contains_key("app/a"));
     assert_eq!(state.kv_delete_index, 5);
-    assert_eq!(state.apply(6, &req(6, delete("app/", None, true))).outcome, Outcome::Kv(true));
+    assert_eq!(
+        state.apply(6, &req(6, delete("app/", None, true))).outcome,
+        Outcome::Kv(true)
+    );
     assert_eq!(state.kv.keys().collect::<Vec<_>>(), vec!["other"]);
     assert_eq!(state.kv_read_index("app/", true), 6);
 }
@@ -111,7 +136,12 @@ fn services_compare_and_set_on_version() {
         ),
     );
     assert_eq!(stale.outcome, Outcome::VersionMismatch { current: 10 });
-    assert_eq!(state.services[&("demo".into(), "echo".into())].spec.replicas, 3);
+    assert_eq!(
+        state.services[&("demo".into(), "echo".into())]
+            .spec
+            .replicas,
+        3
+    );
 
     let scaled = state.apply(
         12,
@@ -124,7 +154,9 @@ fn services_compare_and_set_on_version() {
             },
         ),
     );
-    assert!(matches!(scaled.outcome, Outcome::Service(s) if s.spec.replicas == 1 && s.version == 12 && s.create_index == 10));
+    assert!(
+        matches!(scaled.outcome, Outcome::Service(s) if s.spec.replicas == 1 && s.version == 12 && s.create_index == 10)
+    );
 }
 
 #[test]
@@ -152,7 +184,15 @@ fn invalid_commands_are_rejected_without_change() {
 #[test]
 fn snapshot_image_round_trips_through_the_codec() {
     let mut state = State::default();
-    state.apply(1, &req(1, Command::InitCluster { cluster_id: "c1".into() }));
+    state.apply(
+        1,
+        &req(
+            1,
+            Command::InitCluster {
+                cluster_id: "c1".into(),
+            },
+        ),
+    );
     state.apply(2, &req(2, put("a", "1", None)));
     state.apply(
         3,
@@ -160,7 +200,10 @@ fn snapshot_image_round_trips_through_the_codec() {
             3,
             Command::PutNode {
                 name: "n1".into(),
-                spec: serde_json::from_value(serde_json::json!({"docker_endpoint": "unix:///var/run/docker.sock"})).unwrap(),
+                spec: serde_json::from_value(
+                    serde_json::json!({"docker_endpoint": "unix:///var/run/docker.sock"}),
+                )
+                .unwrap(),
                 expected_version: None,
             },
         ),

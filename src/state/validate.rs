@@ -67,7 +67,10 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), String> {
     for port in &spec.ports {
         dns_label("port name", &port.name)?;
         if port.container_port == 0 {
-            return Err(format!("port {:?}: container_port must be 1-65535", port.name));
+            return Err(format!(
+                "port {:?}: container_port must be 1-65535",
+                port.name
+            ));
         }
         if !names.insert(port.name.as_str()) {
             return Err(format!("port name {:?} is used twice", port.name));
@@ -75,7 +78,9 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), String> {
     }
     for key in spec.env.keys() {
         if key.is_empty() || key.contains('=') {
-            return Err(format!("env name {key:?} must be non-empty and contain no '='"));
+            return Err(format!(
+                "env name {key:?} must be non-empty and contain no '='"
+            ));
         }
     }
     if let Some(health) = &spec.health {
@@ -135,7 +140,16 @@ mod tests {
         for good in ["a", "echo", "demo-1", "x".repeat(63).as_str()] {
             assert!(dns_label("name", good).is_ok(), "{good}");
         }
-        for bad in ["", "-a", "a-", "A", "a_b", "a.b", "x".repeat(64).as_str(), "é"] {
+        for bad in [
+            "",
+            "-a",
+            "a-",
+            "A",
+            "a_b",
+            "a.b",
+            "x".repeat(64).as_str(),
+            "é",
+        ] {
             assert!(dns_label("name", bad).is_err(), "{bad}");
         }
     }

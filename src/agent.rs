@@ -1,0 +1,94 @@
+//! `raftvisor agent`: runs one replica — opens its stores, starts Raft,
+//! serves the peer port and the client API — until SIGINT/SIGTERM, then
+//! stops accepting requests and shuts Raft down.
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::config::AgentConfig;
+use crate::replica::Replica;
+
+/// Why the agent stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Start(#[from] crate::replica::StartError),
+    #[error("cannot listen on {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} server failed: {source}")]
+    Serve {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, AgentError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AgentError::Bind {
+            what,
+            addr: addr.to_string(),
+            source,
+        })
+}
+
+/// Runs the replica described by `config` until a shutdown signal.
+pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    crate::api::install_metrics_recorder();
+    // Bind first: a port in use is reported before any state is touched.
+    let peer_listener = bind("peer_addr", &config.peer_addr).await?;
+    let api_listener = bind("api_addr", &config.api_addr).await?;
+    let replica: Arc<Replica> = Replica::start(config.clone()).await?;
+    tracing::info!(
+        id = config.id,
+        api = %config.api_addr,
+        peer = %config.peer_addr,
+        data_dir = %config.data_dir.display(),
+        "replica started"
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let peer_server = axum::serve(
+        peer_listener,
+        crate::raft::peer_server::router(replica.clone()),
+    )
+    .with_graceful_shutdown(stopped(stop_rx.clone()));
+    let api_server = axum::serve(api_listener, crate::api::router(replica.clone()))
+        .with_graceful_shutdown(stopped(stop_rx));
+    let peer_task = tokio::spawn(async move { peer_server.await });
+    let api_task = tokio::spawn(async move { api_server.await });
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        let _ = api_task.await;
+        let _ = peer_task.await;
+    })
+    .await;
+    let _ = replica.raft.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

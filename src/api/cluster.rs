@@ -1,0 +1,179 @@
+//! `/v1/health`, `/v1/cluster` (status and membership changes),
+//! `/v1/events` and `/metrics`: what an operator asks about the control
+//! plane itself.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use openraft::ServerState;
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Params};
+use crate::raft::PeerNode;
+use crate::replica::Replica;
+use crate::state::Event;
+
+#[derive(Serialize)]
+pub struct Health {
+    status: &'static str,
+    id: u64,
+}
+
+pub async fn health(State(replica): State<Arc<Replica>>) -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        id: replica.id,
+    })
+}
+
+/// One member as `GET /v1/cluster` shows it.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub api_addr: String,
+    pub peer_addr: String,
+    pub voter: bool,
+    /// Milliseconds since this replica last exchanged a Raft message with
+    /// the member (known on the leader).
+    pub last_contact_ms: Option<u64>,
+}
+
+/// `GET /v1/cluster`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ClusterStatus {
+    pub this_id: u64,
+    pub cluster_id: Option<String>,
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    pub state: String,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: u64,
+    pub members: Vec<MemberStatus>,
+    pub data_dir: String,
+}
+
+pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> {
+    let metrics = replica.metrics();
+    let contacts = replica.peers.last_contact();
+    let membership = metrics.membership_config.membership();
+    let voters: Vec<u64> = membership.voter_ids().collect();
+    let members = membership
+        .nodes()
+        .map(|(id, node)| MemberStatus {
+            id: *id,
+            api_addr: node.api_addr.clone(),
+            peer_addr: node.peer_addr.clone(),
+            voter: voters.contains(id),
+            last_contact_ms: if *id == replica.id {
+                Some(0)
+            } else {
+                contacts.get(id).map(|d| d.as_millis() as u64)
+            },
+        })
+        .collect();
+    Json(ClusterStatus {
+        this_id: replica.id,
+        cluster_id: replica.sm.read(|s| s.cluster_id.clone()),
+        leader_id: metrics.current_leader,
+        term: metrics.current_term,
+        state: format!("{:?}", metrics.state).to_lowercase(),
+        last_log_index: metrics.last_log_index.unwrap_or(0),
+        applied_index: replica.sm.applied_index(),
+        snapshot_index: metrics.snapshot.map_or(0, |l| l.index),
+        members,
+        data_dir: replica.config.data_dir.display().to_string(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    id: u64,
+    api_addr: String,
+    peer_addr: String,
+}
+
+#[derive(Serialize)]
+pub struct MembershipChanged {
+    index: u64,
+}
+
+pub async fn add_member(
+    State(replica): State<Arc<Replica>>,
+    JsonBody(body): JsonBody<AddMember>,
+) -> ApiResult<Json<MembershipChanged>> {
+    if body.id == 0 {
+        return Err(ApiError::bad_request("id must be a positive integer"));
+    }
+    for addr in [&body.api_addr, &body.peer_addr] {
+        if addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ApiError::bad_request(format!(
+                "{addr:?} is not an IP:port address"
+            )));
+        }
+    }
+    let node = PeerNode {
+        peer_addr: body.peer_addr,
+        api_addr: body.api_addr,
+    };
+    let index = replica.add_member(body.id, node).await?;
+    Ok(Json(MembershipChanged { index }))
+}
+
+pub async fn remove_member(
+    State(replica): State<Arc<Replica>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<MembershipChanged>> {
+    let id: u64 = id.parse().map_err(|_| {
+        ApiError::bad_request(format!("member id {id:?} is not a positive integer"))
+    })?;
+    let index = replica.remove_member(id).await?;
+    Ok(Json(MembershipChanged { index }))
+}
+
+pub async fn events(
+    State(replica): State<Arc<Replica>>,
+    params: Params,
+) -> ApiResult<Json<Vec<Event>>> {
+    params.read_barrier(&replica).await?;
+    let since = params.number("since")?.unwrap_or(0);
+    Ok(Json(replica.sm.read(|s| {
+        s.events
+            .iter()
+            .filter(|e| e.index > since)
+            .cloned()
+            .collect()
+    })))
+}
+
+/// Prometheus text: the process-wide recorder plus Raft gauges read now.
+pub async fn metrics(State(replica): State<Arc<Replica>>) -> Response {
+    let m = replica.metrics();
+    metrics::gauge!("raftvisor_raft_term").set(m.current_term as f64);
+    metrics::gauge!("raftvisor_raft_is_leader").set(if m.state == ServerState::Leader {
+        1.0
+    } else {
+        0.0
+    });
+    metrics::gauge!("raftvisor_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
+    metrics::gauge!("raftvisor_raft_applied_index").set(replica.sm.applied_index() as f64);
+    metrics::gauge!("raftvisor_raft_voters").set(replica.voters().len() as f64);
+    metrics::gauge!("raftvisor_kv_keys").set(replica.sm.read(|s| s.kv.len()) as f64);
+    match super::prometheus() {
+        Some(handle) => (
+            [("content-type", "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed",
+        )
+            .into_response(),
+    }
+}

@@ -1,0 +1,248 @@
+//! Consul's KV HTTP API on `/v1/kv/{key}`, so Consul clients work
+//! unchanged: JSON entries with a base64 `Value`, `?raw`, `?keys`
+//! (with `?separator`), `?recurse`, `?cas`, `?flags`, `X-Consul-Index`
+//! and blocking reads (`?index=N&wait=30s`). Indexes are Raft log indexes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine;
+use serde::Serialize;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::Params;
+use crate::replica::Replica;
+use crate::state::{validate, Command, KvEntry, Outcome, State as Model};
+
+/// Longest blocking read, as in Consul.
+const MAX_WAIT: Duration = Duration::from_secs(600);
+const DEFAULT_WAIT: Duration = Duration::from_secs(300);
+
+/// One KV entry as Consul shows it.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ConsulEntry<'a> {
+    lock_index: u64,
+    key: &'a str,
+    flags: u64,
+    value: Option<String>,
+    create_index: u64,
+    modify_index: u64,
+}
+
+impl<'a> ConsulEntry<'a> {
+    fn new(key: &'a str, entry: &KvEntry) -> ConsulEntry<'a> {
+        ConsulEntry {
+            lock_index: 0,
+            key,
+            flags: entry.flags,
+            value: (!entry.value.is_empty())
+                .then(|| base64::engine::general_purpose::STANDARD.encode(&entry.value)),
+            create_index: entry.create_index,
+            modify_index: entry.modify_index,
+        }
+    }
+}
+
+/// Parses a Consul duration (`30s`, `5m`, `250ms`, `1h`; bare numbers are seconds).
+pub fn parse_wait(text: &str) -> Result<Duration, ApiError> {
+    let bad = || {
+        ApiError::bad_request(format!(
+            "wait={text:?} is not a duration like 30s, 5m or 250ms"
+        ))
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let amount: u64 = digits.parse().map_err(|_| bad())?;
+    let duration = match unit {
+        "" | "s" => Duration::from_secs(amount),
+        "ms" => Duration::from_millis(amount),
+        "m" => Duration::from_secs(amount.saturating_mul(60)),
+        "h" => Duration::from_secs(amount.saturating_mul(3600)),
+        _ => return Err(bad()),
+    };
+    Ok(duration.min(MAX_WAIT))
+}
+
+fn reject_unsupported(params: &Params) -> ApiResult<()> {
+    for unsupported in ["acquire", "release"] {
+        if params.has(unsupported) {
+            return Err(ApiError::bad_request(format!(
+                "?{unsupported} (sessions and locks) is not supported by raftvisor"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub async fn get_root(
+    state: State<Arc<Replica>>,
+    params: Params,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    get(state, Path(String::new()), params, headers).await
+}
+
+pub async fn get(
+    State(replica): State<Arc<Replica>>,
+    Path(key): Path<String>,
+    params: Params,
+    _headers: HeaderMap,
+) -> ApiResult<Response> {
+    let recurse = params.has("recurse") || params.has("keys");
+    if key.is_empty() && !recurse {
+        return Err(ApiError::bad_request(
+            "a key is required unless ?recurse or ?keys is given",
+        ));
+    }
+    let min_index = params.number("index")?;
+    let wait = match params.get("wait") {
+        Some(text) => parse_wait(text)?,
+        None => DEFAULT_WAIT,
+    };
+    params.read_barrier(&replica).await?;
+    if let Some(min_index) = min_index.filter(|i| *i > 0) {
+        let mut applied = replica.sm.watch_applied();
+        let _ = tokio::time::timeout(wait, async {
+            loop {
+                if replica.sm.read(|s| s.kv_read_index(&key, recurse)) > min_index {
+                    return;
+                }
+                if applied.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+    let response = replica
+        .sm
+        .read(|model| render_read(model, &key, &params, recurse));
+    Ok(response)
+}
+
+fn render_read(model: &Model, key: &str, params: &Params, recurse: bool) -> Response {
+    let index = model.kv_read_index(key, recurse);
+    let mut response = if params.has("keys") {
+        let separator = params.get("separator").filter(|s| !s.is_empty());
+        let mut names: Vec<String> = Vec::new();
+        for (name, _) in model.kv_prefix(key) {
+            let shown = match separator {
+                Some(sep) => match name[key.len()..].find(sep) {
+                    Some(at) => name[..key.len() + at + sep.len()].to_string(),
+                    None => name.clone(),
+                },
+                None => name.clone(),
+            };
+            if names.last() != Some(&shown) {
+                names.push(shown);
+            }
+        }
+        if names.is_empty() {
+            StatusCode::NOT_FOUND.into_response()
+        } else {
+            Json(names).into_response()
+        }
+    } else if recurse {
+        let entries: Vec<ConsulEntry> = model
+            .kv_prefix(key)
+            .map(|(k, e)| ConsulEntry::new(k, e))
+            .collect();
+        if entries.is_empty() {
+            StatusCode::NOT_FOUND.into_response()
+        } else {
+            Json(entries).into_response()
+        }
+    } else {
+        match model.kv.get(key) {
+            None => StatusCode::NOT_FOUND.into_response(),
+            Some(entry) if params.has("raw") => (
+                [("content-type", "application/octet-stream")],
+                entry.value.clone(),
+            )
+                .into_response(),
+            Some(entry) => Json(vec![ConsulEntry::new(key, entry)]).into_response(),
+        }
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-consul-index", HeaderValue::from(index));
+    headers.insert("x-consul-knownleader", HeaderValue::from_static("true"));
+    headers.insert("x-consul-lastcontact", HeaderValue::from_static("0"));
+    response
+}
+
+pub async fn put(
+    State(replica): State<Arc<Replica>>,
+    Path(key): Path<String>,
+    params: Params,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<Response> {
+    reject_unsupported(&params)?;
+    let body = body?;
+    validate::kv_key(&key).map_err(ApiError::bad_request)?;
+    validate::kv_value(&body)
+        .map_err(|m| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", m))?;
+    let command = Command::KvPut {
+        key,
+        value: body.to_vec(),
+        flags: params.number("flags")?.unwrap_or(0),
+        cas: params.number("cas")?,
+    };
+    answer_bool(replica.write(command).await?.outcome)
+}
+
+pub async fn delete_root(state: State<Arc<Replica>>, params: Params) -> ApiResult<Response> {
+    delete(state, Path(String::new()), params).await
+}
+
+pub async fn delete(
+    State(replica): State<Arc<Replica>>,
+    Path(key): Path<String>,
+    params: Params,
+) -> ApiResult<Response> {
+    let recurse = params.has("recurse");
+    if !recurse {
+        validate::kv_key(&key).map_err(ApiError::bad_request)?;
+    }
+    let command = Command::KvDelete {
+        key,
+        cas: params.number("cas")?,
+        recurse,
+    };
+    answer_bool(replica.write(command).await?.outcome)
+}
+
+fn answer_bool(outcome: Outcome) -> ApiResult<Response> {
+    match outcome {
+        Outcome::Kv(ok) => Ok(Json(ok).into_response()),
+        Outcome::Rejected(reason) => Err(ApiError::bad_request(reason)),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("unexpected outcome {other:?}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_parse_like_consul() {
+        assert_eq!(parse_wait("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_wait("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_wait("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_wait("7").unwrap(), Duration::from_secs(7));
+        assert_eq!(parse_wait("99h").unwrap(), MAX_WAIT);
+        assert!(parse_wait("soon").is_err());
+        assert!(parse_wait("5x").is_err());
+    }
+}

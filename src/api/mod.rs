@@ -1,0 +1,89 @@
+//! The client API (HTTP/JSON, prefix `/v1`) every replica serves on
+//! `api_addr`: routing, body limits and JSON errors for unknown routes.
+//! Handlers read from the local state machine (after a read-index barrier
+//! unless `?stale`) and write through [`Replica::write`], which forwards to
+//! the leader. Handlers never touch Raft storage directly.
+
+pub mod cluster;
+pub mod error;
+pub mod extract;
+pub mod kv;
+pub mod nodes;
+pub mod services;
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::replica::Replica;
+use error::ApiError;
+
+static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder (once).
+pub fn install_metrics_recorder() {
+    PROMETHEUS.get_or_init(|| {
+        PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the metrics recorder is installed once per process")
+    });
+}
+
+fn prometheus() -> Option<&'static PrometheusHandle> {
+    PROMETHEUS.get()
+}
+
+/// The `/v1` router for `replica`.
+pub fn router(replica: Arc<Replica>) -> Router {
+    let max_body = replica.config.api.max_body_bytes;
+    Router::new()
+        .route("/v1/health", get(cluster::health))
+        .route("/v1/cluster", get(cluster::status))
+        .route("/v1/cluster/members", post(cluster::add_member))
+        .route(
+            "/v1/cluster/members/{id}",
+            axum::routing::delete(cluster::remove_member),
+        )
+        .route("/v1/events", get(cluster::events))
+        .route("/metrics", get(cluster::metrics))
+        .route("/v1/services", get(services::list))
+        .route(
+            "/v1/services/{namespace}/{name}",
+            get(services::get)
+                .put(services::put)
+                .delete(services::delete),
+        )
+        .route(
+            "/v1/services/{namespace}/{name}/scale",
+            post(services::scale),
+        )
+        .route(
+            "/v1/services/{namespace}/{name}/instances",
+            get(services::instances),
+        )
+        .route("/v1/nodes", get(nodes::list))
+        .route(
+            "/v1/nodes/{name}",
+            get(nodes::get).put(nodes::put).delete(nodes::delete),
+        )
+        .route("/v1/nodes/{name}/drain", post(nodes::drain))
+        .route("/v1/kv", get(kv::get_root).delete(kv::delete_root))
+        .route("/v1/kv/", get(kv::get_root).delete(kv::delete_root))
+        .route(
+            "/v1/kv/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete),
+        )
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "method not allowed on this endpoint",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(replica)
+}

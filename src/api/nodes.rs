@@ -1,0 +1,127 @@
+//! `/v1/nodes`: the machine inventory — register (PUT), read, list, drain,
+//! remove. Liveness is judged by the leader later; this is desired state.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Params};
+use super::services::if_match;
+use crate::replica::Replica;
+use crate::state::{validate, Command, Node, NodeSpec, Outcome};
+
+fn check_name(name: &str) -> ApiResult<()> {
+    validate::dns_label("node name", name).map_err(ApiError::bad_request)
+}
+
+fn node_outcome(name: &str, outcome: Outcome) -> ApiResult<Response> {
+    match outcome {
+        Outcome::Node(node) => Ok(Json(node).into_response()),
+        Outcome::Deleted => Ok(StatusCode::NO_CONTENT.into_response()),
+        Outcome::NotFound => Err(ApiError::not_found(format!("node {name} does not exist"))),
+        Outcome::VersionMismatch { current } => {
+            Err(ApiError::version_mismatch(&format!("node {name}"), current))
+        }
+        Outcome::Rejected(reason) => Err(ApiError::bad_request(reason)),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("unexpected outcome {other:?}"),
+        )),
+    }
+}
+
+pub async fn list(
+    State(replica): State<Arc<Replica>>,
+    params: Params,
+) -> ApiResult<Json<Vec<Node>>> {
+    params.read_barrier(&replica).await?;
+    Ok(Json(
+        replica.sm.read(|s| s.nodes.values().cloned().collect()),
+    ))
+}
+
+pub async fn get(
+    State(replica): State<Arc<Replica>>,
+    Path(name): Path<String>,
+    params: Params,
+) -> ApiResult<Json<Node>> {
+    check_name(&name)?;
+    params.read_barrier(&replica).await?;
+    replica
+        .sm
+        .read(|s| s.nodes.get(&name).cloned())
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("node {name} does not exist")))
+}
+
+pub async fn put(
+    State(replica): State<Arc<Replica>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    JsonBody(spec): JsonBody<NodeSpec>,
+) -> ApiResult<Response> {
+    check_name(&name)?;
+    validate::node_spec(&spec).map_err(ApiError::bad_request)?;
+    let applied = replica
+        .write(Command::PutNode {
+            name: name.clone(),
+            spec,
+            expected_version: if_match(&headers)?,
+        })
+        .await?;
+    node_outcome(&name, applied.outcome)
+}
+
+pub async fn delete(
+    State(replica): State<Arc<Replica>>,
+    Path(name): Path<String>,
+) -> ApiResult<Response> {
+    check_name(&name)?;
+    let applied = replica
+        .write(Command::DeleteNode { name: name.clone() })
+        .await?;
+    node_outcome(&name, applied.outcome)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainBody {
+    #[serde(default)]
+    cancel: bool,
+}
+
+/// `POST /v1/nodes/{name}/drain`, optional body `{"cancel": true}`.
+pub async fn drain(
+    State(replica): State<Arc<Replica>>,
+    Path(name): Path<String>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> ApiResult<Response> {
+    check_name(&name)?;
+    let body = body?;
+    let cancel = if body.iter().all(u8::is_ascii_whitespace) {
+        false
+    } else {
+        serde_json::from_slice::<DrainBody>(&body)
+            .map_err(|e| {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    format!("invalid drain body: {e}"),
+                )
+            })?
+            .cancel
+    };
+    let applied = replica
+        .write(Command::SetNodeDraining {
+            name: name.clone(),
+            draining: !cancel,
+        })
+        .await?;
+    node_outcome(&name, applied.outcome)
+}

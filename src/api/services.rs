@@ -1,0 +1,185 @@
+//! `/v1/services`: the service registry's desired state — deploy (PUT with
+//! `If-Match` compare-and-set on the version), read, list, scale, delete,
+//! and the instances of a service.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult};
+use super::extract::{JsonBody, Params};
+use crate::replica::Replica;
+use crate::state::{validate, Command, Instance, Outcome, Service, ServiceSpec};
+
+fn check_names(namespace: &str, name: &str) -> ApiResult<()> {
+    validate::dns_label("namespace", namespace)
+        .and_then(|_| validate::dns_label("service name", name))
+        .map_err(ApiError::bad_request)
+}
+
+/// Reads `If-Match: <version>` (quotes, as in an ETag, are allowed).
+pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
+    let Some(value) = headers.get("if-match") else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or("").trim().trim_matches('"');
+    text.parse()
+        .map(Some)
+        .map_err(|_| ApiError::bad_request(format!("If-Match {text:?} is not a version number")))
+}
+
+fn with_etag(service: &Service) -> Response {
+    let mut response = Json(service).into_response();
+    response.headers_mut().insert(
+        "etag",
+        HeaderValue::from_str(&format!("\"{}\"", service.version))
+            .expect("digits are a valid header"),
+    );
+    response
+}
+
+/// Turns a write outcome about a service into a response.
+fn service_outcome(what: &str, outcome: Outcome) -> ApiResult<Response> {
+    match outcome {
+        Outcome::Service(service) => Ok(with_etag(&service)),
+        Outcome::Deleted => Ok(StatusCode::NO_CONTENT.into_response()),
+        Outcome::NotFound => Err(ApiError::not_found(format!(
+            "service {what} does not exist"
+        ))),
+        Outcome::VersionMismatch { current } => Err(ApiError::version_mismatch(
+            &format!("service {what}"),
+            current,
+        )),
+        Outcome::Rejected(reason) => Err(ApiError::bad_request(reason)),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("unexpected outcome {other:?}"),
+        )),
+    }
+}
+
+pub async fn list(
+    State(replica): State<Arc<Replica>>,
+    params: Params,
+) -> ApiResult<Json<Vec<Service>>> {
+    params.read_barrier(&replica).await?;
+    let namespace = params.get("namespace").map(str::to_string);
+    Ok(Json(replica.sm.read(|s| {
+        s.services
+            .values()
+            .filter(|svc| namespace.as_ref().is_none_or(|ns| &svc.namespace == ns))
+            .cloned()
+            .collect()
+    })))
+}
+
+pub async fn get(
+    State(replica): State<Arc<Replica>>,
+    Path((namespace, name)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<Response> {
+    check_names(&namespace, &name)?;
+    params.read_barrier(&replica).await?;
+    let key = (namespace.clone(), name.clone());
+    match replica.sm.read(|s| s.services.get(&key).cloned()) {
+        Some(service) => Ok(with_etag(&service)),
+        None => Err(ApiError::not_found(format!(
+            "service {namespace}/{name} does not exist"
+        ))),
+    }
+}
+
+pub async fn put(
+    State(replica): State<Arc<Replica>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(spec): JsonBody<ServiceSpec>,
+) -> ApiResult<Response> {
+    check_names(&namespace, &name)?;
+    validate::service_spec(&spec).map_err(ApiError::bad_request)?;
+    let expected_version = if_match(&headers)?;
+    let what = format!("{namespace}/{name}");
+    let applied = replica
+        .write(Command::PutService {
+            namespace,
+            name,
+            spec,
+            expected_version,
+        })
+        .await?;
+    service_outcome(&what, applied.outcome)
+}
+
+pub async fn delete(
+    State(replica): State<Arc<Replica>>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> ApiResult<Response> {
+    check_names(&namespace, &name)?;
+    let what = format!("{namespace}/{name}");
+    let applied = replica
+        .write(Command::DeleteService {
+            namespace,
+            name,
+            expected_version: if_match(&headers)?,
+        })
+        .await?;
+    service_outcome(&what, applied.outcome)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleBody {
+    replicas: u32,
+}
+
+pub async fn scale(
+    State(replica): State<Arc<Replica>>,
+    Path((namespace, name)): Path<(String, String)>,
+    JsonBody(body): JsonBody<ScaleBody>,
+) -> ApiResult<Response> {
+    check_names(&namespace, &name)?;
+    if body.replicas > validate::MAX_REPLICAS {
+        return Err(ApiError::bad_request(format!(
+            "replicas must be at most {}",
+            validate::MAX_REPLICAS
+        )));
+    }
+    let what = format!("{namespace}/{name}");
+    let applied = replica
+        .write(Command::ScaleService {
+            namespace,
+            name,
+            replicas: body.replicas,
+        })
+        .await?;
+    service_outcome(&what, applied.outcome)
+}
+
+pub async fn instances(
+    State(replica): State<Arc<Replica>>,
+    Path((namespace, name)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<Json<Vec<Instance>>> {
+    check_names(&namespace, &name)?;
+    params.read_barrier(&replica).await?;
+    let key = (namespace.clone(), name.clone());
+    replica.sm.read(|s| {
+        if !s.services.contains_key(&key) {
+            return Err(ApiError::not_found(format!(
+                "service {namespace}/{name} does not exist"
+            )));
+        }
+        Ok(Json(
+            s.service_instances(&namespace, &name)
+                .into_iter()
+                .cloned()
+                .collect(),
+        ))
+    })
+}

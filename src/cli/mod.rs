@@ -1,0 +1,541 @@
+//! The `raftvisor` command line: arguments parsed once by clap, validated
+//! into calls of the typed [`Client`], results printed as tables or JSON.
+//! Every failure becomes one line on stderr and a non-zero exit code (in
+//! `main`).
+
+pub mod output;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+use crate::client::{Client, ClientOptions, Consistency};
+use crate::state::{NodeSpec, ServiceSpec};
+use output::{print, Format, Table};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "raftvisor",
+    version,
+    about = "A self-healing supervisor for containers, replicated with Raft"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// API address of any replica (host:port, comma-separated for several).
+    #[arg(
+        long,
+        global = true,
+        env = "RAFTVISOR_ADDR",
+        default_value = "127.0.0.1:7001"
+    )]
+    pub addr: String,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human)]
+    pub output: Format,
+    /// API token.
+    #[arg(long, global = true, env = "RAFTVISOR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the API token.
+    #[arg(long, global = true, env = "RAFTVISOR_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// CA certificate (PEM) of a TLS-enabled API.
+    #[arg(long, global = true, env = "RAFTVISOR_CA")]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one manager replica.
+    Agent {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Read and write the KV store.
+    #[command(subcommand)]
+    Kv(KvCommand),
+    /// Deploy and manage services.
+    #[command(subcommand)]
+    Service(ServiceCommand),
+    /// Manage the node (machine) inventory.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Inspect and change the manager cluster.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KvCommand {
+    /// Print a key's value.
+    Get {
+        key: String,
+        /// Answer from the contacted replica without a read barrier.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Set a key.
+    Put {
+        key: String,
+        value: String,
+        #[arg(long, default_value_t = 0)]
+        flags: u64,
+    },
+    /// Set a key only if its ModifyIndex is INDEX (0: only if absent).
+    Cas {
+        key: String,
+        value: String,
+        #[arg(long)]
+        index: u64,
+    },
+    /// Delete a key (or every key under a prefix with --recurse).
+    Rm {
+        key: String,
+        #[arg(long)]
+        recurse: bool,
+        #[arg(long)]
+        cas: Option<u64>,
+    },
+    /// List keys under a prefix.
+    Ls {
+        #[arg(default_value = "")]
+        prefix: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ServiceCommand {
+    /// Create or update a service from a TOML or JSON file.
+    Deploy {
+        file: PathBuf,
+        /// Only if the service is at this version (0: only if new).
+        #[arg(long)]
+        if_match: Option<u64>,
+    },
+    /// List services.
+    Ls,
+    /// Show one service and its instances.
+    Show { service: String },
+    /// Set the number of replicas.
+    Scale { service: String, replicas: u32 },
+    /// Remove a service.
+    Rm { service: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NodeCommand {
+    /// List nodes.
+    Ls,
+    /// Show one node.
+    Show { name: String },
+    /// Register (or update) a node.
+    Add {
+        name: String,
+        /// Docker endpoint, e.g. unix:///var/run/docker.sock or tcp://10.0.0.5:2375.
+        #[arg(long)]
+        docker: String,
+        #[arg(long)]
+        address: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        #[arg(long)]
+        zone: Option<String>,
+        /// Node label KEY=VALUE (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        #[arg(long, default_value = "static")]
+        provider: String,
+    },
+    /// Move instances off a node (or --cancel a drain).
+    Drain {
+        name: String,
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// Remove a node from the inventory.
+    Rm { name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Members, leader, term and indexes.
+    Status,
+    /// Add a replica (learner first, promoted once caught up).
+    AddMember {
+        #[arg(long)]
+        id: u64,
+        #[arg(long)]
+        api: String,
+        #[arg(long)]
+        peer: String,
+    },
+    /// Remove a replica.
+    RemoveMember { id: u64 },
+}
+
+/// A service file: `namespace`, `name` and the `spec` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceFile {
+    namespace: String,
+    name: String,
+    spec: ServiceSpec,
+}
+
+fn read_service_file(path: &Path) -> anyhow::Result<ServiceFile> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let parsed = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    } else {
+        toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: {}",
+                path.display(),
+                e.to_string()
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        })
+    };
+    parsed
+}
+
+fn split_service(reference: &str) -> anyhow::Result<(&str, &str)> {
+    match reference.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns, name))
+        }
+        _ => bail!("service {reference:?} must be written NAMESPACE/NAME"),
+    }
+}
+
+fn client(global: &GlobalArgs) -> anyhow::Result<Client> {
+    let token = match (&global.token, &global.token_file) {
+        (Some(token), _) => Some(token.clone()),
+        (None, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read token file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        (None, None) => None,
+    };
+    let mut options = ClientOptions::new([global.addr.clone()]);
+    options.token = token;
+    options.ca_cert = global.ca_cert.clone();
+    Ok(Client::new(options)?)
+}
+
+/// Runs a client command (everything but `agent`).
+pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<()> {
+    let client = client(&global)?;
+    let format = global.output;
+    match command {
+        Command::Agent { .. } => unreachable!("the agent is dispatched in main"),
+        Command::Kv(kv) => run_kv(&client, format, kv).await,
+        Command::Service(service) => run_service(&client, format, service).await,
+        Command::Node(node) => run_node(&client, format, node).await,
+        Command::Cluster(cluster) => run_cluster(&client, format, cluster).await,
+    }
+}
+
+fn done(format: Format, ok: bool, what: &str) -> anyhow::Result<()> {
+    match format {
+        Format::Json => println!("{ok}"),
+        Format::Human if ok => println!("{what}"),
+        Format::Human => {}
+    }
+    if ok {
+        Ok(())
+    } else {
+        bail!("{what} refused: the compare-and-set index did not match")
+    }
+}
+
+async fn run_kv(client: &Client, format: Format, command: KvCommand) -> anyhow::Result<()> {
+    match command {
+        KvCommand::Get { key, stale } => {
+            let consistency = if stale {
+                Consistency::Stale
+            } else {
+                Consistency::Linearizable
+            };
+            let Some(pair) = client.kv_get(&key, consistency).await? else {
+                bail!("key {key:?} not found");
+            };
+            match format {
+                Format::Json => print(format, &pair_json(&pair), || unreachable!()),
+                Format::Human => println!("{}", String::from_utf8_lossy(&pair.value)),
+            }
+        }
+        KvCommand::Put { key, value, flags } => {
+            let ok = client.kv_put(&key, value.as_bytes(), flags, None).await?;
+            done(format, ok, &format!("put {key}"))?;
+        }
+        KvCommand::Cas { key, value, index } => {
+            let ok = client
+                .kv_put(&key, value.as_bytes(), 0, Some(index))
+                .await?;
+            done(format, ok, &format!("put {key}"))?;
+        }
+        KvCommand::Rm { key, recurse, cas } => {
+            let ok = client.kv_delete(&key, cas, recurse).await?;
+            done(format, ok, &format!("removed {key}"))?;
+        }
+        KvCommand::Ls { prefix } => {
+            let pairs = client.kv_list(&prefix, Consistency::Linearizable).await?;
+            let json: Vec<_> = pairs.iter().map(pair_json).collect();
+            print(format, &json, || {
+                let mut table = Table::new(&["KEY", "MODIFY_INDEX", "FLAGS", "BYTES"]);
+                for p in &pairs {
+                    table.row(vec![
+                        p.key.clone(),
+                        p.modify_index.to_string(),
+                        p.flags.to_string(),
+                        p.value.len().to_string(),
+                    ]);
+                }
+                table
+            });
+        }
+    }
+    Ok(())
+}
+
+fn pair_json(pair: &crate::client::KvPair) -> serde_json::Value {
+    serde_json::json!({
+        "key": pair.key,
+        "value": String::from_utf8_lossy(&pair.value),
+        "flags": pair.flags,
+        "create_index": pair.create_index,
+        "modify_index": pair.modify_index,
+    })
+}
+
+async fn run_service(
+    client: &Client,
+    format: Format,
+    command: ServiceCommand,
+) -> anyhow::Result<()> {
+    match command {
+        ServiceCommand::Deploy { file, if_match } => {
+            let parsed = read_service_file(&file)?;
+            let service = client
+                .service_put(&parsed.namespace, &parsed.name, &parsed.spec, if_match)
+                .await?;
+            print(format, &service, || {
+                let mut table = Table::new(&["SERVICE", "VERSION", "REPLICAS", "IMAGE"]);
+                table.row(vec![
+                    format!("{}/{}", service.namespace, service.name),
+                    service.version.to_string(),
+                    service.spec.replicas.to_string(),
+                    service.spec.image.clone(),
+                ]);
+                table
+            });
+        }
+        ServiceCommand::Ls => {
+            let services = client.service_list().await?;
+            print(format, &services, || {
+                let mut table = Table::new(&["SERVICE", "VERSION", "REPLICAS", "STATE", "IMAGE"]);
+                for s in &services {
+                    table.row(vec![
+                        format!("{}/{}", s.namespace, s.name),
+                        s.version.to_string(),
+                        s.spec.replicas.to_string(),
+                        format!("{:?}", s.run_state).to_lowercase(),
+                        s.spec.image.clone(),
+                    ]);
+                }
+                table
+            });
+        }
+        ServiceCommand::Show { service } => {
+            let (ns, name) = split_service(&service)?;
+            let found = client.service_get(ns, name).await?;
+            let instances = client.service_instances(ns, name).await?;
+            let json = serde_json::json!({ "service": found, "instances": instances });
+            print(format, &json, || {
+                let mut table =
+                    Table::new(&["INSTANCE", "SLOT", "GEN", "NODE", "STATE", "RESTARTS"]);
+                for i in &instances {
+                    table.row(vec![
+                        i.id.clone(),
+                        i.slot.to_string(),
+                        i.generation.to_string(),
+                        i.node.clone().unwrap_or_else(|| "-".into()),
+                        format!("{:?}", i.state).to_lowercase(),
+                        i.restarts.to_string(),
+                    ]);
+                }
+                println!(
+                    "{}/{}  version {}  replicas {}  image {}",
+                    found.namespace,
+                    found.name,
+                    found.version,
+                    found.spec.replicas,
+                    found.spec.image
+                );
+                table
+            });
+        }
+        ServiceCommand::Scale { service, replicas } => {
+            let (ns, name) = split_service(&service)?;
+            let scaled = client.service_scale(ns, name, replicas).await?;
+            print(format, &scaled, || {
+                let mut table = Table::new(&["SERVICE", "VERSION", "REPLICAS"]);
+                table.row(vec![
+                    service.clone(),
+                    scaled.version.to_string(),
+                    scaled.spec.replicas.to_string(),
+                ]);
+                table
+            });
+        }
+        ServiceCommand::Rm { service } => {
+            let (ns, name) = split_service(&service)?;
+            client.service_delete(ns, name, None).await?;
+            done(format, true, &format!("removed {service}"))?;
+        }
+    }
+    Ok(())
+}
+
+async fn run_node(client: &Client, format: Format, command: NodeCommand) -> anyhow::Result<()> {
+    let node_table = |nodes: &[crate::state::Node]| {
+        let mut table = Table::new(&["NODE", "STATE", "DOCKER", "REGION", "ZONE", "LABELS"]);
+        for n in nodes {
+            table.row(vec![
+                n.name.clone(),
+                format!("{:?}", n.state).to_lowercase(),
+                n.spec.docker_endpoint.clone(),
+                n.spec.region.clone().unwrap_or_else(|| "-".into()),
+                n.spec.zone.clone().unwrap_or_else(|| "-".into()),
+                n.spec
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]);
+        }
+        table
+    };
+    match command {
+        NodeCommand::Ls => {
+            let nodes = client.node_list().await?;
+            print(format, &nodes, || node_table(&nodes));
+        }
+        NodeCommand::Show { name } => {
+            let node = client.node_get(&name).await?;
+            print(format, &node, || node_table(std::slice::from_ref(&node)));
+        }
+        NodeCommand::Add {
+            name,
+            docker,
+            address,
+            region,
+            zone,
+            labels,
+            provider,
+        } => {
+            let mut parsed = BTreeMap::new();
+            for label in labels {
+                let Some((k, v)) = label.split_once('=') else {
+                    bail!("label {label:?} must be KEY=VALUE");
+                };
+                parsed.insert(k.to_string(), v.to_string());
+            }
+            let spec = NodeSpec {
+                provider,
+                docker_endpoint: docker,
+                address,
+                region,
+                zone,
+                labels: parsed,
+                capacity: Default::default(),
+            };
+            let node = client.node_put(&name, &spec).await?;
+            print(format, &node, || node_table(std::slice::from_ref(&node)));
+        }
+        NodeCommand::Drain { name, cancel } => {
+            let node = client.node_drain(&name, cancel).await?;
+            print(format, &node, || node_table(std::slice::from_ref(&node)));
+        }
+        NodeCommand::Rm { name } => {
+            client.node_delete(&name).await?;
+            done(format, true, &format!("removed node {name}"))?;
+        }
+    }
+    Ok(())
+}
+
+async fn run_cluster(
+    client: &Client,
+    format: Format,
+    command: ClusterCommand,
+) -> anyhow::Result<()> {
+    match command {
+        ClusterCommand::Status => {
+            let status = client.cluster_status().await?;
+            print(format, &status, || {
+                println!(
+                    "cluster {}  leader {}  term {}  applied {}  (answered by replica {}, data in {})",
+                    status.cluster_id.as_deref().unwrap_or("-"),
+                    status.leader_id.map_or("none".to_string(), |l| l.to_string()),
+                    status.term,
+                    status.applied_index,
+                    status.this_id,
+                    status.data_dir
+                );
+                let mut table = Table::new(&["ID", "ROLE", "API", "PEER", "LAST_CONTACT_MS"]);
+                for m in &status.members {
+                    let role = if Some(m.id) == status.leader_id {
+                        "leader"
+                    } else if m.voter {
+                        "voter"
+                    } else {
+                        "learner"
+                    };
+                    table.row(vec![
+                        m.id.to_string(),
+                        role.into(),
+                        m.api_addr.clone(),
+                        m.peer_addr.clone(),
+                        m.last_contact_ms.map_or("-".into(), |ms| ms.to_string()),
+                    ]);
+                }
+                table
+            });
+        }
+        ClusterCommand::AddMember { id, api, peer } => {
+            let result = client.add_member(id, &api, &peer).await?;
+            print(format, &result, || {
+                let mut table = Table::new(&["ADDED", "MEMBERSHIP_INDEX"]);
+                table.row(vec![id.to_string(), result["index"].to_string()]);
+                table
+            });
+        }
+        ClusterCommand::RemoveMember { id } => {
+            let result = client.remove_member(id).await?;
+            print(format, &result, || {
+                let mut table = Table::new(&["REMOVED", "MEMBERSHIP_INDEX"]);
+                table.row(vec![id.to_string(), result["index"].to_string()]);
+                table
+            });
+        }
+    }
+    Ok(())
+}

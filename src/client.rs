@@ -1,0 +1,570 @@
+//! The typed HTTP client of the `/v1` API, used by the CLI, the integration
+//! tests and the benchmarks. It takes several replica addresses and moves to
+//! the next when one cannot be reached (the replicas forward writes to the
+//! leader themselves). Token and TLS settings are carried from the start so
+//! callers need not change when security is turned on.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::api::cluster::ClusterStatus;
+use crate::state::{Event, Instance, Node, NodeSpec, Service, ServiceSpec};
+
+/// How to reach and authenticate to the cluster.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// `host:port` or full `http(s)://host:port` of one or more replicas.
+    pub addrs: Vec<String>,
+    pub token: Option<String>,
+    /// PEM file of the CA that signed the API certificates.
+    pub ca_cert: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+impl ClientOptions {
+    pub fn new(addrs: impl IntoIterator<Item = impl Into<String>>) -> ClientOptions {
+        ClientOptions {
+            addrs: addrs.into_iter().map(Into::into).collect(),
+            token: None,
+            ca_cert: None,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no replica could be reached ({0})")]
+    Connect(String),
+    #[error("{message} (HTTP {status}, {code})")]
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+        current_version: Option<u64>,
+    },
+    #[error("unexpected answer from {addr}: {reason}")]
+    Decode { addr: String, reason: String },
+    #[error("client configuration: {0}")]
+    Config(String),
+}
+
+impl ClientError {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+    code: String,
+    current_version: Option<u64>,
+}
+
+/// One KV pair as Consul returns it, decoded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvPair {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub flags: u64,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ConsulEntry {
+    key: String,
+    value: Option<String>,
+    flags: u64,
+    create_index: u64,
+    modify_index: u64,
+}
+
+/// Read consistency of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Consistency {
+    #[default]
+    Linearizable,
+    Stale,
+}
+
+/// The API client.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    bases: Vec<String>,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(options: ClientOptions) -> Result<Client, ClientError> {
+        if options.addrs.is_empty() {
+            return Err(ClientError::Config(
+                "no API address given (use --addr or RAFTVISOR_ADDR)".into(),
+            ));
+        }
+        let mut builder = reqwest::Client::builder()
+            .timeout(options.timeout)
+            .connect_timeout(Duration::from_secs(2));
+        if let Some(path) = &options.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| {
+                ClientError::Config(format!("cannot read CA {}: {e}", path.display()))
+            })?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| ClientError::Config(format!("CA {}: {e}", path.display())))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ClientError::Config(e.to_string()))?;
+        let scheme = if options.ca_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let bases = options
+            .addrs
+            .iter()
+            .flat_map(|a| a.split(','))
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                if a.contains("://") {
+                    a.trim_end_matches('/').to_string()
+                } else {
+                    format!("{scheme}://{a}")
+                }
+            })
+            .collect();
+        Ok(Client {
+            http,
+            bases,
+            token: options.token,
+        })
+    }
+
+    /// Sends a request, trying each replica in turn while they cannot be reached.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Body>,
+        if_match: Option<u64>,
+    ) -> Result<(String, reqwest::Response), ClientError> {
+        let mut problems = Vec::new();
+        for base in &self.bases {
+            let mut request = self
+                .http
+                .request(method.clone(), format!("{base}{path}"))
+                .query(query);
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(version) = if_match {
+                request = request.header("if-match", version.to_string());
+            }
+            request = match &body {
+                Some(Body::Json(value)) => request.json(value),
+                Some(Body::Raw(bytes)) => request.body(bytes.clone()),
+                None => request,
+            };
+            match request.send().await {
+                Ok(response) => return Ok((base.clone(), response)),
+                Err(e) if e.is_connect() => problems.push(format!("{base}: {}", root_cause(&e))),
+                Err(e) => return Err(ClientError::Connect(format!("{base}: {}", root_cause(&e)))),
+            }
+        }
+        Err(ClientError::Connect(problems.join("; ")))
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<Body>,
+        if_match: Option<u64>,
+    ) -> Result<T, ClientError> {
+        let (base, response) = self.send(method, path, query, body, if_match).await?;
+        decode_json(&base, response).await
+    }
+
+    pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
+        self.call(Method::GET, "/v1/health", &[], None, None).await
+    }
+
+    pub async fn cluster_status(&self) -> Result<ClusterStatus, ClientError> {
+        self.call(Method::GET, "/v1/cluster", &[], None, None).await
+    }
+
+    pub async fn add_member(
+        &self,
+        id: u64,
+        api_addr: &str,
+        peer_addr: &str,
+    ) -> Result<serde_json::Value, ClientError> {
+        let body = serde_json::json!({"id": id, "api_addr": api_addr, "peer_addr": peer_addr});
+        self.call(
+            Method::POST,
+            "/v1/cluster/members",
+            &[],
+            Some(Body::Json(body)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn remove_member(&self, id: u64) -> Result<serde_json::Value, ClientError> {
+        self.call(
+            Method::DELETE,
+            &format!("/v1/cluster/members/{id}"),
+            &[],
+            None,
+            None,
+        )
+        .await
+    }
+
+    pub async fn events(&self, since: u64) -> Result<Vec<Event>, ClientError> {
+        self.call(
+            Method::GET,
+            "/v1/events",
+            &[("since", since.to_string())],
+            None,
+            None,
+        )
+        .await
+    }
+
+    // ---- KV ----
+
+    /// Reads one key; `None` if it does not exist.
+    pub async fn kv_get(
+        &self,
+        key: &str,
+        consistency: Consistency,
+    ) -> Result<Option<KvPair>, ClientError> {
+        let mut query = Vec::new();
+        if consistency == Consistency::Stale {
+            query.push(("stale", String::new()));
+        }
+        Ok(self.kv_read(key, &query).await?.into_iter().next())
+    }
+
+    /// Reads every key under `prefix`.
+    pub async fn kv_list(
+        &self,
+        prefix: &str,
+        consistency: Consistency,
+    ) -> Result<Vec<KvPair>, ClientError> {
+        let mut query = vec![("recurse", String::new())];
+        if consistency == Consistency::Stale {
+            query.push(("stale", String::new()));
+        }
+        self.kv_read(prefix, &query).await
+    }
+
+    async fn kv_read(
+        &self,
+        key: &str,
+        query: &[(&str, String)],
+    ) -> Result<Vec<KvPair>, ClientError> {
+        let (base, response) = self
+            .send(Method::GET, &kv_path(key), query, None, None)
+            .await?;
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(Vec::new());
+        }
+        let entries: Vec<ConsulEntry> = decode_json(&base, response).await?;
+        entries
+            .into_iter()
+            .map(|e| {
+                let value = match e.value {
+                    Some(text) => base64::engine::general_purpose::STANDARD
+                        .decode(text)
+                        .map_err(|err| ClientError::Decode {
+                            addr: base.clone(),
+                            reason: format!("bad base64 value: {err}"),
+                        })?,
+                    None => Vec::new(),
+                };
+                Ok(KvPair {
+                    key: e.key,
+                    value,
+                    flags: e.flags,
+                    create_index: e.create_index,
+                    modify_index: e.modify_index,
+                })
+            })
+            .collect()
+    }
+
+    /// Writes a key; with `cas`, only if its ModifyIndex is `cas` (0 = absent).
+    /// Returns Consul's `true`/`false`.
+    pub async fn kv_put(
+        &self,
+        key: &str,
+        value: &[u8],
+        flags: u64,
+        cas: Option<u64>,
+    ) -> Result<bool, ClientError> {
+        let mut query = vec![];
+        if flags != 0 {
+            query.push(("flags", flags.to_string()));
+        }
+        if let Some(index) = cas {
+            query.push(("cas", index.to_string()));
+        }
+        self.call(
+            Method::PUT,
+            &kv_path(key),
+            &query,
+            Some(Body::Raw(value.to_vec())),
+            None,
+        )
+        .await
+    }
+
+    /// Deletes a key (or a prefix with `recurse`); with `cas`, only at that index.
+    pub async fn kv_delete(
+        &self,
+        key: &str,
+        cas: Option<u64>,
+        recurse: bool,
+    ) -> Result<bool, ClientError> {
+        let mut query = vec![];
+        if let Some(index) = cas {
+            query.push(("cas", index.to_string()));
+        }
+        if recurse {
+            query.push(("recurse", String::new()));
+        }
+        self.call(Method::DELETE, &kv_path(key), &query, None, None)
+            .await
+    }
+
+    // ---- services ----
+
+    pub async fn service_put(
+        &self,
+        namespace: &str,
+        name: &str,
+        spec: &ServiceSpec,
+        if_match: Option<u64>,
+    ) -> Result<Service, ClientError> {
+        let body = serde_json::to_value(spec).map_err(|e| ClientError::Config(e.to_string()))?;
+        self.call(
+            Method::PUT,
+            &format!("/v1/services/{namespace}/{name}"),
+            &[],
+            Some(Body::Json(body)),
+            if_match,
+        )
+        .await
+    }
+
+    pub async fn service_get(&self, namespace: &str, name: &str) -> Result<Service, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/services/{namespace}/{name}"),
+            &[],
+            None,
+            None,
+        )
+        .await
+    }
+
+    pub async fn service_list(&self) -> Result<Vec<Service>, ClientError> {
+        self.call(Method::GET, "/v1/services", &[], None, None)
+            .await
+    }
+
+    pub async fn service_delete(
+        &self,
+        namespace: &str,
+        name: &str,
+        if_match: Option<u64>,
+    ) -> Result<(), ClientError> {
+        let (base, response) = self
+            .send(
+                Method::DELETE,
+                &format!("/v1/services/{namespace}/{name}"),
+                &[],
+                None,
+                if_match,
+            )
+            .await?;
+        expect_no_content(&base, response).await
+    }
+
+    pub async fn service_scale(
+        &self,
+        namespace: &str,
+        name: &str,
+        replicas: u32,
+    ) -> Result<Service, ClientError> {
+        let body = serde_json::json!({ "replicas": replicas });
+        self.call(
+            Method::POST,
+            &format!("/v1/services/{namespace}/{name}/scale"),
+            &[],
+            Some(Body::Json(body)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn service_instances(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<Instance>, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/services/{namespace}/{name}/instances"),
+            &[],
+            None,
+            None,
+        )
+        .await
+    }
+
+    // ---- nodes ----
+
+    pub async fn node_put(&self, name: &str, spec: &NodeSpec) -> Result<Node, ClientError> {
+        let body = serde_json::to_value(spec).map_err(|e| ClientError::Config(e.to_string()))?;
+        self.call(
+            Method::PUT,
+            &format!("/v1/nodes/{name}"),
+            &[],
+            Some(Body::Json(body)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn node_get(&self, name: &str) -> Result<Node, ClientError> {
+        self.call(Method::GET, &format!("/v1/nodes/{name}"), &[], None, None)
+            .await
+    }
+
+    pub async fn node_list(&self) -> Result<Vec<Node>, ClientError> {
+        self.call(Method::GET, "/v1/nodes", &[], None, None).await
+    }
+
+    pub async fn node_delete(&self, name: &str) -> Result<(), ClientError> {
+        let (base, response) = self
+            .send(
+                Method::DELETE,
+                &format!("/v1/nodes/{name}"),
+                &[],
+                None,
+                None,
+            )
+            .await?;
+        expect_no_content(&base, response).await
+    }
+
+    pub async fn node_drain(&self, name: &str, cancel: bool) -> Result<Node, ClientError> {
+        let body = serde_json::json!({ "cancel": cancel });
+        self.call(
+            Method::POST,
+            &format!("/v1/nodes/{name}/drain"),
+            &[],
+            Some(Body::Json(body)),
+            None,
+        )
+        .await
+    }
+}
+
+enum Body {
+    Json(serde_json::Value),
+    Raw(Vec<u8>),
+}
+
+fn kv_path(key: &str) -> String {
+    let encoded: Vec<String> = key.split('/').map(urlencode).collect();
+    format!("/v1/kv/{}", encoded.join("/"))
+}
+
+fn urlencode(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    for byte in part.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+async fn api_error(base: &str, response: reqwest::Response) -> ClientError {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(body) => ClientError::Api {
+            status,
+            code: body.code,
+            message: body.error,
+            current_version: body.current_version,
+        },
+        Err(_) => ClientError::Api {
+            status,
+            code: "http".into(),
+            message: if text.is_empty() {
+                format!("HTTP {status} from {base}")
+            } else {
+                text
+            },
+            current_version: None,
+        },
+    }
+}
+
+async fn decode_json<T: DeserializeOwned>(
+    base: &str,
+    response: reqwest::Response,
+) -> Result<T, ClientError> {
+    if !response.status().is_success() {
+        return Err(api_error(base, response).await);
+    }
+    let bytes = response.bytes().await.map_err(|e| ClientError::Decode {
+        addr: base.to_string(),
+        reason: e.to_string(),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
+        addr: base.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+async fn expect_no_content(base: &str, response: reqwest::Response) -> Result<(), ClientError> {
+    if response.status().is_success() {
+        Ok(())
+    } else {
+        Err(api_error(base, response).await)
+    }
+}

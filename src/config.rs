@@ -1,0 +1,289 @@
+//! Agent configuration: one TOML file per replica, with `RAFTVISOR_*`
+//! environment overrides, validated once at start so a bad config fails with
+//! one clear line instead of a half-started replica.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {name}={value:?} is not valid: {reason}")]
+    Env {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("config is not valid: {0}")]
+    Invalid(String),
+}
+
+/// One member of the initial cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberConfig {
+    pub id: u64,
+    pub api_addr: String,
+    pub peer_addr: String,
+}
+
+/// Raft timing and log-compaction settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftTuning {
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+    /// Build a snapshot after this many entries since the last one.
+    pub snapshot_threshold: u64,
+    /// Entries kept in the log behind a snapshot for slow followers.
+    pub keep_logs_after_snapshot: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            heartbeat_ms: 50,
+            election_min_ms: 150,
+            election_max_ms: 300,
+            snapshot_threshold: 10_000,
+            keep_logs_after_snapshot: 1_000,
+        }
+    }
+}
+
+/// Client API limits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiTuning {
+    /// How long a write or linearizable read may wait for the cluster.
+    pub request_timeout_ms: u64,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiTuning {
+    fn default() -> Self {
+        ApiTuning {
+            request_timeout_ms: 5_000,
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Configuration of one replica (`raftvisor agent --config FILE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    pub id: u64,
+    pub data_dir: PathBuf,
+    pub api_addr: String,
+    pub peer_addr: String,
+    pub dns_addr: String,
+    /// The initial cluster. The member with the lowest id initialises it
+    /// when its data directory is new; empty means "wait to be added".
+    #[serde(default)]
+    pub members: Vec<MemberConfig>,
+    #[serde(default)]
+    pub raft: RaftTuning,
+    #[serde(default)]
+    pub api: ApiTuning,
+}
+
+impl AgentConfig {
+    /// Reads `path`, applies environment overrides and validates.
+    pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut config = Self::parse(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text; the error is one line.
+    pub fn parse(text: &str) -> Result<AgentConfig, String> {
+        toml::from_str(text).map_err(|e| {
+            e.to_string()
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+    }
+
+    /// Applies `RAFTVISOR_*` overrides read through `lookup`.
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        fn number(name: &'static str, value: String) -> Result<u64, ConfigError> {
+            value
+                .parse()
+                .map_err(|e: std::num::ParseIntError| ConfigError::Env {
+                    name,
+                    value,
+                    reason: e.to_string(),
+                })
+        }
+        if let Some(v) = lookup("RAFTVISOR_ID") {
+            self.id = number("RAFTVISOR_ID", v)?;
+        }
+        if let Some(v) = lookup("RAFTVISOR_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = lookup("RAFTVISOR_API_ADDR") {
+            self.api_addr = v;
+        }
+        if let Some(v) = lookup("RAFTVISOR_PEER_ADDR") {
+            self.peer_addr = v;
+        }
+        if let Some(v) = lookup("RAFTVISOR_DNS_ADDR") {
+            self.dns_addr = v;
+        }
+        if let Some(v) = lookup("RAFTVISOR_HEARTBEAT_MS") {
+            self.raft.heartbeat_ms = number("RAFTVISOR_HEARTBEAT_MS", v)?;
+        }
+        if let Some(v) = lookup("RAFTVISOR_ELECTION_MIN_MS") {
+            self.raft.election_min_ms = number("RAFTVISOR_ELECTION_MIN_MS", v)?;
+        }
+        if let Some(v) = lookup("RAFTVISOR_ELECTION_MAX_MS") {
+            self.raft.election_max_ms = number("RAFTVISOR_ELECTION_MAX_MS", v)?;
+        }
+        if let Some(v) = lookup("RAFTVISOR_SNAPSHOT_THRESHOLD") {
+            self.raft.snapshot_threshold = number("RAFTVISOR_SNAPSHOT_THRESHOLD", v)?;
+        }
+        Ok(())
+    }
+
+    /// Checks everything that can be checked without touching the network.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.id == 0 {
+            return invalid("id must be a positive integer".into());
+        }
+        for (field, addr) in [
+            ("api_addr", &self.api_addr),
+            ("peer_addr", &self.peer_addr),
+            ("dns_addr", &self.dns_addr),
+        ] {
+            if addr.parse::<SocketAddr>().is_err() {
+                return invalid(format!("{field} {addr:?} is not an IP:port address"));
+            }
+        }
+        if self.api_addr == self.peer_addr {
+            return invalid("api_addr and peer_addr must differ".into());
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return invalid("data_dir must not be empty".into());
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for member in &self.members {
+            if !ids.insert(member.id) {
+                return invalid(format!("member id {} is listed twice", member.id));
+            }
+            for addr in [&member.api_addr, &member.peer_addr] {
+                if addr.parse::<SocketAddr>().is_err() {
+                    return invalid(format!(
+                        "member {}: {addr:?} is not an IP:port address",
+                        member.id
+                    ));
+                }
+            }
+        }
+        if !self.members.is_empty() && !ids.contains(&self.id) {
+            return invalid(format!(
+                "members does not list this replica's id {}",
+                self.id
+            ));
+        }
+        let r = &self.raft;
+        if r.heartbeat_ms == 0 || r.election_min_ms <= r.heartbeat_ms * 2 {
+            return invalid("raft.election_min_ms must be more than twice raft.heartbeat_ms (and heartbeat positive)".into());
+        }
+        if r.election_max_ms <= r.election_min_ms {
+            return invalid(
+                "raft.election_max_ms must be greater than raft.election_min_ms".into(),
+            );
+        }
+        if r.snapshot_threshold == 0 {
+            return invalid("raft.snapshot_threshold must be positive".into());
+        }
+        if self.api.request_timeout_ms == 0 || self.api.max_body_bytes == 0 {
+            return invalid(
+                "api.request_timeout_ms and api.max_body_bytes must be positive".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+id = 1
+data_dir = "/tmp/rv1"
+api_addr = "127.0.0.1:7001"
+peer_addr = "127.0.0.1:7101"
+dns_addr = "127.0.0.1:8601"
+[[members]]
+id = 1
+api_addr = "127.0.0.1:7001"
+peer_addr = "127.0.0.1:7101"
+"#;
+
+    #[test]
+    fn parses_and_validates() {
+        let config = AgentConfig::parse(GOOD).unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.raft, RaftTuning::default());
+    }
+
+    #[test]
+    fn env_overrides_win() {
+        let mut config = AgentConfig::parse(GOOD).unwrap();
+        config
+            .apply_env(|name| (name == "RAFTVISOR_API_ADDR").then(|| "127.0.0.1:9999".to_string()))
+            .unwrap();
+        assert_eq!(config.api_addr, "127.0.0.1:9999");
+        let err = config
+            .apply_env(|name| (name == "RAFTVISOR_ID").then(|| "x".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("RAFTVISOR_ID"));
+    }
+
+    #[test]
+    fn bad_configs_fail_with_one_line() {
+        let unknown = AgentConfig::parse(&format!("{GOOD}\nbogus = 1\n")).unwrap_err();
+        assert!(
+            unknown.contains("bogus") && !unknown.contains('\n'),
+            "{unknown}"
+        );
+        let mut config = AgentConfig::parse(GOOD).unwrap();
+        config.api_addr = "localhost".into();
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("api_addr"));
+        let mut config = AgentConfig::parse(GOOD).unwrap();
+        config.id = 2;
+        assert!(config.validate().is_err());
+    }
+}

@@ -1,0 +1,51 @@
+//! Raft plumbing: the openraft type configuration, the durable log store,
+//! the state-machine store with its snapshots, and the peer network (client
+//! and server). Nothing here knows about HTTP API shapes or containers.
+
+pub mod log_store;
+pub mod network;
+pub mod peer_server;
+pub mod sm_store;
+
+use std::io::Cursor;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Batch, BatchResponse};
+
+/// What membership records about each replica: where its peers and clients
+/// reach it. Kept in the Raft membership itself so every replica can route
+/// forwarded requests without a separate directory.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerNode {
+    pub peer_addr: String,
+    pub api_addr: String,
+}
+
+impl std::fmt::Display for PeerNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "peer {} api {}", self.peer_addr, self.api_addr)
+    }
+}
+
+openraft::declare_raft_types!(
+    /// raftvisor's openraft type configuration.
+    pub TypeConfig:
+        D = Batch,
+        R = BatchResponse,
+        NodeId = u64,
+        Node = PeerNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type NodeId = u64;
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, PeerNode>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, PeerNode>;
+pub type RaftMetrics = openraft::RaftMetrics<NodeId, PeerNode>;

@@ -1,0 +1,235 @@
+//! The peer network client: openraft's `RaftNetwork` over HTTP on each
+//! replica's `peer_addr`, plus the leader-operation call that followers use
+//! to forward writes, read-index requests and membership changes.
+//!
+//! One pooled HTTP/1.1 client (keep-alive, TCP_NODELAY) is shared by every
+//! peer connection. Bodies are encoded by [`crate::codec`]. A peer that
+//! refuses connections is reported `Unreachable`, which makes openraft back
+//! off with [`PeerConnection::backoff`]'s growing delays instead of spinning.
+//! The time of the last successful exchange with every peer is recorded,
+//! because openraft 0.9's metrics do not expose per-follower ack times.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{NodeId, PeerNode, TypeConfig};
+use crate::codec;
+
+/// Paths of the peer endpoints, shared with the server side.
+pub mod paths {
+    pub const APPEND: &str = "/raft/append";
+    pub const VOTE: &str = "/raft/vote";
+    pub const SNAPSHOT: &str = "/raft/snapshot";
+    pub const LEADER: &str = "/raft/leader";
+}
+
+/// Why a peer call failed at the transport level.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerCallError {
+    #[error("peer {addr} is unreachable: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("peer {addr} did not answer within {timeout:?}")]
+    Timeout { addr: String, timeout: Duration },
+    #[error("peer {addr} answered badly: {reason}")]
+    BadReply { addr: String, reason: String },
+}
+
+/// Shared HTTP client and per-peer contact times.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    http: reqwest::Client,
+    last_contact: Arc<Mutex<HashMap<NodeId, Instant>>>,
+}
+
+impl Default for PeerNetwork {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PeerNetwork {
+    pub fn new() -> PeerNetwork {
+        let http = reqwest::Client::builder()
+            .http1_only()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_millis(300))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("the HTTP client configuration is static and valid");
+        PeerNetwork {
+            http,
+            last_contact: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// How long ago each peer last answered a Raft call.
+    pub fn last_contact(&self) -> HashMap<NodeId, Duration> {
+        let now = Instant::now();
+        self.last_contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, at)| (*id, now.saturating_duration_since(*at)))
+            .collect()
+    }
+
+    fn touch(&self, id: NodeId) {
+        self.last_contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Instant::now());
+    }
+
+    /// POSTs a codec-encoded `request` to `addr` + `path` and decodes the reply.
+    pub async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        request: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, PeerCallError> {
+        let body = codec::encode(request).map_err(|e| PeerCallError::BadReply {
+            addr: addr.to_string(),
+            reason: format!("cannot encode request: {e}"),
+        })?;
+        let url = format!("http://{addr}{path}");
+        let send = self
+            .http
+            .post(url)
+            .header("content-type", "application/octet-stream")
+            .timeout(timeout)
+            .body(body)
+            .send();
+        let response = send.await.map_err(|e| classify(addr, timeout, e))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| classify(addr, timeout, e))?;
+        if !status.is_success() {
+            return Err(PeerCallError::BadReply {
+                addr: addr.to_string(),
+                reason: format!(
+                    "HTTP {status}: {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                ),
+            });
+        }
+        codec::decode(&bytes).map_err(|e| PeerCallError::BadReply {
+            addr: addr.to_string(),
+            reason: format!("cannot decode reply: {e}"),
+        })
+    }
+}
+
+fn classify(addr: &str, timeout: Duration, error: reqwest::Error) -> PeerCallError {
+    if error.is_timeout() {
+        PeerCallError::Timeout {
+            addr: addr.to_string(),
+            timeout,
+        }
+    } else if error.is_connect() {
+        PeerCallError::Unreachable {
+            addr: addr.to_string(),
+            reason: error.to_string(),
+        }
+    } else {
+        PeerCallError::BadReply {
+            addr: addr.to_string(),
+            reason: error.to_string(),
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
+    type Network = PeerConnection;
+
+    async fn new_client(&mut self, target: NodeId, node: &PeerNode) -> PeerConnection {
+        PeerConnection {
+            target,
+            addr: node.peer_addr.clone(),
+            network: self.clone(),
+        }
+    }
+}
+
+/// openraft's connection to one peer.
+pub struct PeerConnection {
+    target: NodeId,
+    addr: String,
+    network: PeerNetwork,
+}
+
+impl PeerConnection {
+    async fn raft_call<Req, Resp, E>(
+        &self,
+        path: &str,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, PeerNode, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let reply: Result<Resp, RaftError<NodeId, E>> = self
+            .network
+            .call(&self.addr, path, request, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+                PeerCallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                _ => RPCError::Network(NetworkError::new(&e)),
+            })?;
+        self.network.touch(self.target);
+        reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerConnection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
+        self.raft_call(paths::APPEND, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, PeerNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.raft_call(paths::SNAPSHOT, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
+        self.raft_call(paths::VOTE, &rpc, &option).await
+    }
+
+    fn backoff(&self) -> Backoff {
+        // Retry a dead peer soon (it may be restarting), then settle at 1 s.
+        Backoff::new(
+            (0..).map(|attempt: u32| Duration::from_millis((50u64 << attempt.min(5)).min(1000))),
+        )
+    }
+}

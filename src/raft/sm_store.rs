@@ -1,0 +1,384 @@
+//! The state-machine store: the replicated [`State`] held in memory behind a
+//! lock, fed by openraft's `apply`, and made durable by snapshots.
+//!
+//! The state machine is not written on every apply: the Raft log is the
+//! durable record, and at start openraft replays the committed entries after
+//! the last snapshot. Snapshots are files `snapshot-<index>.bin` under the
+//! snapshot directory, written to a temporary name, fsynced and renamed, so
+//! a crash leaves either the old or the new one. A snapshot file carries a
+//! magic, a checksum and the codec's format version; a snapshot that fails
+//! its checksum makes the replica refuse to start, because the log behind it
+//! has been purged and it could only serve wrong data.
+
+use std::io::{Cursor, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use crate::codec;
+use crate::state::{BatchResponse, State, StateImage};
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"RVSNAP01";
+
+/// Why the state-machine store could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum SmStoreError {
+    #[error("cannot use snapshot directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("snapshot {path} is corrupt ({reason}); the log behind it is purged, so this replica refuses to start — wipe its data directory and re-add it to the cluster to restore it from a peer")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+/// What a snapshot file holds.
+#[derive(Debug, Serialize, Deserialize)]
+struct SnapshotBody {
+    meta: SnapshotMeta,
+    image: StateImage,
+}
+
+struct Applied {
+    state: State,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+}
+
+struct Shared {
+    applied: RwLock<Applied>,
+    snapshot_dir: PathBuf,
+    current_snapshot: RwLock<Option<(SnapshotMeta, Arc<Vec<u8>>)>>,
+    applied_index: watch::Sender<u64>,
+}
+
+/// Cheap to clone: every clone shares one state machine.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    shared: Arc<Shared>,
+}
+
+impl StateMachineStore {
+    /// Opens the store, loading the newest snapshot under `snapshot_dir`.
+    pub fn open(snapshot_dir: &Path) -> Result<StateMachineStore, SmStoreError> {
+        let io = |source| SmStoreError::Io {
+            path: snapshot_dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(snapshot_dir).map_err(io)?;
+        let mut newest: Option<(u64, PathBuf)> = None;
+        for entry in std::fs::read_dir(snapshot_dir).map_err(io)? {
+            let path = entry.map_err(io)?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            let Some(index) = name
+                .strip_prefix("snapshot-")
+                .and_then(|rest| rest.strip_suffix(".bin"))
+                .and_then(|digits| digits.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if newest.as_ref().is_none_or(|(best, _)| index > *best) {
+                newest = Some((index, path));
+            }
+        }
+        let mut applied = Applied {
+            state: State::default(),
+            last_applied: None,
+            membership: StoredMembership::default(),
+        };
+        let mut current_snapshot = None;
+        if let Some((_, path)) = newest {
+            let bytes = std::fs::read(&path).map_err(|source| SmStoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let body = decode_snapshot(&bytes).map_err(|reason| SmStoreError::Corrupt {
+                path: path.clone(),
+                reason,
+            })?;
+            applied.last_applied = body.meta.last_log_id;
+            applied.membership = body.meta.last_membership.clone();
+            applied.state = State::from_image(body.image);
+            current_snapshot = Some((body.meta, Arc::new(bytes)));
+        }
+        let index = applied.last_applied.map_or(0, |l| l.index);
+        Ok(StateMachineStore {
+            shared: Arc::new(Shared {
+                applied: RwLock::new(applied),
+                snapshot_dir: snapshot_dir.to_path_buf(),
+                current_snapshot: RwLock::new(current_snapshot),
+                applied_index: watch::channel(index).0,
+            }),
+        })
+    }
+
+    /// Runs `read` against the current state.
+    pub fn read<T>(&self, read: impl FnOnce(&State) -> T) -> T {
+        let guard = self
+            .shared
+            .applied
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        read(&guard.state)
+    }
+
+    /// Index of the last applied log entry.
+    pub fn applied_index(&self) -> u64 {
+        *self.shared.applied_index.borrow()
+    }
+
+    /// A receiver that changes whenever an entry is applied.
+    pub fn watch_applied(&self) -> watch::Receiver<u64> {
+        self.shared.applied_index.subscribe()
+    }
+
+    /// Waits until the state machine has applied `index`, or `timeout` passes.
+    pub async fn wait_applied(&self, index: u64, timeout: std::time::Duration) -> bool {
+        let mut rx = self.watch_applied();
+        tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= index))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn write_snapshot_file(&self, meta: &SnapshotMeta, bytes: &[u8]) -> Result<(), std::io::Error> {
+        let index = meta.last_log_id.map_or(0, |l| l.index);
+        let dir = &self.shared.snapshot_dir;
+        let final_path = dir.join(format!("snapshot-{index:020}.bin"));
+        let tmp_path = dir.join(format!("snapshot-{index:020}.bin.tmp"));
+        {
+            let mut file = std::fs::File::create(&tmp_path)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&tmp_path, &final_path)?;
+        std::fs::File::open(dir)?.sync_all()?;
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path != final_path {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        Ok(())
+    }
+
+    fn publish_applied(&self, index: u64) {
+        self.shared.applied_index.send_if_modified(|current| {
+            if index > *current {
+                *current = index;
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+fn encode_snapshot(body: &SnapshotBody) -> Result<Vec<u8>, codec::CodecError> {
+    let payload = codec::encode(body)?;
+    let mut out = Vec::with_capacity(payload.len() + 20);
+    out.extend_from_slice(SNAPSHOT_MAGIC);
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+fn decode_snapshot(bytes: &[u8]) -> Result<SnapshotBody, String> {
+    if bytes.len() < 20 || &bytes[..8] != SNAPSHOT_MAGIC {
+        return Err("bad magic or header".into());
+    }
+    let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
+    let len = u64::from_le_bytes(bytes[12..20].try_into().expect("8 bytes"));
+    let payload = &bytes[20..];
+    if payload.len() as u64 != len {
+        return Err(format!("length {} != recorded {len}", payload.len()));
+    }
+    if crc32fast::hash(payload) != crc {
+        return Err("checksum mismatch".into());
+    }
+    codec::decode(payload).map_err(|e| e.to_string())
+}
+
+fn io_error(error: impl std::fmt::Display) -> StorageError {
+    StorageIOError::write_state_machine(&std::io::Error::other(error.to_string())).into()
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (image, last_applied, membership) = {
+            let guard = self
+                .shared
+                .applied
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            (
+                guard.state.to_image(),
+                guard.last_applied,
+                guard.membership.clone(),
+            )
+        };
+        let snapshot_id = match last_applied {
+            Some(l) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
+            None => "0-0-0".to_string(),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        let this = self.clone();
+        let meta_for_file = meta.clone();
+        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+            let bytes = encode_snapshot(&SnapshotBody {
+                meta: meta_for_file.clone(),
+                image,
+            })
+            .map_err(|e| e.to_string())?;
+            this.write_snapshot_file(&meta_for_file, &bytes)
+                .map_err(|e| e.to_string())?;
+            Ok(bytes)
+        })
+        .await
+        .map_err(io_error)?
+        .map_err(io_error)?;
+        tracing::info!(
+            index = meta.last_log_id.map_or(0, |l| l.index),
+            bytes = bytes.len(),
+            "snapshot built"
+        );
+        let bytes = Arc::new(bytes);
+        *self
+            .shared
+            .current_snapshot
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some((meta.clone(), bytes.clone()));
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes.as_ref().clone())),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let guard = self
+            .shared
+            .applied
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        Ok((guard.last_applied, guard.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<BatchResponse>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut responses = Vec::new();
+        let mut last = 0;
+        {
+            let mut guard = self
+                .shared
+                .applied
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            for entry in entries {
+                let index = entry.log_id.index;
+                guard.last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => {
+                        guard.state.apply_empty(index);
+                        responses.push(BatchResponse::default());
+                    }
+                    EntryPayload::Normal(batch) => {
+                        responses.push(guard.state.apply_batch(index, &batch));
+                    }
+                    EntryPayload::Membership(membership) => {
+                        guard.membership = StoredMembership::new(Some(entry.log_id), membership);
+                        guard.state.apply_empty(index);
+                        responses.push(BatchResponse::default());
+                    }
+                }
+                last = index;
+            }
+        }
+        self.publish_applied(last);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let body = decode_snapshot(&bytes).map_err(|reason| {
+            StorageError::from(StorageIOError::read_snapshot(
+                Some(meta.signature()),
+                &std::io::Error::other(format!("received snapshot is corrupt: {reason}")),
+            ))
+        })?;
+        let this = self.clone();
+        let meta_for_file = meta.clone();
+        let bytes = Arc::new(bytes);
+        let file_bytes = bytes.clone();
+        tokio::task::spawn_blocking(move || this.write_snapshot_file(&meta_for_file, &file_bytes))
+            .await
+            .map_err(io_error)?
+            .map_err(io_error)?;
+        {
+            let mut guard = self
+                .shared
+                .applied
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            guard.state = State::from_image(body.image);
+            guard.last_applied = meta.last_log_id;
+            guard.membership = meta.last_membership.clone();
+        }
+        *self
+            .shared
+            .current_snapshot
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = Some((meta.clone(), bytes));
+        self.publish_applied(meta.last_log_id.map_or(0, |l| l.index));
+        tracing::info!(
+            index = meta.last_log_id.map_or(0, |l| l.index),
+            "snapshot installed"
+        );
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let current = self
+            .shared
+            .current_snapshot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Ok(current.map(|(meta, bytes)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes.as_ref().clone())),
+        }))
+    }
+}

@@ -1,0 +1,506 @@
+//! One running replica: opens the stores, starts openraft, and offers the
+//! operations the API needs — writes (proposed locally on the leader, or
+//! forwarded to it), linearizable-read barriers (read-index), membership
+//! changes — each bounded by the configured request timeout.
+//!
+//! A write gets its [`RequestId`] here, on the replica that first accepts
+//! it, so forwarding it again after a lost answer cannot apply it twice.
+
+pub mod messages;
+pub mod writer;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+
+use crate::config::AgentConfig;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{paths, PeerCallError, PeerNetwork};
+use crate::raft::sm_store::StateMachineStore;
+use crate::raft::{NodeId, PeerNode, Raft, RaftMetrics, TypeConfig};
+use crate::state::{Applied, Command, Request, RequestId};
+use messages::{LeaderError, LeaderReply, LeaderRequest};
+use writer::Writer;
+
+/// Why a replica could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the raft log: {0}")]
+    Log(String),
+    #[error("cannot open the state machine: {0}")]
+    StateMachine(#[from] crate::raft::sm_store::SmStoreError),
+    #[error("raft configuration rejected: {0}")]
+    RaftConfig(String),
+    #[error("raft failed to start: {0}")]
+    Raft(String),
+}
+
+/// Why an operation did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// The cluster could not be reached or did not commit in time; a write
+    /// may or may not have been applied.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Rejected(String),
+}
+
+/// A running replica.
+pub struct Replica {
+    pub id: NodeId,
+    pub config: AgentConfig,
+    pub raft: Raft,
+    pub sm: StateMachineStore,
+    pub peers: PeerNetwork,
+    writer: Writer,
+    request_timeout: Duration,
+}
+
+impl Replica {
+    /// Opens the stores under `config.data_dir` and starts Raft.
+    pub async fn start(config: AgentConfig) -> Result<Arc<Replica>, StartError> {
+        let raft_config = openraft::Config {
+            cluster_name: "raftvisor".into(),
+            heartbeat_interval: config.raft.heartbeat_ms,
+            election_timeout_min: config.raft.election_min_ms,
+            election_timeout_max: config.raft.election_max_ms,
+            install_snapshot_timeout: 2_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+                config.raft.snapshot_threshold,
+            ),
+            max_in_snapshot_log_to_keep: config.raft.keep_logs_after_snapshot,
+            max_payload_entries: 64,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(
+            raft_config
+                .validate()
+                .map_err(|e| StartError::RaftConfig(e.to_string()))?,
+        );
+        let log_dir = config.data_dir.join("log");
+        let log_store = tokio::task::block_in_place(|| LogStore::<TypeConfig>::open(&log_dir))
+            .map_err(|e| StartError::Log(e.to_string()))?;
+        let sm = StateMachineStore::open(&config.data_dir.join("snapshots"))?;
+        let peers = PeerNetwork::new();
+        let raft = Raft::new(config.id, raft_config, peers.clone(), log_store, sm.clone())
+            .await
+            .map_err(|e| StartError::Raft(e.to_string()))?;
+        let writer = Writer::start(raft.clone());
+        let replica = Arc::new(Replica {
+            id: config.id,
+            request_timeout: Duration::from_millis(config.api.request_timeout_ms),
+            config,
+            raft,
+            sm,
+            peers,
+            writer,
+        });
+        replica.initialize_if_first().await?;
+        tokio::spawn(housekeeping(replica.clone()));
+        Ok(replica)
+    }
+
+    /// The lowest-id initial member forms the cluster when nothing is on
+    /// disk yet; everyone else waits to be contacted.
+    async fn initialize_if_first(&self) -> Result<(), StartError> {
+        let Some(first) = self.config.members.iter().map(|m| m.id).min() else {
+            return Ok(());
+        };
+        if first != self.id
+            || self
+                .raft
+                .is_initialized()
+                .await
+                .map_err(|e| StartError::Raft(e.to_string()))?
+        {
+            return Ok(());
+        }
+        let members: BTreeMap<NodeId, PeerNode> = self
+            .config
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.id,
+                    PeerNode {
+                        peer_addr: m.peer_addr.clone(),
+                        api_addr: m.api_addr.clone(),
+                    },
+                )
+            })
+            .collect();
+        tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "initialising a new cluster");
+        if let Err(e) = self.raft.initialize(members).await {
+            tracing::warn!(error = %e, "cluster initialisation refused");
+        }
+        Ok(())
+    }
+
+    /// The latest Raft metrics of this replica.
+    pub fn metrics(&self) -> RaftMetrics {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// The leader as this replica knows it.
+    pub fn leader(&self) -> Option<(NodeId, PeerNode)> {
+        let metrics = self.metrics();
+        let leader = metrics.current_leader?;
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .clone();
+        Some((leader, node))
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Applies `command` through Raft from any replica.
+    pub async fn write(&self, command: Command) -> Result<Applied, OpError> {
+        let request = Request {
+            id: RequestId::random(),
+            time_ms: now_ms(),
+            command,
+        };
+        match self
+            .to_leader(LeaderRequest::Write(Box::new(request)))
+            .await?
+        {
+            LeaderReply::Applied(applied) => Ok(applied),
+            other => Err(OpError::Unavailable(format!(
+                "unexpected leader reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Returns once this replica's state machine reflects every write
+    /// committed before the call (read-index through the leader).
+    pub async fn read_barrier(&self) -> Result<(), OpError> {
+        let deadline = Instant::now() + self.request_timeout;
+        let index = match self.to_leader(LeaderRequest::ReadIndex).await? {
+            LeaderReply::ReadIndex(index) => index,
+            other => {
+                return Err(OpError::Unavailable(format!(
+                    "unexpected leader reply {other:?}"
+                )))
+            }
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if self.sm.wait_applied(index, remaining).await {
+            Ok(())
+        } else {
+            Err(OpError::Unavailable(format!(
+                "this replica did not apply up to the read index {index} within {:?}",
+                self.request_timeout
+            )))
+        }
+    }
+
+    /// Adds a replica: as a learner first, then promoted to voter once it
+    /// has caught up.
+    pub async fn add_member(&self, id: NodeId, node: PeerNode) -> Result<u64, OpError> {
+        match self
+            .to_leader(LeaderRequest::AddMember { id, node })
+            .await?
+        {
+            LeaderReply::MembershipChanged { index } => Ok(index),
+            other => Err(OpError::Unavailable(format!(
+                "unexpected leader reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Removes a replica from the voters and learners.
+    pub async fn remove_member(&self, id: NodeId) -> Result<u64, OpError> {
+        match self.to_leader(LeaderRequest::RemoveMember { id }).await? {
+            LeaderReply::MembershipChanged { index } => Ok(index),
+            other => Err(OpError::Unavailable(format!(
+                "unexpected leader reply {other:?}"
+            ))),
+        }
+    }
+
+    /// Sends `request` to the leader (itself, or over the peer port),
+    /// following leader changes until the request timeout.
+    async fn to_leader(&self, request: LeaderRequest) -> Result<LeaderReply, OpError> {
+        let deadline = Instant::now() + self.request_timeout;
+        let mut last_problem = String::from("no leader is known");
+        loop {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(OpError::Unavailable(format!(
+                    "the cluster did not answer within {:?}: {last_problem} (a write may or may not have been applied)",
+                    self.request_timeout
+                )));
+            }
+            let Some((leader, node)) = self.leader() else {
+                self.wait_for_metrics_change(remaining.min(Duration::from_millis(50)))
+                    .await;
+                continue;
+            };
+            let result = if leader == self.id {
+                tokio::time::timeout(remaining, self.handle_leader_request(request.clone()))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(LeaderError::Unavailable(
+                            "no quorum answered in time".into(),
+                        ))
+                    })
+            } else {
+                match self
+                    .peers
+                    .call::<_, Result<LeaderReply, LeaderError>>(
+                        &node.peer_addr,
+                        paths::LEADER,
+                        &request,
+                        remaining,
+                    )
+                    .await
+                {
+                    Ok(reply) => reply,
+                    Err(PeerCallError::Timeout { .. }) => Err(LeaderError::Unavailable(format!(
+                        "leader {leader} did not answer in time"
+                    ))),
+                    Err(e) => {
+                        last_problem = e.to_string();
+                        tokio::time::sleep(remaining.min(Duration::from_millis(20))).await;
+                        continue;
+                    }
+                }
+            };
+            match result {
+                Ok(reply) => return Ok(reply),
+                Err(LeaderError::Rejected(reason)) => return Err(OpError::Rejected(reason)),
+                Err(LeaderError::NotLeader { leader: hint }) => {
+                    last_problem = format!("leader moved (now {hint:?})");
+                    self.wait_for_metrics_change(remaining.min(Duration::from_millis(20)))
+                        .await;
+                }
+                Err(LeaderError::Unavailable(reason)) => last_problem = reason,
+            }
+        }
+    }
+
+    async fn wait_for_metrics_change(&self, at_most: Duration) {
+        let mut metrics = self.raft.metrics();
+        let _ = tokio::time::timeout(at_most, metrics.changed()).await;
+    }
+
+    /// Performs a leader operation here; fails with `NotLeader` elsewhere.
+    pub async fn handle_leader_request(
+        &self,
+        request: LeaderRequest,
+    ) -> Result<LeaderReply, LeaderError> {
+        match request {
+            LeaderRequest::Write(request) => {
+                self.writer.write(*request).await.map(LeaderReply::Applied)
+            }
+            LeaderRequest::ReadIndex => {
+                let (read_log_id, _applied) = self
+                    .raft
+                    .get_read_log_id()
+                    .await
+                    .map_err(map_check_leader_error)?;
+                Ok(LeaderReply::ReadIndex(read_log_id.map_or(0, |l| l.index)))
+            }
+            LeaderRequest::AddMember { id, node } => self.add_member_here(id, node).await,
+            LeaderRequest::RemoveMember { id } => self.remove_member_here(id).await,
+        }
+    }
+
+    async fn add_member_here(
+        &self,
+        id: NodeId,
+        node: PeerNode,
+    ) -> Result<LeaderReply, LeaderError> {
+        self.ensure_leader()?;
+        let voters = self.voters();
+        if voters.contains(&id) {
+            return Err(LeaderError::Rejected(format!(
+                "replica {id} is already a voting member"
+            )));
+        }
+        self.raft
+            .add_learner(id, node.clone(), true)
+            .await
+            .map_err(writer::map_raft_write_error)?;
+        let mut new_voters = voters;
+        new_voters.insert(id);
+        let response = self
+            .raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(new_voters), false)
+            .await
+            .map_err(writer::map_raft_write_error)?;
+        let request = Request {
+            id: RequestId::random(),
+            time_ms: now_ms(),
+            command: Command::PutManager {
+                raft_id: id,
+                peer_addr: node.peer_addr,
+                api_addr: node.api_addr,
+            },
+        };
+        self.writer.write(request).await?;
+        Ok(LeaderReply::MembershipChanged {
+            index: response.log_id.index,
+        })
+    }
+
+    async fn remove_member_here(&self, id: NodeId) -> Result<LeaderReply, LeaderError> {
+        self.ensure_leader()?;
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        let voters = self.voters();
+        let is_learner = membership.learner_ids().any(|l| l == id);
+        if !voters.contains(&id) && !is_learner {
+            return Err(LeaderError::Rejected(format!(
+                "replica {id} is not a member"
+            )));
+        }
+        if voters.contains(&id) && voters.len() == 1 {
+            return Err(LeaderError::Rejected(
+                "cannot remove the last voting member".into(),
+            ));
+        }
+        let change = if voters.contains(&id) {
+            let mut remaining = voters;
+            remaining.remove(&id);
+            ChangeMembers::ReplaceAllVoters(remaining)
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        let response = self
+            .raft
+            .change_membership(change, false)
+            .await
+            .map_err(writer::map_raft_write_error)?;
+        let request = Request {
+            id: RequestId::random(),
+            time_ms: now_ms(),
+            command: Command::RemoveManager { raft_id: id },
+        };
+        // Best effort: a leader that just removed itself can no longer write.
+        if let Err(e) = self.writer.write(request).await {
+            tracing::warn!(error = %e, member = id, "member removed but its manager record was not");
+        }
+        Ok(LeaderReply::MembershipChanged {
+            index: response.log_id.index,
+        })
+    }
+
+    fn ensure_leader(&self) -> Result<(), LeaderError> {
+        let metrics = self.metrics();
+        if metrics.state == ServerState::Leader {
+            Ok(())
+        } else {
+            Err(LeaderError::NotLeader {
+                leader: metrics.current_leader,
+            })
+        }
+    }
+
+    /// Current voting members.
+    pub fn voters(&self) -> BTreeSet<NodeId> {
+        self.metrics()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+}
+
+fn map_check_leader_error(
+    error: RaftError<NodeId, CheckIsLeaderError<NodeId, PeerNode>>,
+) -> LeaderError {
+    match error {
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(forward)) => {
+            LeaderError::NotLeader {
+                leader: forward.leader_id,
+            }
+        }
+        RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)) => {
+            LeaderError::Unavailable(format!("no quorum: {e}"))
+        }
+        RaftError::Fatal(f) => LeaderError::Unavailable(format!("raft stopped: {f}")),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Leader-only upkeep of the replicated model: give the cluster its
+/// identity and keep a manager record for every member.
+async fn housekeeping(replica: Arc<Replica>) {
+    let mut metrics = replica.raft.metrics();
+    // Metrics change on every heartbeat; act only when leadership or
+    // membership changed, or when the previous attempt failed.
+    let mut done_for = None;
+    loop {
+        let (key, is_leader) = {
+            let m = metrics.borrow();
+            (
+                (
+                    m.current_term,
+                    m.membership_config.log_id().map(|l| l.index),
+                ),
+                m.state == ServerState::Leader,
+            )
+        };
+        if is_leader && done_for != Some(key) {
+            match ensure_identity_and_managers(&replica).await {
+                Ok(()) => done_for = Some(key),
+                Err(e) => {
+                    tracing::debug!(error = %e, "housekeeping write failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn ensure_identity_and_managers(replica: &Replica) -> Result<(), OpError> {
+    // Only act on a state that includes everything committed so far.
+    replica.read_barrier().await?;
+    if replica.sm.read(|s| s.cluster_id.is_none()) {
+        let cluster_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        replica.write(Command::InitCluster { cluster_id }).await?;
+    }
+    let metrics = replica.metrics();
+    let nodes: Vec<(NodeId, PeerNode)> = metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, node)| (*id, node.clone()))
+        .collect();
+    for (id, node) in nodes {
+        let known = replica.sm.read(|s| {
+            s.managers
+                .get(&id)
+                .is_some_and(|m| m.peer_addr == node.peer_addr && m.api_addr == node.api_addr)
+        });
+        if !known {
+            replica
+                .write(Command::PutManager {
+                    raft_id: id,
+                    peer_addr: node.peer_addr,
+                    api_addr: node.api_addr,
+                })
+                .await?;
+        }
+    }
+    Ok(())
+}

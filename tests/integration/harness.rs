@@ -1,0 +1,341 @@
+//! Shared harness of the integration tests: spawns real `raftvisor agent`
+//! processes on loopback, each with its own ports and data directory,
+//! kills them (SIGKILL) or restarts them, and offers `eventually`-style
+//! waits with deadlines instead of fixed sleeps. Every process is killed
+//! when the [`Cluster`] is dropped, also when a test fails.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use raftvisor::client::{Client, ClientOptions};
+
+/// Waits until `check` returns `Ok`, retrying every 50 ms until `within`
+/// has passed; then panics with the last error and `what`.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(problem) if Instant::now() >= deadline => {
+                panic!("{what}: not true after {within:?}: {problem}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// A free loopback port (bound and released; good enough on a test box).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+/// Settings shared by the replicas of one test cluster.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    pub snapshot_threshold: u64,
+    pub keep_logs_after_snapshot: u64,
+    pub request_timeout_ms: u64,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            snapshot_threshold: 10_000,
+            keep_logs_after_snapshot: 1_000,
+            request_timeout_ms: 3_000,
+        }
+    }
+}
+
+/// One replica process of a test cluster.
+pub struct ReplicaProcess {
+    pub id: u64,
+    pub api_addr: String,
+    pub peer_addr: String,
+    pub dns_addr: String,
+    pub data_dir: PathBuf,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    child: Option<Child>,
+}
+
+impl ReplicaProcess {
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(child) => child.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+/// A set of replica processes on loopback.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub replicas: Vec<ReplicaProcess>,
+    pub tuning: Tuning,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_raftvisor")
+}
+
+impl Cluster {
+    /// Starts `n` replicas forming one cluster.
+    pub async fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, Tuning::default()).await
+    }
+
+    pub async fn start_with(n: usize, tuning: Tuning) -> Cluster {
+        let mut cluster = Cluster {
+            dir: tempfile::tempdir().expect("temp dir"),
+            replicas: Vec::new(),
+            tuning,
+        };
+        for id in 1..=n as u64 {
+            cluster.define_replica(id);
+        }
+        let members: Vec<(u64, String, String)> = cluster
+            .replicas
+            .iter()
+            .map(|r| (r.id, r.api_addr.clone(), r.peer_addr.clone()))
+            .collect();
+        for index in 0..cluster.replicas.len() {
+            cluster.write_config(index, &members);
+            cluster.spawn(index);
+        }
+        cluster.wait_for_leader().await;
+        cluster
+    }
+
+    fn define_replica(&mut self, id: u64) -> usize {
+        let data_dir = self.dir.path().join(format!("replica-{id}"));
+        self.replicas.push(ReplicaProcess {
+            id,
+            api_addr: format!("127.0.0.1:{}", free_port()),
+            peer_addr: format!("127.0.0.1:{}", free_port()),
+            dns_addr: format!("127.0.0.1:{}", free_port()),
+            config_path: self.dir.path().join(format!("replica-{id}.toml")),
+            log_path: self.dir.path().join(format!("replica-{id}.log")),
+            data_dir,
+            child: None,
+        });
+        self.replicas.len() - 1
+    }
+
+    fn write_config(&self, index: usize, members: &[(u64, String, String)]) {
+        let r = &self.replicas[index];
+        let mut text = format!(
+            "id = {}\ndata_dir = {:?}\napi_addr = {:?}\npeer_addr = {:?}\ndns_addr = {:?}\n",
+            r.id, r.data_dir, r.api_addr, r.peer_addr, r.dns_addr
+        );
+        for (id, api, peer) in members {
+            text.push_str(&format!(
+                "[[members]]\nid = {id}\napi_addr = {api:?}\npeer_addr = {peer:?}\n"
+            ));
+        }
+        text.push_str(&format!(
+            "[raft]\nheartbeat_ms = 50\nelection_min_ms = 150\nelection_max_ms = 300\nsnapshot_threshold = {}\nkeep_logs_after_snapshot = {}\n[api]\nrequest_timeout_ms = {}\n",
+            self.tuning.snapshot_threshold, self.tuning.keep_logs_after_snapshot, self.tuning.request_timeout_ms
+        ));
+        std::fs::write(&r.config_path, text).expect("write config");
+    }
+
+    fn spawn(&mut self, index: usize) {
+        let r = &mut self.replicas[index];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&r.log_path)
+            .expect("open log");
+        let child = Command::new(binary())
+            .args(["agent", "--config"])
+            .arg(&r.config_path)
+            .env("RAFTVISOR_LOG", "info,openraft=error")
+            .stdout(log.try_clone().expect("clone log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn raftvisor agent");
+        r.child = Some(child);
+    }
+
+    /// Adds a replica that starts with no initial members and waits to be
+    /// added with `cluster add-member`. Returns its index.
+    pub fn spawn_joiner(&mut self, id: u64) -> usize {
+        let index = self.define_replica(id);
+        self.write_config(index, &[]);
+        self.spawn(index);
+        index
+    }
+
+    pub fn index_of(&self, id: u64) -> usize {
+        self.replicas
+            .iter()
+            .position(|r| r.id == id)
+            .expect("known replica id")
+    }
+
+    pub fn replica(&self, id: u64) -> &ReplicaProcess {
+        &self.replicas[self.index_of(id)]
+    }
+
+    /// SIGKILLs replica `id`.
+    pub fn kill(&mut self, id: u64) {
+        let index = self.index_of(id);
+        if let Some(mut child) = self.replicas[index].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts replica `id` again on its data directory.
+    pub fn restart(&mut self, id: u64) {
+        let index = self.index_of(id);
+        assert!(
+            self.replicas[index].child.is_none(),
+            "replica {id} is still running"
+        );
+        self.spawn(index);
+    }
+
+    /// Runs replica `id` in the foreground until it exits or `within`
+    /// passes; returns (exited, output). Used to see a refusal to start.
+    pub fn run_to_exit(
+        &mut self,
+        id: u64,
+        within: Duration,
+    ) -> (Option<std::process::ExitStatus>, String) {
+        let index = self.index_of(id);
+        self.spawn(index);
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.replicas[index]
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if status.is_some() || Instant::now() >= deadline {
+                if status.is_some() {
+                    self.replicas[index].child = None;
+                }
+                return (status, self.replicas[index].log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn client_for(&self, id: u64) -> Client {
+        let mut options = ClientOptions::new([self.replica(id).api_addr.clone()]);
+        options.timeout = Duration::from_secs(10);
+        Client::new(options).expect("client")
+    }
+
+    /// A client that knows every replica's address.
+    pub fn client(&self) -> Client {
+        let mut options = ClientOptions::new(self.replicas.iter().map(|r| r.api_addr.clone()));
+        options.timeout = Duration::from_secs(10);
+        Client::new(options).expect("client")
+    }
+
+    /// The ids of the replicas this harness runs.
+    pub fn running_ids(&mut self) -> Vec<u64> {
+        self.replicas
+            .iter_mut()
+            .filter_map(|r| r.is_running().then_some(r.id))
+            .collect()
+    }
+
+    /// Waits until every running replica names the same leader, which is
+    /// itself running, and returns it.
+    pub async fn wait_for_leader(&mut self) -> u64 {
+        let running = self.running_ids();
+        let clients: Vec<(u64, Client)> = running
+            .iter()
+            .map(|id| (*id, self.client_for(*id)))
+            .collect();
+        eventually(
+            "one leader known to every running replica",
+            Duration::from_secs(20),
+            || {
+                let clients = clients.clone();
+                let running = running.clone();
+                async move {
+                    let mut leaders = Vec::new();
+                    for (id, client) in &clients {
+                        let status = client
+                            .cluster_status()
+                            .await
+                            .map_err(|e| format!("replica {id}: {e}"))?;
+                        leaders.push(
+                            status
+                                .leader_id
+                                .ok_or_else(|| format!("replica {id} knows no leader"))?,
+                        );
+                    }
+                    leaders.dedup();
+                    match leaders.as_slice() {
+                        [leader] if running.contains(leader) => Ok(*leader),
+                        other => Err(format!("leaders seen: {other:?}")),
+                    }
+                }
+            },
+        )
+        .await
+    }
+
+    /// Prints every replica's log (for failure diagnosis).
+    pub fn dump_logs(&self) {
+        for r in &self.replicas {
+            eprintln!("===== replica {} log =====\n{}", r.id, tail(&r.log(), 60));
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for r in &mut self.replicas {
+            if let Some(mut child) = r.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+    }
+}
+
+/// Copies a directory tree (to keep a pristine data directory).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("create dir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).expect("copy file");
+        }
+    }
+}

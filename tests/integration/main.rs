@@ -1,0 +1,9 @@
+//! raftvisor's integration tests: real replica processes on loopback,
+//! driven through the public HTTP API and CLI. One binary; the shared
+//! harness lives in `harness.rs`.
+
+mod api_contract;
+mod consul_client;
+mod corruption;
+mod harness;
+mod replication;

@@ -1,0 +1,246 @@
+//! Replication, failover, durability, snapshots, membership and quorum loss.
+
+use std::time::{Duration, Instant};
+
+use raftvisor::client::{Client, Consistency};
+
+use crate::harness::{eventually, Cluster, Tuning};
+
+/// Waits until `client` (a single replica) reads `value` at `key` locally.
+async fn stale_value_is(client: &Client, key: &str, value: &str) {
+    eventually(
+        &format!("{key} = {value}"),
+        Duration::from_secs(10),
+        || async {
+            match client.kv_get(key, Consistency::Stale).await {
+                Ok(Some(pair)) if pair.value == value.as_bytes() => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_to_a_follower_is_applied_everywhere() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_for_leader().await;
+    let follower = cluster
+        .running_ids()
+        .into_iter()
+        .find(|id| *id != leader)
+        .unwrap();
+    assert!(cluster
+        .client_for(follower)
+        .kv_put("greeting", b"hello", 0, None)
+        .await
+        .unwrap());
+    for id in [1, 2, 3] {
+        stale_value_is(&cluster.client_for(id), "greeting", "hello").await;
+    }
+    // The cluster got its identity and one manager record per member.
+    let status = cluster.client_for(follower).cluster_status().await.unwrap();
+    assert!(status.cluster_id.is_some());
+    assert_eq!(status.members.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn killing_the_leader_loses_no_acknowledged_write() {
+    let mut cluster = Cluster::start(3).await;
+    let client = cluster.client();
+    for i in 0..50 {
+        assert!(client
+            .kv_put(&format!("k/{i}"), format!("v{i}").as_bytes(), 0, None)
+            .await
+            .unwrap());
+    }
+    let old_leader = cluster.wait_for_leader().await;
+    cluster.kill(old_leader);
+    let new_leader = cluster.wait_for_leader().await;
+    assert_ne!(new_leader, old_leader);
+    // Writes go on while the old leader is down.
+    for i in 50..60 {
+        assert!(client
+            .kv_put(&format!("k/{i}"), format!("v{i}").as_bytes(), 0, None)
+            .await
+            .unwrap());
+    }
+    let all = client
+        .kv_list("k/", Consistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 60);
+    cluster.restart(old_leader);
+    // The killed replica rejoins and catches up.
+    stale_value_is(&cluster.client_for(old_leader), "k/59", "v59").await;
+    let caught_up = cluster
+        .client_for(old_leader)
+        .kv_list("k/", Consistency::Stale)
+        .await
+        .unwrap();
+    assert_eq!(caught_up.len(), 60);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_acknowledged_write_survives_killing_all_replicas() {
+    let mut cluster = Cluster::start(3).await;
+    let client = cluster.client();
+    // Concurrent writers, so batched entries are covered too.
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let client = client.clone();
+        writers.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..25 {
+                let key = format!("durable/{w}/{i}");
+                if client.kv_put(&key, key.as_bytes(), 0, None).await.unwrap() {
+                    acknowledged.push(key);
+                }
+            }
+            acknowledged
+        }));
+    }
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        acknowledged.extend(writer.await.unwrap());
+    }
+    assert_eq!(acknowledged.len(), 200);
+    for id in [1, 2, 3] {
+        cluster.kill(id);
+    }
+    for id in [1, 2, 3] {
+        cluster.restart(id);
+    }
+    cluster.wait_for_leader().await;
+    let found = client
+        .kv_list("durable/", Consistency::Linearizable)
+        .await
+        .unwrap();
+    let keys: std::collections::BTreeSet<_> = found.iter().map(|p| p.key.clone()).collect();
+    for key in &acknowledged {
+        assert!(
+            keys.contains(key),
+            "acknowledged {key} lost after kill -9 of every replica"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_member_catches_up_by_snapshot_and_members_can_be_removed() {
+    let tuning = Tuning {
+        snapshot_threshold: 20,
+        keep_logs_after_snapshot: 5,
+        ..Tuning::default()
+    };
+    let mut cluster = Cluster::start_with(3, tuning).await;
+    let client = cluster.client();
+    for i in 0..120 {
+        assert!(client
+            .kv_put(&format!("s/{i:03}"), b"x", 0, None)
+            .await
+            .unwrap());
+    }
+    // The leader has compacted its log behind a snapshot.
+    let leader = cluster.wait_for_leader().await;
+    eventually(
+        "the leader built a snapshot",
+        Duration::from_secs(10),
+        || async {
+            let status = cluster
+                .client_for(leader)
+                .cluster_status()
+                .await
+                .map_err(|e| e.to_string())?;
+            if status.snapshot_index > 0 {
+                Ok(())
+            } else {
+                Err("no snapshot yet".into())
+            }
+        },
+    )
+    .await;
+
+    let index = cluster.spawn_joiner(4);
+    let (api, peer) = (
+        cluster.replicas[index].api_addr.clone(),
+        cluster.replicas[index].peer_addr.clone(),
+    );
+    client.add_member(4, &api, &peer).await.unwrap();
+    let joined = cluster.client_for(4);
+    stale_value_is(&joined, "s/119", "x").await;
+    assert_eq!(
+        joined
+            .kv_list("s/", Consistency::Stale)
+            .await
+            .unwrap()
+            .len(),
+        120
+    );
+    let status = joined.cluster_status().await.unwrap();
+    assert!(
+        status.snapshot_index > 0,
+        "replica 4 caught up without a snapshot: {status:?}"
+    );
+    assert!(status.members.iter().any(|m| m.id == 4 && m.voter));
+    assert!(
+        cluster.replica(4).log().contains("snapshot installed"),
+        "replica 4 did not install a snapshot"
+    );
+
+    // Remove a follower that is not the leader; the cluster keeps committing.
+    let leader = cluster.wait_for_leader().await;
+    let victim = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    client.remove_member(victim).await.unwrap();
+    cluster.kill(victim);
+    assert!(client
+        .kv_put("after-removal", b"ok", 0, None)
+        .await
+        .unwrap());
+    let status = cluster.client_for(leader).cluster_status().await.unwrap();
+    assert!(
+        !status.members.iter().any(|m| m.id == victim),
+        "{victim} still a member: {status:?}"
+    );
+    stale_value_is(&joined, "after-removal", "ok").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_quorum_writes_and_linearizable_reads_fail_but_stale_reads_answer() {
+    let tuning = Tuning {
+        request_timeout_ms: 1_500,
+        ..Tuning::default()
+    };
+    let mut cluster = Cluster::start_with(3, tuning).await;
+    let client = cluster.client();
+    assert!(client.kv_put("before", b"1", 0, None).await.unwrap());
+    let leader = cluster.wait_for_leader().await;
+    let survivor = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    stale_value_is(&cluster.client_for(survivor), "before", "1").await;
+    for id in [1, 2, 3] {
+        if id != survivor {
+            cluster.kill(id);
+        }
+    }
+    let lonely = cluster.client_for(survivor);
+    let started = Instant::now();
+    let error = lonely.kv_put("during", b"2", 0, None).await.unwrap_err();
+    assert_eq!(error.status(), Some(503), "{error}");
+    assert!(error.to_string().contains("did not answer"), "{error}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "write failed only after {:?}",
+        started.elapsed()
+    );
+
+    let error = lonely
+        .kv_get("before", Consistency::Linearizable)
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), Some(503), "{error}");
+    let stale = lonely
+        .kv_get("before", Consistency::Stale)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stale.value, b"1");
+}
