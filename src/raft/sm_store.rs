@@ -382,3 +382,74 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::{StoreBuilder, Suite};
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::raft::log_store::LogStore;
+
+    struct RealStores;
+
+    impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, StateMachineStore, TempDir> for RealStores {
+        async fn build(
+            &self,
+        ) -> Result<(TempDir, LogStore<TypeConfig>, StateMachineStore), StorageError> {
+            let dir = TempDir::new().expect("temp dir");
+            let log = LogStore::open(&dir.path().join("log")).expect("open log");
+            let sm =
+                StateMachineStore::open(&dir.path().join("snapshots")).expect("open state machine");
+            Ok((dir, log, sm))
+        }
+    }
+
+    #[test]
+    fn openraft_suite_passes_against_the_real_stores() {
+        Suite::test_all(RealStores).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn snapshots_survive_reopen_and_corruption_is_refused() {
+        use crate::state::{Batch, Command, Request, RequestId};
+        let dir = TempDir::new().unwrap();
+        let mut sm = StateMachineStore::open(dir.path()).unwrap();
+        let entry = Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 1),
+            payload: EntryPayload::Normal(Batch {
+                requests: vec![Request {
+                    id: RequestId(7),
+                    time_ms: 0,
+                    command: Command::KvPut {
+                        key: "k".into(),
+                        value: b"v".to_vec(),
+                        flags: 0,
+                        cas: None,
+                    },
+                }],
+            }),
+        };
+        sm.apply([entry]).await.unwrap();
+        sm.build_snapshot().await.unwrap();
+
+        let reopened = StateMachineStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.read(|s| s.kv["k"].value.clone()), b"v");
+        assert_eq!(reopened.applied_index(), 1);
+
+        let file = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut bytes = std::fs::read(&file).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&file, bytes).unwrap();
+        let error = StateMachineStore::open(dir.path())
+            .err()
+            .expect("a corrupt snapshot is refused");
+        assert!(error.to_string().contains("corrupt"), "{error}");
+    }
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Write throughput and latency: a 3-member etcd against a 3-replica raftvisor
+# on loopback, both fsyncing every acknowledged write, each driven by the same
+# wrk Lua generator (scripts/bench/put.lua) with random keys and 256-byte
+# values: etcd through its JSON gateway (POST /v3/kv/put), raftvisor through
+# PUT /v1/kv/{key}. Each cluster runs alone (the other is stopped) and wrk
+# sends to its leader. Nothing is pinned with taskset: on a 2-core machine
+# the 3 members and wrk share both cores, the same way for both systems.
+#
+# Prints a Markdown table (writes/s, p50, p99 per client count, ratios
+# raftvisor/etcd), whether the 64-client goals are met, and the Raft term
+# and leader before and after every run (an unchanged term means no
+# election happened under that load).
+#
+# Usage: scripts/bench-kv.sh
+# Environment:
+#   DURATION=8          seconds per point
+#   WARMUP=2            seconds of unmeasured load before the first point
+#   POINTS="1:1 2:16 2:64"   wrk threads:connections per point
+#   SYSTEMS="etcd raftvisor"
+#   plus those of scripts/lib/bench-common.sh (SKIP_BUILD, RAFTVISOR_BIN, KEEP_WORKDIR, ...)
+set -euo pipefail
+
+# shellcheck source=scripts/lib/bench-common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-common.sh"
+
+DURATION=${DURATION:-8}
+WARMUP=${WARMUP:-2}
+POINTS=${POINTS:-"1:1 2:16 2:64"}
+SYSTEMS=${SYSTEMS:-"etcd raftvisor"}
+[[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 1 && $DURATION -le 600 ]] || bench_die "DURATION must be 1..600 seconds"
+[[ $WARMUP =~ ^[0-9]+$ && $WARMUP -le 600 ]] || bench_die "WARMUP must be 0..600 seconds"
+
+bench_need_common
+bench_build_raftvisor
+bench_init_workdir
+
+results=()
+for system in $SYSTEMS; do
+    dir="$BENCH_WORK/$system"
+    bench_log "$system: starting 3 members"
+    bench_start "$system"
+    if [[ $WARMUP -gt 0 ]]; then
+        url=$(bench_tool wait-ready --cluster "$dir" --system "$system" --timeout 60)
+        BENCH_TARGET=$system timeout $((WARMUP + 30)) \
+            wrk -t 2 -c 16 -d "${WARMUP}s" --timeout 10s -s "$BENCH_LUA" "$url" >"$dir/warmup.txt" 2>&1 ||
+            bench_die "$system: warm-up failed: $(tail -n 3 "$dir/warmup.txt")"
+    fi
+    for point in $POINTS; do
+        threads=${point%%:*}
+        clients=${point#*:}
+        out="$dir/wrk-$clients.txt"
+        url=$(bench_tool wait-ready --cluster "$dir" --system "$system" --timeout 60) ||
+            bench_die "$system: cluster not healthy before the $clients-client run"
+        bench_tool status --cluster "$dir" --system "$system" >"$dir/before-$clients.json"
+        bench_log "$system: wrk -t $threads -c $clients -d ${DURATION}s against the leader $url"
+        BENCH_TARGET=$system timeout $((DURATION + 60)) \
+            wrk -t "$threads" -c "$clients" -d "${DURATION}s" --timeout 10s --latency -s "$BENCH_LUA" "$url" >"$out" 2>&1 ||
+            bench_die "$system: wrk failed: $(tail -n 5 "$out")"
+        bench_tool status --cluster "$dir" --system "$system" >"$dir/after-$clients.json"
+        bench_tool kv-point --system "$system" --clients "$clients" --threads "$threads" --wrk-output "$out" \
+            --before "$dir/before-$clients.json" --after "$dir/after-$clients.json" --out "$dir/point-$clients.json"
+        results+=("$dir/point-$clients.json")
+        grep -E '^ +(50|99)%|Requests/sec|Non-2xx|Socket errors' "$out" | sed "s/^/    $system c=$clients /" >&2 || true
+    done
+    bench_log_problems "$system"
+    bench_stop_cluster "$dir"
+done
+
+echo
+echo "## bench-kv: $DURATION s per point, 256-byte values, fsync on, 3 members each"
+echo
+bench_tool kv-report "${results[@]}"
+echo
+bench_machine

@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# A local three-replica raftvisor cluster on 127.0.0.1.
+#   up      build, start whichever replicas are not running (keeping their
+#           data), wait for a leader, print where data and logs are
+#   down    stop the replicas (data is kept)
+#   status  members, leader, processes, data and log locations
+#   clean   stop the replicas and delete their data and logs
+# Replica N: API 700N, peer 710N, DNS 860N; configs in cluster-config/local-3/.
+set -euo pipefail
+. "$(dirname "$0")/lib/common.sh"
+cd "$RAFTVISOR_ROOT"
+
+STATE_DIR="$RAFTVISOR_ROOT/.dev-cluster"
+IDS=(1 2 3)
+
+pid_file() { echo "$STATE_DIR/pids/replica-$1.pid"; }
+log_file() { echo "$STATE_DIR/logs/replica-$1.log"; }
+
+running_pid() {
+    local file pid
+    file="$(pid_file "$1")"
+    [ -f "$file" ] || return 1
+    pid="$(cat "$file")"
+    if kill -0 "$pid" 2>/dev/null && grep -q raftvisor "/proc/$pid/cmdline" 2>/dev/null; then
+        echo "$pid"
+    else
+        return 1
+    fi
+}
+
+api() { curl -fsS --max-time 2 "http://127.0.0.1:700$1$2"; }
+
+wait_for_leader() {
+    local deadline=$((SECONDS + 30))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        for id in "${IDS[@]}"; do
+            if api "$id" /v1/cluster 2>/dev/null | grep -q '"leader_id":[0-9]'; then
+                return 0
+            fi
+        done
+        sleep 0.2
+    done
+    echo "no leader was elected within 30 s; see the logs in $STATE_DIR/logs" >&2
+    return 1
+}
+
+up() {
+    ensure_packages curl
+    build_release
+    mkdir -p "$STATE_DIR/pids" "$STATE_DIR/logs" "$STATE_DIR/data"
+    for id in "${IDS[@]}"; do
+        if pid="$(running_pid "$id")"; then
+            log "replica $id already running (pid $pid)"
+            continue
+        fi
+        log "starting replica $id"
+        RAFTVISOR_LOG="${RAFTVISOR_LOG:-info,openraft=warn}" nohup "$RAFTVISOR_BIN" agent \
+            --config "cluster-config/local-3/replica-$id.toml" >>"$(log_file "$id")" 2>&1 &
+        echo $! >"$(pid_file "$id")"
+    done
+    sleep 0.3
+    for id in "${IDS[@]}"; do
+        if ! running_pid "$id" >/dev/null; then
+            echo "replica $id exited at start; last lines of $(log_file "$id"):" >&2
+            tail -n 5 "$(log_file "$id")" >&2
+            exit 1
+        fi
+    done
+    wait_for_leader
+    status
+    cat <<MSG
+
+The cluster is up. Try:
+  $RAFTVISOR_BIN kv put hello world
+  $RAFTVISOR_BIN kv get hello
+  $RAFTVISOR_BIN cluster status
+  curl -s http://127.0.0.1:7002/v1/kv/hello
+Stop it with: scripts/dev-cluster.sh down   (data is kept; 'clean' deletes it)
+MSG
+}
+
+down() {
+    for id in "${IDS[@]}"; do
+        if pid="$(running_pid "$id")"; then
+            log "stopping replica $id (pid $pid)"
+            kill -TERM "$pid" 2>/dev/null || true
+            for _ in $(seq 1 50); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+        rm -f "$(pid_file "$id")"
+    done
+}
+
+status() {
+    local answered=""
+    for id in "${IDS[@]}"; do
+        if pid="$(running_pid "$id")"; then
+            echo "replica $id: running (pid $pid), api 127.0.0.1:700$id, peer 127.0.0.1:710$id"
+            [ -n "$answered" ] || answered="$id"
+        else
+            echo "replica $id: stopped"
+        fi
+        echo "  data: $STATE_DIR/data/replica-$id"
+        echo "  log:  $(log_file "$id")"
+    done
+    if [ -n "$answered" ] && [ -x "$RAFTVISOR_BIN" ]; then
+        echo
+        "$RAFTVISOR_BIN" --addr "127.0.0.1:700$answered" cluster status || true
+    fi
+}
+
+clean() {
+    down
+    log "deleting $STATE_DIR"
+    rm -rf "$STATE_DIR"
+}
+
+case "${1:-}" in
+    up) up ;;
+    down) down ;;
+    status) status ;;
+    clean) clean ;;
+    *)
+        echo "usage: $0 up|down|status|clean" >&2
+        exit 2
+        ;;
+esac

@@ -1,0 +1,890 @@
+# Shared helpers of the benchmark scripts (scripts/bench-*.sh); sourced, not run.
+#
+# Starts a 3-member etcd and a 3-replica raftvisor on loopback, each in its
+# own directory under one temporary work directory, and removes everything
+# (processes and data) at exit. The measuring itself is done by wrk with
+# scripts/bench/put.lua and by bench_tool (a Python 3 helper, stdlib only,
+# written into the work directory from this file).
+#
+# Ports (chosen not to clash with the dev cluster on 7001-7003/7101-7103):
+#   raftvisor  api 17001-17003  peer 17101-17103  dns 17201-17203
+#   etcd       client 23791-23793  peer 23801-23803
+#
+# Environment knobs shared by all scripts:
+#   RAFTVISOR_BIN=path   use this binary instead of building one
+#   SKIP_BUILD=1         use target/release/raftvisor as it is
+#   KEEP_WORKDIR=1       keep the work directory (logs, data) at exit
+#   BENCH_ETCD_HEARTBEAT_MS / BENCH_ETCD_ELECTION_MS   etcd timing flags
+#                        (unset: etcd's defaults, 100 ms / 1000 ms)
+
+BENCH_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+BENCH_SCRIPTS_DIR=$(cd "$BENCH_LIB_DIR/.." && pwd)
+BENCH_REPO=$(cd "$BENCH_SCRIPTS_DIR/.." && pwd)
+BENCH_LUA="$BENCH_SCRIPTS_DIR/bench/put.lua"
+BENCH_WORK=""
+BENCH_TOOL=""
+RAFTVISOR_BIN=${RAFTVISOR_BIN:-}
+
+bench_log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+bench_die() { bench_log "error: $*"; exit 1; }
+
+# Installs the Debian packages behind any missing command; apt only runs
+# when something is missing.
+bench_need() {
+    local missing=() pair cmd pkg
+    for pair in "$@"; do
+        cmd=${pair%%:*}
+        pkg=${pair#*:}
+        command -v "$cmd" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    [[ ${#missing[@]} -eq 0 ]] && return 0
+    local sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        command -v sudo >/dev/null 2>&1 || bench_die "need root or sudo to install: ${missing[*]}"
+        sudo=(sudo)
+    fi
+    bench_log "installing ${missing[*]}"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+bench_need_common() {
+    bench_need wrk:wrk etcd:etcd-server etcdctl:etcd-client python3:python3 curl:curl
+}
+
+# Builds (or locates) the release binary.
+bench_build_raftvisor() {
+    if [[ -n $RAFTVISOR_BIN ]]; then
+        [[ -x $RAFTVISOR_BIN ]] || bench_die "RAFTVISOR_BIN=$RAFTVISOR_BIN is not executable"
+        return 0
+    fi
+    RAFTVISOR_BIN="$BENCH_REPO/target/release/raftvisor"
+    if [[ ${SKIP_BUILD:-0} != 1 ]]; then
+        bench_log "cargo build --release"
+        (cd "$BENCH_REPO" && cargo build --release --quiet) || bench_die "cargo build --release failed"
+    fi
+    [[ -x $RAFTVISOR_BIN ]] || bench_die "no binary at $RAFTVISOR_BIN"
+}
+
+# True if pid is alive and its command line mentions marker (our work dir),
+# so a recycled pid is never signalled.
+bench_pid_is_ours() {
+    local pid=$1 marker=$2
+    [[ -r /proc/$pid/cmdline ]] || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "$marker"
+}
+
+# Stops every member of one cluster directory (TERM, then KILL after 3 s).
+bench_stop_cluster() {
+    local dir=$1 pidfile pid pids=() i
+    for pidfile in "$dir"/*/pid; do
+        [[ -f $pidfile ]] || continue
+        pid=$(<"$pidfile")
+        if [[ $pid =~ ^[0-9]+$ ]] && bench_pid_is_ours "$pid" "$dir"; then
+            kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
+        fi
+    done
+    for ((i = 0; i < 30; i++)); do
+        local alive=0
+        for pid in "${pids[@]}"; do
+            bench_pid_is_ours "$pid" "$dir" && alive=1
+        done
+        [[ $alive -eq 0 ]] && break
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do
+        bench_pid_is_ours "$pid" "$dir" && kill -KILL "$pid" 2>/dev/null
+    done
+    return 0
+}
+
+bench_cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -n $BENCH_WORK && -d $BENCH_WORK ]]; then
+        local dir
+        for dir in "$BENCH_WORK"/etcd "$BENCH_WORK"/raftvisor; do
+            [[ -d $dir ]] && bench_stop_cluster "$dir"
+        done
+        wait 2>/dev/null
+        if [[ ${KEEP_WORKDIR:-0} == 1 ]]; then
+            bench_log "work directory kept: $BENCH_WORK"
+        else
+            rm -rf "$BENCH_WORK"
+        fi
+    fi
+    exit "$rc"
+}
+
+# Creates the work directory, installs the exit trap and writes bench_tool.
+bench_init_workdir() {
+    BENCH_WORK=$(mktemp -d "${TMPDIR:-/tmp}/raftvisor-bench.XXXXXX")
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    BENCH_TOOL="$BENCH_WORK/bench_tool.py"
+    bench_write_tool >"$BENCH_TOOL"
+}
+
+bench_tool() { python3 "$BENCH_TOOL" "$@"; }
+
+# Member launchers: each cluster directory holds members.tsv (name, url,
+# launcher, pid file) and one directory per member with run.sh, which
+# records its pid and execs the server, so the scripts and bench_tool
+# (which restarts killed members) start members the same way.
+bench_start_member() {
+    bash "$1/run.sh" </dev/null >/dev/null 2>&1 &
+    disown
+}
+
+bench_start_raftvisor() {
+    local dir="$BENCH_WORK/raftvisor" i j
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    : >"$dir/members.tsv"
+    for i in 1 2 3; do
+        local m="$dir/r$i"
+        mkdir -p "$m"
+        {
+            echo "id = $i"
+            echo "data_dir = \"$m/data\""
+            echo "api_addr = \"127.0.0.1:1700$i\""
+            echo "peer_addr = \"127.0.0.1:1710$i\""
+            echo "dns_addr = \"127.0.0.1:1720$i\""
+            for j in 1 2 3; do
+                echo
+                echo "[[members]]"
+                echo "id = $j"
+                echo "api_addr = \"127.0.0.1:1700$j\""
+                echo "peer_addr = \"127.0.0.1:1710$j\""
+            done
+            echo
+            echo "[raft]"
+            echo "heartbeat_ms = 50"
+            echo "election_min_ms = 150"
+            echo "election_max_ms = 300"
+            echo "snapshot_threshold = 10000"
+        } >"$m/config.toml"
+        cat >"$m/run.sh" <<EOF
+echo \$\$ > '$m/pid'
+export RAFTVISOR_LOG=\${RAFTVISOR_LOG:-warn}
+exec '$RAFTVISOR_BIN' agent --config '$m/config.toml' >>'$m/log' 2>&1
+EOF
+        printf 'r%s\thttp://127.0.0.1:1700%s\t%s\t%s\n' "$i" "$i" "$m/run.sh" "$m/pid" >>"$dir/members.tsv"
+    done
+    for i in 1 2 3; do
+        bench_start_member "$dir/r$i"
+    done
+    bench_tool wait-ready --cluster "$dir" --system raftvisor --timeout 60 >/dev/null ||
+        bench_die "raftvisor cluster did not become ready (logs: $dir/r*/log)"
+}
+
+bench_start_etcd() {
+    local dir="$BENCH_WORK/etcd" i initial="" timing=()
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    : >"$dir/members.tsv"
+    for i in 1 2 3; do
+        initial+="${initial:+,}e$i=http://127.0.0.1:2380$i"
+    done
+    [[ -n ${BENCH_ETCD_HEARTBEAT_MS:-} ]] && timing+=(--heartbeat-interval "$BENCH_ETCD_HEARTBEAT_MS")
+    [[ -n ${BENCH_ETCD_ELECTION_MS:-} ]] && timing+=(--election-timeout "$BENCH_ETCD_ELECTION_MS")
+    for i in 1 2 3; do
+        local m="$dir/e$i"
+        mkdir -p "$m"
+        cat >"$m/run.sh" <<EOF
+echo \$\$ > '$m/pid'
+exec etcd --name e$i --data-dir '$m/data' \\
+    --listen-client-urls http://127.0.0.1:2379$i --advertise-client-urls http://127.0.0.1:2379$i \\
+    --listen-peer-urls http://127.0.0.1:2380$i --initial-advertise-peer-urls http://127.0.0.1:2380$i \\
+    --initial-cluster '$initial' --initial-cluster-token raftvisor-bench --initial-cluster-state new \\
+    --logger zap --log-level warn ${timing[*]} >>'$m/log' 2>&1
+EOF
+        printf 'e%s\thttp://127.0.0.1:2379%s\t%s\t%s\n' "$i" "$i" "$m/run.sh" "$m/pid" >>"$dir/members.tsv"
+    done
+    for i in 1 2 3; do
+        bench_start_member "$dir/e$i"
+    done
+    bench_tool wait-ready --cluster "$dir" --system etcd --timeout 60 >/dev/null ||
+        bench_die "etcd cluster did not become ready (logs: $dir/e*/log)"
+}
+
+bench_start() {
+    case $1 in
+        etcd) bench_start_etcd ;;
+        raftvisor) bench_start_raftvisor ;;
+        *) bench_die "unknown system $1" ;;
+    esac
+}
+
+# Prints warnings and errors the members logged (at most 20 lines).
+bench_log_problems() {
+    local dir="$BENCH_WORK/$1" n pattern
+    # etcd logs JSON (its "warn" level is chatty, so errors only);
+    # raftvisor logs tracing's text format.
+    pattern='"level":"(error|fatal|panic)"|[[:space:]](ERROR|WARN)[^A-Za-z]|panicked'
+    n=$(cat "$dir"/*/log 2>/dev/null | grep -cE "$pattern" || true)
+    if [[ $n -gt 0 ]]; then
+        bench_log "$1: $n warning/error lines in member logs; first ones:"
+        grep -hE "$pattern" "$dir"/*/log | sed 's/\x1b\[[0-9;]*m//g' | head -n 20 >&2
+    fi
+}
+
+bench_machine() {
+    echo "- cores: $(nproc)"
+    echo "- CPU: $(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)"
+    echo "- memory: $(free -h | awk '/^Mem:/ {print $2}')"
+    echo "- kernel: $(uname -r)"
+    echo "- etcd: $(etcd --version 2>/dev/null | head -n 1 | sed 's/^etcd Version: //')"
+    echo "- wrk: $(wrk -v 2>&1 | head -n 1 | awk '{print $2}')"
+    echo "- raftvisor: $(cd "$BENCH_REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown) (release build)"
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+}
+
+bench_write_tool() {
+    cat <<'PYTHON'
+"""Measuring helper of the raftvisor benchmark scripts (stdlib only)."""
+import argparse
+import base64
+import http.client
+import json
+import math
+import os
+import queue
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+
+def b64(data):
+    if isinstance(data, str):
+        data = data.encode()
+    return base64.b64encode(data).decode()
+
+
+def integer(value):
+    return int(value) if value not in (None, "") else 0
+
+
+class Member:
+    def __init__(self, name, url, run, pidfile):
+        self.name, self.url, self.run, self.pidfile = name, url, run, pidfile
+        host_port = url.split("//", 1)[1]
+        self.host, port = host_port.rsplit(":", 1)
+        self.port = int(port)
+        self.dir = os.path.dirname(run)
+
+    def pid(self):
+        """The member's pid if it is alive and really ours, else None."""
+        try:
+            with open(self.pidfile) as f:
+                pid = int(f.read().strip())
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, ValueError):
+            return None
+        if self.dir not in cmdline or state in ("Z", "X"):
+            return None
+        return pid
+
+
+def load_members(cluster):
+    members = []
+    with open(os.path.join(cluster, "members.tsv")) as f:
+        for line in f:
+            if line.strip():
+                members.append(Member(*line.rstrip("\n").split("\t")))
+    return members
+
+
+def call(member, method, path, body=None, headers=None, timeout=1.0, conn=None):
+    own = conn is None
+    if own:
+        conn = http.client.HTTPConnection(member.host, member.port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        if own:
+            conn.close()
+
+
+class Raftvisor:
+    name = "raftvisor"
+
+    def status(self, member, timeout=1.0):
+        code, data = call(member, "GET", "/v1/cluster", timeout=timeout)
+        if code != 200:
+            raise RuntimeError(f"GET /v1/cluster: HTTP {code}")
+        j = json.loads(data)
+        leader = j.get("leader_id")
+        return {"id": str(j["this_id"]), "leader": None if leader is None else str(leader),
+                "term": integer(j.get("term")), "applied": integer(j.get("applied_index")),
+                "state": j.get("state")}
+
+    def put(self, key, value):
+        return "PUT", "/v1/kv/" + key, value, {"Content-Type": "application/octet-stream"}
+
+    def put_ok(self, code, data):
+        return code == 200 and data.strip() == b"true"
+
+    def count(self, member, prefix):
+        code, data = call(member, "GET", "/v1/kv/" + prefix + "?keys", timeout=30)
+        if code == 404:
+            return 0
+        if code != 200:
+            raise RuntimeError(f"GET keys: HTTP {code}")
+        return len(json.loads(data))
+
+
+class Etcd:
+    name = "etcd"
+
+    def status(self, member, timeout=1.0):
+        code, data = call(member, "POST", "/v3/maintenance/status", b"{}",
+                          {"Content-Type": "application/json"}, timeout=timeout)
+        if code != 200:
+            raise RuntimeError(f"POST /v3/maintenance/status: HTTP {code}")
+        j = json.loads(data)
+        leader = j.get("leader")
+        return {"id": str(j["header"]["member_id"]),
+                "leader": None if leader in (None, "", "0") else str(leader),
+                "term": integer(j.get("raftTerm") or j["header"].get("raft_term")),
+                "applied": integer(j.get("raftAppliedIndex") or j.get("raftIndex")),
+                "state": None}
+
+    def put(self, key, value):
+        body = json.dumps({"key": b64(key), "value": b64(value)})
+        return "POST", "/v3/kv/put", body.encode(), {"Content-Type": "application/json"}
+
+    def put_ok(self, code, data):
+        if code != 200:
+            return False
+        try:
+            return "header" in json.loads(data)
+        except ValueError:
+            return False
+
+    def count(self, member, prefix):
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        body = json.dumps({"key": b64(prefix), "range_end": b64(end), "count_only": True})
+        code, data = call(member, "POST", "/v3/kv/range", body.encode(),
+                          {"Content-Type": "application/json"}, timeout=30)
+        if code != 200:
+            raise RuntimeError(f"POST /v3/kv/range: HTTP {code}")
+        return integer(json.loads(data).get("count"))
+
+
+SYSTEMS = {"raftvisor": Raftvisor(), "etcd": Etcd()}
+
+
+def statuses(api, members, timeout=0.5):
+    out = {}
+    for m in members:
+        try:
+            out[m.name] = api.status(m, timeout)
+        except Exception as e:  # unreachable member
+            out[m.name] = {"error": str(e)}
+    return out
+
+
+def agreed_leader(members, view):
+    """The member every replica names as leader, or None."""
+    leaders = {s.get("leader") for s in view.values()}
+    if len(leaders) != 1 or None in leaders or any("error" in s for s in view.values()):
+        return None
+    leader_id = leaders.pop()
+    for m in members:
+        if view[m.name]["id"] == leader_id:
+            return m
+    return None
+
+
+def try_put(api, member, key, value, timeout):
+    method, path, body, headers = api.put(key, value)
+    try:
+        code, data = call(member, method, path, body, headers, timeout=timeout)
+        return api.put_ok(code, data)
+    except Exception:
+        return False
+
+
+def wait_ready(api, members, timeout, tag="ready"):
+    """All members up, agreeing on a leader, accepting a write each, and
+    caught up with the leader's applied index. Returns the leader."""
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while time.monotonic() < deadline:
+        attempt += 1
+        leader = agreed_leader(members, statuses(api, members))
+        if leader is None or any(m.pid() is None for m in members):
+            time.sleep(0.05)
+            continue
+        if not all(try_put(api, m, f"bench/{tag}/{m.name}/{attempt}", b"x" * 16, 2.0) for m in members):
+            time.sleep(0.05)
+            continue
+        try:
+            target = api.status(leader)["applied"]
+        except Exception:
+            continue
+        while time.monotonic() < deadline:
+            view = statuses(api, members)
+            if all("error" not in s and s["applied"] >= target for s in view.values()):
+                if agreed_leader(members, view) is leader:
+                    return leader
+                break
+            time.sleep(0.05)
+    return None
+
+
+def percentile(values, p):
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, math.ceil(p / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def cmd_wait_ready(args):
+    members = load_members(args.cluster)
+    leader = wait_ready(SYSTEMS[args.system], members, args.timeout)
+    if leader is None:
+        print("not ready", file=sys.stderr)
+        return 1
+    print(leader.url)
+    return 0
+
+
+def cmd_status(args):
+    api = SYSTEMS[args.system]
+    members = load_members(args.cluster)
+    view = statuses(api, members)
+    leader = agreed_leader(members, view)
+    terms = [s.get("term", 0) for s in view.values()]
+    print(json.dumps({"leader": leader.name if leader else None,
+                      "leader_url": leader.url if leader else None,
+                      "term": max(terms) if terms else 0,
+                      "members": view}))
+    return 0
+
+
+def poll_writes(api, survivors, t0, poll_s, req_timeout, limit_s, tag):
+    """Starts a write to a survivor every poll_s seconds (each with its own
+    short timeout, alternating survivors) until one is acknowledged.
+    Returns (seconds from t0 to the first acknowledgement or None,
+    attempts, failed attempts, name of the acknowledging member)."""
+    results = queue.Queue()
+    active = [0]
+    lock = threading.Lock()
+    max_active = int(math.ceil(req_timeout / poll_s)) + 4
+
+    def attempt(member, key):
+        ok = try_put(api, member, key, b"f" * 256, req_timeout)
+        done = time.monotonic()
+        with lock:
+            active[0] -= 1
+        results.put((ok, done, member.name))
+
+    sent = failed = 0
+    next_send = t0
+    first = None
+    while first is None:
+        now = time.monotonic()
+        if now - t0 > limit_s:
+            break
+        if now >= next_send:
+            with lock:
+                room = active[0] < max_active
+                if room:
+                    active[0] += 1
+            if room:
+                member = survivors[sent % len(survivors)]
+                threading.Thread(target=attempt, args=(member, f"bench/failover/{tag}/{sent}"),
+                                 daemon=True).start()
+                sent += 1
+            next_send += poll_s
+            if next_send < now:
+                next_send = now + poll_s
+        wait = max(0.0, min(next_send, t0 + limit_s) - time.monotonic())
+        try:
+            ok, done, name = results.get(timeout=wait)
+        except queue.Empty:
+            continue
+        while True:
+            if ok and first is None:
+                first = (done - t0, name)
+            elif not ok:
+                failed += 1
+            try:
+                ok, done, name = results.get_nowait()
+            except queue.Empty:
+                break
+    # let the attempts still out finish (each is bounded by req_timeout)
+    end = time.monotonic() + req_timeout + 1.0
+    while time.monotonic() < end:
+        with lock:
+            if active[0] == 0:
+                break
+        time.sleep(0.01)
+    if first is None:
+        return None, sent, failed, None
+    return first[0], sent, failed, first[1]
+
+
+def cmd_failover(args):
+    api = SYSTEMS[args.system]
+    members = load_members(args.cluster)
+    children = []
+    times = []
+    failures = 0
+    trials = []
+    for trial in range(1, args.trials + 1):
+        leader = wait_ready(api, members, args.ready_timeout, tag=f"ready{trial}")
+        if leader is None:
+            print(f"{api.name}: cluster not healthy before trial {trial}; stopping", file=sys.stderr)
+            return 1
+        time.sleep(args.settle)
+        view = statuses(api, members)
+        leader = agreed_leader(members, view)
+        pid = leader.pid() if leader else None
+        if leader is None or pid is None:
+            print(f"{api.name}: leader changed while settling before trial {trial}; retrying", file=sys.stderr)
+            continue
+        term_before = view[leader.name]["term"]
+        survivors = [m for m in members if m is not leader]
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        elapsed, sent, failed, via = poll_writes(api, survivors, t0, args.poll_ms / 1000.0,
+                                                 args.request_timeout_ms / 1000.0, args.trial_timeout,
+                                                 f"t{trial}")
+        after = statuses(api, survivors)
+        term_after = max((s.get("term", 0) for s in after.values()), default=0)
+        # the killed process must be gone before it is started again
+        gone_by = time.monotonic() + 5
+        while leader.pid() is not None and time.monotonic() < gone_by:
+            for child in children:
+                child.poll()
+            time.sleep(0.01)
+        children.append(subprocess.Popen(["bash", leader.run], stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                         start_new_session=True))
+        record = {"trial": trial, "killed": leader.name, "term_before": term_before,
+                  "term_after": term_after, "attempts": sent, "failed_attempts": failed,
+                  "ack_via": via, "ms": None if elapsed is None else round(elapsed * 1000, 2)}
+        trials.append(record)
+        if elapsed is None:
+            failures += 1
+            print(f"{api.name} trial {trial:2d}: killed {leader.name}; NO write acknowledged within "
+                  f"{args.trial_timeout:.0f} s ({sent} attempts)", file=sys.stderr)
+        else:
+            times.append(elapsed * 1000)
+            print(f"{api.name} trial {trial:2d}: killed {leader.name} (term {term_before}) -> first ack "
+                  f"{elapsed * 1000:7.1f} ms via {via}, term now {term_after}, {sent} attempts "
+                  f"({failed} failed)", file=sys.stderr)
+    if wait_ready(api, members, args.ready_timeout, tag="ready-end") is None:
+        print(f"{api.name}: cluster not healthy after the last trial", file=sys.stderr)
+    for child in children:
+        child.poll()
+    summary = {"system": api.name, "trials": len(trials), "failures": failures,
+               "median_ms": statistics.median(times) if times else None,
+               "p99_ms": percentile(times, 99) if times else None,
+               "max_ms": max(times) if times else None,
+               "min_ms": min(times) if times else None,
+               "mean_ms": statistics.mean(times) if times else None,
+               "poll_ms": args.poll_ms, "request_timeout_ms": args.request_timeout_ms,
+               "records": trials}
+    with open(args.out, "w") as f:
+        json.dump(summary, f, indent=1)
+    return 0
+
+
+def fmt(value, digits=1):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def cmd_failover_report(args):
+    with open(args.etcd) as f:
+        e = json.load(f)
+    with open(args.raftvisor) as f:
+        r = json.load(f)
+    rows = [("median", "median_ms"), ("p99", "p99_ms"), ("max", "max_ms"), ("min", "min_ms"), ("mean", "mean_ms")]
+    print("| SIGKILL leader -> first acknowledged write | etcd (ms) | raftvisor (ms) | raftvisor/etcd |")
+    print("|---|---:|---:|---:|")
+    for label, key in rows:
+        print(f"| {label} | {fmt(e[key])} | {fmt(r[key])} | {fmt(ratio(r[key], e[key]), 2)} |")
+    print(f"| trials (failed) | {e['trials']} ({e['failures']}) | {r['trials']} ({r['failures']}) | |")
+    print()
+    med = ratio(r["median_ms"], e["median_ms"])
+    goal1 = med is not None and med <= 0.3 and r["failures"] == 0
+    goal2 = r["p99_ms"] is not None and r["p99_ms"] <= 500 and r["failures"] == 0
+    print(f"- goal median <= 0.3x etcd: {'MET' if goal1 else 'NOT MET'} (ratio {fmt(med, 2)})")
+    print(f"- goal p99 <= 500 ms: {'MET' if goal2 else 'NOT MET'} (p99 {fmt(r['p99_ms'])} ms)")
+    print(f"- p99 is nearest-rank over {r['trials']} trials; writes every {r['poll_ms']} ms, "
+          f"{r['request_timeout_ms']} ms timeout each")
+    return 0
+
+
+def cmd_kv_report(args):
+    points = []
+    for path in args.results:
+        with open(path) as f:
+            points.append(json.load(f))
+    by = {(p["system"], p["clients"]): p for p in points}
+    clients = sorted({p["clients"] for p in points})
+    print("| clients | etcd writes/s | etcd p50 ms | etcd p99 ms | raftvisor writes/s | raftvisor p50 ms "
+          "| raftvisor p99 ms | writes/s ratio | p99 ratio |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c in clients:
+        e, r = by.get(("etcd", c)), by.get(("raftvisor", c))
+        cells = [str(c)]
+        for p in (e, r):
+            cells += [fmt(p["ok_rps"], 0), fmt(p["p50_ms"], 2), fmt(p["p99_ms"], 2)] if p else ["n/a"] * 3
+        cells.append(fmt(ratio(r["ok_rps"], e["ok_rps"]), 2) if e and r else "n/a")
+        cells.append(fmt(ratio(r["p99_ms"], e["p99_ms"]), 2) if e and r else "n/a")
+        print("| " + " | ".join(cells) + " |")
+    print()
+    for p in points:
+        if p["errors"]:
+            print(f"- {p['system']} at {p['clients']} clients: {p['errors']} failed requests "
+                  f"({p['status_errors']} non-2xx, {p['timeouts']} timeouts)")
+    e, r = by.get(("etcd", 64)), by.get(("raftvisor", 64))
+    if e and r:
+        tr = ratio(r["ok_rps"], e["ok_rps"])
+        ok1 = tr is not None and tr >= 1.5
+        ok2 = r["p99_ms"] <= e["p99_ms"]
+        print(f"- goal at 64 clients, >= 1.5x etcd's writes/s: {'MET' if ok1 else 'NOT MET'} "
+              f"({fmt(r['ok_rps'], 0)} vs {fmt(e['ok_rps'], 0)} writes/s, ratio {fmt(tr, 2)})")
+        print(f"- goal at 64 clients, p99 no worse than etcd's: {'MET' if ok2 else 'NOT MET'} "
+              f"({fmt(r['p99_ms'], 2)} ms vs {fmt(e['p99_ms'], 2)} ms)")
+    for p in points:
+        if "term_before" in p:
+            same = p["term_before"] == p["term_after"] and p["leader_before"] == p["leader_after"]
+            print(f"- {p['system']} {p['clients']} clients: term {p['term_before']} -> {p['term_after']}, "
+                  f"leader {p['leader_before']} -> {p['leader_after']}: "
+                  f"{'no election during the run' if same else 'ELECTION(S) DURING THE RUN'}")
+    return 0
+
+
+def cmd_kv_point(args):
+    """Combines wrk's BENCH_JSON line with the before/after status into one file."""
+    line = None
+    with open(args.wrk_output) as f:
+        for text in f:
+            if text.startswith("BENCH_JSON "):
+                line = json.loads(text[len("BENCH_JSON "):])
+    if line is None:
+        print(f"no BENCH_JSON line in {args.wrk_output}", file=sys.stderr)
+        return 1
+    with open(args.before) as f:
+        before = json.load(f)
+    with open(args.after) as f:
+        after = json.load(f)
+    line.update({"system": args.system, "clients": args.clients, "threads": args.threads,
+                 "term_before": before["term"], "term_after": after["term"],
+                 "leader_before": before["leader"], "leader_after": after["leader"]})
+    with open(args.out, "w") as f:
+        json.dump(line, f)
+    return 0
+
+
+def cmd_term_check(args):
+    """One line per kv-point file: did the term or leader change during the run?"""
+    for path in args.points:
+        with open(path) as f:
+            p = json.load(f)
+        same = p["term_before"] == p["term_after"] and p["leader_before"] == p["leader_after"]
+        print(f"- {p['system']} under {p['clients']}-client write load for {p['duration_s']:.0f} s "
+              f"({fmt(p['ok_rps'], 0)} writes/s, {p['errors']} errors): term {p['term_before']} -> "
+              f"{p['term_after']}, leader {p['leader_before']} -> {p['leader_after']}: "
+              f"{'no election' if same else 'ELECTION(S) DURING THE RUN'}")
+    return 0
+
+
+def cmd_load(args):
+    """Writes keys prefix000000.. with value_size-byte random printable values."""
+    api = SYSTEMS[args.system]
+    members = load_members(args.cluster)
+    target = next(m for m in members if m.url == args.url)
+    failures = [0]
+    lock = threading.Lock()
+    deadline = time.monotonic() + args.time_limit
+
+    def worker(index):
+        conn = None
+        for n in range(index, args.count, args.concurrency):
+            if time.monotonic() > deadline:
+                return
+            value = b64(os.urandom(args.value_size))[: args.value_size].encode()
+            method, path, body, headers = api.put(f"{args.prefix}{n:07d}", value)
+            for _ in range(5):
+                try:
+                    if conn is None:
+                        conn = http.client.HTTPConnection(target.host, target.port, timeout=10)
+                    code, data = call(target, method, path, body, headers, conn=conn)
+                    if api.put_ok(code, data):
+                        break
+                except Exception:
+                    if conn is not None:
+                        conn.close()
+                    conn = None
+            else:
+                with lock:
+                    failures[0] += 1
+        if conn is not None:
+            conn.close()
+
+    start = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    took = time.monotonic() - start
+    count = api.count(target, args.prefix)
+    print(json.dumps({"system": api.name, "written": args.count, "failed": failures[0],
+                      "seconds": round(took, 1), "keys_found": count}))
+    return 0 if failures[0] == 0 and count >= args.count else 1
+
+
+def proc_status(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, rest = line.partition(":")
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
+                out[key] = int(rest.split()[0])  # kB
+    return out
+
+
+def dir_bytes(path):
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+def cmd_rss(args):
+    members = load_members(args.cluster)
+    out = {}
+    for m in members:
+        pid = m.pid()
+        out[m.name] = proc_status(pid) if pid else {"error": "not running"}
+        out[m.name]["disk_kB"] = dir_bytes(os.path.join(m.dir, "data")) // 1024
+    print(json.dumps(out))
+    return 0
+
+
+def cmd_memory_report(args):
+    with open(args.file) as f:
+        data = json.load(f)
+
+    def mib(kb):
+        return fmt(kb / 1024.0, 1) if isinstance(kb, (int, float)) else "n/a"
+
+    print("| system | member | RSS empty (MiB) | RSS 100k keys (MiB) | of which anon | of which file | peak RSS | data dir (MiB) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    totals = {}
+    for system in ("etcd", "raftvisor"):
+        if system not in data:
+            continue
+        empty, full = data[system]["empty"], data[system]["loaded"]
+        for name in sorted(full):
+            s, z = full[name], empty.get(name, {})
+            print(f"| {system} | {name} | {mib(z.get('VmRSS'))} | {mib(s.get('VmRSS'))} | {mib(s.get('RssAnon'))} "
+                  f"| {mib(s.get('RssFile'))} | {mib(s.get('VmHWM'))} | {mib(s.get('disk_kB'))} |")
+        rss = [s.get("VmRSS") for s in full.values() if isinstance(s.get("VmRSS"), int)]
+        totals[system] = max(rss) if rss else None
+    print()
+    if totals.get("etcd") and totals.get("raftvisor"):
+        print(f"- largest replica RSS with 100k keys: raftvisor {mib(totals['raftvisor'])} MiB, "
+              f"etcd {mib(totals['etcd'])} MiB, ratio raftvisor/etcd {fmt(totals['raftvisor'] / totals['etcd'], 2)}")
+    for system in ("etcd", "raftvisor"):
+        if system in data:
+            load = data[system]["load"]
+            print(f"- {system}: {load['written']} keys written in {load['seconds']} s, "
+                  f"{load['keys_found']} found by a prefix count, {load['failed']} failed")
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("wait-ready")
+    s.add_argument("--cluster", required=True)
+    s.add_argument("--system", required=True, choices=SYSTEMS)
+    s.add_argument("--timeout", type=float, default=60)
+    s.set_defaults(fn=cmd_wait_ready)
+    s = sub.add_parser("status")
+    s.add_argument("--cluster", required=True)
+    s.add_argument("--system", required=True, choices=SYSTEMS)
+    s.set_defaults(fn=cmd_status)
+    s = sub.add_parser("failover")
+    s.add_argument("--cluster", required=True)
+    s.add_argument("--system", required=True, choices=SYSTEMS)
+    s.add_argument("--trials", type=int, default=20)
+    s.add_argument("--poll-ms", type=float, default=10)
+    s.add_argument("--request-timeout-ms", type=float, default=100)
+    s.add_argument("--trial-timeout", type=float, default=15)
+    s.add_argument("--ready-timeout", type=float, default=60)
+    s.add_argument("--settle", type=float, default=1.0)
+    s.add_argument("--out", required=True)
+    s.set_defaults(fn=cmd_failover)
+    s = sub.add_parser("failover-report")
+    s.add_argument("--etcd", required=True)
+    s.add_argument("--raftvisor", required=True)
+    s.set_defaults(fn=cmd_failover_report)
+    s = sub.add_parser("kv-point")
+    for name in ("--system", "--wrk-output", "--before", "--after", "--out"):
+        s.add_argument(name, required=True)
+    s.add_argument("--clients", type=int, required=True)
+    s.add_argument("--threads", type=int, required=True)
+    s.set_defaults(fn=cmd_kv_point)
+    s = sub.add_parser("kv-report")
+    s.add_argument("results", nargs="+")
+    s.set_defaults(fn=cmd_kv_report)
+    s = sub.add_parser("term-check")
+    s.add_argument("points", nargs="+")
+    s.set_defaults(fn=cmd_term_check)
+    s = sub.add_parser("load")
+    s.add_argument("--cluster", required=True)
+    s.add_argument("--system", required=True, choices=SYSTEMS)
+    s.add_argument("--url", required=True)
+    s.add_argument("--count", type=int, default=100000)
+    s.add_argument("--value-size", type=int, default=256)
+    s.add_argument("--prefix", default="bench/mem/")
+    s.add_argument("--concurrency", type=int, default=16)
+    s.add_argument("--time-limit", type=float, default=900)
+    s.set_defaults(fn=cmd_load)
+    s = sub.add_parser("rss")
+    s.add_argument("--cluster", required=True)
+    s.set_defaults(fn=cmd_rss)
+    s = sub.add_parser("memory-report")
+    s.add_argument("file")
+    s.set_defaults(fn=cmd_memory_report)
+    args = p.parse_args()
+    sys.exit(args.fn(args))
+
+
+if __name__ == "__main__":
+    main()
+PYTHON
+}

@@ -1,0 +1,40 @@
+# Shared helpers of raftvisor's scripts: repository root, the one build of
+# the static release binary that tests, images and benchmarks all use, and
+# idempotent installation of Debian packages.
+
+RAFTVISOR_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+RAFTVISOR_TARGET="x86_64-unknown-linux-gnu"
+RAFTVISOR_BIN="$RAFTVISOR_ROOT/target/$RAFTVISOR_TARGET/release/raftvisor"
+# Static (crt-static) so the same binary runs in FROM-scratch images.
+export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Installs the named Debian packages that are missing.
+ensure_packages() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        log "installing ${missing[*]}"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+ensure_rust() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "cargo is required: install Rust with rustup (https://rustup.rs) and re-run" >&2
+        exit 1
+    fi
+}
+
+# Builds the static release binary (incremental: fast when nothing changed).
+build_release() {
+    ensure_rust
+    log "building raftvisor (release, static)"
+    (cd "$RAFTVISOR_ROOT" && cargo build --release --locked --target "$RAFTVISOR_TARGET" --bin raftvisor)
+}
