@@ -1,0 +1,154 @@
+//! Container runtimes behind one trait. The supervisor asks a runtime to
+//! create, start, stop, remove, inspect and list containers on one node and
+//! to stream the engine's container events; it never talks to an engine any
+//! other way. [`docker`] implements it on bollard; [`memory`] is an
+//! in-process runtime for unit tests and the placement benchmark.
+//!
+//! Every call is bounded by the runtime's own timeouts: an engine that hangs
+//! must look unreachable, not stall the reconciler.
+
+pub mod docker;
+pub mod memory;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+
+use crate::state::Protocol;
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct ContainerSpec {
+    /// Deterministic name; the engine refuses a second container with it.
+    pub name: String,
+    pub image: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub ports: Vec<PortBinding>,
+    /// Thousandths of a CPU; 0 = unlimited.
+    pub cpu_millis: u32,
+    /// 0 = unlimited.
+    pub memory_mb: u64,
+    /// `(host path or volume name, container path)`.
+    pub volumes: Vec<(String, String)>,
+    /// DNS servers for the container.
+    pub dns: Vec<String>,
+    /// Docker network to attach; `None` = the engine's default bridge.
+    pub network: Option<String>,
+    /// Engine-side restart policy (`None` = raftvisor restarts it).
+    pub restart_unless_stopped: bool,
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortBinding {
+    pub container_port: u16,
+    pub protocol: Protocol,
+    /// `None`: let the engine pick a free host port.
+    pub host_port: Option<u16>,
+    /// Host address to bind, e.g. "127.0.0.1"; `None` = all addresses.
+    pub host_ip: Option<String>,
+}
+
+/// Engine-side container state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContainerState {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+}
+
+/// What the engine reports about one container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: ContainerState,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    /// RFC 3339 times as the engine reports them ("" when unknown).
+    pub started_at: String,
+    pub finished_at: String,
+    /// `(container_port, protocol, host_port)` of published ports.
+    pub ports: Vec<(u16, Protocol, u16)>,
+    /// Address of the container on its network, if any.
+    pub ip_address: Option<String>,
+    /// Host pid of the main process (0 when not running).
+    pub pid: i64,
+}
+
+/// An engine event about a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeEvent {
+    pub container_id: String,
+    /// Engine action: "start", "die", "stop", "kill", "destroy", "oom", "health_status", ...
+    pub action: String,
+    pub labels: BTreeMap<String, String>,
+    /// Exit code for "die".
+    pub exit_code: Option<i64>,
+}
+
+/// Why a runtime call failed.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum RuntimeError {
+    #[error("engine {endpoint} is unreachable: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("engine {endpoint} did not answer {operation} within {timeout:?}")]
+    Timeout {
+        endpoint: String,
+        operation: &'static str,
+        timeout: Duration,
+    },
+    #[error("container {0} not found")]
+    NotFound(String),
+    #[error("a container named {0} already exists")]
+    Conflict(String),
+    #[error("image {0} is not present on the engine (images are never pulled)")]
+    ImageNotFound(String),
+    /// The engine refused the request as invalid (bad port, bad resources, ...).
+    #[error("the engine refused the container: {0}")]
+    Invalid(String),
+    #[error("engine error: {0}")]
+    Engine(String),
+}
+
+impl RuntimeError {
+    /// Whether the node itself looks unreachable (as opposed to a refused request).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, RuntimeError::Unreachable { .. } | RuntimeError::Timeout { .. })
+    }
+}
+
+/// A container engine on one node.
+#[async_trait::async_trait]
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// The endpoint this runtime talks to (for messages).
+    fn endpoint(&self) -> &str;
+    /// Liveness of the engine (Docker: `GET /_ping`), with its own short timeout.
+    async fn ping(&self) -> Result<(), RuntimeError>;
+    /// Creates a container; `Conflict` when the name is taken.
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
+    async fn start(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Stops with SIGTERM, then SIGKILL after `grace`.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError>;
+    /// Removes (forcibly, with its anonymous volumes). Missing is not an error.
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+    /// `None` when the container does not exist.
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError>;
+    /// All containers (running or not) carrying every label in `labels`.
+    async fn list(&self, labels: &BTreeMap<String, String>) -> Result<Vec<ContainerInfo>, RuntimeError>;
+    /// Container events of containers carrying every label in `labels`,
+    /// until the engine connection ends.
+    async fn events(&self, labels: &BTreeMap<String, String>) -> Result<BoxStream<'static, Result<RuntimeEvent, RuntimeError>>, RuntimeError>;
+    async fn image_exists(&self, image: &str) -> Result<bool, RuntimeError>;
+}
