@@ -88,7 +88,6 @@ if [[ ${#points[@]} -gt 0 ]]; then
     echo
     bench_tool term-check "${points[@]}"
 fi
-echo "- etcd timing: heartbeat ${BENCH_ETCD_HEARTBEAT_MS:-100 (default)} ms, election ${BENCH_ETCD_ELECTION_MS:-1000 (default)} ms;" \
-    "raftvisor: heartbeat 50 ms, election 150-300 ms"
+bench_timing
 echo
 bench_machine

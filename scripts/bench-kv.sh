@@ -72,4 +72,5 @@ echo "## bench-kv: $DURATION s per point, 256-byte values, fsync on, 3 members e
 echo
 bench_tool kv-report "${results[@]}"
 echo
+bench_timing
 bench_machine

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers of the benchmark scripts (scripts/bench-*.sh); sourced, not run.
 #
 # Starts a 3-member etcd and a 3-replica raftvisor on loopback, each in its
@@ -16,12 +17,20 @@
 #   KEEP_WORKDIR=1       keep the work directory (logs, data) at exit
 #   BENCH_ETCD_HEARTBEAT_MS / BENCH_ETCD_ELECTION_MS   etcd timing flags
 #                        (unset: etcd's defaults, 100 ms / 1000 ms)
+#   BENCH_RAFTVISOR_HEARTBEAT_MS / BENCH_RAFTVISOR_ELECTION_MIN_MS /
+#   BENCH_RAFTVISOR_ELECTION_MAX_MS   raftvisor's [raft] timing (default 50/150/300)
+# Other RAFTVISOR_* variables of the calling shell are not passed to the
+# replicas (they would override the generated config files).
 
 BENCH_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BENCH_SCRIPTS_DIR=$(cd "$BENCH_LIB_DIR/.." && pwd)
 BENCH_REPO=$(cd "$BENCH_SCRIPTS_DIR/.." && pwd)
+# shellcheck disable=SC2034 # used by the scripts that source this file
 BENCH_LUA="$BENCH_SCRIPTS_DIR/bench/put.lua"
 BENCH_WORK=""
+BENCH_RV_HEARTBEAT_MS=${BENCH_RAFTVISOR_HEARTBEAT_MS:-50}
+BENCH_RV_ELECTION_MIN_MS=${BENCH_RAFTVISOR_ELECTION_MIN_MS:-150}
+BENCH_RV_ELECTION_MAX_MS=${BENCH_RAFTVISOR_ELECTION_MAX_MS:-300}
 BENCH_TOOL=""
 RAFTVISOR_BIN=${RAFTVISOR_BIN:-}
 
@@ -160,13 +169,14 @@ bench_start_raftvisor() {
             done
             echo
             echo "[raft]"
-            echo "heartbeat_ms = 50"
-            echo "election_min_ms = 150"
-            echo "election_max_ms = 300"
+            echo "heartbeat_ms = $BENCH_RV_HEARTBEAT_MS"
+            echo "election_min_ms = $BENCH_RV_ELECTION_MIN_MS"
+            echo "election_max_ms = $BENCH_RV_ELECTION_MAX_MS"
             echo "snapshot_threshold = 10000"
         } >"$m/config.toml"
         cat >"$m/run.sh" <<EOF
 echo \$\$ > '$m/pid'
+for v in \$(compgen -e RAFTVISOR_); do [[ \$v == RAFTVISOR_LOG ]] || unset "\$v"; done
 export RAFTVISOR_LOG=\${RAFTVISOR_LOG:-warn}
 exec '$RAFTVISOR_BIN' agent --config '$m/config.toml' >>'$m/log' 2>&1
 EOF
@@ -228,6 +238,23 @@ bench_log_problems() {
         bench_log "$1: $n warning/error lines in member logs; first ones:"
         grep -hE "$pattern" "$dir"/*/log | sed 's/\x1b\[[0-9;]*m//g' | head -n 20 >&2
     fi
+}
+
+bench_timing() {
+    echo "- timing: etcd heartbeat ${BENCH_ETCD_HEARTBEAT_MS:-100} ms, election ${BENCH_ETCD_ELECTION_MS:-1000} ms" \
+        "$([[ -z ${BENCH_ETCD_HEARTBEAT_MS:-}${BENCH_ETCD_ELECTION_MS:-} ]] && echo "(etcd's defaults)");" \
+        "raftvisor heartbeat $BENCH_RV_HEARTBEAT_MS ms, election $BENCH_RV_ELECTION_MIN_MS-$BENCH_RV_ELECTION_MAX_MS ms"
+}
+
+# Stops and starts again every member of a cluster, keeping its data.
+bench_restart_cluster() {
+    local system=$1 dir="$BENCH_WORK/$1" m
+    bench_stop_cluster "$dir"
+    for m in "$dir"/*/; do
+        [[ -f $m/run.sh ]] && bench_start_member "${m%/}"
+    done
+    bench_tool wait-ready --cluster "$dir" --system "$system" --timeout 120 >/dev/null ||
+        bench_die "$system did not become ready after a restart (logs: $dir/*/log)"
 }
 
 bench_machine() {
@@ -756,7 +783,8 @@ def cmd_load(args):
         t.join()
     took = time.monotonic() - start
     count = api.count(target, args.prefix)
-    print(json.dumps({"system": api.name, "written": args.count, "failed": failures[0],
+    print(json.dumps({"system": api.name, "written": args.count, "value_size": args.value_size,
+                      "failed": failures[0],
                       "seconds": round(took, 1), "keys_found": count}))
     return 0 if failures[0] == 0 and count >= args.count else 1
 
@@ -794,34 +822,43 @@ def cmd_rss(args):
 
 
 def cmd_memory_report(args):
-    with open(args.file) as f:
-        data = json.load(f)
+    def read(system, what):
+        path = os.path.join(args.dir, f"{system}-{what}.json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            return json.load(f)
 
     def mib(kb):
         return fmt(kb / 1024.0, 1) if isinstance(kb, (int, float)) else "n/a"
 
-    print("| system | member | RSS empty (MiB) | RSS 100k keys (MiB) | of which anon | of which file | peak RSS | data dir (MiB) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    totals = {}
+    print("| system | member | RSS empty | RSS with the keys | anon | file | peak (VmHWM) "
+          "| RSS after restart | data dir |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    largest = {}
     for system in ("etcd", "raftvisor"):
-        if system not in data:
+        full = read(system, "loaded")
+        if full is None:
             continue
-        empty, full = data[system]["empty"], data[system]["loaded"]
+        empty = read(system, "empty") or {}
+        again = read(system, "restarted") or {}
         for name in sorted(full):
-            s, z = full[name], empty.get(name, {})
+            s, z, r = full[name], empty.get(name, {}), again.get(name, {})
             print(f"| {system} | {name} | {mib(z.get('VmRSS'))} | {mib(s.get('VmRSS'))} | {mib(s.get('RssAnon'))} "
-                  f"| {mib(s.get('RssFile'))} | {mib(s.get('VmHWM'))} | {mib(s.get('disk_kB'))} |")
+                  f"| {mib(s.get('RssFile'))} | {mib(s.get('VmHWM'))} | {mib(r.get('VmRSS'))} | {mib(s.get('disk_kB'))} |")
         rss = [s.get("VmRSS") for s in full.values() if isinstance(s.get("VmRSS"), int)]
-        totals[system] = max(rss) if rss else None
+        largest[system] = max(rss) if rss else None
     print()
-    if totals.get("etcd") and totals.get("raftvisor"):
-        print(f"- largest replica RSS with 100k keys: raftvisor {mib(totals['raftvisor'])} MiB, "
-              f"etcd {mib(totals['etcd'])} MiB, ratio raftvisor/etcd {fmt(totals['raftvisor'] / totals['etcd'], 2)}")
+    print("(MiB; RSS = VmRSS, anon = RssAnon, file = RssFile, from /proc/PID/status)")
+    print()
+    if largest.get("etcd") and largest.get("raftvisor"):
+        print(f"- largest replica RSS holding the keys: raftvisor {mib(largest['raftvisor'])} MiB, "
+              f"etcd {mib(largest['etcd'])} MiB, ratio raftvisor/etcd {fmt(largest['raftvisor'] / largest['etcd'], 2)}")
     for system in ("etcd", "raftvisor"):
-        if system in data:
-            load = data[system]["load"]
-            print(f"- {system}: {load['written']} keys written in {load['seconds']} s, "
-                  f"{load['keys_found']} found by a prefix count, {load['failed']} failed")
+        load = read(system, "load")
+        if load:
+            print(f"- {system}: {load['written']} keys of {load['value_size']} B written in {load['seconds']} s "
+                  f"({load['failed']} failed), {load['keys_found']} found by a prefix count")
     return 0
 
 
@@ -878,7 +915,7 @@ def main():
     s.add_argument("--cluster", required=True)
     s.set_defaults(fn=cmd_rss)
     s = sub.add_parser("memory-report")
-    s.add_argument("file")
+    s.add_argument("dir")
     s.set_defaults(fn=cmd_memory_report)
     args = p.parse_args()
     sys.exit(args.fn(args))

@@ -9,6 +9,7 @@
 //! with the outcome they had the first time.
 
 pub mod command;
+pub mod supervision;
 pub mod types;
 pub mod validate;
 
@@ -315,6 +316,33 @@ impl State {
                 cas,
             } => self.kv_put(index, key, value, *flags, *cas),
             Command::KvDelete { key, cas, recurse } => self.kv_delete(index, key, *cas, *recurse),
+            Command::SetServiceRunState {
+                namespace,
+                name,
+                run_state,
+            } => self.set_run_state(index, time_ms, namespace, name, *run_state),
+            Command::RestartService { namespace, name } => {
+                self.restart_service(index, time_ms, namespace, name)
+            }
+            Command::PlaceInstance {
+                namespace,
+                service,
+                slot,
+                node,
+            } => self.place_instance(index, time_ms, namespace, service, *slot, node),
+            Command::SetInstanceStatus {
+                id,
+                generation,
+                status,
+            } => self.set_instance_status(index, time_ms, id, *generation, status),
+            Command::RemoveInstance { id, generation } => {
+                self.remove_instance(index, time_ms, id, *generation)
+            }
+            Command::SetNodeState {
+                name,
+                state,
+                reason,
+            } => self.set_node_state(index, time_ms, name, *state, reason),
             Command::RecordEvent {
                 kind,
                 subject,
@@ -358,6 +386,7 @@ impl State {
             run_state: current.map_or(RunState::Running, |s| s.run_state),
             version: index,
             create_index: current.map_or(index, |s| s.create_index),
+            restart_epoch: current.map_or(0, |s| s.restart_epoch),
         };
         let kind = if current.is_some() {
             "service.updated"
@@ -544,7 +573,14 @@ impl State {
         found
     }
 
-    fn event(&mut self, index: u64, time_ms: u64, kind: &str, subject: &str, message: String) {
+    pub(crate) fn event(
+        &mut self,
+        index: u64,
+        time_ms: u64,
+        kind: &str,
+        subject: &str,
+        message: String,
+    ) {
         self.events.push_back(Event {
             index,
             time_ms,

@@ -238,3 +238,206 @@ fn event_log_is_bounded() {
     assert_eq!(state.events.len(), EVENT_LOG_CAPACITY);
     assert_eq!(state.events.front().unwrap().message, "10");
 }
+
+fn deploy_with_node(state: &mut State) {
+    state.apply(
+        1,
+        &req(
+            100,
+            Command::PutService {
+                namespace: "demo".into(),
+                name: "echo".into(),
+                spec: spec(2),
+                expected_version: None,
+            },
+        ),
+    );
+    for (i, node) in ["n1", "n2"].into_iter().enumerate() {
+        state.apply(
+            2 + i as u64,
+            &req(
+                101 + i as u128,
+                Command::PutNode {
+                    name: node.into(),
+                    spec: serde_json::from_value(
+                        serde_json::json!({"docker_endpoint": "unix:///var/run/docker.sock"}),
+                    )
+                    .unwrap(),
+                    expected_version: None,
+                },
+            ),
+        );
+    }
+}
+
+fn place(slot: u32, node: &str) -> Command {
+    Command::PlaceInstance {
+        namespace: "demo".into(),
+        service: "echo".into(),
+        slot,
+        node: node.into(),
+    }
+}
+
+#[test]
+fn placement_bumps_the_generation_and_fences_stale_status() {
+    let mut state = State::default();
+    deploy_with_node(&mut state);
+    let first = state.apply(10, &req(1, place(0, "n1"))).outcome;
+    let Outcome::Instance(first) = first else {
+        panic!("{first:?}")
+    };
+    assert_eq!((first.generation, first.node.as_deref()), (1, Some("n1")));
+    assert_eq!(first.id, "demo-echo-0");
+    let moved = state.apply(11, &req(2, place(0, "n2"))).outcome;
+    let Outcome::Instance(moved) = moved else {
+        panic!("{moved:?}")
+    };
+    assert_eq!((moved.generation, moved.node.as_deref()), (2, Some("n2")));
+
+    let status = InstanceStatus {
+        state: InstanceState::Running,
+        container_id: Some("c1".into()),
+        restarts: 0,
+        last_exit: None,
+        address: None,
+        ports: vec![],
+        spec_version: 1,
+        restart_epoch: 0,
+    };
+    // A deposed leader reporting on generation 1 changes nothing.
+    let stale = state
+        .apply(
+            12,
+            &req(
+                3,
+                Command::SetInstanceStatus {
+                    id: first.id.clone(),
+                    generation: 1,
+                    status: status.clone(),
+                },
+            ),
+        )
+        .outcome;
+    assert!(matches!(stale, Outcome::Rejected(_)), "{stale:?}");
+    assert_eq!(state.instances["demo-echo-0"].state, InstanceState::Pending);
+    let current = state
+        .apply(
+            13,
+            &req(
+                4,
+                Command::SetInstanceStatus {
+                    id: first.id.clone(),
+                    generation: 2,
+                    status,
+                },
+            ),
+        )
+        .outcome;
+    assert!(matches!(current, Outcome::Instance(i) if i.state == InstanceState::Running));
+
+    // Slots beyond the replica count and unknown nodes are refused.
+    assert!(matches!(
+        state.apply(14, &req(5, place(2, "n1"))).outcome,
+        Outcome::Rejected(_)
+    ));
+    assert!(matches!(
+        state.apply(15, &req(6, place(1, "nowhere"))).outcome,
+        Outcome::Rejected(_)
+    ));
+    assert!(matches!(
+        state
+            .apply(
+                16,
+                &req(
+                    7,
+                    Command::RemoveInstance {
+                        id: "demo-echo-0".into(),
+                        generation: 1
+                    }
+                )
+            )
+            .outcome,
+        Outcome::Rejected(_)
+    ));
+    assert_eq!(
+        state
+            .apply(
+                17,
+                &req(
+                    8,
+                    Command::RemoveInstance {
+                        id: "demo-echo-0".into(),
+                        generation: 2
+                    }
+                )
+            )
+            .outcome,
+        Outcome::Deleted
+    );
+    assert!(state.instances.is_empty());
+}
+
+#[test]
+fn run_state_restart_and_node_liveness() {
+    let mut state = State::default();
+    deploy_with_node(&mut state);
+    let key = ("demo".to_string(), "echo".to_string());
+    state.apply(
+        20,
+        &req(
+            1,
+            Command::SetServiceRunState {
+                namespace: "demo".into(),
+                name: "echo".into(),
+                run_state: RunState::Stopped,
+            },
+        ),
+    );
+    assert_eq!(state.services[&key].run_state, RunState::Stopped);
+    state.apply(
+        21,
+        &req(
+            2,
+            Command::RestartService {
+                namespace: "demo".into(),
+                name: "echo".into(),
+            },
+        ),
+    );
+    assert_eq!(state.services[&key].restart_epoch, 21);
+    // A later deploy keeps the run state and restart epoch.
+    state.apply(
+        22,
+        &req(
+            3,
+            Command::PutService {
+                namespace: "demo".into(),
+                name: "echo".into(),
+                spec: spec(3),
+                expected_version: None,
+            },
+        ),
+    );
+    assert_eq!(
+        (
+            state.services[&key].run_state,
+            state.services[&key].restart_epoch
+        ),
+        (RunState::Stopped, 21)
+    );
+
+    let down = state.apply(
+        23,
+        &req(
+            4,
+            Command::SetNodeState {
+                name: "n1".into(),
+                state: NodeState::Down,
+                reason: "no ping for 2s".into(),
+            },
+        ),
+    );
+    assert!(matches!(down.outcome, Outcome::Node(n) if n.state == NodeState::Down));
+    assert!(state.events.back().unwrap().message.contains("no ping"));
+}

@@ -195,6 +195,9 @@ pub struct Service {
     /// Raft index of the last change; the compare-and-set token.
     pub version: u64,
     pub create_index: u64,
+    /// Raft index of the last `restart` request; instances started before
+    /// it are restarted.
+    pub restart_epoch: u64,
 }
 
 /// Lifecycle of one instance (one slot of a service on one node).
@@ -245,6 +248,21 @@ pub struct Instance {
     pub address: Option<String>,
     pub ports: Vec<PublishedPort>,
     pub spec_version: u64,
+    /// The service's `restart_epoch` this instance was last (re)started for.
+    pub restart_epoch: u64,
+}
+
+/// What the leader observed about an instance, written back through Raft.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub state: InstanceState,
+    pub container_id: Option<String>,
+    pub restarts: u32,
+    pub last_exit: Option<ExitInfo>,
+    pub address: Option<String>,
+    pub ports: Vec<PublishedPort>,
+    pub spec_version: u64,
+    pub restart_epoch: u64,
 }
 
 /// Lifecycle of a machine in the inventory.
