@@ -3,6 +3,7 @@
 //! stops accepting requests and shuts Raft down.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -64,12 +65,31 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     .with_graceful_shutdown(stopped(stop_rx.clone()));
     let api_server = axum::serve(api_listener, crate::api::router(replica.clone()))
         .with_graceful_shutdown(stopped(stop_rx));
+    let supervisor_stop = tokio_util::sync::CancellationToken::new();
+    let supervisor = config.supervisor.enabled.then(|| {
+        let settings = crate::reconcile::SupervisorSettings {
+            node_grace: Duration::from_millis(config.supervisor.node_grace_ms),
+            probe_interval: Duration::from_millis(config.supervisor.probe_interval_ms),
+            resync: Duration::from_millis(config.supervisor.resync_ms),
+            stop_grace: Duration::from_millis(config.supervisor.stop_grace_ms),
+        };
+        tokio::spawn(crate::reconcile::run_while_leader(
+            replica.clone(),
+            crate::reconcile::engines::Engines::default(),
+            settings,
+            supervisor_stop.clone(),
+        ))
+    });
     let peer_task = tokio::spawn(async move { peer_server.await });
     let api_task = tokio::spawn(async move { api_server.await });
     shutdown_signal().await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+    supervisor_stop.cancel();
+    if let Some(supervisor) = supervisor {
+        let _ = supervisor.await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
         let _ = api_task.await;
         let _ = peer_task.await;
     })

@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::api::cluster::ClusterStatus;
+use crate::api::services::ServiceReport;
 use crate::state::{Event, Instance, Node, NodeSpec, Service, ServiceSpec};
 
 /// How to reach and authenticate to the cluster.
@@ -422,6 +423,38 @@ impl Client {
             &format!("/v1/services/{namespace}/{name}/scale"),
             &[],
             Some(Body::Json(body)),
+            None,
+        )
+        .await
+    }
+
+    /// `start`, `stop` or `restart` a service.
+    pub async fn service_action(
+        &self,
+        namespace: &str,
+        name: &str,
+        action: &str,
+    ) -> Result<Service, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/services/{namespace}/{name}/{action}"),
+            &[],
+            None,
+            None,
+        )
+        .await
+    }
+
+    pub async fn service_report(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<ServiceReport, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/services/{namespace}/{name}/report"),
+            &[],
+            None,
             None,
         )
         .await

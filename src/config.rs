@@ -80,6 +80,32 @@ impl Default for ApiTuning {
     }
 }
 
+/// Supervisor (leader-only controllers) settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SupervisorTuning {
+    /// Run the supervisor when leading.
+    pub enabled: bool,
+    /// A node is down after its engine missed pings for this long.
+    pub node_grace_ms: u64,
+    pub probe_interval_ms: u64,
+    pub resync_ms: u64,
+    /// Grace between SIGTERM and SIGKILL when stopping a container.
+    pub stop_grace_ms: u64,
+}
+
+impl Default for SupervisorTuning {
+    fn default() -> Self {
+        SupervisorTuning {
+            enabled: true,
+            node_grace_ms: 2_000,
+            probe_interval_ms: 250,
+            resync_ms: 1_000,
+            stop_grace_ms: 10_000,
+        }
+    }
+}
+
 /// Configuration of one replica (`raftvisor agent --config FILE`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -97,6 +123,8 @@ pub struct AgentConfig {
     pub raft: RaftTuning,
     #[serde(default)]
     pub api: ApiTuning,
+    #[serde(default)]
+    pub supervisor: SupervisorTuning,
 }
 
 impl AgentConfig {
@@ -222,6 +250,10 @@ impl AgentConfig {
         }
         if r.snapshot_threshold == 0 {
             return invalid("raft.snapshot_threshold must be positive".into());
+        }
+        let s = &self.supervisor;
+        if s.probe_interval_ms == 0 || s.resync_ms == 0 || s.node_grace_ms < s.probe_interval_ms {
+            return invalid("supervisor.probe_interval_ms and resync_ms must be positive and node_grace_ms at least one probe interval".into());
         }
         if self.api.request_timeout_ms == 0 || self.api.max_body_bytes == 0 {
             return invalid(

@@ -9,5 +9,7 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod raft;
+pub mod reconcile;
 pub mod replica;
+pub mod runtime;
 pub mod state;

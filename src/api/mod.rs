@@ -64,6 +64,19 @@ pub fn router(replica: Arc<Replica>) -> Router {
             "/v1/services/{namespace}/{name}/instances",
             get(services::instances),
         )
+        .route(
+            "/v1/services/{namespace}/{name}/report",
+            get(services::report),
+        )
+        .route(
+            "/v1/services/{namespace}/{name}/start",
+            post(services::start),
+        )
+        .route("/v1/services/{namespace}/{name}/stop", post(services::stop))
+        .route(
+            "/v1/services/{namespace}/{name}/restart",
+            post(services::restart),
+        )
         .route("/v1/nodes", get(nodes::list))
         .route(
             "/v1/nodes/{name}",

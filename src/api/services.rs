@@ -8,12 +8,15 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
 use crate::replica::Replica;
-use crate::state::{validate, Command, Instance, Outcome, Service, ServiceSpec};
+use crate::state::{
+    validate, Command, Event, ExitInfo, Instance, InstanceState, Outcome, RunState, Service,
+    ServiceSpec,
+};
 
 fn check_names(namespace: &str, name: &str) -> ApiResult<()> {
     validate::dns_label("namespace", namespace)
@@ -181,5 +184,127 @@ pub async fn instances(
                 .cloned()
                 .collect(),
         ))
+    })
+}
+
+async fn run_state_change(
+    replica: &Replica,
+    namespace: String,
+    name: String,
+    command: Command,
+) -> ApiResult<Response> {
+    check_names(&namespace, &name)?;
+    let what = format!("{namespace}/{name}");
+    let applied = replica.write(command).await?;
+    service_outcome(&what, applied.outcome)
+}
+
+/// `POST /v1/services/{ns}/{name}/start`.
+pub async fn start(
+    State(replica): State<Arc<Replica>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let command = Command::SetServiceRunState {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        run_state: RunState::Running,
+    };
+    run_state_change(&replica, namespace, name, command).await
+}
+
+/// `POST /v1/services/{ns}/{name}/stop`: containers are stopped, kept.
+pub async fn stop(
+    State(replica): State<Arc<Replica>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let command = Command::SetServiceRunState {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        run_state: RunState::Stopped,
+    };
+    run_state_change(&replica, namespace, name, command).await
+}
+
+/// `POST /v1/services/{ns}/{name}/restart`: every instance restarts once.
+pub async fn restart(
+    State(replica): State<Arc<Replica>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let command = Command::RestartService {
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    run_state_change(&replica, namespace, name, command).await
+}
+
+/// `GET /v1/services/{ns}/{name}/report`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceReport {
+    pub service: String,
+    pub version: u64,
+    pub run_state: RunState,
+    pub desired: u32,
+    pub running: u32,
+    pub unhealthy: u32,
+    pub crash_looping: u32,
+    pub pending: u32,
+    pub restarts: u64,
+    pub instances: Vec<Instance>,
+    pub last_exits: Vec<(String, ExitInfo)>,
+    pub recent_events: Vec<Event>,
+}
+
+pub async fn report(
+    State(replica): State<Arc<Replica>>,
+    Path((namespace, name)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<Json<ServiceReport>> {
+    check_names(&namespace, &name)?;
+    params.read_barrier(&replica).await?;
+    let key = (namespace.clone(), name.clone());
+    replica.sm.read(|s| {
+        let Some(service) = s.services.get(&key) else {
+            return Err(ApiError::not_found(format!(
+                "service {namespace}/{name} does not exist"
+            )));
+        };
+        let instances: Vec<Instance> = s
+            .service_instances(&namespace, &name)
+            .into_iter()
+            .cloned()
+            .collect();
+        let count =
+            |state: InstanceState| instances.iter().filter(|i| i.state == state).count() as u32;
+        let subject = format!("{namespace}/{name}");
+        let prefix = format!("{namespace}-{name}-");
+        let recent_events: Vec<Event> = s
+            .events
+            .iter()
+            .rev()
+            .filter(|e| e.subject == subject || e.subject.starts_with(&prefix))
+            .take(20)
+            .cloned()
+            .collect();
+        Ok(Json(ServiceReport {
+            service: subject,
+            version: service.version,
+            run_state: service.run_state,
+            desired: if service.run_state == RunState::Running {
+                service.spec.replicas
+            } else {
+                0
+            },
+            running: count(InstanceState::Running),
+            unhealthy: count(InstanceState::Unhealthy),
+            crash_looping: count(InstanceState::CrashLoop),
+            pending: count(InstanceState::Pending) + count(InstanceState::Starting),
+            restarts: instances.iter().map(|i| u64::from(i.restarts)).sum(),
+            last_exits: instances
+                .iter()
+                .filter_map(|i| i.last_exit.clone().map(|x| (i.id.clone(), x)))
+                .collect(),
+            instances,
+            recent_events,
+        }))
     })
 }

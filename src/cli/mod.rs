@@ -129,6 +129,14 @@ pub enum ServiceCommand {
     Scale { service: String, replicas: u32 },
     /// Remove a service.
     Rm { service: String },
+    /// Start a stopped service.
+    Start { service: String },
+    /// Stop a service's containers (kept for a later start).
+    Stop { service: String },
+    /// Restart every instance of a service once.
+    Restart { service: String },
+    /// Desired vs running, restarts, last exits and recent events.
+    Report { service: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -404,12 +412,60 @@ async fn run_service(
                 table
             });
         }
+        ServiceCommand::Start { service } => run_action(client, format, &service, "start").await?,
+        ServiceCommand::Stop { service } => run_action(client, format, &service, "stop").await?,
+        ServiceCommand::Restart { service } => {
+            run_action(client, format, &service, "restart").await?
+        }
+        ServiceCommand::Report { service } => {
+            let (ns, name) = split_service(&service)?;
+            let report = client.service_report(ns, name).await?;
+            print(format, &report, || {
+                println!(
+                    "{}  version {}  {:?}  desired {}  running {}  unhealthy {}  crash-looping {}  pending {}  restarts {}",
+                    report.service, report.version, report.run_state, report.desired, report.running, report.unhealthy, report.crash_looping, report.pending, report.restarts
+                );
+                for (id, exit) in &report.last_exits {
+                    println!("last exit of {id}: code {} ({})", exit.code, exit.reason);
+                }
+                let mut table = Table::new(&["INDEX", "EVENT", "SUBJECT", "MESSAGE"]);
+                for e in &report.recent_events {
+                    table.row(vec![
+                        e.index.to_string(),
+                        e.kind.clone(),
+                        e.subject.clone(),
+                        e.message.clone(),
+                    ]);
+                }
+                table
+            });
+        }
         ServiceCommand::Rm { service } => {
             let (ns, name) = split_service(&service)?;
             client.service_delete(ns, name, None).await?;
             done(format, true, &format!("removed {service}"))?;
         }
     }
+    Ok(())
+}
+
+async fn run_action(
+    client: &Client,
+    format: Format,
+    service: &str,
+    action: &str,
+) -> anyhow::Result<()> {
+    let (ns, name) = split_service(service)?;
+    let changed = client.service_action(ns, name, action).await?;
+    print(format, &changed, || {
+        let mut table = Table::new(&["SERVICE", "VERSION", "STATE"]);
+        table.row(vec![
+            service.to_string(),
+            changed.version.to_string(),
+            format!("{:?}", changed.run_state).to_lowercase(),
+        ]);
+        table
+    });
     Ok(())
 }
 

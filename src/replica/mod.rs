@@ -179,6 +179,30 @@ impl Replica {
         }
     }
 
+    /// Applies `command` only if this replica is the leader now: the
+    /// supervisor's writes must never be forwarded by a deposed leader.
+    pub async fn write_as_leader(&self, command: Command) -> Result<Applied, OpError> {
+        let request = Request {
+            id: RequestId::random(),
+            time_ms: now_ms(),
+            command,
+        };
+        let reply = tokio::time::timeout(
+            self.request_timeout,
+            self.handle_leader_request(LeaderRequest::Write(Box::new(request))),
+        )
+        .await
+        .map_err(|_| OpError::Unavailable("no quorum answered in time".into()))?;
+        match reply {
+            Ok(LeaderReply::Applied(applied)) => Ok(applied),
+            Ok(other) => Err(OpError::Unavailable(format!(
+                "unexpected leader reply {other:?}"
+            ))),
+            Err(LeaderError::Rejected(reason)) => Err(OpError::Rejected(reason)),
+            Err(e) => Err(OpError::Unavailable(e.to_string())),
+        }
+    }
+
     /// Returns once this replica's state machine reflects every write
     /// committed before the call (read-index through the leader).
     pub async fn read_barrier(&self) -> Result<(), OpError> {

@@ -125,7 +125,10 @@ pub enum RuntimeError {
 impl RuntimeError {
     /// Whether the node itself looks unreachable (as opposed to a refused request).
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, RuntimeError::Unreachable { .. } | RuntimeError::Timeout { .. })
+        matches!(
+            self,
+            RuntimeError::Unreachable { .. } | RuntimeError::Timeout { .. }
+        )
     }
 }
 
@@ -146,9 +149,15 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// `None` when the container does not exist.
     async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError>;
     /// All containers (running or not) carrying every label in `labels`.
-    async fn list(&self, labels: &BTreeMap<String, String>) -> Result<Vec<ContainerInfo>, RuntimeError>;
+    async fn list(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<ContainerInfo>, RuntimeError>;
     /// Container events of containers carrying every label in `labels`,
     /// until the engine connection ends.
-    async fn events(&self, labels: &BTreeMap<String, String>) -> Result<BoxStream<'static, Result<RuntimeEvent, RuntimeError>>, RuntimeError>;
+    async fn events(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<BoxStream<'static, Result<RuntimeEvent, RuntimeError>>, RuntimeError>;
     async fn image_exists(&self, image: &str) -> Result<bool, RuntimeError>;
 }

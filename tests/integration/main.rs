@@ -5,5 +5,7 @@
 mod api_contract;
 mod consul_client;
 mod corruption;
+mod docker_env;
 mod harness;
 mod replication;
+mod supervisor;

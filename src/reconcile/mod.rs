@@ -1,0 +1,106 @@
+//! Leader-only controllers: the supervisor that places, starts, restarts
+//! and removes containers ([`services`]) and judges node liveness
+//! ([`nodes`]). They run only while this replica is the Raft leader and stop
+//! the moment it is not (a new term or a step-down); everything they decide
+//! is written through Raft first, so the next leader continues where they
+//! stopped. Decisions are pure ([`plan`], [`placement`], [`backoff`]); the
+//! controllers only observe and act.
+
+pub mod backoff;
+pub mod engines;
+pub mod health;
+pub mod labels;
+pub mod nodes;
+pub mod placement;
+pub mod plan;
+pub mod services;
+pub mod time;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::ServerState;
+use tokio_util::sync::CancellationToken;
+
+use crate::replica::Replica;
+use engines::Engines;
+
+/// Supervisor settings (from the agent config).
+#[derive(Debug, Clone)]
+pub struct SupervisorSettings {
+    /// A node is down after its engine missed pings for this long.
+    pub node_grace: Duration,
+    pub probe_interval: Duration,
+    /// Level-triggered safety net: reconcile at least this often.
+    pub resync: Duration,
+    pub stop_grace: Duration,
+}
+
+impl Default for SupervisorSettings {
+    fn default() -> Self {
+        SupervisorSettings {
+            node_grace: Duration::from_secs(2),
+            probe_interval: Duration::from_millis(250),
+            resync: Duration::from_secs(1),
+            stop_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Runs the controllers whenever this replica leads, until `shutdown`.
+pub async fn run_while_leader(
+    replica: Arc<Replica>,
+    engines: Engines,
+    settings: SupervisorSettings,
+    shutdown: CancellationToken,
+) {
+    let mut metrics = replica.raft.metrics();
+    loop {
+        let leading_term = {
+            let m = metrics.borrow();
+            (m.state == ServerState::Leader).then_some(m.current_term)
+        };
+        if let Some(term) = leading_term {
+            let token = shutdown.child_token();
+            tracing::info!(term, "leading: starting the supervisor");
+            let services = tokio::spawn(services::run(
+                replica.clone(),
+                engines.clone(),
+                settings.clone(),
+                token.clone(),
+            ));
+            let nodes = tokio::spawn(nodes::run(
+                replica.clone(),
+                engines.clone(),
+                settings.clone(),
+                token.clone(),
+            ));
+            // Stop at once when leadership or the term changes.
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    changed = metrics.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        let m = metrics.borrow();
+                        if m.state != ServerState::Leader || m.current_term != term {
+                            break;
+                        }
+                    }
+                }
+            }
+            token.cancel();
+            let _ = services.await;
+            let _ = nodes.await;
+            tracing::info!(term, "no longer leading: supervisor stopped");
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+        }
+    }
+}

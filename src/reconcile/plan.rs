@@ -1,0 +1,625 @@
+//! The pure decision of one service's reconcile: from the desired state
+//! (service, instances, inventory) and what the engines report, the list of
+//! actions that moves the world one step closer. No I/O and no clock: the
+//! controller executes the actions (Raft writes first, then engines) and
+//! times crash restarts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::labels;
+use super::placement::{choose_node, NodeLoad};
+use crate::runtime::{ContainerInfo, ContainerState};
+use crate::state::{Instance, InstanceState, Node, NodeState, RunState, Service};
+
+/// One step for the controller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Record through Raft that `slot` runs on `node` (new generation).
+    Place { slot: u32, node: String },
+    /// Placement impossible for now; reported, retried on the next change.
+    Unplaceable { slot: u32, reason: String },
+    /// Create and start the container of the instance's current generation.
+    Create { instance: Instance },
+    /// Restart the container of the current generation (a crash: after
+    /// the crash backoff).
+    Restart {
+        instance: Instance,
+        container: ContainerInfo,
+        reason: RestartReason,
+    },
+    /// Write the observed state of a running (or stopped) container.
+    Report {
+        instance: Instance,
+        container: Option<ContainerInfo>,
+        state: InstanceState,
+    },
+    /// Stop the container (service stopped); it is kept for a later start.
+    Stop { node: String, container_id: String },
+    /// Remove a container no current instance owns (orphan, old
+    /// generation, scaled away).
+    Remove {
+        node: String,
+        container_id: String,
+        why: String,
+    },
+    /// Forget an instance whose slot was scaled away.
+    Forget { id: String, generation: u64 },
+}
+
+/// Why a container is restarted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartReason {
+    /// It exited on its own.
+    Crashed,
+    /// It failed its health checks.
+    Unhealthy,
+    /// `service restart`, or a start after `service stop`.
+    Requested,
+}
+
+/// Everything one service's plan looks at.
+pub struct PlanInput<'a> {
+    pub service: &'a Service,
+    pub template: &'a str,
+    pub instances: Vec<&'a Instance>,
+    pub nodes: &'a BTreeMap<String, Node>,
+    /// Containers labelled with this service, with the node they are on.
+    pub observed: Vec<(&'a str, &'a ContainerInfo)>,
+    /// Nodes whose containers were listed successfully this round.
+    pub reachable: &'a BTreeSet<String>,
+    pub load: &'a BTreeMap<String, NodeLoad>,
+    /// Instances whose current container passed its health check.
+    pub healthy: &'a BTreeSet<String>,
+    /// Instances whose current container failed its health check past the retries.
+    pub unhealthy: &'a BTreeSet<String>,
+}
+
+/// Plans one service.
+pub fn plan(input: &PlanInput) -> Vec<Action> {
+    let service = input.service;
+    let replicas = service.spec.replicas;
+    let mut actions = Vec::new();
+    let by_slot: BTreeMap<u32, &Instance> = input.instances.iter().map(|i| (i.slot, *i)).collect();
+
+    // Containers: which belong to a current instance, which are orphans.
+    let mut owned: BTreeMap<&str, (&str, &ContainerInfo)> = BTreeMap::new();
+    for (node, container) in &input.observed {
+        let current = labels::owner(&container.labels).and_then(|(id, generation)| {
+            input.instances.iter().find(|i| {
+                i.id == id
+                    && i.generation == generation
+                    && i.node.as_deref() == Some(*node)
+                    && i.slot < replicas
+            })
+        });
+        match current {
+            Some(instance) if !owned.contains_key(instance.id.as_str()) => {
+                owned.insert(instance.id.as_str(), (node, container));
+            }
+            _ => actions.push(Action::Remove {
+                node: node.to_string(),
+                container_id: container.id.clone(),
+                why: format!(
+                    "container {} belongs to no current instance",
+                    container.name
+                ),
+            }),
+        }
+    }
+
+    // Slots scaled away.
+    for instance in input.instances.iter().filter(|i| i.slot >= replicas) {
+        actions.push(Action::Forget {
+            id: instance.id.clone(),
+            generation: instance.generation,
+        });
+    }
+
+    // Spread counts of this service (current placements).
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    for instance in input.instances.iter().filter(|i| i.slot < replicas) {
+        if let Some(node) = &instance.node {
+            *counts.entry(node.clone()).or_default() += 1;
+        }
+    }
+    let mut load = input.load.clone();
+
+    // Rolling update budget: replacements in flight are instances of an
+    // old template that are not running yet, or new ones still starting.
+    let max_parallel = service.spec.update.max_parallel.max(1) as usize;
+    let mut updating = input
+        .instances
+        .iter()
+        .filter(|i| {
+            i.slot < replicas
+                && matches!(
+                    i.state,
+                    InstanceState::Pending
+                        | InstanceState::Starting
+                        | InstanceState::CrashLoop
+                        | InstanceState::Exited
+                        | InstanceState::Unhealthy
+                )
+        })
+        .count();
+
+    for slot in 0..replicas {
+        let Some(instance) = by_slot.get(&slot).copied() else {
+            place(&mut actions, input, slot, &[], &mut counts, &mut load);
+            continue;
+        };
+        let node_name = instance.node.as_deref().unwrap_or("");
+        let node_ready = input
+            .nodes
+            .get(node_name)
+            .is_some_and(|n| n.state == NodeState::Ready);
+        if !node_ready {
+            if let Some(n) = counts.get_mut(node_name) {
+                *n = n.saturating_sub(1);
+            }
+            place(
+                &mut actions,
+                input,
+                slot,
+                &[node_name],
+                &mut counts,
+                &mut load,
+            );
+            continue;
+        }
+        if !input.reachable.contains(node_name) {
+            continue;
+        }
+        let container = owned.get(instance.id.as_str()).map(|(_, c)| *c);
+        if service.run_state == RunState::Stopped {
+            match container {
+                Some(c) if c.state == ContainerState::Running => actions.push(Action::Stop {
+                    node: node_name.to_string(),
+                    container_id: c.id.clone(),
+                }),
+                _ if instance.state != InstanceState::Stopped => actions.push(Action::Report {
+                    instance: instance.clone(),
+                    container: container.cloned(),
+                    state: InstanceState::Stopped,
+                }),
+                _ => {}
+            }
+            continue;
+        }
+        let Some(container) = container else {
+            actions.push(Action::Create {
+                instance: instance.clone(),
+            });
+            continue;
+        };
+        let outdated =
+            container.labels.get(labels::TEMPLATE).map(String::as_str) != Some(input.template);
+        match container.state {
+            ContainerState::Running | ContainerState::Restarting | ContainerState::Paused => {
+                if outdated {
+                    if updating < max_parallel {
+                        updating += 1;
+                        // A new generation on the same node replaces it.
+                        actions.push(Action::Place {
+                            slot,
+                            node: node_name.to_string(),
+                        });
+                    }
+                } else if input.unhealthy.contains(&instance.id) {
+                    actions.push(Action::Restart {
+                        instance: instance.clone(),
+                        container: container.clone(),
+                        reason: RestartReason::Unhealthy,
+                    });
+                } else if instance.restart_epoch < service.restart_epoch {
+                    actions.push(Action::Restart {
+                        instance: instance.clone(),
+                        container: container.clone(),
+                        reason: RestartReason::Requested,
+                    });
+                } else {
+                    let state =
+                        if service.spec.health.is_none() || input.healthy.contains(&instance.id) {
+                            InstanceState::Running
+                        } else {
+                            InstanceState::Starting
+                        };
+                    let changed = instance.state != state
+                        || instance.container_id.as_deref() != Some(container.id.as_str())
+                        || instance.ports.len() != container.ports.len();
+                    if changed {
+                        actions.push(Action::Report {
+                            instance: instance.clone(),
+                            container: Some(container.clone()),
+                            state,
+                        });
+                    }
+                }
+            }
+            ContainerState::Created | ContainerState::Exited | ContainerState::Dead => {
+                if outdated {
+                    actions.push(Action::Place {
+                        slot,
+                        node: node_name.to_string(),
+                    });
+                } else {
+                    let reason = if container.state != ContainerState::Created
+                        && instance.state != InstanceState::Stopped
+                    {
+                        RestartReason::Crashed
+                    } else {
+                        RestartReason::Requested
+                    };
+                    actions.push(Action::Restart {
+                        instance: instance.clone(),
+                        container: container.clone(),
+                        reason,
+                    });
+                }
+            }
+            ContainerState::Removing => {}
+        }
+    }
+    actions
+}
+
+fn place(
+    actions: &mut Vec<Action>,
+    input: &PlanInput,
+    slot: u32,
+    exclude: &[&str],
+    counts: &mut BTreeMap<String, u32>,
+    load: &mut BTreeMap<String, NodeLoad>,
+) {
+    match choose_node(
+        &input.service.spec,
+        input.nodes.values(),
+        load,
+        counts,
+        exclude,
+    ) {
+        Ok(node) => {
+            *counts.entry(node.clone()).or_default() += 1;
+            let entry = load.entry(node.clone()).or_default();
+            entry.instances += 1;
+            entry.cpu_millis += u64::from(input.service.spec.resources.cpu_millis);
+            entry.memory_mb += input.service.spec.resources.memory_mb;
+            actions.push(Action::Place { slot, node });
+        }
+        Err(e) => actions.push(Action::Unplaceable {
+            slot,
+            reason: e.to_string(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{NodeSpec, Protocol, ServiceSpec};
+
+    fn service(replicas: u32) -> Service {
+        let spec: ServiceSpec = serde_json::from_value(serde_json::json!({"image": "echo", "replicas": replicas, "update": {"max_parallel": 1}})).unwrap();
+        Service {
+            namespace: "ns".into(),
+            name: "svc".into(),
+            spec,
+            run_state: RunState::Running,
+            version: 10,
+            create_index: 1,
+            restart_epoch: 0,
+        }
+    }
+
+    fn node(name: &str, state: NodeState) -> Node {
+        Node {
+            name: name.into(),
+            spec: NodeSpec {
+                provider: "static".into(),
+                docker_endpoint: "unix:///x".into(),
+                address: None,
+                region: None,
+                zone: None,
+                labels: Default::default(),
+                capacity: Default::default(),
+            },
+            state,
+            version: 1,
+            create_index: 1,
+        }
+    }
+
+    fn instance(slot: u32, generation: u64, node: &str, state: InstanceState) -> Instance {
+        Instance {
+            id: format!("ns-svc-{slot}"),
+            namespace: "ns".into(),
+            service: "svc".into(),
+            slot,
+            generation,
+            node: Some(node.into()),
+            container_id: None,
+            state,
+            restarts: 0,
+            last_exit: None,
+            address: None,
+            ports: vec![],
+            spec_version: 10,
+            restart_epoch: 0,
+        }
+    }
+
+    fn container(instance: &Instance, state: ContainerState, template: &str) -> ContainerInfo {
+        let mut labelled = instance.clone();
+        labelled.spec_version = 10;
+        ContainerInfo {
+            id: format!("c-{}-{}", instance.slot, instance.generation),
+            name: format!("rv-x-ns-svc-{}-{}", instance.slot, instance.generation),
+            image: "echo".into(),
+            labels: labels::container_labels("x", &labelled, template),
+            state,
+            exit_code: Some(1),
+            oom_killed: false,
+            started_at: String::new(),
+            finished_at: String::new(),
+            ports: vec![(8080, Protocol::Tcp, 32768)],
+            ip_address: None,
+            pid: 1,
+        }
+    }
+
+    struct World {
+        service: Service,
+        nodes: BTreeMap<String, Node>,
+        reachable: BTreeSet<String>,
+        instances: Vec<Instance>,
+        containers: Vec<(String, ContainerInfo)>,
+    }
+
+    impl World {
+        fn new(replicas: u32) -> World {
+            let nodes: BTreeMap<String, Node> = ["a", "b"]
+                .iter()
+                .map(|n| (n.to_string(), node(n, NodeState::Ready)))
+                .collect();
+            World {
+                service: service(replicas),
+                reachable: nodes.keys().cloned().collect(),
+                nodes,
+                instances: vec![],
+                containers: vec![],
+            }
+        }
+
+        fn template(&self) -> String {
+            labels::template_fingerprint(&self.service.spec)
+        }
+
+        fn plan(&self) -> Vec<Action> {
+            let template = self.template();
+            plan(&PlanInput {
+                service: &self.service,
+                template: &template,
+                instances: self.instances.iter().collect(),
+                nodes: &self.nodes,
+                observed: self
+                    .containers
+                    .iter()
+                    .map(|(n, c)| (n.as_str(), c))
+                    .collect(),
+                reachable: &self.reachable,
+                load: &BTreeMap::new(),
+                healthy: &BTreeSet::new(),
+                unhealthy: &BTreeSet::new(),
+            })
+        }
+    }
+
+    #[test]
+    fn new_slots_are_placed_spread_over_nodes() {
+        let world = World::new(3);
+        assert_eq!(
+            world.plan(),
+            vec![
+                Action::Place {
+                    slot: 0,
+                    node: "a".into()
+                },
+                Action::Place {
+                    slot: 1,
+                    node: "b".into()
+                },
+                Action::Place {
+                    slot: 2,
+                    node: "a".into()
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn placed_instances_get_containers_and_running_ones_are_reported_once() {
+        let mut world = World::new(2);
+        world.instances = vec![
+            instance(0, 1, "a", InstanceState::Pending),
+            instance(1, 1, "b", InstanceState::Running),
+        ];
+        let running = container(
+            &world.instances[1],
+            ContainerState::Running,
+            &world.template(),
+        );
+        world.instances[1].container_id = Some(running.id.clone());
+        world.instances[1].ports = vec![crate::state::PublishedPort {
+            name: "http".into(),
+            container_port: 8080,
+            host_port: 32768,
+            protocol: Protocol::Tcp,
+        }];
+        world.containers = vec![("b".into(), running)];
+        assert_eq!(
+            world.plan(),
+            vec![Action::Create {
+                instance: world.instances[0].clone()
+            }]
+        );
+    }
+
+    #[test]
+    fn exited_containers_restart_and_orphans_are_removed() {
+        let mut world = World::new(1);
+        world.instances = vec![instance(0, 2, "a", InstanceState::Running)];
+        let current = container(
+            &world.instances[0],
+            ContainerState::Exited,
+            &world.template(),
+        );
+        let old = container(
+            &instance(0, 1, "a", InstanceState::Running),
+            ContainerState::Running,
+            &world.template(),
+        );
+        world.containers = vec![("a".into(), current.clone()), ("a".into(), old.clone())];
+        let actions = world.plan();
+        assert!(
+            actions.contains(&Action::Restart {
+                instance: world.instances[0].clone(),
+                container: current,
+                reason: RestartReason::Crashed
+            }),
+            "{actions:?}"
+        );
+        assert!(
+            actions.iter().any(
+                |a| matches!(a, Action::Remove { container_id, .. } if *container_id == old.id)
+            ),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn instances_on_down_nodes_move_and_unreachable_ready_nodes_wait() {
+        let mut world = World::new(2);
+        world.instances = vec![
+            instance(0, 1, "a", InstanceState::Running),
+            instance(1, 1, "b", InstanceState::Running),
+        ];
+        world.nodes.get_mut("a").unwrap().state = NodeState::Down;
+        world.reachable.remove("a");
+        world.reachable.remove("b");
+        // Slot 0 moves to b; slot 1 waits for its node to be judged.
+        assert_eq!(
+            world.plan(),
+            vec![Action::Place {
+                slot: 0,
+                node: "b".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn scale_down_forgets_slots_and_removes_their_containers() {
+        let mut world = World::new(1);
+        world.instances = vec![
+            instance(0, 1, "a", InstanceState::Running),
+            instance(1, 1, "b", InstanceState::Running),
+        ];
+        let template = world.template();
+        world.containers = vec![
+            (
+                "a".into(),
+                container(&world.instances[0], ContainerState::Running, &template),
+            ),
+            (
+                "b".into(),
+                container(&world.instances[1], ContainerState::Running, &template),
+            ),
+        ];
+        let actions = world.plan();
+        assert!(
+            actions.contains(&Action::Forget {
+                id: "ns-svc-1".into(),
+                generation: 1
+            }),
+            "{actions:?}"
+        );
+        assert!(
+            actions.iter().any(
+                |a| matches!(a, Action::Remove { container_id, .. } if container_id == "c-1-1")
+            ),
+            "{actions:?}"
+        );
+        assert!(
+            !actions.iter().any(
+                |a| matches!(a, Action::Remove { container_id, .. } if container_id == "c-0-1")
+            ),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
+    fn a_changed_template_rolls_out_max_parallel_at_a_time() {
+        let mut world = World::new(3);
+        let old_template = world.template();
+        world.instances = (0..3)
+            .map(|slot| {
+                instance(
+                    slot,
+                    1,
+                    ["a", "b", "a"][slot as usize],
+                    InstanceState::Running,
+                )
+            })
+            .collect();
+        world.containers = world
+            .instances
+            .iter()
+            .map(|i| {
+                (
+                    i.node.clone().unwrap(),
+                    container(i, ContainerState::Running, &old_template),
+                )
+            })
+            .collect();
+        world.service.spec.image = "echo:v2".into();
+        let places: Vec<Action> = world
+            .plan()
+            .into_iter()
+            .filter(|a| matches!(a, Action::Place { .. }))
+            .collect();
+        assert_eq!(
+            places,
+            vec![Action::Place {
+                slot: 0,
+                node: "a".into()
+            }]
+        );
+        // While a replacement is starting, nothing else is replaced.
+        world.instances[0] = instance(0, 2, "a", InstanceState::Starting);
+        let places: Vec<Action> = world
+            .plan()
+            .into_iter()
+            .filter(|a| matches!(a, Action::Place { .. }))
+            .collect();
+        assert!(places.is_empty(), "{places:?}");
+    }
+
+    #[test]
+    fn a_stopped_service_stops_containers_and_keeps_them() {
+        let mut world = World::new(1);
+        world.service.run_state = RunState::Stopped;
+        world.instances = vec![instance(0, 1, "a", InstanceState::Running)];
+        let c = container(
+            &world.instances[0],
+            ContainerState::Running,
+            &world.template(),
+        );
+        world.containers = vec![("a".into(), c.clone())];
+        assert_eq!(
+            world.plan(),
+            vec![Action::Stop {
+                node: "a".into(),
+                container_id: c.id
+            }]
+        );
+    }
+}

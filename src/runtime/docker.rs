@@ -1,0 +1,860 @@
+//! The Docker Engine runtime: [`ContainerRuntime`] on bollard's HTTP client,
+//! over a unix socket or plain TCP. Every call runs under raftvisor's own
+//! timeout (bollard has a single client-wide one), engine errors are mapped
+//! to [`RuntimeError`] by status code, images are never pulled, and the API
+//! version is negotiated with the engine on first contact so old and new
+//! engines both answer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EventMessage,
+    HostConfig, PortBinding as BollardPortBinding, RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, EventsOptions, ListContainersOptions, RemoveContainerOptions,
+    StopContainerOptions,
+};
+use bollard::{Docker, API_DEFAULT_VERSION};
+use futures::stream::{BoxStream, StreamExt};
+use tokio::sync::OnceCell;
+
+use super::{
+    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError, RuntimeEvent,
+};
+use crate::state::Protocol;
+
+/// Per-operation time limits of a [`DockerRuntime`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DockerTimeouts {
+    /// `GET /_ping` (and the version negotiation on first contact).
+    pub ping: Duration,
+    /// create, start, inspect, list, remove, image lookups, opening the event stream.
+    pub call: Duration,
+    /// Added to the stop grace period to bound a stop.
+    pub stop_slack: Duration,
+}
+
+impl Default for DockerTimeouts {
+    fn default() -> Self {
+        DockerTimeouts {
+            ping: Duration::from_millis(500),
+            call: Duration::from_secs(10),
+            stop_slack: Duration::from_secs(5),
+        }
+    }
+}
+
+/// bollard's own (client-wide) limit: only a backstop behind ours.
+const BOLLARD_BACKSTOP_SECS: u64 = 3600;
+/// How far back an event subscription starts, so that events raised while
+/// the stream is being opened are not lost (they are replayed instead).
+const EVENTS_REPLAY: Duration = Duration::from_secs(2);
+/// Concurrent inspections while listing.
+const LIST_INSPECT_CONCURRENCY: usize = 8;
+
+/// A Docker Engine reached over `unix://`, `tcp://` or `http://`.
+#[derive(Debug)]
+pub struct DockerRuntime {
+    endpoint: String,
+    docker: Docker,
+    timeouts: DockerTimeouts,
+    /// Set once the API version has been agreed with the engine.
+    negotiated: OnceCell<()>,
+}
+
+impl DockerRuntime {
+    /// Prepares a client for `endpoint` without contacting the engine:
+    /// `unix:///var/run/docker.sock`, `tcp://host:port` or `http://host:port`.
+    /// TLS endpoints (`https://`, `tcp+tls://`) are not supported yet.
+    pub fn connect(endpoint: &str) -> Result<DockerRuntime, RuntimeError> {
+        Self::connect_with_timeouts(endpoint, DockerTimeouts::default())
+    }
+
+    /// [`DockerRuntime::connect`] with other time limits.
+    pub fn connect_with_timeouts(
+        endpoint: &str,
+        timeouts: DockerTimeouts,
+    ) -> Result<DockerRuntime, RuntimeError> {
+        let endpoint = endpoint.trim();
+        let invalid =
+            |why: &str| RuntimeError::Invalid(format!("docker endpoint {endpoint:?}: {why}"));
+        let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return Err(invalid(
+                    "a unix socket needs an absolute path (unix:///var/run/docker.sock)",
+                ));
+            }
+            Docker::connect_with_unix(endpoint, BOLLARD_BACKSTOP_SECS, API_DEFAULT_VERSION)
+        } else if endpoint.starts_with("https://") || endpoint.starts_with("tcp+tls://") {
+            return Err(invalid(
+                "TLS endpoints are not supported yet; use unix:// or tcp://",
+            ));
+        } else if let Some(rest) = endpoint
+            .strip_prefix("tcp://")
+            .or_else(|| endpoint.strip_prefix("http://"))
+        {
+            let authority = rest.trim_end_matches('/');
+            let valid = match authority.rsplit_once(':') {
+                Some((host, port)) => {
+                    !host.is_empty() && !authority.contains('/') && port.parse::<u16>().is_ok()
+                }
+                None => false,
+            };
+            if !valid {
+                return Err(invalid("expected tcp://host:port or http://host:port"));
+            }
+            Docker::connect_with_http(
+                &format!("tcp://{authority}"),
+                BOLLARD_BACKSTOP_SECS,
+                API_DEFAULT_VERSION,
+            )
+        } else {
+            return Err(invalid("expected unix://, tcp:// or http://"));
+        }
+        .map_err(|e| invalid(&e.to_string()))?;
+        Ok(DockerRuntime {
+            endpoint: endpoint.to_string(),
+            docker,
+            timeouts,
+            negotiated: OnceCell::new(),
+        })
+    }
+
+    pub fn timeouts(&self) -> DockerTimeouts {
+        self.timeouts
+    }
+
+    /// Runs `fut` (after agreeing on the API version, if not done yet) under
+    /// `limit`, mapping bollard's errors with `map`.
+    async fn call<T, F>(
+        &self,
+        operation: &'static str,
+        limit: Duration,
+        fut: F,
+        map: impl FnOnce(bollard::errors::Error) -> RuntimeError,
+    ) -> Result<T, RuntimeError>
+    where
+        F: Future<Output = Result<T, bollard::errors::Error>>,
+    {
+        let work = async {
+            self.negotiate().await?;
+            fut.await.map_err(map)
+        };
+        match tokio::time::timeout(limit, work).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timeout(operation, limit)),
+        }
+    }
+
+    /// Agrees on the API version with the engine once (bollard lowers its
+    /// version in place, shared by every clone of the client).
+    async fn negotiate(&self) -> Result<(), RuntimeError> {
+        self.negotiated
+            .get_or_try_init(|| async {
+                self.docker
+                    .clone()
+                    .negotiate_version()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.map_error(e))
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn timeout(&self, operation: &'static str, timeout: Duration) -> RuntimeError {
+        RuntimeError::Timeout {
+            endpoint: self.endpoint.clone(),
+            operation,
+            timeout,
+        }
+    }
+
+    /// The generic mapping: transport failures mean the engine is unreachable.
+    fn map_error(&self, error: bollard::errors::Error) -> RuntimeError {
+        use bollard::errors::Error as E;
+        match error {
+            E::DockerResponseServerError {
+                status_code,
+                message,
+            } => match status_code {
+                400 => RuntimeError::Invalid(message),
+                _ => RuntimeError::Engine(format!("{status_code}: {message}")),
+            },
+            E::RequestTimeoutError => RuntimeError::Timeout {
+                endpoint: self.endpoint.clone(),
+                operation: "request",
+                timeout: Duration::from_secs(BOLLARD_BACKSTOP_SECS),
+            },
+            E::IOError { .. }
+            | E::HyperResponseError { .. }
+            | E::HyperLegacyError { .. }
+            | E::SocketNotFoundError(_) => RuntimeError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                reason: error_chain(&error),
+            },
+            other => RuntimeError::Engine(error_chain(&other)),
+        }
+    }
+
+    /// Mapping for calls naming one container: 404 is `NotFound(id)`.
+    fn map_container_error(&self, id: &str, error: bollard::errors::Error) -> RuntimeError {
+        match error {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            } => RuntimeError::NotFound(id.to_string()),
+            other => self.map_error(other),
+        }
+    }
+
+    /// Mapping for create and start: the engine's refusals of a bad spec
+    /// (ports, resources, missing image or network) become `Invalid`.
+    fn map_spec_error(&self, spec: &ContainerSpec, error: bollard::errors::Error) -> RuntimeError {
+        match error {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code,
+                message,
+            } => {
+                let lower = message.to_ascii_lowercase();
+                match status_code {
+                    404 if lower.contains("no such image") => {
+                        RuntimeError::ImageNotFound(spec.image.clone())
+                    }
+                    404 => RuntimeError::Invalid(message),
+                    409 => RuntimeError::Conflict(spec.name.clone()),
+                    400 => RuntimeError::Invalid(message),
+                    500 if refuses_spec(&lower) => RuntimeError::Invalid(message),
+                    _ => RuntimeError::Engine(format!("{status_code}: {message}")),
+                }
+            }
+            other => self.map_error(other),
+        }
+    }
+
+    async fn inspect_raw(
+        &self,
+        id: &str,
+    ) -> Result<Option<ContainerInspectResponse>, RuntimeError> {
+        let result = self
+            .call(
+                "inspect",
+                self.timeouts.call,
+                self.docker.inspect_container(id, None),
+                |e| self.map_container_error(id, e),
+            )
+            .await;
+        match result {
+            Ok(response) => Ok(Some(response)),
+            Err(RuntimeError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Whether a 500 from the engine is really a refusal of the container's
+/// settings (a port taken or out of range, resources beyond the machine, ...).
+fn refuses_spec(lower_message: &str) -> bool {
+    [
+        "port", "memory", "cpu", "invalid", "range", "network", "bind", "mount", "volume",
+    ]
+    .iter()
+    .any(|word| lower_message.contains(word))
+}
+
+/// An error with its sources, for messages.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    let mut depth = 0;
+    while let Some(cause) = source {
+        if depth >= 8 {
+            break;
+        }
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+        depth += 1;
+    }
+    text
+}
+
+fn port_key(container_port: u16, protocol: Protocol) -> String {
+    format!("{container_port}/{}", protocol.as_str())
+}
+
+/// The engine's request body for `spec`.
+fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+    let mut exposed = Vec::new();
+    let mut bindings: HashMap<String, Option<Vec<BollardPortBinding>>> = HashMap::new();
+    for port in &spec.ports {
+        let key = port_key(port.container_port, port.protocol);
+        if !exposed.contains(&key) {
+            exposed.push(key.clone());
+        }
+        bindings
+            .entry(key)
+            .or_insert_with(|| Some(Vec::new()))
+            .get_or_insert_with(Vec::new)
+            .push(BollardPortBinding {
+                host_ip: port.host_ip.clone(),
+                // An empty host port lets the engine pick an ephemeral one.
+                host_port: Some(port.host_port.map(|p| p.to_string()).unwrap_or_default()),
+            });
+    }
+    let host_config = HostConfig {
+        port_bindings: (!bindings.is_empty()).then_some(bindings),
+        nano_cpus: (spec.cpu_millis > 0).then(|| i64::from(spec.cpu_millis) * 1_000_000),
+        memory: (spec.memory_mb > 0).then(|| (spec.memory_mb as i64).saturating_mul(1024 * 1024)),
+        binds: (!spec.volumes.is_empty()).then(|| {
+            spec.volumes
+                .iter()
+                .map(|(source, target)| format!("{source}:{target}"))
+                .collect()
+        }),
+        dns: (!spec.dns.is_empty()).then(|| spec.dns.clone()),
+        network_mode: spec.network.clone(),
+        restart_policy: Some(RestartPolicy {
+            name: Some(if spec.restart_unless_stopped {
+                RestartPolicyNameEnum::UNLESS_STOPPED
+            } else {
+                RestartPolicyNameEnum::NO
+            }),
+            maximum_retry_count: None,
+        }),
+        ..Default::default()
+    };
+    ContainerCreateBody {
+        image: Some(spec.image.clone()),
+        cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
+        env: (!spec.env.is_empty()).then(|| {
+            spec.env
+                .iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect()
+        }),
+        labels: Some(
+            spec.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
+        host_config: Some(host_config),
+        ..Default::default()
+    }
+}
+
+fn label_filters(labels: &BTreeMap<String, String>) -> Vec<String> {
+    labels.iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+fn map_state(status: Option<ContainerStateStatusEnum>) -> ContainerState {
+    match status {
+        // A stopping container still runs until it has stopped.
+        Some(ContainerStateStatusEnum::RUNNING) | Some(ContainerStateStatusEnum::STOPPING) => {
+            ContainerState::Running
+        }
+        Some(ContainerStateStatusEnum::PAUSED) => ContainerState::Paused,
+        Some(ContainerStateStatusEnum::RESTARTING) => ContainerState::Restarting,
+        Some(ContainerStateStatusEnum::REMOVING) => ContainerState::Removing,
+        Some(ContainerStateStatusEnum::EXITED) => ContainerState::Exited,
+        Some(ContainerStateStatusEnum::DEAD) => ContainerState::Dead,
+        Some(ContainerStateStatusEnum::CREATED) | Some(ContainerStateStatusEnum::EMPTY) | None => {
+            ContainerState::Created
+        }
+    }
+}
+
+/// The engine's "zero" time means "never".
+fn engine_time(time: Option<String>) -> String {
+    match time {
+        Some(t) if !t.starts_with("0001-01-01") => t,
+        _ => String::new(),
+    }
+}
+
+/// What raftvisor needs of an inspection.
+fn container_info(response: ContainerInspectResponse, network: Option<&str>) -> ContainerInfo {
+    let config = response.config.unwrap_or_default();
+    let state = response.state.unwrap_or_default();
+    let status = map_state(state.status);
+    let settings = response.network_settings.unwrap_or_default();
+
+    let mut ports = Vec::new();
+    for (key, bindings) in settings.ports.unwrap_or_default() {
+        let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+        let protocol = match proto {
+            "udp" => Protocol::Udp,
+            "tcp" => Protocol::Tcp,
+            _ => continue,
+        };
+        let Ok(container_port) = port.parse::<u16>() else {
+            continue;
+        };
+        for binding in bindings.unwrap_or_default() {
+            let host_port = binding
+                .host_port
+                .as_deref()
+                .and_then(|p| p.parse::<u16>().ok());
+            if let Some(host_port) = host_port {
+                let entry = (container_port, protocol, host_port);
+                if !ports.contains(&entry) {
+                    ports.push(entry);
+                }
+            }
+        }
+    }
+    ports.sort_by_key(|(port, protocol, host)| (*port, protocol.as_str(), *host));
+
+    let networks = settings.networks.unwrap_or_default();
+    let ip_of = |name: &str| {
+        networks
+            .get(name)
+            .and_then(|n| n.ip_address.clone())
+            .filter(|ip| !ip.is_empty())
+    };
+    let ip_address = network
+        .and_then(ip_of)
+        .or_else(|| ip_of("bridge"))
+        .or_else(|| {
+            let mut names: Vec<&String> = networks.keys().collect();
+            names.sort();
+            names.into_iter().find_map(|name| ip_of(name))
+        });
+
+    let running = matches!(
+        status,
+        ContainerState::Running | ContainerState::Paused | ContainerState::Restarting
+    );
+    let finished_at = engine_time(state.finished_at);
+    let exit_code = match status {
+        ContainerState::Exited | ContainerState::Dead => state.exit_code,
+        // A restarting container reports the code of its last exit.
+        ContainerState::Restarting if !finished_at.is_empty() => state.exit_code,
+        _ => None,
+    };
+    ContainerInfo {
+        id: response.id.unwrap_or_default(),
+        name: response
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        image: config.image.unwrap_or_default(),
+        labels: config.labels.unwrap_or_default().into_iter().collect(),
+        state: status,
+        exit_code,
+        oom_killed: state.oom_killed.unwrap_or(false),
+        started_at: engine_time(state.started_at),
+        finished_at,
+        ports,
+        ip_address,
+        pid: if running { state.pid.unwrap_or(0) } else { 0 },
+    }
+}
+
+/// Engine attributes of container events that are not the container's labels.
+const EVENT_ATTRIBUTES: &[&str] = &["image", "name", "exitCode", "signal", "execID", "container"];
+
+fn runtime_event(message: EventMessage) -> Option<RuntimeEvent> {
+    let action = message.action?;
+    // "health_status: healthy", "exec_start: sh -c ..." → the verb.
+    let action = action
+        .split_once(':')
+        .map(|(verb, _)| verb.to_string())
+        .unwrap_or(action);
+    let actor = message.actor.unwrap_or_default();
+    let attributes = actor.attributes.unwrap_or_default();
+    let exit_code = attributes
+        .get("exitCode")
+        .and_then(|c| c.parse::<i64>().ok());
+    let labels = attributes
+        .into_iter()
+        .filter(|(key, _)| !EVENT_ATTRIBUTES.contains(&key.as_str()))
+        .collect();
+    Some(RuntimeEvent {
+        container_id: actor.id?,
+        action,
+        labels,
+        exit_code,
+    })
+}
+
+#[async_trait::async_trait]
+impl ContainerRuntime for DockerRuntime {
+    fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.call("ping", self.timeouts.ping, self.docker.ping(), |e| {
+            self.map_error(e)
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        if spec.name.is_empty() {
+            return Err(RuntimeError::Invalid("a container needs a name".into()));
+        }
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        let response = self
+            .call(
+                "create",
+                self.timeouts.call,
+                self.docker
+                    .create_container(Some(options), create_body(spec)),
+                |e| self.map_spec_error(spec, e),
+            )
+            .await?;
+        Ok(response.id)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.call(
+            "start",
+            self.timeouts.call,
+            self.docker.start_container(id, None),
+            |e| match e {
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                } => RuntimeError::NotFound(id.to_string()),
+                // A host port already taken, a network gone, ...
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code,
+                    message,
+                } if status_code == 400
+                    || (status_code == 500 && refuses_spec(&message.to_ascii_lowercase())) =>
+                {
+                    RuntimeError::Invalid(message)
+                }
+                other => self.map_error(other),
+            },
+        )
+        .await
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let grace_secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        let options = StopContainerOptions {
+            t: Some(i32::try_from(grace_secs).unwrap_or(i32::MAX)),
+            ..Default::default()
+        };
+        let limit = Duration::from_secs(grace_secs) + self.timeouts.stop_slack;
+        self.call(
+            "stop",
+            limit,
+            self.docker.stop_container(id, Some(options)),
+            |e| self.map_container_error(id, e),
+        )
+        .await
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptions {
+            force: true,
+            v: true,
+            ..Default::default()
+        };
+        let result = self
+            .call(
+                "remove",
+                self.timeouts.call,
+                self.docker.remove_container(id, Some(options)),
+                |e| match e {
+                    bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404, ..
+                    } => RuntimeError::NotFound(id.to_string()),
+                    // "removal of container ... is already in progress"
+                    bollard::errors::Error::DockerResponseServerError {
+                        status_code: 409,
+                        ref message,
+                    } if message.contains("already in progress") => {
+                        RuntimeError::NotFound(id.to_string())
+                    }
+                    other => self.map_error(other),
+                },
+            )
+            .await;
+        match result {
+            Ok(()) | Err(RuntimeError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
+        Ok(self.inspect_raw(id).await?.map(|response| {
+            let network = response
+                .host_config
+                .as_ref()
+                .and_then(|h| h.network_mode.clone());
+            container_info(response, network.as_deref())
+        }))
+    }
+
+    async fn list(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let mut filters = HashMap::new();
+        if !labels.is_empty() {
+            filters.insert("label".to_string(), label_filters(labels));
+        }
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        };
+        let work = async {
+            let summaries = self
+                .call(
+                    "list",
+                    self.timeouts.call,
+                    self.docker.list_containers(Some(options)),
+                    |e| self.map_error(e),
+                )
+                .await?;
+            let ids: Vec<String> = summaries.into_iter().filter_map(|s| s.id).collect();
+            let inspected: Vec<Result<Option<ContainerInfo>, RuntimeError>> =
+                futures::stream::iter(ids)
+                    .map(|id| async move { self.inspect(&id).await })
+                    .buffered(LIST_INSPECT_CONCURRENCY)
+                    .collect()
+                    .await;
+            let mut infos = Vec::new();
+            for info in inspected {
+                // A container removed between listing and inspecting is gone.
+                if let Some(info) = info? {
+                    infos.push(info);
+                }
+            }
+            Ok(infos)
+        };
+        match tokio::time::timeout(self.timeouts.call, work).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timeout("list", self.timeouts.call)),
+        }
+    }
+
+    async fn events(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<BoxStream<'static, Result<RuntimeEvent, RuntimeError>>, RuntimeError> {
+        // Fail fast when the engine is not there (this also agrees on the
+        // API version before the stream's request is built).
+        self.call("events", self.timeouts.call, self.docker.ping(), |e| {
+            self.map_error(e)
+        })
+        .await?;
+        let mut filters = HashMap::new();
+        filters.insert("type".to_string(), vec!["container".to_string()]);
+        if !labels.is_empty() {
+            filters.insert("label".to_string(), label_filters(labels));
+        }
+        let since = SystemTime::now()
+            .checked_sub(EVENTS_REPLAY)
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| d.as_secs().to_string());
+        let options = EventsOptions {
+            since,
+            until: None,
+            filters: Some(filters),
+        };
+        let endpoint = self.endpoint.clone();
+        let stream = self.docker.events(Some(options)).filter_map(move |item| {
+            let mapped = match item {
+                Ok(message) => runtime_event(message).map(Ok),
+                Err(error) => Some(Err(map_stream_error(&endpoint, error))),
+            };
+            futures::future::ready(mapped)
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn image_exists(&self, image: &str) -> Result<bool, RuntimeError> {
+        let result = self
+            .call(
+                "image lookup",
+                self.timeouts.call,
+                self.docker.inspect_image(image),
+                |e| match e {
+                    bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404, ..
+                    } => RuntimeError::ImageNotFound(image.to_string()),
+                    other => self.map_error(other),
+                },
+            )
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(RuntimeError::ImageNotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Errors of an open event stream: the connection to the engine broke.
+fn map_stream_error(endpoint: &str, error: bollard::errors::Error) -> RuntimeError {
+    use bollard::errors::Error as E;
+    match error {
+        E::DockerResponseServerError {
+            status_code,
+            message,
+        } => RuntimeError::Engine(format!("{status_code}: {message}")),
+        E::JsonDataError { .. } | E::JsonSerdeError { .. } => {
+            RuntimeError::Engine(error_chain(&error))
+        }
+        other => RuntimeError::Unreachable {
+            endpoint: endpoint.to_string(),
+            reason: error_chain(&other),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::PortBinding;
+
+    #[test]
+    fn endpoints_are_checked() {
+        assert!(DockerRuntime::connect("unix:///var/run/docker.sock").is_ok());
+        assert!(DockerRuntime::connect("tcp://127.0.0.1:2375").is_ok());
+        assert!(DockerRuntime::connect("http://docker-1:2375").is_ok());
+        for bad in [
+            "https://host:2376",
+            "tcp+tls://host:2376",
+            "ftp://host:1",
+            "tcp://host",
+            "tcp://:2375",
+            "tcp://host:notaport",
+            "unix://relative.sock",
+            "",
+        ] {
+            assert!(
+                matches!(DockerRuntime::connect(bad), Err(RuntimeError::Invalid(_))),
+                "{bad}"
+            );
+        }
+        let tls = DockerRuntime::connect("https://host:2376").unwrap_err();
+        assert!(tls.to_string().contains("TLS"), "{tls}");
+    }
+
+    #[test]
+    fn create_body_carries_the_spec() {
+        let spec = ContainerSpec {
+            name: "rv-a".into(),
+            image: "raftvisor-echo:local".into(),
+            command: vec!["/raftvisor-echo".into()],
+            env: [("PORT".to_string(), "8080".to_string())].into(),
+            labels: [("raftvisor.cluster".to_string(), "c".to_string())].into(),
+            ports: vec![
+                PortBinding {
+                    container_port: 8080,
+                    protocol: Protocol::Tcp,
+                    host_port: None,
+                    host_ip: Some("127.0.0.1".into()),
+                },
+                PortBinding {
+                    container_port: 53,
+                    protocol: Protocol::Udp,
+                    host_port: Some(5353),
+                    host_ip: None,
+                },
+            ],
+            cpu_millis: 500,
+            memory_mb: 64,
+            volumes: vec![("data".into(), "/data".into())],
+            dns: vec!["10.0.0.2".into()],
+            network: Some("rv-net".into()),
+            restart_unless_stopped: true,
+        };
+        let body = create_body(&spec);
+        assert_eq!(body.env.unwrap(), vec!["PORT=8080".to_string()]);
+        let mut exposed = body.exposed_ports.unwrap();
+        exposed.sort();
+        assert_eq!(exposed, vec!["53/udp".to_string(), "8080/tcp".to_string()]);
+        let host = body.host_config.unwrap();
+        assert_eq!(host.nano_cpus, Some(500_000_000));
+        assert_eq!(host.memory, Some(64 * 1024 * 1024));
+        assert_eq!(host.binds.unwrap(), vec!["data:/data".to_string()]);
+        assert_eq!(host.network_mode.as_deref(), Some("rv-net"));
+        assert_eq!(
+            host.restart_policy.unwrap().name,
+            Some(RestartPolicyNameEnum::UNLESS_STOPPED)
+        );
+        let bindings = host.port_bindings.unwrap();
+        let http = bindings["8080/tcp"].as_ref().unwrap();
+        assert_eq!(http[0].host_port.as_deref(), Some(""));
+        assert_eq!(http[0].host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            bindings["53/udp"].as_ref().unwrap()[0].host_port.as_deref(),
+            Some("5353")
+        );
+
+        let bare = create_body(&ContainerSpec {
+            name: "x".into(),
+            image: "i".into(),
+            ..Default::default()
+        });
+        let host = bare.host_config.unwrap();
+        assert_eq!(host.nano_cpus, None);
+        assert_eq!(host.memory, None);
+        assert_eq!(
+            host.restart_policy.unwrap().name,
+            Some(RestartPolicyNameEnum::NO)
+        );
+        assert!(bare.cmd.is_none() && bare.exposed_ports.is_none());
+    }
+
+    #[test]
+    fn die_events_carry_exit_code_and_labels() {
+        let message = EventMessage {
+            action: Some("die".into()),
+            actor: Some(bollard::models::EventActor {
+                id: Some("abc".into()),
+                attributes: Some(
+                    [
+                        ("exitCode", "3"),
+                        ("image", "raftvisor-echo:local"),
+                        ("name", "rv-x"),
+                        ("raftvisor.instance", "i-1"),
+                    ]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                ),
+            }),
+            ..Default::default()
+        };
+        let event = runtime_event(message).unwrap();
+        assert_eq!(event.action, "die");
+        assert_eq!(event.exit_code, Some(3));
+        assert_eq!(event.container_id, "abc");
+        assert_eq!(
+            event.labels,
+            [("raftvisor.instance".to_string(), "i-1".to_string())].into()
+        );
+        let health = runtime_event(EventMessage {
+            action: Some("health_status: unhealthy".into()),
+            actor: Some(bollard::models::EventActor {
+                id: Some("abc".into()),
+                attributes: None,
+            }),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(health.action, "health_status");
+        assert_eq!(health.exit_code, None);
+    }
+}

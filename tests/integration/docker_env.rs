@@ -1,0 +1,194 @@
+//! What the Docker-backed tests share: the local engine (required when
+//! `CI` is set — a missing Docker fails the test rather than skipping it),
+//! the project's images, a cluster with the local engine registered as
+//! nodes, and container listings by the cluster's labels. Every container a
+//! test's cluster created is removed when the test ends, also on failure.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raftvisor::runtime::docker::DockerRuntime;
+use raftvisor::runtime::{ContainerInfo, ContainerRuntime, ContainerState};
+use raftvisor::state::NodeSpec;
+
+use crate::harness::{eventually, Cluster, Tuning};
+
+pub const ECHO_IMAGE: &str = "raftvisor-echo:local";
+pub const LOCAL_ENGINE: &str = "unix:///var/run/docker.sock";
+
+/// The local engine, or `None` (test skipped loudly) outside CI.
+pub async fn docker() -> Option<Arc<DockerRuntime>> {
+    let engine = DockerRuntime::connect(LOCAL_ENGINE).ok();
+    let reachable = match &engine {
+        Some(engine) => engine.ping().await.is_ok(),
+        None => false,
+    };
+    if !reachable {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but the Docker engine at {LOCAL_ENGINE} does not answer"
+        );
+        eprintln!("SKIPPED: no Docker engine at {LOCAL_ENGINE} (set CI=1 to make this a failure)");
+        return None;
+    }
+    let engine = Arc::new(engine.expect("reachable engine"));
+    assert!(
+        engine.image_exists(ECHO_IMAGE).await.unwrap_or(false),
+        "image {ECHO_IMAGE} is missing: run scripts/build-images.sh (scripts/test.sh does)"
+    );
+    Some(engine)
+}
+
+/// A cluster of `replicas` whose containers are removed on drop.
+pub struct DockerCluster {
+    pub cluster: Cluster,
+    pub cluster_id: String,
+    pub engine: Arc<DockerRuntime>,
+}
+
+impl DockerCluster {
+    pub async fn start(replicas: usize) -> Option<DockerCluster> {
+        DockerCluster::start_with(replicas, Tuning::default()).await
+    }
+
+    pub async fn start_with(replicas: usize, tuning: Tuning) -> Option<DockerCluster> {
+        let engine = docker().await?;
+        let cluster = Cluster::start_with(replicas, tuning).await;
+        let client = cluster.client();
+        let cluster_id = eventually("the cluster has an id", Duration::from_secs(10), || async {
+            client
+                .cluster_status()
+                .await
+                .map_err(|e| e.to_string())?
+                .cluster_id
+                .ok_or_else(|| "not yet".to_string())
+        })
+        .await;
+        Some(DockerCluster {
+            cluster,
+            cluster_id,
+            engine,
+        })
+    }
+
+    /// Registers a node reached at `endpoint` (the local engine, or a proxy to it).
+    pub async fn add_node(&self, name: &str, endpoint: &str, zone: &str) {
+        let spec = NodeSpec {
+            provider: "static".into(),
+            docker_endpoint: endpoint.into(),
+            address: Some("127.0.0.1".into()),
+            region: Some("local".into()),
+            zone: Some(zone.into()),
+            labels: BTreeMap::new(),
+            capacity: Default::default(),
+        };
+        self.cluster
+            .client()
+            .node_put(name, &spec)
+            .await
+            .expect("register node");
+    }
+
+    /// Containers of this cluster (optionally of one service), any state.
+    pub async fn containers(&self, service: Option<&str>) -> Vec<ContainerInfo> {
+        let mut labels =
+            BTreeMap::from([("raftvisor.cluster".to_string(), self.cluster_id.clone())]);
+        if let Some(service) = service {
+            labels.insert("raftvisor.service".into(), service.into());
+        }
+        self.engine.list(&labels).await.expect("list containers")
+    }
+
+    pub async fn running(&self, service: &str) -> Vec<ContainerInfo> {
+        self.containers(Some(service))
+            .await
+            .into_iter()
+            .filter(|c| c.state == ContainerState::Running)
+            .collect()
+    }
+
+    /// Waits until exactly `n` containers of `service` run, one per slot.
+    pub async fn wait_running(
+        &self,
+        service: &str,
+        n: usize,
+        within: Duration,
+    ) -> Vec<ContainerInfo> {
+        eventually(
+            &format!("{n} running containers of {service}"),
+            within,
+            || async {
+                let all = self.containers(Some(service)).await;
+                let running: Vec<ContainerInfo> = all
+                    .iter()
+                    .filter(|c| c.state == ContainerState::Running)
+                    .cloned()
+                    .collect();
+                let mut slots: Vec<&String> = running
+                    .iter()
+                    .filter_map(|c| c.labels.get("raftvisor.slot"))
+                    .collect();
+                slots.sort();
+                slots.dedup();
+                if running.len() == n && slots.len() == n && all.len() == n {
+                    Ok(running)
+                } else {
+                    Err(format!(
+                        "{} running over {} slots, {} in all: {:?}",
+                        running.len(),
+                        slots.len(),
+                        all.len(),
+                        all.iter().map(|c| (&c.name, c.state)).collect::<Vec<_>>()
+                    ))
+                }
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for DockerCluster {
+    fn drop(&mut self) {
+        // Stop the managers first, so nothing recreates what is removed.
+        let ids: Vec<u64> = self.cluster.replicas.iter().map(|r| r.id).collect();
+        for id in ids {
+            self.cluster.kill(id);
+        }
+        let ids = Command::new("docker")
+            .args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=raftvisor.cluster={}", self.cluster_id),
+            ])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+/// Kills the main process of a container from the host (a crash, not a
+/// `docker kill`).
+pub fn crash(container: &ContainerInfo) {
+    assert!(container.pid > 0, "container {} has no pid", container.name);
+    let status = Command::new("kill")
+        .args(["-9", &container.pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+}

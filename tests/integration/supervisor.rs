@@ -1,0 +1,409 @@
+//! The supervisor against the real Docker engine: deploy, restart after a
+//! crash, crash-loop backoff, adoption after a leader change, scaling,
+//! start/stop/restart, node loss and return, drain, and clear errors for
+//! impossible work.
+
+use std::time::{Duration, Instant};
+
+use raftvisor::runtime::ContainerRuntime;
+use raftvisor::state::{InstanceState, RunState, ServiceSpec};
+use serde_json::json;
+
+use crate::docker_env::{crash, DockerCluster, ECHO_IMAGE, LOCAL_ENGINE};
+use crate::harness::eventually;
+
+fn echo_spec(replicas: u32, extra: serde_json::Value) -> ServiceSpec {
+    let mut spec = json!({
+        "image": ECHO_IMAGE,
+        "replicas": replicas,
+        "ports": [{"name": "http", "container_port": 8080}],
+        "restart": {"initial_backoff_ms": 200, "max_backoff_ms": 5000, "reset_after_ms": 10000}
+    });
+    spec.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    serde_json::from_value(spec).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deployed_replicas_run_and_a_crashed_container_is_restarted() {
+    let Some(env) = DockerCluster::start(3).await else {
+        return;
+    };
+    env.add_node("local", LOCAL_ENGINE, "a").await;
+    let client = env.cluster.client();
+    client
+        .service_put("t1", "echo", &echo_spec(3, json!({})), None)
+        .await
+        .unwrap();
+    let running = env.wait_running("echo", 3, Duration::from_secs(30)).await;
+    for container in &running {
+        for label in [
+            "raftvisor.cluster",
+            "raftvisor.namespace",
+            "raftvisor.service",
+            "raftvisor.instance",
+            "raftvisor.slot",
+            "raftvisor.generation",
+            "raftvisor.node",
+            "raftvisor.spec-version",
+        ] {
+            assert!(
+                container.labels.contains_key(label),
+                "{} lacks {label}",
+                container.name
+            );
+        }
+        // The published port answers.
+        let (_, _, host_port) = container.ports[0];
+        let health = reqwest::get(format!("http://127.0.0.1:{host_port}/health"))
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+    }
+    eventually(
+        "instances report running with ports",
+        Duration::from_secs(10),
+        || async {
+            let instances = client
+                .service_instances("t1", "echo")
+                .await
+                .map_err(|e| e.to_string())?;
+            let ok = instances.len() == 3
+                && instances.iter().all(|i| {
+                    i.state == InstanceState::Running
+                        && i.ports.iter().any(|p| p.name == "http" && p.host_port > 0)
+                });
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{instances:?}"))
+            }
+        },
+    )
+    .await;
+
+    // A crash: the main process killed from the host.
+    let victim = running[0].clone();
+    crash(&victim);
+    eventually(
+        "the crashed container runs again",
+        Duration::from_secs(10),
+        || async {
+            let info = env
+                .engine
+                .inspect(&victim.id)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("gone")?;
+            if info.state == raftvisor::runtime::ContainerState::Running && info.pid != victim.pid {
+                Ok(())
+            } else {
+                Err(format!("{:?}", info.state))
+            }
+        },
+    )
+    .await;
+    // `docker kill` is a death too for raftvisor (not a manual stop).
+    let victim = env.running("echo").await[1].clone();
+    std::process::Command::new("docker")
+        .args(["kill", &victim.id])
+        .output()
+        .unwrap();
+    eventually(
+        "the killed container runs again",
+        Duration::from_secs(10),
+        || async {
+            let info = env
+                .engine
+                .inspect(&victim.id)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("gone")?;
+            if info.state == raftvisor::runtime::ContainerState::Running && info.pid != victim.pid {
+                Ok(())
+            } else {
+                Err(format!("{:?}", info.state))
+            }
+        },
+    )
+    .await;
+    env.wait_running("echo", 3, Duration::from_secs(10)).await;
+    let report = client.service_report("t1", "echo").await.unwrap();
+    assert!(report.restarts >= 2, "{report:?}");
+    assert!(report.last_exits.len() >= 2, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_looping_service_backs_off_and_says_so() {
+    let Some(env) = DockerCluster::start(3).await else {
+        return;
+    };
+    env.add_node("local", LOCAL_ENGINE, "a").await;
+    let client = env.cluster.client();
+    let spec = echo_spec(
+        1,
+        json!({"env": {"ECHO_CRASH_AFTER_MS": "100"}, "restart": {"initial_backoff_ms": 300, "max_backoff_ms": 2000, "reset_after_ms": 10000}}),
+    );
+    client
+        .service_put("t2", "crashy", &spec, None)
+        .await
+        .unwrap();
+    let instance = eventually(
+        "the instance is shown crash-looping",
+        Duration::from_secs(30),
+        || async {
+            let instances = client
+                .service_instances("t2", "crashy")
+                .await
+                .map_err(|e| e.to_string())?;
+            match instances.first() {
+                Some(i) if i.state == InstanceState::CrashLoop && i.restarts >= 3 => Ok(i.clone()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(
+        instance.last_exit.as_ref().is_some_and(|e| e.code == 1),
+        "{instance:?}"
+    );
+    // Backoff grows: restarts slow down instead of spinning.
+    let before = instance.restarts;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = client.service_instances("t2", "crashy").await.unwrap()[0].restarts;
+    assert!(
+        after - before <= 4,
+        "restarted {} times in 3 s: no backoff",
+        after - before
+    );
+    // The managers stay healthy.
+    for r in &env.cluster.replicas {
+        assert!(env.cluster.client_for(r.id).health().await.is_ok());
+    }
+    let report = client.service_report("t2", "crashy").await.unwrap();
+    assert_eq!(report.crash_looping, 1, "{report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_leader_adopts_instead_of_duplicating() {
+    let Some(mut env) = DockerCluster::start(3).await else {
+        return;
+    };
+    env.add_node("local", LOCAL_ENGINE, "a").await;
+    let client = env.cluster.client();
+    client
+        .service_put("t3", "echo", &echo_spec(4, json!({})), None)
+        .await
+        .unwrap();
+    // Kill the leader in the middle of the deployment.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let leader = env.cluster.wait_for_leader().await;
+    env.cluster.kill(leader);
+    env.cluster.wait_for_leader().await;
+    let running = env.wait_running("echo", 4, Duration::from_secs(30)).await;
+    // Stays converged: no slot ever gets a second container afterwards.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(env.containers(Some("echo")).await.len(), 4);
+    }
+    env.cluster.restart(leader);
+    env.cluster.wait_for_leader().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after: Vec<String> = env
+        .running("echo")
+        .await
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let mut before: Vec<String> = running.into_iter().map(|c| c.id).collect();
+    before.sort();
+    let mut after_sorted = after.clone();
+    after_sorted.sort();
+    assert_eq!(
+        before, after_sorted,
+        "containers were replaced after the old leader returned"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn scale_start_stop_restart_and_remove() {
+    let Some(env) = DockerCluster::start(3).await else {
+        return;
+    };
+    env.add_node("local", LOCAL_ENGINE, "a").await;
+    let client = env.cluster.client();
+    client
+        .service_put("t4", "echo", &echo_spec(3, json!({})), None)
+        .await
+        .unwrap();
+    let first = env.wait_running("echo", 3, Duration::from_secs(30)).await;
+    client.service_scale("t4", "echo", 5).await.unwrap();
+    let five = env.wait_running("echo", 5, Duration::from_secs(30)).await;
+    // Scaling up keeps the containers that ran.
+    for c in &first {
+        assert!(
+            five.iter().any(|f| f.id == c.id),
+            "scale-up replaced {}",
+            c.name
+        );
+    }
+    client.service_scale("t4", "echo", 1).await.unwrap();
+    env.wait_running("echo", 1, Duration::from_secs(30)).await;
+    eventually(
+        "instances follow the scale",
+        Duration::from_secs(10),
+        || async {
+            let n = client
+                .service_instances("t4", "echo")
+                .await
+                .map_err(|e| e.to_string())?
+                .len();
+            if n == 1 {
+                Ok(())
+            } else {
+                Err(format!("{n} instances"))
+            }
+        },
+    )
+    .await;
+
+    let stopped = client.service_action("t4", "echo", "stop").await.unwrap();
+    assert_eq!(stopped.run_state, RunState::Stopped);
+    eventually(
+        "the container is stopped, not removed",
+        Duration::from_secs(20),
+        || async {
+            let all = env.containers(Some("echo")).await;
+            let instances = client
+                .service_instances("t4", "echo")
+                .await
+                .map_err(|e| e.to_string())?;
+            if all.len() == 1
+                && all[0].state != raftvisor::runtime::ContainerState::Running
+                && instances[0].state == InstanceState::Stopped
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{:?} {:?}",
+                    all.iter().map(|c| c.state).collect::<Vec<_>>(),
+                    instances
+                ))
+            }
+        },
+    )
+    .await;
+    client.service_action("t4", "echo", "start").await.unwrap();
+    let started = env.wait_running("echo", 1, Duration::from_secs(20)).await;
+    client
+        .service_action("t4", "echo", "restart")
+        .await
+        .unwrap();
+    eventually(
+        "restart gives the container a new process",
+        Duration::from_secs(20),
+        || async {
+            let now = env.running("echo").await;
+            if now.len() == 1 && now[0].id == started[0].id && now[0].pid != started[0].pid {
+                Ok(())
+            } else {
+                Err(format!("{now:?}"))
+            }
+        },
+    )
+    .await;
+    client.service_delete("t4", "echo", None).await.unwrap();
+    eventually(
+        "a removed service leaves no container",
+        Duration::from_secs(20),
+        || async {
+            let n = env.containers(Some("echo")).await.len();
+            if n == 0 {
+                Ok(())
+            } else {
+                Err(format!("{n} left"))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn impossible_work_is_a_clear_error_not_a_hot_loop() {
+    let Some(env) = DockerCluster::start(3).await else {
+        return;
+    };
+    env.add_node("local", LOCAL_ENGINE, "a").await;
+    let client = env.cluster.client();
+    let missing = echo_spec(1, json!({"image": "raftvisor-no-such-image:local"}));
+    client
+        .service_put("t5", "ghost", &missing, None)
+        .await
+        .unwrap();
+    let impossible = echo_spec(1, json!({"placement": {"zone": "nowhere"}}));
+    client
+        .service_put("t5", "homeless", &impossible, None)
+        .await
+        .unwrap();
+    eventually(
+        "the missing image is reported on the instance",
+        Duration::from_secs(20),
+        || async {
+            let instances = client
+                .service_instances("t5", "ghost")
+                .await
+                .map_err(|e| e.to_string())?;
+            match instances.first() {
+                Some(i)
+                    if i.state == InstanceState::CrashLoop
+                        && i.last_exit
+                            .as_ref()
+                            .is_some_and(|e| e.reason.contains("not present")) =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    eventually(
+        "the impossible placement is reported",
+        Duration::from_secs(20),
+        || async {
+            let report = client
+                .service_report("t5", "homeless")
+                .await
+                .map_err(|e| e.to_string())?;
+            if report
+                .recent_events
+                .iter()
+                .any(|e| e.kind == "instance.unplaceable" && e.message.contains("zone=nowhere"))
+            {
+                Ok(())
+            } else {
+                Err(format!("{:?}", report.recent_events))
+            }
+        },
+    )
+    .await;
+    // No hot loop: the event log does not grow while nothing changes.
+    let before = client
+        .events(0)
+        .await
+        .unwrap()
+        .last()
+        .map(|e| e.index)
+        .unwrap_or(0);
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let new_events = client.events(before).await.unwrap();
+    assert!(
+        new_events.len() <= 2,
+        "{} events in {:?}: {new_events:?}",
+        new_events.len(),
+        started.elapsed()
+    );
+    assert!(env.containers(Some("homeless")).await.is_empty());
+}
