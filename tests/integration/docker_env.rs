@@ -192,3 +192,51 @@ pub fn crash(container: &ContainerInfo) {
         .expect("run kill");
     assert!(status.success());
 }
+
+/// A TCP endpoint forwarding to the local engine's socket, so a test can
+/// make a "node" unreachable (stop) and bring it back (start) while its
+/// containers keep running on the same engine.
+pub struct EngineProxy {
+    pub port: u16,
+    tasks: Option<tokio::task::JoinSet<()>>,
+}
+
+impl EngineProxy {
+    pub async fn start() -> EngineProxy {
+        let mut proxy = EngineProxy {
+            port: crate::harness::free_port(),
+            tasks: None,
+        };
+        proxy.resume().await;
+        proxy
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("tcp://127.0.0.1:{}", self.port)
+    }
+
+    /// Accepts and forwards connections again, on the same port.
+    pub async fn resume(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.expect("bind the engine proxy");
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { break };
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::UnixStream::connect("/var/run/docker.sock").await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        self.tasks = Some(tasks);
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    pub fn cut(&mut self) {
+        if let Some(mut tasks) = self.tasks.take() {
+            tasks.abort_all();
+        }
+    }
+}
