@@ -249,6 +249,10 @@ pub struct ServiceReport {
     pub crash_looping: u32,
     pub pending: u32,
     pub restarts: u64,
+    /// Instances still on an older template than the service's.
+    pub outdated: u32,
+    /// Why a rolling update is not progressing, if it is paused.
+    pub rollout_paused: Option<String>,
     pub instances: Vec<Instance>,
     pub last_exits: Vec<(String, ExitInfo)>,
     pub recent_events: Vec<Event>,
@@ -285,7 +289,23 @@ pub async fn report(
             .take(20)
             .cloned()
             .collect();
+        let template = crate::state::supervision::template_fingerprint(&service.spec);
+        let outdated = instances.iter().filter(|i| i.template != template).count() as u32;
+        let failing_new = instances.iter().find(|i| {
+            i.template == template && matches!(i.state, InstanceState::CrashLoop | InstanceState::Unhealthy | InstanceState::Exited)
+        });
+        let rollout_paused = match failing_new {
+            Some(i) if outdated > 0 => Some(format!(
+                "rollout paused: new instance {} is {}{}; {outdated} instance(s) keep the previous version",
+                i.id,
+                crate::state::supervision::state_name(i.state),
+                i.last_exit.as_ref().map(|e| format!(" ({})", e.reason)).unwrap_or_default()
+            )),
+            _ => None,
+        };
         Ok(Json(ServiceReport {
+            outdated,
+            rollout_paused,
             service: subject,
             version: service.version,
             run_state: service.run_state,

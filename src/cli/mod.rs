@@ -425,6 +425,9 @@ async fn run_service(
                     "{}  version {}  {:?}  desired {}  running {}  unhealthy {}  crash-looping {}  pending {}  restarts {}",
                     report.service, report.version, report.run_state, report.desired, report.running, report.unhealthy, report.crash_looping, report.pending, report.restarts
                 );
+                if let Some(reason) = &report.rollout_paused {
+                    println!("{reason}");
+                }
                 for (id, exit) in &report.last_exits {
                     println!("last exit of {id}: code {} ({})", exit.code, exit.reason);
                 }

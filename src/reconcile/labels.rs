@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::state::{Instance, ServiceSpec};
+use crate::state::Instance;
 
 pub const CLUSTER: &str = "raftvisor.cluster";
 pub const NAMESPACE: &str = "raftvisor.namespace";
@@ -56,19 +56,7 @@ pub fn node_selector(cluster: &str, node: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// The fingerprint of what a container runs (FNV-1a over the canonical
-/// JSON of the spec without its replica count).
-pub fn template_fingerprint(spec: &ServiceSpec) -> String {
-    let mut template = spec.clone();
-    template.replicas = 0;
-    let text = serde_json::to_string(&template).unwrap_or_default();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{hash:016x}")
-}
+pub use crate::state::supervision::template_fingerprint;
 
 /// `(instance id, generation)` a container's labels claim, if any.
 pub fn owner(labels: &BTreeMap<String, String>) -> Option<(String, u64)> {
@@ -80,6 +68,7 @@ pub fn owner(labels: &BTreeMap<String, String>) -> Option<(String, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::ServiceSpec;
 
     #[test]
     fn scaling_keeps_the_template_and_an_image_change_does_not() {

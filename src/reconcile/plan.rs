@@ -345,6 +345,7 @@ mod tests {
             ports: vec![],
             spec_version: 10,
             restart_epoch: 0,
+            template: String::new(),
         }
     }
 

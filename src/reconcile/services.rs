@@ -647,6 +647,26 @@ impl Controller {
         }
         // Failing health: recorded as unhealthy and counted as a restart.
         if reason == RestartReason::Unhealthy {
+            // Unhealthy restarts back off like crashes: a container that never
+            // becomes healthy must not be restarted in a tight loop.
+            let now = Instant::now();
+            {
+                let mut crashes = self.crashes.lock().unwrap_or_else(|e| e.into_inner());
+                let track = crashes.entry(key.clone()).or_default();
+                if let Some(not_before) = track.not_before.filter(|t| *t > now) {
+                    drop(crashes);
+                    self.wake_at(not_before);
+                    return;
+                }
+                track.consecutive += 1;
+                track.not_before = Some(
+                    now + backoff::restart_delay(
+                        &service.spec.restart,
+                        track.consecutive,
+                        rand::random::<f64>(),
+                    ),
+                );
+            }
             restarts += 1;
             tracing::info!(instance = %instance.id, "restarting an unhealthy container");
             let status = InstanceStatus {

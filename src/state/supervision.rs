@@ -5,6 +5,21 @@
 
 use super::{Instance, InstanceState, InstanceStatus, NodeState, Outcome, RunState, State};
 
+/// The fingerprint of what a container runs: FNV-1a over the canonical
+/// JSON of the spec without its replica count, so scaling never replaces
+/// containers but a new image or environment does.
+pub fn template_fingerprint(spec: &super::ServiceSpec) -> String {
+    let mut template = spec.clone();
+    template.replicas = 0;
+    let text = serde_json::to_string(&template).unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
 /// The id of a service slot's instance; stable across generations.
 pub fn instance_id(namespace: &str, service: &str, slot: u32) -> String {
     format!("{namespace}-{service}-{slot}")
@@ -91,6 +106,7 @@ impl State {
         }
         let spec_version = svc.version;
         let restart_epoch = svc.restart_epoch;
+        let template = template_fingerprint(&svc.spec);
         let id = instance_id(namespace, service, slot);
         let previous = self.instances.get(&id);
         let generation = previous.map_or(1, |i| i.generation + 1);
@@ -110,6 +126,7 @@ impl State {
             ports: Vec::new(),
             spec_version,
             restart_epoch,
+            template,
         };
         self.instances.insert(id.clone(), instance.clone());
         let message = match from {

@@ -250,6 +250,8 @@ pub struct Instance {
     pub spec_version: u64,
     /// The service's `restart_epoch` this instance was last (re)started for.
     pub restart_epoch: u64,
+    /// Fingerprint of the service template this generation was placed with.
+    pub template: String,
 }
 
 /// What the leader observed about an instance, written back through Raft.

@@ -217,14 +217,20 @@ impl EngineProxy {
 
     /// Accepts and forwards connections again, on the same port.
     pub async fn resume(&mut self) {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.expect("bind the engine proxy");
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("bind the engine proxy");
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(async move {
             let mut connections = tokio::task::JoinSet::new();
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { break };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    break;
+                };
                 connections.spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::UnixStream::connect("/var/run/docker.sock").await {
+                    if let Ok(mut outbound) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                     }
                 });

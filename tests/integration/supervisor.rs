@@ -408,65 +408,213 @@ async fn impossible_work_is_a_clear_error_not_a_hot_loop() {
     assert!(env.containers(Some("homeless")).await.is_empty());
 }
 
-fn on_node<'a>(containers: &'a [raftvisor::runtime::ContainerInfo], node: &str) -> Vec<&'a raftvisor::runtime::ContainerInfo> {
-    containers.iter().filter(|c| c.labels.get("raftvisor.node").map(String::as_str) == Some(node)).collect()
+fn on_node<'a>(
+    containers: &'a [raftvisor::runtime::ContainerInfo],
+    node: &str,
+) -> Vec<&'a raftvisor::runtime::ContainerInfo> {
+    containers
+        .iter()
+        .filter(|c| c.labels.get("raftvisor.node").map(String::as_str) == Some(node))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lost_node_moves_its_instances_and_is_fenced_when_it_returns() {
-    let Some(env) = DockerCluster::start(3).await else { return };
+    let Some(env) = DockerCluster::start(3).await else {
+        return;
+    };
     let mut proxy = crate::docker_env::EngineProxy::start().await;
     env.add_node("n1", &proxy.endpoint(), "a").await;
     env.add_node("n2", LOCAL_ENGINE, "b").await;
     let client = env.cluster.client();
-    client.service_put("t6", "echo", &echo_spec(2, json!({})), None).await.unwrap();
+    client
+        .service_put("t6", "echo", &echo_spec(2, json!({})), None)
+        .await
+        .unwrap();
     let running = env.wait_running("echo", 2, Duration::from_secs(30)).await;
     assert_eq!(on_node(&running, "n1").len(), 1, "spread over both nodes");
     let stale = on_node(&running, "n1")[0].clone();
 
     proxy.cut();
     let lost_at = Instant::now();
-    eventually("both instances run on n2", Duration::from_secs(20), || async {
-        let all = env.containers(Some("echo")).await;
-        let running_n2 = on_node(&all, "n2").into_iter().filter(|c| c.state == raftvisor::runtime::ContainerState::Running).count();
-        if running_n2 == 2 { Ok(()) } else { Err(format!("{running_n2} on n2")) }
-    })
+    eventually(
+        "both instances run on n2",
+        Duration::from_secs(20),
+        || async {
+            let all = env.containers(Some("echo")).await;
+            let running_n2 = on_node(&all, "n2")
+                .into_iter()
+                .filter(|c| c.state == raftvisor::runtime::ContainerState::Running)
+                .count();
+            if running_n2 == 2 {
+                Ok(())
+            } else {
+                Err(format!("{running_n2} on n2"))
+            }
+        },
+    )
     .await;
-    eprintln!("node loss -> instances running elsewhere in {:?}", lost_at.elapsed());
+    eprintln!(
+        "node loss -> instances running elsewhere in {:?}",
+        lost_at.elapsed()
+    );
     let node = client.node_get("n1").await.unwrap();
     assert_eq!(node.state, raftvisor::state::NodeState::Down);
     // The node only lost contact: its container was left running meanwhile.
     assert!(env.engine.inspect(&stale.id).await.unwrap().is_some());
 
     proxy.resume().await;
-    eventually("the returning node is fenced and ready", Duration::from_secs(20), || async {
-        let gone = env.engine.inspect(&stale.id).await.map_err(|e| e.to_string())?.is_none();
-        let ready = client.node_get("n1").await.map_err(|e| e.to_string())?.state == raftvisor::state::NodeState::Ready;
-        if gone && ready { Ok(()) } else { Err(format!("stale container gone: {gone}, node ready: {ready}")) }
-    })
+    eventually(
+        "the returning node is fenced and ready",
+        Duration::from_secs(20),
+        || async {
+            let gone = env
+                .engine
+                .inspect(&stale.id)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none();
+            let ready = client
+                .node_get("n1")
+                .await
+                .map_err(|e| e.to_string())?
+                .state
+                == raftvisor::state::NodeState::Ready;
+            if gone && ready {
+                Ok(())
+            } else {
+                Err(format!("stale container gone: {gone}, node ready: {ready}"))
+            }
+        },
+    )
     .await;
     env.wait_running("echo", 2, Duration::from_secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn draining_a_node_moves_its_instances_off() {
-    let Some(env) = DockerCluster::start(3).await else { return };
+    let Some(env) = DockerCluster::start(3).await else {
+        return;
+    };
     let proxy = crate::docker_env::EngineProxy::start().await;
     env.add_node("n1", LOCAL_ENGINE, "a").await;
     env.add_node("n2", &proxy.endpoint(), "b").await;
     let client = env.cluster.client();
-    client.service_put("t7", "echo", &echo_spec(4, json!({})), None).await.unwrap();
+    client
+        .service_put("t7", "echo", &echo_spec(4, json!({})), None)
+        .await
+        .unwrap();
     let running = env.wait_running("echo", 4, Duration::from_secs(30)).await;
     assert_eq!(on_node(&running, "n1").len(), 2);
     let drained = client.node_drain("n1", false).await.unwrap();
     assert_eq!(drained.state, raftvisor::state::NodeState::Draining);
-    eventually("every instance runs on n2 and n1 holds nothing", Duration::from_secs(30), || async {
-        let all = env.containers(Some("echo")).await;
-        let n2 = on_node(&all, "n2").into_iter().filter(|c| c.state == raftvisor::runtime::ContainerState::Running).count();
-        let n1 = on_node(&all, "n1").len();
-        if n2 == 4 && n1 == 0 { Ok(()) } else { Err(format!("n1 {n1}, n2 running {n2}")) }
-    })
+    eventually(
+        "every instance runs on n2 and n1 holds nothing",
+        Duration::from_secs(30),
+        || async {
+            let all = env.containers(Some("echo")).await;
+            let n2 = on_node(&all, "n2")
+                .into_iter()
+                .filter(|c| c.state == raftvisor::runtime::ContainerState::Running)
+                .count();
+            let n1 = on_node(&all, "n1").len();
+            if n2 == 4 && n1 == 0 {
+                Ok(())
+            } else {
+                Err(format!("n1 {n1}, n2 running {n2}"))
+            }
+        },
+    )
     .await;
     let instances = client.service_instances("t7", "echo").await.unwrap();
-    assert!(instances.iter().all(|i| i.node.as_deref() == Some("n2")), "{instances:?}");
+    assert!(
+        instances.iter().all(|i| i.node.as_deref() == Some("n2")),
+        "{instances:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rolling_updates_replace_one_at_a_time_and_pause_on_failure() {
+    let Some(env) = DockerCluster::start(3).await else {
+        return;
+    };
+    env.add_node("local", LOCAL_ENGINE, "a").await;
+    let client = env.cluster.client();
+    let health = json!({"health": {"kind": "http", "port": "http", "path": "/health", "interval_ms": 200, "timeout_ms": 200, "retries": 2}});
+    let mut spec = echo_spec(3, health.clone());
+    client.service_put("t8", "echo", &spec, None).await.unwrap();
+    env.wait_running("echo", 3, Duration::from_secs(30)).await;
+    eventually("all healthy", Duration::from_secs(20), || async {
+        let r = client
+            .service_report("t8", "echo")
+            .await
+            .map_err(|e| e.to_string())?;
+        if r.running == 3 {
+            Ok(())
+        } else {
+            Err(format!("{r:?}"))
+        }
+    })
+    .await;
+
+    // A good update: every instance replaced, never more than one down.
+    spec.env.insert("VERSION".into(), "2".into());
+    client.service_put("t8", "echo", &spec, None).await.unwrap();
+    let mut least_running = 3;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let report = client.service_report("t8", "echo").await.unwrap();
+        least_running = least_running.min(report.running);
+        if report.outdated == 0 && report.running == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rollout did not finish: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        least_running >= 2,
+        "more than max_parallel instances were down at once ({least_running} running)"
+    );
+    let containers = env.wait_running("echo", 3, Duration::from_secs(10)).await;
+    let template = containers[0].labels["raftvisor.template"].clone();
+    assert!(containers
+        .iter()
+        .all(|c| c.labels["raftvisor.template"] == template));
+
+    // A bad update: the new version never turns healthy. The rollout pauses
+    // after the first replacement and says why; the others keep running.
+    spec.env.insert("ECHO_UNHEALTHY".into(), "1".into());
+    client.service_put("t8", "echo", &spec, None).await.unwrap();
+    let report = eventually(
+        "the failing rollout pauses and says why",
+        Duration::from_secs(30),
+        || async {
+            let r = client
+                .service_report("t8", "echo")
+                .await
+                .map_err(|e| e.to_string())?;
+            match &r.rollout_paused {
+                Some(reason) if reason.contains("unhealthy") => Ok(r),
+                _ => Err(format!("{r:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(report.outdated, 2, "{report:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let report = client.service_report("t8", "echo").await.unwrap();
+    assert_eq!(
+        report.outdated, 2,
+        "the rollout went on despite the failure: {report:?}"
+    );
+    let old_running = env
+        .running("echo")
+        .await
+        .into_iter()
+        .filter(|c| c.labels["raftvisor.template"] == template)
+        .count();
+    assert_eq!(old_running, 2);
 }
