@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of raftvisor: formatting, lints, unit tests and the
-# integration tests (real replica processes on loopback). Installs what
-# the tests need first. This is what CI runs (.ci/run).
+# integration tests (real replica processes on loopback, containers on the
+# local Docker Engine). Installs what the tests need and builds the local
+# images first. This is what CI runs (.ci/run). With CI set, Docker is
+# required; without it, the tests that need Docker skip loudly.
 set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 cd "$RAFTVISOR_ROOT"
@@ -18,5 +20,15 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --locked --all-targets --target "$RAFTVISOR_TARGET" -- -D warnings
+if docker info >/dev/null 2>&1; then
+    scripts/build-images.sh
+elif [ -n "${CI:-}" ]; then
+    echo "error: CI is set but the Docker Engine is not reachable ('docker info' fails);" >&2
+    echo "the runtime tests need it: start dockerd (or set DOCKER_HOST) and re-run" >&2
+    exit 1
+else
+    echo "warning: the Docker Engine is not reachable ('docker info' fails):" >&2
+    echo "warning: tests that need Docker will be SKIPPED (set CI=1 to make that an error)" >&2
+fi
 log "tests (release, static: the binary the images and benchmarks use)"
 cargo test --release --locked --target "$RAFTVISOR_TARGET" -- --test-threads="${TEST_THREADS:-3}"

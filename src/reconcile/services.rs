@@ -545,11 +545,22 @@ impl Controller {
         let Ok(engine) = self.engines.for_node(node) else {
             return;
         };
+        let key = (instance.id.clone(), instance.generation);
+        // A start the engine refused is retried with backoff, not every round.
+        let refused_until = self
+            .create_failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            .map(|f| f.retry_at);
+        if let Some(retry_at) = refused_until.filter(|at| Instant::now() < *at) {
+            self.wake_at(retry_at);
+            return;
+        }
         self.health
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .reset(&instance.id, &container.id);
-        let key = (instance.id.clone(), instance.generation);
         let mut restarts = instance.restarts;
         let mut last_exit = instance.last_exit.clone();
         if reason == RestartReason::Crashed {
@@ -640,9 +651,8 @@ impl Controller {
                 }
             }
             tracing::info!(instance = %instance.id, restarts, "restarting crashed container");
-            if let Err(e) = engine.start(&container.id).await {
-                tracing::warn!(error = %e, "restart failed");
-            }
+            let result = engine.start(&container.id).await;
+            self.note_start(&key, result);
             return;
         }
         // Failing health: recorded as unhealthy and counted as a restart.
@@ -712,10 +722,37 @@ impl Controller {
             })
             .await
         {
-            if let Err(e) = engine.start(&container.id).await {
-                tracing::warn!(error = %e, "start failed");
-            }
+            let result = engine.start(&container.id).await;
+            self.note_start(&key, result);
         }
+    }
+
+    /// Remembers a refused start so the next attempt waits (growing delays).
+    fn note_start(self: &Arc<Self>, key: &(String, u64), result: Result<(), RuntimeError>) {
+        let retry_at = {
+            let mut failures = self
+                .create_failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            match result {
+                Ok(()) => {
+                    failures.remove(key);
+                    return;
+                }
+                Err(e) => {
+                    let entry = failures.entry(key.clone()).or_insert(CreateFailure {
+                        errors: 0,
+                        retry_at: Instant::now(),
+                    });
+                    entry.errors += 1;
+                    entry.retry_at = Instant::now()
+                        + backoff::error_delay(entry.errors).max(Duration::from_secs(1));
+                    tracing::warn!(error = %e, errors = entry.errors, "start failed");
+                    entry.retry_at
+                }
+            }
+        };
+        self.wake_at(retry_at);
     }
 
     fn wake_at(self: &Arc<Self>, at: Instant) {

@@ -55,14 +55,24 @@ const EVENTS_REPLAY: Duration = Duration::from_secs(2);
 /// Concurrent inspections while listing.
 const LIST_INSPECT_CONCURRENCY: usize = 8;
 
+/// How the engine is reached.
+#[derive(Debug, Clone)]
+enum Transport {
+    /// `unix:///path`
+    Unix(String),
+    /// `tcp://host:port`
+    Http(String),
+}
+
 /// A Docker Engine reached over `unix://`, `tcp://` or `http://`.
 #[derive(Debug)]
 pub struct DockerRuntime {
     endpoint: String,
-    docker: Docker,
+    transport: Transport,
     timeouts: DockerTimeouts,
-    /// Set once the API version has been agreed with the engine.
-    negotiated: OnceCell<()>,
+    /// The client, made on first contact once the API version has been
+    /// agreed with the engine (a missing socket is then just unreachable).
+    client: OnceCell<Docker>,
 }
 
 impl DockerRuntime {
@@ -81,13 +91,13 @@ impl DockerRuntime {
         let endpoint = endpoint.trim();
         let invalid =
             |why: &str| RuntimeError::Invalid(format!("docker endpoint {endpoint:?}: {why}"));
-        let docker = if let Some(path) = endpoint.strip_prefix("unix://") {
+        let transport = if let Some(path) = endpoint.strip_prefix("unix://") {
             if !path.starts_with('/') {
                 return Err(invalid(
                     "a unix socket needs an absolute path (unix:///var/run/docker.sock)",
                 ));
             }
-            Docker::connect_with_unix(endpoint, BOLLARD_BACKSTOP_SECS, API_DEFAULT_VERSION)
+            Transport::Unix(endpoint.to_string())
         } else if endpoint.starts_with("https://") || endpoint.starts_with("tcp+tls://") {
             return Err(invalid(
                 "TLS endpoints are not supported yet; use unix:// or tcp://",
@@ -106,20 +116,15 @@ impl DockerRuntime {
             if !valid {
                 return Err(invalid("expected tcp://host:port or http://host:port"));
             }
-            Docker::connect_with_http(
-                &format!("tcp://{authority}"),
-                BOLLARD_BACKSTOP_SECS,
-                API_DEFAULT_VERSION,
-            )
+            Transport::Http(format!("tcp://{authority}"))
         } else {
             return Err(invalid("expected unix://, tcp:// or http://"));
-        }
-        .map_err(|e| invalid(&e.to_string()))?;
+        };
         Ok(DockerRuntime {
             endpoint: endpoint.to_string(),
-            docker,
+            transport,
             timeouts,
-            negotiated: OnceCell::new(),
+            client: OnceCell::new(),
         })
     }
 
@@ -127,42 +132,53 @@ impl DockerRuntime {
         self.timeouts
     }
 
-    /// Runs `fut` (after agreeing on the API version, if not done yet) under
-    /// `limit`, mapping bollard's errors with `map`.
-    async fn call<T, F>(
+    /// Runs `work` on the client (made first if need be) under `limit`,
+    /// mapping bollard's errors with `map`.
+    async fn call<T, F, Fut>(
         &self,
         operation: &'static str,
         limit: Duration,
-        fut: F,
+        work: F,
         map: impl FnOnce(bollard::errors::Error) -> RuntimeError,
     ) -> Result<T, RuntimeError>
     where
-        F: Future<Output = Result<T, bollard::errors::Error>>,
+        F: FnOnce(Docker) -> Fut,
+        Fut: Future<Output = Result<T, bollard::errors::Error>>,
     {
-        let work = async {
-            self.negotiate().await?;
-            fut.await.map_err(map)
+        let call = async {
+            let client = self.client().await?;
+            work(client).await.map_err(map)
         };
-        match tokio::time::timeout(limit, work).await {
+        match tokio::time::timeout(limit, call).await {
             Ok(result) => result,
             Err(_) => Err(self.timeout(operation, limit)),
         }
     }
 
-    /// Agrees on the API version with the engine once (bollard lowers its
-    /// version in place, shared by every clone of the client).
-    async fn negotiate(&self) -> Result<(), RuntimeError> {
-        self.negotiated
+    /// The client, made once: bollard's client for the transport, at the
+    /// API version agreed with the engine (`GET /version`), so that engines
+    /// older than bollard's default version answer too.
+    async fn client(&self) -> Result<Docker, RuntimeError> {
+        self.client
             .get_or_try_init(|| async {
-                self.docker
-                    .clone()
+                let made = match &self.transport {
+                    Transport::Unix(path) => {
+                        Docker::connect_with_unix(path, BOLLARD_BACKSTOP_SECS, API_DEFAULT_VERSION)
+                    }
+                    Transport::Http(address) => Docker::connect_with_http(
+                        address,
+                        BOLLARD_BACKSTOP_SECS,
+                        API_DEFAULT_VERSION,
+                    ),
+                };
+                let docker = made.map_err(|e| self.map_error(e))?;
+                docker
                     .negotiate_version()
                     .await
-                    .map(|_| ())
                     .map_err(|e| self.map_error(e))
             })
             .await
-            .map(|_| ())
+            .cloned()
     }
 
     fn timeout(&self, operation: &'static str, timeout: Duration) -> RuntimeError {
@@ -210,8 +226,9 @@ impl DockerRuntime {
         }
     }
 
-    /// Mapping for create and start: the engine's refusals of a bad spec
-    /// (ports, resources, missing image or network) become `Invalid`.
+    /// Mapping for create: a missing image is `ImageNotFound`, a taken name
+    /// `Conflict`, the engine's refusals of a bad spec (ports, resources,
+    /// network) `Invalid`.
     fn map_spec_error(&self, spec: &ContainerSpec, error: bollard::errors::Error) -> RuntimeError {
         match error {
             bollard::errors::Error::DockerResponseServerError {
@@ -242,7 +259,7 @@ impl DockerRuntime {
             .call(
                 "inspect",
                 self.timeouts.call,
-                self.docker.inspect_container(id, None),
+                |d| async move { d.inspect_container(id, None).await },
                 |e| self.map_container_error(id, e),
             )
             .await;
@@ -255,13 +272,23 @@ impl DockerRuntime {
 }
 
 /// Whether a 500 from the engine is really a refusal of the container's
-/// settings (a port taken or out of range, resources beyond the machine, ...).
+/// settings (a host port taken, resources beyond the machine, a bind source
+/// missing, ...) rather than a failure of the engine itself.
 fn refuses_spec(lower_message: &str) -> bool {
     [
-        "port", "memory", "cpu", "invalid", "range", "network", "bind", "mount", "volume",
+        "port is already allocated",
+        "address already in use",
+        "invalid",
+        "minimum memory",
+        "memory limit",
+        "range of cpus",
+        "nanocpus",
+        "out of range",
+        "bind source path does not exist",
+        "no such file or directory",
     ]
     .iter()
-    .any(|word| lower_message.contains(word))
+    .any(|words| lower_message.contains(words))
 }
 
 /// An error with its sources, for messages.
@@ -493,9 +520,12 @@ impl ContainerRuntime for DockerRuntime {
     }
 
     async fn ping(&self) -> Result<(), RuntimeError> {
-        self.call("ping", self.timeouts.ping, self.docker.ping(), |e| {
-            self.map_error(e)
-        })
+        self.call(
+            "ping",
+            self.timeouts.ping,
+            |d| async move { d.ping().await },
+            |e| self.map_error(e),
+        )
         .await
         .map(|_| ())
     }
@@ -512,8 +542,7 @@ impl ContainerRuntime for DockerRuntime {
             .call(
                 "create",
                 self.timeouts.call,
-                self.docker
-                    .create_container(Some(options), create_body(spec)),
+                |d| async move { d.create_container(Some(options), create_body(spec)).await },
                 |e| self.map_spec_error(spec, e),
             )
             .await?;
@@ -524,16 +553,20 @@ impl ContainerRuntime for DockerRuntime {
         self.call(
             "start",
             self.timeouts.call,
-            self.docker.start_container(id, None),
+            |d| async move { d.start_container(id, None).await },
             |e| match e {
                 bollard::errors::Error::DockerResponseServerError {
-                    status_code: 404, ..
-                } => RuntimeError::NotFound(id.to_string()),
+                    status_code: 404,
+                    ref message,
+                } if message.to_ascii_lowercase().contains("no such container") => {
+                    RuntimeError::NotFound(id.to_string())
+                }
                 // A host port already taken, a network gone, ...
                 bollard::errors::Error::DockerResponseServerError {
                     status_code,
                     message,
                 } if status_code == 400
+                    || status_code == 404
                     || (status_code == 500 && refuses_spec(&message.to_ascii_lowercase())) =>
                 {
                     RuntimeError::Invalid(message)
@@ -554,7 +587,7 @@ impl ContainerRuntime for DockerRuntime {
         self.call(
             "stop",
             limit,
-            self.docker.stop_container(id, Some(options)),
+            |d| async move { d.stop_container(id, Some(options)).await },
             |e| self.map_container_error(id, e),
         )
         .await
@@ -570,7 +603,7 @@ impl ContainerRuntime for DockerRuntime {
             .call(
                 "remove",
                 self.timeouts.call,
-                self.docker.remove_container(id, Some(options)),
+                |d| async move { d.remove_container(id, Some(options)).await },
                 |e| match e {
                     bollard::errors::Error::DockerResponseServerError {
                         status_code: 404, ..
@@ -620,7 +653,7 @@ impl ContainerRuntime for DockerRuntime {
                 .call(
                     "list",
                     self.timeouts.call,
-                    self.docker.list_containers(Some(options)),
+                    |d| async move { d.list_containers(Some(options)).await },
                     |e| self.map_error(e),
                 )
                 .await?;
@@ -650,12 +683,16 @@ impl ContainerRuntime for DockerRuntime {
         &self,
         labels: &BTreeMap<String, String>,
     ) -> Result<BoxStream<'static, Result<RuntimeEvent, RuntimeError>>, RuntimeError> {
-        // Fail fast when the engine is not there (this also agrees on the
-        // API version before the stream's request is built).
-        self.call("events", self.timeouts.call, self.docker.ping(), |e| {
-            self.map_error(e)
-        })
-        .await?;
+        // Fail fast when the engine is not there; the client (at the agreed
+        // API version) is needed to build the stream's request anyway.
+        let client = self
+            .call(
+                "events",
+                self.timeouts.call,
+                |d| async move { d.ping().await.map(|_| d) },
+                |e| self.map_error(e),
+            )
+            .await?;
         let mut filters = HashMap::new();
         filters.insert("type".to_string(), vec!["container".to_string()]);
         if !labels.is_empty() {
@@ -671,7 +708,7 @@ impl ContainerRuntime for DockerRuntime {
             filters: Some(filters),
         };
         let endpoint = self.endpoint.clone();
-        let stream = self.docker.events(Some(options)).filter_map(move |item| {
+        let stream = client.events(Some(options)).filter_map(move |item| {
             let mapped = match item {
                 Ok(message) => runtime_event(message).map(Ok),
                 Err(error) => Some(Err(map_stream_error(&endpoint, error))),
@@ -686,7 +723,7 @@ impl ContainerRuntime for DockerRuntime {
             .call(
                 "image lookup",
                 self.timeouts.call,
-                self.docker.inspect_image(image),
+                |d| async move { d.inspect_image(image).await },
                 |e| match e {
                     bollard::errors::Error::DockerResponseServerError {
                         status_code: 404, ..
@@ -815,6 +852,24 @@ mod tests {
             Some(RestartPolicyNameEnum::NO)
         );
         assert!(bare.cmd.is_none() && bare.exposed_ports.is_none());
+    }
+
+    #[test]
+    fn refusals_are_told_from_engine_failures() {
+        for refusal in [
+            "driver failed programming external connectivity on endpoint x: Bind for \
+             127.0.0.1:8080 failed: port is already allocated",
+            "Minimum memory limit allowed is 6MB",
+            "invalid mount config for type \"bind\": bind source path does not exist: /x",
+        ] {
+            assert!(refuses_spec(&refusal.to_ascii_lowercase()), "{refusal}");
+        }
+        for failure in [
+            "rpc error: code = Unavailable desc = transport is closing",
+            "failed to create endpoint x on network bridge: timeout",
+        ] {
+            assert!(!refuses_spec(&failure.to_ascii_lowercase()), "{failure}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! raftvisor's integration tests: real replica processes on loopback,
 //! driven through the public HTTP API and CLI. One binary; the shared
-//! harness lives in `harness.rs`.
+//! harness lives in `harness.rs`. The runtime and supervisor tests also use
+//! the local Docker Engine and the images of `scripts/build-images.sh`.
 
 mod api_contract;
 mod consul_client;
@@ -8,4 +9,5 @@ mod corruption;
 mod docker_env;
 mod harness;
 mod replication;
+mod runtime;
 mod supervisor;

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Builds raftvisor's two local images from binaries this project builds (no
+# registry is ever contacted):
+#   raftvisor:local       the agent (/raftvisor) with a static busybox shell
+#   raftvisor-echo:local  the HTTP echo/health server of the tests and demo
+# Both binaries come from the one static release build (see lib/common.sh).
+# Idempotent: an image whose inputs (binaries, Dockerfile) are unchanged is
+# not rebuilt. The hash of the inputs is kept in a stamp file next to the
+# build output, not as an image label: containers inherit image labels, and
+# raftvisor reads the labels of the containers it manages.
+set -euo pipefail
+. "$(dirname "$0")/lib/common.sh"
+cd "$RAFTVISOR_ROOT"
+
+if ! docker info >/dev/null 2>&1; then
+    echo "error: the Docker Engine is not reachable ('docker info' fails):" >&2
+    docker info 2>&1 | sed 's/^/    /' | tail -n 5 >&2 || true
+    echo "start dockerd (or set DOCKER_HOST) and re-run scripts/build-images.sh" >&2
+    exit 1
+fi
+
+ensure_rust
+ensure_packages busybox-static binutils
+
+target_dir="${CARGO_TARGET_DIR:-$RAFTVISOR_ROOT/target}"
+bin_dir="$target_dir/$RAFTVISOR_TARGET/release"
+stamp_dir="$target_dir/images"
+mkdir -p "$stamp_dir"
+
+log "building raftvisor and raftvisor-echo (release, static)"
+cargo build --release --locked --target "$RAFTVISOR_TARGET" --bin raftvisor --bin raftvisor-echo
+
+# busybox-static installs a statically linked /bin/busybox.
+busybox=/bin/busybox
+if [ ! -x "$busybox" ]; then
+    echo "error: busybox-static is installed but $busybox is missing" >&2
+    exit 1
+fi
+
+context_root="$(mktemp -d "${TMPDIR:-/tmp}/raftvisor-images.XXXXXX")"
+trap 'rm -rf "$context_root"' EXIT
+
+# build_image TAG DOCKERFILE FILE...: builds TAG from a context holding the
+# given files (debug info stripped from ELF binaries), unless an image with
+# the same input hash exists.
+build_image() {
+    local tag="$1" dockerfile="$2"
+    shift 2
+    local context="$context_root/${tag%%:*}"
+    mkdir -p "$context"
+    cp "$dockerfile" "$context/Dockerfile"
+    local file
+    for file in "$@"; do
+        strip --strip-debug -o "$context/$(basename "$file")" "$file" 2>/dev/null \
+            || cp "$file" "$context/$(basename "$file")"
+    done
+    local hash
+    hash="$(cd "$context" && sha256sum -- * | sha256sum | cut -c1-32)"
+    local stamp="$stamp_dir/${tag//[:\/]/_}.stamp" image_id
+    image_id="$(docker image inspect -f '{{ .Id }}' "$tag" 2>/dev/null || true)"
+    if [ -n "$image_id" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$hash $image_id" ]; then
+        log "$tag is up to date"
+        return
+    fi
+    log "building image $tag"
+    local started=$SECONDS
+    local output
+    if ! output="$(docker build --quiet -t "$tag" "$context" 2>&1)"; then
+        echo "$output" >&2
+        echo "error: docker build of $tag failed" >&2
+        exit 1
+    fi
+    local new_id
+    new_id="$(docker image inspect -f '{{ .Id }}' "$tag")"
+    echo "$hash $new_id" >"$stamp"
+    # The previous build, now untagged (kept if a container still uses it).
+    if [ -n "$image_id" ] && [ "$image_id" != "$new_id" ]; then
+        docker image rm "$image_id" >/dev/null 2>&1 || true
+    fi
+    log "built $tag in $((SECONDS - started)) s ($(docker image inspect -f '{{ .Size }}' "$tag" | awk '{printf "%.1f MB", $1/1e6}'))"
+}
+
+build_image raftvisor:local images/raftvisor/Dockerfile "$bin_dir/raftvisor" "$busybox"
+build_image raftvisor-echo:local images/echo/Dockerfile "$bin_dir/raftvisor-echo"
