@@ -129,3 +129,32 @@ impl From<axum::extract::rejection::PathRejection> for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Answers a write's outcome about `what` (e.g. "service demo/echo"):
+/// the record itself, 204 for a deletion, or the fitting error.
+pub fn outcome_response(
+    what: &str,
+    outcome: crate::state::Outcome,
+) -> ApiResult<axum::response::Response> {
+    use crate::state::Outcome;
+    match outcome {
+        Outcome::Service(service) => {
+            let mut response = Json(&service).into_response();
+            let etag = axum::http::HeaderValue::from_str(&format!("\"{}\"", service.version))
+                .expect("digits are a valid header");
+            response.headers_mut().insert("etag", etag);
+            Ok(response)
+        }
+        Outcome::Node(node) => Ok(Json(node).into_response()),
+        Outcome::Instance(instance) => Ok(Json(instance).into_response()),
+        Outcome::Deleted => Ok(StatusCode::NO_CONTENT.into_response()),
+        Outcome::NotFound => Err(ApiError::not_found(format!("{what} does not exist"))),
+        Outcome::VersionMismatch { current } => Err(ApiError::version_mismatch(what, current)),
+        Outcome::Rejected(reason) => Err(ApiError::bad_request(reason)),
+        other => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("unexpected outcome {other:?}"),
+        )),
+    }
+}

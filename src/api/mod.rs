@@ -13,13 +13,14 @@ pub mod services;
 
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::replica::Replica;
 use error::ApiError;
+use services::Lifecycle;
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -34,6 +35,15 @@ pub fn install_metrics_recorder() {
 
 fn prometheus() -> Option<&'static PrometheusHandle> {
     PROMETHEUS.get()
+}
+
+fn lifecycle_route(operation: Lifecycle) -> axum::routing::MethodRouter<Arc<Replica>> {
+    post(
+        move |State(replica): State<Arc<Replica>>,
+              Path((namespace, name)): Path<(String, String)>| {
+            services::lifecycle(replica, namespace, name, operation)
+        },
+    )
 }
 
 /// The `/v1` router for `replica`.
@@ -70,12 +80,15 @@ pub fn router(replica: Arc<Replica>) -> Router {
         )
         .route(
             "/v1/services/{namespace}/{name}/start",
-            post(services::start),
+            lifecycle_route(Lifecycle::Start),
         )
-        .route("/v1/services/{namespace}/{name}/stop", post(services::stop))
+        .route(
+            "/v1/services/{namespace}/{name}/stop",
+            lifecycle_route(Lifecycle::Stop),
+        )
         .route(
             "/v1/services/{namespace}/{name}/restart",
-            post(services::restart),
+            lifecycle_route(Lifecycle::Restart),
         )
         .route("/v1/nodes", get(nodes::list))
         .route(

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use serde::Deserialize;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{outcome_response, ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
 use super::services::if_match;
 use crate::replica::Replica;
@@ -20,20 +20,7 @@ fn check_name(name: &str) -> ApiResult<()> {
 }
 
 fn node_outcome(name: &str, outcome: Outcome) -> ApiResult<Response> {
-    match outcome {
-        Outcome::Node(node) => Ok(Json(node).into_response()),
-        Outcome::Deleted => Ok(StatusCode::NO_CONTENT.into_response()),
-        Outcome::NotFound => Err(ApiError::not_found(format!("node {name} does not exist"))),
-        Outcome::VersionMismatch { current } => {
-            Err(ApiError::version_mismatch(&format!("node {name}"), current))
-        }
-        Outcome::Rejected(reason) => Err(ApiError::bad_request(reason)),
-        other => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("unexpected outcome {other:?}"),
-        )),
-    }
+    outcome_response(&format!("node {name}"), outcome)
 }
 
 pub async fn list(

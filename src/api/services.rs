@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::error::{ApiError, ApiResult};
+use super::error::{outcome_response, ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
 use crate::replica::Replica;
 use crate::state::{
@@ -35,35 +35,8 @@ pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
         .map_err(|_| ApiError::bad_request(format!("If-Match {text:?} is not a version number")))
 }
 
-fn with_etag(service: &Service) -> Response {
-    let mut response = Json(service).into_response();
-    response.headers_mut().insert(
-        "etag",
-        HeaderValue::from_str(&format!("\"{}\"", service.version))
-            .expect("digits are a valid header"),
-    );
-    response
-}
-
-/// Turns a write outcome about a service into a response.
 fn service_outcome(what: &str, outcome: Outcome) -> ApiResult<Response> {
-    match outcome {
-        Outcome::Service(service) => Ok(with_etag(&service)),
-        Outcome::Deleted => Ok(StatusCode::NO_CONTENT.into_response()),
-        Outcome::NotFound => Err(ApiError::not_found(format!(
-            "service {what} does not exist"
-        ))),
-        Outcome::VersionMismatch { current } => Err(ApiError::version_mismatch(
-            &format!("service {what}"),
-            current,
-        )),
-        Outcome::Rejected(reason) => Err(ApiError::bad_request(reason)),
-        other => Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("unexpected outcome {other:?}"),
-        )),
-    }
+    outcome_response(&format!("service {what}"), outcome)
 }
 
 pub async fn list(
@@ -90,7 +63,10 @@ pub async fn get(
     params.read_barrier(&replica).await?;
     let key = (namespace.clone(), name.clone());
     match replica.sm.read(|s| s.services.get(&key).cloned()) {
-        Some(service) => Ok(with_etag(&service)),
+        Some(service) => service_outcome(
+            &format!("{namespace}/{name}"),
+            Outcome::Service(Box::new(service)),
+        ),
         None => Err(ApiError::not_found(format!(
             "service {namespace}/{name} does not exist"
         ))),
@@ -187,54 +163,39 @@ pub async fn instances(
     })
 }
 
-async fn run_state_change(
-    replica: &Replica,
+/// The lifecycle operations of a service (the mF2C start/stop/restart).
+#[derive(Debug, Clone, Copy)]
+pub enum Lifecycle {
+    Start,
+    /// Containers are stopped and kept for a later start.
+    Stop,
+    /// Every instance restarts once.
+    Restart,
+}
+
+/// `POST /v1/services/{ns}/{name}/start|stop|restart`.
+pub async fn lifecycle(
+    replica: Arc<Replica>,
     namespace: String,
     name: String,
-    command: Command,
+    operation: Lifecycle,
 ) -> ApiResult<Response> {
     check_names(&namespace, &name)?;
     let what = format!("{namespace}/{name}");
+    let command = match operation {
+        Lifecycle::Start | Lifecycle::Stop => Command::SetServiceRunState {
+            namespace,
+            name,
+            run_state: if matches!(operation, Lifecycle::Start) {
+                RunState::Running
+            } else {
+                RunState::Stopped
+            },
+        },
+        Lifecycle::Restart => Command::RestartService { namespace, name },
+    };
     let applied = replica.write(command).await?;
     service_outcome(&what, applied.outcome)
-}
-
-/// `POST /v1/services/{ns}/{name}/start`.
-pub async fn start(
-    State(replica): State<Arc<Replica>>,
-    Path((namespace, name)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    let command = Command::SetServiceRunState {
-        namespace: namespace.clone(),
-        name: name.clone(),
-        run_state: RunState::Running,
-    };
-    run_state_change(&replica, namespace, name, command).await
-}
-
-/// `POST /v1/services/{ns}/{name}/stop`: containers are stopped, kept.
-pub async fn stop(
-    State(replica): State<Arc<Replica>>,
-    Path((namespace, name)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    let command = Command::SetServiceRunState {
-        namespace: namespace.clone(),
-        name: name.clone(),
-        run_state: RunState::Stopped,
-    };
-    run_state_change(&replica, namespace, name, command).await
-}
-
-/// `POST /v1/services/{ns}/{name}/restart`: every instance restarts once.
-pub async fn restart(
-    State(replica): State<Arc<Replica>>,
-    Path((namespace, name)): Path<(String, String)>,
-) -> ApiResult<Response> {
-    let command = Command::RestartService {
-        namespace: namespace.clone(),
-        name: name.clone(),
-    };
-    run_state_change(&replica, namespace, name, command).await
 }
 
 /// `GET /v1/services/{ns}/{name}/report`.

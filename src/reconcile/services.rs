@@ -324,6 +324,16 @@ impl Controller {
         });
     }
 
+    /// Records what was observed about `instance` (fenced by its generation).
+    async fn write_status(&self, instance: &Instance, status: InstanceStatus) -> bool {
+        self.write(Command::SetInstanceStatus {
+            id: instance.id.clone(),
+            generation: instance.generation,
+            status,
+        })
+        .await
+    }
+
     async fn write(&self, command: Command) -> bool {
         match self.replica.write_as_leader(command).await {
             Ok(_) => true,
@@ -400,12 +410,7 @@ impl Controller {
             } => {
                 let node = instance.node.as_deref().and_then(|n| nodes.get(n));
                 let status = status_of(service, &instance, container.as_ref(), node, state);
-                self.write(Command::SetInstanceStatus {
-                    id: instance.id.clone(),
-                    generation: instance.generation,
-                    status,
-                })
-                .await;
+                self.write_status(&instance, status).await;
             }
             Action::Stop { node, container_id } => {
                 if let Some(node) = nodes.get(&node) {
@@ -520,12 +525,7 @@ impl Controller {
                             InstanceState::CrashLoop,
                         )
                     };
-                    self.write(Command::SetInstanceStatus {
-                        id: instance.id.clone(),
-                        generation: instance.generation,
-                        status,
-                    })
-                    .await;
+                    self.write_status(&instance, status).await;
                 }
             }
         }
@@ -617,12 +617,7 @@ impl Controller {
                         last_exit,
                         ..status_of(service, &instance, Some(&container), Some(node), state)
                     };
-                    self.write(Command::SetInstanceStatus {
-                        id: instance.id.clone(),
-                        generation: instance.generation,
-                        status,
-                    })
-                    .await;
+                    self.write_status(&instance, status).await;
                 }
                 self.wake_at(delay_until);
                 return;
@@ -639,14 +634,7 @@ impl Controller {
                         InstanceState::Starting,
                     )
                 };
-                if !self
-                    .write(Command::SetInstanceStatus {
-                        id: instance.id.clone(),
-                        generation: instance.generation,
-                        status,
-                    })
-                    .await
-                {
+                if !self.write_status(&instance, status).await {
                     return;
                 }
             }
@@ -690,12 +678,7 @@ impl Controller {
                     InstanceState::Unhealthy,
                 )
             };
-            self.write(Command::SetInstanceStatus {
-                id: instance.id.clone(),
-                generation: instance.generation,
-                status,
-            })
-            .await;
+            self.write_status(&instance, status).await;
         }
         // Requested restart (service restart, failing health) or a start of a
         // stopped or created container.
@@ -714,14 +697,7 @@ impl Controller {
                 InstanceState::Starting,
             )
         };
-        if self
-            .write(Command::SetInstanceStatus {
-                id: instance.id.clone(),
-                generation: instance.generation,
-                status,
-            })
-            .await
-        {
+        if self.write_status(&instance, status).await {
             let result = engine.start(&container.id).await;
             self.note_start(&key, result);
         }

@@ -53,7 +53,7 @@ async fn flipped_bytes_never_serve_wrong_data() {
             .unwrap());
         acknowledged.insert(key, value.into_bytes());
     }
-    eventually_snapshot(&cluster).await;
+    cluster.wait_for_snapshot(1).await;
     cluster.kill(1);
 
     let data_dir = cluster.replica(1).data_dir.clone();
@@ -112,22 +112,6 @@ async fn flipped_bytes_never_serve_wrong_data() {
         "corruption: {refused} refused to start, {served} served exactly the acknowledged data"
     );
     assert_eq!(refused + served, files.len() * OFFSETS_PER_FILE);
-}
-
-async fn eventually_snapshot(cluster: &Cluster) {
-    crate::harness::eventually("a snapshot is built", Duration::from_secs(10), || async {
-        let status = cluster
-            .client()
-            .cluster_status()
-            .await
-            .map_err(|e| e.to_string())?;
-        if status.snapshot_index > 0 {
-            Ok(())
-        } else {
-            Err("none yet".into())
-        }
-    })
-    .await;
 }
 
 enum Outcome {

@@ -151,6 +151,30 @@ impl DockerCluster {
     }
 }
 
+impl DockerCluster {
+    /// Waits until `victim` runs again as a new process (same container).
+    pub async fn wait_restarted(&self, victim: &ContainerInfo, what: &str) {
+        eventually(
+            &format!("{what} runs again"),
+            Duration::from_secs(10),
+            || async {
+                let info = self
+                    .engine
+                    .inspect(&victim.id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("gone")?;
+                if info.state == ContainerState::Running && info.pid != victim.pid {
+                    Ok(())
+                } else {
+                    Err(format!("{:?}", info.state))
+                }
+            },
+        )
+        .await
+    }
+}
+
 impl Drop for DockerCluster {
     fn drop(&mut self) {
         // Stop the managers first, so nothing recreates what is removed.

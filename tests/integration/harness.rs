@@ -299,6 +299,24 @@ impl Cluster {
         .await
     }
 
+    /// Waits until replica `id` has built or installed a snapshot.
+    pub async fn wait_for_snapshot(&self, id: u64) {
+        let client = self.client_for(id);
+        eventually(
+            &format!("replica {id} has a snapshot"),
+            Duration::from_secs(10),
+            || async {
+                let status = client.cluster_status().await.map_err(|e| e.to_string())?;
+                if status.snapshot_index > 0 {
+                    Ok(())
+                } else {
+                    Err("no snapshot yet".into())
+                }
+            },
+        )
+        .await
+    }
+
     /// Prints every replica's log (for failure diagnosis).
     pub fn dump_logs(&self) {
         for r in &self.replicas {

@@ -142,23 +142,7 @@ async fn a_new_member_catches_up_by_snapshot_and_members_can_be_removed() {
     }
     // The leader has compacted its log behind a snapshot.
     let leader = cluster.wait_for_leader().await;
-    eventually(
-        "the leader built a snapshot",
-        Duration::from_secs(10),
-        || async {
-            let status = cluster
-                .client_for(leader)
-                .cluster_status()
-                .await
-                .map_err(|e| e.to_string())?;
-            if status.snapshot_index > 0 {
-                Ok(())
-            } else {
-                Err("no snapshot yet".into())
-            }
-        },
-    )
-    .await;
+    cluster.wait_for_snapshot(leader).await;
 
     let index = cluster.spawn_joiner(4);
     let (api, peer) = (

@@ -86,48 +86,14 @@ async fn deployed_replicas_run_and_a_crashed_container_is_restarted() {
     // A crash: the main process killed from the host.
     let victim = running[0].clone();
     crash(&victim);
-    eventually(
-        "the crashed container runs again",
-        Duration::from_secs(10),
-        || async {
-            let info = env
-                .engine
-                .inspect(&victim.id)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("gone")?;
-            if info.state == raftvisor::runtime::ContainerState::Running && info.pid != victim.pid {
-                Ok(())
-            } else {
-                Err(format!("{:?}", info.state))
-            }
-        },
-    )
-    .await;
+    env.wait_restarted(&victim, "the crashed container").await;
     // `docker kill` is a death too for raftvisor (not a manual stop).
     let victim = env.running("echo").await[1].clone();
     std::process::Command::new("docker")
         .args(["kill", &victim.id])
         .output()
         .unwrap();
-    eventually(
-        "the killed container runs again",
-        Duration::from_secs(10),
-        || async {
-            let info = env
-                .engine
-                .inspect(&victim.id)
-                .await
-                .map_err(|e| e.to_string())?
-                .ok_or("gone")?;
-            if info.state == raftvisor::runtime::ContainerState::Running && info.pid != victim.pid {
-                Ok(())
-            } else {
-                Err(format!("{:?}", info.state))
-            }
-        },
-    )
-    .await;
+    env.wait_restarted(&victim, "the killed container").await;
     env.wait_running("echo", 3, Duration::from_secs(10)).await;
     let report = client.service_report("t1", "echo").await.unwrap();
     assert!(report.restarts >= 2, "{report:?}");
