@@ -22,6 +22,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Dns(#[from] crate::dns::server::DnsError),
     #[error("{what} server failed: {source}")]
     Serve {
         what: &'static str,
@@ -46,6 +48,11 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     // Bind first: a port in use is reported before any state is touched.
     let peer_listener = bind("peer_addr", &config.peer_addr).await?;
     let api_listener = bind("api_addr", &config.api_addr).await?;
+    let dns_sockets = if config.dns.enabled {
+        Some(crate::dns::server::bind(&config.dns_addr).await?)
+    } else {
+        None
+    };
     let replica: Arc<Replica> = Replica::start(config.clone()).await?;
     tracing::info!(
         id = config.id,
@@ -65,6 +72,19 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     .with_graceful_shutdown(stopped(stop_rx.clone()));
     let api_server = axum::serve(api_listener, crate::api::router(replica.clone()))
         .with_graceful_shutdown(stopped(stop_rx));
+    let mut dns_server = dns_sockets.map(|sockets| {
+        let this_server = config
+            .dns_addr
+            .parse::<std::net::SocketAddr>()
+            .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip());
+        let handler = crate::dns::server::Handler::new(
+            replica.clone(),
+            &config.dns.domain,
+            config.dns.ttl_secs,
+            this_server,
+        );
+        crate::dns::server::serve(handler, sockets)
+    });
     let supervisor_stop = tokio_util::sync::CancellationToken::new();
     let supervisor = config.supervisor.enabled.then(|| {
         let settings = crate::reconcile::SupervisorSettings {
@@ -86,6 +106,9 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     supervisor_stop.cancel();
+    if let Some(server) = dns_server.as_mut() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), server.shutdown_gracefully()).await;
+    }
     if let Some(supervisor) = supervisor {
         let _ = supervisor.await;
     }

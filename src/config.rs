@@ -106,6 +106,27 @@ impl Default for SupervisorTuning {
     }
 }
 
+/// DNS service discovery settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsTuning {
+    /// Serve DNS on `dns_addr`.
+    pub enabled: bool,
+    /// The cluster's domain (`<service>.<namespace>.svc.<domain>`).
+    pub domain: String,
+    pub ttl_secs: u32,
+}
+
+impl Default for DnsTuning {
+    fn default() -> Self {
+        DnsTuning {
+            enabled: true,
+            domain: "cluster.local".into(),
+            ttl_secs: 5,
+        }
+    }
+}
+
 /// Configuration of one replica (`raftvisor agent --config FILE`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +146,8 @@ pub struct AgentConfig {
     pub api: ApiTuning,
     #[serde(default)]
     pub supervisor: SupervisorTuning,
+    #[serde(default)]
+    pub dns: DnsTuning,
 }
 
 impl AgentConfig {
@@ -250,6 +273,17 @@ impl AgentConfig {
         }
         if r.snapshot_threshold == 0 {
             return invalid("raft.snapshot_threshold must be positive".into());
+        }
+        let domain = self.dns.domain.trim_matches('.');
+        if domain.is_empty()
+            || domain
+                .split('.')
+                .any(|label| crate::state::validate::dns_label("dns.domain label", label).is_err())
+        {
+            return invalid(format!(
+                "dns.domain {:?} is not a DNS name of lowercase labels",
+                self.dns.domain
+            ));
         }
         let s = &self.supervisor;
         if s.probe_interval_ms == 0 || s.resync_ms == 0 || s.node_grace_ms < s.probe_interval_ms {

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod codec;
 pub mod config;
+pub mod dns;
 pub mod raft;
 pub mod reconcile;
 pub mod replica;

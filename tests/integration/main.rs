@@ -6,6 +6,7 @@
 mod api_contract;
 mod consul_client;
 mod corruption;
+mod dns;
 mod docker_env;
 mod harness;
 mod replication;

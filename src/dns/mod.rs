@@ -1,0 +1,6 @@
+//! DNS service discovery served by every replica from its local state:
+//! [`records`] computes the zone (pure), [`server`] speaks the protocol
+//! (hickory-server, UDP and TCP). DNS never waits for Raft.
+
+pub mod records;
+pub mod server;

@@ -1,0 +1,235 @@
+//! The DNS server every replica runs on `dns_addr` (UDP and TCP), built on
+//! hickory-server: each query is answered from this replica's state machine
+//! through [`super::records`], without touching Raft, so DNS keeps
+//! answering (possibly stale) when the cluster has no quorum. hickory's
+//! response encoding sets TC when an answer does not fit the UDP payload
+//! size (512 bytes, or the client's EDNS size), and clients retry over TCP.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_server::net::runtime::Time;
+use hickory_server::proto::op::{
+    Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
+};
+use hickory_server::proto::rr::rdata::{NS, SOA, SRV};
+use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::Server;
+
+use super::records::{Answer, Data, Rec, Want, Zone};
+use crate::replica::Replica;
+
+/// Why the DNS server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("cannot listen for DNS on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Answers queries from the replica's state.
+pub struct Handler {
+    replica: Arc<Replica>,
+    domain: String,
+    ttl: u32,
+    this_server: IpAddr,
+}
+
+impl Handler {
+    pub fn new(replica: Arc<Replica>, domain: &str, ttl: u32, this_server: IpAddr) -> Handler {
+        Handler {
+            replica,
+            domain: domain.trim_matches('.').to_ascii_lowercase(),
+            ttl,
+            this_server,
+        }
+    }
+
+    fn answer(&self, name: &str, want: Want) -> Answer {
+        let leader = self
+            .replica
+            .leader()
+            .and_then(|(_, node)| node.api_addr.parse::<SocketAddr>().ok())
+            .map(|a| a.ip());
+        self.replica.sm.read(|state| {
+            Zone {
+                domain: &self.domain,
+                state,
+                leader,
+                this_server: self.this_server,
+            }
+            .lookup(name, want)
+        })
+    }
+
+    fn record(&self, rec: &Rec) -> Option<Record> {
+        let name = Name::from_ascii(format!("{}.", rec.name)).ok()?;
+        let rdata = match &rec.data {
+            Data::Addr(IpAddr::V4(ip)) => RData::A((*ip).into()),
+            Data::Addr(IpAddr::V6(ip)) => RData::AAAA((*ip).into()),
+            Data::Srv {
+                priority,
+                weight,
+                port,
+                target,
+            } => RData::SRV(SRV::new(
+                *priority,
+                *weight,
+                *port,
+                Name::from_ascii(format!("{target}.")).ok()?,
+            )),
+            Data::Ns(target) => RData::NS(NS(Name::from_ascii(format!("{target}.")).ok()?)),
+            Data::Soa {
+                mname,
+                rname,
+                serial,
+            } => RData::SOA(SOA::new(
+                Name::from_ascii(format!("{mname}.")).ok()?,
+                Name::from_ascii(format!("{rname}.")).ok()?,
+                *serial,
+                60,
+                10,
+                3600,
+                self.ttl,
+            )),
+        };
+        Some(Record::from_rdata(name, self.ttl, rdata))
+    }
+}
+
+fn want(record_type: RecordType) -> Want {
+    match record_type {
+        RecordType::A => Want::A,
+        RecordType::AAAA => Want::Aaaa,
+        RecordType::SRV => Want::Srv,
+        RecordType::NS => Want::Ns,
+        RecordType::SOA => Want::Soa,
+        RecordType::ANY => Want::Any,
+        _ => Want::Other,
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let response_edns = request.edns.as_ref().map(|client| {
+            let mut edns = Edns::new();
+            edns.set_max_payload(client.max_payload().max(512));
+            edns.set_version(0);
+            edns
+        });
+        let builder = || MessageResponseBuilder::new(&request.queries, response_edns.as_ref());
+        let refuse = |code| builder().error_msg(&request.metadata, code);
+        if request.metadata.message_type != MessageType::Query
+            || request.metadata.op_code != OpCode::Query
+        {
+            return send(&mut response_handle, refuse(ResponseCode::NotImp), request).await;
+        }
+        let Ok(info) = request.request_info() else {
+            return send(&mut response_handle, refuse(ResponseCode::FormErr), request).await;
+        };
+        let name = info.query.name().to_string();
+        let answer = self.answer(&name, want(info.query.query_type()));
+        if answer.out_of_zone {
+            return send(&mut response_handle, refuse(ResponseCode::Refused), request).await;
+        }
+        let answers: Vec<Record> = answer
+            .answers
+            .iter()
+            .filter_map(|r| self.record(r))
+            .collect();
+        let additionals: Vec<Record> = answer
+            .additionals
+            .iter()
+            .filter_map(|r| self.record(r))
+            .collect();
+        let soa: Vec<Record> = answer.soa.iter().filter_map(|r| self.record(r)).collect();
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.authoritative = true;
+        metadata.recursion_available = false;
+        metadata.response_code = if answer.nxdomain {
+            ResponseCode::NXDomain
+        } else {
+            ResponseCode::NoError
+        };
+        let response = builder().build(
+            metadata,
+            answers.iter(),
+            std::iter::empty(),
+            soa.iter(),
+            additionals.iter(),
+        );
+        send(&mut response_handle, response, request).await
+    }
+}
+
+async fn send<'a, R: ResponseHandler>(
+    handle: &mut R,
+    response: hickory_server::zone_handler::MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+    request: &Request,
+) -> ResponseInfo {
+    match handle.send_response(response).await {
+        Ok(info) => info,
+        Err(error) => {
+            tracing::debug!(%error, "cannot send a DNS response");
+            let mut metadata = Metadata::new(
+                request.metadata.id,
+                MessageType::Response,
+                request.metadata.op_code,
+            );
+            metadata.response_code = ResponseCode::ServFail;
+            ResponseInfo::from(Header {
+                metadata,
+                counts: HeaderCounts::default(),
+            })
+        }
+    }
+}
+
+/// The sockets of a DNS server, bound before anything else starts so a
+/// port in use is reported at once.
+pub struct DnsSockets {
+    udp: tokio::net::UdpSocket,
+    tcp: tokio::net::TcpListener,
+}
+
+/// Binds UDP and TCP on `addr`.
+pub async fn bind(addr: &str) -> Result<DnsSockets, DnsError> {
+    let bind_error = |source| DnsError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
+    Ok(DnsSockets {
+        udp: tokio::net::UdpSocket::bind(addr)
+            .await
+            .map_err(bind_error)?,
+        tcp: tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(bind_error)?,
+    })
+}
+
+/// Serves DNS on `sockets` until the returned server is shut down.
+pub fn serve(handler: Handler, sockets: DnsSockets) -> Server<Handler> {
+    let mut server = Server::new(handler);
+    server.register_socket(sockets.udp);
+    server.register_listener(sockets.tcp, Duration::from_secs(5), 65_535);
+    server
+}

@@ -1,0 +1,221 @@
+//! DNS served by every replica from its own state: service A and SRV
+//! records of healthy running containers, node and leader names, NXDOMAIN,
+//! followers answering like the leader, names vanishing when a service
+//! stops, and garbage packets that never stop the server.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use serde_json::json;
+
+use crate::docker_env::{DockerCluster, ECHO_IMAGE, LOCAL_ENGINE};
+use crate::harness::eventually;
+
+/// Sends one query over UDP (or TCP) and returns the answer.
+pub async fn query(server: &str, name: &str, record_type: RecordType, tcp: bool) -> Message {
+    let mut message = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+    message.add_query(Query::query(Name::from_ascii(name).unwrap(), record_type));
+    let bytes = message.to_vec().unwrap();
+    let server: SocketAddr = server.parse().unwrap();
+    let reply = if tcp {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(server).await.unwrap();
+        stream
+            .write_all(&(bytes.len() as u16).to_be_bytes())
+            .await
+            .unwrap();
+        stream.write_all(&bytes).await.unwrap();
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).await.unwrap();
+        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+        stream.read_exact(&mut buf).await.unwrap();
+        buf
+    } else {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket.send_to(&bytes, server).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let (n, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
+            .await
+            .expect("a DNS answer")
+            .unwrap();
+        buf.truncate(n);
+        buf
+    };
+    Message::from_vec(&reply).unwrap()
+}
+
+fn addresses(message: &Message) -> Vec<IpAddr> {
+    let mut ips: Vec<IpAddr> = message
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect();
+    ips.sort();
+    ips
+}
+
+fn srv_ports(message: &Message) -> Vec<(u16, u16, String)> {
+    let mut ports: Vec<(u16, u16, String)> = message
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::SRV(srv) => Some((srv.port, srv.weight, srv.target.to_ascii())),
+            _ => None,
+        })
+        .collect();
+    ports.sort();
+    ports
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_replica_answers_service_node_and_leader_names() {
+    let Some(env) = DockerCluster::start(3).await else {
+        return;
+    };
+    env.add_node("local", LOCAL_ENGINE, "a").await;
+    let client = env.cluster.client();
+    let spec = serde_json::from_value(json!({
+        "image": ECHO_IMAGE,
+        "replicas": 2,
+        "ports": [{"name": "http", "container_port": 8080, "weight": 5}]
+    }))
+    .unwrap();
+    client.service_put("d1", "echo", &spec, None).await.unwrap();
+    let running = env.wait_running("echo", 2, Duration::from_secs(30)).await;
+    let mut published: Vec<u16> = running.iter().map(|c| c.ports[0].2).collect();
+    published.sort();
+    let servers: Vec<String> = env
+        .cluster
+        .replicas
+        .iter()
+        .map(|r| r.dns_addr.clone())
+        .collect();
+
+    for server in &servers {
+        let srv = eventually(
+            &format!("{server} serves the SRV records"),
+            Duration::from_secs(20),
+            || async {
+                let answer = query(
+                    server,
+                    "_http._tcp.echo.d1.svc.cluster.local.",
+                    RecordType::SRV,
+                    false,
+                )
+                .await;
+                let ports = srv_ports(&answer);
+                if ports.len() == 2 {
+                    Ok(answer)
+                } else {
+                    Err(format!("{ports:?}"))
+                }
+            },
+        )
+        .await;
+        assert!(srv.metadata.authoritative);
+        let ports = srv_ports(&srv);
+        assert_eq!(
+            ports.iter().map(|p| p.0).collect::<Vec<_>>(),
+            published,
+            "SRV ports are the published host ports"
+        );
+        assert!(ports
+            .iter()
+            .all(|(_, weight, target)| *weight == 5 && target == "local.node.cluster.local."));
+        // The target resolves, in the additional section and on its own.
+        assert!(srv
+            .additionals
+            .iter()
+            .any(|r| r.name.to_ascii() == "local.node.cluster.local."));
+        let node = query(server, "local.node.cluster.local.", RecordType::A, false).await;
+        assert_eq!(
+            addresses(&node),
+            vec!["127.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+
+        // Case does not matter; A answers carry the instances' addresses.
+        let a = query(server, "ECHO.d1.SVC.cluster.local.", RecordType::A, false).await;
+        assert_eq!(a.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(addresses(&a), vec!["127.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert!(a.answers.iter().all(|r| r.ttl == 5));
+
+        let leader = query(
+            server,
+            "leader.managers.cluster.local.",
+            RecordType::A,
+            true,
+        )
+        .await;
+        assert_eq!(
+            addresses(&leader),
+            vec!["127.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+
+        let missing = query(
+            server,
+            "nothing.d1.svc.cluster.local.",
+            RecordType::A,
+            false,
+        )
+        .await;
+        assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
+        assert!(missing
+            .authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::SOA));
+        let outside = query(server, "example.org.", RecordType::A, false).await;
+        assert_eq!(outside.metadata.response_code, ResponseCode::Refused);
+    }
+
+    // Stopped instances leave DNS on every replica.
+    client.service_action("d1", "echo", "stop").await.unwrap();
+    for server in &servers {
+        eventually(
+            &format!("{server} drops the stopped instances"),
+            Duration::from_secs(20),
+            || async {
+                let answer = query(
+                    server,
+                    "_http._tcp.echo.d1.svc.cluster.local.",
+                    RecordType::SRV,
+                    false,
+                )
+                .await;
+                if answer.answers.is_empty()
+                    && answer.metadata.response_code == ResponseCode::NoError
+                {
+                    Ok(())
+                } else {
+                    Err(format!("{:?}", srv_ports(&answer)))
+                }
+            },
+        )
+        .await;
+    }
+
+    // Garbage never stops the server.
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for garbage in [
+        &b""[..],
+        &b"\x00"[..],
+        &[0xffu8; 12][..],
+        &[0x12, 0x34, 0x01, 0x00, 0x00, 0x01][..],
+        &vec![0x41u8; 600][..],
+    ] {
+        socket.send_to(garbage, &servers[0]).await.unwrap();
+    }
+    let still = query(
+        &servers[0],
+        "leader.managers.cluster.local.",
+        RecordType::A,
+        false,
+    )
+    .await;
+    assert_eq!(still.metadata.response_code, ResponseCode::NoError);
+}
