@@ -270,7 +270,7 @@ pub async fn report(
             service: subject,
             version: service.version,
             run_state: service.run_state,
-            desired: if service.run_state == RunState::Running {
+            desired: if service.run_state == RunState::Running && service.spec.kind == crate::state::ServiceKind::Container {
                 service.spec.replicas
             } else {
                 0

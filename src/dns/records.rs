@@ -7,6 +7,7 @@
 //! - `_<port>._<proto>.<service>.<namespace>.svc` — SRV per healthy
 //!   instance: the port's weight, the published host port, target
 //!   `<node>.node.<domain>` (its address in the additional section);
+//! - an `external` service's name — its addresses, or a CNAME to its host name;
 //! - `<node>.node` — the node's address; `leader.managers` — the leader's;
 //! - the apex — SOA and NS.
 //!   A name that does not exist is NXDOMAIN; an existing name without
@@ -14,7 +15,7 @@
 
 use std::net::IpAddr;
 
-use crate::state::{InstanceState, Protocol, State};
+use crate::state::{InstanceState, Protocol, ServiceKind, State};
 
 /// Record data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,7 @@ pub enum Data {
         target: String,
     },
     Ns(String),
+    Cname(String),
     Soa {
         mname: String,
         rname: String,
@@ -182,9 +184,30 @@ impl Zone<'_> {
         service: &str,
         want: Want,
     ) -> Option<Answer> {
-        self.state
+        let svc = self
+            .state
             .services
             .get(&(namespace.to_string(), service.to_string()))?;
+        if svc.spec.kind == ServiceKind::External {
+            if let Some(hostname) = &svc.spec.hostname {
+                return Some(Answer {
+                    answers: vec![Rec {
+                        name: name.to_string(),
+                        data: Data::Cname(hostname.trim_end_matches('.').to_ascii_lowercase()),
+                    }],
+                    ..Answer::default()
+                });
+            }
+            let mut ips: Vec<IpAddr> = svc
+                .spec
+                .addresses
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect();
+            ips.sort();
+            ips.dedup();
+            return Some(self.addresses(name, want, ips.into_iter()));
+        }
         let mut ips: Vec<IpAddr> = self
             .state
             .service_instances(namespace, service)
@@ -417,6 +440,51 @@ mod tests {
             zone(&state)
                 .lookup("_grpc._tcp.echo.demo.svc.cluster.local", Want::Srv)
                 .nxdomain
+        );
+    }
+
+    #[test]
+    fn external_services_answer_their_addresses_or_a_cname() {
+        let mut state = state();
+        for (index, (name, spec)) in [
+            ("db", serde_json::json!({"kind": "external", "addresses": ["10.9.9.9", "10.9.9.8", "fd00::1"]})),
+            ("mail", serde_json::json!({"kind": "external", "hostname": "Mail.Example.org"})),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let outcome = state
+                .apply(
+                    100 + index as u64,
+                    &Request {
+                        id: RequestId(100 + index as u128),
+                        time_ms: 0,
+                        command: Command::PutService {
+                            namespace: "ext".into(),
+                            name: name.into(),
+                            spec: serde_json::from_value(spec).unwrap(),
+                            expected_version: None,
+                        },
+                    },
+                )
+                .outcome;
+            assert!(matches!(outcome, crate::state::Outcome::Service(_)), "{outcome:?}");
+        }
+        let a = zone(&state).lookup("db.ext.svc.cluster.local", Want::A);
+        let ips: Vec<Data> = a.answers.into_iter().map(|r| r.data).collect();
+        assert_eq!(
+            ips,
+            vec![
+                Data::Addr("10.9.9.8".parse().unwrap()),
+                Data::Addr("10.9.9.9".parse().unwrap())
+            ]
+        );
+        let aaaa = zone(&state).lookup("db.ext.svc.cluster.local", Want::Aaaa);
+        assert_eq!(aaaa.answers.len(), 1);
+        let cname = zone(&state).lookup("mail.ext.svc.cluster.local", Want::A);
+        assert_eq!(
+            cname.answers[0].data,
+            Data::Cname("mail.example.org".into())
         );
     }
 

@@ -13,7 +13,7 @@ use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
 };
-use hickory_server::proto::rr::rdata::{NS, SOA, SRV};
+use hickory_server::proto::rr::rdata::{CNAME, NS, SOA, SRV};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -85,6 +85,9 @@ impl Handler {
                 Name::from_ascii(format!("{target}.")).ok()?,
             )),
             Data::Ns(target) => RData::NS(NS(Name::from_ascii(format!("{target}.")).ok()?)),
+            Data::Cname(target) => {
+                RData::CNAME(CNAME(Name::from_ascii(format!("{target}.")).ok()?))
+            }
             Data::Soa {
                 mname,
                 rname,

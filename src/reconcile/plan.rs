@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::labels;
 use super::placement::{choose_node, NodeLoad};
 use crate::runtime::{ContainerInfo, ContainerState};
-use crate::state::{Instance, InstanceState, Node, NodeState, RunState, Service};
+use crate::state::{Instance, InstanceState, Node, NodeState, RunState, Service, ServiceKind};
 
 /// One step for the controller.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +77,12 @@ pub struct PlanInput<'a> {
 /// Plans one service.
 pub fn plan(input: &PlanInput) -> Vec<Action> {
     let service = input.service;
-    let replicas = service.spec.replicas;
+    // An external service runs nothing: every slot is scaled away.
+    let replicas = if service.spec.kind == ServiceKind::External {
+        0
+    } else {
+        service.spec.replicas
+    };
     let mut actions = Vec::new();
     let by_slot: BTreeMap<u32, &Instance> = input.instances.iter().map(|i| (i.slot, *i)).collect();
 

@@ -151,6 +151,12 @@ impl Default for UpdateStrategy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
+    /// `container` (default): raftvisor runs it; `external`: a third-party
+    /// endpoint outside the cluster, known to DNS only.
+    #[serde(default)]
+    pub kind: ServiceKind,
+    /// The image of a container service (never pulled: it must be on the engine).
+    #[serde(default)]
     pub image: String,
     #[serde(default)]
     pub command: Vec<String>,
@@ -170,6 +176,21 @@ pub struct ServiceSpec {
     pub restart: RestartPolicy,
     #[serde(default)]
     pub update: UpdateStrategy,
+    /// External services: the IP addresses DNS answers with.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// External services: a host name DNS answers with (as a CNAME).
+    #[serde(default)]
+    pub hostname: Option<String>,
+}
+
+/// What a service is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceKind {
+    #[default]
+    Container,
+    External,
 }
 
 fn default_replicas() -> u32 {

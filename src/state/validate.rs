@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::types::{NodeSpec, ServiceSpec};
+use super::types::{NodeSpec, ServiceKind, ServiceSpec};
 
 /// Largest KV value accepted, as in Consul.
 pub const MAX_KV_VALUE_BYTES: usize = 512 * 1024;
@@ -57,6 +57,12 @@ pub fn kv_value(value: &[u8]) -> Result<(), String> {
 
 /// Checks a service spec for everything that does not depend on state.
 pub fn service_spec(spec: &ServiceSpec) -> Result<(), String> {
+    if spec.kind == ServiceKind::External {
+        return external_spec(spec);
+    }
+    if !spec.addresses.is_empty() || spec.hostname.is_some() {
+        return Err("spec.addresses and spec.hostname are for kind = \"external\" services".into());
+    }
     if spec.image.trim().is_empty() {
         return Err("spec.image must not be empty".into());
     }
@@ -105,6 +111,47 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), String> {
     }
     if let Some(region) = &spec.placement.region {
         dns_label("placement.region", region)?;
+    }
+    Ok(())
+}
+
+fn external_spec(spec: &ServiceSpec) -> Result<(), String> {
+    if !spec.image.is_empty() || !spec.command.is_empty() || spec.health.is_some() {
+        return Err(
+            "an external service runs no containers: no image, command or health check".into(),
+        );
+    }
+    match (&spec.hostname, spec.addresses.is_empty()) {
+        (Some(_), false) => {
+            return Err("an external service has either addresses or a hostname, not both".into())
+        }
+        (None, true) => return Err("an external service needs addresses or a hostname".into()),
+        _ => {}
+    }
+    for address in &spec.addresses {
+        if address.parse::<std::net::IpAddr>().is_err() {
+            return Err(format!("address {address:?} is not an IP address"));
+        }
+    }
+    if let Some(hostname) = &spec.hostname {
+        let name = hostname.trim_end_matches('.');
+        if name.is_empty()
+            || name.len() > 253
+            || name.split('.').any(|l| {
+                l.is_empty()
+                    || l.len() > 63
+                    || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            })
+        {
+            return Err(format!("hostname {hostname:?} is not a DNS name"));
+        }
+    }
+    let mut names = BTreeSet::new();
+    for port in &spec.ports {
+        dns_label("port name", &port.name)?;
+        if !names.insert(port.name.as_str()) {
+            return Err(format!("port name {:?} is used twice", port.name));
+        }
     }
     Ok(())
 }

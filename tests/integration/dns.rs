@@ -219,3 +219,106 @@ async fn every_replica_answers_service_node_and_leader_names() {
     .await;
     assert_eq!(still.metadata.response_code, ResponseCode::NoError);
 }
+
+async fn query_edns(server: &str, name: &str, record_type: RecordType, payload: u16) -> Message {
+    let mut message = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+    message.add_query(Query::query(Name::from_ascii(name).unwrap(), record_type));
+    let mut edns = hickory_proto::op::Edns::new();
+    edns.set_max_payload(payload);
+    message.edns = Some(edns);
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket
+        .send_to(&message.to_vec().unwrap(), server)
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 65_535];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
+        .await
+        .expect("a DNS answer")
+        .unwrap();
+    Message::from_vec(&buf[..n]).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn external_services_large_answers_and_follower_freshness() {
+    let mut cluster = crate::harness::Cluster::start(3).await;
+    let client = cluster.client();
+    let leader = cluster.wait_for_leader().await;
+    let follower = cluster
+        .replicas
+        .iter()
+        .map(|r| r.id)
+        .find(|id| *id != leader)
+        .unwrap();
+    let follower_dns = cluster.replica(follower).dns_addr.clone();
+
+    // 100 addresses do not fit in 512 bytes: TC over UDP, all over TCP or
+    // with a large enough EDNS payload.
+    let addresses: Vec<String> = (0..100)
+        .map(|i| format!("10.20.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let spec = serde_json::from_value(json!({"kind": "external", "addresses": addresses})).unwrap();
+    client
+        .service_put("ext", "many", &spec, None)
+        .await
+        .unwrap();
+    let name = "many.ext.svc.cluster.local.";
+    let udp = eventually(
+        "the follower knows the external service",
+        Duration::from_secs(10),
+        || async {
+            let answer = query(&follower_dns, name, RecordType::A, false).await;
+            if answer.metadata.truncation || !answer.answers.is_empty() {
+                Ok(answer)
+            } else {
+                Err(format!("{answer:?}"))
+            }
+        },
+    )
+    .await;
+    assert!(
+        udp.metadata.truncation,
+        "a 100-address answer over plain UDP must be truncated"
+    );
+    assert!(udp.to_vec().unwrap().len() <= 512);
+    let tcp = query(&follower_dns, name, RecordType::A, true).await;
+    assert!(!tcp.metadata.truncation);
+    assert_eq!(addresses(&tcp).len(), 100);
+    let edns = query_edns(&follower_dns, name, RecordType::A, 4096).await;
+    assert!(!edns.metadata.truncation && edns.edns.is_some());
+    assert_eq!(addresses(&edns).len(), 100);
+
+    // A commit is visible on a follower's DNS right away.
+    let cname =
+        serde_json::from_value(json!({"kind": "external", "hostname": "db.example.org"})).unwrap();
+    client.service_put("ext", "db", &cname, None).await.unwrap();
+    let started = std::time::Instant::now();
+    eventually(
+        "the follower answers the new name",
+        Duration::from_secs(5),
+        || async {
+            let answer = query(
+                &follower_dns,
+                "db.ext.svc.cluster.local.",
+                RecordType::A,
+                false,
+            )
+            .await;
+            match answer.answers.first().map(|r| &r.data) {
+                Some(RData::CNAME(target)) if target.0.to_ascii() == "db.example.org." => Ok(()),
+                _ => Err(format!("{answer:?}")),
+            }
+        },
+    )
+    .await;
+    eprintln!("commit -> follower DNS answer in {:?}", started.elapsed());
+    // Every replica answers the same.
+    let mut seen = Vec::new();
+    for replica in &cluster.replicas {
+        seen.push(addresses(
+            &query(&replica.dns_addr, name, RecordType::A, true).await,
+        ));
+    }
+    seen.dedup();
+    assert_eq!(seen.len(), 1, "replicas disagree");
+}
