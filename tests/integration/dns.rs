@@ -254,10 +254,10 @@ async fn external_services_large_answers_and_follower_freshness() {
 
     // 100 addresses do not fit in 512 bytes: TC over UDP, all over TCP or
     // with a large enough EDNS payload.
-    let addresses: Vec<String> = (0..100)
+    let many: Vec<String> = (0..100)
         .map(|i| format!("10.20.{}.{}", i / 250, i % 250 + 1))
         .collect();
-    let spec = serde_json::from_value(json!({"kind": "external", "addresses": addresses})).unwrap();
+    let spec = serde_json::from_value(json!({"kind": "external", "addresses": many})).unwrap();
     client
         .service_put("ext", "many", &spec, None)
         .await
