@@ -52,6 +52,9 @@ pub struct ClusterStatus {
     pub state: String,
     pub last_log_index: u64,
     pub applied_index: u64,
+    /// Log entries this replica holds but has not applied yet: how far its
+    /// `?stale` reads and DNS answers may trail its log.
+    pub apply_lag: u64,
     pub snapshot_index: u64,
     pub members: Vec<MemberStatus>,
     pub data_dir: String,
@@ -84,6 +87,10 @@ pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> 
         state: format!("{:?}", metrics.state).to_lowercase(),
         last_log_index: metrics.last_log_index.unwrap_or(0),
         applied_index: replica.sm.applied_index(),
+        apply_lag: metrics
+            .last_log_index
+            .unwrap_or(0)
+            .saturating_sub(replica.sm.applied_index()),
         snapshot_index: metrics.snapshot.map_or(0, |l| l.index),
         members,
         data_dir: replica.config.data_dir.display().to_string(),

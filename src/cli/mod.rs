@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
+use serde_json::json;
 
 use crate::client::{Client, ClientOptions, Consistency};
 use crate::state::{NodeSpec, ServiceSpec};
@@ -72,6 +73,26 @@ pub enum Command {
     /// Inspect and change the manager cluster.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Ask the cluster's DNS.
+    #[command(subcommand)]
+    Dns(DnsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DnsCommand {
+    /// Resolve a name (e.g. echo.demo.svc.cluster.local) with a replica's DNS.
+    Lookup {
+        name: String,
+        /// Record type: A, AAAA, SRV, CNAME, NS, SOA, ANY.
+        #[arg(long = "type", default_value = "A")]
+        record_type: String,
+        /// DNS address of a replica.
+        #[arg(long, env = "RAFTVISOR_DNS", default_value = "127.0.0.1:8601")]
+        dns: std::net::SocketAddr,
+        /// Ask over TCP.
+        #[arg(long)]
+        tcp: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -256,6 +277,7 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
         Command::Service(service) => run_service(&client, format, service).await,
         Command::Node(node) => run_node(&client, format, node).await,
         Command::Cluster(cluster) => run_cluster(&client, format, cluster).await,
+        Command::Dns(dns) => run_dns(format, dns).await,
     }
 }
 
@@ -470,6 +492,57 @@ async fn run_action(
         table
     });
     Ok(())
+}
+
+async fn run_dns(format: Format, command: DnsCommand) -> anyhow::Result<()> {
+    let DnsCommand::Lookup {
+        name,
+        record_type,
+        dns,
+        tcp,
+    } = command;
+    let parsed: hickory_proto::rr::RecordType = record_type
+        .to_ascii_uppercase()
+        .parse()
+        .map_err(|_| anyhow::anyhow!("unknown record type {record_type:?}"))?;
+    let options = crate::dns::client::QueryOptions {
+        tcp,
+        ..Default::default()
+    };
+    let answer = crate::dns::client::query(dns, &name, parsed, options).await?;
+    let code = answer.metadata.response_code;
+    let records: Vec<serde_json::Value> = answer
+        .answers
+        .iter()
+        .chain(answer.additionals.iter())
+        .map(|r| json!({"name": r.name.to_ascii(), "type": r.record_type().to_string(), "ttl": r.ttl, "data": r.data.to_string()}))
+        .collect();
+    let summary = json!({"status": code.to_string(), "truncated": answer.metadata.truncation, "records": records});
+    print(format, &summary, || {
+        println!(
+            "{name}: {code}{}",
+            if answer.metadata.truncation {
+                " (truncated; retry with --tcp)"
+            } else {
+                ""
+            }
+        );
+        let mut table = Table::new(&["NAME", "TYPE", "TTL", "DATA"]);
+        for r in answer.answers.iter().chain(answer.additionals.iter()) {
+            table.row(vec![
+                r.name.to_ascii(),
+                r.record_type().to_string(),
+                r.ttl.to_string(),
+                r.data.to_string(),
+            ]);
+        }
+        table
+    });
+    if code == hickory_proto::op::ResponseCode::NoError {
+        Ok(())
+    } else {
+        bail!("{name}: {code}")
+    }
 }
 
 async fn run_node(client: &Client, format: Format, command: NodeCommand) -> anyhow::Result<()> {

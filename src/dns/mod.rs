@@ -2,5 +2,6 @@
 //! [`records`] computes the zone (pure), [`server`] speaks the protocol
 //! (hickory-server, UDP and TCP). DNS never waits for Raft.
 
+pub mod client;
 pub mod records;
 pub mod server;

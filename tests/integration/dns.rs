@@ -3,47 +3,26 @@
 //! followers answering like the leader, names vanishing when a service
 //! stops, and garbage packets that never stop the server.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{RData, RecordType};
+use raftvisor::dns::client::{self, QueryOptions};
 use serde_json::json;
 
 use crate::docker_env::{DockerCluster, ECHO_IMAGE, LOCAL_ENGINE};
 use crate::harness::eventually;
 
-/// Sends one query over UDP (or TCP) and returns the answer.
+/// One query through the project's DNS client (UDP or TCP).
 pub async fn query(server: &str, name: &str, record_type: RecordType, tcp: bool) -> Message {
-    let mut message = Message::new(rand::random(), MessageType::Query, OpCode::Query);
-    message.add_query(Query::query(Name::from_ascii(name).unwrap(), record_type));
-    let bytes = message.to_vec().unwrap();
-    let server: SocketAddr = server.parse().unwrap();
-    let reply = if tcp {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut stream = tokio::net::TcpStream::connect(server).await.unwrap();
-        stream
-            .write_all(&(bytes.len() as u16).to_be_bytes())
-            .await
-            .unwrap();
-        stream.write_all(&bytes).await.unwrap();
-        let mut len = [0u8; 2];
-        stream.read_exact(&mut len).await.unwrap();
-        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-        stream.read_exact(&mut buf).await.unwrap();
-        buf
-    } else {
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        socket.send_to(&bytes, server).await.unwrap();
-        let mut buf = vec![0u8; 4096];
-        let (n, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
-            .await
-            .expect("a DNS answer")
-            .unwrap();
-        buf.truncate(n);
-        buf
+    let options = QueryOptions {
+        tcp,
+        ..QueryOptions::default()
     };
-    Message::from_vec(&reply).unwrap()
+    client::query(server.parse().unwrap(), name, record_type, options)
+        .await
+        .unwrap()
 }
 
 fn addresses(message: &Message) -> Vec<IpAddr> {
@@ -221,22 +200,13 @@ async fn every_replica_answers_service_node_and_leader_names() {
 }
 
 async fn query_edns(server: &str, name: &str, record_type: RecordType, payload: u16) -> Message {
-    let mut message = Message::new(rand::random(), MessageType::Query, OpCode::Query);
-    message.add_query(Query::query(Name::from_ascii(name).unwrap(), record_type));
-    let mut edns = hickory_proto::op::Edns::new();
-    edns.set_max_payload(payload);
-    message.edns = Some(edns);
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    socket
-        .send_to(&message.to_vec().unwrap(), server)
+    let options = QueryOptions {
+        edns_payload: Some(payload),
+        ..QueryOptions::default()
+    };
+    client::query(server.parse().unwrap(), name, record_type, options)
         .await
-        .unwrap();
-    let mut buf = vec![0u8; 65_535];
-    let (n, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
-        .await
-        .expect("a DNS answer")
-        .unwrap();
-    Message::from_vec(&buf[..n]).unwrap()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -321,4 +291,44 @@ async fn external_services_large_answers_and_follower_freshness() {
     }
     seen.dedup();
     assert_eq!(seen.len(), 1, "replicas disagree");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_looks_names_up() {
+    let cluster = crate::harness::Cluster::start(1).await;
+    let dns = cluster.replica(1).dns_addr.clone();
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(crate::harness::binary())
+                .args(args)
+                .output()
+                .unwrap()
+        })
+    };
+    let args = |s: String| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();
+    let found = run(args(format!(
+        "dns lookup leader.managers.cluster.local --dns {dns}"
+    )))
+    .await
+    .unwrap();
+    assert!(found.status.success(), "{found:?}");
+    let out = String::from_utf8_lossy(&found.stdout);
+    assert!(out.contains("NOERROR") || out.contains("No Error"), "{out}");
+    assert!(out.contains("127.0.0.1"), "{out}");
+    let json = run(args(format!(
+        "--output json dns lookup cluster.local --type SOA --tcp --dns {dns}"
+    )))
+    .await
+    .unwrap();
+    assert!(json.status.success());
+    let parsed: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(parsed["records"][0]["type"], "SOA");
+    let missing = run(args(format!(
+        "dns lookup nothing.x.svc.cluster.local --dns {dns}"
+    )))
+    .await
+    .unwrap();
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
