@@ -48,11 +48,12 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     // Bind first: a port in use is reported before any state is touched.
     let peer_listener = bind("peer_addr", &config.peer_addr).await?;
     let api_listener = bind("api_addr", &config.api_addr).await?;
-    let dns_sockets = if config.dns.enabled {
-        Some(crate::dns::server::bind(&config.dns_addr).await?)
-    } else {
-        None
-    };
+    let mut dns_sockets = Vec::new();
+    if config.dns.enabled {
+        for addr in std::iter::once(&config.dns_addr).chain(&config.dns.extra_addrs) {
+            dns_sockets.push(crate::dns::server::bind(addr).await?);
+        }
+    }
     let replica: Arc<Replica> = Replica::start(config.clone()).await?;
     tracing::info!(
         id = config.id,
@@ -72,7 +73,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     .with_graceful_shutdown(stopped(stop_rx.clone()));
     let api_server = axum::serve(api_listener, crate::api::router(replica.clone()))
         .with_graceful_shutdown(stopped(stop_rx));
-    let mut dns_server = dns_sockets.map(|sockets| {
+    let mut dns_server = (!dns_sockets.is_empty()).then(|| {
         let this_server = config
             .dns_addr
             .parse::<std::net::SocketAddr>()
@@ -82,8 +83,16 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             &config.dns.domain,
             config.dns.ttl_secs,
             this_server,
+        )
+        .with_upstreams(
+            config
+                .dns
+                .upstreams
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect(),
         );
-        crate::dns::server::serve(handler, sockets)
+        crate::dns::server::serve(handler, dns_sockets)
     });
     let supervisor_stop = tokio_util::sync::CancellationToken::new();
     let supervisor = config.supervisor.enabled.then(|| {

@@ -115,6 +115,13 @@ pub struct DnsTuning {
     /// The cluster's domain (`<service>.<namespace>.svc.<domain>`).
     pub domain: String,
     pub ttl_secs: u32,
+    /// Resolvers (`IP:port`) asked for names outside the domain, in order,
+    /// so containers can use raftvisor as their only resolver. Empty: such
+    /// names are refused.
+    pub upstreams: Vec<String>,
+    /// More addresses to serve DNS on, e.g. the Docker bridge gateway's
+    /// port 53 so containers reach it.
+    pub extra_addrs: Vec<String>,
 }
 
 impl Default for DnsTuning {
@@ -123,6 +130,8 @@ impl Default for DnsTuning {
             enabled: true,
             domain: "cluster.local".into(),
             ttl_secs: 5,
+            upstreams: Vec::new(),
+            extra_addrs: Vec::new(),
         }
     }
 }
@@ -284,6 +293,11 @@ impl AgentConfig {
                 "dns.domain {:?} is not a DNS name of lowercase labels",
                 self.dns.domain
             ));
+        }
+        for addr in self.dns.upstreams.iter().chain(&self.dns.extra_addrs) {
+            if addr.parse::<SocketAddr>().is_err() {
+                return invalid(format!("dns address {addr:?} is not an IP:port address"));
+            }
         }
         let s = &self.supervisor;
         if s.probe_interval_ms == 0 || s.resync_ms == 0 || s.node_grace_ms < s.probe_interval_ms {

@@ -39,6 +39,7 @@ pub struct Handler {
     domain: String,
     ttl: u32,
     this_server: IpAddr,
+    upstreams: Vec<SocketAddr>,
 }
 
 impl Handler {
@@ -48,7 +49,36 @@ impl Handler {
             domain: domain.trim_matches('.').to_ascii_lowercase(),
             ttl,
             this_server,
+            upstreams: Vec::new(),
         }
+    }
+
+    /// Forwards names outside the domain to `upstreams`, tried in order.
+    pub fn with_upstreams(mut self, upstreams: Vec<SocketAddr>) -> Handler {
+        self.upstreams = upstreams;
+        self
+    }
+
+    /// Asks the upstream resolvers, first answer wins.
+    async fn forward(
+        &self,
+        name: &str,
+        record_type: RecordType,
+        tcp: bool,
+        edns_payload: Option<u16>,
+    ) -> Option<hickory_server::proto::op::Message> {
+        let options = crate::dns::client::QueryOptions {
+            tcp,
+            edns_payload,
+            timeout: Duration::from_millis(1500),
+        };
+        for upstream in &self.upstreams {
+            match crate::dns::client::query(*upstream, name, record_type, options).await {
+                Ok(answer) => return Some(answer),
+                Err(e) => tracing::debug!(%upstream, error = %e, "upstream resolver failed"),
+            }
+        }
+        None
     }
 
     fn answer(&self, name: &str, want: Want) -> Answer {
@@ -144,7 +174,33 @@ impl RequestHandler for Handler {
         let name = info.query.name().to_string();
         let answer = self.answer(&name, want(info.query.query_type()));
         if answer.out_of_zone {
-            return send(&mut response_handle, refuse(ResponseCode::Refused), request).await;
+            if self.upstreams.is_empty() {
+                return send(&mut response_handle, refuse(ResponseCode::Refused), request).await;
+            }
+            let tcp = request.protocol() == hickory_server::net::xfer::Protocol::Tcp;
+            let payload = request.edns.as_ref().map(|e| e.max_payload());
+            let Some(upstream) = self
+                .forward(&name, info.query.query_type(), tcp, payload)
+                .await
+            else {
+                return send(
+                    &mut response_handle,
+                    refuse(ResponseCode::ServFail),
+                    request,
+                )
+                .await;
+            };
+            let mut metadata = Metadata::response_from_request(&request.metadata);
+            metadata.recursion_available = true;
+            metadata.response_code = upstream.metadata.response_code;
+            let response = builder().build(
+                metadata,
+                upstream.answers.iter(),
+                upstream.authorities.iter(),
+                std::iter::empty(),
+                upstream.additionals.iter(),
+            );
+            return send(&mut response_handle, response, request).await;
         }
         let answers: Vec<Record> = answer
             .answers
@@ -229,10 +285,12 @@ pub async fn bind(addr: &str) -> Result<DnsSockets, DnsError> {
     })
 }
 
-/// Serves DNS on `sockets` until the returned server is shut down.
-pub fn serve(handler: Handler, sockets: DnsSockets) -> Server<Handler> {
+/// Serves DNS on every one of `sockets` until the returned server is shut down.
+pub fn serve(handler: Handler, sockets: Vec<DnsSockets>) -> Server<Handler> {
     let mut server = Server::new(handler);
-    server.register_socket(sockets.udp);
-    server.register_listener(sockets.tcp, Duration::from_secs(5), 65_535);
+    for socket in sockets {
+        server.register_socket(socket.udp);
+        server.register_listener(socket.tcp, Duration::from_secs(5), 65_535);
+    }
     server
 }

@@ -332,3 +332,97 @@ async fn the_cli_looks_names_up() {
     let err = String::from_utf8_lossy(&missing.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// A local NSD serving `upstream.test` on a loopback port: the upstream
+/// resolver of the forwarding test (never an outside address).
+struct Nsd {
+    child: std::process::Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Nsd {
+    fn start() -> Nsd {
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::harness::free_port();
+        let path = dir.path().display().to_string();
+        std::fs::write(
+            dir.path().join("upstream.zone"),
+            "$ORIGIN upstream.test.\n$TTL 60\n@ IN SOA ns.upstream.test. host.upstream.test. 1 60 60 60 60\n@ IN NS ns.upstream.test.\nns IN A 127.0.0.1\nwww IN A 192.0.2.7\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("nsd.conf"),
+            format!(
+                "server:\n  ip-address: 127.0.0.1@{port}\n  port: {port}\n  server-count: 1\n  username: \"\"\n  chroot: \"\"\n  zonesdir: \"{path}\"\n  database: \"\"\n  pidfile: \"{path}/nsd.pid\"\n  xfrdfile: \"{path}/xfrd.state\"\n  zonelistfile: \"{path}/zone.list\"\n  logfile: \"{path}/nsd.log\"\nremote-control:\n  control-enable: no\nzone:\n  name: upstream.test\n  zonefile: {path}/upstream.zone\n"
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("nsd")
+            .args(["-d", "-c"])
+            .arg(dir.path().join("nsd.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nsd is required for the forwarding test (Debian package nsd; scripts/test.sh installs it)");
+        Nsd {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nsd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn names_outside_the_domain_are_forwarded_upstream() {
+    let nsd = Nsd::start();
+    eventually("nsd answers", Duration::from_secs(10), || async {
+        let options = QueryOptions {
+            timeout: Duration::from_millis(300),
+            ..QueryOptions::default()
+        };
+        match client::query(
+            nsd.addr.parse().unwrap(),
+            "www.upstream.test",
+            RecordType::A,
+            options,
+        )
+        .await
+        {
+            Ok(answer) if !answer.answers.is_empty() => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let tuning = crate::harness::Tuning {
+        extra_toml: format!("[dns]\nupstreams = [{:?}]\n", nsd.addr),
+        ..Default::default()
+    };
+    let cluster = crate::harness::Cluster::start_with(1, tuning).await;
+    let dns = cluster.replica(1).dns_addr.clone();
+    for tcp in [false, true] {
+        let answer = query(&dns, "www.upstream.test.", RecordType::A, tcp).await;
+        assert_eq!(
+            answer.metadata.response_code,
+            ResponseCode::NoError,
+            "{answer:?}"
+        );
+        assert_eq!(
+            addresses(&answer),
+            vec!["192.0.2.7".parse::<IpAddr>().unwrap()]
+        );
+        assert!(answer.metadata.recursion_available);
+    }
+    let missing = query(&dns, "nope.upstream.test.", RecordType::A, false).await;
+    assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
+    // The cluster's own names are still answered locally.
+    let own = query(&dns, "leader.managers.cluster.local.", RecordType::A, false).await;
+    assert!(own.metadata.authoritative);
+}

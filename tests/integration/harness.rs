@@ -48,6 +48,8 @@ pub struct Tuning {
     pub snapshot_threshold: u64,
     pub keep_logs_after_snapshot: u64,
     pub request_timeout_ms: u64,
+    /// More TOML appended to every replica's config (whole sections).
+    pub extra_toml: String,
 }
 
 impl Default for Tuning {
@@ -56,6 +58,7 @@ impl Default for Tuning {
             snapshot_threshold: 10_000,
             keep_logs_after_snapshot: 1_000,
             request_timeout_ms: 3_000,
+            extra_toml: String::new(),
         }
     }
 }
@@ -154,6 +157,7 @@ impl Cluster {
             "[raft]\nheartbeat_ms = 50\nelection_min_ms = 150\nelection_max_ms = 300\nsnapshot_threshold = {}\nkeep_logs_after_snapshot = {}\n[api]\nrequest_timeout_ms = {}\n",
             self.tuning.snapshot_threshold, self.tuning.keep_logs_after_snapshot, self.tuning.request_timeout_ms
         ));
+        text.push_str(&self.tuning.extra_toml);
         std::fs::write(&r.config_path, text).expect("write config");
     }
 
