@@ -50,8 +50,14 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let api_listener = bind("api_addr", &config.api_addr).await?;
     let mut dns_sockets = Vec::new();
     if config.dns.enabled {
-        for addr in std::iter::once(&config.dns_addr).chain(&config.dns.extra_addrs) {
-            dns_sockets.push(crate::dns::server::bind(addr).await?);
+        dns_sockets.push(crate::dns::server::bind(&config.dns_addr).await?);
+        // Extra listeners (e.g. the Docker bridge gateway) are a convenience
+        // for containers: without them the replica still serves its own.
+        for addr in &config.dns.extra_addrs {
+            match crate::dns::server::bind(addr).await {
+                Ok(sockets) => dns_sockets.push(sockets),
+                Err(e) => tracing::warn!(error = %e, "extra DNS address not served; containers using it cannot resolve cluster names"),
+            }
         }
     }
     let replica: Arc<Replica> = Replica::start(config.clone()).await?;
@@ -101,6 +107,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             probe_interval: Duration::from_millis(config.supervisor.probe_interval_ms),
             resync: Duration::from_millis(config.supervisor.resync_ms),
             stop_grace: Duration::from_millis(config.supervisor.stop_grace_ms),
+            container_dns: config.dns.container_resolvers.clone(),
         };
         tokio::spawn(crate::reconcile::run_while_leader(
             replica.clone(),

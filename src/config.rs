@@ -122,6 +122,10 @@ pub struct DnsTuning {
     /// More addresses to serve DNS on, e.g. the Docker bridge gateway's
     /// port 53 so containers reach it.
     pub extra_addrs: Vec<String>,
+    /// DNS servers (IP addresses, port 53) given to managed containers, so
+    /// they resolve cluster names: e.g. the Docker bridge gateway on which
+    /// a replica serves (`extra_addrs = ["172.17.0.1:53"]`).
+    pub container_resolvers: Vec<String>,
 }
 
 impl Default for DnsTuning {
@@ -132,6 +136,7 @@ impl Default for DnsTuning {
             ttl_secs: 5,
             upstreams: Vec::new(),
             extra_addrs: Vec::new(),
+            container_resolvers: Vec::new(),
         }
     }
 }
@@ -297,6 +302,13 @@ impl AgentConfig {
         for addr in self.dns.upstreams.iter().chain(&self.dns.extra_addrs) {
             if addr.parse::<SocketAddr>().is_err() {
                 return invalid(format!("dns address {addr:?} is not an IP:port address"));
+            }
+        }
+        for ip in &self.dns.container_resolvers {
+            if ip.parse::<std::net::IpAddr>().is_err() {
+                return invalid(format!(
+                    "dns.container_resolvers entry {ip:?} is not an IP address"
+                ));
             }
         }
         let s = &self.supervisor;

@@ -34,6 +34,8 @@ pub struct SupervisorSettings {
     /// Level-triggered safety net: reconcile at least this often.
     pub resync: Duration,
     pub stop_grace: Duration,
+    /// DNS servers of managed containers.
+    pub container_dns: Vec<String>,
 }
 
 impl Default for SupervisorSettings {
@@ -43,6 +45,7 @@ impl Default for SupervisorSettings {
             probe_interval: Duration::from_millis(250),
             resync: Duration::from_secs(1),
             stop_grace: Duration::from_secs(10),
+            container_dns: Vec::new(),
         }
     }
 }

@@ -473,7 +473,13 @@ impl Controller {
         let Ok(engine) = self.engines.for_node(node) else {
             return;
         };
-        let spec = container_spec(cluster, service, &instance, template);
+        let spec = container_spec(
+            cluster,
+            service,
+            &instance,
+            template,
+            &self.settings.container_dns,
+        );
         let result = match engine.create(&spec).await {
             Ok(id) => engine.start(&id).await.map(|_| id),
             // An interrupted create of this very generation: adopt it.
@@ -746,6 +752,7 @@ pub fn container_spec(
     service: &Service,
     instance: &Instance,
     template: &str,
+    dns: &[String],
 ) -> ContainerSpec {
     let mut env = service.spec.env.clone();
     env.insert("RAFTVISOR_INSTANCE".into(), instance.id.clone());
@@ -775,7 +782,7 @@ pub fn container_spec(
         cpu_millis: service.spec.resources.cpu_millis,
         memory_mb: service.spec.resources.memory_mb,
         volumes: Vec::new(),
-        dns: Vec::new(),
+        dns: dns.to_vec(),
         network: None,
         restart_unless_stopped: false,
     }

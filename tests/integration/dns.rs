@@ -426,3 +426,111 @@ async fn names_outside_the_domain_are_forwarded_upstream() {
     let own = query(&dns, "leader.managers.cluster.local.", RecordType::A, false).await;
     assert!(own.metadata.authoritative);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_resolve_cluster_names() {
+    // One replica also serves the Docker bridge gateway's port 53 and hands
+    // that address to managed containers as their resolver.
+    // The default bridge's gateway: its configured Gateway, else the first
+    // address of its subnet (what dockerd gives docker0).
+    let ipam = std::process::Command::new("docker")
+        .args([
+            "network",
+            "inspect",
+            "bridge",
+            "-f",
+            "{{range .IPAM.Config}}{{.Gateway}} {{.Subnet}}{{end}}",
+        ])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let gateway = ipam
+        .split_whitespace()
+        .find_map(|part| part.parse::<std::net::Ipv4Addr>().ok())
+        .or_else(|| {
+            let subnet = ipam.split_whitespace().find(|p| p.contains('/'))?;
+            let base: std::net::Ipv4Addr = subnet.split('/').next()?.parse().ok()?;
+            Some(std::net::Ipv4Addr::from(u32::from(base) + 1))
+        })
+        .map(|ip| ip.to_string())
+        .unwrap_or_default();
+    if crate::docker_env::docker().await.is_none() {
+        return;
+    }
+    assert!(!gateway.is_empty(), "no gateway on Docker's bridge network");
+    let tuning = crate::harness::Tuning {
+        extra_toml: format!(
+            "[dns]\nextra_addrs = [\"{gateway}:53\"]\ncontainer_resolvers = [\"{gateway}\"]\n"
+        ),
+        ..Default::default()
+    };
+    let Some(env) = DockerCluster::start_with(1, tuning).await else {
+        return;
+    };
+    env.add_node("local", LOCAL_ENGINE, "a").await;
+    let client = env.cluster.client();
+    let spec = serde_json::from_value(json!({"image": ECHO_IMAGE, "replicas": 1, "ports": [{"name": "http", "container_port": 8080}]})).unwrap();
+    client.service_put("d2", "echo", &spec, None).await.unwrap();
+    let running = env.wait_running("echo", 1, Duration::from_secs(30)).await;
+    let dns = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{json .HostConfig.Dns}}", &running[0].id])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&dns.stdout).trim(),
+        format!("[\"{gateway}\"]"),
+        "managed containers get the cluster's resolver"
+    );
+    eventually(
+        "the instance is in DNS",
+        Duration::from_secs(10),
+        || async {
+            let answer = query(
+                &env.cluster.replica(1).dns_addr,
+                "echo.d2.svc.cluster.local.",
+                RecordType::A,
+                false,
+            )
+            .await;
+            if answer.answers.is_empty() {
+                Err("not yet".to_string())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    // From inside a container with the same resolver: busybox nslookup.
+    let name = format!("rv-dns-probe-{}", std::process::id());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--name",
+                &name,
+                "--label",
+                "raftvisor.test=dns",
+                "--dns",
+                &gateway,
+                "--entrypoint",
+                "nslookup",
+                "raftvisor:local",
+                "echo.d2.svc.cluster.local",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success(),
+        "nslookup inside a container failed: {text}"
+    );
+    assert!(text.contains("127.0.0.1"), "{text}");
+}
