@@ -56,7 +56,9 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         for addr in &config.dns.extra_addrs {
             match crate::dns::server::bind(addr).await {
                 Ok(sockets) => dns_sockets.push(sockets),
-                Err(e) => tracing::warn!(error = %e, "extra DNS address not served; containers using it cannot resolve cluster names"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "extra DNS address not served; containers using it cannot resolve cluster names")
+                }
             }
         }
     }

@@ -444,6 +444,49 @@ mod tests {
     }
 
     #[test]
+    fn only_running_instances_are_in_dns() {
+        let mut state = state();
+        // Slot 1 exists but is pending: absent. Mark slot 0 unhealthy: absent too.
+        let owner = srv_owner("http", Protocol::Tcp, "echo", "demo", "cluster.local");
+        assert_eq!(zone(&state).lookup(&owner, Want::Srv).answers.len(), 1);
+        let running = state.instances["demo-echo-0"].clone();
+        let mut status = InstanceStatus {
+            state: InstanceState::Unhealthy,
+            container_id: running.container_id.clone(),
+            restarts: 1,
+            last_exit: None,
+            address: running.address.clone(),
+            ports: running.ports.clone(),
+            spec_version: running.spec_version,
+            restart_epoch: 0,
+        };
+        let apply = |state: &mut State, index: u64, status: InstanceStatus| {
+            state.apply(
+                index,
+                &Request {
+                    id: RequestId(index as u128),
+                    time_ms: 0,
+                    command: Command::SetInstanceStatus {
+                        id: running.id.clone(),
+                        generation: running.generation,
+                        status,
+                    },
+                },
+            );
+        };
+        apply(&mut state, 200, status.clone());
+        let answer = zone(&state).lookup(&owner, Want::Srv);
+        assert!(answer.answers.is_empty() && !answer.nxdomain, "{answer:?}");
+        assert!(zone(&state)
+            .lookup("echo.demo.svc.cluster.local", Want::A)
+            .answers
+            .is_empty());
+        status.state = InstanceState::Running;
+        apply(&mut state, 201, status);
+        assert_eq!(zone(&state).lookup(&owner, Want::Srv).answers.len(), 1);
+    }
+
+    #[test]
     fn external_services_answer_their_addresses_or_a_cname() {
         let mut state = state();
         for (index, (name, spec)) in [
