@@ -534,3 +534,48 @@ async fn containers_resolve_cluster_names() {
     );
     assert!(text.contains("127.0.0.1"), "{text}");
 }
+
+/// A hickory resolver that asks only `server` (UDP, falling back to TCP).
+fn resolver(
+    server: &str,
+) -> hickory_resolver::Resolver<hickory_resolver::net::runtime::TokioRuntimeProvider> {
+    use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+    let addr: std::net::SocketAddr = server.parse().unwrap();
+    let mut udp = ConnectionConfig::udp();
+    udp.port = addr.port();
+    let mut tcp = ConnectionConfig::tcp();
+    tcp.port = addr.port();
+    let mut name_server = NameServerConfig::udp_and_tcp(addr.ip());
+    name_server.connections = vec![udp, tcp];
+    hickory_resolver::Resolver::builder_with_config(
+        ResolverConfig::from_name_servers(vec![name_server]),
+        hickory_resolver::net::runtime::TokioRuntimeProvider::default(),
+    )
+    .build()
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stock_resolver_gets_truncated_answers_over_tcp_and_nxdomain() {
+    let cluster = crate::harness::Cluster::start(3).await;
+    let client = cluster.client();
+    let many: Vec<String> = (0..80).map(|i| format!("10.30.0.{}", i + 1)).collect();
+    let spec = serde_json::from_value(json!({"kind": "external", "addresses": many})).unwrap();
+    client.service_put("ext", "big", &spec, None).await.unwrap();
+    for replica in &cluster.replicas {
+        let resolver = resolver(&replica.dns_addr);
+        eventually(
+            "the resolver sees all 80 addresses",
+            Duration::from_secs(10),
+            || async {
+                match resolver.lookup_ip("big.ext.svc.cluster.local.").await {
+                    Ok(found) if found.iter().count() == 80 => Ok(()),
+                    other => Err(format!("{:?}", other.map(|f| f.iter().count()))),
+                }
+            },
+        )
+        .await;
+        let missing = resolver.lookup_ip("ghost.ext.svc.cluster.local.").await;
+        assert!(missing.is_err(), "an unknown name resolved: {missing:?}");
+    }
+}
