@@ -52,10 +52,13 @@ pub struct RaftTuning {
 
 impl Default for RaftTuning {
     fn default() -> Self {
+        // openraft 0.9 makes a follower wait out the leader lease
+        // (election_max_ms) plus its election timeout before it campaigns,
+        // so failover takes at least max + min: 250-300 ms here.
         RaftTuning {
-            heartbeat_ms: 50,
-            election_min_ms: 150,
-            election_max_ms: 300,
+            heartbeat_ms: 30,
+            election_min_ms: 100,
+            election_max_ms: 150,
             snapshot_threshold: 10_000,
             keep_logs_after_snapshot: 1_000,
         }

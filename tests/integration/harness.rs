@@ -153,6 +153,8 @@ impl Cluster {
                 "[[members]]\nid = {id}\napi_addr = {api:?}\npeer_addr = {peer:?}\n"
             ));
         }
+        // Slower timings than the defaults: parallel tests on two cores
+        // starve replicas of CPU for longer than a tuned election timeout.
         text.push_str(&format!(
             "[raft]\nheartbeat_ms = 50\nelection_min_ms = 150\nelection_max_ms = 300\nsnapshot_threshold = {}\nkeep_logs_after_snapshot = {}\n[api]\nrequest_timeout_ms = {}\n",
             self.tuning.snapshot_threshold, self.tuning.keep_logs_after_snapshot, self.tuning.request_timeout_ms
