@@ -25,6 +25,10 @@
 #   TRIALS=20  POLL_MS=10  REQUEST_TIMEOUT_MS=100  SETTLE=1  TRIAL_TIMEOUT=15
 #   DURATION=8  (the 64-client load check; 0 skips it)
 #   SYSTEMS="etcd raftvisor"
+#   QUIET_MAX_PCT=10 QUIET_WAIT=900 MAX_TRIES=3: wait for a quiet machine
+#     before each trial, and repeat a trial (at most TRIAL_REDO=2 times in a row) or the
+#     load check when other processes used more than QUIET_MAX_PCT % of the
+#     CPU during it
 #   plus those of scripts/lib/bench-common.sh (SKIP_BUILD, RAFTVISOR_BIN,
 #   BENCH_ETCD_HEARTBEAT_MS, BENCH_ETCD_ELECTION_MS, KEEP_WORKDIR, ...)
 set -euo pipefail
@@ -37,11 +41,13 @@ POLL_MS=${POLL_MS:-10}
 REQUEST_TIMEOUT_MS=${REQUEST_TIMEOUT_MS:-100}
 SETTLE=${SETTLE:-1}
 TRIAL_TIMEOUT=${TRIAL_TIMEOUT:-15}
+TRIAL_REDO=${TRIAL_REDO:-2}
 DURATION=${DURATION:-8}
 SYSTEMS=${SYSTEMS:-"etcd raftvisor"}
 [[ $TRIALS =~ ^[0-9]+$ && $TRIALS -ge 1 && $TRIALS -le 1000 ]] || bench_die "TRIALS must be 1..1000"
 [[ $POLL_MS =~ ^[0-9]+$ && $POLL_MS -ge 1 && $POLL_MS -le 10 ]] || bench_die "POLL_MS must be 1..10"
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -le 600 ]] || bench_die "DURATION must be 0..600 seconds"
+[[ $TRIAL_REDO =~ ^[0-9]+$ && $TRIAL_REDO -le 10 ]] || bench_die "TRIAL_REDO must be 0..10"
 [[ $TRIAL_TIMEOUT =~ ^[0-9]+$ && $TRIAL_TIMEOUT -ge 1 && $TRIAL_TIMEOUT -le 120 ]] || bench_die "TRIAL_TIMEOUT must be 1..120 seconds"
 
 bench_need_common
@@ -54,20 +60,24 @@ for system in $SYSTEMS; do
     bench_log "$system: starting 3 members"
     bench_start "$system"
     if [[ $DURATION -gt 0 ]]; then
-        url=$(bench_tool wait-ready --cluster "$dir" --system "$system" --timeout 60)
-        bench_tool status --cluster "$dir" --system "$system" >"$dir/before-load.json"
-        bench_log "$system: 64-client write load for ${DURATION}s (term check)"
-        BENCH_TARGET=$system timeout $((DURATION + 60)) \
-            wrk -t 2 -c 64 -d "${DURATION}s" --timeout 10s -s "$BENCH_LUA" "$url" >"$dir/load.txt" 2>&1 ||
-            bench_die "$system: wrk failed: $(tail -n 5 "$dir/load.txt")"
-        bench_tool status --cluster "$dir" --system "$system" >"$dir/after-load.json"
-        bench_tool kv-point --system "$system" --clients 64 --threads 2 --wrk-output "$dir/load.txt" \
-            --before "$dir/before-load.json" --after "$dir/after-load.json" --out "$dir/load-point.json"
+        for ((try = 1; try <= MAX_TRIES; try++)); do
+            bench_quiet
+            url=$(bench_tool wait-ready --cluster "$dir" --system "$system" --timeout 60)
+            bench_tool status --cluster "$dir" --system "$system" >"$dir/before-load.json"
+            bench_log "$system: 64-client write load for ${DURATION}s (term check, try $try)"
+            bench_wrk "$system" "$dir/load.txt" "$DURATION" "$url" -t 2 -c 64 ||
+                bench_die "$system: wrk failed: $(tail -n 5 "$dir/load.txt")"
+            bench_tool status --cluster "$dir" --system "$system" >"$dir/after-load.json"
+            bench_tool kv-point --system "$system" --clients 64 --threads 2 --wrk-output "$dir/load.txt" \
+                --before "$dir/before-load.json" --after "$dir/after-load.json" --out "$dir/load-point.json"
+            bench_point_clean "$dir/load-point.json" && break
+        done
         points+=("$dir/load-point.json")
     fi
     bench_log "$system: $TRIALS failover trials"
     bench_tool failover --cluster "$dir" --system "$system" --trials "$TRIALS" --poll-ms "$POLL_MS" \
         --request-timeout-ms "$REQUEST_TIMEOUT_MS" --settle "$SETTLE" --trial-timeout "$TRIAL_TIMEOUT" \
+        --quiet-mark "$BENCH_WORK" --quiet-max-pct "$QUIET_MAX_PCT" --quiet-wait "$QUIET_WAIT" --max-redo "$TRIAL_REDO" \
         --out "$BENCH_WORK/failover-$system.json" ||
         bench_die "$system: failover trials could not run (logs: $dir/*/log)"
     bench_log_problems "$system"

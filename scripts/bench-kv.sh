@@ -18,6 +18,9 @@
 #   WARMUP=2            seconds of unmeasured load before the first point
 #   POINTS="1:1 2:16 2:64"   wrk threads:connections per point
 #   SYSTEMS="etcd raftvisor"
+#   QUIET_MAX_PCT=10 QUIET_WAIT=900 MAX_TRIES=3: wait for a quiet machine
+#     before each point, and measure a point again when other processes
+#     used more than QUIET_MAX_PCT % of the CPU during it
 #   plus those of scripts/lib/bench-common.sh (SKIP_BUILD, RAFTVISOR_BIN, KEEP_WORKDIR, ...)
 set -euo pipefail
 
@@ -42,24 +45,27 @@ for system in $SYSTEMS; do
     bench_start "$system"
     if [[ $WARMUP -gt 0 ]]; then
         url=$(bench_tool wait-ready --cluster "$dir" --system "$system" --timeout 60)
-        BENCH_TARGET=$system timeout $((WARMUP + 30)) \
-            wrk -t 2 -c 16 -d "${WARMUP}s" --timeout 10s -s "$BENCH_LUA" "$url" >"$dir/warmup.txt" 2>&1 ||
+        bench_wrk "$system" "$dir/warmup.txt" "$WARMUP" "$url" -t 2 -c 16 ||
             bench_die "$system: warm-up failed: $(tail -n 3 "$dir/warmup.txt")"
     fi
     for point in $POINTS; do
         threads=${point%%:*}
         clients=${point#*:}
         out="$dir/wrk-$clients.txt"
-        url=$(bench_tool wait-ready --cluster "$dir" --system "$system" --timeout 60) ||
-            bench_die "$system: cluster not healthy before the $clients-client run"
-        bench_tool status --cluster "$dir" --system "$system" >"$dir/before-$clients.json"
-        bench_log "$system: wrk -t $threads -c $clients -d ${DURATION}s against the leader $url"
-        BENCH_TARGET=$system timeout $((DURATION + 60)) \
-            wrk -t "$threads" -c "$clients" -d "${DURATION}s" --timeout 10s --latency -s "$BENCH_LUA" "$url" >"$out" 2>&1 ||
-            bench_die "$system: wrk failed: $(tail -n 5 "$out")"
-        bench_tool status --cluster "$dir" --system "$system" >"$dir/after-$clients.json"
-        bench_tool kv-point --system "$system" --clients "$clients" --threads "$threads" --wrk-output "$out" \
-            --before "$dir/before-$clients.json" --after "$dir/after-$clients.json" --out "$dir/point-$clients.json"
+        for ((try = 1; try <= MAX_TRIES; try++)); do
+            bench_quiet
+            url=$(bench_tool wait-ready --cluster "$dir" --system "$system" --timeout 60) ||
+                bench_die "$system: cluster not healthy before the $clients-client run"
+            bench_tool status --cluster "$dir" --system "$system" >"$dir/before-$clients.json"
+            bench_log "$system: wrk -t $threads -c $clients -d ${DURATION}s against the leader $url (try $try)"
+            bench_wrk "$system" "$out" "$DURATION" "$url" -t "$threads" -c "$clients" --latency ||
+                bench_die "$system: wrk failed: $(tail -n 5 "$out")"
+            bench_tool status --cluster "$dir" --system "$system" >"$dir/after-$clients.json"
+            bench_tool kv-point --system "$system" --clients "$clients" --threads "$threads" --wrk-output "$out" \
+                --before "$dir/before-$clients.json" --after "$dir/after-$clients.json" --out "$dir/point-$clients.json"
+            bench_point_clean "$dir/point-$clients.json" && break
+            bench_log "$system: other processes loaded the CPU during the run ($(grep BENCH_FOREIGN "$out"))"
+        done
         results+=("$dir/point-$clients.json")
         grep -E '^ +(50|99)%|Requests/sec|Non-2xx|Socket errors' "$out" | sed "s/^/    $system c=$clients /" >&2 || true
     done

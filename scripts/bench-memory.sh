@@ -39,6 +39,7 @@ for system in $SYSTEMS; do
     bench_start "$system"
     sleep 2
     bench_tool rss --cluster "$dir" >"$BENCH_WORK/$system-empty.json"
+    bench_quiet
     url=$(bench_tool wait-ready --cluster "$dir" --system "$system" --timeout 60)
     bench_log "$system: writing $KEYS keys of $VALUE_SIZE B through the leader $url"
     bench_tool load --cluster "$dir" --system "$system" --url "$url" --count "$KEYS" \

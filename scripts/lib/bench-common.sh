@@ -18,7 +18,7 @@
 #   BENCH_ETCD_HEARTBEAT_MS / BENCH_ETCD_ELECTION_MS   etcd timing flags
 #                        (unset: etcd's defaults, 100 ms / 1000 ms)
 #   BENCH_RAFTVISOR_HEARTBEAT_MS / BENCH_RAFTVISOR_ELECTION_MIN_MS /
-#   BENCH_RAFTVISOR_ELECTION_MAX_MS   raftvisor's [raft] timing (default 50/150/300)
+#   BENCH_RAFTVISOR_ELECTION_MAX_MS   raftvisor's [raft] timing (default 30/100/150)
 # Other RAFTVISOR_* variables of the calling shell are not passed to the
 # replicas (they would override the generated config files).
 
@@ -28,9 +28,9 @@ BENCH_REPO=$(cd "$BENCH_SCRIPTS_DIR/.." && pwd)
 # shellcheck disable=SC2034 # used by the scripts that source this file
 BENCH_LUA="$BENCH_SCRIPTS_DIR/bench/put.lua"
 BENCH_WORK=""
-BENCH_RV_HEARTBEAT_MS=${BENCH_RAFTVISOR_HEARTBEAT_MS:-50}
-BENCH_RV_ELECTION_MIN_MS=${BENCH_RAFTVISOR_ELECTION_MIN_MS:-150}
-BENCH_RV_ELECTION_MAX_MS=${BENCH_RAFTVISOR_ELECTION_MAX_MS:-300}
+BENCH_RV_HEARTBEAT_MS=${BENCH_RAFTVISOR_HEARTBEAT_MS:-30}
+BENCH_RV_ELECTION_MIN_MS=${BENCH_RAFTVISOR_ELECTION_MIN_MS:-100}
+BENCH_RV_ELECTION_MAX_MS=${BENCH_RAFTVISOR_ELECTION_MAX_MS:-150}
 BENCH_TOOL=""
 RAFTVISOR_BIN=${RAFTVISOR_BIN:-}
 
@@ -133,9 +133,44 @@ bench_init_workdir() {
     trap 'exit 143' TERM
     BENCH_TOOL="$BENCH_WORK/bench_tool.py"
     bench_write_tool >"$BENCH_TOOL"
+    # A private copy, so a rebuild in the tree during the run (or a restart
+    # in a failover trial) cannot switch binaries.
+    if [[ -n $RAFTVISOR_BIN ]]; then
+        cp "$RAFTVISOR_BIN" "$BENCH_WORK/raftvisor-bin"
+        RAFTVISOR_BIN="$BENCH_WORK/raftvisor-bin"
+    fi
 }
 
 bench_tool() { python3 "$BENCH_TOOL" "$@"; }
+
+# The machine is shared: before measuring, wait (QUIET_WAIT seconds at most,
+# default 900) until processes other than the benchmark's use at most
+# QUIET_MAX_PCT (default 10) % of the CPU. QUIET_WAIT=0 measures at once.
+QUIET_WAIT=${QUIET_WAIT:-900}
+QUIET_MAX_PCT=${QUIET_MAX_PCT:-10}
+# A run during which other processes used more than QUIET_MAX_PCT % of the
+# CPU is measured again, up to MAX_TRIES (default 3) times in all.
+MAX_TRIES=${MAX_TRIES:-3}
+bench_quiet() {
+    bench_tool quiet --mark "$BENCH_WORK" --max-pct "$QUIET_MAX_PCT" --wait "$QUIET_WAIT"
+}
+
+# True when the kv-point file shows that other processes stayed within
+# QUIET_MAX_PCT during the run.
+bench_point_clean() {
+    python3 -c 'import json, sys; sys.exit(0 if json.load(open(sys.argv[1])).get("foreign_cpu_pct", 0) <= float(sys.argv[2]) else 1)' \
+        "$1" "$QUIET_MAX_PCT"
+}
+
+# bench_wrk SYSTEM OUT SECONDS URL wrk-options...: runs wrk with put.lua
+# against SYSTEM at URL for SECONDS, output in OUT, plus a BENCH_FOREIGN line
+# (CPU used meanwhile by processes that are not the benchmark's).
+bench_wrk() {
+    local system=$1 out=$2 seconds=$3 url=$4
+    shift 4
+    BENCH_TARGET=$system bench_tool run-wrk --mark "$BENCH_WORK" --out "$out" --time-limit $((seconds + 60)) \
+        -- wrk "$@" -d "${seconds}s" --timeout 10s -s "$BENCH_LUA" "$url"
+}
 
 # Member launchers: each cluster directory holds members.tsv (name, url,
 # launcher, pid file) and one directory per member with run.sh, which
@@ -236,7 +271,7 @@ bench_log_problems() {
     n=$(cat "$dir"/*/log 2>/dev/null | grep -cE "$pattern" || true)
     if [[ $n -gt 0 ]]; then
         bench_log "$1: $n warning/error lines in member logs; first ones:"
-        grep -hE "$pattern" "$dir"/*/log | sed 's/\x1b\[[0-9;]*m//g' | head -n 20 >&2
+        { grep -hE "$pattern" "$dir"/*/log | sed 's/\x1b\[[0-9;]*m//g' | head -n 20 >&2; } || true
     fi
 }
 
@@ -264,7 +299,11 @@ bench_machine() {
     echo "- kernel: $(uname -r)"
     echo "- etcd: $(etcd --version 2>/dev/null | head -n 1 | sed 's/^etcd Version: //')"
     echo "- wrk: $(wrk -v 2>&1 | head -n 1 | awk '{print $2}')"
-    echo "- raftvisor: $(cd "$BENCH_REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown) (release build)"
+    local rev dirty=""
+    rev=$(cd "$BENCH_REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    [[ -n $(cd "$BENCH_REPO" && git status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null) ]] &&
+        dirty=" with uncommitted changes in src/"
+    echo "- raftvisor: $rev$dirty (release build)"
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 }
 
@@ -572,12 +611,20 @@ def cmd_failover(args):
     times = []
     failures = 0
     trials = []
-    for trial in range(1, args.trials + 1):
+    redo = 0
+    trial = 0
+    while trial < args.trials:
+        if redo == 0:
+            trial += 1
         leader = wait_ready(api, members, args.ready_timeout, tag=f"ready{trial}")
         if leader is None:
             print(f"{api.name}: cluster not healthy before trial {trial}; stopping", file=sys.stderr)
             return 1
-        time.sleep(args.settle)
+        if args.quiet_mark:
+            foreign = quiet_wait(args.quiet_mark, args.quiet_max_pct, args.quiet_wait, max(args.settle, 0.5))
+        else:
+            foreign = None
+            time.sleep(args.settle)
         view = statuses(api, members)
         leader = agreed_leader(members, view)
         pid = leader.pid() if leader else None
@@ -586,11 +633,15 @@ def cmd_failover(args):
             continue
         term_before = view[leader.name]["term"]
         survivors = [m for m in members if m is not leader]
+        ticks_before = cpu_ticks() if args.quiet_mark else None
         t0 = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         elapsed, sent, failed, via = poll_writes(api, survivors, t0, args.poll_ms / 1000.0,
                                                  args.request_timeout_ms / 1000.0, args.trial_timeout,
                                                  f"t{trial}")
+        during = None
+        if ticks_before is not None:
+            during, _ = foreign_share(args.quiet_mark, ticks_before, cpu_ticks(), time.monotonic() - t0)
         after = statuses(api, survivors)
         term_after = max((s.get("term", 0) for s in after.values()), default=0)
         # the killed process must be gone before it is started again
@@ -604,7 +655,16 @@ def cmd_failover(args):
                                          start_new_session=True))
         record = {"trial": trial, "killed": leader.name, "term_before": term_before,
                   "term_after": term_after, "attempts": sent, "failed_attempts": failed,
-                  "ack_via": via, "ms": None if elapsed is None else round(elapsed * 1000, 2)}
+                  "ack_via": via, "ms": None if elapsed is None else round(elapsed * 1000, 2),
+                  "foreign_cpu_pct_before": None if foreign is None else round(foreign, 1),
+                  "foreign_cpu_pct_during": None if during is None else round(during, 1)}
+        if during is not None and during > args.quiet_max_pct and redo < args.max_redo:
+            redo += 1
+            print(f"{api.name} trial {trial:2d}: other processes used {during:.0f}% of the CPU during the "
+                  f"trial ({'n/a' if elapsed is None else f'{elapsed * 1000:.1f} ms'}); measuring it again",
+                  file=sys.stderr)
+            continue
+        redo = 0
         trials.append(record)
         if elapsed is None:
             failures += 1
@@ -663,6 +723,11 @@ def cmd_failover_report(args):
     print(f"- goal p99 <= 500 ms: {'MET' if goal2 else 'NOT MET'} (p99 {fmt(r['p99_ms'])} ms)")
     print(f"- p99 is nearest-rank over {r['trials']} trials; writes every {r['poll_ms']} ms, "
           f"{r['request_timeout_ms']} ms timeout each")
+    for d in (e, r):
+        shares = [t["foreign_cpu_pct_during"] for t in d["records"] if t.get("foreign_cpu_pct_during") is not None]
+        if shares:
+            print(f"- {d['system']}: other processes used at most {max(shares):.0f}% of the CPU during a "
+                  f"counted trial (median {statistics.median(shares):.0f}%)")
     return 0
 
 
@@ -684,6 +749,14 @@ def cmd_kv_report(args):
         cells.append(fmt(ratio(r["ok_rps"], e["ok_rps"]), 2) if e and r else "n/a")
         cells.append(fmt(ratio(r["p99_ms"], e["p99_ms"]), 2) if e and r else "n/a")
         print("| " + " | ".join(cells) + " |")
+    print()
+    print("CPU during each run (share of all cores): members / wrk / other processes")
+    print()
+    for p in points:
+        if "foreign_cpu_pct" in p:
+            flag = "  <-- OTHER LOAD ON THE MACHINE" if p["foreign_cpu_pct"] > 5 else ""
+            print(f"- {p['system']} {p['clients']} clients: {p['members_cpu_pct']:.0f}% / {p['wrk_cpu_pct']:.0f}% / "
+                  f"{p['foreign_cpu_pct']:.0f}%{' (' + ', '.join(p['top']) + ')' if p['top'] and p['foreign_cpu_pct'] > 5 else ''}{flag}")
     print()
     for p in points:
         if p["errors"]:
@@ -721,6 +794,10 @@ def cmd_kv_point(args):
         before = json.load(f)
     with open(args.after) as f:
         after = json.load(f)
+    with open(args.wrk_output) as f:
+        for text in f:
+            if text.startswith("BENCH_FOREIGN "):
+                line.update(json.loads(text[len("BENCH_FOREIGN "):]))
     line.update({"system": args.system, "clients": args.clients, "threads": args.threads,
                  "term_before": before["term"], "term_after": after["term"],
                  "leader_before": before["leader"], "leader_after": after["leader"]})
@@ -738,8 +815,120 @@ def cmd_term_check(args):
         print(f"- {p['system']} under {p['clients']}-client write load for {p['duration_s']:.0f} s "
               f"({fmt(p['ok_rps'], 0)} writes/s, {p['errors']} errors): term {p['term_before']} -> "
               f"{p['term_after']}, leader {p['leader_before']} -> {p['leader_after']}: "
-              f"{'no election' if same else 'ELECTION(S) DURING THE RUN'}")
+              f"{'no election' if same else 'ELECTION(S) DURING THE RUN'}"
+              + (f" (other processes used {p['foreign_cpu_pct']:.0f}% of the CPU meanwhile)"
+                 if p.get("foreign_cpu_pct", 0) > 5 else ""))
     return 0
+
+
+def cpu_ticks():
+    """(total busy ticks of the machine, {pid: (ticks, cmdline)})."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal (guest time is inside user)
+    busy = fields[0] + fields[1] + fields[2] + sum(fields[5:8])
+    procs = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                text = f.read()
+            comm = text[text.find("(") + 1:text.rfind(")")]
+            rest = text.rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        procs[int(entry)] = (int(rest[11]) + int(rest[12]), cmdline, comm)
+    return busy, procs
+
+
+def foreign_share(mark, before, after, seconds, own_pids=()):
+    """Share of the machine's CPU (0..100 %) used by processes that are not
+    the benchmark's (cmdline without mark, pid not in own_pids), plus the
+    heaviest of them."""
+    hz = os.sysconf("SC_CLK_TCK")
+    ncpu = os.cpu_count() or 1
+    used = {}
+    for pid, (ticks, cmdline, comm) in after[1].items():
+        if mark in cmdline or pid in own_pids or pid == os.getpid():
+            continue
+        used[pid] = (ticks - before[1].get(pid, (0,))[0], comm)
+    total = sum(t for t, _ in used.values())
+    top = sorted(used.values(), reverse=True)[:3]
+    pct = 100.0 * total / (hz * ncpu * seconds)
+    return pct, [f"{c} {100.0 * t / (hz * ncpu * seconds):.0f}%" for t, c in top if t > 0]
+
+
+def quiet_wait(mark, max_pct, wait, sample=2.0):
+    """Waits (at most wait seconds) until processes outside the benchmark
+    use at most max_pct of the CPU over a sample; returns the last share."""
+    start = time.monotonic()
+    told = -60.0
+    while True:
+        before = cpu_ticks()
+        time.sleep(sample)
+        after = cpu_ticks()
+        pct, top = foreign_share(mark, before, after, sample)
+        waited = time.monotonic() - start
+        if pct <= max_pct:
+            if waited > sample + 1:
+                print(f"machine quiet after {waited:.0f} s (other processes {pct:.0f}% CPU)", file=sys.stderr)
+            return pct
+        if waited >= wait:
+            print(f"WARNING: machine still busy after {waited:.0f} s: other processes use {pct:.0f}% "
+                  f"of the CPU ({', '.join(top)}); measuring anyway", file=sys.stderr)
+            return pct
+        if waited - told >= 60:
+            told = waited
+            print(f"waiting for a quiet machine: other processes use {pct:.0f}% of the CPU "
+                  f"({', '.join(top)})", file=sys.stderr)
+        time.sleep(1)
+
+
+def cmd_quiet(args):
+    quiet_wait(args.mark, args.max_pct, args.wait)
+    return 0
+
+
+def cmd_run_wrk(args):
+    """Runs wrk (bounded in time), and appends to its output a BENCH_FOREIGN
+    line: the CPU share that processes other than the benchmark's (its
+    members and wrk) used meanwhile, from /proc/stat minus their own time."""
+    hz = os.sysconf("SC_CLK_TCK")
+    ncpu = os.cpu_count() or 1
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    before = cpu_ticks()
+    t0 = time.monotonic()
+    with open(args.out, "w") as out:
+        child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            rc = child.wait(timeout=args.time_limit)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+            rc = -9
+    seconds = time.monotonic() - t0
+    after = cpu_ticks()
+    wrk_ticks = 0
+    try:
+        import resource
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wrk_ticks = (usage.ru_utime + usage.ru_stime) * hz
+    except Exception:
+        pass
+    ours = sum(t - before[1].get(pid, (0,))[0] for pid, (t, c, _) in after[1].items() if args.mark in c)
+    machine = after[0] - before[0]
+    foreign_ticks = max(0.0, machine - ours - wrk_ticks)
+    pct = 100.0 * foreign_ticks / (hz * ncpu * seconds)
+    _, top = foreign_share(args.mark, before, after, seconds)
+    with open(args.out, "a") as out:
+        out.write("BENCH_FOREIGN " + json.dumps({"foreign_cpu_pct": round(pct, 1), "top": top,
+                                                  "wrk_cpu_pct": round(100.0 * wrk_ticks / (hz * ncpu * seconds), 1),
+                                                  "members_cpu_pct": round(100.0 * ours / (hz * ncpu * seconds), 1)})
+                  + "\n")
+    return rc
 
 
 def cmd_load(args):
@@ -883,6 +1072,10 @@ def main():
     s.add_argument("--trial-timeout", type=float, default=15)
     s.add_argument("--ready-timeout", type=float, default=60)
     s.add_argument("--settle", type=float, default=1.0)
+    s.add_argument("--quiet-mark", default="")
+    s.add_argument("--quiet-max-pct", type=float, default=10)
+    s.add_argument("--quiet-wait", type=float, default=900)
+    s.add_argument("--max-redo", type=int, default=2)
     s.add_argument("--out", required=True)
     s.set_defaults(fn=cmd_failover)
     s = sub.add_parser("failover-report")
@@ -898,6 +1091,17 @@ def main():
     s = sub.add_parser("kv-report")
     s.add_argument("results", nargs="+")
     s.set_defaults(fn=cmd_kv_report)
+    s = sub.add_parser("quiet")
+    s.add_argument("--mark", required=True)
+    s.add_argument("--max-pct", type=float, default=10)
+    s.add_argument("--wait", type=float, default=900)
+    s.set_defaults(fn=cmd_quiet)
+    s = sub.add_parser("run-wrk")
+    s.add_argument("--mark", required=True)
+    s.add_argument("--out", required=True)
+    s.add_argument("--time-limit", type=float, required=True)
+    s.add_argument("command", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=cmd_run_wrk)
     s = sub.add_parser("term-check")
     s.add_argument("points", nargs="+")
     s.set_defaults(fn=cmd_term_check)
