@@ -562,12 +562,6 @@ struct Disk<NID: NodeId> {
     /// Open handle of the newest segment, if it has been opened for writing.
     active: Option<File>,
     meta: MetaFile<NID>,
-    /// A committed log id not yet written: it rides along with the next
-    /// meta write (every append writes the watermark), so openraft's
-    /// per-entry `save_committed` costs no fsync of its own. A committed id
-    /// that is stale after a crash is safe: it only bounds the re-apply at
-    /// start, and the leader commits again.
-    deferred_committed: Option<Option<LogId<NID>>>,
     /// Set when a write failed half-way: memory and disk may disagree, so
     /// only a restart (which re-reads the disk) may continue.
     failed: Option<String>,
@@ -640,16 +634,11 @@ impl<NID: NodeId> Disk<NID> {
         change: impl FnOnce(&mut MetaState<NID>),
     ) -> Result<(), LogStoreError> {
         let mut state = self.meta.state.clone();
-        if let Some(committed) = self.deferred_committed.clone() {
-            state.committed = committed;
-        }
         change(&mut state);
         if state == self.meta.state {
             return Ok(());
         }
-        self.meta.store(state)?;
-        self.deferred_committed = None;
-        Ok(())
+        self.meta.store(state)
     }
 
     fn active_file(&mut self) -> Result<&File, LogStoreError> {
@@ -892,9 +881,6 @@ impl<C: RaftTypeConfig> Shared<C> {
             .write()
             .map_err(|_| LogStoreError::Failed("a previous log write panicked".to_string()))?;
         mem.meta = disk.meta.state.clone();
-        if let Some(committed) = disk.deferred_committed.clone() {
-            mem.meta.committed = committed;
-        }
         f(&mut mem);
         Ok(())
     }
@@ -1114,7 +1100,7 @@ where
     ) -> Result<(), StorageError<C::NodeId>> {
         self.blocking(move |shared| {
             let mut disk = shared.disk()?;
-            disk.deferred_committed = Some(committed);
+            disk.guarded(|d| d.update_meta(|m| m.committed = committed))?;
             shared.update_mem(&disk, |_| ())
         })
         .await
@@ -1450,7 +1436,6 @@ where
         offsets,
         active,
         meta,
-        deferred_committed: None,
         failed: None,
     };
     Ok(Recovered { disk, entries })
@@ -1764,26 +1749,6 @@ mod tests {
         assert_eq!(state.last_purged_log_id, Some(log_id(1, 5)));
         assert_eq!(state.last_log_id, Some(log_id(2, 18)));
         assert_eq!(store.durable_watermark(), Some(18));
-    }
-
-    #[tokio::test]
-    async fn committed_rides_along_with_the_next_meta_write() {
-        let (_tmp, dir) = scratch();
-        {
-            let mut store = open_small(&dir);
-            store.blocking_append(entries(1, 0..=5)).await.unwrap();
-            store.save_committed(Some(log_id(1, 3))).await.unwrap();
-            // Visible at once, durable only with the next meta write.
-            assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 3)));
-        }
-        {
-            let mut store = open_small(&dir);
-            assert_eq!(store.read_committed().await.unwrap(), None);
-            store.save_committed(Some(log_id(1, 4))).await.unwrap();
-            store.blocking_append(entries(1, 6..=7)).await.unwrap();
-        }
-        let mut store = open_small(&dir);
-        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 4)));
     }
 
     #[tokio::test]

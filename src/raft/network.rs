@@ -187,15 +187,7 @@ impl PeerConnection {
     {
         let reply: Result<Resp, RaftError<NodeId, E>> = self
             .network
-            // openraft's TTL for appends is the heartbeat interval; on a busy
-            // machine an fsync alone can exceed it, and a timeout sends the
-            // stream into backoff, so appends get a floor.
-            .call(
-                &self.addr,
-                path,
-                request,
-                timeout_for(path, option.hard_ttl()),
-            )
+            .call(&self.addr, path, request, option.hard_ttl())
             .await
             .map_err(|e| match e {
                 PeerCallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
@@ -203,16 +195,6 @@ impl PeerConnection {
             })?;
         self.network.touch(self.target);
         reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
-    }
-}
-
-/// The time a peer call may take: openraft's TTL, but never less than a
-/// second for appends and snapshot chunks.
-fn timeout_for(path: &str, ttl: Duration) -> Duration {
-    if path == paths::VOTE {
-        ttl
-    } else {
-        ttl.max(Duration::from_secs(1))
     }
 }
 

@@ -33,13 +33,25 @@ where
     }
 }
 
-/// A free loopback port (bound and released; good enough on a test box).
+/// A free loopback port below the kernel's ephemeral range (32768 and up),
+/// so outgoing connections, which take ephemeral source ports, cannot grab
+/// it between this check and the replica's bind. Each test process starts
+/// at its own offset and counts up, so parallel tests do not collide.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
-        .expect("local addr")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 12_000;
+    const SPAN: u32 = 18_000;
+    let start = 1 + (std::process::id() % SPAN) * 13 % SPAN;
+    let _ = NEXT.compare_exchange(0, start, Ordering::SeqCst, Ordering::SeqCst);
+    loop {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        let tcp_free = TcpListener::bind(("127.0.0.1", port)).is_ok();
+        let udp_free = std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if tcp_free && udp_free {
+            return port;
+        }
+    }
 }
 
 /// Settings shared by the replicas of one test cluster.

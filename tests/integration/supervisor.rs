@@ -54,12 +54,19 @@ async fn deployed_replicas_run_and_a_crashed_container_is_restarted() {
                 container.name
             );
         }
-        // The published port answers.
+        // The published port answers (once the server inside is listening).
         let (_, _, host_port) = container.ports[0];
-        let health = reqwest::get(format!("http://127.0.0.1:{host_port}/health"))
-            .await
-            .unwrap();
-        assert_eq!(health.status(), 200);
+        eventually(
+            "the published port answers",
+            Duration::from_secs(10),
+            || async {
+                match reqwest::get(format!("http://127.0.0.1:{host_port}/health")).await {
+                    Ok(r) if r.status() == 200 => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
     }
     eventually(
         "instances report running with ports",
@@ -147,8 +154,23 @@ async fn a_crash_looping_service_backs_off_and_says_so() {
     for r in &env.cluster.replicas {
         assert!(env.cluster.client_for(r.id).health().await.is_ok());
     }
-    let report = client.service_report("t2", "crashy").await.unwrap();
-    assert_eq!(report.crash_looping, 1, "{report:?}");
+    // Between its short runs the instance is shown crash-looping.
+    eventually(
+        "the report counts the crash loop",
+        Duration::from_secs(10),
+        || async {
+            let report = client
+                .service_report("t2", "crashy")
+                .await
+                .map_err(|e| e.to_string())?;
+            if report.crash_looping == 1 {
+                Ok(())
+            } else {
+                Err(format!("{report:?}"))
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -176,18 +198,14 @@ async fn a_new_leader_adopts_instead_of_duplicating() {
     env.cluster.restart(leader);
     env.cluster.wait_for_leader().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let after: Vec<String> = env
-        .running("echo")
-        .await
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
+    // The same four containers: none replaced, none added.
     let mut before: Vec<String> = running.into_iter().map(|c| c.id).collect();
     before.sort();
-    let mut after_sorted = after.clone();
-    after_sorted.sort();
+    let after = env.wait_running("echo", 4, Duration::from_secs(20)).await;
+    let mut after: Vec<String> = after.into_iter().map(|c| c.id).collect();
+    after.sort();
     assert_eq!(
-        before, after_sorted,
+        before, after,
         "containers were replaced after the old leader returned"
     );
 }
