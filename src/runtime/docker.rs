@@ -424,17 +424,20 @@ fn container_info(response: ContainerInspectResponse, network: Option<&str>) -> 
         let Ok(container_port) = port.parse::<u16>() else {
             continue;
         };
-        for binding in bindings.unwrap_or_default() {
-            let host_port = binding
-                .host_port
-                .as_deref()
-                .and_then(|p| p.parse::<u16>().ok());
-            if let Some(host_port) = host_port {
-                let entry = (container_port, protocol, host_port);
-                if !ports.contains(&entry) {
-                    ports.push(entry);
-                }
-            }
+        // The engine may publish a port on IPv4 and IPv6 with different host
+        // ports; clients reach nodes by IPv4 address, so the IPv4 binding
+        // is the one that counts, and a container port gets one host port.
+        let bindings = bindings.unwrap_or_default();
+        let is_v6 = |b: &&bollard::models::PortBinding| {
+            b.host_ip.as_deref().is_some_and(|ip| ip.contains(':'))
+        };
+        let chosen = bindings
+            .iter()
+            .filter(|b| !is_v6(b))
+            .chain(bindings.iter().filter(|b| is_v6(b)))
+            .find_map(|b| b.host_port.as_deref().and_then(|p| p.parse::<u16>().ok()));
+        if let Some(host_port) = chosen {
+            ports.push((container_port, protocol, host_port));
         }
     }
     ports.sort_by_key(|(port, protocol, host)| (*port, protocol.as_str(), *host));
