@@ -10,14 +10,40 @@ use serde::de::DeserializeOwned;
 use super::error::ApiError;
 use crate::replica::Replica;
 
-/// JSON body whose errors are API errors.
+/// JSON body whose errors are API errors. The content type is not
+/// checked, so `curl -d` and clients that omit it work; malformed JSON is a
+/// 400, JSON of the wrong shape a 422, a body over the limit a 413.
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(req, state).await?;
+        let bytes = axum::body::Bytes::from_request(req, state).await?;
+        let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+        let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+            let inner = e.inner();
+            if inner.is_syntax() || inner.is_eof() {
+                ApiError::new(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "invalid_json",
+                    format!("malformed JSON: {inner}"),
+                )
+            } else {
+                ApiError::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_json",
+                    format!("{}: {inner}", e.path()),
+                )
+            }
+        })?;
+        deserializer.end().map_err(|e| {
+            ApiError::new(
+                axum::http::StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("malformed JSON: {e}"),
+            )
+        })?;
         Ok(JsonBody(value))
     }
 }

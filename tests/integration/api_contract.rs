@@ -355,6 +355,21 @@ async fn bad_input_gets_a_4xx_with_a_json_reason() {
             "{method} {path}: no code in {shown}"
         );
     }
+    // Valid JSON is accepted whatever the content type (as `curl -d` sends it).
+    let form = reqwest::Client::new()
+        .put(format!("{base}/v1/services/curl/echo"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"image": "raftvisor-echo:local"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 200);
+    let form = reqwest::Client::new()
+        .delete(format!("{base}/v1/services/curl/echo"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 204);
     // Nothing above changed the state.
     let services: Value = http
         .get(format!("{base}/v1/services"))
