@@ -50,6 +50,8 @@ SVB_WORK=""
 SVB_BIN=""
 SVB_TOOL=""
 SVB_CLUSTER_ID=""
+SVB_REV=""
+RAFTVISOR_BIN_GIVEN=""
 SVB_PIDS=()
 # Names of plain (non-raftvisor) containers to remove at exit.
 SVB_CONTAINERS=()
@@ -146,12 +148,23 @@ svb_init() {
     trap 'exit 130' INT
     trap 'exit 143' TERM
     if [[ -n $SVB_USER_BIN ]]; then
+        RAFTVISOR_BIN_GIVEN=1
         [[ -x $SVB_USER_BIN ]] || svb_die "RAFTVISOR_BIN=$SVB_USER_BIN is not executable"
     else
         [[ ${SKIP_BUILD:-0} == 1 ]] || build_release
         SVB_USER_BIN=$RAFTVISOR_BIN
     fi
     [[ -x $SVB_USER_BIN ]] || svb_die "no binary at $SVB_USER_BIN"
+    # Which source the binary is: the tree now (just built) or its file date.
+    local rev dirty=""
+    rev=$(cd "$RAFTVISOR_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    [[ -n $(cd "$RAFTVISOR_ROOT" && git status --porcelain --untracked-files=no -- src Cargo.toml Cargo.lock 2>/dev/null) ]] &&
+        dirty=" + uncommitted changes"
+    if [[ -n ${RAFTVISOR_BIN_GIVEN:-} || ${SKIP_BUILD:-0} == 1 ]]; then
+        SVB_REV="binary $SVB_USER_BIN of $(date -u -r "$SVB_USER_BIN" '+%Y-%m-%d %H:%M UTC') (tree at $rev$dirty when the run started)"
+    else
+        SVB_REV="$rev$dirty (static release build made by this run)"
+    fi
     # A private copy: a rebuild in the tree during the run cannot swap it.
     SVB_BIN="$SVB_WORK/raftvisor"
     cp "$SVB_USER_BIN" "$SVB_BIN"
@@ -226,11 +239,7 @@ svb_machine() {
     echo "- docker: $(docker version --format '{{.Server.Version}}' 2>/dev/null)" \
         "(storage driver $(docker info --format '{{.Driver}}' 2>/dev/null)," \
         "cgroup $(docker info --format '{{.CgroupVersion}}' 2>/dev/null))"
-    local rev dirty=""
-    rev=$(cd "$RAFTVISOR_ROOT" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
-    [[ -n $(cd "$RAFTVISOR_ROOT" && git status --porcelain --untracked-files=no -- src 2>/dev/null) ]] &&
-        dirty=" + uncommitted changes in src/"
-    echo "- raftvisor: $rev$dirty (static release build)"
+    echo "- raftvisor: $SVB_REV"
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 }
 
