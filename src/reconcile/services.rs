@@ -118,6 +118,14 @@ pub async fn run(
 
 impl Controller {
     async fn round(self: &Arc<Self>, token: &CancellationToken) -> Result<(), String> {
+        // Services busy before the state is read: one that finishes while
+        // this round observes would otherwise be planned again from the
+        // older copy and placed twice.
+        let busy_at_start = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let (cluster, services, instances, nodes) = self.replica.sm.read(|s| {
             (
                 s.cluster_id.clone(),
@@ -229,11 +237,12 @@ impl Controller {
         };
         let nodes = Arc::new(nodes);
         for (key, service) in &services {
-            if self
-                .in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(key)
+            if busy_at_start.contains(key)
+                || self
+                    .in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(key)
             {
                 continue;
             }

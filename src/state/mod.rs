@@ -564,9 +564,19 @@ impl State {
 
     /// Instances of one service, by slot.
     pub fn service_instances(&self, namespace: &str, name: &str) -> Vec<&Instance> {
+        // Instance ids start with "<namespace>-<service>-", so a range scan
+        // over that prefix finds them without walking every instance (DNS
+        // asks this on every query); the filter drops services whose ids
+        // merely share the prefix.
+        let prefix = format!("{namespace}-{name}-");
         let mut found: Vec<&Instance> = self
             .instances
-            .values()
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(id, _)| id.starts_with(&prefix))
+            .map(|(_, i)| i)
             .filter(|i| i.namespace == namespace && i.service == name)
             .collect();
         found.sort_by_key(|i| (i.slot, i.generation));
