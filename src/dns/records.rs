@@ -198,23 +198,21 @@ impl Zone<'_> {
                     ..Answer::default()
                 });
             }
-            let mut ips: Vec<IpAddr> = svc
-                .spec
+        }
+        let mut ips: Vec<IpAddr> = if svc.spec.kind == ServiceKind::External {
+            svc.spec
                 .addresses
                 .iter()
                 .filter_map(|a| a.parse().ok())
-                .collect();
-            ips.sort();
-            ips.dedup();
-            return Some(self.addresses(name, want, ips.into_iter()));
-        }
-        let mut ips: Vec<IpAddr> = self
-            .state
-            .service_instances(namespace, service)
-            .into_iter()
-            .filter(|i| i.state == InstanceState::Running)
-            .filter_map(|i| i.address.as_deref()?.parse().ok())
-            .collect();
+                .collect()
+        } else {
+            self.state
+                .service_instances(namespace, service)
+                .into_iter()
+                .filter(|i| i.state == InstanceState::Running)
+                .filter_map(|i| i.address.as_deref()?.parse().ok())
+                .collect()
+        };
         ips.sort();
         ips.dedup();
         Some(self.addresses(name, want, ips.into_iter()))
