@@ -216,7 +216,7 @@ svb_start_cluster() {
             for v in $(compgen -e RAFTVISOR_); do
                 [[ $v == RAFTVISOR_LOG ]] || unset "$v"
             done
-            export RAFTVISOR_LOG=${RAFTVISOR_LOG:-info,openraft=warn}
+            export RAFTVISOR_LOG=${RAFTVISOR_LOG:-info,openraft=warn,hickory_server=warn}
             exec "$SVB_BIN" agent --config "$m/config.toml"
         ) </dev/null >>"$m/log" 2>&1 &
         SVB_PIDS+=("$!")

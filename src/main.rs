@@ -6,8 +6,11 @@ use clap::Parser;
 use raftvisor::cli::{Cli, Command};
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RAFTVISOR_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    // hickory-server logs every DNS query at info; that is a debug matter.
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("RAFTVISOR_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("info,openraft=warn,hickory_server=warn")
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -1,7 +1,8 @@
 //! DNS service discovery served by every replica from its local state:
 //! [`records`] computes the zone (pure), [`server`] speaks the protocol
-//! (hickory-server, UDP and TCP). DNS never waits for Raft.
+//! (hickory-server; UDP through [`udp`]'s workers). DNS never waits for Raft.
 
 pub mod client;
 pub mod records;
 pub mod server;
+mod udp;

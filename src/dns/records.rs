@@ -282,6 +282,12 @@ impl Zone<'_> {
 }
 
 /// `name` relative to `domain` ("" for the apex), or `None` outside it.
+/// Whether `name` (any case, with or without the final dot) is `domain`
+/// or below it.
+pub fn in_zone(name: &str, domain: &str) -> bool {
+    relative_name(&name.trim_end_matches('.').to_ascii_lowercase(), domain).is_some()
+}
+
 fn relative_name<'a>(name: &'a str, domain: &str) -> Option<&'a str> {
     if name == domain {
         return Some("");

@@ -1,9 +1,11 @@
-//! The DNS server every replica runs on `dns_addr` (UDP and TCP), built on
-//! hickory-server: each query is answered from this replica's state machine
-//! through [`super::records`], without touching Raft, so DNS keeps
-//! answering (possibly stale) when the cluster has no quorum. hickory's
-//! response encoding sets TC when an answer does not fit the UDP payload
-//! size (512 bytes, or the client's EDNS size), and clients retry over TCP.
+//! The DNS server every replica runs on `dns_addr` (UDP and TCP): each
+//! query is answered from this replica's state machine through
+//! [`super::records`], without touching Raft, so DNS keeps answering
+//! (possibly stale) when the cluster has no quorum. [`Handler`] is a
+//! hickory-server request handler; hickory-server serves TCP, and
+//! [`super::udp`]'s workers serve UDP with the same handler. Answers that
+//! do not fit the UDP payload size (512 bytes, or the client's EDNS size)
+//! are truncated with TC set, and clients retry over TCP.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -79,6 +81,14 @@ impl Handler {
             }
         }
         None
+    }
+
+    /// Whether answering `request` means asking an upstream resolver.
+    pub fn needs_upstream(&self, request: &Request) -> bool {
+        !self.upstreams.is_empty()
+            && request.request_info().is_ok_and(|info| {
+                !super::records::in_zone(&info.query.name().to_string(), &self.domain)
+            })
     }
 
     fn answer(&self, name: &str, want: Want) -> Answer {
@@ -285,12 +295,61 @@ pub async fn bind(addr: &str) -> Result<DnsSockets, DnsError> {
     })
 }
 
-/// Serves DNS on every one of `sockets` until the returned server is shut down.
-pub fn serve(handler: Handler, sockets: Vec<DnsSockets>) -> Server<Handler> {
-    let mut server = Server::new(handler);
-    for socket in sockets {
-        server.register_socket(socket.udp);
-        server.register_listener(socket.tcp, Duration::from_secs(5), 65_535);
+/// Lets hickory-server's TCP listener share the handler with the UDP workers.
+struct SharedHandler(Arc<Handler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for SharedHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        self.0
+            .handle_request::<R, T>(request, response_handle)
+            .await
     }
-    server
+}
+
+/// A running DNS server: UDP workers of its own ([`super::udp`]) and
+/// hickory-server's TCP listener.
+pub struct DnsServer {
+    tcp: Server<SharedHandler>,
+    stop: tokio_util::sync::CancellationToken,
+    udp_workers: tokio::task::JoinSet<()>,
+}
+
+impl DnsServer {
+    /// Stops accepting queries and waits for the listeners to finish.
+    pub async fn shutdown_gracefully(&mut self) {
+        self.stop.cancel();
+        if let Err(error) = self.tcp.shutdown_gracefully().await {
+            tracing::debug!(%error, "DNS TCP listener stopped with an error");
+        }
+        while self.udp_workers.join_next().await.is_some() {}
+    }
+}
+
+/// Serves DNS on every one of `sockets` until the returned server is shut down.
+pub fn serve(handler: Handler, sockets: Vec<DnsSockets>) -> DnsServer {
+    let handler = Arc::new(handler);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut udp_workers = tokio::task::JoinSet::new();
+    let mut tcp = Server::new(SharedHandler(handler.clone()));
+    for socket in sockets {
+        super::udp::spawn_workers(
+            handler.clone(),
+            Arc::new(socket.udp),
+            workers,
+            stop.clone(),
+            &mut udp_workers,
+        );
+        tcp.register_listener(socket.tcp, Duration::from_secs(5), 65_535);
+    }
+    DnsServer {
+        tcp,
+        stop,
+        udp_workers,
+    }
 }
