@@ -157,6 +157,7 @@ async fn run(args: &Args) -> Result<(), String> {
         }],
         raft: RaftTuning::default(),
         api: ApiTuning::default(),
+        secrets: Default::default(),
         supervisor: SupervisorTuning {
             enabled: false,
             ..SupervisorTuning::default()

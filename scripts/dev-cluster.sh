@@ -48,13 +48,18 @@ up() {
     ensure_packages curl
     build_release
     mkdir -p "$STATE_DIR/pids" "$STATE_DIR/logs" "$STATE_DIR/data"
+    if [[ ! -s $STATE_DIR/secrets.key ]]; then
+        # The key that seals services' secret_env (every replica shares it).
+        (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$STATE_DIR/secrets.key")
+        log "created the secrets key $STATE_DIR/secrets.key"
+    fi
     for id in "${IDS[@]}"; do
         if pid="$(running_pid "$id")"; then
             log "replica $id already running (pid $pid)"
             continue
         fi
         log "starting replica $id"
-        RAFTVISOR_LOG="${RAFTVISOR_LOG:-info,openraft=warn}" nohup "$RAFTVISOR_BIN" agent \
+        RAFTVISOR_LOG="${RAFTVISOR_LOG:-info,openraft=warn,hickory_server=warn}" nohup "$RAFTVISOR_BIN" agent \
             --config "cluster-config/local-3/replica-$id.toml" >>"$(log_file "$id")" 2>&1 &
         echo $! >"$(pid_file "$id")"
     done

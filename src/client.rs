@@ -203,6 +203,11 @@ impl Client {
         decode_json(&base, response).await
     }
 
+    /// GETs any API path as JSON, e.g. to see exactly what the API shows.
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+        self.call(Method::GET, path, &[], None, None).await
+    }
+
     pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
         self.call(Method::GET, "/v1/health", &[], None, None).await
     }

@@ -144,6 +144,16 @@ impl Default for DnsTuning {
     }
 }
 
+/// Secret environment values of services (see [`crate::secrets`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// File with the 32-byte key (64 hex digits or base64) that seals
+    /// services' `secret_env`; every replica needs the same key. Without
+    /// one, specs with `secret_env` are refused.
+    pub key_file: Option<PathBuf>,
+}
+
 /// Configuration of one replica (`raftvisor agent --config FILE`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,6 +175,8 @@ pub struct AgentConfig {
     pub supervisor: SupervisorTuning,
     #[serde(default)]
     pub dns: DnsTuning,
+    #[serde(default)]
+    pub secrets: SecretsConfig,
 }
 
 impl AgentConfig {
@@ -234,6 +246,9 @@ impl AgentConfig {
         }
         if let Some(v) = lookup("RAFTVISOR_SNAPSHOT_THRESHOLD") {
             self.raft.snapshot_threshold = number("RAFTVISOR_SNAPSHOT_THRESHOLD", v)?;
+        }
+        if let Some(v) = lookup("RAFTVISOR_SECRETS_KEY_FILE") {
+            self.secrets.key_file = Some(PathBuf::from(v));
         }
         Ok(())
     }

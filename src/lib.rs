@@ -13,4 +13,5 @@ pub mod raft;
 pub mod reconcile;
 pub mod replica;
 pub mod runtime;
+pub mod secrets;
 pub mod state;

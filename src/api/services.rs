@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{outcome_response, ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
 use crate::replica::Replica;
+use crate::secrets;
 use crate::state::{
     validate, Command, Event, ExitInfo, Instance, InstanceState, Outcome, RunState, Service,
     ServiceSpec,
@@ -33,6 +34,52 @@ pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
     text.parse()
         .map(Some)
         .map_err(|_| ApiError::bad_request(format!("If-Match {text:?} is not a version number")))
+}
+
+/// Seals the clear values of `spec.secret_env` before the spec enters the
+/// log. A value given as `<redacted>` (a spec read back and deployed again)
+/// keeps the service's current secret.
+fn seal_secrets(
+    replica: &Replica,
+    namespace: &str,
+    name: &str,
+    spec: &mut ServiceSpec,
+) -> ApiResult<()> {
+    if spec.secret_env.is_empty() {
+        return Ok(());
+    }
+    let Some(key) = &replica.secrets else {
+        return Err(ApiError::bad_request(
+            "secret_env needs a secrets key: set [secrets] key_file in every replica's config",
+        ));
+    };
+    let key_of_service = (namespace.to_string(), name.to_string());
+    let current = replica.sm.read(|s| {
+        s.services
+            .get(&key_of_service)
+            .map(|svc| svc.spec.secret_env.clone())
+    });
+    for (variable, value) in spec.secret_env.0.iter_mut() {
+        if value == secrets::REDACTED {
+            *value = current
+                .as_ref()
+                .and_then(|env| env.0.get(variable))
+                .cloned()
+                .ok_or_else(|| {
+                    ApiError::bad_request(format!(
+                        "secret_env {variable:?} is {} but {namespace}/{name} has no such secret to keep",
+                        secrets::REDACTED
+                    ))
+                })?;
+        } else if secrets::is_sealed(value) {
+            return Err(ApiError::bad_request(format!(
+                "secret_env {variable:?} looks sealed; give the clear value"
+            )));
+        } else {
+            *value = key.seal(variable, value);
+        }
+    }
+    Ok(())
 }
 
 fn service_outcome(what: &str, outcome: Outcome) -> ApiResult<Response> {
@@ -77,10 +124,11 @@ pub async fn put(
     State(replica): State<Arc<Replica>>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
-    JsonBody(spec): JsonBody<ServiceSpec>,
+    JsonBody(mut spec): JsonBody<ServiceSpec>,
 ) -> ApiResult<Response> {
     check_names(&namespace, &name)?;
     validate::service_spec(&spec).map_err(ApiError::bad_request)?;
+    seal_secrets(&replica, &namespace, &name, &mut spec)?;
     let expected_version = if_match(&headers)?;
     let what = format!("{namespace}/{name}");
     let applied = replica

@@ -81,4 +81,20 @@ mod tests {
         assert_eq!(template_fingerprint(&spec), template_fingerprint(&scaled));
         assert_ne!(template_fingerprint(&spec), template_fingerprint(&changed));
     }
+
+    #[test]
+    fn a_changed_secret_changes_the_template() {
+        let key = crate::secrets::SecretsKey::from_bytes(&[9; 32]);
+        let mut spec: ServiceSpec =
+            serde_json::from_value(serde_json::json!({"image": "a"})).unwrap();
+        spec.secret_env
+            .0
+            .insert("PASSWORD".into(), key.seal("PASSWORD", "one"));
+        let mut changed = spec.clone();
+        changed
+            .secret_env
+            .0
+            .insert("PASSWORD".into(), key.seal("PASSWORD", "two"));
+        assert_ne!(template_fingerprint(&spec), template_fingerprint(&changed));
+    }
 }

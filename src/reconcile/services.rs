@@ -24,6 +24,7 @@ use super::time::parse_rfc3339_ms;
 use super::SupervisorSettings;
 use crate::replica::{now_ms, Replica};
 use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerSpec, PortBinding, RuntimeError};
+use crate::secrets::{SecretsError, SecretsKey};
 use crate::state::{
     Command, ExitInfo, Instance, InstanceState, InstanceStatus, Node, NodeState, PublishedPort,
     Service,
@@ -488,8 +489,13 @@ impl Controller {
             &instance,
             template,
             &self.settings.container_dns,
+            self.replica.secrets.as_deref(),
         );
-        let result = match engine.create(&spec).await {
+        let created = match spec {
+            Ok(spec) => engine.create(&spec).await,
+            Err(e) => Err(RuntimeError::Invalid(e.to_string())),
+        };
+        let result = match created {
             Ok(id) => engine.start(&id).await.map(|_| id),
             // An interrupted create of this very generation: adopt it.
             Err(RuntimeError::Conflict(_)) => return,
@@ -755,15 +761,21 @@ impl Controller {
     }
 }
 
-/// The engine-side description of an instance's container.
+/// The engine-side description of an instance's container, with the
+/// service's secret env unsealed by `secrets`.
 pub fn container_spec(
     cluster: &str,
     service: &Service,
     instance: &Instance,
     template: &str,
     dns: &[String],
-) -> ContainerSpec {
+    secrets: Option<&SecretsKey>,
+) -> Result<ContainerSpec, SecretsError> {
     let mut env = service.spec.env.clone();
+    for (name, sealed) in &service.spec.secret_env.0 {
+        let key = secrets.ok_or_else(|| SecretsError::Unseal { name: name.clone() })?;
+        env.insert(name.clone(), key.unseal(name, sealed)?);
+    }
     env.insert("RAFTVISOR_INSTANCE".into(), instance.id.clone());
     env.insert(
         "RAFTVISOR_SERVICE".into(),
@@ -771,7 +783,7 @@ pub fn container_spec(
     );
     let mut labelled = instance.clone();
     labelled.spec_version = service.version;
-    ContainerSpec {
+    Ok(ContainerSpec {
         name: labels::container_name(cluster, instance),
         image: service.spec.image.clone(),
         command: service.spec.command.clone(),
@@ -794,7 +806,7 @@ pub fn container_spec(
         dns: dns.to_vec(),
         network: None,
         restart_unless_stopped: false,
-    }
+    })
 }
 
 /// The status of `instance` as `container` shows it; restart counters

@@ -36,6 +36,8 @@ pub enum StartError {
     RaftConfig(String),
     #[error("raft failed to start: {0}")]
     Raft(String),
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
 }
 
 /// Why an operation did not complete.
@@ -56,6 +58,8 @@ pub struct Replica {
     pub raft: Raft,
     pub sm: StateMachineStore,
     pub peers: PeerNetwork,
+    /// Seals and unseals services' secret env; `None` without a key file.
+    pub secrets: Option<Arc<crate::secrets::SecretsKey>>,
     writer: Writer,
     request_timeout: Duration,
 }
@@ -63,6 +67,10 @@ pub struct Replica {
 impl Replica {
     /// Opens the stores under `config.data_dir` and starts Raft.
     pub async fn start(config: AgentConfig) -> Result<Arc<Replica>, StartError> {
+        let secrets = match &config.secrets.key_file {
+            Some(path) => Some(Arc::new(crate::secrets::SecretsKey::from_file(path)?)),
+            None => None,
+        };
         let raft_config = openraft::Config {
             cluster_name: "raftvisor".into(),
             heartbeat_interval: config.raft.heartbeat_ms,
@@ -97,6 +105,7 @@ impl Replica {
             raft,
             sm,
             peers,
+            secrets,
             writer,
         });
         replica.initialize_if_first().await?;

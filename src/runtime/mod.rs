@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::Protocol;
 
-/// What to run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// What to run. Its `Debug` leaves out the environment's values: they may
+/// hold unsealed secrets.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ContainerSpec {
     /// Deterministic name; the engine refuses a second container with it.
     pub name: String,
@@ -40,6 +41,25 @@ pub struct ContainerSpec {
     pub network: Option<String>,
     /// Engine-side restart policy (`None` = raftvisor restarts it).
     pub restart_unless_stopped: bool,
+}
+
+impl std::fmt::Debug for ContainerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerSpec")
+            .field("name", &self.name)
+            .field("image", &self.image)
+            .field("command", &self.command)
+            .field("env", &self.env.keys().collect::<Vec<_>>())
+            .field("labels", &self.labels)
+            .field("ports", &self.ports)
+            .field("cpu_millis", &self.cpu_millis)
+            .field("memory_mb", &self.memory_mb)
+            .field("volumes", &self.volumes)
+            .field("dns", &self.dns)
+            .field("network", &self.network)
+            .field("restart_unless_stopped", &self.restart_unless_stopped)
+            .finish()
+    }
 }
 
 /// A published port.

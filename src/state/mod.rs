@@ -366,6 +366,7 @@ impl State {
         if let Err(reason) = validate::dns_label("namespace", namespace)
             .and(validate::dns_label("service name", name))
             .and(validate::service_spec(spec))
+            .and(validate::secrets_sealed(spec))
         {
             return Outcome::Rejected(reason);
         }

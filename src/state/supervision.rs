@@ -11,7 +11,12 @@ use super::{Instance, InstanceState, InstanceStatus, NodeState, Outcome, RunStat
 pub fn template_fingerprint(spec: &super::ServiceSpec) -> String {
     let mut template = spec.clone();
     template.replicas = 0;
-    let text = serde_json::to_string(&template).unwrap_or_default();
+    let mut text = serde_json::to_string(&template).unwrap_or_default();
+    // JSON shows sealed secrets as `<redacted>`; a changed secret must
+    // still change the template (sealing is deterministic).
+    for (name, sealed) in &spec.secret_env.0 {
+        text.push_str(&format!("\0{name}\0{sealed}"));
+    }
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in text.bytes() {
         hash ^= u64::from(byte);

@@ -162,6 +162,10 @@ pub struct ServiceSpec {
     pub command: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Environment variables whose values are secret: sealed before they
+    /// enter the log, shown as `<redacted>`, unsealed only for the engine.
+    #[serde(default)]
+    pub secret_env: crate::secrets::SecretEnv,
     #[serde(default)]
     pub ports: Vec<PortSpec>,
     #[serde(default = "default_replicas")]

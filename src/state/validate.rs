@@ -58,6 +58,9 @@ pub fn kv_value(value: &[u8]) -> Result<(), String> {
 /// Checks a service spec for everything that does not depend on state.
 pub fn service_spec(spec: &ServiceSpec) -> Result<(), String> {
     if spec.kind == ServiceKind::External {
+        if !spec.secret_env.is_empty() {
+            return Err("an external service runs no container: secret_env is not allowed".into());
+        }
         return external_spec(spec);
     }
     if !spec.addresses.is_empty() || spec.hostname.is_some() {
@@ -82,12 +85,15 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), String> {
             return Err(format!("port name {:?} is used twice", port.name));
         }
     }
-    for key in spec.env.keys() {
+    for key in spec.env.keys().chain(spec.secret_env.0.keys()) {
         if key.is_empty() || key.contains('=') {
             return Err(format!(
                 "env name {key:?} must be non-empty and contain no '='"
             ));
         }
+    }
+    if let Some(name) = spec.secret_env.names().find(|n| spec.env.contains_key(*n)) {
+        return Err(format!("{name:?} is in both env and secret_env"));
     }
     if let Some(health) = &spec.health {
         if !names.contains(health.port.as_str()) {
@@ -176,6 +182,22 @@ pub fn node_spec(spec: &NodeSpec) -> Result<(), String> {
         dns_label("region", region)?;
     }
     Ok(())
+}
+
+/// A spec entering the state holds sealed secrets only: the API seals them,
+/// so a clear value here would mean a path that forgot to.
+pub fn secrets_sealed(spec: &ServiceSpec) -> Result<(), String> {
+    match spec
+        .secret_env
+        .0
+        .iter()
+        .find(|(_, value)| !crate::secrets::is_sealed(value))
+    {
+        Some((name, _)) => Err(format!(
+            "secret_env {name:?} is not sealed; secrets are accepted through the API only"
+        )),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -171,6 +171,13 @@ impl Cluster {
             "[raft]\nheartbeat_ms = 50\nelection_min_ms = 150\nelection_max_ms = 300\nsnapshot_threshold = {}\nkeep_logs_after_snapshot = {}\n[api]\nrequest_timeout_ms = {}\n",
             self.tuning.snapshot_threshold, self.tuning.keep_logs_after_snapshot, self.tuning.request_timeout_ms
         ));
+        let key_file = self.dir.path().join("secrets.key");
+        if !key_file.exists() {
+            let key: [u8; 32] = rand::random();
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::write(&key_file, hex).expect("write the secrets key");
+        }
+        text.push_str(&format!("[secrets]\nkey_file = {key_file:?}\n"));
         text.push_str(&self.tuning.extra_toml);
         std::fs::write(&r.config_path, text).expect("write config");
     }
@@ -185,7 +192,7 @@ impl Cluster {
         let child = Command::new(binary())
             .args(["agent", "--config"])
             .arg(&r.config_path)
-            .env("RAFTVISOR_LOG", "info,openraft=error")
+            .env("RAFTVISOR_LOG", "info,openraft=error,hickory_server=warn")
             .stdout(log.try_clone().expect("clone log"))
             .stderr(log)
             .stdin(Stdio::null())
@@ -256,6 +263,21 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Runs the CLI against replica `id`: (exit code, stdout, stderr).
+    pub fn cli(&self, id: u64, args: &[&str]) -> (i32, String, String) {
+        let output = Command::new(binary())
+            .arg("--addr")
+            .arg(&self.replica(id).api_addr)
+            .args(args)
+            .output()
+            .expect("run the CLI");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).to_string(),
+            String::from_utf8_lossy(&output.stderr).to_string(),
+        )
     }
 
     pub fn client_for(&self, id: u64) -> Client {

@@ -11,4 +11,5 @@ mod docker_env;
 mod harness;
 mod replication;
 mod runtime;
+mod secrets;
 mod supervisor;
