@@ -144,6 +144,17 @@ impl Default for DnsTuning {
     }
 }
 
+/// Client authentication (`[auth]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// File of the cluster's bootstrap admin token. If it exists when the
+    /// cluster is initialised, its token becomes the first admin token; if
+    /// it is named but missing, the initialising replica writes a new token
+    /// there (mode 0600). Unset: the new token is printed once in the log.
+    pub bootstrap_token_file: Option<PathBuf>,
+}
+
 /// Configuration of one replica (`raftvisor agent --config FILE`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -165,6 +176,8 @@ pub struct AgentConfig {
     pub supervisor: SupervisorTuning,
     #[serde(default)]
     pub dns: DnsTuning,
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 impl AgentConfig {
@@ -234,6 +247,9 @@ impl AgentConfig {
         }
         if let Some(v) = lookup("RAFTVISOR_SNAPSHOT_THRESHOLD") {
             self.raft.snapshot_threshold = number("RAFTVISOR_SNAPSHOT_THRESHOLD", v)?;
+        }
+        if let Some(v) = lookup("RAFTVISOR_BOOTSTRAP_TOKEN_FILE") {
+            self.auth.bootstrap_token_file = (!v.is_empty()).then(|| PathBuf::from(v));
         }
         Ok(())
     }
@@ -361,6 +377,31 @@ peer_addr = "127.0.0.1:7101"
             .apply_env(|name| (name == "RAFTVISOR_ID").then(|| "x".to_string()))
             .unwrap_err();
         assert!(err.to_string().contains("RAFTVISOR_ID"));
+    }
+
+    #[test]
+    fn auth_section_and_env() {
+        let config = AgentConfig::parse(GOOD).unwrap();
+        assert_eq!(config.auth.bootstrap_token_file, None);
+        let mut config = AgentConfig::parse(&format!(
+            "{GOOD}[auth]\nbootstrap_token_file = \"/etc/rv/admin.token\"\n"
+        ))
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.auth.bootstrap_token_file,
+            Some(PathBuf::from("/etc/rv/admin.token"))
+        );
+        config
+            .apply_env(|name| {
+                (name == "RAFTVISOR_BOOTSTRAP_TOKEN_FILE").then(|| "/run/t".to_string())
+            })
+            .unwrap();
+        assert_eq!(
+            config.auth.bootstrap_token_file,
+            Some(PathBuf::from("/run/t"))
+        );
+        assert!(AgentConfig::parse(&format!("{GOOD}[auth]\ntoken = \"x\"\n")).is_err());
     }
 
     #[test]
