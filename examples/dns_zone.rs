@@ -168,6 +168,7 @@ async fn run(args: &Args) -> Result<(), String> {
             ttl_secs: TTL_SECS,
             ..DnsTuning::default()
         },
+        auth: Default::default(),
     };
     let replica = Replica::start(config)
         .await

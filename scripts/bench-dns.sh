@@ -375,6 +375,9 @@ write_fresh_config() {
         echo
         echo "[supervisor]"
         echo "enabled = false"
+        echo
+        echo "[auth]"
+        echo "bootstrap_token_file = \"$WORK/fresh/bootstrap.token\""
     } >"$dir/config.toml"
 }
 
@@ -384,6 +387,9 @@ freshness() {
     for var in $(compgen -e RAFTVISOR_ || true); do
         [[ $var == RAFTVISOR_LOG ]] || unset+=(-u "$var")
     done
+    # The cluster's admin token, for the freshness tool's API calls.
+    ensure_token_file "$WORK/fresh/bootstrap.token"
+    use_token_file "$WORK/fresh/bootstrap.token"
     for i in 1 2 3; do
         write_fresh_config "$i"
     done
@@ -702,8 +708,11 @@ def a_records(msg, qid):
 
 def http(method, port, path, body=None, timeout=5):
     data = json.dumps(body).encode() if body is not None else None
+    # raftvisor's API needs a token: the cluster's admin token.
+    headers = {"Content-Type": "application/json",
+               "Authorization": "Bearer " + os.environ.get("RAFTVISOR_TOKEN", "")}
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return resp.status, resp.read()

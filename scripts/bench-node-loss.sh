@@ -61,7 +61,7 @@ nl_proxy_up() {
 }
 
 nl_node_state() {
-    curl -fsS --max-time 1 "http://127.0.0.1:${SVB_API_PORTS[0]}/v1/nodes/$1" |
+    rv_curl -fsS --max-time 1 "http://127.0.0.1:${SVB_API_PORTS[0]}/v1/nodes/$1" |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])'
 }
 

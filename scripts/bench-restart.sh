@@ -177,7 +177,7 @@ svb_tool() { python3 "$SVB_TOOL" "$@"; }
 svb_cluster_id_now() {
     local p
     for p in "${SVB_API_PORTS[@]}"; do
-        curl -fsS --max-time 1 "http://127.0.0.1:$p/v1/cluster?stale" 2>/dev/null |
+        rv_curl -fsS --max-time 1 "http://127.0.0.1:$p/v1/cluster?stale" 2>/dev/null |
             python3 -c 'import json,sys; c=json.load(sys.stdin).get("cluster_id"); c and print(c); sys.exit(0 if c else 1)' \
                 2>/dev/null && return 0
     done
@@ -188,6 +188,9 @@ svb_cluster_id_now() {
 # loopback; waits for a leader and the cluster id.
 svb_start_cluster() {
     local i j m
+    # The cluster's admin token, for rv (the CLI), curl and svbench.py.
+    ensure_token_file "$SVB_WORK/bootstrap.token"
+    use_token_file "$SVB_WORK/bootstrap.token"
     for i in 1 2 3; do
         m="$SVB_WORK/r$i"
         mkdir -p "$m"
@@ -204,6 +207,9 @@ svb_start_cluster() {
                 echo "api_addr = \"127.0.0.1:${SVB_API_PORTS[j - 1]}\""
                 echo "peer_addr = \"127.0.0.1:${SVB_PEER_PORTS[j - 1]}\""
             done
+            echo
+            echo "[auth]"
+            echo "bootstrap_token_file = \"$SVB_WORK/bootstrap.token\""
             echo
             echo "[supervisor]"
             local line
@@ -266,6 +272,8 @@ import time
 import urllib.parse
 
 SOCK = "/var/run/docker.sock"
+# raftvisor's API needs a token: the benchmark cluster's admin token.
+API_HEADERS = {"Authorization": "Bearer " + os.environ.get("RAFTVISOR_TOKEN", "")}
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -406,7 +414,7 @@ def cmd_node_loss_trial(args):
     def generations():
         """{slot: generation} of the service's instances, from the API."""
         try:
-            api.request("GET", f"/v1/services/{args.service}/instances")
+            api.request("GET", f"/v1/services/{args.service}/instances", headers=API_HEADERS)
             resp = api.getresponse()
             body = json.loads(resp.read() or b"[]")
             return {str(i["slot"]): i["generation"] for i in body} if resp.status == 200 else {}
@@ -430,7 +438,7 @@ def cmd_node_loss_trial(args):
         if down_ms is None and now - last_api >= 0.05:
             last_api = now
             try:
-                api.request("GET", f"/v1/nodes/{args.cut_node}?stale")
+                api.request("GET", f"/v1/nodes/{args.cut_node}?stale", headers=API_HEADERS)
                 resp = api.getresponse()
                 node = json.loads(resp.read() or b"{}")
                 if resp.status == 200 and node.get("state") == "down":
@@ -497,7 +505,7 @@ def cmd_instances(args):
     """One line per instance of a service: generation, restarts, state."""
     host, port = args.api.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=2.0)
-    conn.request("GET", f"/v1/services/{args.service}/instances")
+    conn.request("GET", f"/v1/services/{args.service}/instances", headers=API_HEADERS)
     resp = conn.getresponse()
     if resp.status != 200:
         return 1

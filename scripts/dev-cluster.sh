@@ -6,12 +6,16 @@
 #   status  members, leader, processes, data and log locations
 #   clean   stop the replicas and delete their data and logs
 # Replica N: API 700N, peer 710N, DNS 860N; configs in cluster-config/local-3/.
+# The cluster's admin token is in .dev-cluster/bootstrap.token (written by
+# `up` before the first start; use it with --token-file or
+# RAFTVISOR_TOKEN_FILE).
 set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 cd "$RAFTVISOR_ROOT"
 
 STATE_DIR="$RAFTVISOR_ROOT/.dev-cluster"
 IDS=(1 2 3)
+TOKEN_FILE="$STATE_DIR/bootstrap.token"
 
 pid_file() { echo "$STATE_DIR/pids/replica-$1.pid"; }
 log_file() { echo "$STATE_DIR/logs/replica-$1.log"; }
@@ -28,7 +32,7 @@ running_pid() {
     fi
 }
 
-api() { curl -fsS --max-time 2 "http://127.0.0.1:700$1$2"; }
+api() { rv_curl -fsS --max-time 2 "http://127.0.0.1:700$1$2"; }
 
 wait_for_leader() {
     local deadline=$((SECONDS + 30))
@@ -53,6 +57,9 @@ up() {
         (umask 077 && od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$STATE_DIR/secrets.key")
         log "created the secrets key $STATE_DIR/secrets.key"
     fi
+    # Before the first start: the cluster takes it as its admin token.
+    ensure_token_file "$TOKEN_FILE"
+    use_token_file "$TOKEN_FILE"
     for id in "${IDS[@]}"; do
         if pid="$(running_pid "$id")"; then
             log "replica $id already running (pid $pid)"
@@ -75,11 +82,13 @@ up() {
     status
     cat <<MSG
 
-The cluster is up. Try:
+The cluster is up. Its admin token is in $TOKEN_FILE. Try:
+  export RAFTVISOR_TOKEN_FILE=$TOKEN_FILE
   $RAFTVISOR_BIN kv put hello world
   $RAFTVISOR_BIN kv get hello
   $RAFTVISOR_BIN cluster status
-  curl -s http://127.0.0.1:7002/v1/kv/hello
+  $RAFTVISOR_BIN token create --role read --name me     # a read-only token
+  curl -s -H "Authorization: Bearer \$(cat $TOKEN_FILE)" http://127.0.0.1:7002/v1/kv/hello
 Stop it with: scripts/dev-cluster.sh down   (data is kept; 'clean' deletes it)
 MSG
 }
@@ -111,9 +120,10 @@ status() {
         echo "  data: $STATE_DIR/data/replica-$id"
         echo "  log:  $(log_file "$id")"
     done
+    echo "admin token: $TOKEN_FILE"
     if [ -n "$answered" ] && [ -x "$RAFTVISOR_BIN" ]; then
         echo
-        "$RAFTVISOR_BIN" --addr "127.0.0.1:700$answered" cluster status || true
+        RAFTVISOR_TOKEN_FILE="$TOKEN_FILE" "$RAFTVISOR_BIN" --addr "127.0.0.1:700$answered" cluster status || true
     fi
 }
 

@@ -18,6 +18,9 @@
 # Environment:
 #   SMOKE_API=127.0.0.1:7001,...   API addresses of the cluster to check, and
 #   SMOKE_DNS=127.0.0.1:8601,...   its DNS addresses (same order; both or none)
+#   RAFTVISOR_TOKEN / RAFTVISOR_TOKEN_FILE   an operator or admin token of that
+#                                  cluster (the dev cluster's and its own
+#                                  cluster's are found without them)
 #   DOMAIN=cluster.local           the cluster's DNS domain
 #   SKIP_BUILD=1                   (own cluster) use the release binary as it is
 #   CARGO_BUILD_JOBS               jobs of the release build (default 1)
@@ -62,7 +65,7 @@ cleanup() {
     local rc=$? pid i alive
     trap - EXIT INT TERM
     if [[ -n $CREATED ]]; then
-        curl -fsS --max-time 5 -X DELETE "http://$CREATED/v1/services/smoke/$SERVICE" >/dev/null 2>&1 || true
+        rv_curl -fsS --max-time 5 -X DELETE "http://$CREATED/v1/services/smoke/$SERVICE" >/dev/null 2>&1 || true
     fi
     for pid in "${PIDS[@]}"; do
         ours "$pid" && kill -TERM "$pid" 2>/dev/null
@@ -86,7 +89,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # api_get ADDR PATH
-api_get() { curl -fsS --max-time 3 "http://$1$2"; }
+api_get() { rv_curl -fsS --max-time 3 "http://$1$2"; }
 
 # dig_at ADDR NAME TYPE [dig options...]
 dig_at() {
@@ -101,11 +104,18 @@ choose_cluster() {
         IFS=, read -r -a API <<<"${SMOKE_API:?SMOKE_API and SMOKE_DNS go together}"
         IFS=, read -r -a DNS <<<"${SMOKE_DNS:?SMOKE_API and SMOKE_DNS go together}"
         [[ ${#API[@]} -eq ${#DNS[@]} ]] || fail "SMOKE_API and SMOKE_DNS list different numbers of replicas"
+        if [[ -z ${RAFTVISOR_TOKEN:-} && -n ${RAFTVISOR_TOKEN_FILE:-} ]]; then
+            use_token_file "$RAFTVISOR_TOKEN_FILE"
+        fi
         return
     fi
     if [[ $OWN -eq 0 ]] && api_get 127.0.0.1:7001 /v1/health >/dev/null 2>&1; then
         API=(127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003)
         DNS=(127.0.0.1:8601 127.0.0.1:8602 127.0.0.1:8603)
+        # The dev cluster's admin token (scripts/dev-cluster.sh).
+        if [[ -z ${RAFTVISOR_TOKEN:-} && -f $RAFTVISOR_ROOT/.dev-cluster/bootstrap.token ]]; then
+            use_token_file "$RAFTVISOR_ROOT/.dev-cluster/bootstrap.token"
+        fi
         echo "using the dev cluster (API ${API[*]}, DNS ${DNS[*]})"
         return
     fi
@@ -121,6 +131,9 @@ start_own() {
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/raftvisor-dns-smoke.XXXXXX")
     bin="$WORK/raftvisor"
     cp "$RAFTVISOR_BIN" "$bin"
+    # The cluster's admin token, written before the start.
+    ensure_token_file "$WORK/bootstrap.token"
+    use_token_file "$WORK/bootstrap.token"
     for i in 1 2 3; do
         API+=("127.0.0.1:3701$i")
         DNS+=("127.0.0.1:3861$i")
@@ -146,9 +159,12 @@ start_own() {
             echo
             echo "[dns]"
             echo "domain = \"$DOMAIN\""
+            echo
+            echo "[auth]"
+            echo "bootstrap_token_file = \"$WORK/bootstrap.token\""
         } >"$WORK/r$i/config.toml"
         env -u RAFTVISOR_ID -u RAFTVISOR_DATA_DIR -u RAFTVISOR_API_ADDR -u RAFTVISOR_PEER_ADDR \
-            -u RAFTVISOR_DNS_ADDR RAFTVISOR_LOG="${RAFTVISOR_LOG:-warn}" \
+            -u RAFTVISOR_DNS_ADDR -u RAFTVISOR_BOOTSTRAP_TOKEN_FILE RAFTVISOR_LOG="${RAFTVISOR_LOG:-warn}" \
             "$bin" agent --config "$WORK/r$i/config.toml" >"$WORK/r$i/log" 2>&1 </dev/null &
         PIDS+=("$!")
     done
@@ -218,7 +234,7 @@ main() {
         ok "$addr: leader.managers.$DOMAIN A $leader_ip"
     done
 
-    out=$(curl -sS --max-time 10 -w '\n%{http_code}' -X PUT "http://${API[0]}/v1/services/smoke/$SERVICE" \
+    out=$(rv_curl -sS --max-time 10 -w '\n%{http_code}' -X PUT "http://${API[0]}/v1/services/smoke/$SERVICE" \
         -H 'Content-Type: application/json' -d '{"kind": "external", "addresses": ["192.0.2.11", "192.0.2.10"]}') ||
         fail "PUT /v1/services/smoke/$SERVICE on ${API[0]} failed"
     [[ ${out##*$'\n'} == 200 ]] || fail "PUT /v1/services/smoke/$SERVICE on ${API[0]}: HTTP ${out##*$'\n'}: ${out%$'\n'*}"
@@ -243,7 +259,7 @@ main() {
         ok "$addr: $name NXDOMAIN with the SOA"
     done
 
-    out=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X DELETE "http://${API[0]}/v1/services/smoke/$SERVICE") || true
+    out=$(rv_curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X DELETE "http://${API[0]}/v1/services/smoke/$SERVICE") || true
     CREATED=""
     [[ $out == 204 || $out == 200 ]] || fail "DELETE /v1/services/smoke/$SERVICE: HTTP $out"
     ok "deleted smoke/$SERVICE"

@@ -19,6 +19,8 @@ fi
 scripts/build-images.sh
 scripts/dev-cluster.sh up
 
+TOKEN_FILE="$RAFTVISOR_ROOT/.dev-cluster/bootstrap.token"
+export RAFTVISOR_TOKEN_FILE="$TOKEN_FILE"
 rv() { "$RAFTVISOR_BIN" --addr 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003 "$@"; }
 
 log "registering the local Docker Engine as node 'local'"
@@ -42,6 +44,8 @@ port="$(rv --output json service show demo/echo | grep -o '"host_port": [0-9]*' 
 cat <<MSG
 
 demo/echo runs three echo containers supervised by a three-replica cluster.
+Its API needs a token: the admin token is in $TOKEN_FILE
+  export RAFTVISOR_TOKEN_FILE=$TOKEN_FILE    # the commands below use it
   curl -s http://127.0.0.1:$port/            # one of the instances answers
   $RAFTVISOR_BIN service report demo/echo    # desired, running, restarts, events
 

@@ -24,6 +24,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Dns(#[from] crate::dns::server::DnsError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::bootstrap::BootstrapError),
     #[error("{what} server failed: {source}")]
     Serve {
         what: &'static str,
@@ -45,6 +47,11 @@ async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, AgentError>
 /// Runs the replica described by `config` until a shutdown signal.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     crate::api::install_metrics_recorder();
+    // A bootstrap token file that exists but holds no token is a mistake
+    // better reported now than when the cluster is first initialised.
+    if let Some(path) = &config.auth.bootstrap_token_file {
+        crate::auth::bootstrap::read_file(path)?;
+    }
     // Bind first: a port in use is reported before any state is touched.
     let peer_listener = bind("peer_addr", &config.peer_addr).await?;
     let api_listener = bind("api_addr", &config.api_addr).await?;
@@ -79,8 +86,13 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         crate::raft::peer_server::router(replica.clone()),
     )
     .with_graceful_shutdown(stopped(stop_rx.clone()));
-    let api_server = axum::serve(api_listener, crate::api::router(replica.clone()))
-        .with_graceful_shutdown(stopped(stop_rx));
+    // With the peer's address, so refused requests are logged with it.
+    let api_server = axum::serve(
+        api_listener,
+        crate::api::router(replica.clone())
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stopped(stop_rx));
     let mut dns_server = (!dns_sockets.is_empty()).then(|| {
         let this_server = config
             .dns_addr

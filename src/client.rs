@@ -14,7 +14,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::cluster::ClusterStatus;
 use crate::api::services::ServiceReport;
-use crate::state::{Event, Instance, Node, NodeSpec, Service, ServiceSpec};
+use crate::api::tokens::{CreatedToken, TokenInfo};
+use crate::state::{Event, Instance, Node, NodeSpec, Role, Service, ServiceSpec};
 
 /// How to reach and authenticate to the cluster.
 #[derive(Debug, Clone)]
@@ -508,6 +509,38 @@ impl Client {
             .send(
                 Method::DELETE,
                 &format!("/v1/nodes/{name}"),
+                &[],
+                None,
+                None,
+            )
+            .await?;
+        expect_no_content(&base, response).await
+    }
+
+    // ---- tokens (admin) ----
+
+    /// Creates a token; the answer holds its secret, shown only this once.
+    pub async fn token_create(&self, role: Role, name: &str) -> Result<CreatedToken, ClientError> {
+        let body = serde_json::json!({ "role": role, "name": name });
+        self.call(
+            Method::POST,
+            "/v1/tokens",
+            &[],
+            Some(Body::Json(body)),
+            None,
+        )
+        .await
+    }
+
+    pub async fn token_list(&self) -> Result<Vec<TokenInfo>, ClientError> {
+        self.call(Method::GET, "/v1/tokens", &[], None, None).await
+    }
+
+    pub async fn token_revoke(&self, id: &str) -> Result<(), ClientError> {
+        let (base, response) = self
+            .send(
+                Method::DELETE,
+                &format!("/v1/tokens/{}", urlencode(id)),
                 &[],
                 None,
                 None,

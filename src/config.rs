@@ -154,6 +154,17 @@ pub struct SecretsConfig {
     pub key_file: Option<PathBuf>,
 }
 
+/// Client authentication (`[auth]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// File of the cluster's bootstrap admin token. If it exists when the
+    /// cluster is initialised, its token becomes the first admin token; if
+    /// it is named but missing, the initialising replica writes a new token
+    /// there (mode 0600). Unset: the new token is printed once in the log.
+    pub bootstrap_token_file: Option<PathBuf>,
+}
+
 /// Configuration of one replica (`raftvisor agent --config FILE`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,6 +188,8 @@ pub struct AgentConfig {
     pub dns: DnsTuning,
     #[serde(default)]
     pub secrets: SecretsConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
 }
 
 impl AgentConfig {
@@ -249,6 +262,9 @@ impl AgentConfig {
         }
         if let Some(v) = lookup("RAFTVISOR_SECRETS_KEY_FILE") {
             self.secrets.key_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = lookup("RAFTVISOR_BOOTSTRAP_TOKEN_FILE") {
+            self.auth.bootstrap_token_file = (!v.is_empty()).then(|| PathBuf::from(v));
         }
         Ok(())
     }
@@ -376,6 +392,31 @@ peer_addr = "127.0.0.1:7101"
             .apply_env(|name| (name == "RAFTVISOR_ID").then(|| "x".to_string()))
             .unwrap_err();
         assert!(err.to_string().contains("RAFTVISOR_ID"));
+    }
+
+    #[test]
+    fn auth_section_and_env() {
+        let config = AgentConfig::parse(GOOD).unwrap();
+        assert_eq!(config.auth.bootstrap_token_file, None);
+        let mut config = AgentConfig::parse(&format!(
+            "{GOOD}[auth]\nbootstrap_token_file = \"/etc/rv/admin.token\"\n"
+        ))
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.auth.bootstrap_token_file,
+            Some(PathBuf::from("/etc/rv/admin.token"))
+        );
+        config
+            .apply_env(|name| {
+                (name == "RAFTVISOR_BOOTSTRAP_TOKEN_FILE").then(|| "/run/t".to_string())
+            })
+            .unwrap();
+        assert_eq!(
+            config.auth.bootstrap_token_file,
+            Some(PathBuf::from("/run/t"))
+        );
+        assert!(AgentConfig::parse(&format!("{GOOD}[auth]\ntoken = \"x\"\n")).is_err());
     }
 
     #[test]

@@ -11,6 +11,11 @@
 -- with throughput, errors and latency percentiles in milliseconds.
 
 local target = os.getenv("BENCH_TARGET") or "raftvisor"
+-- raftvisor's API needs a token: the benchmark cluster's admin token.
+local raftvisor_headers = {
+    ["Content-Type"] = "application/octet-stream",
+    ["Authorization"] = "Bearer " .. (os.getenv("RAFTVISOR_TOKEN") or ""),
+}
 local value_size = tonumber(os.getenv("BENCH_VALUE_SIZE") or "256")
 local pool_size = 64
 
@@ -70,7 +75,7 @@ function request()
         local body = '{"key":"' .. base64(key) .. '","value":"' .. value .. '"}'
         return wrk.format("POST", "/v3/kv/put", { ["Content-Type"] = "application/json" }, body)
     end
-    return wrk.format("PUT", "/v1/kv/" .. key, { ["Content-Type"] = "application/octet-stream" }, value)
+    return wrk.format("PUT", "/v1/kv/" .. key, raftvisor_headers, value)
 end
 
 function done(summary, latency, requests)

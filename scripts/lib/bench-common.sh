@@ -25,6 +25,9 @@
 BENCH_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BENCH_SCRIPTS_DIR=$(cd "$BENCH_LIB_DIR/.." && pwd)
 BENCH_REPO=$(cd "$BENCH_SCRIPTS_DIR/.." && pwd)
+# API tokens: ensure_token_file, use_token_file.
+# shellcheck source=scripts/lib/token.sh
+. "$(dirname "${BASH_SOURCE[0]}")/token.sh"
 # shellcheck disable=SC2034 # used by the scripts that source this file
 BENCH_LUA="$BENCH_SCRIPTS_DIR/bench/put.lua"
 BENCH_WORK=""
@@ -185,6 +188,9 @@ bench_start_raftvisor() {
     local dir="$BENCH_WORK/raftvisor" i j
     rm -rf "$dir"
     mkdir -p "$dir"
+    # The cluster's admin token, for bench_tool (Python) and wrk (put.lua).
+    ensure_token_file "$dir/bootstrap.token"
+    use_token_file "$dir/bootstrap.token"
     : >"$dir/members.tsv"
     for i in 1 2 3; do
         local m="$dir/r$i"
@@ -208,6 +214,9 @@ bench_start_raftvisor() {
             echo "election_min_ms = $BENCH_RV_ELECTION_MIN_MS"
             echo "election_max_ms = $BENCH_RV_ELECTION_MAX_MS"
             echo "snapshot_threshold = 10000"
+            echo
+            echo "[auth]"
+            echo "bootstrap_token_file = \"$dir/bootstrap.token\""
         } >"$m/config.toml"
         cat >"$m/run.sh" <<EOF
 echo \$\$ > '$m/pid'
@@ -372,8 +381,14 @@ def call(member, method, path, body=None, headers=None, timeout=1.0, conn=None):
     own = conn is None
     if own:
         conn = http.client.HTTPConnection(member.host, member.port, timeout=timeout)
+    headers = dict(headers or {})
+    # raftvisor's API needs a token (bench_start_raftvisor exports the
+    # cluster's admin token); etcd ignores the header.
+    token = os.environ.get("RAFTVISOR_TOKEN")
+    if token:
+        headers.setdefault("Authorization", f"Bearer {token}")
     try:
-        conn.request(method, path, body=body, headers=headers or {})
+        conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         return response.status, response.read()
     finally:

@@ -38,3 +38,7 @@ build_release() {
     log "building raftvisor (release, static)"
     (cd "$RAFTVISOR_ROOT" && cargo build --release --locked --target "$RAFTVISOR_TARGET" --bin raftvisor)
 }
+
+
+# API tokens: ensure_token_file, use_token_file, rv_curl.
+. "$RAFTVISOR_ROOT/scripts/lib/token.sh"

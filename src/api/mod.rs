@@ -2,7 +2,8 @@
 //! `api_addr`: routing, body limits and JSON errors for unknown routes.
 //! Handlers read from the local state machine (after a read-index barrier
 //! unless `?stale`) and write through [`Replica::write`], which forwards to
-//! the leader. Handlers never touch Raft storage directly.
+//! the leader. Handlers never touch Raft storage directly. Every route but
+//! `GET /v1/health` is behind [`crate::auth::middleware`] (token and role).
 
 pub mod cluster;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod extract;
 pub mod kv;
 pub mod nodes;
 pub mod services;
+pub mod tokens;
 
 use std::sync::{Arc, OnceLock};
 
@@ -96,6 +98,8 @@ pub fn router(replica: Arc<Replica>) -> Router {
             get(nodes::get).put(nodes::put).delete(nodes::delete),
         )
         .route("/v1/nodes/{name}/drain", post(nodes::drain))
+        .route("/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/v1/kv", get(kv::get_root).delete(kv::delete_root))
         .route("/v1/kv/", get(kv::get_root).delete(kv::delete_root))
         .route(
@@ -111,5 +115,10 @@ pub fn router(replica: Arc<Replica>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
+        // Last, so it runs first and covers every route and the fallbacks.
+        .layer(axum::middleware::from_fn_with_state(
+            replica.clone(),
+            crate::auth::middleware::require_token,
+        ))
         .with_state(replica)
 }

@@ -76,6 +76,26 @@ pub enum Command {
     /// Ask the cluster's DNS.
     #[command(subcommand)]
     Dns(DnsCommand),
+    /// Manage API tokens (needs an admin token).
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token; it is printed once and cannot be shown again.
+    Create {
+        /// read (GET only), operator (services, nodes, KV) or admin (everything).
+        #[arg(long)]
+        role: crate::state::Role,
+        /// A label for people, e.g. what or who uses the token.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List tokens: id, name, role, creation time (never secrets).
+    Ls,
+    /// Revoke a token by its id.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -278,7 +298,78 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
         Command::Node(node) => run_node(&client, format, node).await,
         Command::Cluster(cluster) => run_cluster(&client, format, cluster).await,
         Command::Dns(dns) => run_dns(format, dns).await,
+        Command::Token(token) => run_token(&client, format, token).await,
     }
+}
+
+async fn run_token(client: &Client, format: Format, command: TokenCommand) -> anyhow::Result<()> {
+    match command {
+        TokenCommand::Create { role, name } => {
+            let created = client.token_create(role, &name).await?;
+            match format {
+                Format::Json => print(format, &created, || unreachable!()),
+                Format::Human => {
+                    println!("{}", created.token);
+                    eprintln!(
+                        "created {} token {} (id {}); store it now, it is not shown again",
+                        created.info.role.as_str(),
+                        if created.info.name.is_empty() {
+                            "without a name".to_string()
+                        } else {
+                            format!("{:?}", created.info.name)
+                        },
+                        created.info.id
+                    );
+                }
+            }
+        }
+        TokenCommand::Ls => {
+            let tokens = client.token_list().await?;
+            print(format, &tokens, || {
+                let mut table = Table::new(&["ID", "ROLE", "CREATED", "NAME"]);
+                for t in &tokens {
+                    table.row(vec![
+                        t.id.clone(),
+                        t.role.as_str().into(),
+                        format_time_ms(t.created_ms),
+                        if t.name.is_empty() {
+                            "-".into()
+                        } else {
+                            t.name.clone()
+                        },
+                    ]);
+                }
+                table
+            });
+        }
+        TokenCommand::Revoke { id } => {
+            client.token_revoke(&id).await?;
+            done(format, true, &format!("revoked token {id}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// UTC `YYYY-MM-DD HH:MM:SS` of milliseconds since the Unix epoch.
+fn format_time_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 fn done(format: Format, ok: bool, what: &str) -> anyhow::Result<()> {
@@ -670,4 +761,16 @@ async fn run_cluster(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_time_ms;
+
+    #[test]
+    fn formats_utc_times() {
+        assert_eq!(format_time_ms(0), "1970-01-01 00:00:00");
+        assert_eq!(format_time_ms(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(format_time_ms(1_700_000_000_123), "2023-11-14 22:13:20");
+    }
 }

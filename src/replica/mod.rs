@@ -472,12 +472,14 @@ pub fn now_ms() -> u64 {
 }
 
 /// Leader-only upkeep of the replicated model: give the cluster its
-/// identity and keep a manager record for every member.
+/// identity and its bootstrap admin token, and keep a manager record for
+/// every member.
 async fn housekeeping(replica: Arc<Replica>) {
     let mut metrics = replica.raft.metrics();
     // Metrics change on every heartbeat; act only when leadership or
     // membership changed, or when the previous attempt failed.
     let mut done_for = None;
+    let mut pending_token = None;
     loop {
         let (key, is_leader) = {
             let m = metrics.borrow();
@@ -490,7 +492,7 @@ async fn housekeeping(replica: Arc<Replica>) {
             )
         };
         if is_leader && done_for != Some(key) {
-            match ensure_identity_and_managers(&replica).await {
+            match ensure_identity_and_managers(&replica, &mut pending_token).await {
                 Ok(()) => done_for = Some(key),
                 Err(e) => {
                     tracing::debug!(error = %e, "housekeeping write failed; retrying");
@@ -505,13 +507,17 @@ async fn housekeeping(replica: Arc<Replica>) {
     }
 }
 
-async fn ensure_identity_and_managers(replica: &Replica) -> Result<(), OpError> {
+async fn ensure_identity_and_managers(
+    replica: &Replica,
+    pending_token: &mut Option<crate::auth::bootstrap::Pending>,
+) -> Result<(), OpError> {
     // Only act on a state that includes everything committed so far.
     replica.read_barrier().await?;
     if replica.sm.read(|s| s.cluster_id.is_none()) {
         let cluster_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         replica.write(Command::InitCluster { cluster_id }).await?;
     }
+    crate::auth::bootstrap::ensure(replica, pending_token).await?;
     let metrics = replica.metrics();
     let nodes: Vec<(NodeId, PeerNode)> = metrics
         .membership_config

@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::types::{
-    Instance, InstanceStatus, Node, NodeSpec, NodeState, RunState, Service, ServiceSpec,
+    Instance, InstanceStatus, Node, NodeSpec, NodeState, Role, RunState, Service, ServiceSpec,
+    TokenRecord,
 };
 
 /// Identifies one client write so a retried or twice-forwarded write is
@@ -123,6 +124,25 @@ pub enum Command {
         subject: String,
         message: String,
     },
+    // Variants are only ever appended: the log encodes them by position.
+    /// Adds an API token (`hash` is the SHA-256 of the whole token); an id
+    /// already in use is rejected.
+    PutToken {
+        id: String,
+        name: String,
+        role: Role,
+        hash: [u8; 32],
+    },
+    /// Revokes a token; the last admin token cannot be revoked.
+    RevokeToken {
+        id: String,
+    },
+    /// The cluster's first admin token: applied once per cluster, later
+    /// calls (another leader, a retry) change nothing, like `InitCluster`.
+    BootstrapToken {
+        id: String,
+        hash: [u8; 32],
+    },
 }
 
 /// A command as it travels through Raft.
@@ -152,6 +172,9 @@ pub enum Outcome {
     },
     /// The command is invalid against the current state.
     Rejected(String),
+    // Variants are only ever appended: the dedup window stores them.
+    /// A token was added.
+    Token(Box<TokenRecord>),
 }
 
 /// Outcome of one request plus the Raft index it was applied at.

@@ -10,6 +10,7 @@
 
 pub mod command;
 pub mod supervision;
+pub mod tokens;
 pub mod types;
 pub mod validate;
 
@@ -66,6 +67,11 @@ pub struct State {
     pub events: VecDeque<Event>,
     /// Raft index of the last applied entry (including blank and membership entries).
     pub applied_index: u64,
+    /// API tokens by public id.
+    pub tokens: BTreeMap<String, TokenRecord>,
+    /// Whether the bootstrap admin token was ever applied (it may since
+    /// have been revoked); makes the bootstrap once per cluster.
+    pub tokens_bootstrapped: bool,
     dedup: Dedup,
 }
 
@@ -83,6 +89,8 @@ pub struct StateImage {
     pub events: Vec<Event>,
     pub applied_index: u64,
     pub dedup: Vec<(RequestId, Applied)>,
+    pub tokens: Vec<TokenRecord>,
+    pub tokens_bootstrapped: bool,
 }
 
 impl State {
@@ -109,6 +117,8 @@ impl State {
                 .iter()
                 .filter_map(|id| self.dedup.seen.get(id).map(|a| (*id, a.clone())))
                 .collect(),
+            tokens: self.tokens.values().cloned().collect(),
+            tokens_bootstrapped: self.tokens_bootstrapped,
         }
     }
 
@@ -141,6 +151,12 @@ impl State {
             kv_delete_index: image.kv_delete_index,
             events: image.events.into_iter().collect(),
             applied_index: image.applied_index,
+            tokens: image
+                .tokens
+                .into_iter()
+                .map(|t| (t.id.clone(), t))
+                .collect(),
+            tokens_bootstrapped: image.tokens_bootstrapped,
             dedup,
         }
     }
@@ -351,6 +367,14 @@ impl State {
                 self.event(index, time_ms, kind, subject, message.clone());
                 Outcome::Done
             }
+            Command::PutToken {
+                id,
+                name,
+                role,
+                hash,
+            } => self.put_token(index, time_ms, id, name, *role, hash),
+            Command::RevokeToken { id } => self.revoke_token(index, time_ms, id),
+            Command::BootstrapToken { id, hash } => self.bootstrap_token(index, time_ms, id, hash),
         }
     }
 

@@ -373,3 +373,52 @@ pub struct Event {
     pub subject: String,
     pub message: String,
 }
+
+/// What an API token may do. Ordered: each role includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Reads only (GET).
+    Read,
+    /// Reads, and writes services, nodes and KV.
+    Operator,
+    /// Everything, including cluster membership and tokens.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Read => "read",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Role, String> {
+        match text {
+            "read" => Ok(Role::Read),
+            "operator" => Ok(Role::Operator),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "role {other:?} is not one of read, operator, admin"
+            )),
+        }
+    }
+}
+
+/// One API token as the cluster stores it: the public id and the SHA-256
+/// of the whole token, never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub hash: [u8; 32],
+    pub created_ms: u64,
+    pub create_index: u64,
+}

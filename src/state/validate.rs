@@ -162,6 +162,41 @@ fn external_spec(spec: &ServiceSpec) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest token id accepted.
+pub const MAX_TOKEN_ID_CHARS: usize = 32;
+/// Longest token name accepted.
+pub const MAX_TOKEN_NAME_CHARS: usize = 128;
+
+/// Checks a token's public id: 1-32 of `[a-z0-9]`, so it can sit in a URL
+/// path and a log line without escaping.
+pub fn token_id(id: &str) -> Result<(), String> {
+    let ok = !id.is_empty()
+        && id.len() <= MAX_TOKEN_ID_CHARS
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "token id {id:?} must be 1-{MAX_TOKEN_ID_CHARS} characters of a-z and 0-9"
+        ))
+    }
+}
+
+/// Checks a token's name (a free-text label for people).
+pub fn token_name(name: &str) -> Result<(), String> {
+    if name.chars().count() > MAX_TOKEN_NAME_CHARS {
+        return Err(format!(
+            "token name is longer than {MAX_TOKEN_NAME_CHARS} characters"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("token name must not contain control characters".into());
+    }
+    Ok(())
+}
+
 /// Checks a node spec.
 pub fn node_spec(spec: &NodeSpec) -> Result<(), String> {
     let endpoint = spec.docker_endpoint.as_str();
@@ -230,5 +265,19 @@ mod tests {
         assert!(kv_key("/a").is_err());
         assert!(kv_value(&vec![0; MAX_KV_VALUE_BYTES]).is_ok());
         assert!(kv_value(&vec![0; MAX_KV_VALUE_BYTES + 1]).is_err());
+    }
+
+    #[test]
+    fn token_ids_and_names() {
+        for good in ["a", "0f3a9c2b71de", "x".repeat(32).as_str()] {
+            assert!(token_id(good).is_ok(), "{good}");
+        }
+        for bad in ["", "A1", "a.b", "a/b", "a-b", "x".repeat(33).as_str()] {
+            assert!(token_id(bad).is_err(), "{bad}");
+        }
+        assert!(token_name("").is_ok());
+        assert!(token_name("ci deploys").is_ok());
+        assert!(token_name("a\nb").is_err());
+        assert!(token_name(&"n".repeat(129)).is_err());
     }
 }

@@ -1,10 +1,12 @@
 """Drives raftvisor's KV API with py-consul, a Consul client library, to
 show that existing Consul clients work unchanged.
 
-Usage: kv_client.py HOST PORT PREFIX. Exits non-zero on the first failed
-expectation, naming it.
+Usage: kv_client.py HOST PORT PREFIX [TOKEN]. The API token (also taken
+from CONSUL_HTTP_TOKEN) is handed to py-consul, which sends it as Consul
+does. Exits non-zero on the first failed expectation, naming it.
 """
 
+import os
 import sys
 import threading
 import time
@@ -20,7 +22,8 @@ def expect(condition, what):
 
 def main():
     host, port, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    c = consul.Consul(host=host, port=port)
+    token = sys.argv[4] if len(sys.argv) > 4 else os.environ.get("CONSUL_HTTP_TOKEN")
+    c = consul.Consul(host=host, port=port, token=token)
     kv = c.kv
     key = f"{prefix}/config"
 

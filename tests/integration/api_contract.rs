@@ -8,7 +8,7 @@ use raftvisor::client::ClientError;
 use raftvisor::state::ServiceSpec;
 use serde_json::{json, Value};
 
-use crate::harness::{binary, Cluster};
+use crate::harness::{binary, Cluster, ADMIN_TOKEN};
 
 fn echo_spec(replicas: u32) -> ServiceSpec {
     serde_json::from_value(json!({
@@ -132,7 +132,7 @@ type BadInputCase = (
 async fn bad_input_gets_a_4xx_with_a_json_reason() {
     let cluster = Cluster::start(1).await;
     let base = format!("http://{}", cluster.replica(1).api_addr);
-    let http = reqwest::Client::new();
+    let http = cluster.http();
     let huge = "x".repeat(2 * 1024 * 1024);
     let cases: Vec<BadInputCase> = vec![
         (
@@ -329,7 +329,8 @@ async fn bad_input_gets_a_4xx_with_a_json_reason() {
     ];
     for (method, path, body, headers, expected) in cases {
         // A rejected oversized body ends its connection: never reuse one.
-        let mut request = reqwest::Client::new()
+        let mut request = cluster
+            .http()
             .request(method.clone(), format!("{base}{path}"))
             .header("content-type", "application/json")
             .header("connection", "close");
@@ -356,7 +357,8 @@ async fn bad_input_gets_a_4xx_with_a_json_reason() {
         );
     }
     // Valid JSON is accepted whatever the content type (as `curl -d` sends it).
-    let form = reqwest::Client::new()
+    let form = cluster
+        .http()
         .put(format!("{base}/v1/services/curl/echo"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(r#"{"image": "raftvisor-echo:local"}"#)
@@ -364,7 +366,8 @@ async fn bad_input_gets_a_4xx_with_a_json_reason() {
         .await
         .unwrap();
     assert_eq!(form.status(), 200);
-    let form = reqwest::Client::new()
+    let form = cluster
+        .http()
         .delete(format!("{base}/v1/services/curl/echo"))
         .send()
         .await
@@ -390,7 +393,7 @@ async fn consul_kv_query_forms() {
         assert!(client.kv_put(key, key.as_bytes(), 0, None).await.unwrap());
     }
     let base = format!("http://{}", cluster.replica(2).api_addr);
-    let http = reqwest::Client::new();
+    let http = cluster.http();
     let get = |path: &str| http.get(format!("{base}{path}")).send();
 
     let raw = get("/v1/kv/app/a?raw").await.unwrap();
@@ -431,8 +434,10 @@ async fn consul_kv_query_forms() {
         .unwrap();
     let waiter = {
         let url = format!("{base}/v1/kv/other?index={index}&wait=10s");
+        let http = cluster.http();
         tokio::spawn(async move {
-            reqwest::get(url)
+            http.get(url)
+                .send()
                 .await
                 .unwrap()
                 .json::<Vec<Value>>()
@@ -467,6 +472,7 @@ fn cli(addr: &str, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(binary())
         .arg("--addr")
         .arg(addr)
+        .env("RAFTVISOR_TOKEN", ADMIN_TOKEN)
         .args(args)
         .output()
         .expect("run the CLI");

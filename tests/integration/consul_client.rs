@@ -1,9 +1,10 @@
 //! A Consul client library that raftvisor did not write (py-consul) drives
-//! the KV API of a live cluster through a follower.
+//! the KV API of a live cluster through a follower, authenticated with the
+//! token py-consul sends as Consul's `X-Consul-Token`.
 
 use std::process::Command;
 
-use crate::harness::Cluster;
+use crate::harness::{Cluster, ADMIN_TOKEN};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn py_consul_drives_the_kv_api() {
@@ -25,7 +26,7 @@ async fn py_consul_drives_the_kv_api() {
         let (host, port) = (host.to_string(), port.to_string());
         move || {
             Command::new("python3")
-                .args([script, &host, &port, "pyconsul"])
+                .args([script, &host, &port, "pyconsul", ADMIN_TOKEN])
                 .output()
                 .expect("run python3")
         }

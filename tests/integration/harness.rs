@@ -3,6 +3,11 @@
 //! kills them (SIGKILL) or restarts them, and offers `eventually`-style
 //! waits with deadlines instead of fixed sleeps. Every process is killed
 //! when the [`Cluster`] is dropped, also when a test fails.
+//!
+//! Auth: every cluster names `<dir>/bootstrap.token` as its bootstrap token
+//! file, which the harness fills with [`ADMIN_TOKEN`] before the start
+//! (unless [`Tuning::prefill_token`] is off: then the initialising replica
+//! writes one). Every client the harness hands out carries that token.
 
 #![allow(dead_code)]
 
@@ -13,6 +18,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use raftvisor::client::{Client, ClientOptions};
+
+/// The admin token of every harness cluster (its bootstrap token).
+pub const ADMIN_TOKEN: &str =
+    "rvt_harness.5f0c3e1a9b7d2468ace013579bdf2468ace013579bdf02468ace13579bdf0246";
 
 /// Waits until `check` returns `Ok`, retrying every 50 ms until `within`
 /// has passed; then panics with the last error and `what`.
@@ -62,6 +71,8 @@ pub struct Tuning {
     pub request_timeout_ms: u64,
     /// More TOML appended to every replica's config (whole sections).
     pub extra_toml: String,
+    /// Write [`ADMIN_TOKEN`] to the bootstrap token file before the start.
+    pub prefill_token: bool,
 }
 
 impl Default for Tuning {
@@ -71,6 +82,7 @@ impl Default for Tuning {
             keep_logs_after_snapshot: 1_000,
             request_timeout_ms: 3_000,
             extra_toml: String::new(),
+            prefill_token: true,
         }
     }
 }
@@ -105,6 +117,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub replicas: Vec<ReplicaProcess>,
     pub tuning: Tuning,
+    /// The `[auth] bootstrap_token_file` of every replica.
+    pub token_file: PathBuf,
 }
 
 pub fn binary() -> &'static str {
@@ -118,10 +132,16 @@ impl Cluster {
     }
 
     pub async fn start_with(n: usize, tuning: Tuning) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let token_file = dir.path().join("bootstrap.token");
+        if tuning.prefill_token {
+            std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).expect("write token file");
+        }
         let mut cluster = Cluster {
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir,
             replicas: Vec::new(),
             tuning,
+            token_file,
         };
         for id in 1..=n as u64 {
             cluster.define_replica(id);
@@ -178,6 +198,10 @@ impl Cluster {
             std::fs::write(&key_file, hex).expect("write the secrets key");
         }
         text.push_str(&format!("[secrets]\nkey_file = {key_file:?}\n"));
+        text.push_str(&format!(
+            "[auth]\nbootstrap_token_file = {:?}\n",
+            self.token_file
+        ));
         text.push_str(&self.tuning.extra_toml);
         std::fs::write(&r.config_path, text).expect("write config");
     }
@@ -271,6 +295,7 @@ impl Cluster {
             .arg("--addr")
             .arg(&self.replica(id).api_addr)
             .args(args)
+            .env("RAFTVISOR_TOKEN", self.admin_token())
             .output()
             .expect("run the CLI");
         (
@@ -280,17 +305,46 @@ impl Cluster {
         )
     }
 
+    /// The cluster's admin token: what its bootstrap token file holds
+    /// (empty while the file is not written yet).
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(&self.token_file)
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default()
+    }
+
     pub fn client_for(&self, id: u64) -> Client {
-        let mut options = ClientOptions::new([self.replica(id).api_addr.clone()]);
-        options.timeout = Duration::from_secs(10);
-        Client::new(options).expect("client")
+        self.client_with_token(&[id], Some(self.admin_token()))
     }
 
     /// A client that knows every replica's address.
     pub fn client(&self) -> Client {
-        let mut options = ClientOptions::new(self.replicas.iter().map(|r| r.api_addr.clone()));
+        let ids: Vec<u64> = self.replicas.iter().map(|r| r.id).collect();
+        self.client_with_token(&ids, Some(self.admin_token()))
+    }
+
+    /// A client of replicas `ids` that sends `token` (or none).
+    pub fn client_with_token(&self, ids: &[u64], token: Option<String>) -> Client {
+        let mut options =
+            ClientOptions::new(ids.iter().map(|id| self.replica(*id).api_addr.clone()));
         options.timeout = Duration::from_secs(10);
+        options.token = token;
         Client::new(options).expect("client")
+    }
+
+    /// A plain HTTP client that sends the admin token on every request.
+    pub fn http(&self) -> reqwest::Client {
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", self.admin_token())
+                .parse()
+                .expect("a token is a valid header"),
+        );
+        reqwest::Client::builder()
+            .default_headers(headers)
+            .build()
+            .expect("an HTTP client")
     }
 
     /// The ids of the replicas this harness runs.
@@ -305,15 +359,17 @@ impl Cluster {
     /// itself running, and returns it.
     pub async fn wait_for_leader(&mut self) -> u64 {
         let running = self.running_ids();
-        let clients: Vec<(u64, Client)> = running
-            .iter()
-            .map(|id| (*id, self.client_for(*id)))
-            .collect();
+        let this = &*self;
         eventually(
             "one leader known to every running replica",
             Duration::from_secs(20),
             || {
-                let clients = clients.clone();
+                // Made anew each round: without a prefilled token file the
+                // token appears only once the cluster has written it.
+                let clients: Vec<(u64, Client)> = running
+                    .iter()
+                    .map(|id| (*id, this.client_for(*id)))
+                    .collect();
                 let running = running.clone();
                 async move {
                     let mut leaders = Vec::new();

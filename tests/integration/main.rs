@@ -4,6 +4,7 @@
 //! the local Docker Engine and the images of `scripts/build-images.sh`.
 
 mod api_contract;
+mod auth;
 mod consul_client;
 mod corruption;
 mod dns;

@@ -1,0 +1,234 @@
+//! The first admin token of a cluster. The leader that finds the cluster
+//! without one (a new cluster, or one from before tokens existed) writes
+//! `Command::BootstrapToken`, which the state machine applies once per
+//! cluster. The token comes from `[auth] bootstrap_token_file` if that
+//! file exists; if the file is named but missing, a fresh token is written
+//! there (mode 0600) before it is proposed, so a retry or the next leader
+//! on the same machine proposes the same token; with no file configured a
+//! fresh token is printed once in this replica's log, clearly marked.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::token::{Token, TokenError};
+use crate::replica::{OpError, Replica};
+use crate::state::{Command, Outcome};
+
+/// Why the bootstrap token cannot be had.
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("cannot read the bootstrap token file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the bootstrap token file {path} does not hold a raftvisor token: {source}")]
+    Malformed {
+        path: PathBuf,
+        #[source]
+        source: TokenError,
+    },
+    #[error("cannot write the bootstrap token file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where the bootstrap token came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Read from the configured file.
+    File(PathBuf),
+    /// Generated and written to the configured file, which was missing.
+    Written(PathBuf),
+    /// Generated; no file is configured.
+    Generated,
+}
+
+/// A token proposed as the bootstrap token whose fate is not known yet.
+#[derive(Debug)]
+pub struct Pending {
+    token: Token,
+    origin: Origin,
+}
+
+/// Reads the token in `path`; `Ok(None)` if there is no such file.
+pub fn read_file(path: &Path) -> Result<Option<Token>, BootstrapError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Token::parse(&text)
+            .map(Some)
+            .map_err(|source| BootstrapError::Malformed {
+                path: path.to_path_buf(),
+                source,
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(BootstrapError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+/// The bootstrap token: from `file` if it exists, else a new one (written
+/// to `file` when one is named).
+pub fn obtain(file: Option<&Path>) -> Result<(Token, Origin), BootstrapError> {
+    let Some(path) = file else {
+        return Ok((Token::generate(), Origin::Generated));
+    };
+    if let Some(token) = read_file(path)? {
+        return Ok((token, Origin::File(path.to_path_buf())));
+    }
+    let token = Token::generate();
+    let write_error = |source| BootstrapError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(write_error)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    // create_new: another replica sharing the file may be writing it now;
+    // then its token is the one to use.
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut out = match options.open(path) {
+        Ok(out) => out,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return match read_file(path)? {
+                Some(token) => Ok((token, Origin::File(path.to_path_buf()))),
+                None => Err(write_error(e)),
+            };
+        }
+        Err(e) => return Err(write_error(e)),
+    };
+    out.write_all(format!("{}\n", token.reveal()).as_bytes())
+        .and_then(|()| out.sync_all())
+        .map_err(write_error)?;
+    Ok((token, Origin::Written(path.to_path_buf())))
+}
+
+/// Leader-only: makes sure the cluster has had its bootstrap admin token,
+/// proposing one if not. `pending` carries a proposed token across retries
+/// whose outcome was unknown, so it is announced if it did commit.
+pub async fn ensure(replica: &Replica, pending: &mut Option<Pending>) -> Result<(), OpError> {
+    if let Some(Pending { token, origin }) = pending.as_ref() {
+        let committed = replica.sm.read(|s| {
+            s.tokens
+                .get(token.id())
+                .is_some_and(|t| t.hash == token.hash())
+        });
+        if committed {
+            announce(token, origin);
+            *pending = None;
+            return Ok(());
+        }
+    }
+    if replica.sm.read(|s| s.tokens_bootstrapped) {
+        if let Some(Pending { origin, .. }) = pending.take() {
+            forget(&origin);
+        }
+        return Ok(());
+    }
+    let (token, origin) = match pending.take() {
+        Some(p) => (p.token, p.origin),
+        None => obtain(replica.config.auth.bootstrap_token_file.as_deref()).map_err(|e| {
+            tracing::error!(error = %e, "no bootstrap admin token: the API cannot be used until this is fixed");
+            OpError::Unavailable(e.to_string())
+        })?,
+    };
+    let command = Command::BootstrapToken {
+        id: token.id().to_string(),
+        hash: token.hash(),
+    };
+    match replica.write(command).await {
+        Ok(applied) if matches!(applied.outcome, Outcome::Token(_)) => {
+            announce(&token, &origin);
+            Ok(())
+        }
+        Ok(_) => {
+            // Another leader bootstrapped the cluster first.
+            forget(&origin);
+            Ok(())
+        }
+        Err(e) => {
+            *pending = Some(Pending { token, origin });
+            Err(e)
+        }
+    }
+}
+
+fn announce(token: &Token, origin: &Origin) {
+    match origin {
+        Origin::File(path) => tracing::info!(
+            token_id = token.id(),
+            file = %path.display(),
+            "bootstrap admin token taken from the bootstrap token file"
+        ),
+        Origin::Written(path) => tracing::warn!(
+            token_id = token.id(),
+            file = %path.display(),
+            "BOOTSTRAP ADMIN TOKEN generated and written to the bootstrap token file (mode 0600); use it with --token-file"
+        ),
+        // The one place a secret is ever logged: no file was configured,
+        // and without this line nobody could use the new cluster.
+        Origin::Generated => tracing::warn!(
+            "BOOTSTRAP ADMIN TOKEN (shown once, store it now; set [auth] bootstrap_token_file to avoid this): {}",
+            token.reveal()
+        ),
+    }
+}
+
+/// A token of ours lost the race to another leader's: a file we wrote
+/// would hold a token that does not work, so it goes.
+fn forget(origin: &Origin) {
+    if let Origin::Written(path) = origin {
+        tracing::warn!(file = %path.display(), "the cluster was bootstrapped with another token; removing the file written here");
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_named_missing_file_is_written_with_mode_0600_and_then_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/bootstrap.token");
+        let (written, origin) = obtain(Some(&path)).unwrap();
+        assert_eq!(origin, Origin::Written(path.clone()));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let (again, origin) = obtain(Some(&path)).unwrap();
+        assert_eq!(origin, Origin::File(path.clone()));
+        assert_eq!(again, written);
+    }
+
+    #[test]
+    fn an_existing_file_is_used_and_a_malformed_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let token = Token::generate();
+        std::fs::write(&path, format!("{}\n", token.reveal())).unwrap();
+        assert_eq!(obtain(Some(&path)).unwrap().0, token);
+        std::fs::write(&path, "hunter2").unwrap();
+        let err = obtain(Some(&path)).unwrap_err();
+        assert!(matches!(err, BootstrapError::Malformed { .. }), "{err}");
+        assert!(!err.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn without_a_file_a_token_is_generated() {
+        let (token, origin) = obtain(None).unwrap();
+        assert_eq!(origin, Origin::Generated);
+        assert!(Token::parse(token.reveal()).is_ok());
+    }
+}

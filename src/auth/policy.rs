@@ -1,0 +1,71 @@
+//! Which role a request needs, from its method and path alone (pure):
+//! `GET /v1/health` needs none; tokens and cluster membership need
+//! `admin`; other reads need `read`; other writes need `operator`.
+//! Paths are matched as sent, as the router matches them, so no encoded
+//! form of a path can route to a handler under a weaker rule.
+
+use axum::http::Method;
+
+use crate::state::Role;
+
+/// The role `method path` needs; `None` for the one public endpoint.
+pub fn required_role(method: &Method, path: &str) -> Option<Role> {
+    let read_only = method == Method::GET || method == Method::HEAD;
+    if path == "/v1/health" && read_only {
+        return None;
+    }
+    if under(path, "/v1/tokens") {
+        return Some(Role::Admin);
+    }
+    if under(path, "/v1/cluster") && !read_only {
+        return Some(Role::Admin);
+    }
+    Some(if read_only {
+        Role::Read
+    } else {
+        Role::Operator
+    })
+}
+
+fn under(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_by_route() {
+        let cases = [
+            (Method::GET, "/v1/health", None),
+            (Method::POST, "/v1/health", Some(Role::Operator)),
+            (Method::GET, "/v1/cluster", Some(Role::Read)),
+            (Method::POST, "/v1/cluster/members", Some(Role::Admin)),
+            (Method::DELETE, "/v1/cluster/members/3", Some(Role::Admin)),
+            (Method::GET, "/v1/tokens", Some(Role::Admin)),
+            (Method::POST, "/v1/tokens", Some(Role::Admin)),
+            (Method::DELETE, "/v1/tokens/abc", Some(Role::Admin)),
+            (Method::GET, "/v1/events", Some(Role::Read)),
+            (Method::GET, "/metrics", Some(Role::Read)),
+            (Method::GET, "/v1/kv/a/b", Some(Role::Read)),
+            (Method::PUT, "/v1/kv/a/b", Some(Role::Operator)),
+            (Method::DELETE, "/v1/kv/a", Some(Role::Operator)),
+            (Method::PUT, "/v1/services/demo/echo", Some(Role::Operator)),
+            (Method::POST, "/v1/nodes/n1/drain", Some(Role::Operator)),
+            (Method::GET, "/v1/nope", Some(Role::Read)),
+            // Not under /v1/tokens: just a KV-like name, operator suffices.
+            (Method::POST, "/v1/tokensx", Some(Role::Operator)),
+            (Method::PUT, "/v1/kv/v1/tokens", Some(Role::Operator)),
+        ];
+        for (method, path, expected) in cases {
+            assert_eq!(required_role(&method, path), expected, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn roles_are_ordered() {
+        assert!(Role::Read < Role::Operator && Role::Operator < Role::Admin);
+    }
+}

@@ -1,0 +1,435 @@
+//! Client authentication: every endpoint but `GET /v1/health` needs a
+//! token; roles limit what a token may do; Consul's `X-Consul-Token`
+//! works; a revoked token stops working on every replica; secrets never
+//! reach a log or `token ls`; the bootstrap token file is written by the
+//! cluster when it is named but missing, and the bootstrap happens once.
+
+use std::process::Command;
+use std::time::Duration;
+
+use raftvisor::state::Role;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::harness::{binary, eventually, Cluster, Tuning, ADMIN_TOKEN};
+
+/// Every route of the API router, with a concrete path.
+fn all_routes() -> Vec<(Method, &'static str)> {
+    vec![
+        (Method::GET, "/v1/cluster"),
+        (Method::POST, "/v1/cluster/members"),
+        (Method::DELETE, "/v1/cluster/members/9"),
+        (Method::GET, "/v1/events"),
+        (Method::GET, "/metrics"),
+        (Method::GET, "/v1/services"),
+        (Method::GET, "/v1/services/auth/echo"),
+        (Method::PUT, "/v1/services/auth/echo"),
+        (Method::DELETE, "/v1/services/auth/echo"),
+        (Method::POST, "/v1/services/auth/echo/scale"),
+        (Method::GET, "/v1/services/auth/echo/instances"),
+        (Method::GET, "/v1/services/auth/echo/report"),
+        (Method::POST, "/v1/services/auth/echo/start"),
+        (Method::POST, "/v1/services/auth/echo/stop"),
+        (Method::POST, "/v1/services/auth/echo/restart"),
+        (Method::GET, "/v1/nodes"),
+        (Method::GET, "/v1/nodes/n1"),
+        (Method::PUT, "/v1/nodes/n1"),
+        (Method::DELETE, "/v1/nodes/n1"),
+        (Method::POST, "/v1/nodes/n1/drain"),
+        (Method::GET, "/v1/kv"),
+        (Method::DELETE, "/v1/kv"),
+        (Method::GET, "/v1/kv/"),
+        (Method::DELETE, "/v1/kv/"),
+        (Method::GET, "/v1/kv/app/a"),
+        (Method::PUT, "/v1/kv/app/a"),
+        (Method::DELETE, "/v1/kv/app/a"),
+        (Method::GET, "/v1/tokens"),
+        (Method::POST, "/v1/tokens"),
+        (Method::DELETE, "/v1/tokens/abc123"),
+        // Unknown routes and methods are no way around the check either.
+        (Method::GET, "/v1/nope"),
+        (Method::PATCH, "/v1/kv/app/a"),
+    ]
+}
+
+fn is_read(method: &Method) -> bool {
+    method == Method::GET
+}
+
+/// Sends `method path` to `base` with `headers`; answers (status, JSON body).
+async fn call(
+    base: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, format!("{base}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.expect("the replica answers");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// The secret part of a token (after the dot).
+fn secret(token: &str) -> &str {
+    token.rsplit_once('.').expect("a token has a dot").1
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_endpoint_but_health_needs_a_valid_token() {
+    let cluster = Cluster::start(1).await;
+    let base = format!("http://{}", cluster.replica(1).api_addr);
+    let (status, body) = call(&base, Method::GET, "/v1/health", &[], None).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+
+    let unknown = format!("rvt_feedbeef0000.{}", "a".repeat(64));
+    let forged = format!("rvt_harness.{}", "0".repeat(64));
+    let bad_headers: Vec<Vec<(&str, String)>> = vec![
+        vec![],
+        vec![("authorization", "Bearer".into())],
+        vec![("authorization", bearer("not-a-token"))],
+        vec![("authorization", bearer(&unknown))],
+        // The harness token's id with another secret.
+        vec![("authorization", bearer(&forged))],
+        vec![("x-consul-token", forged.clone())],
+    ];
+    for (method, path) in all_routes() {
+        for headers in &bad_headers {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let (status, body) = call(&base, method.clone(), path, &headers, None).await;
+            assert_eq!(status, 401, "{method} {path} with {headers:?}: {body}");
+            assert_eq!(body["code"], "unauthorized", "{method} {path}: {body}");
+            assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
+        }
+    }
+    // Refusals are logged with what was asked, never with the secret.
+    let log = cluster.replica(1).log();
+    assert!(
+        log.contains("API request refused") && log.contains("/v1/tokens"),
+        "{log}"
+    );
+    assert!(log.contains("feedbeef0000"), "{log}");
+    assert!(!log.contains(secret(&forged)) && !log.contains(&"a".repeat(64)));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn roles_limit_what_a_token_may_do() {
+    let cluster = Cluster::start(1).await;
+    let base = format!("http://{}", cluster.replica(1).api_addr);
+    let admin = cluster.client();
+    let reader = admin.token_create(Role::Read, "reader").await.unwrap();
+    let operator = admin
+        .token_create(Role::Operator, "operator")
+        .await
+        .unwrap();
+    assert_eq!(reader.info.role, Role::Read);
+    assert!(reader
+        .token
+        .starts_with(&format!("rvt_{}.", reader.info.id)));
+
+    // Something to read.
+    assert!(admin.kv_put("app/a", b"1", 0, None).await.unwrap());
+    let read_auth = bearer(&reader.token);
+    let read_headers = [("authorization", read_auth.as_str())];
+    for (method, path) in all_routes() {
+        let (status, body) = call(&base, method.clone(), path, &read_headers, None).await;
+        if is_read(&method) && !path.starts_with("/v1/tokens") {
+            assert!(
+                status != 401 && status != 403,
+                "read token refused on {method} {path}: {status} {body}"
+            );
+        } else {
+            assert_eq!(status, 403, "read token on {method} {path}: {body}");
+            assert_eq!(body["code"], "forbidden", "{method} {path}: {body}");
+        }
+    }
+    for path in [
+        "/v1/cluster",
+        "/v1/events",
+        "/metrics",
+        "/v1/services",
+        "/v1/nodes",
+        "/v1/kv/app/a",
+    ] {
+        let response = reqwest::Client::new()
+            .get(format!("{base}{path}"))
+            .header("authorization", &read_auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "read token on GET {path}");
+    }
+
+    // Operators write services, nodes and KV, but manage neither tokens
+    // nor membership.
+    let op_auth = bearer(&operator.token);
+    let op = [("authorization", op_auth.as_str())];
+    let (status, body) = call(&base, Method::PUT, "/v1/kv/app/b", &op, None).await;
+    assert_eq!((status, body), (200, json!(true)));
+    let spec = json!({"image": "raftvisor-echo:local", "replicas": 0});
+    let (status, body) = call(
+        &base,
+        Method::PUT,
+        "/v1/services/auth/echo",
+        &op,
+        Some(spec),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for (method, path, body) in [
+        (Method::GET, "/v1/tokens", None),
+        (Method::POST, "/v1/tokens", Some(json!({"role": "read"}))),
+        (
+            Method::DELETE,
+            &*format!("/v1/tokens/{}", reader.info.id),
+            None,
+        ),
+        (
+            Method::POST,
+            "/v1/cluster/members",
+            Some(json!({"id": 9, "api_addr": "127.0.0.1:1", "peer_addr": "127.0.0.1:2"})),
+        ),
+        (Method::DELETE, "/v1/cluster/members/1", None),
+    ] {
+        let (status, answer) = call(&base, method.clone(), path, &op, body).await;
+        assert_eq!(status, 403, "operator on {method} {path}: {answer}");
+    }
+
+    // Consul's header works like the bearer token.
+    let consul = [("x-consul-token", operator.token.as_str())];
+    let (status, body) = call(&base, Method::PUT, "/v1/kv/app/c", &consul, None).await;
+    assert_eq!((status, body), (200, json!(true)));
+    let consul = [("x-consul-token", reader.token.as_str())];
+    let (status, _) = call(&base, Method::GET, "/v1/kv/app/c?raw", &consul, None).await;
+    assert_eq!(status, 200);
+    let (status, _) = call(&base, Method::PUT, "/v1/kv/app/c", &consul, None).await;
+    assert_eq!(status, 403);
+
+    // Bad requests to the token API are 4xx with a reason.
+    for body in [
+        json!({"role": "root"}),
+        json!({"role": "read", "name": "x".repeat(200)}),
+        json!({"role": "read", "bogus": 1}),
+    ] {
+        let response = cluster
+            .http()
+            .post(format!("{base}/v1/tokens"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_client_error(), "{body}");
+    }
+    // The last admin token cannot be revoked (nobody could manage the
+    // cluster any more).
+    let err = admin.token_revoke("harness").await.unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err}");
+    assert_eq!(
+        admin
+            .token_revoke("nosuchtoken")
+            .await
+            .unwrap_err()
+            .status(),
+        Some(404)
+    );
+}
+
+fn cli(addr: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(binary())
+        .args(["--addr", addr])
+        .env("RAFTVISOR_TOKEN", token)
+        .args(args)
+        .output()
+        .expect("run the CLI");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoked_tokens_stop_working_everywhere_and_secrets_stay_out_of_logs() {
+    let cluster = Cluster::start(3).await;
+    let addr = cluster.replica(2).api_addr.clone();
+    let run = |args: &'static str| {
+        let addr = addr.clone();
+        tokio::task::spawn_blocking(move || {
+            cli(
+                &addr,
+                ADMIN_TOKEN,
+                &args.split_whitespace().collect::<Vec<_>>(),
+            )
+        })
+    };
+    // The CLI creates a token and prints it once (JSON for scripts).
+    let (code, out, err) = run("--output json token create --role operator --name ci")
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let created: Value = serde_json::from_str(&out).unwrap();
+    let token = created["token"].as_str().unwrap().to_string();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        (created["role"].as_str(), created["name"].as_str()),
+        (Some("operator"), Some("ci"))
+    );
+    let (code, human, _) = run("token create --role read").await.unwrap();
+    assert_eq!(code, 0);
+    assert!(human.trim().starts_with("rvt_"), "{human}");
+    let read_token = human.trim().to_string();
+
+    // It works on every replica once applied there.
+    for replica in [1, 2, 3] {
+        let client = cluster.client_with_token(&[replica], Some(token.clone()));
+        eventually(
+            &format!("the new token works on replica {replica}"),
+            Duration::from_secs(10),
+            || async {
+                client
+                    .kv_put("revoke/k", b"v", 0, None)
+                    .await
+                    .map_err(|e| e.to_string())
+            },
+        )
+        .await;
+    }
+
+    // `token ls` shows ids, names and roles, never secrets or hashes.
+    let (code, listing, _) = run("token ls").await.unwrap();
+    assert_eq!(code, 0);
+    assert!(listing.contains(&id) && listing.contains("operator") && listing.contains("ci"));
+    let (code, json_listing, _) = run("--output json token ls").await.unwrap();
+    assert_eq!(code, 0);
+    let listed: Vec<Value> = serde_json::from_str(&json_listing).unwrap();
+    assert_eq!(listed.len(), 3, "{json_listing}");
+    for entry in &listed {
+        let keys: Vec<&str> = entry
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            ["create_index", "created_ms", "id", "name", "role"],
+            "{entry}"
+        );
+    }
+    for text in [&listing, &json_listing] {
+        for t in [&token, &read_token, &ADMIN_TOKEN.to_string()] {
+            assert!(!text.contains(secret(t)), "a secret in token ls: {text}");
+        }
+    }
+
+    // Revoked: refused by every replica.
+    let (code, _, err) = run_owned(&addr, &["token", "revoke", &id]).await;
+    assert_eq!(code, 0, "{err}");
+    for replica in [1, 2, 3] {
+        let client = cluster.client_with_token(&[replica], Some(token.clone()));
+        eventually(
+            &format!("the revoked token is refused by replica {replica}"),
+            Duration::from_secs(10),
+            || async {
+                match client.kv_get("revoke/k", Default::default()).await {
+                    Err(e) if e.status() == Some(401) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            },
+        )
+        .await;
+    }
+    let (code, _, err) = run_owned(&addr, &["token", "revoke", &id]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("does not exist") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+
+    // No secret ever reached a replica's log.
+    for r in &cluster.replicas {
+        let log = r.log();
+        for t in [&token, &read_token, &ADMIN_TOKEN.to_string()] {
+            assert!(
+                !log.contains(secret(t)),
+                "a secret in replica {}'s log",
+                r.id
+            );
+        }
+    }
+}
+
+async fn run_owned(addr: &str, args: &[&str]) -> (i32, String, String) {
+    let addr = addr.to_string();
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        cli(
+            &addr,
+            ADMIN_TOKEN,
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_named_missing_bootstrap_file_is_written_once_per_cluster() {
+    let tuning = Tuning {
+        prefill_token: false,
+        ..Tuning::default()
+    };
+    // Starting waits for a leader through the API, so it returns only once
+    // the cluster has written the file and applied its token.
+    let mut cluster = Cluster::start_with(3, tuning).await;
+    let token = cluster.admin_token();
+    assert!(token.starts_with("rvt_"), "{token:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&cluster.token_file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the token file is private");
+    }
+    let tokens = cluster.client().token_list().await.unwrap();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert_eq!(
+        (tokens[0].role, tokens[0].name.as_str()),
+        (Role::Admin, "bootstrap")
+    );
+
+    // A new leader does not bootstrap again.
+    let leader = cluster.wait_for_leader().await;
+    cluster.kill(leader);
+    let new_leader = cluster.wait_for_leader().await;
+    assert_ne!(new_leader, leader);
+    assert!(cluster
+        .client()
+        .kv_put("after/failover", b"1", 0, None)
+        .await
+        .unwrap());
+    let tokens = cluster.client().token_list().await.unwrap();
+    assert_eq!(tokens.len(), 1, "{tokens:?}");
+    assert_eq!(cluster.admin_token(), token);
+    for r in &cluster.replicas {
+        assert!(
+            !r.log().contains(secret(&token)),
+            "the secret in replica {}'s log",
+            r.id
+        );
+    }
+}
