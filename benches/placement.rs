@@ -214,6 +214,7 @@ async fn run(params: &Params, phase: Phase) -> bool {
             zone: None,
             labels: BTreeMap::new(),
             capacity: Default::default(),
+            docker_tls: None,
         };
         if let Err(e) = replica
             .write(Command::PutNode {

@@ -274,6 +274,7 @@ async fn populate(replica: &Arc<Replica>, args: &Args) -> Result<(), String> {
             zone: None,
             labels: BTreeMap::new(),
             capacity: Default::default(),
+            docker_tls: None,
         };
         write(
             replica,

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::client::{Client, ClientOptions, Consistency};
-use crate::state::{NodeSpec, ServiceSpec};
+use crate::state::{DockerTls, NodeSpec, ServiceSpec};
 use output::{print, Format, Table};
 
 #[derive(Parser, Debug)]
@@ -203,6 +203,16 @@ pub enum NodeCommand {
         labels: Vec<String>,
         #[arg(long, default_value = "static")]
         provider: String,
+        /// For an https:// or tcp+tls:// engine: the CA that signed its
+        /// certificate (a path on every manager).
+        #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+        tls_ca: Option<String>,
+        /// The managers' client certificate for the engine.
+        #[arg(long, requires = "tls_ca")]
+        tls_cert: Option<String>,
+        /// The key of --tls-cert.
+        #[arg(long, requires = "tls_ca")]
+        tls_key: Option<String>,
     },
     /// Move instances off a node (or --cancel a drain).
     Drain {
@@ -673,6 +683,9 @@ async fn run_node(client: &Client, format: Format, command: NodeCommand) -> anyh
             zone,
             labels,
             provider,
+            tls_ca,
+            tls_cert,
+            tls_key,
         } => {
             let mut parsed = BTreeMap::new();
             for label in labels {
@@ -689,6 +702,12 @@ async fn run_node(client: &Client, format: Format, command: NodeCommand) -> anyh
                 zone,
                 labels: parsed,
                 capacity: Default::default(),
+                docker_tls: match (tls_ca, tls_cert, tls_key) {
+                    (Some(ca_cert), Some(cert), Some(key)) => {
+                        Some(DockerTls { ca_cert, cert, key })
+                    }
+                    _ => None,
+                },
             };
             let node = client.node_put(&name, &spec).await?;
             print(format, &node, || node_table(std::slice::from_ref(&node)));

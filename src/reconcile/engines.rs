@@ -18,12 +18,20 @@ impl Engines {
     /// The runtime of `node`'s engine.
     pub fn for_node(&self, node: &Node) -> Result<Arc<dyn ContainerRuntime>, RuntimeError> {
         let endpoint = &node.spec.docker_endpoint;
+        // Changed TLS files make a new client; the old one may be refused.
+        let key = match &node.spec.docker_tls {
+            Some(tls) => format!("{endpoint}#{}#{}#{}", tls.ca_cert, tls.cert, tls.key),
+            None => endpoint.clone(),
+        };
         let mut map = self.by_endpoint.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(runtime) = map.get(endpoint) {
+        if let Some(runtime) = map.get(&key) {
             return Ok(runtime.clone());
         }
-        let runtime: Arc<dyn ContainerRuntime> = Arc::new(DockerRuntime::connect(endpoint)?);
-        map.insert(endpoint.clone(), runtime.clone());
+        let runtime: Arc<dyn ContainerRuntime> = Arc::new(match &node.spec.docker_tls {
+            Some(tls) => DockerRuntime::connect_tls(endpoint, tls, Default::default())?,
+            None => DockerRuntime::connect(endpoint)?,
+        });
+        map.insert(key, runtime.clone());
         Ok(runtime)
     }
 

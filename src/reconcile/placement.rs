@@ -154,6 +154,7 @@ mod tests {
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
                 capacity,
+                docker_tls: None,
             },
             state: NodeState::Ready,
             version: 1,

@@ -327,6 +327,7 @@ mod tests {
                 zone: None,
                 labels: Default::default(),
                 capacity: Default::default(),
+                docker_tls: None,
             },
             state,
             version: 1,

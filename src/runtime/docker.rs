@@ -62,6 +62,11 @@ enum Transport {
     Unix(String),
     /// `tcp://host:port`
     Http(String),
+    /// `https://host:port` / `tcp+tls://host:port` with a client certificate.
+    Tls {
+        address: String,
+        tls: crate::state::DockerTls,
+    },
 }
 
 /// A Docker Engine reached over `unix://`, `tcp://` or `http://`.
@@ -78,9 +83,45 @@ pub struct DockerRuntime {
 impl DockerRuntime {
     /// Prepares a client for `endpoint` without contacting the engine:
     /// `unix:///var/run/docker.sock`, `tcp://host:port` or `http://host:port`.
-    /// TLS endpoints (`https://`, `tcp+tls://`) are not supported yet.
+    /// TLS endpoints need [`DockerRuntime::connect_tls`].
     pub fn connect(endpoint: &str) -> Result<DockerRuntime, RuntimeError> {
         Self::connect_with_timeouts(endpoint, DockerTimeouts::default())
+    }
+
+    /// A client for a TLS endpoint (`https://host:port`, `tcp+tls://host:port`):
+    /// it presents `tls.cert`/`tls.key` and accepts only an engine
+    /// certificate signed by `tls.ca_cert` for the endpoint's host.
+    pub fn connect_tls(
+        endpoint: &str,
+        tls: &crate::state::DockerTls,
+        timeouts: DockerTimeouts,
+    ) -> Result<DockerRuntime, RuntimeError> {
+        let endpoint = endpoint.trim();
+        let rest = endpoint
+            .strip_prefix("https://")
+            .or_else(|| endpoint.strip_prefix("tcp+tls://"))
+            .ok_or_else(|| {
+                RuntimeError::Invalid(format!(
+                    "docker endpoint {endpoint:?}: TLS needs https://host:port or tcp+tls://host:port"
+                ))
+            })?;
+        let authority = host_and_port(endpoint, rest)?;
+        for path in [&tls.ca_cert, &tls.cert, &tls.key] {
+            if !std::path::Path::new(path).is_file() {
+                return Err(RuntimeError::Invalid(format!(
+                    "docker endpoint {endpoint:?}: TLS file {path:?} does not exist on this manager"
+                )));
+            }
+        }
+        Ok(DockerRuntime {
+            endpoint: endpoint.to_string(),
+            transport: Transport::Tls {
+                address: format!("https://{authority}"),
+                tls: tls.clone(),
+            },
+            timeouts,
+            client: OnceCell::new(),
+        })
     }
 
     /// [`DockerRuntime::connect`] with other time limits.
@@ -100,23 +141,13 @@ impl DockerRuntime {
             Transport::Unix(endpoint.to_string())
         } else if endpoint.starts_with("https://") || endpoint.starts_with("tcp+tls://") {
             return Err(invalid(
-                "TLS endpoints are not supported yet; use unix:// or tcp://",
+                "a TLS endpoint needs the CA, client certificate and key (docker_tls)",
             ));
         } else if let Some(rest) = endpoint
             .strip_prefix("tcp://")
             .or_else(|| endpoint.strip_prefix("http://"))
         {
-            let authority = rest.trim_end_matches('/');
-            let valid = match authority.rsplit_once(':') {
-                Some((host, port)) => {
-                    !host.is_empty() && !authority.contains('/') && port.parse::<u16>().is_ok()
-                }
-                None => false,
-            };
-            if !valid {
-                return Err(invalid("expected tcp://host:port or http://host:port"));
-            }
-            Transport::Http(format!("tcp://{authority}"))
+            Transport::Http(format!("tcp://{}", host_and_port(endpoint, rest)?))
         } else {
             return Err(invalid("expected unix://, tcp:// or http://"));
         };
@@ -167,6 +198,14 @@ impl DockerRuntime {
                     }
                     Transport::Http(address) => Docker::connect_with_http(
                         address,
+                        BOLLARD_BACKSTOP_SECS,
+                        API_DEFAULT_VERSION,
+                    ),
+                    Transport::Tls { address, tls } => Docker::connect_with_ssl(
+                        address,
+                        std::path::Path::new(&tls.key),
+                        std::path::Path::new(&tls.cert),
+                        std::path::Path::new(&tls.ca_cert),
                         BOLLARD_BACKSTOP_SECS,
                         API_DEFAULT_VERSION,
                     ),
@@ -374,6 +413,24 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
         host_config: Some(host_config),
         ..Default::default()
+    }
+}
+
+/// `host:port` of `rest`, the part of `endpoint` after its scheme.
+fn host_and_port<'a>(endpoint: &str, rest: &'a str) -> Result<&'a str, RuntimeError> {
+    let authority = rest.trim_end_matches('/');
+    let valid = match authority.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty() && !authority.contains('/') && port.parse::<u16>().is_ok()
+        }
+        None => false,
+    };
+    if valid {
+        Ok(authority)
+    } else {
+        Err(RuntimeError::Invalid(format!(
+            "docker endpoint {endpoint:?}: expected SCHEME://host:port"
+        )))
     }
 }
 

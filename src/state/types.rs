@@ -330,6 +330,20 @@ pub struct NodeSpec {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub capacity: Capacity,
+    /// Client certificate and CA for a `https://` / `tcp+tls://` engine.
+    #[serde(default)]
+    pub docker_tls: Option<DockerTls>,
+}
+
+/// How the managers reach a Docker engine over TLS: PEM files present at
+/// these paths on every manager. The engine's certificate must be signed by
+/// `ca_cert` and name the endpoint's host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerTls {
+    pub ca_cert: String,
+    pub cert: String,
+    pub key: String,
 }
 
 fn default_provider() -> String {

@@ -210,6 +210,31 @@ pub fn node_spec(spec: &NodeSpec) -> Result<(), String> {
     if spec.provider.is_empty() {
         return Err("provider must not be empty".into());
     }
+    let tls_endpoint = endpoint.starts_with("https://") || endpoint.starts_with("tcp+tls://");
+    match &spec.docker_tls {
+        None if tls_endpoint => {
+            return Err(format!(
+                "docker_endpoint {endpoint:?} is TLS: docker_tls (ca_cert, cert, key) is required"
+            ))
+        }
+        Some(_) if !tls_endpoint => {
+            return Err(format!(
+                "docker_tls is given but docker_endpoint {endpoint:?} is not https:// or tcp+tls://"
+            ))
+        }
+        Some(tls) => {
+            for (field, path) in [
+                ("ca_cert", &tls.ca_cert),
+                ("cert", &tls.cert),
+                ("key", &tls.key),
+            ] {
+                if path.trim().is_empty() {
+                    return Err(format!("docker_tls.{field} must name a PEM file"));
+                }
+            }
+        }
+        None => {}
+    }
     if let Some(zone) = &spec.zone {
         dns_label("zone", zone)?;
     }

@@ -85,6 +85,7 @@ impl DockerCluster {
             zone: Some(zone.into()),
             labels: BTreeMap::new(),
             capacity: Default::default(),
+            docker_tls: None,
         };
         self.cluster
             .client()

@@ -326,6 +326,30 @@ async fn echo_container_lifecycle() {
         e.container_id == id && e.action == "start"
     })
     .await;
+    // PID 1 ignores SIGTERM until the server installs its handler: stop
+    // only once it answers again (on the port published for this start).
+    let restarted = docker.inspect(&id).await.unwrap().expect("running again");
+    let base = match restarted.ports.as_slice() {
+        [(8080, Protocol::Tcp, host)] => format!("http://127.0.0.1:{host}"),
+        other => panic!("one published port expected: {other:?}"),
+    };
+    eventually(
+        "the restarted echo container answers /health",
+        Duration::from_secs(10),
+        || {
+            let client = client.clone();
+            let url = format!("{base}/health");
+            async move {
+                let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
+                response
+                    .status()
+                    .is_success()
+                    .then_some(())
+                    .ok_or_else(|| response.status().to_string())
+            }
+        },
+    )
+    .await;
     let stopping = Instant::now();
     docker.stop(&id, Duration::from_secs(5)).await.unwrap();
     let stopped_in = stopping.elapsed();
