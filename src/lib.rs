@@ -14,3 +14,4 @@ pub mod reconcile;
 pub mod replica;
 pub mod runtime;
 pub mod state;
+pub mod tls;
