@@ -18,12 +18,15 @@
 # Environment:
 #   SMOKE_API=127.0.0.1:7001,...   API addresses of the cluster to check, and
 #   SMOKE_DNS=127.0.0.1:8601,...   its DNS addresses (same order; both or none)
+#   SMOKE_CA=FILE                  CA certificate of that cluster's HTTPS API
+#                                  (unset: plain HTTP, an insecure cluster)
 #   DOMAIN=cluster.local           the cluster's DNS domain
 #   SKIP_BUILD=1                   (own cluster) use the release binary as it is
 #   CARGO_BUILD_JOBS               jobs of the release build (default 1)
 #
 # Its own cluster: API 37011-37013, peer 37111-37113, DNS 38611-38613 on
-# 127.0.0.1, data in a temporary directory; stopped and removed at exit.
+# 127.0.0.1, data and certificates (a CA of its own, mutual TLS between the
+# replicas) in a temporary directory; stopped and removed at exit.
 set -euo pipefail
 
 # shellcheck source=scripts/lib/common.sh
@@ -47,6 +50,8 @@ WORK=""
 PIDS=()
 SERVICE="ext-$$"
 CREATED=""
+# CA of the cluster's HTTPS API; empty: plain HTTP.
+CA="${SMOKE_CA:-}"
 
 ok() { echo "ok:   $*"; }
 fail() {
@@ -62,7 +67,7 @@ cleanup() {
     local rc=$? pid i alive
     trap - EXIT INT TERM
     if [[ -n $CREATED ]]; then
-        curl -fsS --max-time 5 -X DELETE "http://$CREATED/v1/services/smoke/$SERVICE" >/dev/null 2>&1 || true
+        curl_api "$CREATED" "/v1/services/smoke/$SERVICE" -fsS --max-time 5 -X DELETE >/dev/null 2>&1 || true
     fi
     for pid in "${PIDS[@]}"; do
         ours "$pid" && kill -TERM "$pid" 2>/dev/null
@@ -85,8 +90,19 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# curl_api ADDR PATH [curl options...]: HTTPS with the CA when there is one.
+curl_api() {
+    local addr=$1 path=$2
+    shift 2
+    if [[ -n $CA ]]; then
+        curl --cacert "$CA" "$@" "https://$addr$path"
+    else
+        curl "$@" "http://$addr$path"
+    fi
+}
+
 # api_get ADDR PATH
-api_get() { curl -fsS --max-time 3 "http://$1$2"; }
+api_get() { curl_api "$1" "$2" -fsS --max-time 3; }
 
 # dig_at ADDR NAME TYPE [dig options...]
 dig_at() {
@@ -103,12 +119,15 @@ choose_cluster() {
         [[ ${#API[@]} -eq ${#DNS[@]} ]] || fail "SMOKE_API and SMOKE_DNS list different numbers of replicas"
         return
     fi
+    local dev_ca="$RAFTVISOR_ROOT/.dev-cluster/certs/ca.pem"
+    [[ -f $dev_ca ]] && CA=$dev_ca
     if [[ $OWN -eq 0 ]] && api_get 127.0.0.1:7001 /v1/health >/dev/null 2>&1; then
         API=(127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003)
         DNS=(127.0.0.1:8601 127.0.0.1:8602 127.0.0.1:8603)
         echo "using the dev cluster (API ${API[*]}, DNS ${DNS[*]})"
         return
     fi
+    CA=""
     start_own
 }
 
@@ -121,6 +140,11 @@ start_own() {
     WORK=$(mktemp -d "${TMPDIR:-/tmp}/raftvisor-dns-smoke.XXXXXX")
     bin="$WORK/raftvisor"
     cp "$RAFTVISOR_BIN" "$bin"
+    "$bin" certs init --dir "$WORK/certs" >/dev/null
+    for i in 1 2 3; do
+        "$bin" certs issue --dir "$WORK/certs" --role manager --name "replica-$i" --san 127.0.0.1 --san localhost >/dev/null
+    done
+    CA="$WORK/certs/ca.pem"
     for i in 1 2 3; do
         API+=("127.0.0.1:3701$i")
         DNS+=("127.0.0.1:3861$i")
@@ -146,9 +170,15 @@ start_own() {
             echo
             echo "[dns]"
             echo "domain = \"$DOMAIN\""
+            echo
+            echo "[tls]"
+            echo "ca_cert = \"$CA\""
+            echo "cert = \"$WORK/certs/replica-$i.pem\""
+            echo "key = \"$WORK/certs/replica-$i-key.pem\""
         } >"$WORK/r$i/config.toml"
         env -u RAFTVISOR_ID -u RAFTVISOR_DATA_DIR -u RAFTVISOR_API_ADDR -u RAFTVISOR_PEER_ADDR \
-            -u RAFTVISOR_DNS_ADDR RAFTVISOR_LOG="${RAFTVISOR_LOG:-warn}" \
+            -u RAFTVISOR_DNS_ADDR -u RAFTVISOR_TLS_CA_CERT -u RAFTVISOR_TLS_CERT -u RAFTVISOR_TLS_KEY \
+            -u RAFTVISOR_TLS_INSECURE RAFTVISOR_LOG="${RAFTVISOR_LOG:-warn}" \
             "$bin" agent --config "$WORK/r$i/config.toml" >"$WORK/r$i/log" 2>&1 </dev/null &
         PIDS+=("$!")
     done
@@ -218,7 +248,7 @@ main() {
         ok "$addr: leader.managers.$DOMAIN A $leader_ip"
     done
 
-    out=$(curl -sS --max-time 10 -w '\n%{http_code}' -X PUT "http://${API[0]}/v1/services/smoke/$SERVICE" \
+    out=$(curl_api "${API[0]}" "/v1/services/smoke/$SERVICE" -sS --max-time 10 -w '\n%{http_code}' -X PUT \
         -H 'Content-Type: application/json' -d '{"kind": "external", "addresses": ["192.0.2.11", "192.0.2.10"]}') ||
         fail "PUT /v1/services/smoke/$SERVICE on ${API[0]} failed"
     [[ ${out##*$'\n'} == 200 ]] || fail "PUT /v1/services/smoke/$SERVICE on ${API[0]}: HTTP ${out##*$'\n'}: ${out%$'\n'*}"
@@ -243,7 +273,7 @@ main() {
         ok "$addr: $name NXDOMAIN with the SOA"
     done
 
-    out=$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X DELETE "http://${API[0]}/v1/services/smoke/$SERVICE") || true
+    out=$(curl_api "${API[0]}" "/v1/services/smoke/$SERVICE" -sS --max-time 10 -o /dev/null -w '%{http_code}' -X DELETE) || true
     CREATED=""
     [[ $out == 204 || $out == 200 ]] || fail "DELETE /v1/services/smoke/$SERVICE: HTTP $out"
     ok "deleted smoke/$SERVICE"

@@ -1,7 +1,7 @@
 """Drives raftvisor's KV API with py-consul, a Consul client library, to
 show that existing Consul clients work unchanged.
 
-Usage: kv_client.py HOST PORT PREFIX. Exits non-zero on the first failed
+Usage: kv_client.py HOST PORT PREFIX [CA]. Exits non-zero on the first failed
 expectation, naming it.
 """
 
@@ -20,7 +20,12 @@ def expect(condition, what):
 
 def main():
     host, port, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    c = consul.Consul(host=host, port=port)
+    # Optional CA certificate: the cluster serves HTTPS signed by it.
+    ca = sys.argv[4] if len(sys.argv) > 4 else None
+    if ca:
+        c = consul.Consul(host=host, port=port, scheme="https", verify=ca)
+    else:
+        c = consul.Consul(host=host, port=port)
     kv = c.kv
     key = f"{prefix}/config"
 

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 
 use raftvisor::client::{Client, ClientOptions};
 
+use crate::harness_tls::TestCerts;
+
 /// Waits until `check` returns `Ok`, retrying every 50 ms until `within`
 /// has passed; then panics with the last error and `what`.
 pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
@@ -62,6 +64,8 @@ pub struct Tuning {
     pub request_timeout_ms: u64,
     /// More TOML appended to every replica's config (whole sections).
     pub extra_toml: String,
+    /// Plain HTTP (`[tls] insecure = true`) instead of the default TLS.
+    pub insecure: bool,
 }
 
 impl Default for Tuning {
@@ -71,6 +75,7 @@ impl Default for Tuning {
             keep_logs_after_snapshot: 1_000,
             request_timeout_ms: 3_000,
             extra_toml: String::new(),
+            insecure: false,
         }
     }
 }
@@ -105,6 +110,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub replicas: Vec<ReplicaProcess>,
     pub tuning: Tuning,
+    /// The cluster CA and the replicas' certificates.
+    pub certs: TestCerts,
 }
 
 pub fn binary() -> &'static str {
@@ -118,10 +125,13 @@ impl Cluster {
     }
 
     pub async fn start_with(n: usize, tuning: Tuning) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let certs = TestCerts::create(dir.path(), tuning.insecure);
         let mut cluster = Cluster {
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir,
             replicas: Vec::new(),
             tuning,
+            certs,
         };
         for id in 1..=n as u64 {
             cluster.define_replica(id);
@@ -171,6 +181,7 @@ impl Cluster {
             "[raft]\nheartbeat_ms = 50\nelection_min_ms = 150\nelection_max_ms = 300\nsnapshot_threshold = {}\nkeep_logs_after_snapshot = {}\n[api]\nrequest_timeout_ms = {}\n",
             self.tuning.snapshot_threshold, self.tuning.keep_logs_after_snapshot, self.tuning.request_timeout_ms
         ));
+        text.push_str(&self.certs.toml(r.id));
         text.push_str(&self.tuning.extra_toml);
         std::fs::write(&r.config_path, text).expect("write config");
     }
@@ -261,6 +272,7 @@ impl Cluster {
     pub fn client_for(&self, id: u64) -> Client {
         let mut options = ClientOptions::new([self.replica(id).api_addr.clone()]);
         options.timeout = Duration::from_secs(10);
+        self.certs.configure(&mut options);
         Client::new(options).expect("client")
     }
 
@@ -268,7 +280,18 @@ impl Cluster {
     pub fn client(&self) -> Client {
         let mut options = ClientOptions::new(self.replicas.iter().map(|r| r.api_addr.clone()));
         options.timeout = Duration::from_secs(10);
+        self.certs.configure(&mut options);
         Client::new(options).expect("client")
+    }
+
+    /// The API base URL of replica `id` (`https://…`).
+    pub fn api_url(&self, id: u64) -> String {
+        self.certs.url(&self.replica(id).api_addr)
+    }
+
+    /// A raw HTTP client that trusts the cluster's CA.
+    pub fn http(&self) -> reqwest::Client {
+        self.certs.http()
     }
 
     /// The ids of the replicas this harness runs.

@@ -9,6 +9,8 @@ mod corruption;
 mod dns;
 mod docker_env;
 mod harness;
+mod harness_tls;
 mod replication;
 mod runtime;
 mod supervisor;
+mod tls;
