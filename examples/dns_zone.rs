@@ -167,8 +167,13 @@ async fn run(args: &Args) -> Result<(), String> {
             ttl_secs: TTL_SECS,
             ..DnsTuning::default()
         },
+        // Nothing is dialled: a single member has no peers.
+        tls: raftvisor::config::TlsSettings {
+            insecure: true,
+            ..Default::default()
+        },
     };
-    let replica = Replica::start(config)
+    let replica = Replica::start(config, raftvisor::raft::network::PeerNetwork::new(None))
         .await
         .map_err(|e| format!("the replica did not start: {e}"))?;
 

@@ -39,6 +39,9 @@ set -euo pipefail
 SVB_USER_BIN=${RAFTVISOR_BIN:-}
 # shellcheck source=scripts/lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# The benchmark clusters run plain HTTP (insecure = true): a CA exported
+# for the dev cluster would make the CLI speak HTTPS to them.
+unset RAFTVISOR_CA
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
 
 SVB_DOCKER_SOCK=/var/run/docker.sock
@@ -204,6 +207,10 @@ svb_start_cluster() {
                 echo "api_addr = \"127.0.0.1:${SVB_API_PORTS[j - 1]}\""
                 echo "peer_addr = \"127.0.0.1:${SVB_PEER_PORTS[j - 1]}\""
             done
+            echo
+            echo "# Benchmarks run plain HTTP, like the etcd they are compared with."
+            echo "[tls]"
+            echo "insecure = true"
             echo
             echo "[supervisor]"
             local line

@@ -6,12 +6,18 @@
 #   status  members, leader, processes, data and log locations
 #   clean   stop the replicas and delete their data and logs
 # Replica N: API 700N, peer 710N, DNS 860N; configs in cluster-config/local-3/.
+# The replicas talk mutual TLS and serve HTTPS: the first 'up' creates a CA
+# and their certificates in .dev-cluster/certs/ (the CLI finds the CA
+# through RAFTVISOR_CA=.dev-cluster/certs/ca.pem).
 set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 cd "$RAFTVISOR_ROOT"
 
 STATE_DIR="$RAFTVISOR_ROOT/.dev-cluster"
+CERT_DIR="$STATE_DIR/certs"
 IDS=(1 2 3)
+# The CLI trusts the cluster CA (and so speaks HTTPS) through RAFTVISOR_CA.
+export RAFTVISOR_CA="$CERT_DIR/ca.pem"
 
 pid_file() { echo "$STATE_DIR/pids/replica-$1.pid"; }
 log_file() { echo "$STATE_DIR/logs/replica-$1.log"; }
@@ -28,7 +34,21 @@ running_pid() {
     fi
 }
 
-api() { curl -fsS --max-time 2 "http://127.0.0.1:700$1$2"; }
+api() { curl -fsS --max-time 2 --cacert "$RAFTVISOR_CA" "https://127.0.0.1:700$1$2"; }
+
+# Creates the CA and the replicas' certificates that do not exist yet.
+ensure_certs() {
+    if [ ! -f "$CERT_DIR/ca.pem" ]; then
+        log "creating the cluster CA in $CERT_DIR"
+        "$RAFTVISOR_BIN" certs init --dir "$CERT_DIR" >/dev/null
+    fi
+    for id in "${IDS[@]}"; do
+        if [ ! -f "$CERT_DIR/replica-$id.pem" ]; then
+            "$RAFTVISOR_BIN" certs issue --dir "$CERT_DIR" --role manager --name "replica-$id" \
+                --san 127.0.0.1 --san localhost >/dev/null
+        fi
+    done
+}
 
 wait_for_leader() {
     local deadline=$((SECONDS + 30))
@@ -48,6 +68,7 @@ up() {
     ensure_packages curl
     build_release
     mkdir -p "$STATE_DIR/pids" "$STATE_DIR/logs" "$STATE_DIR/data"
+    ensure_certs
     for id in "${IDS[@]}"; do
         if pid="$(running_pid "$id")"; then
             log "replica $id already running (pid $pid)"
@@ -70,11 +91,13 @@ up() {
     status
     cat <<MSG
 
-The cluster is up. Try:
+The cluster is up, with TLS: certificates and the CA are in $CERT_DIR.
+Try:
+  export RAFTVISOR_CA=$RAFTVISOR_CA
   $RAFTVISOR_BIN kv put hello world
   $RAFTVISOR_BIN kv get hello
   $RAFTVISOR_BIN cluster status
-  curl -s http://127.0.0.1:7002/v1/kv/hello
+  curl -s --cacert \$RAFTVISOR_CA https://127.0.0.1:7002/v1/kv/hello
 Stop it with: scripts/dev-cluster.sh down   (data is kept; 'clean' deletes it)
 MSG
 }
@@ -105,7 +128,9 @@ status() {
         fi
         echo "  data: $STATE_DIR/data/replica-$id"
         echo "  log:  $(log_file "$id")"
+        echo "  cert: $CERT_DIR/replica-$id.pem"
     done
+    echo "CA: $RAFTVISOR_CA (export RAFTVISOR_CA=$RAFTVISOR_CA for the CLI)"
     if [ -n "$answered" ] && [ -x "$RAFTVISOR_BIN" ]; then
         echo
         "$RAFTVISOR_BIN" --addr "127.0.0.1:700$answered" cluster status || true

@@ -22,6 +22,9 @@
 # Other RAFTVISOR_* variables of the calling shell are not passed to the
 # replicas (they would override the generated config files).
 
+# The benchmark clusters run plain HTTP (insecure = true): a CA exported
+# for the dev cluster would make the CLI speak HTTPS to them.
+unset RAFTVISOR_CA
 BENCH_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BENCH_SCRIPTS_DIR=$(cd "$BENCH_LIB_DIR/.." && pwd)
 BENCH_REPO=$(cd "$BENCH_SCRIPTS_DIR/.." && pwd)
@@ -208,6 +211,10 @@ bench_start_raftvisor() {
             echo "election_min_ms = $BENCH_RV_ELECTION_MIN_MS"
             echo "election_max_ms = $BENCH_RV_ELECTION_MAX_MS"
             echo "snapshot_threshold = 10000"
+            echo
+            echo "# Benchmarks run plain HTTP, like the etcd they are compared with."
+            echo "[tls]"
+            echo "insecure = true"
         } >"$m/config.toml"
         cat >"$m/run.sh" <<EOF
 echo \$\$ > '$m/pid'
