@@ -118,18 +118,28 @@ impl AgentTls {
             ManagerClientVerifier::new(roots.clone(), provider.clone())
                 .map_err(|e| TlsError::Config(format!("CA {}: {e}", ca_cert.display())))?,
         );
-        // The same check the peers will make: better one clear line now
+        // The same checks the peers will make: better one clear line now
         // than every handshake failing later.
+        match certs::role_of(&chain[0]) {
+            Some((Role::Manager, _)) => {}
+            other => {
+                return Err(TlsError::NotManager {
+                    path: cert.to_path_buf(),
+                    reason: format!(
+                        "it carries {}, not the manager role; issue one with `raftvisor certs issue --role manager`",
+                        match other {
+                            Some((role, _)) => format!("the {role} role"),
+                            None => "no raftvisor role".into(),
+                        }
+                    ),
+                })
+            }
+        }
         client_verifier
             .verify_client_cert(&chain[0], &chain[1..], UnixTime::now())
             .map_err(|e| TlsError::NotManager {
                 path: cert.to_path_buf(),
-                reason: match certs::role_of(&chain[0]) {
-                    Some((Role::Manager, _)) => {
-                        format!("{e} (is it signed by the CA in {}?)", ca_cert.display())
-                    }
-                    _ => format!("{e}; issue one with `raftvisor certs issue --role manager`"),
-                },
+                reason: format!("{e} (is it signed by the CA in {}?)", ca_cert.display()),
             })?;
         let subject_names = certs::subject_names(&chain[0]);
 
