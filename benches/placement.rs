@@ -176,17 +176,20 @@ async fn run(params: &Params, phase: Phase) -> bool {
          [[members]]\n\
          id = 1\n\
          api_addr = \"127.0.0.1:29201\"\n\
-         peer_addr = \"127.0.0.1:29301\"\n",
+         peer_addr = \"127.0.0.1:29301\"\n\
+         [tls]\n\
+         insecure = true\n",
         data_dir = data_dir.display().to_string()
     );
     let config = AgentConfig::parse(&text).expect("benchmark config parses");
-    let replica = match Replica::start(config).await {
-        Ok(replica) => replica,
-        Err(e) => {
-            eprintln!("the replica did not start: {e}");
-            return false;
-        }
-    };
+    let replica =
+        match Replica::start(config, raftvisor::raft::network::PeerNetwork::new(None)).await {
+            Ok(replica) => replica,
+            Err(e) => {
+                eprintln!("the replica did not start: {e}");
+                return false;
+            }
+        };
 
     // Leader, and the cluster id the controllers need (written by the
     // replica's housekeeping once it leads).

@@ -169,8 +169,13 @@ async fn run(args: &Args) -> Result<(), String> {
             ..DnsTuning::default()
         },
         auth: Default::default(),
+        // Nothing is dialled: a single member has no peers.
+        tls: raftvisor::config::TlsSettings {
+            insecure: true,
+            ..Default::default()
+        },
     };
-    let replica = Replica::start(config)
+    let replica = Replica::start(config, raftvisor::raft::network::PeerNetwork::new(None))
         .await
         .map_err(|e| format!("the replica did not start: {e}"))?;
 

@@ -57,6 +57,9 @@ set -euo pipefail
 
 # shellcheck source=scripts/lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# The benchmark clusters run plain HTTP (insecure = true): a CA exported
+# for the dev cluster would make the CLI speak HTTPS to them.
+unset RAFTVISOR_CA
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
 
 SERVICES=${SERVICES:-1000}
@@ -372,6 +375,10 @@ write_fresh_config() {
             echo "api_addr = \"127.0.0.1:${FRESH_API[j - 1]}\""
             echo "peer_addr = \"127.0.0.1:${FRESH_PEER[j - 1]}\""
         done
+        echo
+        echo "# Benchmarks run plain HTTP, like the etcd they are compared with."
+        echo "[tls]"
+        echo "insecure = true"
         echo
         echo "[supervisor]"
         echo "enabled = false"

@@ -39,6 +39,9 @@ set -euo pipefail
 SVB_USER_BIN=${RAFTVISOR_BIN:-}
 # shellcheck source=scripts/lib/common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+# The benchmark clusters run plain HTTP (insecure = true): a CA exported
+# for the dev cluster would make the CLI speak HTTPS to them.
+unset RAFTVISOR_CA
 export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-1}
 
 SVB_DOCKER_SOCK=/var/run/docker.sock
@@ -210,6 +213,9 @@ svb_start_cluster() {
             echo
             echo "[auth]"
             echo "bootstrap_token_file = \"$SVB_WORK/bootstrap.token\""
+            echo "# Benchmarks run plain HTTP, like the etcd they are compared with."
+            echo "[tls]"
+            echo "insecure = true"
             echo
             echo "[supervisor]"
             local line

@@ -9,13 +9,19 @@
 # The cluster's admin token is in .dev-cluster/bootstrap.token (written by
 # `up` before the first start; use it with --token-file or
 # RAFTVISOR_TOKEN_FILE).
+# The replicas talk mutual TLS and serve HTTPS: the first 'up' creates a CA
+# and their certificates in .dev-cluster/certs/ (the CLI finds the CA
+# through RAFTVISOR_CA=.dev-cluster/certs/ca.pem).
 set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 cd "$RAFTVISOR_ROOT"
 
 STATE_DIR="$RAFTVISOR_ROOT/.dev-cluster"
+CERT_DIR="$STATE_DIR/certs"
 IDS=(1 2 3)
 TOKEN_FILE="$STATE_DIR/bootstrap.token"
+# The CLI trusts the cluster CA (and so speaks HTTPS) through RAFTVISOR_CA.
+export RAFTVISOR_CA="$CERT_DIR/ca.pem"
 
 pid_file() { echo "$STATE_DIR/pids/replica-$1.pid"; }
 log_file() { echo "$STATE_DIR/logs/replica-$1.log"; }
@@ -32,7 +38,21 @@ running_pid() {
     fi
 }
 
-api() { rv_curl -fsS --max-time 2 "http://127.0.0.1:700$1$2"; }
+api() { rv_curl -fsS --max-time 2 --cacert "$RAFTVISOR_CA" "https://127.0.0.1:700$1$2"; }
+
+# Creates the CA and the replicas' certificates that do not exist yet.
+ensure_certs() {
+    if [ ! -f "$CERT_DIR/ca.pem" ]; then
+        log "creating the cluster CA in $CERT_DIR"
+        "$RAFTVISOR_BIN" certs init --dir "$CERT_DIR" >/dev/null
+    fi
+    for id in "${IDS[@]}"; do
+        if [ ! -f "$CERT_DIR/replica-$id.pem" ]; then
+            "$RAFTVISOR_BIN" certs issue --dir "$CERT_DIR" --role manager --name "replica-$id" \
+                --san 127.0.0.1 --san localhost >/dev/null
+        fi
+    done
+}
 
 wait_for_leader() {
     local deadline=$((SECONDS + 30))
@@ -60,6 +80,7 @@ up() {
     # Before the first start: the cluster takes it as its admin token.
     ensure_token_file "$TOKEN_FILE"
     use_token_file "$TOKEN_FILE"
+    ensure_certs
     for id in "${IDS[@]}"; do
         if pid="$(running_pid "$id")"; then
             log "replica $id already running (pid $pid)"
@@ -82,13 +103,14 @@ up() {
     status
     cat <<MSG
 
-The cluster is up. Its admin token is in $TOKEN_FILE. Try:
-  export RAFTVISOR_TOKEN_FILE=$TOKEN_FILE
+The cluster is up, with TLS and API tokens. The CA and the certificates are
+in $CERT_DIR, the admin token is in $TOKEN_FILE. Try:
+  export RAFTVISOR_CA=$RAFTVISOR_CA RAFTVISOR_TOKEN_FILE=$TOKEN_FILE
   $RAFTVISOR_BIN kv put hello world
   $RAFTVISOR_BIN kv get hello
   $RAFTVISOR_BIN cluster status
   $RAFTVISOR_BIN token create --role read --name me     # a read-only token
-  curl -s -H "Authorization: Bearer \$(cat $TOKEN_FILE)" http://127.0.0.1:7002/v1/kv/hello
+  curl -s --cacert \$RAFTVISOR_CA -H "Authorization: Bearer \$(cat $TOKEN_FILE)" https://127.0.0.1:7002/v1/kv/hello
 Stop it with: scripts/dev-cluster.sh down   (data is kept; 'clean' deletes it)
 MSG
 }
@@ -119,8 +141,10 @@ status() {
         fi
         echo "  data: $STATE_DIR/data/replica-$id"
         echo "  log:  $(log_file "$id")"
+        echo "  cert: $CERT_DIR/replica-$id.pem"
     done
     echo "admin token: $TOKEN_FILE"
+    echo "CA: $RAFTVISOR_CA (export RAFTVISOR_CA=$RAFTVISOR_CA for the CLI)"
     if [ -n "$answered" ] && [ -x "$RAFTVISOR_BIN" ]; then
         echo
         RAFTVISOR_TOKEN_FILE="$TOKEN_FILE" "$RAFTVISOR_BIN" --addr "127.0.0.1:700$answered" cluster status || true

@@ -21,12 +21,15 @@
 #   RAFTVISOR_TOKEN / RAFTVISOR_TOKEN_FILE   an operator or admin token of that
 #                                  cluster (the dev cluster's and its own
 #                                  cluster's are found without them)
+#   SMOKE_CA=FILE                  CA certificate of that cluster's HTTPS API
+#                                  (unset: plain HTTP, an insecure cluster)
 #   DOMAIN=cluster.local           the cluster's DNS domain
 #   SKIP_BUILD=1                   (own cluster) use the release binary as it is
 #   CARGO_BUILD_JOBS               jobs of the release build (default 1)
 #
 # Its own cluster: API 37011-37013, peer 37111-37113, DNS 38611-38613 on
-# 127.0.0.1, data in a temporary directory; stopped and removed at exit.
+# 127.0.0.1, data and certificates (a CA of its own, mutual TLS between the
+# replicas) in a temporary directory; stopped and removed at exit.
 set -euo pipefail
 
 # shellcheck source=scripts/lib/common.sh
@@ -50,6 +53,8 @@ WORK=""
 PIDS=()
 SERVICE="ext-$$"
 CREATED=""
+# CA of the cluster's HTTPS API; empty: plain HTTP.
+CA="${SMOKE_CA:-}"
 
 ok() { echo "ok:   $*"; }
 fail() {
@@ -65,7 +70,7 @@ cleanup() {
     local rc=$? pid i alive
     trap - EXIT INT TERM
     if [[ -n $CREATED ]]; then
-        rv_curl -fsS --max-time 5 -X DELETE "http://$CREATED/v1/services/smoke/$SERVICE" >/dev/null 2>&1 || true
+        curl_api "$CREATED" "/v1/services/smoke/$SERVICE" -fsS --max-time 5 -X DELETE >/dev/null 2>&1 || true
     fi
     for pid in "${PIDS[@]}"; do
         ours "$pid" && kill -TERM "$pid" 2>/dev/null
@@ -88,8 +93,19 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
+# curl_api ADDR PATH [curl options...]: HTTPS with the CA when there is one.
+curl_api() {
+    local addr=$1 path=$2
+    shift 2
+    if [[ -n $CA ]]; then
+        rv_curl --cacert "$CA" "$@" "https://$addr$path"
+    else
+        rv_curl "$@" "http://$addr$path"
+    fi
+}
+
 # api_get ADDR PATH
-api_get() { rv_curl -fsS --max-time 3 "http://$1$2"; }
+api_get() { curl_api "$1" "$2" -fsS --max-time 3; }
 
 # dig_at ADDR NAME TYPE [dig options...]
 dig_at() {
@@ -109,6 +125,8 @@ choose_cluster() {
         fi
         return
     fi
+    local dev_ca="$RAFTVISOR_ROOT/.dev-cluster/certs/ca.pem"
+    [[ -f $dev_ca ]] && CA=$dev_ca
     if [[ $OWN -eq 0 ]] && api_get 127.0.0.1:7001 /v1/health >/dev/null 2>&1; then
         API=(127.0.0.1:7001 127.0.0.1:7002 127.0.0.1:7003)
         DNS=(127.0.0.1:8601 127.0.0.1:8602 127.0.0.1:8603)
@@ -119,6 +137,7 @@ choose_cluster() {
         echo "using the dev cluster (API ${API[*]}, DNS ${DNS[*]})"
         return
     fi
+    CA=""
     start_own
 }
 
@@ -134,6 +153,11 @@ start_own() {
     # The cluster's admin token, written before the start.
     ensure_token_file "$WORK/bootstrap.token"
     use_token_file "$WORK/bootstrap.token"
+    "$bin" certs init --dir "$WORK/certs" >/dev/null
+    for i in 1 2 3; do
+        "$bin" certs issue --dir "$WORK/certs" --role manager --name "replica-$i" --san 127.0.0.1 --san localhost >/dev/null
+    done
+    CA="$WORK/certs/ca.pem"
     for i in 1 2 3; do
         API+=("127.0.0.1:3701$i")
         DNS+=("127.0.0.1:3861$i")
@@ -162,9 +186,14 @@ start_own() {
             echo
             echo "[auth]"
             echo "bootstrap_token_file = \"$WORK/bootstrap.token\""
+            echo "[tls]"
+            echo "ca_cert = \"$CA\""
+            echo "cert = \"$WORK/certs/replica-$i.pem\""
+            echo "key = \"$WORK/certs/replica-$i-key.pem\""
         } >"$WORK/r$i/config.toml"
         env -u RAFTVISOR_ID -u RAFTVISOR_DATA_DIR -u RAFTVISOR_API_ADDR -u RAFTVISOR_PEER_ADDR \
-            -u RAFTVISOR_DNS_ADDR -u RAFTVISOR_BOOTSTRAP_TOKEN_FILE RAFTVISOR_LOG="${RAFTVISOR_LOG:-warn}" \
+            -u RAFTVISOR_DNS_ADDR -u RAFTVISOR_BOOTSTRAP_TOKEN_FILE -u RAFTVISOR_TLS_CA_CERT \
+            -u RAFTVISOR_TLS_CERT -u RAFTVISOR_TLS_KEY -u RAFTVISOR_TLS_INSECURE RAFTVISOR_LOG="${RAFTVISOR_LOG:-warn}" \
             "$bin" agent --config "$WORK/r$i/config.toml" >"$WORK/r$i/log" 2>&1 </dev/null &
         PIDS+=("$!")
     done
@@ -234,7 +263,7 @@ main() {
         ok "$addr: leader.managers.$DOMAIN A $leader_ip"
     done
 
-    out=$(rv_curl -sS --max-time 10 -w '\n%{http_code}' -X PUT "http://${API[0]}/v1/services/smoke/$SERVICE" \
+    out=$(curl_api "${API[0]}" "/v1/services/smoke/$SERVICE" -sS --max-time 10 -w '\n%{http_code}' -X PUT \
         -H 'Content-Type: application/json' -d '{"kind": "external", "addresses": ["192.0.2.11", "192.0.2.10"]}') ||
         fail "PUT /v1/services/smoke/$SERVICE on ${API[0]} failed"
     [[ ${out##*$'\n'} == 200 ]] || fail "PUT /v1/services/smoke/$SERVICE on ${API[0]}: HTTP ${out##*$'\n'}: ${out%$'\n'*}"
@@ -259,7 +288,7 @@ main() {
         ok "$addr: $name NXDOMAIN with the SOA"
     done
 
-    out=$(rv_curl -sS --max-time 10 -o /dev/null -w '%{http_code}' -X DELETE "http://${API[0]}/v1/services/smoke/$SERVICE") || true
+    out=$(curl_api "${API[0]}" "/v1/services/smoke/$SERVICE" -sS --max-time 10 -o /dev/null -w '%{http_code}' -X DELETE) || true
     CREATED=""
     [[ $out == 204 || $out == 200 ]] || fail "DELETE /v1/services/smoke/$SERVICE: HTTP $out"
     ok "deleted smoke/$SERVICE"

@@ -18,6 +18,8 @@ if ! docker info >/dev/null 2>&1; then
 fi
 scripts/build-images.sh
 scripts/dev-cluster.sh up
+# The local cluster serves its API over HTTPS with a CA of its own.
+export RAFTVISOR_CA="$RAFTVISOR_ROOT/.dev-cluster/certs/ca.pem"
 
 TOKEN_FILE="$RAFTVISOR_ROOT/.dev-cluster/bootstrap.token"
 export RAFTVISOR_TOKEN_FILE="$TOKEN_FILE"
@@ -46,6 +48,9 @@ cat <<MSG
 demo/echo runs three echo containers supervised by a three-replica cluster.
 Its API needs a token: the admin token is in $TOKEN_FILE
   export RAFTVISOR_TOKEN_FILE=$TOKEN_FILE    # the commands below use it
+The replicas talk mutual TLS; the CA and their certificates are in
+$RAFTVISOR_ROOT/.dev-cluster/certs/. Point the CLI at the CA first:
+  export RAFTVISOR_CA=$RAFTVISOR_CA
   curl -s http://127.0.0.1:$port/            # one of the instances answers
   $RAFTVISOR_BIN service report demo/echo    # desired, running, restarts, events
 

@@ -1,6 +1,8 @@
 //! `raftvisor agent`: runs one replica — opens its stores, starts Raft,
-//! serves the peer port and the client API — until SIGINT/SIGTERM, then
-//! stops accepting requests and shuts Raft down.
+//! serves the peer port (mutual TLS) and the client API (HTTPS) — until
+//! SIGINT/SIGTERM, then stops accepting requests and shuts Raft down.
+//! Plain HTTP on both ports only with `[tls] insecure = true`, and then
+//! with a warning that repeats while the replica runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +10,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::config::AgentConfig;
+use crate::raft::network::PeerNetwork;
 use crate::replica::Replica;
+use crate::tls::serve::TlsListener;
+use crate::tls::AgentTls;
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +31,8 @@ pub enum AgentError {
     Dns(#[from] crate::dns::server::DnsError),
     #[error(transparent)]
     Auth(#[from] crate::auth::bootstrap::BootstrapError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("{what} server failed: {source}")]
     Serve {
         what: &'static str,
@@ -44,6 +51,67 @@ async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, AgentError>
         })
 }
 
+/// How often the insecure-mode warning is repeated.
+const INSECURE_REMINDER: Duration = Duration::from_secs(300);
+
+fn warn_insecure() {
+    tracing::warn!("INSECURE: [tls] insecure = true — the peer port speaks Raft over plain HTTP without authentication and the API is served without TLS");
+    tracing::warn!("INSECURE: anyone who can reach these ports can join Raft or read and change the cluster; use only for local development (see `raftvisor certs`)");
+}
+
+/// Loads the certificates of `[tls]`, or warns loudly that there are none.
+fn load_tls(config: &AgentConfig) -> Result<Option<AgentTls>, AgentError> {
+    let Some((ca, cert, key)) = config.tls.files() else {
+        warn_insecure();
+        return Ok(None);
+    };
+    let tls = AgentTls::load(ca, cert, key)?;
+    for (field, addr) in [
+        ("peer_addr", &config.peer_addr),
+        ("api_addr", &config.api_addr),
+    ] {
+        if !tls.names_host_of(addr) {
+            tracing::warn!(
+                field,
+                addr = %addr,
+                names = ?tls.subject_names,
+                "the certificate does not name this address: peers and clients dialling it will fail hostname verification"
+            );
+        }
+    }
+    Ok(Some(tls))
+}
+
+/// Serves `router` on `listener` (over TLS with `tls`) until `stop`.
+fn serve(
+    what: &'static str,
+    listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    router: axum::Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, AgentError> {
+    Ok(match tls {
+        Some(config) => {
+            let listener = TlsListener::new(listener, config, what)
+                .map_err(|source| AgentError::Serve { what, source })?;
+            let server = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<crate::auth::middleware::RemoteAddr>(),
+            )
+            .with_graceful_shutdown(stop);
+            tokio::spawn(async move { server.await })
+        }
+        None => {
+            let server = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<crate::auth::middleware::RemoteAddr>(),
+            )
+            .with_graceful_shutdown(stop);
+            tokio::spawn(async move { server.await })
+        }
+    })
+}
+
 /// Runs the replica described by `config` until a shutdown signal.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     crate::api::install_metrics_recorder();
@@ -52,6 +120,9 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     if let Some(path) = &config.auth.bootstrap_token_file {
         crate::auth::bootstrap::read_file(path)?;
     }
+    crate::tls::install_default_provider();
+    // Certificates first: a bad file is one line, before anything listens.
+    let tls = load_tls(&config)?;
     // Bind first: a port in use is reported before any state is touched.
     let peer_listener = bind("peer_addr", &config.peer_addr).await?;
     let api_listener = bind("api_addr", &config.api_addr).await?;
@@ -69,11 +140,13 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             }
         }
     }
-    let replica: Arc<Replica> = Replica::start(config.clone()).await?;
+    let peers = PeerNetwork::new(tls.as_ref().map(|t| t.peer_client.clone()));
+    let replica: Arc<Replica> = Replica::start(config.clone(), peers).await?;
     tracing::info!(
         id = config.id,
         api = %config.api_addr,
         peer = %config.peer_addr,
+        tls = tls.is_some(),
         data_dir = %config.data_dir.display(),
         "replica started"
     );
@@ -81,18 +154,30 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let peer_server = axum::serve(
+    let peer_task = serve(
+        "peer port",
         peer_listener,
+        tls.as_ref().map(|t| t.peer_server.clone()),
         crate::raft::peer_server::router(replica.clone()),
-    )
-    .with_graceful_shutdown(stopped(stop_rx.clone()));
-    // With the peer's address, so refused requests are logged with it.
-    let api_server = axum::serve(
+        stopped(stop_rx.clone()),
+    )?;
+    let api_task = serve(
+        "API",
         api_listener,
-        crate::api::router(replica.clone())
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(stopped(stop_rx));
+        tls.as_ref().map(|t| t.api_server.clone()),
+        crate::api::router(replica.clone()),
+        stopped(stop_rx),
+    )?;
+    let insecure_reminder = tls.is_none().then(|| {
+        tokio::spawn(async {
+            let mut every = tokio::time::interval(INSECURE_REMINDER);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                warn_insecure();
+            }
+        })
+    });
     let mut dns_server = (!dns_sockets.is_empty()).then(|| {
         let this_server = config
             .dns_addr
@@ -130,10 +215,11 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             supervisor_stop.clone(),
         ))
     });
-    let peer_task = tokio::spawn(async move { peer_server.await });
-    let api_task = tokio::spawn(async move { api_server.await });
     shutdown_signal().await;
     tracing::info!("shutting down");
+    if let Some(reminder) = insecure_reminder {
+        reminder.abort();
+    }
     let _ = stop_tx.send(true);
     supervisor_stop.cancel();
     if let Some(server) = dns_server.as_mut() {

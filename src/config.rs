@@ -165,6 +165,32 @@ pub struct AuthConfig {
     pub bootstrap_token_file: Option<PathBuf>,
 }
 
+/// Transport security (`[tls]`). With `ca_cert`, `cert` and `key` the peer
+/// port requires mutual TLS with manager certificates of the cluster CA and
+/// the API serves HTTPS. Plain HTTP needs an explicit `insecure = true`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM of the cluster CA (`raftvisor certs init`).
+    pub ca_cert: Option<PathBuf>,
+    /// PEM of this replica's manager certificate (`raftvisor certs issue --role manager`).
+    pub cert: Option<PathBuf>,
+    /// PEM of its private key.
+    pub key: Option<PathBuf>,
+    /// Serve and speak plain HTTP: local development only.
+    pub insecure: bool,
+}
+
+impl TlsSettings {
+    /// The three certificate paths, when TLS is configured.
+    pub fn files(&self) -> Option<(&Path, &Path, &Path)> {
+        match (&self.ca_cert, &self.cert, &self.key) {
+            (Some(ca), Some(cert), Some(key)) => Some((ca, cert, key)),
+            _ => None,
+        }
+    }
+}
+
 /// Configuration of one replica (`raftvisor agent --config FILE`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -190,6 +216,8 @@ pub struct AgentConfig {
     pub secrets: SecretsConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub tls: TlsSettings,
 }
 
 impl AgentConfig {
@@ -265,6 +293,28 @@ impl AgentConfig {
         }
         if let Some(v) = lookup("RAFTVISOR_BOOTSTRAP_TOKEN_FILE") {
             self.auth.bootstrap_token_file = (!v.is_empty()).then(|| PathBuf::from(v));
+        }
+        if let Some(v) = lookup("RAFTVISOR_TLS_CA_CERT") {
+            self.tls.ca_cert = Some(PathBuf::from(v));
+        }
+        if let Some(v) = lookup("RAFTVISOR_TLS_CERT") {
+            self.tls.cert = Some(PathBuf::from(v));
+        }
+        if let Some(v) = lookup("RAFTVISOR_TLS_KEY") {
+            self.tls.key = Some(PathBuf::from(v));
+        }
+        if let Some(v) = lookup("RAFTVISOR_TLS_INSECURE") {
+            self.tls.insecure = match v.as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(ConfigError::Env {
+                        name: "RAFTVISOR_TLS_INSECURE",
+                        value: v,
+                        reason: "expected true or false".into(),
+                    })
+                }
+            };
         }
         Ok(())
     }
@@ -354,6 +404,30 @@ impl AgentConfig {
                 "api.request_timeout_ms and api.max_body_bytes must be positive".into(),
             );
         }
+        let t = &self.tls;
+        let given = [("ca_cert", &t.ca_cert), ("cert", &t.cert), ("key", &t.key)];
+        let missing: Vec<&str> = given
+            .iter()
+            .filter(|(_, path)| path.as_ref().is_none_or(|p| p.as_os_str().is_empty()))
+            .map(|(name, _)| *name)
+            .collect();
+        match (missing.len(), t.insecure) {
+            (0, false) | (3, true) => {}
+            (0, true) => {
+                return invalid(
+                    "tls: certificates are given and insecure = true; choose one".into(),
+                )
+            }
+            (3, false) => return invalid(
+                "tls: no certificates configured: set [tls] ca_cert, cert and key (see `raftvisor certs`), or insecure = true for local development only".into(),
+            ),
+            _ => {
+                return invalid(format!(
+                    "tls: {} missing; ca_cert, cert and key go together",
+                    missing.join(", ")
+                ))
+            }
+        }
         Ok(())
     }
 }
@@ -372,6 +446,8 @@ dns_addr = "127.0.0.1:8601"
 id = 1
 api_addr = "127.0.0.1:7001"
 peer_addr = "127.0.0.1:7101"
+[tls]
+insecure = true
 "#;
 
     #[test]
@@ -436,5 +512,37 @@ peer_addr = "127.0.0.1:7101"
         let mut config = AgentConfig::parse(GOOD).unwrap();
         config.id = 2;
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn tls_needs_certificates_or_an_explicit_insecure() {
+        let mut config = AgentConfig::parse(GOOD).unwrap();
+        config.tls.insecure = false;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("no certificates configured") && !err.contains('\n'),
+            "{err}"
+        );
+        config
+            .apply_env(|name| match name {
+                "RAFTVISOR_TLS_CA_CERT" => Some("ca.pem".into()),
+                "RAFTVISOR_TLS_CERT" => Some("r1.pem".into()),
+                _ => None,
+            })
+            .unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("key missing"), "{err}");
+        config.tls.key = Some("r1-key.pem".into());
+        config.validate().unwrap();
+        assert!(config.tls.files().is_some());
+        config.tls.insecure = true;
+        assert!(config.validate().is_err());
+        let parsed = AgentConfig::parse(&GOOD.replace(
+            "insecure = true",
+            "ca_cert = \"ca.pem\"\ncert = \"a\"\nkey = \"b\"",
+        ))
+        .unwrap();
+        parsed.validate().unwrap();
+        assert!(AgentConfig::parse(&format!("{GOOD}\nverify = false\n")).is_err());
     }
 }

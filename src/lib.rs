@@ -16,3 +16,4 @@ pub mod replica;
 pub mod runtime;
 pub mod secrets;
 pub mod state;
+pub mod tls;

@@ -19,6 +19,7 @@ fn init_tracing() {
 
 fn main() {
     let cli = Cli::parse();
+    raftvisor::tls::install_default_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

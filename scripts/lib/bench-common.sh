@@ -22,6 +22,9 @@
 # Other RAFTVISOR_* variables of the calling shell are not passed to the
 # replicas (they would override the generated config files).
 
+# The benchmark clusters run plain HTTP (insecure = true): a CA exported
+# for the dev cluster would make the CLI speak HTTPS to them.
+unset RAFTVISOR_CA
 BENCH_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BENCH_SCRIPTS_DIR=$(cd "$BENCH_LIB_DIR/.." && pwd)
 BENCH_REPO=$(cd "$BENCH_SCRIPTS_DIR/.." && pwd)
@@ -217,6 +220,9 @@ bench_start_raftvisor() {
             echo
             echo "[auth]"
             echo "bootstrap_token_file = \"$dir/bootstrap.token\""
+            echo "# Benchmarks run plain HTTP, like the etcd they are compared with."
+            echo "[tls]"
+            echo "insecure = true"
         } >"$m/config.toml"
         cat >"$m/run.sh" <<EOF
 echo \$\$ > '$m/pid'

@@ -79,6 +79,9 @@ pub enum Command {
     /// Manage API tokens (needs an admin token).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Create the cluster CA and issue certificates (no cluster needed).
+    #[command(subcommand)]
+    Certs(CertsCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -96,6 +99,29 @@ pub enum TokenCommand {
     Ls,
     /// Revoke a token by its id.
     Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Create the cluster CA (DIR/ca.pem, DIR/ca-key.pem); never overwrites.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Issue DIR/NAME.pem + DIR/NAME-key.pem signed by the CA in DIR.
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        /// manager (a replica: peer port and API) or client.
+        #[arg(long)]
+        role: crate::tls::certs::Role,
+        #[arg(long)]
+        name: String,
+        /// IP address or host name the certificate is valid for (repeatable);
+        /// a manager needs those of its peer_addr and api_addr.
+        #[arg(long = "san")]
+        sans: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -181,6 +207,8 @@ pub enum ServiceCommand {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once per run: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum NodeCommand {
     /// List nodes.
     Ls,
@@ -297,12 +325,38 @@ fn client(global: &GlobalArgs) -> anyhow::Result<Client> {
     Ok(Client::new(options)?)
 }
 
+/// Runs `raftvisor certs …`.
+pub fn run_certs(format: Format, command: CertsCommand) -> anyhow::Result<()> {
+    use crate::tls::certs;
+    let (what, written) = match command {
+        CertsCommand::Init { dir } => ("cluster CA", certs::init_ca(&dir)?),
+        CertsCommand::Issue {
+            dir,
+            role,
+            name,
+            sans,
+        } => ("certificate", certs::issue(&dir, role, &name, &sans)?),
+    };
+    match format {
+        Format::Json => println!("{}", json!({"cert": written.cert, "key": written.key})),
+        Format::Human => println!(
+            "{what}: {}\nkey (keep private): {}",
+            written.cert.display(),
+            written.key.display()
+        ),
+    }
+    Ok(())
+}
+
 /// Runs a client command (everything but `agent`).
 pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<()> {
+    if let Command::Certs(certs) = command {
+        return run_certs(global.output, certs);
+    }
     let client = client(&global)?;
     let format = global.output;
     match command {
-        Command::Agent { .. } => unreachable!("the agent is dispatched in main"),
+        Command::Agent { .. } | Command::Certs(_) => unreachable!("dispatched above"),
         Command::Kv(kv) => run_kv(&client, format, kv).await,
         Command::Service(service) => run_service(&client, format, service).await,
         Command::Node(node) => run_node(&client, format, node).await,

@@ -3,7 +3,10 @@
 //! to forward writes, read-index requests and membership changes.
 //!
 //! One pooled HTTP/1.1 client (keep-alive, TCP_NODELAY) is shared by every
-//! peer connection. Bodies are encoded by [`crate::codec`]. A peer that
+//! peer connection. With TLS it presents this replica's manager
+//! certificate and trusts only manager servers of the cluster CA (see
+//! [`crate::tls`]); peer addresses stay plain `host:port` and the scheme
+//! follows the local setting. Bodies are encoded by [`crate::codec`]. A peer that
 //! refuses connections is reported `Unreachable`, which makes openraft back
 //! off with [`PeerConnection::backoff`]'s growing delays instead of spinning.
 //! The time of the last successful exchange with every peer is recorded,
@@ -50,27 +53,37 @@ pub enum PeerCallError {
 #[derive(Clone)]
 pub struct PeerNetwork {
     http: reqwest::Client,
+    scheme: &'static str,
     last_contact: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
 
-impl Default for PeerNetwork {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl PeerNetwork {
-    pub fn new() -> PeerNetwork {
-        let http = reqwest::Client::builder()
+    /// A peer network over mutual TLS with `tls` (the agent's peer client
+    /// configuration), or plain HTTP when `None` (`insecure = true`).
+    pub fn new(tls: Option<Arc<rustls::ClientConfig>>) -> PeerNetwork {
+        let mut builder = reqwest::Client::builder()
             .http1_only()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_millis(300))
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(64);
+        let scheme = match tls {
+            Some(config) => {
+                // Preconfigured: only the cluster CA as root, the client
+                // certificate and the manager-role check on the server.
+                builder = builder
+                    .tls_built_in_root_certs(false)
+                    .use_preconfigured_tls((*config).clone());
+                "https"
+            }
+            None => "http",
+        };
+        let http = builder
             .build()
             .expect("the HTTP client configuration is static and valid");
         PeerNetwork {
             http,
+            scheme,
             last_contact: Arc::new(Mutex::new(HashMap::new())),
         }
     }
@@ -105,7 +118,7 @@ impl PeerNetwork {
             addr: addr.to_string(),
             reason: format!("cannot encode request: {e}"),
         })?;
-        let url = format!("http://{addr}{path}");
+        let url = format!("{}://{addr}{path}", self.scheme);
         let send = self
             .http
             .post(url)
@@ -142,16 +155,32 @@ fn classify(addr: &str, timeout: Duration, error: reqwest::Error) -> PeerCallErr
             timeout,
         }
     } else if error.is_connect() {
+        // The TLS handshake happens while connecting: name its cause
+        // (unknown CA, not a manager...) rather than just "connect error".
         PeerCallError::Unreachable {
             addr: addr.to_string(),
-            reason: error.to_string(),
+            reason: error_chain(&error),
         }
     } else {
         PeerCallError::BadReply {
             addr: addr.to_string(),
-            reason: error.to_string(),
+            reason: error_chain(&error),
         }
     }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {

@@ -65,8 +65,12 @@ pub struct Replica {
 }
 
 impl Replica {
-    /// Opens the stores under `config.data_dir` and starts Raft.
-    pub async fn start(config: AgentConfig) -> Result<Arc<Replica>, StartError> {
+    /// Opens the stores under `config.data_dir` and starts Raft, talking to
+    /// peers through `peers` (mutual TLS or plain, as the agent set it up).
+    pub async fn start(
+        config: AgentConfig,
+        peers: PeerNetwork,
+    ) -> Result<Arc<Replica>, StartError> {
         let secrets = match &config.secrets.key_file {
             Some(path) => Some(Arc::new(crate::secrets::SecretsKey::from_file(path)?)),
             None => None,
@@ -93,7 +97,6 @@ impl Replica {
         let log_store = tokio::task::block_in_place(|| LogStore::<TypeConfig>::open(&log_dir))
             .map_err(|e| StartError::Log(e.to_string()))?;
         let sm = StateMachineStore::open(&config.data_dir.join("snapshots"))?;
-        let peers = PeerNetwork::new();
         let raft = Raft::new(config.id, raft_config, peers.clone(), log_store, sm.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;

@@ -1,9 +1,10 @@
 """Drives raftvisor's KV API with py-consul, a Consul client library, to
 show that existing Consul clients work unchanged.
 
-Usage: kv_client.py HOST PORT PREFIX [TOKEN]. The API token (also taken
-from CONSUL_HTTP_TOKEN) is handed to py-consul, which sends it as Consul
-does. Exits non-zero on the first failed expectation, naming it.
+Usage: kv_client.py HOST PORT PREFIX [CA [TOKEN]]. CA ("-" for none) is the
+PEM of the CA that signed the cluster's HTTPS certificates; the API token
+(also taken from CONSUL_HTTP_TOKEN) is handed to py-consul, which sends it
+as Consul does. Exits non-zero on the first failed expectation, naming it.
 """
 
 import os
@@ -22,8 +23,13 @@ def expect(condition, what):
 
 def main():
     host, port, prefix = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    token = sys.argv[4] if len(sys.argv) > 4 else os.environ.get("CONSUL_HTTP_TOKEN")
-    c = consul.Consul(host=host, port=port, token=token)
+    # Optional CA certificate: the cluster serves HTTPS signed by it.
+    ca = sys.argv[4] if len(sys.argv) > 4 and sys.argv[4] != "-" else None
+    token = sys.argv[5] if len(sys.argv) > 5 else os.environ.get("CONSUL_HTTP_TOKEN")
+    if ca:
+        c = consul.Consul(host=host, port=port, token=token, scheme="https", verify=ca)
+    else:
+        c = consul.Consul(host=host, port=port, token=token)
     kv = c.kv
     key = f"{prefix}/config"
 

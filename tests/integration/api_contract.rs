@@ -131,7 +131,7 @@ type BadInputCase = (
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_gets_a_4xx_with_a_json_reason() {
     let cluster = Cluster::start(1).await;
-    let base = format!("http://{}", cluster.replica(1).api_addr);
+    let base = cluster.api_url(1);
     let http = cluster.http();
     let huge = "x".repeat(2 * 1024 * 1024);
     let cases: Vec<BadInputCase> = vec![
@@ -357,8 +357,7 @@ async fn bad_input_gets_a_4xx_with_a_json_reason() {
         );
     }
     // Valid JSON is accepted whatever the content type (as `curl -d` sends it).
-    let form = cluster
-        .http()
+    let form = http
         .put(format!("{base}/v1/services/curl/echo"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(r#"{"image": "raftvisor-echo:local"}"#)
@@ -366,8 +365,7 @@ async fn bad_input_gets_a_4xx_with_a_json_reason() {
         .await
         .unwrap();
     assert_eq!(form.status(), 200);
-    let form = cluster
-        .http()
+    let form = http
         .delete(format!("{base}/v1/services/curl/echo"))
         .send()
         .await
@@ -392,7 +390,7 @@ async fn consul_kv_query_forms() {
     for key in ["app/a", "app/b/c", "app/b/d", "other"] {
         assert!(client.kv_put(key, key.as_bytes(), 0, None).await.unwrap());
     }
-    let base = format!("http://{}", cluster.replica(2).api_addr);
+    let base = cluster.api_url(2);
     let http = cluster.http();
     let get = |path: &str| http.get(format!("{base}{path}")).send();
 
@@ -434,7 +432,7 @@ async fn consul_kv_query_forms() {
         .unwrap();
     let waiter = {
         let url = format!("{base}/v1/kv/other?index={index}&wait=10s");
-        let http = cluster.http();
+        let http = http.clone();
         tokio::spawn(async move {
             http.get(url)
                 .send()
@@ -468,11 +466,12 @@ async fn consul_kv_query_forms() {
     assert_eq!(left, vec!["app/a", "other"]);
 }
 
-fn cli(addr: &str, args: &[&str]) -> (i32, String, String) {
+fn cli(addr: &str, tls: &[String], args: &[&str]) -> (i32, String, String) {
     let output = Command::new(binary())
         .arg("--addr")
         .arg(addr)
         .env("RAFTVISOR_TOKEN", ADMIN_TOKEN)
+        .args(tls)
         .args(args)
         .output()
         .expect("run the CLI");
@@ -487,10 +486,16 @@ fn cli(addr: &str, args: &[&str]) -> (i32, String, String) {
 async fn the_cli_speaks_tables_json_and_exit_codes() {
     let cluster = Cluster::start(3).await;
     let addr = cluster.replica(3).api_addr.clone();
+    let tls = cluster.certs.cli_args();
     let run = |args: Vec<String>| {
         let addr = addr.clone();
+        let tls = tls.clone();
         tokio::task::spawn_blocking(move || {
-            cli(&addr, &args.iter().map(String::as_str).collect::<Vec<_>>())
+            cli(
+                &addr,
+                &tls,
+                &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
         })
     };
     let args = |s: &str| s.split_whitespace().map(str::to_string).collect::<Vec<_>>();

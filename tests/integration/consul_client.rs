@@ -22,11 +22,12 @@ async fn py_consul_drives_the_kv_api() {
     let addr = cluster.replica(follower).api_addr.clone();
     let (host, port) = addr.split_once(':').unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/consul/kv_client.py");
+    let ca = cluster.certs.ca.display().to_string();
     let output = tokio::task::spawn_blocking({
         let (host, port) = (host.to_string(), port.to_string());
         move || {
             Command::new("python3")
-                .args([script, &host, &port, "pyconsul", ADMIN_TOKEN])
+                .args([script, &host, &port, "pyconsul", &ca, ADMIN_TOKEN])
                 .output()
                 .expect("run python3")
         }

@@ -22,6 +22,7 @@ use raftvisor::client::{Client, ClientOptions};
 /// The admin token of every harness cluster (its bootstrap token).
 pub const ADMIN_TOKEN: &str =
     "rvt_harness.5f0c3e1a9b7d2468ace013579bdf2468ace013579bdf02468ace13579bdf0246";
+use crate::harness_tls::TestCerts;
 
 /// Waits until `check` returns `Ok`, retrying every 50 ms until `within`
 /// has passed; then panics with the last error and `what`.
@@ -73,6 +74,8 @@ pub struct Tuning {
     pub extra_toml: String,
     /// Write [`ADMIN_TOKEN`] to the bootstrap token file before the start.
     pub prefill_token: bool,
+    /// Plain HTTP (`[tls] insecure = true`) instead of the default TLS.
+    pub insecure: bool,
 }
 
 impl Default for Tuning {
@@ -83,6 +86,7 @@ impl Default for Tuning {
             request_timeout_ms: 3_000,
             extra_toml: String::new(),
             prefill_token: true,
+            insecure: false,
         }
     }
 }
@@ -119,6 +123,8 @@ pub struct Cluster {
     pub tuning: Tuning,
     /// The `[auth] bootstrap_token_file` of every replica.
     pub token_file: PathBuf,
+    /// The cluster CA and the replicas' certificates.
+    pub certs: TestCerts,
 }
 
 pub fn binary() -> &'static str {
@@ -137,11 +143,13 @@ impl Cluster {
         if tuning.prefill_token {
             std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).expect("write token file");
         }
+        let certs = TestCerts::create(dir.path(), tuning.insecure);
         let mut cluster = Cluster {
             dir,
             replicas: Vec::new(),
             tuning,
             token_file,
+            certs,
         };
         for id in 1..=n as u64 {
             cluster.define_replica(id);
@@ -202,6 +210,7 @@ impl Cluster {
             "[auth]\nbootstrap_token_file = {:?}\n",
             self.token_file
         ));
+        text.push_str(&self.certs.toml(r.id));
         text.push_str(&self.tuning.extra_toml);
         std::fs::write(&r.config_path, text).expect("write config");
     }
@@ -294,6 +303,7 @@ impl Cluster {
         let output = Command::new(binary())
             .arg("--addr")
             .arg(&self.replica(id).api_addr)
+            .args(self.certs.cli_args())
             .args(args)
             .env("RAFTVISOR_TOKEN", self.admin_token())
             .output()
@@ -329,10 +339,17 @@ impl Cluster {
             ClientOptions::new(ids.iter().map(|id| self.replica(*id).api_addr.clone()));
         options.timeout = Duration::from_secs(10);
         options.token = token;
+        self.certs.configure(&mut options);
         Client::new(options).expect("client")
     }
 
-    /// A plain HTTP client that sends the admin token on every request.
+    /// The API base URL of replica `id` (`https://…`).
+    pub fn api_url(&self, id: u64) -> String {
+        self.certs.url(&self.replica(id).api_addr)
+    }
+
+    /// A raw HTTP client that trusts the cluster's CA and sends the admin
+    /// token on every request.
     pub fn http(&self) -> reqwest::Client {
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(
@@ -341,7 +358,8 @@ impl Cluster {
                 .parse()
                 .expect("a token is a valid header"),
         );
-        reqwest::Client::builder()
+        self.certs
+            .http_builder()
             .default_headers(headers)
             .build()
             .expect("an HTTP client")

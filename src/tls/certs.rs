@@ -1,0 +1,422 @@
+//! Certificate tooling (`raftvisor certs init|issue`): creates the cluster
+//! CA and issues manager and client certificates signed by it, and reads
+//! the role back out of a certificate.
+//!
+//! A certificate's role is a SAN URI `raftvisor://<role>/<name>`: the peer
+//! port admits only `manager` certificates, so a client certificate signed
+//! by the same CA cannot take part in Raft. Key files are written with mode
+//! 0600 and nothing is ever overwritten: a CA or key replaced by mistake
+//! would lock every replica out of its cluster.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    KeyPair, KeyUsagePurpose, SanType,
+};
+use time::{Duration, OffsetDateTime};
+
+/// The URI scheme of the role SAN.
+pub const ROLE_SCHEME: &str = "raftvisor://";
+/// File names of the CA in a certificate directory.
+pub const CA_CERT: &str = "ca.pem";
+pub const CA_KEY: &str = "ca-key.pem";
+
+/// What a certificate may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A replica: serves and speaks Raft on the peer port, serves the API.
+    Manager,
+    /// A user or program calling the API; never admitted to the peer port.
+    Client,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Manager => "manager",
+            Role::Client => "client",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Role, String> {
+        match s {
+            "manager" => Ok(Role::Manager),
+            "client" => Ok(Role::Client),
+            other => Err(format!("role {other:?} is neither manager nor client")),
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a certificate could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("{path} already exists; refusing to overwrite it")]
+    Exists { path: PathBuf },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{what}: {source}")]
+    Generate {
+        what: String,
+        #[source]
+        source: rcgen::Error,
+    },
+}
+
+/// The files one command wrote.
+#[derive(Debug, Clone)]
+pub struct Written {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+const CA_VALIDITY_DAYS: i64 = 10 * 365;
+const LEAF_VALIDITY_DAYS: i64 = 2 * 365;
+
+fn validity(params: &mut CertificateParams, days: i64) {
+    // Back-date by a day so small clock differences between machines do
+    // not make a fresh certificate "not yet valid".
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::days(1);
+    params.not_after = now + Duration::days(days);
+}
+
+fn generate(what: &str) -> impl FnOnce(rcgen::Error) -> CertError + '_ {
+    move |source| CertError::Generate {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// Writes `contents` to a new file; `secret` files get mode 0600.
+fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), CertError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    if secret {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let _ = secret;
+    let mut file = options.open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            CertError::Exists {
+                path: path.to_path_buf(),
+            }
+        } else {
+            CertError::Write {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+    })?;
+    file.write_all(contents.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|source| CertError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
+fn refuse_existing(paths: &[&Path]) -> Result<(), CertError> {
+    match paths.iter().find(|p| p.exists()) {
+        Some(path) => Err(CertError::Exists {
+            path: path.to_path_buf(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Creates the cluster CA (`ca.pem`, `ca-key.pem`) in `dir`.
+pub fn init_ca(dir: &Path) -> Result<Written, CertError> {
+    let cert_path = dir.join(CA_CERT);
+    let key_path = dir.join(CA_KEY);
+    refuse_existing(&[&cert_path, &key_path])?;
+    std::fs::create_dir_all(dir).map_err(|source| CertError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let key = KeyPair::generate().map_err(generate("CA key"))?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "raftvisor cluster CA");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    validity(&mut params, CA_VALIDITY_DAYS);
+    let cert = params
+        .self_signed(&key)
+        .map_err(generate("CA certificate"))?;
+    // Key first: a CA certificate without its key would block a retry.
+    write_new(&key_path, &key.serialize_pem(), true)?;
+    write_new(&cert_path, &cert.pem(), false)?;
+    Ok(Written {
+        cert: cert_path,
+        key: key_path,
+    })
+}
+
+/// Checks a certificate name: it becomes a file name and a URI path part.
+fn check_name(name: &str) -> Result<(), CertError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with(['.', '-'])
+        && name != "ca";
+    if ok {
+        Ok(())
+    } else {
+        Err(CertError::Invalid(format!(
+            "name {name:?} must be 1-64 letters, digits, '-', '_' or '.', not start with '.' or '-', and not be \"ca\""
+        )))
+    }
+}
+
+/// The role SAN of `name`.
+pub fn role_uri(role: Role, name: &str) -> String {
+    format!("{ROLE_SCHEME}{role}/{name}")
+}
+
+/// Issues `NAME.pem` + `NAME-key.pem` in `dir`, signed by the CA there.
+/// `sans` are the IP addresses and host names the certificate is valid for;
+/// a manager needs those of its peer and API addresses.
+pub fn issue(dir: &Path, role: Role, name: &str, sans: &[String]) -> Result<Written, CertError> {
+    check_name(name)?;
+    if role == Role::Manager && sans.is_empty() {
+        return Err(CertError::Invalid(
+            "a manager certificate needs --san with the IP addresses or host names of its peer and API addresses".into(),
+        ));
+    }
+    let cert_path = dir.join(format!("{name}.pem"));
+    let key_path = dir.join(format!("{name}-key.pem"));
+    refuse_existing(&[&cert_path, &key_path])?;
+    let ca_cert_path = dir.join(CA_CERT);
+    let ca_key_path = dir.join(CA_KEY);
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|source| CertError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let ca_key = KeyPair::from_pem(&read(&ca_key_path)?)
+        .map_err(|e| CertError::Invalid(format!("{} is not a key: {e}", ca_key_path.display())))?;
+    // rcgen signs with an issuer Certificate: rebuild it from the CA's
+    // subject and key (same name and key identifier as the file on disk).
+    let ca = CertificateParams::from_ca_cert_pem(&read(&ca_cert_path)?)
+        .map_err(|e| {
+            CertError::Invalid(format!(
+                "{} is not a CA certificate: {e}",
+                ca_cert_path.display()
+            ))
+        })?
+        .self_signed(&ca_key)
+        .map_err(generate("CA issuer"))?;
+
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    dn.push(DnType::OrganizationalUnitName, role.as_str());
+    params.distinguished_name = dn;
+    let uri = role_uri(role, name);
+    params.subject_alt_names.push(SanType::URI(
+        uri.as_str()
+            .try_into()
+            .map_err(|e| CertError::Invalid(format!("role URI {uri:?}: {e}")))?,
+    ));
+    for san in sans {
+        let san = san.trim();
+        let entry = match san.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) if is_host_name(san) => SanType::DnsName(
+                san.try_into()
+                    .map_err(|e| CertError::Invalid(format!("SAN {san:?}: {e}")))?,
+            ),
+            Err(_) => {
+                return Err(CertError::Invalid(format!(
+                    "SAN {san:?} is neither an IP address nor a host name"
+                )))
+            }
+        };
+        params.subject_alt_names.push(entry);
+    }
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = match role {
+        // A manager is a TLS server (peer and API ports) and a TLS client
+        // (calling its peers).
+        Role::Manager => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+        Role::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+    };
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, LEAF_VALIDITY_DAYS);
+    let key = KeyPair::generate().map_err(generate("key"))?;
+    let cert = params
+        .signed_by(&key, &ca, &ca_key)
+        .map_err(generate("certificate"))?;
+    write_new(&key_path, &key.serialize_pem(), true)?;
+    write_new(&cert_path, &cert.pem(), false)?;
+    Ok(Written {
+        cert: cert_path,
+        key: key_path,
+    })
+}
+
+fn is_host_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// The role and name a DER certificate carries in its `raftvisor://` SAN,
+/// or `None` when it carries none (or the certificate does not parse).
+pub fn role_of(der: &[u8]) -> Option<(Role, String)> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let san = cert.subject_alternative_name().ok()??;
+    san.value.general_names.iter().find_map(|name| match name {
+        GeneralName::URI(uri) => {
+            let rest = uri.strip_prefix(ROLE_SCHEME)?;
+            let (role, name) = rest.split_once('/')?;
+            Some((role.parse().ok()?, name.to_string()))
+        }
+        _ => None,
+    })
+}
+
+/// The IP addresses and DNS names a DER certificate is valid for.
+pub fn subject_names(der: &[u8]) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return Vec::new();
+    };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(dns.to_string()),
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => Some(IpAddr::from(<[u8; 4]>::try_from(*bytes).ok()?).to_string()),
+                16 => Some(IpAddr::from(<[u8; 16]>::try_from(*bytes).ok()?).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn der_of(path: &Path) -> Vec<u8> {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::from_pem_file(path)
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn issues_certificates_carrying_their_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = init_ca(dir.path()).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&ca.key).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let m = issue(
+            dir.path(),
+            Role::Manager,
+            "replica-1",
+            &["127.0.0.1".into(), "rv-1.example".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            role_of(&der_of(&m.cert)),
+            Some((Role::Manager, "replica-1".into()))
+        );
+        assert_eq!(
+            subject_names(&der_of(&m.cert)),
+            vec!["127.0.0.1".to_string(), "rv-1.example".to_string()]
+        );
+        let c = issue(dir.path(), Role::Client, "alice", &[]).unwrap();
+        assert_eq!(
+            role_of(&der_of(&c.cert)),
+            Some((Role::Client, "alice".into()))
+        );
+        assert_eq!(role_of(&der_of(&ca.cert)), None);
+    }
+
+    #[test]
+    fn refuses_to_overwrite_and_bad_input() {
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path()).unwrap();
+        let again = init_ca(dir.path()).unwrap_err().to_string();
+        assert!(again.contains("refusing to overwrite"), "{again}");
+        issue(dir.path(), Role::Client, "bob", &[]).unwrap();
+        assert!(matches!(
+            issue(dir.path(), Role::Client, "bob", &[]),
+            Err(CertError::Exists { .. })
+        ));
+        for name in ["", "ca", "../x", "a/b", ".hidden"] {
+            assert!(
+                matches!(
+                    issue(dir.path(), Role::Client, name, &[]),
+                    Err(CertError::Invalid(_))
+                ),
+                "{name:?}"
+            );
+        }
+        let no_san = issue(dir.path(), Role::Manager, "m", &[]).unwrap_err();
+        assert!(no_san.to_string().contains("--san"), "{no_san}");
+        let bad_san = issue(dir.path(), Role::Manager, "m", &["not a host".into()]).unwrap_err();
+        assert!(bad_san.to_string().contains("SAN"), "{bad_san}");
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            issue(empty.path(), Role::Client, "x", &[]),
+            Err(CertError::Read { .. })
+        ));
+    }
+}
