@@ -15,6 +15,13 @@
 # etcd writes go to POST /v3/kv/put, raftvisor's to PUT /v1/kv/{key}; an
 # acknowledgement is HTTP 200 with a put response (etcd) or `true` (raftvisor).
 #
+# raftvisor runs with its default security (mutual TLS between replicas,
+# HTTPS API with certificates the script makes with `raftvisor certs`, a
+# token on every call), so each trial write to raftvisor includes a TLS
+# handshake; etcd runs plain HTTP. SYSTEMS may also name raftvisor-insecure
+# ([tls] insecure = true) or etcd-tls (see scripts/lib/bench-common.sh); the
+# side-by-side table needs etcd and raftvisor.
+#
 # Before the trials, each cluster takes DURATION seconds of 64-client wrk
 # write load, with the Raft term and leader read before and after: an
 # unchanged term shows that the timing settings cause no spurious elections
@@ -24,7 +31,7 @@
 # Environment:
 #   TRIALS=20  POLL_MS=10  REQUEST_TIMEOUT_MS=100  SETTLE=1  TRIAL_TIMEOUT=15
 #   DURATION=8  (the 64-client load check; 0 skips it)
-#   SYSTEMS="etcd raftvisor"
+#   SYSTEMS="etcd raftvisor"   (also: raftvisor-insecure, etcd-tls)
 #   QUIET_MAX_PCT=10 QUIET_WAIT=900 MAX_TRIES=3: wait for a quiet machine
 #     before each trial, and repeat a trial (at most TRIAL_REDO=2 times in a row) or the
 #     load check when other processes used more than QUIET_MAX_PCT % of the
@@ -98,6 +105,8 @@ if [[ ${#points[@]} -gt 0 ]]; then
     echo
     bench_tool term-check "${points[@]}"
 fi
+# shellcheck disable=SC2086 # SYSTEMS is a list of words
+bench_security --wrk $SYSTEMS
 bench_timing
 echo
 bench_machine

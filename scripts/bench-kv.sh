@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
 # Write throughput and latency: a 3-member etcd against a 3-replica raftvisor
-# on loopback, both fsyncing every acknowledged write, each driven by the same
+# on loopback, all fsyncing every acknowledged write, each driven by the same
 # wrk Lua generator (scripts/bench/put.lua) with random keys and 256-byte
 # values: etcd through its JSON gateway (POST /v3/kv/put), raftvisor through
-# PUT /v1/kv/{key}. Each cluster runs alone (the other is stopped) and wrk
+# PUT /v1/kv/{key}. Each cluster runs alone (the others are stopped) and wrk
 # sends to its leader. Nothing is pinned with taskset: on a 2-core machine
-# the 3 members and wrk share both cores, the same way for both systems.
+# the 3 members and wrk share both cores, the same way for every system.
 #
-# Prints a Markdown table (writes/s, p50, p99 per client count, ratios
-# raftvisor/etcd), whether the 64-client goals are met, and the Raft term
-# and leader before and after every run (an unchanged term means no
+# raftvisor runs with its default security: mutual TLS between replicas, the
+# API over HTTPS, certificates of a CA the script makes with
+# `raftvisor certs init|issue`, and the admin token on every request.
+# raftvisor-insecure is the same cluster with [tls] insecure = true (plain
+# HTTP, token still required), so the run also shows what TLS costs. etcd
+# runs plain HTTP; etcd-tls (not in the default SYSTEMS) serves HTTPS to
+# clients and mutual TLS between members with the same CA. wrk speaks https
+# without verifying the server's certificate (fine for load generation);
+# bench_tool checks it against the CA.
+#
+# Prints Markdown tables (writes/s, p50, p99 per client count): raftvisor
+# (TLS) against etcd with ratios raftvisor/etcd; the TLS cost, raftvisor
+# against raftvisor-insecure; raftvisor-insecure against etcd; with etcd-tls
+# also etcd's own TLS cost and raftvisor against etcd-tls. Then whether the
+# 64-client goals are met (raftvisor with TLS against etcd), and the Raft
+# term and leader before and after every run (an unchanged term means no
 # election happened under that load).
 #
 # Usage: scripts/bench-kv.sh
@@ -17,7 +30,7 @@
 #   DURATION=8          seconds per point
 #   WARMUP=2            seconds of unmeasured load before the first point
 #   POINTS="1:1 2:16 2:64"   wrk threads:connections per point
-#   SYSTEMS="etcd raftvisor"
+#   SYSTEMS="etcd raftvisor raftvisor-insecure"   (also: etcd-tls)
 #   QUIET_MAX_PCT=10 QUIET_WAIT=900 MAX_TRIES=3: wait for a quiet machine
 #     before each point, and measure a point again when other processes
 #     used more than QUIET_MAX_PCT % of the CPU during it
@@ -30,7 +43,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/bench-common.sh"
 DURATION=${DURATION:-8}
 WARMUP=${WARMUP:-2}
 POINTS=${POINTS:-"1:1 2:16 2:64"}
-SYSTEMS=${SYSTEMS:-"etcd raftvisor"}
+SYSTEMS=${SYSTEMS:-"etcd raftvisor raftvisor-insecure"}
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 1 && $DURATION -le 600 ]] || bench_die "DURATION must be 1..600 seconds"
 [[ $WARMUP =~ ^[0-9]+$ && $WARMUP -le 600 ]] || bench_die "WARMUP must be 0..600 seconds"
 
@@ -78,5 +91,7 @@ echo "## bench-kv: $DURATION s per point, 256-byte values, fsync on, 3 members e
 echo
 bench_tool kv-report "${results[@]}"
 echo
+# shellcheck disable=SC2086 # SYSTEMS is a list of words
+bench_security --wrk $SYSTEMS
 bench_timing
 bench_machine

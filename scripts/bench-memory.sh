@@ -13,9 +13,15 @@
 # read RSS once more (the cost of holding the data, without what the write
 # burst left behind).
 #
+# raftvisor runs with its default security (mutual TLS between replicas,
+# HTTPS API with certificates the script makes with `raftvisor certs`, a
+# token on every call); the loader speaks HTTPS to it. etcd runs plain HTTP.
+# SYSTEMS may also name raftvisor-insecure or etcd-tls
+# (see scripts/lib/bench-common.sh).
+#
 # Usage: scripts/bench-memory.sh
 # Environment:
-#   KEYS=100000  SETTLE=5  SYSTEMS="etcd raftvisor"
+#   KEYS=100000  SETTLE=5  SYSTEMS="etcd raftvisor"   (also: raftvisor-insecure, etcd-tls)
 #   plus those of scripts/lib/bench-common.sh (SKIP_BUILD, RAFTVISOR_BIN, KEEP_WORKDIR, ...)
 set -euo pipefail
 
@@ -64,5 +70,7 @@ echo "## bench-memory: $KEYS keys of $VALUE_SIZE B, 3 members each"
 echo
 bench_tool memory-report "$BENCH_WORK"
 echo
+# shellcheck disable=SC2086 # SYSTEMS is a list of words
+bench_security $SYSTEMS
 bench_timing
 bench_machine

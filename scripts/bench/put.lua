@@ -1,9 +1,14 @@
--- wrk load generator shared by both targets of scripts/bench-kv.sh: every
+-- wrk load generator shared by all targets of scripts/bench-kv.sh: every
 -- request writes a new random key with a value of BENCH_VALUE_SIZE bytes
 -- (default 256).
 --
 --   BENCH_TARGET=raftvisor  PUT /v1/kv/bench/<thread>/<random>, raw value as the body
+--                           (raftvisor and raftvisor-insecure)
 --   BENCH_TARGET=etcd       POST /v3/kv/put {"key": <b64 key>, "value": <b64 value>}
+--                           (etcd and etcd-tls)
+--
+-- The URL given to wrk decides http or https; wrk's https does not verify
+-- the server's certificate (fine for generating load).
 --
 -- Values come from a pool of random printable strings made once per thread,
 -- so the per-request work in the generator is one random key (and, for etcd,

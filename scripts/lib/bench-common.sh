@@ -1,13 +1,29 @@
 # shellcheck shell=bash
 # Shared helpers of the benchmark scripts (scripts/bench-*.sh); sourced, not run.
 #
-# Starts a 3-member etcd and a 3-replica raftvisor on loopback, each in its
-# own directory under one temporary work directory, and removes everything
+# Starts 3-member clusters on loopback, each in its own directory under one
+# temporary work directory (BENCH_WORK/SYSTEM), and removes everything
 # (processes and data) at exit. The measuring itself is done by wrk with
 # scripts/bench/put.lua and by bench_tool (a Python 3 helper, stdlib only,
 # written into the work directory from this file).
 #
-# Ports (chosen not to clash with the dev cluster on 7001-7003/7101-7103):
+# Systems (bench_start SYSTEM):
+#   raftvisor           the product's default security: mutual TLS between
+#                       replicas, HTTPS API, every call with a bearer token
+#   raftvisor-insecure  the same with [tls] insecure = true (plain HTTP on
+#                       both ports, token still required)
+#   etcd                plain HTTP
+#   etcd-tls            HTTPS for clients (server authentication only: wrk
+#                       cannot present a client certificate), mutual TLS
+#                       between members
+# The certificates of the TLS systems come from one CA per run, made with
+# the binary's own commands (`raftvisor certs init|issue`) in BENCH_WORK/certs;
+# bench_tool (Python) verifies the servers against it (BENCH_CA_FILE), wrk
+# speaks https without verifying certificates.
+#
+# Ports (chosen not to clash with the dev cluster on 7001-7003/7101-7103;
+# both raftvisor systems share them, and so do both etcd systems: clusters
+# run one at a time, each stopped before the next starts):
 #   raftvisor  api 17001-17003  peer 17101-17103  dns 17201-17203
 #   etcd       client 23791-23793  peer 23801-23803
 #
@@ -22,9 +38,9 @@
 # Other RAFTVISOR_* variables of the calling shell are not passed to the
 # replicas (they would override the generated config files).
 
-# The benchmark clusters run plain HTTP (insecure = true): a CA exported
-# for the dev cluster would make the CLI speak HTTPS to them.
-unset RAFTVISOR_CA
+# The benchmark clusters have a CA of their own (BENCH_CA_FILE); one
+# exported for the dev cluster must not leak into anything started here.
+unset RAFTVISOR_CA BENCH_CA_FILE
 BENCH_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BENCH_SCRIPTS_DIR=$(cd "$BENCH_LIB_DIR/.." && pwd)
 BENCH_REPO=$(cd "$BENCH_SCRIPTS_DIR/.." && pwd)
@@ -38,6 +54,7 @@ BENCH_RV_HEARTBEAT_MS=${BENCH_RAFTVISOR_HEARTBEAT_MS:-30}
 BENCH_RV_ELECTION_MIN_MS=${BENCH_RAFTVISOR_ELECTION_MIN_MS:-100}
 BENCH_RV_ELECTION_MAX_MS=${BENCH_RAFTVISOR_ELECTION_MAX_MS:-150}
 BENCH_TOOL=""
+BENCH_CERTS=""
 RAFTVISOR_BIN=${RAFTVISOR_BIN:-}
 
 bench_log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -90,25 +107,27 @@ bench_pid_is_ours() {
 }
 
 # Stops every member of one cluster directory (TERM, then KILL after 3 s).
+# The marker ends in a slash: BENCH_WORK/raftvisor must not match the
+# members of BENCH_WORK/raftvisor-insecure.
 bench_stop_cluster() {
-    local dir=$1 pidfile pid pids=() i
+    local dir=${1%/} pidfile pid pids=() i
     for pidfile in "$dir"/*/pid; do
         [[ -f $pidfile ]] || continue
         pid=$(<"$pidfile")
-        if [[ $pid =~ ^[0-9]+$ ]] && bench_pid_is_ours "$pid" "$dir"; then
+        if [[ $pid =~ ^[0-9]+$ ]] && bench_pid_is_ours "$pid" "$dir/"; then
             kill -TERM "$pid" 2>/dev/null && pids+=("$pid")
         fi
     done
     for ((i = 0; i < 30; i++)); do
         local alive=0
         for pid in "${pids[@]}"; do
-            bench_pid_is_ours "$pid" "$dir" && alive=1
+            bench_pid_is_ours "$pid" "$dir/" && alive=1
         done
         [[ $alive -eq 0 ]] && break
         sleep 0.1
     done
     for pid in "${pids[@]}"; do
-        bench_pid_is_ours "$pid" "$dir" && kill -KILL "$pid" 2>/dev/null
+        bench_pid_is_ours "$pid" "$dir/" && kill -KILL "$pid" 2>/dev/null
     done
     return 0
 }
@@ -118,8 +137,9 @@ bench_cleanup() {
     trap - EXIT INT TERM
     if [[ -n $BENCH_WORK && -d $BENCH_WORK ]]; then
         local dir
-        for dir in "$BENCH_WORK"/etcd "$BENCH_WORK"/raftvisor; do
-            [[ -d $dir ]] && bench_stop_cluster "$dir"
+        # Every cluster directory (members.tsv) of every system.
+        for dir in "$BENCH_WORK"/*/; do
+            [[ -f $dir/members.tsv ]] && bench_stop_cluster "$dir"
         done
         wait 2>/dev/null
         if [[ ${KEEP_WORKDIR:-0} == 1 ]]; then
@@ -169,12 +189,18 @@ bench_point_clean() {
 }
 
 # bench_wrk SYSTEM OUT SECONDS URL wrk-options...: runs wrk with put.lua
-# against SYSTEM at URL for SECONDS, output in OUT, plus a BENCH_FOREIGN line
-# (CPU used meanwhile by processes that are not the benchmark's).
+# against SYSTEM at URL (http or https; wrk does not verify certificates)
+# for SECONDS, output in OUT, plus a BENCH_FOREIGN line (CPU used meanwhile
+# by processes that are not the benchmark's).
 bench_wrk() {
     local system=$1 out=$2 seconds=$3 url=$4
     shift 4
-    BENCH_TARGET=$system bench_tool run-wrk --mark "$BENCH_WORK" --out "$out" --time-limit $((seconds + 60)) \
+    # wrk sends the URL's host as SNI, and an IP address there is illegal
+    # (rustls logs a warning per connection): https goes to localhost, a
+    # name in the certificates, which resolves to 127.0.0.1.
+    [[ $url == https://127.0.0.1:* ]] && url="https://localhost:${url#https://127.0.0.1:}"
+    # put.lua knows two APIs: etcd's (etcd, etcd-tls) and raftvisor's.
+    BENCH_TARGET=${system%%-*} bench_tool run-wrk --mark "$BENCH_WORK" --out "$out" --time-limit $((seconds + 60)) \
         -- wrk "$@" -d "${seconds}s" --timeout 10s -s "$BENCH_LUA" "$url"
 }
 
@@ -187,10 +213,38 @@ bench_start_member() {
     disown
 }
 
+# bench_certs NAME...: makes the run's CA (once) and a manager certificate
+# for each NAME not issued yet (127.0.0.1 and localhost as SANs), all in
+# BENCH_WORK/certs with the binary's own commands, and exports the CA's path
+# as BENCH_CA_FILE for bench_tool.
+bench_certs() {
+    BENCH_CERTS="$BENCH_WORK/certs"
+    if [[ ! -f $BENCH_CERTS/ca.pem ]]; then
+        "$RAFTVISOR_BIN" certs init --dir "$BENCH_CERTS" >"$BENCH_WORK/certs.log" 2>&1 ||
+            bench_die "raftvisor certs init failed: $(tail -n 3 "$BENCH_WORK/certs.log")"
+    fi
+    local name
+    for name in "$@"; do
+        [[ -f $BENCH_CERTS/$name.pem ]] && continue
+        "$RAFTVISOR_BIN" certs issue --dir "$BENCH_CERTS" --role manager --name "$name" \
+            --san 127.0.0.1 --san localhost >>"$BENCH_WORK/certs.log" 2>&1 ||
+            bench_die "raftvisor certs issue $name failed: $(tail -n 3 "$BENCH_WORK/certs.log")"
+    done
+    BENCH_CA_FILE="$BENCH_CERTS/ca.pem"
+    export BENCH_CA_FILE
+}
+
+# bench_start_raftvisor SYSTEM: SYSTEM is raftvisor (TLS on both ports with
+# certificates of the run's CA, the product's default) or raftvisor-insecure
+# ([tls] insecure = true); both need the admin token on every call.
 bench_start_raftvisor() {
-    local dir="$BENCH_WORK/raftvisor" i j
+    local system=$1 dir="$BENCH_WORK/$1" i j scheme=http
     rm -rf "$dir"
     mkdir -p "$dir"
+    if [[ $system == raftvisor ]]; then
+        bench_certs replica-1 replica-2 replica-3
+        scheme=https
+    fi
     # The cluster's admin token, for bench_tool (Python) and wrk (put.lua).
     ensure_token_file "$dir/bootstrap.token"
     use_token_file "$dir/bootstrap.token"
@@ -220,9 +274,16 @@ bench_start_raftvisor() {
             echo
             echo "[auth]"
             echo "bootstrap_token_file = \"$dir/bootstrap.token\""
-            echo "# Benchmarks run plain HTTP, like the etcd they are compared with."
+            echo
             echo "[tls]"
-            echo "insecure = true"
+            if [[ $system == raftvisor ]]; then
+                echo "ca_cert = \"$BENCH_CERTS/ca.pem\""
+                echo "cert = \"$BENCH_CERTS/replica-$i.pem\""
+                echo "key = \"$BENCH_CERTS/replica-$i-key.pem\""
+            else
+                echo "# raftvisor-insecure: plain HTTP, to measure what TLS costs."
+                echo "insecure = true"
+            fi
         } >"$m/config.toml"
         cat >"$m/run.sh" <<EOF
 echo \$\$ > '$m/pid'
@@ -230,51 +291,85 @@ for v in \$(compgen -e RAFTVISOR_); do [[ \$v == RAFTVISOR_LOG ]] || unset "\$v"
 export RAFTVISOR_LOG=\${RAFTVISOR_LOG:-warn}
 exec '$RAFTVISOR_BIN' agent --config '$m/config.toml' >>'$m/log' 2>&1
 EOF
-        printf 'r%s\thttp://127.0.0.1:1700%s\t%s\t%s\n' "$i" "$i" "$m/run.sh" "$m/pid" >>"$dir/members.tsv"
+        printf 'r%s\t%s://127.0.0.1:1700%s\t%s\t%s\n' "$i" "$scheme" "$i" "$m/run.sh" "$m/pid" >>"$dir/members.tsv"
     done
     for i in 1 2 3; do
         bench_start_member "$dir/r$i"
     done
-    bench_tool wait-ready --cluster "$dir" --system raftvisor --timeout 60 >/dev/null ||
-        bench_die "raftvisor cluster did not become ready (logs: $dir/r*/log)"
+    bench_tool wait-ready --cluster "$dir" --system "$system" --timeout 60 >/dev/null ||
+        bench_die "$system cluster did not become ready (logs: $dir/r*/log)"
 }
 
+# bench_start_etcd SYSTEM: etcd (plain HTTP) or etcd-tls (HTTPS for clients
+# without client certificates, as wrk cannot present one; mutual TLS between
+# members; certificates of the run's CA).
 bench_start_etcd() {
-    local dir="$BENCH_WORK/etcd" i initial="" timing=()
+    local system=$1 dir="$BENCH_WORK/$1" i initial="" timing=() scheme=http
     rm -rf "$dir"
     mkdir -p "$dir"
+    if [[ $system == etcd-tls ]]; then
+        bench_certs etcd-1 etcd-2 etcd-3
+        scheme=https
+    fi
     : >"$dir/members.tsv"
     for i in 1 2 3; do
-        initial+="${initial:+,}e$i=http://127.0.0.1:2380$i"
+        initial+="${initial:+,}e$i=$scheme://127.0.0.1:2380$i"
     done
     [[ -n ${BENCH_ETCD_HEARTBEAT_MS:-} ]] && timing+=(--heartbeat-interval "$BENCH_ETCD_HEARTBEAT_MS")
     [[ -n ${BENCH_ETCD_ELECTION_MS:-} ]] && timing+=(--election-timeout "$BENCH_ETCD_ELECTION_MS")
     for i in 1 2 3; do
-        local m="$dir/e$i"
+        local m="$dir/e$i" tls=""
         mkdir -p "$m"
+        if [[ $system == etcd-tls ]]; then
+            tls="--cert-file '$BENCH_CERTS/etcd-$i.pem' --key-file '$BENCH_CERTS/etcd-$i-key.pem'"
+            tls+=" --peer-cert-file '$BENCH_CERTS/etcd-$i.pem' --peer-key-file '$BENCH_CERTS/etcd-$i-key.pem'"
+            tls+=" --peer-trusted-ca-file '$BENCH_CERTS/ca.pem' --peer-client-cert-auth"
+        fi
         cat >"$m/run.sh" <<EOF
 echo \$\$ > '$m/pid'
 exec etcd --name e$i --data-dir '$m/data' \\
-    --listen-client-urls http://127.0.0.1:2379$i --advertise-client-urls http://127.0.0.1:2379$i \\
-    --listen-peer-urls http://127.0.0.1:2380$i --initial-advertise-peer-urls http://127.0.0.1:2380$i \\
+    --listen-client-urls $scheme://127.0.0.1:2379$i --advertise-client-urls $scheme://127.0.0.1:2379$i \\
+    --listen-peer-urls $scheme://127.0.0.1:2380$i --initial-advertise-peer-urls $scheme://127.0.0.1:2380$i \\
     --initial-cluster '$initial' --initial-cluster-token raftvisor-bench --initial-cluster-state new \\
-    --logger zap --log-level warn ${timing[*]} >>'$m/log' 2>&1
+    $tls --logger zap --log-level warn ${timing[*]} >>'$m/log' 2>&1
 EOF
-        printf 'e%s\thttp://127.0.0.1:2379%s\t%s\t%s\n' "$i" "$i" "$m/run.sh" "$m/pid" >>"$dir/members.tsv"
+        printf 'e%s\t%s://127.0.0.1:2379%s\t%s\t%s\n' "$i" "$scheme" "$i" "$m/run.sh" "$m/pid" >>"$dir/members.tsv"
     done
     for i in 1 2 3; do
         bench_start_member "$dir/e$i"
     done
-    bench_tool wait-ready --cluster "$dir" --system etcd --timeout 60 >/dev/null ||
-        bench_die "etcd cluster did not become ready (logs: $dir/e*/log)"
+    bench_tool wait-ready --cluster "$dir" --system "$system" --timeout 60 >/dev/null ||
+        bench_die "$system cluster did not become ready (logs: $dir/e*/log)"
 }
 
 bench_start() {
     case $1 in
-        etcd) bench_start_etcd ;;
-        raftvisor) bench_start_raftvisor ;;
-        *) bench_die "unknown system $1" ;;
+        etcd | etcd-tls) bench_start_etcd "$1" ;;
+        raftvisor | raftvisor-insecure) bench_start_raftvisor "$1" ;;
+        *) bench_die "unknown system $1 (etcd, etcd-tls, raftvisor, raftvisor-insecure)" ;;
     esac
+}
+
+# bench_security [--wrk] SYSTEM...: one line per system on how it was
+# secured (with --wrk, also how wrk treats https).
+bench_security() {
+    local system wrk=0
+    [[ ${1:-} == --wrk ]] && wrk=1 && shift
+    for system in "$@"; do
+        case $system in
+            raftvisor) echo "- raftvisor: TLS on both ports (mutual TLS between replicas, HTTPS API; ECDSA P-256 certificates from \`raftvisor certs\`) and a bearer token on every call: the product's default" ;;
+            raftvisor-insecure) echo "- raftvisor-insecure: [tls] insecure = true (plain HTTP on both ports); bearer token still on every call" ;;
+            etcd) echo "- etcd: plain HTTP, no authentication" ;;
+            etcd-tls) echo "- etcd-tls: HTTPS for clients (server certificate only; no client certificates, no etcd auth), mutual TLS between members, same CA" ;;
+        esac
+    done
+    case " $* " in
+        *" raftvisor "* | *" etcd-tls "*)
+            echo "- bench_tool (Python) verifies the servers' certificates against the run's CA"
+            [[ $wrk -eq 1 ]] && echo "- wrk speaks https without verifying the server certificate (fine for load generation)"
+            ;;
+    esac
+    return 0
 }
 
 # Prints warnings and errors the members logged (at most 20 lines).
@@ -282,11 +377,12 @@ bench_log_problems() {
     local dir="$BENCH_WORK/$1" n pattern
     # etcd logs JSON (its "warn" level is chatty, so errors only);
     # raftvisor logs tracing's text format.
+    # raftvisor-insecure's expected "INSECURE" warnings are left out.
     pattern='"level":"(error|fatal|panic)"|[[:space:]](ERROR|WARN)[^A-Za-z]|panicked'
-    n=$(cat "$dir"/*/log 2>/dev/null | grep -cE "$pattern" || true)
+    n=$(cat "$dir"/*/log 2>/dev/null | grep -E "$pattern" | grep -cv 'INSECURE: ' || true)
     if [[ $n -gt 0 ]]; then
         bench_log "$1: $n warning/error lines in member logs; first ones:"
-        { grep -hE "$pattern" "$dir"/*/log | sed 's/\x1b\[[0-9;]*m//g' | head -n 20 >&2; } || true
+        { grep -hE "$pattern" "$dir"/*/log | grep -v 'INSECURE: ' | sed 's/\x1b\[[0-9;]*m//g' | head -n 20 >&2; } || true
     fi
 }
 
@@ -333,6 +429,7 @@ import math
 import os
 import queue
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
@@ -350,13 +447,34 @@ def integer(value):
     return int(value) if value not in (None, "") else 0
 
 
+_contexts = {}
+
+
+def tls_context():
+    """Client TLS context trusting only the run's CA (BENCH_CA_FILE, made by
+    bench_certs); it checks the server's certificate and name."""
+    cafile = os.environ.get("BENCH_CA_FILE")
+    if not cafile:
+        raise RuntimeError("https member but no BENCH_CA_FILE")
+    if cafile not in _contexts:
+        _contexts[cafile] = ssl.create_default_context(cafile=cafile)
+    return _contexts[cafile]
+
+
 class Member:
     def __init__(self, name, url, run, pidfile):
         self.name, self.url, self.run, self.pidfile = name, url, run, pidfile
-        host_port = url.split("//", 1)[1]
+        scheme, host_port = url.split("://", 1)
+        self.tls = scheme == "https"
         self.host, port = host_port.rsplit(":", 1)
         self.port = int(port)
         self.dir = os.path.dirname(run)
+
+    def connect(self, timeout):
+        """A new (not yet connected) HTTP or HTTPS connection to the member."""
+        if self.tls:
+            return http.client.HTTPSConnection(self.host, self.port, timeout=timeout, context=tls_context())
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
     def pid(self):
         """The member's pid if it is alive and really ours, else None."""
@@ -386,13 +504,8 @@ def load_members(cluster):
 def call(member, method, path, body=None, headers=None, timeout=1.0, conn=None):
     own = conn is None
     if own:
-        conn = http.client.HTTPConnection(member.host, member.port, timeout=timeout)
+        conn = member.connect(timeout)
     headers = dict(headers or {})
-    # raftvisor's API needs a token (bench_start_raftvisor exports the
-    # cluster's admin token); etcd ignores the header.
-    token = os.environ.get("RAFTVISOR_TOKEN")
-    if token:
-        headers.setdefault("Authorization", f"Bearer {token}")
     try:
         conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
@@ -402,11 +515,23 @@ def call(member, method, path, body=None, headers=None, timeout=1.0, conn=None):
             conn.close()
 
 
+def raftvisor_headers(extra=None):
+    """raftvisor's API needs a token: the cluster's admin token, which
+    bench_start_raftvisor exports. (Never sent to etcd: its gateway takes
+    an Authorization header for an etcd auth token and refuses the request.)"""
+    headers = dict(extra or {})
+    token = os.environ.get("RAFTVISOR_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
 class Raftvisor:
-    name = "raftvisor"
+    def __init__(self, name):
+        self.name = name
 
     def status(self, member, timeout=1.0):
-        code, data = call(member, "GET", "/v1/cluster", timeout=timeout)
+        code, data = call(member, "GET", "/v1/cluster", headers=raftvisor_headers(), timeout=timeout)
         if code != 200:
             raise RuntimeError(f"GET /v1/cluster: HTTP {code}")
         j = json.loads(data)
@@ -416,13 +541,13 @@ class Raftvisor:
                 "state": j.get("state")}
 
     def put(self, key, value):
-        return "PUT", "/v1/kv/" + key, value, {"Content-Type": "application/octet-stream"}
+        return "PUT", "/v1/kv/" + key, value, raftvisor_headers({"Content-Type": "application/octet-stream"})
 
     def put_ok(self, code, data):
         return code == 200 and data.strip() == b"true"
 
     def count(self, member, prefix):
-        code, data = call(member, "GET", "/v1/kv/" + prefix + "?keys", timeout=30)
+        code, data = call(member, "GET", "/v1/kv/" + prefix + "?keys", headers=raftvisor_headers(), timeout=30)
         if code == 404:
             return 0
         if code != 200:
@@ -431,7 +556,8 @@ class Raftvisor:
 
 
 class Etcd:
-    name = "etcd"
+    def __init__(self, name):
+        self.name = name
 
     def status(self, member, timeout=1.0):
         code, data = call(member, "POST", "/v3/maintenance/status", b"{}",
@@ -468,7 +594,9 @@ class Etcd:
         return integer(json.loads(data).get("count"))
 
 
-SYSTEMS = {"raftvisor": Raftvisor(), "etcd": Etcd()}
+# Names as in bench_start; the scheme (http/https) comes from members.tsv.
+SYSTEMS = {"raftvisor": Raftvisor("raftvisor"), "raftvisor-insecure": Raftvisor("raftvisor-insecure"),
+           "etcd": Etcd("etcd"), "etcd-tls": Etcd("etcd-tls")}
 
 
 def statuses(api, members, timeout=0.5):
@@ -752,6 +880,32 @@ def cmd_failover_report(args):
     return 0
 
 
+def kv_table(by, clients, base, other, cost=False):
+    """Rows of writes/s, p50 and p99 of base and other at each client count,
+    with the ratios other/base (and, with cost, the share of base's writes/s
+    that other loses)."""
+    head = (f"| clients | {base} writes/s | {base} p50 ms | {base} p99 ms | {other} writes/s "
+            f"| {other} p50 ms | {other} p99 ms | writes/s ratio | p99 ratio |")
+    rule = "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    if cost:
+        head += " writes/s lost |"
+        rule += "---:|"
+    print(head)
+    print(rule)
+    for c in clients:
+        b, o = by.get((base, c)), by.get((other, c))
+        cells = [str(c)]
+        for p in (b, o):
+            cells += [fmt(p["ok_rps"], 0), fmt(p["p50_ms"], 2), fmt(p["p99_ms"], 2)] if p else ["n/a"] * 3
+        tr = ratio(o["ok_rps"], b["ok_rps"]) if b and o else None
+        cells.append(fmt(tr, 2))
+        cells.append(fmt(ratio(o["p99_ms"], b["p99_ms"]), 2) if b and o else "n/a")
+        if cost:
+            cells.append("n/a" if tr is None else f"{(1 - tr) * 100:.0f} %")
+        print("| " + " | ".join(cells) + " |")
+    print()
+
+
 def cmd_kv_report(args):
     points = []
     for path in args.results:
@@ -759,18 +913,29 @@ def cmd_kv_report(args):
             points.append(json.load(f))
     by = {(p["system"], p["clients"]): p for p in points}
     clients = sorted({p["clients"] for p in points})
-    print("| clients | etcd writes/s | etcd p50 ms | etcd p99 ms | raftvisor writes/s | raftvisor p50 ms "
-          "| raftvisor p99 ms | writes/s ratio | p99 ratio |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for c in clients:
-        e, r = by.get(("etcd", c)), by.get(("raftvisor", c))
-        cells = [str(c)]
-        for p in (e, r):
-            cells += [fmt(p["ok_rps"], 0), fmt(p["p50_ms"], 2), fmt(p["p99_ms"], 2)] if p else ["n/a"] * 3
-        cells.append(fmt(ratio(r["ok_rps"], e["ok_rps"]), 2) if e and r else "n/a")
-        cells.append(fmt(ratio(r["p99_ms"], e["p99_ms"]), 2) if e and r else "n/a")
-        print("| " + " | ".join(cells) + " |")
+    systems = {p["system"] for p in points}
+    print("raftvisor (TLS on both ports + token, the default) against etcd (plain HTTP); "
+          "ratios raftvisor/etcd:")
     print()
+    kv_table(by, clients, "etcd", "raftvisor")
+    if "raftvisor-insecure" in systems:
+        print("TLS cost: raftvisor (TLS) against raftvisor-insecure (plain HTTP), both with the token; "
+              "ratios TLS/insecure, writes/s lost = 1 - ratio:")
+        print()
+        kv_table(by, clients, "raftvisor-insecure", "raftvisor", cost=True)
+        if "etcd" in systems:
+            print("Plain HTTP on both sides: raftvisor-insecure against etcd; ratios raftvisor-insecure/etcd:")
+            print()
+            kv_table(by, clients, "etcd", "raftvisor-insecure")
+    if "etcd-tls" in systems:
+        if "etcd" in systems:
+            print("etcd's TLS cost: etcd-tls (HTTPS clients, mutual TLS peers) against etcd (plain HTTP); "
+                  "ratios etcd-tls/etcd:")
+            print()
+            kv_table(by, clients, "etcd", "etcd-tls", cost=True)
+        print("TLS on both sides: raftvisor (TLS) against etcd-tls; ratios raftvisor/etcd-tls:")
+        print()
+        kv_table(by, clients, "etcd-tls", "raftvisor")
     print("CPU during each run (share of all cores): members / wrk / other processes")
     print()
     for p in points:
@@ -783,14 +948,23 @@ def cmd_kv_report(args):
         if p["errors"]:
             print(f"- {p['system']} at {p['clients']} clients: {p['errors']} failed requests "
                   f"({p['status_errors']} non-2xx, {p['timeouts']} timeouts)")
+    costs = []
+    for c in clients:
+        s, i = by.get(("raftvisor", c)), by.get(("raftvisor-insecure", c))
+        tr = ratio(s["ok_rps"], i["ok_rps"]) if s and i else None
+        if tr is not None:
+            costs.append(f"{c} clients {(1 - tr) * 100:.0f} % of the writes/s "
+                         f"(p99 {fmt(s['p99_ms'], 2)} vs {fmt(i['p99_ms'], 2)} ms)")
+    if costs:
+        print("- TLS cost (raftvisor against raftvisor-insecure): " + "; ".join(costs))
     e, r = by.get(("etcd", 64)), by.get(("raftvisor", 64))
     if e and r:
         tr = ratio(r["ok_rps"], e["ok_rps"])
         ok1 = tr is not None and tr >= 1.5
         ok2 = r["p99_ms"] <= e["p99_ms"]
-        print(f"- goal at 64 clients, >= 1.5x etcd's writes/s: {'MET' if ok1 else 'NOT MET'} "
+        print(f"- goal at 64 clients, raftvisor (TLS) >= 1.5x etcd's writes/s: {'MET' if ok1 else 'NOT MET'} "
               f"({fmt(r['ok_rps'], 0)} vs {fmt(e['ok_rps'], 0)} writes/s, ratio {fmt(tr, 2)})")
-        print(f"- goal at 64 clients, p99 no worse than etcd's: {'MET' if ok2 else 'NOT MET'} "
+        print(f"- goal at 64 clients, raftvisor (TLS) p99 no worse than etcd's: {'MET' if ok2 else 'NOT MET'} "
               f"({fmt(r['p99_ms'], 2)} ms vs {fmt(e['p99_ms'], 2)} ms)")
     for p in points:
         if "term_before" in p:
@@ -971,7 +1145,7 @@ def cmd_load(args):
             for _ in range(5):
                 try:
                     if conn is None:
-                        conn = http.client.HTTPConnection(target.host, target.port, timeout=10)
+                        conn = target.connect(10)
                     code, data = call(target, method, path, body, headers, conn=conn)
                     if api.put_ok(code, data):
                         break
@@ -1046,7 +1220,7 @@ def cmd_memory_report(args):
           "| RSS after restart | data dir |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     largest = {}
-    for system in ("etcd", "raftvisor"):
+    for system in ("etcd", "etcd-tls", "raftvisor", "raftvisor-insecure"):
         full = read(system, "loaded")
         if full is None:
             continue
@@ -1064,7 +1238,7 @@ def cmd_memory_report(args):
     if largest.get("etcd") and largest.get("raftvisor"):
         print(f"- largest replica RSS holding the keys: raftvisor {mib(largest['raftvisor'])} MiB, "
               f"etcd {mib(largest['etcd'])} MiB, ratio raftvisor/etcd {fmt(largest['raftvisor'] / largest['etcd'], 2)}")
-    for system in ("etcd", "raftvisor"):
+    for system in ("etcd", "etcd-tls", "raftvisor", "raftvisor-insecure"):
         load = read(system, "load")
         if load:
             print(f"- {system}: {load['written']} keys of {load['value_size']} B written in {load['seconds']} s "

@@ -21,12 +21,20 @@ use crate::state::Event;
 pub struct Health {
     status: &'static str,
     id: u64,
+    /// Why a replica is not `ok` (e.g. removed from the cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
 }
 
 pub async fn health(State(replica): State<Arc<Replica>>) -> Json<Health> {
     Json(Health {
-        status: "ok",
+        status: if replica.removed().is_some() {
+            "removed"
+        } else {
+            "ok"
+        },
         id: replica.id,
+        reason: replica.removed().map(str::to_string),
     })
 }
 

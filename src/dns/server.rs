@@ -21,8 +21,12 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::Server;
 
+use super::cache::{AnswerCache, Built};
 use super::records::{Answer, Data, Rec, Want, Zone};
 use crate::replica::Replica;
+
+/// Distinct questions remembered per zone version.
+const ANSWER_CACHE_CAPACITY: usize = 16_384;
 
 /// Why the DNS server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +46,7 @@ pub struct Handler {
     ttl: u32,
     this_server: IpAddr,
     upstreams: Vec<SocketAddr>,
+    cache: AnswerCache,
 }
 
 impl Handler {
@@ -52,6 +57,7 @@ impl Handler {
             ttl,
             this_server,
             upstreams: Vec::new(),
+            cache: AnswerCache::new(ANSWER_CACHE_CAPACITY),
         }
     }
 
@@ -91,20 +97,39 @@ impl Handler {
             })
     }
 
-    fn answer(&self, name: &str, want: Want) -> Answer {
-        let leader = self
-            .replica
-            .leader()
+    /// The answer to `name` as wire records, or `None` when the name is
+    /// outside the zone.
+    fn answer(&self, name: &str, record_type: RecordType) -> Option<Arc<Built>> {
+        let name = name.to_ascii_lowercase();
+        let leader = self.replica.leader();
+        let leader_id = leader.as_ref().map(|(id, _)| *id);
+        let leader_ip = leader
             .and_then(|(_, node)| node.api_addr.parse::<SocketAddr>().ok())
             .map(|a| a.ip());
         self.replica.sm.read(|state| {
-            Zone {
+            let version = (state.applied_index, leader_id);
+            if let Some(hit) = self.cache.get(version, &name, record_type) {
+                return Some(hit);
+            }
+            let answer: Answer = Zone {
                 domain: &self.domain,
                 state,
-                leader,
+                leader: leader_ip,
                 this_server: self.this_server,
             }
-            .lookup(name, want)
+            .lookup(&name, want(record_type));
+            if answer.out_of_zone {
+                return None;
+            }
+            let records = |recs: &[Rec]| recs.iter().filter_map(|r| self.record(r)).collect();
+            let built = Arc::new(Built {
+                nxdomain: answer.nxdomain,
+                answers: records(&answer.answers),
+                additionals: records(&answer.additionals),
+                soa: answer.soa.iter().filter_map(|r| self.record(r)).collect(),
+            });
+            self.cache.insert(version, name, record_type, built.clone());
+            Some(built)
         })
     }
 
@@ -182,8 +207,7 @@ impl RequestHandler for Handler {
             return send(&mut response_handle, refuse(ResponseCode::FormErr), request).await;
         };
         let name = info.query.name().to_string();
-        let answer = self.answer(&name, want(info.query.query_type()));
-        if answer.out_of_zone {
+        let Some(answer) = self.answer(&name, info.query.query_type()) else {
             if self.upstreams.is_empty() {
                 return send(&mut response_handle, refuse(ResponseCode::Refused), request).await;
             }
@@ -211,18 +235,7 @@ impl RequestHandler for Handler {
                 upstream.additionals.iter(),
             );
             return send(&mut response_handle, response, request).await;
-        }
-        let answers: Vec<Record> = answer
-            .answers
-            .iter()
-            .filter_map(|r| self.record(r))
-            .collect();
-        let additionals: Vec<Record> = answer
-            .additionals
-            .iter()
-            .filter_map(|r| self.record(r))
-            .collect();
-        let soa: Vec<Record> = answer.soa.iter().filter_map(|r| self.record(r)).collect();
+        };
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.authoritative = true;
         metadata.recursion_available = false;
@@ -233,10 +246,10 @@ impl RequestHandler for Handler {
         };
         let response = builder().build(
             metadata,
-            answers.iter(),
+            answer.answers.iter(),
             std::iter::empty(),
-            soa.iter(),
-            additionals.iter(),
+            answer.soa.iter(),
+            answer.additionals.iter(),
         );
         send(&mut response_handle, response, request).await
     }

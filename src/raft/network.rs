@@ -47,7 +47,13 @@ pub enum PeerCallError {
     Timeout { addr: String, timeout: Duration },
     #[error("peer {addr} answered badly: {reason}")]
     BadReply { addr: String, reason: String },
+    /// The peer does not count this replica among the cluster's members.
+    #[error("peer {addr} refuses this replica: {reason}")]
+    NotMember { addr: String, reason: String },
 }
+
+/// Start of the peer server's answer to a replica outside the membership.
+pub const NOT_A_MEMBER: &str = "not a member";
 
 /// Shared HTTP client and per-peer contact times.
 #[derive(Clone)]
@@ -55,6 +61,7 @@ pub struct PeerNetwork {
     http: reqwest::Client,
     scheme: &'static str,
     last_contact: Arc<Mutex<HashMap<NodeId, Instant>>>,
+    refused_as_non_member: Arc<Mutex<HashMap<NodeId, Instant>>>,
 }
 
 impl PeerNetwork {
@@ -85,7 +92,21 @@ impl PeerNetwork {
             http,
             scheme,
             last_contact: Arc::new(Mutex::new(HashMap::new())),
+            refused_as_non_member: Arc::new(Mutex::new(HashMap::new())),
         }
+    }
+
+    /// The peers that refused this replica as a non-member within `window`
+    /// and have not answered it normally since.
+    pub fn refusing_peers(&self, window: Duration) -> Vec<NodeId> {
+        let now = Instant::now();
+        self.refused_as_non_member
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|(_, at)| now.saturating_duration_since(**at) <= window)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// How long ago each peer last answered a Raft call.
@@ -101,6 +122,17 @@ impl PeerNetwork {
 
     fn touch(&self, id: NodeId) {
         self.last_contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Instant::now());
+        self.refused_as_non_member
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    fn refused(&self, id: NodeId) {
+        self.refused_as_non_member
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, Instant::now());
@@ -133,12 +165,16 @@ impl PeerNetwork {
             .await
             .map_err(|e| classify(addr, timeout, e))?;
         if !status.is_success() {
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).to_string();
+            if status == reqwest::StatusCode::FORBIDDEN && text.starts_with(NOT_A_MEMBER) {
+                return Err(PeerCallError::NotMember {
+                    addr: addr.to_string(),
+                    reason: text,
+                });
+            }
             return Err(PeerCallError::BadReply {
                 addr: addr.to_string(),
-                reason: format!(
-                    "HTTP {status}: {}",
-                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
-                ),
+                reason: format!("HTTP {status}: {text}"),
             });
         }
         codec::decode(&bytes).map_err(|e| PeerCallError::BadReply {
@@ -220,6 +256,10 @@ impl PeerConnection {
             .await
             .map_err(|e| match e {
                 PeerCallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                PeerCallError::NotMember { .. } => {
+                    self.network.refused(self.target);
+                    RPCError::Unreachable(Unreachable::new(&e))
+                }
                 _ => RPCError::Network(NetworkError::new(&e)),
             })?;
         self.network.touch(self.target);

@@ -13,7 +13,14 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::network::paths;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+
+use super::network::{paths, NOT_A_MEMBER};
+use super::{NodeId, TypeConfig};
 use crate::codec;
 use crate::replica::messages::{LeaderError, LeaderReply, LeaderRequest};
 use crate::replica::Replica;
@@ -40,17 +47,26 @@ where
     F: FnOnce(Req) -> Fut,
     Fut: std::future::Future<Output = Resp>,
 {
-    let request = match codec::decode(body) {
-        Ok(request) => request,
-        Err(e) => {
-            return (
+    match decode(body) {
+        Ok(request) => encode_reply(&handle(request).await),
+        Err(refusal) => *refusal,
+    }
+}
+
+fn decode<Req: DeserializeOwned>(body: &[u8]) -> Result<Req, Box<Response>> {
+    codec::decode(body).map_err(|e| {
+        Box::new(
+            (
                 StatusCode::BAD_REQUEST,
                 format!("undecodable peer message: {e}"),
             )
-                .into_response()
-        }
-    };
-    match codec::encode(&handle(request).await) {
+                .into_response(),
+        )
+    })
+}
+
+fn encode_reply<Resp: Serialize>(reply: &Resp) -> Response {
+    match codec::encode(reply) {
         Ok(bytes) => ([("content-type", "application/octet-stream")], bytes).into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -60,25 +76,103 @@ where
     }
 }
 
+/// openraft 0.9 has no pre-vote: a replica removed from the cluster (while
+/// it was dead, or cut off) that comes back campaigns with ever higher
+/// terms, and a vote request it sends would make a member adopt that term
+/// and depose its leader. Vote, append and snapshot requests from a node
+/// outside this replica's membership are therefore refused before openraft
+/// sees them. A replica that knows no membership yet (a new member waiting
+/// for its first entries) accepts everyone.
+fn refuse_non_member(replica: &Replica, sender: Option<NodeId>) -> Option<Response> {
+    let sender = sender?;
+    let known = {
+        let metrics = replica.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let empty = membership.nodes().next().is_none();
+        empty || membership.get_node(&sender).is_some()
+    };
+    if known {
+        return None;
+    }
+    non_member_warning(sender);
+    Some(
+        (
+            StatusCode::FORBIDDEN,
+            format!("{NOT_A_MEMBER}: node {sender} is not in this cluster's membership"),
+        )
+            .into_response(),
+    )
+}
+
+/// Logs a refused non-member at most every 10 s per node.
+fn non_member_warning(sender: NodeId) {
+    static LAST: Mutex<Option<HashMap<NodeId, Instant>>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let last = last.get_or_insert_with(HashMap::new);
+    let now = Instant::now();
+    if last
+        .get(&sender)
+        .is_none_or(|at| now.duration_since(*at) >= Duration::from_secs(10))
+    {
+        last.insert(sender, now);
+        tracing::warn!(
+            node = sender,
+            "refused Raft messages from a node outside the membership (a removed replica?)"
+        );
+    }
+}
+
+/// [`exchange`] for Raft messages: refused when their sender is not a member.
+async fn raft_exchange<Req, Resp, F, Fut>(
+    replica: &Replica,
+    body: &[u8],
+    sender: impl FnOnce(&Req) -> Option<NodeId>,
+    handle: F,
+) -> Response
+where
+    Req: DeserializeOwned,
+    Resp: Serialize,
+    F: FnOnce(Req) -> Fut,
+    Fut: std::future::Future<Output = Resp>,
+{
+    let request: Req = match decode(body) {
+        Ok(request) => request,
+        Err(refusal) => return *refusal,
+    };
+    if let Some(refusal) = refuse_non_member(replica, sender(&request)) {
+        return refusal;
+    }
+    encode_reply(&handle(request).await)
+}
+
 async fn append(State(replica): State<Arc<Replica>>, body: Bytes) -> Response {
-    exchange(&body, |request| async move {
-        replica.raft.append_entries(request).await
-    })
+    raft_exchange(
+        &replica,
+        &body,
+        |r: &AppendEntriesRequest<TypeConfig>| r.vote.leader_id().voted_for(),
+        |request| replica.raft.append_entries(request),
+    )
     .await
 }
 
 async fn vote(State(replica): State<Arc<Replica>>, body: Bytes) -> Response {
-    exchange(
+    raft_exchange(
+        &replica,
         &body,
-        |request| async move { replica.raft.vote(request).await },
+        |r: &VoteRequest<NodeId>| r.vote.leader_id().voted_for(),
+        |request| replica.raft.vote(request),
     )
     .await
 }
 
 async fn snapshot(State(replica): State<Arc<Replica>>, body: Bytes) -> Response {
-    exchange(&body, |request| async move {
-        replica.raft.install_snapshot(request).await
-    })
+    raft_exchange(
+        &replica,
+        &body,
+        |r: &InstallSnapshotRequest<TypeConfig>| r.vote.leader_id().voted_for(),
+        |request| replica.raft.install_snapshot(request),
+    )
     .await
 }
 

@@ -60,6 +60,9 @@ pub struct Replica {
     pub peers: PeerNetwork,
     /// Seals and unseals services' secret env; `None` without a key file.
     pub secrets: Option<Arc<crate::secrets::SecretsKey>>,
+    /// Set when the other members refuse this replica as a non-member:
+    /// it was removed from the cluster and takes no part in Raft any more.
+    removed: std::sync::OnceLock<String>,
     writer: Writer,
     request_timeout: Duration,
 }
@@ -109,10 +112,12 @@ impl Replica {
             sm,
             peers,
             secrets,
+            removed: std::sync::OnceLock::new(),
             writer,
         });
         replica.initialize_if_first().await?;
         tokio::spawn(housekeeping(replica.clone()));
+        tokio::spawn(stop_when_removed(replica.clone()));
         Ok(replica)
     }
 
@@ -477,6 +482,50 @@ pub fn now_ms() -> u64 {
 /// Leader-only upkeep of the replicated model: give the cluster its
 /// identity and its bootstrap admin token, and keep a manager record for
 /// every member.
+/// Why this replica stopped taking part in Raft, if it did.
+impl Replica {
+    pub fn removed(&self) -> Option<&str> {
+        self.removed.get().map(String::as_str)
+    }
+}
+
+/// A replica removed from the cluster while it was dead or cut off does
+/// not know it: it would campaign forever. Members refuse its messages
+/// (see `raft::peer_server`); once a majority of the voters it knows
+/// refuse it, it shuts its Raft down and says why, keeping its data.
+async fn stop_when_removed(replica: Arc<Replica>) {
+    const REFUSAL_WINDOW: Duration = Duration::from_secs(5);
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        every.tick().await;
+        let voters: Vec<NodeId> = {
+            let metrics = replica.raft.metrics();
+            let metrics = metrics.borrow();
+            metrics.membership_config.membership().voter_ids().collect()
+        };
+        let refusing = replica
+            .peers
+            .refusing_peers(REFUSAL_WINDOW)
+            .into_iter()
+            .filter(|id| voters.contains(id))
+            .count();
+        if voters.is_empty() || refusing * 2 <= voters.len() {
+            continue;
+        }
+        let why = format!(
+            "removed from the cluster: {refusing} of the {} voters this replica knows refuse it as a non-member; \
+             it no longer takes part in Raft (its data is kept; to rejoin, start it with a new id and an empty data directory)",
+            voters.len()
+        );
+        tracing::error!("{why}");
+        let _ = replica.removed.set(why);
+        if let Err(e) = replica.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown after removal failed");
+        }
+        return;
+    }
+}
+
 async fn housekeeping(replica: Arc<Replica>) {
     let mut metrics = replica.raft.metrics();
     // Metrics change on every heartbeat; act only when leadership or

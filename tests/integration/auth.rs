@@ -58,13 +58,14 @@ fn is_read(method: &Method) -> bool {
 
 /// Sends `method path` to `base` with `headers`; answers (status, JSON body).
 async fn call(
+    http: &reqwest::Client,
     base: &str,
     method: Method,
     path: &str,
     headers: &[(&str, &str)],
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = reqwest::Client::new().request(method, format!("{base}{path}"));
+    let mut request = http.request(method, format!("{base}{path}"));
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
@@ -89,8 +90,10 @@ fn secret(token: &str) -> &str {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_endpoint_but_health_needs_a_valid_token() {
     let cluster = Cluster::start(1).await;
-    let base = format!("http://{}", cluster.replica(1).api_addr);
-    let (status, body) = call(&base, Method::GET, "/v1/health", &[], None).await;
+    let base = cluster.api_url(1);
+    // Trusts the cluster CA, sends no token of its own.
+    let http = cluster.certs.http_builder().build().unwrap();
+    let (status, body) = call(&http, &base, Method::GET, "/v1/health", &[], None).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
 
     let unknown = format!("rvt_feedbeef0000.{}", "a".repeat(64));
@@ -108,7 +111,7 @@ async fn every_endpoint_but_health_needs_a_valid_token() {
         for headers in &bad_headers {
             let headers: Vec<(&str, &str)> =
                 headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-            let (status, body) = call(&base, method.clone(), path, &headers, None).await;
+            let (status, body) = call(&http, &base, method.clone(), path, &headers, None).await;
             assert_eq!(status, 401, "{method} {path} with {headers:?}: {body}");
             assert_eq!(body["code"], "unauthorized", "{method} {path}: {body}");
             assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
@@ -127,7 +130,9 @@ async fn every_endpoint_but_health_needs_a_valid_token() {
 #[tokio::test(flavor = "multi_thread")]
 async fn roles_limit_what_a_token_may_do() {
     let cluster = Cluster::start(1).await;
-    let base = format!("http://{}", cluster.replica(1).api_addr);
+    let base = cluster.api_url(1);
+    // Trusts the cluster CA, sends no token of its own.
+    let http = cluster.certs.http_builder().build().unwrap();
     let admin = cluster.client();
     let reader = admin.token_create(Role::Read, "reader").await.unwrap();
     let operator = admin
@@ -144,7 +149,7 @@ async fn roles_limit_what_a_token_may_do() {
     let read_auth = bearer(&reader.token);
     let read_headers = [("authorization", read_auth.as_str())];
     for (method, path) in all_routes() {
-        let (status, body) = call(&base, method.clone(), path, &read_headers, None).await;
+        let (status, body) = call(&http, &base, method.clone(), path, &read_headers, None).await;
         if is_read(&method) && !path.starts_with("/v1/tokens") {
             assert!(
                 status != 401 && status != 403,
@@ -163,7 +168,7 @@ async fn roles_limit_what_a_token_may_do() {
         "/v1/nodes",
         "/v1/kv/app/a",
     ] {
-        let response = reqwest::Client::new()
+        let response = http
             .get(format!("{base}{path}"))
             .header("authorization", &read_auth)
             .send()
@@ -176,10 +181,11 @@ async fn roles_limit_what_a_token_may_do() {
     // nor membership.
     let op_auth = bearer(&operator.token);
     let op = [("authorization", op_auth.as_str())];
-    let (status, body) = call(&base, Method::PUT, "/v1/kv/app/b", &op, None).await;
+    let (status, body) = call(&http, &base, Method::PUT, "/v1/kv/app/b", &op, None).await;
     assert_eq!((status, body), (200, json!(true)));
     let spec = json!({"image": "raftvisor-echo:local", "replicas": 0});
     let (status, body) = call(
+        &http,
         &base,
         Method::PUT,
         "/v1/services/auth/echo",
@@ -203,18 +209,18 @@ async fn roles_limit_what_a_token_may_do() {
         ),
         (Method::DELETE, "/v1/cluster/members/1", None),
     ] {
-        let (status, answer) = call(&base, method.clone(), path, &op, body).await;
+        let (status, answer) = call(&http, &base, method.clone(), path, &op, body).await;
         assert_eq!(status, 403, "operator on {method} {path}: {answer}");
     }
 
     // Consul's header works like the bearer token.
     let consul = [("x-consul-token", operator.token.as_str())];
-    let (status, body) = call(&base, Method::PUT, "/v1/kv/app/c", &consul, None).await;
+    let (status, body) = call(&http, &base, Method::PUT, "/v1/kv/app/c", &consul, None).await;
     assert_eq!((status, body), (200, json!(true)));
     let consul = [("x-consul-token", reader.token.as_str())];
-    let (status, _) = call(&base, Method::GET, "/v1/kv/app/c?raw", &consul, None).await;
+    let (status, _) = call(&http, &base, Method::GET, "/v1/kv/app/c?raw", &consul, None).await;
     assert_eq!(status, 200);
-    let (status, _) = call(&base, Method::PUT, "/v1/kv/app/c", &consul, None).await;
+    let (status, _) = call(&http, &base, Method::PUT, "/v1/kv/app/c", &consul, None).await;
     assert_eq!(status, 403);
 
     // Bad requests to the token API are 4xx with a reason.
@@ -246,9 +252,10 @@ async fn roles_limit_what_a_token_may_do() {
     );
 }
 
-fn cli(addr: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+/// Runs the CLI against `addr` (trusting the CA file `ca`) with `token`.
+fn cli(addr: &str, ca: &str, token: &str, args: &[&str]) -> (i32, String, String) {
     let output = Command::new(binary())
-        .args(["--addr", addr])
+        .args(["--addr", addr, "--ca-cert", ca])
         .env("RAFTVISOR_TOKEN", token)
         .args(args)
         .output()
@@ -264,11 +271,13 @@ fn cli(addr: &str, token: &str, args: &[&str]) -> (i32, String, String) {
 async fn revoked_tokens_stop_working_everywhere_and_secrets_stay_out_of_logs() {
     let cluster = Cluster::start(3).await;
     let addr = cluster.replica(2).api_addr.clone();
+    let ca = cluster.certs.ca.display().to_string();
     let run = |args: &'static str| {
-        let addr = addr.clone();
+        let (addr, ca) = (addr.clone(), ca.clone());
         tokio::task::spawn_blocking(move || {
             cli(
                 &addr,
+                &ca,
                 ADMIN_TOKEN,
                 &args.split_whitespace().collect::<Vec<_>>(),
             )
@@ -335,7 +344,7 @@ async fn revoked_tokens_stop_working_everywhere_and_secrets_stay_out_of_logs() {
     }
 
     // Revoked: refused by every replica.
-    let (code, _, err) = run_owned(&addr, &["token", "revoke", &id]).await;
+    let (code, _, err) = run_owned(&addr, &ca, &["token", "revoke", &id]).await;
     assert_eq!(code, 0, "{err}");
     for replica in [1, 2, 3] {
         let client = cluster.client_with_token(&[replica], Some(token.clone()));
@@ -351,7 +360,7 @@ async fn revoked_tokens_stop_working_everywhere_and_secrets_stay_out_of_logs() {
         )
         .await;
     }
-    let (code, _, err) = run_owned(&addr, &["token", "revoke", &id]).await;
+    let (code, _, err) = run_owned(&addr, &ca, &["token", "revoke", &id]).await;
     assert_ne!(code, 0);
     assert!(
         err.contains("does not exist") && err.trim().lines().count() == 1,
@@ -371,12 +380,13 @@ async fn revoked_tokens_stop_working_everywhere_and_secrets_stay_out_of_logs() {
     }
 }
 
-async fn run_owned(addr: &str, args: &[&str]) -> (i32, String, String) {
-    let addr = addr.to_string();
+async fn run_owned(addr: &str, ca: &str, args: &[&str]) -> (i32, String, String) {
+    let (addr, ca) = (addr.to_string(), ca.to_string());
     let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         cli(
             &addr,
+            &ca,
             ADMIN_TOKEN,
             &args.iter().map(String::as_str).collect::<Vec<_>>(),
         )

@@ -228,3 +228,52 @@ async fn without_a_quorum_writes_and_linearizable_reads_fail_but_stale_reads_ans
         .unwrap();
     assert_eq!(stale.value, b"1");
 }
+
+/// openraft 0.9 has no pre-vote: a member removed while it was dead that
+/// comes back with its old data campaigns with higher terms. The members
+/// refuse its messages, so their term and leader stay put, writes go on, and
+/// the removed replica stops and says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_member_that_returns_does_not_disturb_the_cluster() {
+    let mut cluster = Cluster::start(4).await;
+    let leader = cluster.wait_for_leader().await;
+    let victim = [4, 3, 2, 1].into_iter().find(|id| *id != leader).unwrap();
+    let client = cluster.client_for(leader);
+    assert!(client.kv_put("before", b"1", 0, None).await.unwrap());
+    cluster.kill(victim);
+    client.remove_member(victim).await.unwrap();
+    let term = client.cluster_status().await.unwrap().term;
+
+    cluster.restart(victim);
+    let returned = cluster.client_for(victim);
+    eventually(
+        "the removed replica stops and says why",
+        Duration::from_secs(30),
+        || async {
+            let health = returned.health().await.map_err(|e| e.to_string())?;
+            if health["status"] == "removed"
+                && health["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("non-member"))
+            {
+                Ok(())
+            } else {
+                Err(health.to_string())
+            }
+        },
+    )
+    .await;
+    // Meanwhile, and after, the members kept their leader and term.
+    for id in cluster.running_ids() {
+        if id == victim {
+            continue;
+        }
+        let status = cluster.client_for(id).cluster_status().await.unwrap();
+        assert_eq!(status.leader_id, Some(leader), "replica {id}");
+        assert_eq!(status.term, term, "replica {id}: the term moved");
+        assert!(status.members.iter().all(|m| m.id != victim));
+    }
+    assert!(client.kv_put("after", b"2", 0, None).await.unwrap());
+    let log = cluster.replica(victim).log();
+    assert!(log.contains("removed from the cluster"), "{log}");
+}
