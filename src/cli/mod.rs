@@ -82,6 +82,12 @@ pub enum Command {
     /// Create the cluster CA and issue certificates (no cluster needed).
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Bring up, or repair, a whole cluster from a cluster file (machines,
+    /// managers, nodes); a second run changes nothing.
+    Bootstrap {
+        /// The cluster file, e.g. cluster-config/docker-3.toml.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -350,13 +356,17 @@ pub fn run_certs(format: Format, command: CertsCommand) -> anyhow::Result<()> {
 
 /// Runs a client command (everything but `agent`).
 pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<()> {
-    if let Command::Certs(certs) = command {
-        return run_certs(global.output, certs);
+    match command {
+        Command::Certs(certs) => return run_certs(global.output, certs),
+        Command::Bootstrap { file } => return crate::bootstrap::run(&file, global.output).await,
+        _ => {}
     }
     let client = client(&global)?;
     let format = global.output;
     match command {
-        Command::Agent { .. } | Command::Certs(_) => unreachable!("dispatched above"),
+        Command::Agent { .. } | Command::Certs(_) | Command::Bootstrap { .. } => {
+            unreachable!("dispatched above")
+        }
         Command::Kv(kv) => run_kv(&client, format, kv).await,
         Command::Service(service) => run_service(&client, format, service).await,
         Command::Node(node) => run_node(&client, format, node).await,

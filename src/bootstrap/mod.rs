@@ -1,0 +1,423 @@
+//! `raftvisor bootstrap FILE`: brings a whole cluster up from one cluster
+//! file, or repairs it. Every step looks before it acts — CA and
+//! certificates, admin token and secrets key exist? each machine's engine
+//! answers? each manager's config is current and its container present and
+//! running? the cluster has a leader and every manager as a voter? each
+//! node registered as written? — and changes only what differs, so a second
+//! run changes nothing and says so, and a run after damage repairs exactly
+//! the damage. Progress is shown per step; a summary table ends the run;
+//! the first failing step stops it with a non-zero exit naming the step.
+
+pub mod plan;
+
+use std::path::Path;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::cli::output::{print, Format, Table};
+use crate::client::{Client, ClientOptions};
+use crate::runtime::docker::DockerRuntime;
+use crate::runtime::{ContainerRuntime, ContainerState};
+use crate::tls::certs::{self, Role};
+use plan::{ClusterFile, Machine};
+
+/// What a step did to one target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Unchanged,
+    Created,
+    Started,
+    Updated,
+    Failed(String),
+}
+
+impl Outcome {
+    fn is_change(&self) -> bool {
+        matches!(self, Outcome::Created | Outcome::Started | Outcome::Updated)
+    }
+}
+
+/// One line of the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepResult {
+    pub step: &'static str,
+    pub target: String,
+    pub outcome: Outcome,
+}
+
+/// Collects results and drives the progress display.
+struct Report {
+    bars: MultiProgress,
+    results: Vec<StepResult>,
+}
+
+impl Report {
+    fn step(&self, name: &'static str, total: usize) -> ProgressBar {
+        let bar = self.bars.add(ProgressBar::new(total as u64));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>12} [{bar:20}] {pos}/{len} {msg}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(name);
+        bar
+    }
+
+    /// Records `outcome`; a failure ends the run with the step named.
+    fn record(
+        &mut self,
+        bar: &ProgressBar,
+        step: &'static str,
+        target: &str,
+        outcome: Outcome,
+    ) -> anyhow::Result<()> {
+        bar.inc(1);
+        bar.set_message(format!("{target}: {}", describe(&outcome)));
+        let failed = match &outcome {
+            Outcome::Failed(reason) => Some(reason.clone()),
+            _ => None,
+        };
+        self.results.push(StepResult {
+            step,
+            target: target.to_string(),
+            outcome,
+        });
+        match failed {
+            Some(reason) => {
+                bar.abandon();
+                anyhow::bail!("bootstrap failed at step {step} ({target}): {reason}")
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Unchanged => "unchanged".into(),
+        Outcome::Created => "created".into(),
+        Outcome::Started => "started".into(),
+        Outcome::Updated => "updated".into(),
+        Outcome::Failed(reason) => format!("FAILED: {reason}"),
+    }
+}
+
+/// Runs the bootstrap of `path`, printing progress and a summary.
+pub async fn run(path: &Path, format: Format) -> anyhow::Result<()> {
+    let file = ClusterFile::load(path).map_err(anyhow::Error::msg)?;
+    crate::tls::install_default_provider();
+    let mut report = Report {
+        bars: MultiProgress::new(),
+        results: Vec::new(),
+    };
+    let outcome = steps(&file, &mut report).await;
+    let _ = report.bars.clear();
+    let changes = report
+        .results
+        .iter()
+        .filter(|r| r.outcome.is_change())
+        .count();
+    print(format, &report.results, || {
+        let mut table = Table::new(&["STEP", "TARGET", "RESULT"]);
+        for result in &report.results {
+            table.row(vec![
+                result.step.to_string(),
+                result.target.clone(),
+                describe(&result.outcome),
+            ]);
+        }
+        table
+    });
+    outcome?;
+    if format == Format::Human {
+        if changes == 0 {
+            println!(
+                "no changes: cluster {} already matches {}",
+                file.cluster,
+                path.display()
+            );
+        } else {
+            println!(
+                "{changes} change(s) made; cluster {} matches {}",
+                file.cluster,
+                path.display()
+            );
+        }
+        println!(
+            "API: {}  CA: {}  admin token: {}",
+            file.managers
+                .iter()
+                .map(|m| file.api_addr(m))
+                .collect::<Vec<_>>()
+                .join(","),
+            file.certs_dir().join("ca.pem").display(),
+            file.token_file().display()
+        );
+    }
+    Ok(())
+}
+
+async fn steps(file: &ClusterFile, report: &mut Report) -> anyhow::Result<()> {
+    secrets(file, report)?;
+    let engines = machines(file, report).await?;
+    managers(file, &engines, report).await?;
+    let client = cluster(file, report).await?;
+    nodes(file, &client, report).await
+}
+
+/// The CA, one certificate per manager, the admin token and the secrets key.
+fn secrets(file: &ClusterFile, report: &mut Report) -> anyhow::Result<()> {
+    const STEP: &str = "secrets";
+    let bar = report.step(STEP, 3 + file.managers.len());
+    let certs_dir = file.certs_dir();
+    let outcome = if certs_dir.join(certs::CA_CERT).exists() {
+        Outcome::Unchanged
+    } else {
+        match certs::init_ca(&certs_dir) {
+            Ok(_) => Outcome::Created,
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
+    };
+    report.record(&bar, STEP, "cluster CA", outcome)?;
+    for manager in &file.managers {
+        let name = format!("replica-{}", manager.id);
+        let outcome = if certs_dir.join(format!("{name}.pem")).exists() {
+            Outcome::Unchanged
+        } else {
+            match certs::issue(
+                &certs_dir,
+                Role::Manager,
+                &name,
+                &file.manager_sans(manager),
+            ) {
+                Ok(_) => Outcome::Created,
+                Err(e) => Outcome::Failed(e.to_string()),
+            }
+        };
+        report.record(
+            &bar,
+            STEP,
+            &format!("certificate of manager {}", manager.id),
+            outcome,
+        )?;
+    }
+    let token_file = file.token_file();
+    let outcome = match crate::auth::bootstrap::read_file(&token_file) {
+        Ok(Some(_)) => Outcome::Unchanged,
+        Ok(None) => match crate::auth::bootstrap::obtain(Some(&token_file)) {
+            Ok(_) => Outcome::Created,
+            Err(e) => Outcome::Failed(e.to_string()),
+        },
+        Err(e) => Outcome::Failed(e.to_string()),
+    };
+    report.record(&bar, STEP, "admin token", outcome)?;
+    let key_file = file.secrets_key_file();
+    let outcome = if key_file.exists() {
+        match crate::secrets::SecretsKey::from_file(&key_file) {
+            Ok(_) => Outcome::Unchanged,
+            Err(e) => Outcome::Failed(e.to_string()),
+        }
+    } else {
+        let key: [u8; 32] = rand::random();
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        match write_private(&key_file, hex.as_bytes()) {
+            Ok(()) => Outcome::Created,
+            Err(e) => Outcome::Failed(format!("cannot write {}: {e}", key_file.display())),
+        }
+    };
+    report.record(&bar, STEP, "secrets key", outcome)?;
+    bar.finish();
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut out = options.open(path)?;
+    out.write_all(bytes)?;
+    out.sync_all()
+}
+
+fn engine_of(machine: &Machine) -> Result<DockerRuntime, String> {
+    match &machine.docker_tls {
+        Some(tls) => DockerRuntime::connect_tls(&machine.docker_endpoint, tls, Default::default()),
+        None => DockerRuntime::connect(&machine.docker_endpoint),
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// Every machine's engine answers (static machines are given, not made).
+async fn machines(
+    file: &ClusterFile,
+    report: &mut Report,
+) -> anyhow::Result<Vec<(String, DockerRuntime)>> {
+    const STEP: &str = "machines";
+    let bar = report.step(STEP, file.machines.len());
+    let mut engines = Vec::new();
+    for machine in &file.machines {
+        let outcome = match engine_of(machine) {
+            Ok(engine) => match engine.ping().await {
+                Ok(()) => {
+                    engines.push((machine.name.clone(), engine));
+                    Outcome::Unchanged
+                }
+                Err(e) => Outcome::Failed(e.to_string()),
+            },
+            Err(e) => Outcome::Failed(e),
+        };
+        report.record(&bar, STEP, &format!("machine {}", machine.name), outcome)?;
+    }
+    bar.finish();
+    Ok(engines)
+}
+
+/// Each manager's config file is current and its container runs.
+async fn managers(
+    file: &ClusterFile,
+    engines: &[(String, DockerRuntime)],
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    const STEP: &str = "managers";
+    let bar = report.step(STEP, file.managers.len());
+    for manager in &file.managers {
+        let engine = &engines
+            .iter()
+            .find(|(name, _)| *name == manager.machine)
+            .expect("every machine was checked")
+            .1;
+        let outcome = match ensure_manager(file, manager, engine).await {
+            Ok(outcome) => outcome,
+            Err(e) => Outcome::Failed(e),
+        };
+        report.record(&bar, STEP, &format!("manager {}", manager.id), outcome)?;
+    }
+    bar.finish();
+    Ok(())
+}
+
+async fn ensure_manager(
+    file: &ClusterFile,
+    manager: &plan::ManagerPlacement,
+    engine: &DockerRuntime,
+) -> Result<Outcome, String> {
+    let dir = file.manager_dir(manager.id);
+    std::fs::create_dir_all(dir.join("data"))
+        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let config_path = dir.join("config.toml");
+    let config = file.agent_config(manager);
+    let config_changed =
+        std::fs::read_to_string(&config_path).ok().as_deref() != Some(config.as_str());
+    if config_changed {
+        std::fs::write(&config_path, &config)
+            .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+    }
+    let spec = file.manager_container(manager);
+    match engine
+        .inspect(&spec.name)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        None => {
+            let id = engine.create(&spec).await.map_err(|e| e.to_string())?;
+            engine.start(&id).await.map_err(|e| e.to_string())?;
+            Ok(Outcome::Created)
+        }
+        Some(container) if container.state != ContainerState::Running => {
+            engine
+                .start(&container.id)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Outcome::Started)
+        }
+        Some(container) if config_changed => {
+            engine
+                .stop(&container.id, Duration::from_secs(10))
+                .await
+                .map_err(|e| e.to_string())?;
+            engine
+                .start(&container.id)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(Outcome::Updated)
+        }
+        Some(_) => Ok(Outcome::Unchanged),
+    }
+}
+
+fn client_of(file: &ClusterFile) -> anyhow::Result<Client> {
+    let mut options = ClientOptions::new(file.managers.iter().map(|m| file.api_addr(m)));
+    options.ca_cert = Some(file.certs_dir().join(certs::CA_CERT));
+    options.token =
+        crate::auth::bootstrap::read_file(&file.token_file())?.map(|t| t.reveal().to_string());
+    options.timeout = Duration::from_secs(5);
+    Ok(Client::new(options)?)
+}
+
+/// One leader, every manager a voter.
+async fn cluster(file: &ClusterFile, report: &mut Report) -> anyhow::Result<Client> {
+    const STEP: &str = "cluster";
+    let bar = report.step(STEP, 1);
+    let client = client_of(file)?;
+    let wanted: std::collections::BTreeSet<u64> = file.managers.iter().map(|m| m.id).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let outcome = loop {
+        let seen = match client.cluster_status().await {
+            Ok(status) => {
+                let voters: std::collections::BTreeSet<u64> = status
+                    .members
+                    .iter()
+                    .filter(|m| m.voter)
+                    .map(|m| m.id)
+                    .collect();
+                if status.leader_id.is_some() && voters == wanted {
+                    break Outcome::Unchanged;
+                }
+                format!("leader {:?}, voters {voters:?}", status.leader_id)
+            }
+            Err(e) => e.to_string(),
+        };
+        bar.set_message(format!("waiting: {seen}"));
+        if tokio::time::Instant::now() >= deadline {
+            break Outcome::Failed(format!(
+                "no leader with managers {wanted:?} as voters within 60 s ({seen})"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    report.record(&bar, STEP, &format!("{} managers", wanted.len()), outcome)?;
+    bar.finish();
+    Ok(client)
+}
+
+/// Each node registered as the file says.
+async fn nodes(file: &ClusterFile, client: &Client, report: &mut Report) -> anyhow::Result<()> {
+    const STEP: &str = "nodes";
+    let bar = report.step(STEP, file.nodes.len());
+    for node in &file.nodes {
+        let spec = file.node_spec(node);
+        let outcome = match client.node_get(&node.name).await {
+            Ok(existing) if existing.spec == spec => Outcome::Unchanged,
+            Ok(_) => match client.node_put(&node.name, &spec).await {
+                Ok(_) => Outcome::Updated,
+                Err(e) => Outcome::Failed(e.to_string()),
+            },
+            Err(e) if e.status() == Some(404) => match client.node_put(&node.name, &spec).await {
+                Ok(_) => Outcome::Created,
+                Err(e) => Outcome::Failed(e.to_string()),
+            },
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        report.record(&bar, STEP, &format!("node {}", node.name), outcome)?;
+    }
+    bar.finish();
+    Ok(())
+}

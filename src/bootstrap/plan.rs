@@ -1,0 +1,401 @@
+//! The cluster file `raftvisor bootstrap` reads, and everything derived from
+//! it without I/O: each manager's agent config, its container, the files
+//! it needs and the nodes to register. The runner ([`super::run`]) compares
+//! this desired state with what exists and changes only the difference.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::runtime::ContainerSpec;
+use crate::state::{DockerTls, NodeSpec};
+
+/// Label on every manager container: the cluster it belongs to.
+pub const MANAGER_CLUSTER_LABEL: &str = "raftvisor.manager.cluster";
+/// Label on every manager container: its Raft id.
+pub const MANAGER_ID_LABEL: &str = "raftvisor.manager.id";
+
+/// Where a manager container finds its files.
+const IN_CONTAINER: &str = "/etc/raftvisor";
+const DATA_IN_CONTAINER: &str = "/var/lib/raftvisor";
+
+/// A cluster file (see `cluster-config/docker-3.toml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterFile {
+    /// Names the cluster's containers and its directory of secrets.
+    pub cluster: String,
+    /// CA, certificates, admin token, secrets key and the managers' data;
+    /// relative paths are taken from the cluster file's directory.
+    pub state_dir: PathBuf,
+    #[serde(default = "default_image")]
+    pub image: String,
+    pub machines: Vec<Machine>,
+    pub managers: Vec<ManagerPlacement>,
+    #[serde(default)]
+    pub nodes: Vec<NodePlacement>,
+}
+
+fn default_image() -> String {
+    "raftvisor:local".into()
+}
+
+/// A machine with a Docker Engine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    pub name: String,
+    #[serde(default = "default_provider")]
+    pub provider: String,
+    pub docker_endpoint: String,
+    #[serde(default)]
+    pub docker_tls: Option<DockerTls>,
+    /// The address managers and clients reach the machine's ports at.
+    pub address: String,
+}
+
+fn default_provider() -> String {
+    "static".into()
+}
+
+/// One manager: its Raft id (never reused), machine and ports. Managers use
+/// the machine's network (`--network host`), so ports must be free there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagerPlacement {
+    pub id: u64,
+    pub machine: String,
+    pub api_port: u16,
+    pub peer_port: u16,
+    pub dns_port: u16,
+}
+
+/// A workload node to register, on one of the machines.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodePlacement {
+    pub name: String,
+    pub machine: String,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+impl ClusterFile {
+    /// Reads and checks `path`; relative `state_dir` is resolved against
+    /// the file's directory. The error is one line.
+    pub fn load(path: &Path) -> Result<ClusterFile, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let mut file: ClusterFile = toml::from_str(&text).map_err(|e| {
+            format!(
+                "{}: {}",
+                path.display(),
+                e.to_string()
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        })?;
+        if file.state_dir.is_relative() {
+            let base = path.parent().unwrap_or(Path::new("."));
+            let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+            file.state_dir = base.join(&file.state_dir);
+        }
+        file.validate()?;
+        Ok(file)
+    }
+
+    /// Checks what can be checked without touching anything.
+    pub fn validate(&self) -> Result<(), String> {
+        crate::state::validate::dns_label("cluster", &self.cluster)?;
+        if self.managers.is_empty() {
+            return Err("at least one manager is needed (three tolerate one loss)".into());
+        }
+        let mut machines = BTreeSet::new();
+        for machine in &self.machines {
+            crate::state::validate::dns_label("machine name", &machine.name)?;
+            if !machines.insert(machine.name.as_str()) {
+                return Err(format!("machine {:?} is listed twice", machine.name));
+            }
+            if machine.provider != "static" {
+                return Err(format!(
+                    "machine {:?}: provider {:?} is not available to bootstrap (static only)",
+                    machine.name, machine.provider
+                ));
+            }
+        }
+        let mut ids = BTreeSet::new();
+        let mut ports = BTreeSet::new();
+        for manager in &self.managers {
+            if manager.id == 0 || !ids.insert(manager.id) {
+                return Err(format!(
+                    "manager id {} must be positive and unique",
+                    manager.id
+                ));
+            }
+            if !machines.contains(manager.machine.as_str()) {
+                return Err(format!(
+                    "manager {} is on unknown machine {:?}",
+                    manager.id, manager.machine
+                ));
+            }
+            for port in [manager.api_port, manager.peer_port, manager.dns_port] {
+                if port == 0 || !ports.insert((manager.machine.as_str(), port)) {
+                    return Err(format!(
+                        "manager {}: port {port} is zero or used twice on {}",
+                        manager.id, manager.machine
+                    ));
+                }
+            }
+        }
+        let mut nodes = BTreeSet::new();
+        for node in &self.nodes {
+            crate::state::validate::dns_label("node name", &node.name)?;
+            if !nodes.insert(node.name.as_str()) {
+                return Err(format!("node {:?} is listed twice", node.name));
+            }
+            if !machines.contains(node.machine.as_str()) {
+                return Err(format!(
+                    "node {:?} is on unknown machine {:?}",
+                    node.name, node.machine
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn machine(&self, name: &str) -> &Machine {
+        self.machines
+            .iter()
+            .find(|m| m.name == name)
+            .expect("validated: every placement names a known machine")
+    }
+
+    pub fn certs_dir(&self) -> PathBuf {
+        self.state_dir.join("certs")
+    }
+
+    pub fn token_file(&self) -> PathBuf {
+        self.state_dir.join("bootstrap.token")
+    }
+
+    pub fn secrets_key_file(&self) -> PathBuf {
+        self.state_dir.join("secrets.key")
+    }
+
+    pub fn manager_dir(&self, id: u64) -> PathBuf {
+        self.state_dir
+            .join("managers")
+            .join(format!("replica-{id}"))
+    }
+
+    /// `address:port` of a manager's API.
+    pub fn api_addr(&self, manager: &ManagerPlacement) -> String {
+        format!(
+            "{}:{}",
+            self.machine(&manager.machine).address,
+            manager.api_port
+        )
+    }
+
+    fn peer_addr(&self, manager: &ManagerPlacement) -> String {
+        format!(
+            "{}:{}",
+            self.machine(&manager.machine).address,
+            manager.peer_port
+        )
+    }
+
+    /// The names a manager's certificate must carry.
+    pub fn manager_sans(&self, manager: &ManagerPlacement) -> Vec<String> {
+        let mut sans = vec![self.machine(&manager.machine).address.clone()];
+        for extra in ["127.0.0.1", "localhost"] {
+            if !sans.iter().any(|s| s == extra) {
+                sans.push(extra.to_string());
+            }
+        }
+        sans
+    }
+
+    /// The agent config of `manager`, with paths as the container sees them.
+    pub fn agent_config(&self, manager: &ManagerPlacement) -> String {
+        let address = &self.machine(&manager.machine).address;
+        let mut text = format!(
+            "# Written by `raftvisor bootstrap` for cluster {cluster}; changes are overwritten.\n\
+             id = {id}\n\
+             data_dir = \"{DATA_IN_CONTAINER}/data\"\n\
+             api_addr = \"{address}:{api}\"\n\
+             peer_addr = \"{address}:{peer}\"\n\
+             dns_addr = \"{address}:{dns}\"\n",
+            cluster = self.cluster,
+            id = manager.id,
+            api = manager.api_port,
+            peer = manager.peer_port,
+            dns = manager.dns_port,
+        );
+        for member in &self.managers {
+            text.push_str(&format!(
+                "\n[[members]]\nid = {}\napi_addr = \"{}\"\npeer_addr = \"{}\"\n",
+                member.id,
+                self.api_addr(member),
+                self.peer_addr(member)
+            ));
+        }
+        text.push_str(&format!(
+            "\n[tls]\nca_cert = \"{IN_CONTAINER}/ca.pem\"\ncert = \"{IN_CONTAINER}/manager.pem\"\nkey = \"{IN_CONTAINER}/manager-key.pem\"\n\
+             \n[auth]\nbootstrap_token_file = \"{IN_CONTAINER}/bootstrap.token\"\n\
+             \n[secrets]\nkey_file = \"{IN_CONTAINER}/secrets.key\"\n"
+        ));
+        text
+    }
+
+    pub fn container_name(&self, id: u64) -> String {
+        format!("rv-manager-{}-{id}", self.cluster)
+    }
+
+    /// The container of `manager`: the machine's network, Docker's
+    /// `unless-stopped` as local first aid, its files bind-mounted.
+    pub fn manager_container(&self, manager: &ManagerPlacement) -> ContainerSpec {
+        let dir = self.manager_dir(manager.id);
+        let certs = self.certs_dir();
+        let name = format!("replica-{}", manager.id);
+        let file = |path: PathBuf, target: &str| {
+            (
+                path.display().to_string(),
+                format!("{IN_CONTAINER}/{target}:ro"),
+            )
+        };
+        let mut volumes = vec![
+            (dir.display().to_string(), DATA_IN_CONTAINER.to_string()),
+            file(dir.join("config.toml"), "config.toml"),
+            file(certs.join("ca.pem"), "ca.pem"),
+            file(certs.join(format!("{name}.pem")), "manager.pem"),
+            file(certs.join(format!("{name}-key.pem")), "manager-key.pem"),
+            file(self.token_file(), "bootstrap.token"),
+            file(self.secrets_key_file(), "secrets.key"),
+        ];
+        let endpoint = &self.machine(&manager.machine).docker_endpoint;
+        if let Some(socket) = endpoint.strip_prefix("unix://") {
+            // The supervisor drives this machine's engine from inside.
+            volumes.push((socket.to_string(), socket.to_string()));
+        }
+        ContainerSpec {
+            name: self.container_name(manager.id),
+            image: self.image.clone(),
+            command: vec![
+                "agent".into(),
+                "--config".into(),
+                format!("{IN_CONTAINER}/config.toml"),
+            ],
+            env: [(
+                "RAFTVISOR_LOG".to_string(),
+                "info,openraft=warn,hickory_server=warn".to_string(),
+            )]
+            .into(),
+            labels: [
+                (MANAGER_CLUSTER_LABEL.to_string(), self.cluster.clone()),
+                (MANAGER_ID_LABEL.to_string(), manager.id.to_string()),
+            ]
+            .into(),
+            volumes,
+            network: Some("host".into()),
+            restart_unless_stopped: true,
+            ..ContainerSpec::default()
+        }
+    }
+
+    /// The spec a workload node is registered with.
+    pub fn node_spec(&self, node: &NodePlacement) -> NodeSpec {
+        let machine = self.machine(&node.machine);
+        NodeSpec {
+            provider: machine.provider.clone(),
+            docker_endpoint: machine.docker_endpoint.clone(),
+            address: Some(machine.address.clone()),
+            region: node.region.clone(),
+            zone: node.zone.clone(),
+            labels: Default::default(),
+            capacity: Default::default(),
+            docker_tls: machine.docker_tls.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file() -> ClusterFile {
+        toml::from_str(
+            r#"
+            cluster = "demo"
+            state_dir = "/srv/rv"
+            [[machines]]
+            name = "local"
+            docker_endpoint = "unix:///var/run/docker.sock"
+            address = "127.0.0.1"
+            [[managers]]
+            id = 1
+            machine = "local"
+            api_port = 7301
+            peer_port = 7311
+            dns_port = 7321
+            [[managers]]
+            id = 2
+            machine = "local"
+            api_port = 7302
+            peer_port = 7312
+            dns_port = 7322
+            [[nodes]]
+            name = "local"
+            machine = "local"
+            zone = "a"
+            "#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_manager_gets_a_config_listing_every_member_and_its_files() {
+        let file = file();
+        file.validate().unwrap();
+        let config = file.agent_config(&file.managers[1]);
+        let parsed = crate::config::AgentConfig::parse(&config).unwrap();
+        assert_eq!(parsed.id, 2);
+        assert_eq!(parsed.api_addr, "127.0.0.1:7302");
+        assert_eq!(parsed.members.len(), 2);
+        assert!(parsed.tls.files().is_some());
+        parsed.validate().unwrap();
+        let container = file.manager_container(&file.managers[1]);
+        assert_eq!(container.name, "rv-manager-demo-2");
+        assert_eq!(container.network.as_deref(), Some("host"));
+        assert!(container.restart_unless_stopped);
+        assert!(container.volumes.iter().any(
+            |(s, t)| s == "/srv/rv/certs/replica-2.pem" && t == "/etc/raftvisor/manager.pem:ro"
+        ));
+        assert!(
+            container
+                .volumes
+                .iter()
+                .all(|(s, _)| !s.ends_with("ca-key.pem")),
+            "the CA key never enters a container"
+        );
+        assert_eq!(file.node_spec(&file.nodes[0]).zone.as_deref(), Some("a"));
+    }
+
+    #[test]
+    fn bad_files_are_one_line_errors() {
+        let mut twice = file();
+        twice.managers[1].id = 1;
+        assert!(twice.validate().unwrap_err().contains("unique"));
+        let mut port = file();
+        port.managers[1].api_port = 7301;
+        assert!(port.validate().unwrap_err().contains("used twice"));
+        let mut machine = file();
+        machine.nodes[0].machine = "nowhere".into();
+        assert!(machine.validate().unwrap_err().contains("unknown machine"));
+    }
+}
