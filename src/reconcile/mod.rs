@@ -4,7 +4,9 @@
 //! the moment it is not (a new term or a step-down); everything they decide
 //! is written through Raft first, so the next leader continues where they
 //! stopped. Decisions are pure ([`plan`], [`placement`], [`backoff`]); the
-//! controllers only observe and act.
+//! controllers only observe and act. Their completed rounds feed the
+//! [`watchdog`], which makes a leader whose supervision stalled give up
+//! its leadership.
 
 pub mod backoff;
 pub mod engines;
@@ -15,15 +17,17 @@ pub mod placement;
 pub mod plan;
 pub mod services;
 pub mod time;
+pub mod watchdog;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use tokio_util::sync::CancellationToken;
 
 use crate::replica::Replica;
 use engines::Engines;
+use watchdog::Loop;
 
 /// Supervisor settings (from the agent config).
 #[derive(Debug, Clone)]
@@ -66,16 +70,19 @@ pub async fn run_while_leader(
         if let Some(term) = leading_term {
             let token = shutdown.child_token();
             tracing::info!(term, "leading: starting the supervisor");
+            replica.watchdog.leading(term, Instant::now());
             let services = tokio::spawn(services::run(
                 replica.clone(),
                 engines.clone(),
                 settings.clone(),
+                replica.watchdog.reporter(Loop::Services, term),
                 token.clone(),
             ));
             let nodes = tokio::spawn(nodes::run(
                 replica.clone(),
                 engines.clone(),
                 settings.clone(),
+                replica.watchdog.reporter(Loop::Nodes, term),
                 token.clone(),
             ));
             // Stop at once when leadership or the term changes.

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engines::Engines;
 use super::labels;
+use super::watchdog::ProgressReporter;
 use super::SupervisorSettings;
 use crate::replica::Replica;
 use crate::state::{Command, Instance, Node, NodeState};
@@ -24,6 +25,7 @@ pub async fn run(
     replica: Arc<Replica>,
     engines: Engines,
     settings: SupervisorSettings,
+    progress: ProgressReporter,
     token: CancellationToken,
 ) {
     let leading_since = Instant::now();
@@ -38,7 +40,10 @@ pub async fn run(
         let (cluster, nodes, instances) = replica
             .sm
             .read(|s| (s.cluster_id.clone(), s.nodes.clone(), s.instances.clone()));
-        let Some(cluster) = cluster else { continue };
+        let Some(cluster) = cluster else {
+            progress.progress();
+            continue;
+        };
         let probes = futures::future::join_all(
             nodes
                 .values()
@@ -90,6 +95,7 @@ pub async fn run(
                 }
             }
         }
+        progress.progress();
     }
 }
 

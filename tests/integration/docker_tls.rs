@@ -103,20 +103,36 @@ async fn a_tls_engine_is_used_with_the_right_ca_and_refused_otherwise() {
     let other = pki(&dir.path().join("other"));
     let (endpoint, front) = tls_engine_front(&good).await;
 
-    let trusted = DockerRuntime::connect_tls(&endpoint, &tls_of(&good.ca, &good.client), Default::default())
-        .unwrap();
-    trusted.ping().await.expect("the right CA and certificate reach the engine");
+    let trusted = DockerRuntime::connect_tls(
+        &endpoint,
+        &tls_of(&good.ca, &good.client),
+        Default::default(),
+    )
+    .unwrap();
+    trusted
+        .ping()
+        .await
+        .expect("the right CA and certificate reach the engine");
 
     // The engine's certificate is not signed by the CA we trust.
-    let wrong_ca =
-        DockerRuntime::connect_tls(&endpoint, &tls_of(&other.ca, &good.client), Default::default())
-            .unwrap();
-    let error = wrong_ca.ping().await.expect_err("a wrong CA must be refused");
+    let wrong_ca = DockerRuntime::connect_tls(
+        &endpoint,
+        &tls_of(&other.ca, &good.client),
+        Default::default(),
+    )
+    .unwrap();
+    let error = wrong_ca
+        .ping()
+        .await
+        .expect_err("a wrong CA must be refused");
     assert!(error.is_unreachable(), "{error}");
     // The engine does not trust our client certificate.
-    let untrusted_client =
-        DockerRuntime::connect_tls(&endpoint, &tls_of(&good.ca, &other.client), Default::default())
-            .unwrap();
+    let untrusted_client = DockerRuntime::connect_tls(
+        &endpoint,
+        &tls_of(&good.ca, &other.client),
+        Default::default(),
+    )
+    .unwrap();
     untrusted_client
         .ping()
         .await
@@ -155,7 +171,10 @@ async fn a_tls_engine_is_used_with_the_right_ca_and_refused_otherwise() {
         "the node with a wrong CA is down and the good one ready",
         Duration::from_secs(20),
         || async {
-            let good = client.node_get("tls-good").await.map_err(|e| e.to_string())?;
+            let good = client
+                .node_get("tls-good")
+                .await
+                .map_err(|e| e.to_string())?;
             let bad = client
                 .node_get("tls-wrong-ca")
                 .await
@@ -175,7 +194,10 @@ async fn a_tls_engine_is_used_with_the_right_ca_and_refused_otherwise() {
         "ports": [{"name": "http", "container_port": 8080}],
     }))
     .unwrap();
-    client.service_put("tls", "echo", &spec, None).await.unwrap();
+    client
+        .service_put("tls", "echo", &spec, None)
+        .await
+        .unwrap();
     let running = env.wait_running("echo", 1, Duration::from_secs(30)).await;
     assert_eq!(running[0].labels["raftvisor.node"], "tls-good");
     // A TLS endpoint without docker_tls is bad input.
