@@ -211,6 +211,9 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             resync: Duration::from_millis(config.supervisor.resync_ms),
             stop_grace: Duration::from_millis(config.supervisor.stop_grace_ms),
             container_dns: config.dns.container_resolvers.clone(),
+            round_budget: crate::reconcile::round_budget(Duration::from_millis(
+                config.supervisor.stall_after_ms,
+            )),
         };
         tokio::spawn(crate::reconcile::run_while_leader(
             replica.clone(),

@@ -40,6 +40,20 @@ pub struct SupervisorSettings {
     pub stop_grace: Duration,
     /// DNS servers of managed containers.
     pub container_dns: Vec<String>,
+    /// Longest one engine may hold up a round (listing its containers,
+    /// fencing it): a slower engine counts as unreachable for that round,
+    /// so one sick engine cannot stall supervision and trip the
+    /// [`watchdog`]. Half of `stall_after` (see [`round_budget`]).
+    pub round_budget: Duration,
+}
+
+/// The [`SupervisorSettings::round_budget`] for a watchdog judging after
+/// `stall_after` (zero: off): half of it, between 500 ms and 10 s.
+pub fn round_budget(stall_after: Duration) -> Duration {
+    if stall_after.is_zero() {
+        return Duration::from_secs(10);
+    }
+    (stall_after / 2).clamp(Duration::from_millis(500), Duration::from_secs(10))
 }
 
 impl Default for SupervisorSettings {
@@ -50,6 +64,7 @@ impl Default for SupervisorSettings {
             resync: Duration::from_secs(1),
             stop_grace: Duration::from_secs(10),
             container_dns: Vec::new(),
+            round_budget: round_budget(Duration::from_secs(10)),
         }
     }
 }
@@ -112,5 +127,20 @@ pub async fn run_while_leader(
             _ = shutdown.cancelled() => return,
             changed = metrics.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_budget_leaves_room_under_stall_after() {
+        let ms = Duration::from_millis;
+        assert_eq!(round_budget(ms(10_000)), ms(5_000));
+        assert_eq!(round_budget(ms(2_000)), ms(1_000));
+        assert_eq!(round_budget(ms(600)), ms(500));
+        assert_eq!(round_budget(ms(120_000)), ms(10_000));
+        assert_eq!(round_budget(Duration::ZERO), ms(10_000));
     }
 }

@@ -67,8 +67,15 @@ pub async fn run(
             match result {
                 Ok(()) => {
                     last_ok.insert(node.name.clone(), Instant::now());
+                    // Bounded like every engine call of a round: an
+                    // unfinished fence is retried in the next one.
                     if node.state == NodeState::Down
-                        && fence(&engines, &cluster, &node, &instances).await
+                        && tokio::time::timeout(
+                            settings.round_budget,
+                            fence(&engines, &cluster, &node, &instances),
+                        )
+                        .await
+                        .unwrap_or(false)
                     {
                         write(
                             &replica,

@@ -176,15 +176,22 @@ impl Controller {
             .values()
             .filter(|n| matches!(n.state, NodeState::Ready | NodeState::Draining))
             .collect();
+        // Bounded: an engine slower than the round budget is unreachable
+        // for this round rather than a stall of the whole supervisor.
+        let budget = self.settings.round_budget;
         let listings = futures::future::join_all(usable.iter().map(|node| {
             let cluster = cluster.clone();
             async move {
                 let result = match self.engines.for_node(node) {
-                    Ok(engine) => engine
-                        .list(&labels::node_selector(&cluster, &node.name))
-                        .await
-                        .map(|list| (engine, list)),
-                    Err(e) => Err(e),
+                    Ok(engine) => tokio::time::timeout(
+                        budget,
+                        engine.list(&labels::node_selector(&cluster, &node.name)),
+                    )
+                    .await
+                    .map_err(|_| format!("no container list within {budget:?}"))
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .map(|list| (engine, list)),
+                    Err(e) => Err(e.to_string()),
                 };
                 (node.name.clone(), result)
             }

@@ -10,7 +10,11 @@
 //! its loops' latest rounds: supervision is only as fresh as its stalest
 //! loop. A loop that has not finished a round since this replica became
 //! leader counts from the moment of election, so a new leader gets one
-//! full `stall_after` of grace before it is judged.
+//! full `stall_after` of grace before it is judged. Every engine call a
+//! round waits for is bounded by the round budget (half of `stall_after`,
+//! see [`super::round_budget`]), so one slow engine makes its node
+//! unreachable for a round, not the leader stalled — otherwise every new
+//! leader would meet the same engine and give up in turn.
 //!
 //! **Giving up leadership.** A checker on its own OS thread (so a wedged
 //! async runtime cannot starve it) looks once a second; when this replica
