@@ -20,6 +20,7 @@ log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
 cargo clippy --locked --all-targets --target "$RAFTVISOR_TARGET" -- -D warnings
+cargo clippy --locked --all-targets --target "$RAFTVISOR_TARGET" --features failpoints -- -D warnings
 if docker info >/dev/null 2>&1; then
     scripts/build-images.sh
 elif [ -n "${CI:-}" ]; then
@@ -30,5 +31,5 @@ else
     echo "warning: the Docker Engine is not reachable ('docker info' fails):" >&2
     echo "warning: tests that need Docker will be SKIPPED (set CI=1 to make that an error)" >&2
 fi
-log "tests (release, static: the binary the images and benchmarks use)"
-cargo test --release --locked --target "$RAFTVISOR_TARGET" -- --test-threads="${TEST_THREADS:-3}"
+log "tests (release, static, with the fail points the failure tests drive)"
+cargo test --release --locked --target "$RAFTVISOR_TARGET" --features failpoints -- --test-threads="${TEST_THREADS:-3}"

@@ -33,6 +33,8 @@ pub enum AgentError {
     Auth(#[from] crate::auth::bootstrap::BootstrapError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("fail points: {0}")]
+    FailPoints(String),
     #[error("{what} server failed: {source}")]
     Serve {
         what: &'static str,
@@ -121,6 +123,8 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         crate::auth::bootstrap::read_file(path)?;
     }
     crate::tls::install_default_provider();
+    #[cfg(feature = "failpoints")]
+    crate::api::debug::configure_from_env().map_err(AgentError::FailPoints)?;
     // Certificates first: a bad file is one line, before anything listens.
     let tls = load_tls(&config)?;
     // Bind first: a port in use is reported before any state is touched.
@@ -207,6 +211,9 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             resync: Duration::from_millis(config.supervisor.resync_ms),
             stop_grace: Duration::from_millis(config.supervisor.stop_grace_ms),
             container_dns: config.dns.container_resolvers.clone(),
+            round_budget: crate::reconcile::round_budget(Duration::from_millis(
+                config.supervisor.stall_after_ms,
+            )),
         };
         tokio::spawn(crate::reconcile::run_while_leader(
             replica.clone(),
@@ -215,8 +222,24 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             supervisor_stop.clone(),
         ))
     });
+    // Gray failure: a leader whose supervision stalled gives up its
+    // leadership by exiting (see crate::reconcile::watchdog).
+    let watchdog = crate::reconcile::watchdog::spawn_checker(
+        replica.watchdog.clone(),
+        replica.raft.metrics(),
+        |stall| {
+            tracing::error!(
+                term = stall.term,
+                stalled_loop = stall.stalled.name(),
+                exit_code = crate::reconcile::watchdog::EXIT_STALLED,
+                "{stall}"
+            );
+            std::process::exit(crate::reconcile::watchdog::EXIT_STALLED);
+        },
+    );
     shutdown_signal().await;
     tracing::info!("shutting down");
+    watchdog.stop();
     if let Some(reminder) = insecure_reminder {
         reminder.abort();
     }

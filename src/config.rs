@@ -95,6 +95,11 @@ pub struct SupervisorTuning {
     pub resync_ms: u64,
     /// Grace between SIGTERM and SIGKILL when stopping a container.
     pub stop_grace_ms: u64,
+    /// A leader whose reconcile loops completed no round for this long
+    /// gives up its leadership (the agent exits with code 75 for its
+    /// restart policy to bring it back as a follower); 0 turns the
+    /// watchdog off. See [`crate::reconcile::watchdog`].
+    pub stall_after_ms: u64,
 }
 
 impl Default for SupervisorTuning {
@@ -105,6 +110,7 @@ impl Default for SupervisorTuning {
             probe_interval_ms: 250,
             resync_ms: 1_000,
             stop_grace_ms: 10_000,
+            stall_after_ms: 10_000,
         }
     }
 }
@@ -399,6 +405,9 @@ impl AgentConfig {
         if s.probe_interval_ms == 0 || s.resync_ms == 0 || s.node_grace_ms < s.probe_interval_ms {
             return invalid("supervisor.probe_interval_ms and resync_ms must be positive and node_grace_ms at least one probe interval".into());
         }
+        if s.stall_after_ms != 0 && s.stall_after_ms < 2 * s.resync_ms.max(s.probe_interval_ms) {
+            return invalid("supervisor.stall_after_ms must be 0 (off) or at least twice resync_ms and probe_interval_ms".into());
+        }
         if self.api.request_timeout_ms == 0 || self.api.max_body_bytes == 0 {
             return invalid(
                 "api.request_timeout_ms and api.max_body_bytes must be positive".into(),
@@ -493,6 +502,21 @@ insecure = true
             Some(PathBuf::from("/run/t"))
         );
         assert!(AgentConfig::parse(&format!("{GOOD}[auth]\ntoken = \"x\"\n")).is_err());
+    }
+
+    #[test]
+    fn stall_after_defaults_and_bounds() {
+        let config = AgentConfig::parse(GOOD).unwrap();
+        assert_eq!(config.supervisor.stall_after_ms, 10_000);
+        let mut config =
+            AgentConfig::parse(&format!("{GOOD}[supervisor]\nstall_after_ms = 2000\n")).unwrap();
+        config.validate().unwrap();
+        config.supervisor.stall_after_ms = 0;
+        config.validate().unwrap();
+        config.supervisor.stall_after_ms = 1_500;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("stall_after_ms"), "{err}");
+        assert!(AgentConfig::parse(&format!("{GOOD}[supervisor]\nstall_after = 1\n")).is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
 use crate::raft::PeerNode;
-use crate::replica::Replica;
+use crate::replica::{now_ms, Replica};
 use crate::state::Event;
 
 #[derive(Serialize)]
@@ -66,6 +66,19 @@ pub struct ClusterStatus {
     pub snapshot_index: u64,
     pub members: Vec<MemberStatus>,
     pub data_dir: String,
+    /// When the leader's supervision last made progress (every reconcile
+    /// loop completed a round since), RFC 3339 on this replica's clock;
+    /// `null` while unknown (no leader, supervisor off, nothing heard from
+    /// this leader yet). A new leader counts from its election.
+    #[serde(default)]
+    pub leader_last_progress: Option<String>,
+    /// How many milliseconds ago that was.
+    #[serde(default)]
+    pub leader_progress_ms_ago: Option<u64>,
+    /// This replica's `[supervisor] stall_after_ms`; `null` when its
+    /// watchdog is off.
+    #[serde(default)]
+    pub stall_after_ms: Option<u64>,
 }
 
 pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> {
@@ -87,7 +100,17 @@ pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> 
             },
         })
         .collect();
+    let progress = metrics.current_leader.and_then(|leader| {
+        replica
+            .watchdog
+            .leader_progress(leader, metrics.current_term, std::time::Instant::now())
+    });
+    let progress_ms_ago = progress.map(|p| p.ago.as_millis() as u64);
     Json(ClusterStatus {
+        leader_last_progress: progress_ms_ago
+            .map(|ago| crate::reconcile::time::format_rfc3339_ms(now_ms().saturating_sub(ago))),
+        leader_progress_ms_ago: progress_ms_ago,
+        stall_after_ms: replica.watchdog.stall_after().map(|d| d.as_millis() as u64),
         this_id: replica.id,
         cluster_id: replica.sm.read(|s| s.cluster_id.clone()),
         leader_id: metrics.current_leader,

@@ -6,6 +6,8 @@
 //! `GET /v1/health` is behind [`crate::auth::middleware`] (token and role).
 
 pub mod cluster;
+#[cfg(feature = "failpoints")]
+pub mod debug;
 pub mod error;
 pub mod extract;
 pub mod kv;
@@ -51,7 +53,15 @@ fn lifecycle_route(operation: Lifecycle) -> axum::routing::MethodRouter<Arc<Repl
 /// The `/v1` router for `replica`.
 pub fn router(replica: Arc<Replica>) -> Router {
     let max_body = replica.config.api.max_body_bytes;
-    Router::new()
+    let router = Router::new();
+    #[cfg(feature = "failpoints")]
+    let router = router
+        .route("/v1/debug/failpoints", get(debug::list))
+        .route(
+            "/v1/debug/failpoints/{name}",
+            axum::routing::put(debug::set).delete(debug::remove),
+        );
+    router
         .route("/v1/health", get(cluster::health))
         .route("/v1/cluster", get(cluster::status))
         .route("/v1/cluster/members", post(cluster::add_member))

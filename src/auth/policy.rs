@@ -1,6 +1,6 @@
 //! Which role a request needs, from its method and path alone (pure):
-//! `GET /v1/health` needs none; tokens and cluster membership need
-//! `admin`; other reads need `read`; other writes need `operator`.
+//! `GET /v1/health` needs none; tokens, cluster membership and the
+//! debug endpoints (fail points) need `admin`; other reads need `read`; other writes need `operator`.
 //! Paths are matched as sent, as the router matches them, so no encoded
 //! form of a path can route to a handler under a weaker rule.
 
@@ -14,7 +14,7 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     if path == "/v1/health" && read_only {
         return None;
     }
-    if under(path, "/v1/tokens") {
+    if under(path, "/v1/tokens") || under(path, "/v1/debug") {
         return Some(Role::Admin);
     }
     if under(path, "/v1/cluster") && !read_only {
@@ -48,6 +48,8 @@ mod tests {
             (Method::POST, "/v1/tokens", Some(Role::Admin)),
             (Method::DELETE, "/v1/tokens/abc", Some(Role::Admin)),
             (Method::GET, "/v1/events", Some(Role::Read)),
+            (Method::GET, "/v1/debug/failpoints", Some(Role::Admin)),
+            (Method::PUT, "/v1/debug/failpoints/x", Some(Role::Admin)),
             (Method::GET, "/metrics", Some(Role::Read)),
             (Method::GET, "/v1/kv/a/b", Some(Role::Read)),
             (Method::PUT, "/v1/kv/a/b", Some(Role::Operator)),

@@ -806,6 +806,18 @@ async fn run_cluster(
                     status.this_id,
                     status.data_dir
                 );
+                match (&status.leader_last_progress, status.leader_progress_ms_ago) {
+                    (Some(at), Some(ago)) => println!(
+                        "leader supervision: last progress {at} ({ago} ms ago{})",
+                        match status.stall_after_ms {
+                            Some(limit) if ago >= limit =>
+                                format!(", STALLED: over stall_after {limit} ms"),
+                            Some(limit) => format!(", stall_after {limit} ms"),
+                            None => String::new(),
+                        }
+                    ),
+                    _ => println!("leader supervision: no progress known"),
+                }
                 let mut table = Table::new(&["ID", "ROLE", "API", "PEER", "LAST_CONTACT_MS"]);
                 for m in &status.members {
                     let role = if Some(m.id) == status.leader_id {

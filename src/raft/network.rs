@@ -11,6 +11,8 @@
 //! off with [`PeerConnection::backoff`]'s growing delays instead of spinning.
 //! The time of the last successful exchange with every peer is recorded,
 //! because openraft 0.9's metrics do not expose per-follower ack times.
+//! A leader's append-entries requests (heartbeats included) carry its
+//! supervision progress in a header (see [`crate::reconcile::watchdog`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,6 +31,7 @@ use serde::Serialize;
 
 use super::{NodeId, PeerNode, TypeConfig};
 use crate::codec;
+use crate::reconcile::watchdog::{Watchdog, PROGRESS_HEADER};
 
 /// Paths of the peer endpoints, shared with the server side.
 pub mod paths {
@@ -62,6 +65,8 @@ pub struct PeerNetwork {
     scheme: &'static str,
     last_contact: Arc<Mutex<HashMap<NodeId, Instant>>>,
     refused_as_non_member: Arc<Mutex<HashMap<NodeId, Instant>>>,
+    /// Source of the progress header on append-entries requests.
+    watchdog: Option<Watchdog>,
 }
 
 impl PeerNetwork {
@@ -93,6 +98,7 @@ impl PeerNetwork {
             scheme,
             last_contact: Arc::new(Mutex::new(HashMap::new())),
             refused_as_non_member: Arc::new(Mutex::new(HashMap::new())),
+            watchdog: None,
         }
     }
 
@@ -107,6 +113,12 @@ impl PeerNetwork {
             .filter(|(_, at)| now.saturating_duration_since(**at) <= window)
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// This network, announcing `watchdog`'s progress to followers.
+    pub fn with_watchdog(mut self, watchdog: Watchdog) -> PeerNetwork {
+        self.watchdog = Some(watchdog);
+        self
     }
 
     /// How long ago each peer last answered a Raft call.
@@ -146,18 +158,31 @@ impl PeerNetwork {
         request: &Req,
         timeout: Duration,
     ) -> Result<Resp, PeerCallError> {
+        self.call_with_header(addr, path, request, timeout, None)
+            .await
+    }
+
+    async fn call_with_header<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        request: &Req,
+        timeout: Duration,
+        header: Option<(&'static str, String)>,
+    ) -> Result<Resp, PeerCallError> {
         let body = codec::encode(request).map_err(|e| PeerCallError::BadReply {
             addr: addr.to_string(),
             reason: format!("cannot encode request: {e}"),
         })?;
         let url = format!("{}://{addr}{path}", self.scheme);
-        let send = self
+        let mut post = self
             .http
             .post(url)
-            .header("content-type", "application/octet-stream")
-            .timeout(timeout)
-            .body(body)
-            .send();
+            .header("content-type", "application/octet-stream");
+        if let Some((name, value)) = header {
+            post = post.header(name, value);
+        }
+        let send = post.timeout(timeout).body(body).send();
         let response = send.await.map_err(|e| classify(addr, timeout, e))?;
         let status = response.status();
         let bytes = response
@@ -244,6 +269,7 @@ impl PeerConnection {
         path: &str,
         request: &Req,
         option: &RPCOption,
+        header: Option<(&'static str, String)>,
     ) -> Result<Resp, RPCError<NodeId, PeerNode, RaftError<NodeId, E>>>
     where
         Req: Serialize,
@@ -252,7 +278,7 @@ impl PeerConnection {
     {
         let reply: Result<Resp, RaftError<NodeId, E>> = self
             .network
-            .call(&self.addr, path, request, option.hard_ttl())
+            .call_with_header(&self.addr, path, request, option.hard_ttl(), header)
             .await
             .map_err(|e| match e {
                 PeerCallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
@@ -273,7 +299,11 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
-        self.raft_call(paths::APPEND, &rpc, &option).await
+        let progress = self.network.watchdog.as_ref().and_then(|w| {
+            w.header_for(rpc.vote.leader_id().term, Instant::now())
+                .map(|value| (PROGRESS_HEADER, value))
+        });
+        self.raft_call(paths::APPEND, &rpc, &option, progress).await
     }
 
     async fn install_snapshot(
@@ -284,7 +314,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, PeerNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.raft_call(paths::SNAPSHOT, &rpc, &option).await
+        self.raft_call(paths::SNAPSHOT, &rpc, &option, None).await
     }
 
     async fn vote(
@@ -292,7 +322,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
-        self.raft_call(paths::VOTE, &rpc, &option).await
+        self.raft_call(paths::VOTE, &rpc, &option, None).await
     }
 
     fn backoff(&self) -> Backoff {

@@ -1,5 +1,7 @@
 //! The peer server on `peer_addr`: receives openraft RPCs (append, vote,
 //! snapshot chunks) and leader operations forwarded by other replicas.
+//! Appends may carry the leader's supervision progress in a header, which
+//! is handed to the replica's watchdog.
 //! Bodies are [`crate::codec`]-encoded; it never serves client requests.
 
 use std::sync::Arc;
@@ -22,6 +24,7 @@ use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use super::network::{paths, NOT_A_MEMBER};
 use super::{NodeId, TypeConfig};
 use crate::codec;
+use crate::reconcile::watchdog::PROGRESS_HEADER;
 use crate::replica::messages::{LeaderError, LeaderReply, LeaderRequest};
 use crate::replica::Replica;
 
@@ -146,7 +149,14 @@ where
     encode_reply(&handle(request).await)
 }
 
-async fn append(State(replica): State<Arc<Replica>>, body: Bytes) -> Response {
+async fn append(
+    State(replica): State<Arc<Replica>>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Some(progress) = headers.get(PROGRESS_HEADER).and_then(|v| v.to_str().ok()) {
+        replica.watchdog.heard(progress, std::time::Instant::now());
+    }
     raft_exchange(
         &replica,
         &body,

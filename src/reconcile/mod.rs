@@ -4,7 +4,9 @@
 //! the moment it is not (a new term or a step-down); everything they decide
 //! is written through Raft first, so the next leader continues where they
 //! stopped. Decisions are pure ([`plan`], [`placement`], [`backoff`]); the
-//! controllers only observe and act.
+//! controllers only observe and act. Their completed rounds feed the
+//! [`watchdog`], which makes a leader whose supervision stalled give up
+//! its leadership.
 
 pub mod backoff;
 pub mod engines;
@@ -15,15 +17,17 @@ pub mod placement;
 pub mod plan;
 pub mod services;
 pub mod time;
+pub mod watchdog;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openraft::ServerState;
 use tokio_util::sync::CancellationToken;
 
 use crate::replica::Replica;
 use engines::Engines;
+use watchdog::Loop;
 
 /// Supervisor settings (from the agent config).
 #[derive(Debug, Clone)]
@@ -36,6 +40,20 @@ pub struct SupervisorSettings {
     pub stop_grace: Duration,
     /// DNS servers of managed containers.
     pub container_dns: Vec<String>,
+    /// Longest one engine may hold up a round (listing its containers,
+    /// fencing it): a slower engine counts as unreachable for that round,
+    /// so one sick engine cannot stall supervision and trip the
+    /// [`watchdog`]. Half of `stall_after` (see [`round_budget`]).
+    pub round_budget: Duration,
+}
+
+/// The [`SupervisorSettings::round_budget`] for a watchdog judging after
+/// `stall_after` (zero: off): half of it, between 500 ms and 10 s.
+pub fn round_budget(stall_after: Duration) -> Duration {
+    if stall_after.is_zero() {
+        return Duration::from_secs(10);
+    }
+    (stall_after / 2).clamp(Duration::from_millis(500), Duration::from_secs(10))
 }
 
 impl Default for SupervisorSettings {
@@ -46,6 +64,7 @@ impl Default for SupervisorSettings {
             resync: Duration::from_secs(1),
             stop_grace: Duration::from_secs(10),
             container_dns: Vec::new(),
+            round_budget: round_budget(Duration::from_secs(10)),
         }
     }
 }
@@ -66,16 +85,19 @@ pub async fn run_while_leader(
         if let Some(term) = leading_term {
             let token = shutdown.child_token();
             tracing::info!(term, "leading: starting the supervisor");
+            replica.watchdog.leading(term, Instant::now());
             let services = tokio::spawn(services::run(
                 replica.clone(),
                 engines.clone(),
                 settings.clone(),
+                replica.watchdog.reporter(Loop::Services, term),
                 token.clone(),
             ));
             let nodes = tokio::spawn(nodes::run(
                 replica.clone(),
                 engines.clone(),
                 settings.clone(),
+                replica.watchdog.reporter(Loop::Nodes, term),
                 token.clone(),
             ));
             // Stop at once when leadership or the term changes.
@@ -105,5 +127,20 @@ pub async fn run_while_leader(
             _ = shutdown.cancelled() => return,
             changed = metrics.changed() => if changed.is_err() { return },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_budget_leaves_room_under_stall_after() {
+        let ms = Duration::from_millis;
+        assert_eq!(round_budget(ms(10_000)), ms(5_000));
+        assert_eq!(round_budget(ms(2_000)), ms(1_000));
+        assert_eq!(round_budget(ms(600)), ms(500));
+        assert_eq!(round_budget(ms(120_000)), ms(10_000));
+        assert_eq!(round_budget(Duration::ZERO), ms(10_000));
     }
 }

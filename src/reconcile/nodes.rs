@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::engines::Engines;
 use super::labels;
+use super::watchdog::ProgressReporter;
 use super::SupervisorSettings;
 use crate::replica::Replica;
 use crate::state::{Command, Instance, Node, NodeState};
@@ -24,6 +25,7 @@ pub async fn run(
     replica: Arc<Replica>,
     engines: Engines,
     settings: SupervisorSettings,
+    progress: ProgressReporter,
     token: CancellationToken,
 ) {
     let leading_since = Instant::now();
@@ -38,7 +40,10 @@ pub async fn run(
         let (cluster, nodes, instances) = replica
             .sm
             .read(|s| (s.cluster_id.clone(), s.nodes.clone(), s.instances.clone()));
-        let Some(cluster) = cluster else { continue };
+        let Some(cluster) = cluster else {
+            progress.progress();
+            continue;
+        };
         let probes = futures::future::join_all(
             nodes
                 .values()
@@ -62,8 +67,15 @@ pub async fn run(
             match result {
                 Ok(()) => {
                     last_ok.insert(node.name.clone(), Instant::now());
+                    // Bounded like every engine call of a round: an
+                    // unfinished fence is retried in the next one.
                     if node.state == NodeState::Down
-                        && fence(&engines, &cluster, &node, &instances).await
+                        && tokio::time::timeout(
+                            settings.round_budget,
+                            fence(&engines, &cluster, &node, &instances),
+                        )
+                        .await
+                        .unwrap_or(false)
                     {
                         write(
                             &replica,
@@ -90,6 +102,7 @@ pub async fn run(
                 }
             }
         }
+        progress.progress();
     }
 }
 

@@ -21,6 +21,7 @@ use super::labels;
 use super::placement::NodeLoad;
 use super::plan::{plan, Action, PlanInput, RestartReason};
 use super::time::parse_rfc3339_ms;
+use super::watchdog::ProgressReporter;
 use super::SupervisorSettings;
 use crate::replica::{now_ms, Replica};
 use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerSpec, PortBinding, RuntimeError};
@@ -67,6 +68,7 @@ pub async fn run(
     replica: Arc<Replica>,
     engines: Engines,
     settings: SupervisorSettings,
+    progress: ProgressReporter,
     token: CancellationToken,
 ) {
     let controller = Arc::new(Controller {
@@ -98,6 +100,8 @@ pub async fn run(
                 tracing::warn!(error = %e, consecutive_errors, "reconcile round failed");
             }
         }
+        // A round that ended, even in an error left to backoff, is progress.
+        progress.progress();
         let pause = if consecutive_errors > 0 {
             backoff::error_delay(consecutive_errors)
         } else {
@@ -117,8 +121,37 @@ pub async fn run(
     }
 }
 
+/// Fail point `reconcile-stall`: with `return` (forever) or `return(MS)`
+/// the round hangs like an engine call that never answers — it ignores
+/// cancellation too. Compiles to nothing without the `failpoints` feature.
+async fn stall_failpoint() {
+    match stall_requested() {
+        Some(Some(pause)) => {
+            tracing::warn!(?pause, "fail point reconcile-stall: the round stalls");
+            tokio::time::sleep(pause).await;
+        }
+        Some(None) => {
+            tracing::warn!("fail point reconcile-stall: the round stalls for good");
+            std::future::pending::<()>().await;
+        }
+        None => {}
+    }
+}
+
+/// `Some(pause)` (`None`: forever) when the fail point is on.
+fn stall_requested() -> Option<Option<Duration>> {
+    fail::fail_point!("reconcile-stall", |arg: Option<String>| {
+        Some(
+            arg.and_then(|ms| ms.parse().ok())
+                .map(Duration::from_millis),
+        )
+    });
+    None
+}
+
 impl Controller {
     async fn round(self: &Arc<Self>, token: &CancellationToken) -> Result<(), String> {
+        stall_failpoint().await;
         // Services busy before the state is read: one that finishes while
         // this round observes would otherwise be planned again from the
         // older copy and placed twice.
@@ -143,15 +176,22 @@ impl Controller {
             .values()
             .filter(|n| matches!(n.state, NodeState::Ready | NodeState::Draining))
             .collect();
+        // Bounded: an engine slower than the round budget is unreachable
+        // for this round rather than a stall of the whole supervisor.
+        let budget = self.settings.round_budget;
         let listings = futures::future::join_all(usable.iter().map(|node| {
             let cluster = cluster.clone();
             async move {
                 let result = match self.engines.for_node(node) {
-                    Ok(engine) => engine
-                        .list(&labels::node_selector(&cluster, &node.name))
-                        .await
-                        .map(|list| (engine, list)),
-                    Err(e) => Err(e),
+                    Ok(engine) => tokio::time::timeout(
+                        budget,
+                        engine.list(&labels::node_selector(&cluster, &node.name)),
+                    )
+                    .await
+                    .map_err(|_| format!("no container list within {budget:?}"))
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .map(|list| (engine, list)),
+                    Err(e) => Err(e.to_string()),
                 };
                 (node.name.clone(), result)
             }

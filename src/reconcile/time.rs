@@ -1,6 +1,7 @@
 //! Reading the engine's RFC 3339 timestamps (e.g.
 //! `2026-11-23T03:40:12.123456789Z`) into milliseconds since the epoch,
-//! to know how long a container ran before it died.
+//! to know how long a container ran before it died, and writing such
+//! times for the API.
 
 /// Milliseconds since the Unix epoch, or `None` for an unparsable or zero
 /// time (the engine reports `0001-01-01T00:00:00Z` for "never").
@@ -42,6 +43,23 @@ fn split_zone(rest: &str) -> Option<(&str, i64)> {
     Some((clock, sign * offset))
 }
 
+/// `ms` since the epoch as RFC 3339 in UTC with milliseconds
+/// (`2026-11-23T03:40:12.123Z`).
+pub fn format_rfc3339_ms(ms: u64) -> String {
+    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.millisecond()
+    )
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date.
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -71,5 +89,16 @@ mod tests {
         assert_eq!(parse_rfc3339_ms("0001-01-01T00:00:00Z"), None);
         assert_eq!(parse_rfc3339_ms(""), None);
         assert_eq!(parse_rfc3339_ms("garbage"), None);
+    }
+
+    #[test]
+    fn formats_and_parses_back() {
+        assert_eq!(format_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            format_rfc3339_ms(1_795_405_212_123),
+            "2026-11-23T03:40:12.123Z"
+        );
+        let ms = 951_782_400_007;
+        assert_eq!(parse_rfc3339_ms(&format_rfc3339_ms(ms)), Some(ms));
     }
 }

@@ -21,6 +21,7 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::{paths, PeerCallError, PeerNetwork};
 use crate::raft::sm_store::StateMachineStore;
 use crate::raft::{NodeId, PeerNode, Raft, RaftMetrics, TypeConfig};
+use crate::reconcile::watchdog::Watchdog;
 use crate::state::{Applied, Command, Request, RequestId};
 use messages::{LeaderError, LeaderReply, LeaderRequest};
 use writer::Writer;
@@ -63,6 +64,9 @@ pub struct Replica {
     /// Set when the other members refuse this replica as a non-member:
     /// it was removed from the cluster and takes no part in Raft any more.
     removed: std::sync::OnceLock<String>,
+    /// Supervision progress: this replica's while it leads, the leader's
+    /// as heard while it follows.
+    pub watchdog: Watchdog,
     writer: Writer,
     request_timeout: Duration,
 }
@@ -100,6 +104,14 @@ impl Replica {
         let log_store = tokio::task::block_in_place(|| LogStore::<TypeConfig>::open(&log_dir))
             .map_err(|e| StartError::Log(e.to_string()))?;
         let sm = StateMachineStore::open(&config.data_dir.join("snapshots"))?;
+        let watchdog = Watchdog::new(
+            config.id,
+            config
+                .supervisor
+                .enabled
+                .then(|| Duration::from_millis(config.supervisor.stall_after_ms)),
+        );
+        let peers = peers.with_watchdog(watchdog.clone());
         let raft = Raft::new(config.id, raft_config, peers.clone(), log_store, sm.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -113,6 +125,7 @@ impl Replica {
             peers,
             secrets,
             removed: std::sync::OnceLock::new(),
+            watchdog,
             writer,
         });
         replica.initialize_if_first().await?;

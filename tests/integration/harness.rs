@@ -273,6 +273,33 @@ impl Cluster {
         self.spawn(index);
     }
 
+    /// Waits until replica `id` exits by itself (as an agent giving up
+    /// leadership does), for at most `within`; returns its exit status and
+    /// leaves it stopped, ready for [`Cluster::restart`] — the harness's
+    /// stand-in for a restart policy.
+    pub async fn wait_for_exit(
+        &mut self,
+        id: u64,
+        within: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let index = self.index_of(id);
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.replicas[index]
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if status.is_some() {
+                self.replicas[index].child = None;
+                return status;
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Runs replica `id` in the foreground until it exits or `within`
     /// passes; returns (exited, output). Used to see a refusal to start.
     pub fn run_to_exit(

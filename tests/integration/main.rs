@@ -17,3 +17,4 @@ mod runtime;
 mod secrets;
 mod supervisor;
 mod tls;
+mod watchdog;
