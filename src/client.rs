@@ -209,6 +209,27 @@ impl Client {
         self.call(Method::GET, path, &[], None, None).await
     }
 
+    /// The managers' cluster file the cluster keeps (404 when none).
+    pub async fn cluster_plan(&self) -> Result<crate::bootstrap::plan::ClusterFile, ClientError> {
+        self.call(Method::GET, "/v1/cluster/plan", &[], None, None)
+            .await
+    }
+
+    pub async fn put_cluster_plan(
+        &self,
+        plan: &crate::bootstrap::plan::ClusterFile,
+    ) -> Result<serde_json::Value, ClientError> {
+        let body = serde_json::to_value(plan).map_err(|e| ClientError::Config(e.to_string()))?;
+        self.call(
+            Method::PUT,
+            "/v1/cluster/plan",
+            &[],
+            Some(Body::Json(body)),
+            None,
+        )
+        .await
+    }
+
     pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
         self.call(Method::GET, "/v1/health", &[], None, None).await
     }

@@ -100,6 +100,10 @@ pub struct SupervisorTuning {
     /// restart policy to bring it back as a follower); 0 turns the
     /// watchdog off. See [`crate::reconcile::watchdog`].
     pub stall_after_ms: u64,
+    /// A voter the leader has not heard from for this long, whose machine
+    /// or container is gone or stopped, is replaced by a new manager (when
+    /// the cluster has a manager plan from `raftvisor bootstrap`).
+    pub replace_after_ms: u64,
 }
 
 impl Default for SupervisorTuning {
@@ -111,6 +115,7 @@ impl Default for SupervisorTuning {
             resync_ms: 1_000,
             stop_grace_ms: 10_000,
             stall_after_ms: 10_000,
+            replace_after_ms: 30_000,
         }
     }
 }

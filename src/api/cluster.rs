@@ -215,3 +215,33 @@ pub async fn metrics(State(replica): State<Arc<Replica>>) -> Response {
             .into_response(),
     }
 }
+
+/// `GET /v1/cluster/plan`: the managers' cluster file, as bootstrap
+/// recorded it and manager replacement keeps it.
+pub async fn plan(
+    State(replica): State<Arc<Replica>>,
+    params: Params,
+) -> ApiResult<Json<crate::bootstrap::plan::ClusterFile>> {
+    params.read_barrier(&replica).await?;
+    let Some(json) = replica.sm.read(|s| s.manager_plan.clone()) else {
+        return Err(ApiError::not_found(
+            "this cluster has no manager plan (raftvisor bootstrap records one)",
+        ));
+    };
+    serde_json::from_str(&json)
+        .map(Json)
+        .map_err(|e| ApiError::bad_request(format!("the stored plan does not parse: {e}")))
+}
+
+/// `PUT /v1/cluster/plan` (admin): records the managers' cluster file.
+pub async fn put_plan(
+    State(replica): State<Arc<Replica>>,
+    JsonBody(plan): JsonBody<crate::bootstrap::plan::ClusterFile>,
+) -> ApiResult<Json<serde_json::Value>> {
+    plan.validate().map_err(ApiError::bad_request)?;
+    let json = serde_json::to_string(&plan).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let applied = replica
+        .write(crate::state::Command::PutManagerPlan { plan: json })
+        .await?;
+    Ok(Json(serde_json::json!({"index": applied.index})))
+}

@@ -66,6 +66,10 @@ pub fn router(replica: Arc<Replica>) -> Router {
         .route("/v1/cluster", get(cluster::status))
         .route("/v1/cluster/members", post(cluster::add_member))
         .route(
+            "/v1/cluster/plan",
+            get(cluster::plan).put(cluster::put_plan),
+        )
+        .route(
             "/v1/cluster/members/{id}",
             axum::routing::delete(cluster::remove_member),
         )

@@ -107,7 +107,12 @@ fn describe(outcome: &Outcome) -> String {
 
 /// Runs the bootstrap of `path`, printing progress and a summary.
 pub async fn run(path: &Path, format: Format) -> anyhow::Result<()> {
-    let file = ClusterFile::load(path).map_err(anyhow::Error::msg)?;
+    let mut file = ClusterFile::load(path).map_err(anyhow::Error::msg)?;
+    if let Ok(text) = std::fs::read_to_string(file.plan_file()) {
+        let recorded: ClusterFile = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", file.plan_file().display()))?;
+        file.merge_recorded(&recorded);
+    }
     crate::tls::install_default_provider();
     let mut report = Report {
         bars: MultiProgress::new(),
@@ -165,7 +170,8 @@ async fn steps(file: &ClusterFile, report: &mut Report) -> anyhow::Result<()> {
     let engines = machines(file, report).await?;
     managers(file, &engines, report).await?;
     let client = cluster(file, report).await?;
-    nodes(file, &client, report).await
+    nodes(file, &client, report).await?;
+    record_plan(file, &client, report).await
 }
 
 /// The CA, one certificate per manager, the admin token and the secrets key.
@@ -183,20 +189,7 @@ fn secrets(file: &ClusterFile, report: &mut Report) -> anyhow::Result<()> {
     };
     report.record(&bar, STEP, "cluster CA", outcome)?;
     for manager in &file.managers {
-        let name = format!("replica-{}", manager.id);
-        let outcome = if certs_dir.join(format!("{name}.pem")).exists() {
-            Outcome::Unchanged
-        } else {
-            match certs::issue(
-                &certs_dir,
-                Role::Manager,
-                &name,
-                &file.manager_sans(manager),
-            ) {
-                Ok(_) => Outcome::Created,
-                Err(e) => Outcome::Failed(e.to_string()),
-            }
-        };
+        let outcome = ensure_certificate(file, manager).unwrap_or_else(Outcome::Failed);
         report.record(
             &bar,
             STEP,
@@ -233,6 +226,26 @@ fn secrets(file: &ClusterFile, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The manager certificate of `manager`, issued by the cluster CA if missing.
+pub(crate) fn ensure_certificate(
+    file: &ClusterFile,
+    manager: &plan::ManagerPlacement,
+) -> Result<Outcome, String> {
+    let certs_dir = file.certs_dir();
+    let name = format!("replica-{}", manager.id);
+    if certs_dir.join(format!("{name}.pem")).exists() {
+        return Ok(Outcome::Unchanged);
+    }
+    certs::issue(
+        &certs_dir,
+        Role::Manager,
+        &name,
+        &file.manager_sans(manager),
+    )
+    .map(|_| Outcome::Created)
+    .map_err(|e| e.to_string())
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     if let Some(parent) = path.parent() {
@@ -247,7 +260,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     out.sync_all()
 }
 
-fn engine_of(machine: &Machine) -> Result<DockerRuntime, String> {
+pub(crate) fn engine_of(machine: &Machine) -> Result<DockerRuntime, String> {
     match &machine.docker_tls {
         Some(tls) => DockerRuntime::connect_tls(&machine.docker_endpoint, tls, Default::default()),
         None => DockerRuntime::connect(&machine.docker_endpoint),
@@ -294,7 +307,7 @@ async fn managers(
             .find(|(name, _)| *name == manager.machine)
             .expect("every machine was checked")
             .1;
-        let outcome = match ensure_manager(file, manager, engine).await {
+        let outcome = match ensure_manager(file, manager, engine, false).await {
             Ok(outcome) => outcome,
             Err(e) => Outcome::Failed(e),
         };
@@ -304,16 +317,19 @@ async fn managers(
     Ok(())
 }
 
-async fn ensure_manager(
+/// `manager`'s config is current and its container runs; a `joining`
+/// manager waits to be added to the cluster.
+pub(crate) async fn ensure_manager(
     file: &ClusterFile,
     manager: &plan::ManagerPlacement,
     engine: &DockerRuntime,
+    joining: bool,
 ) -> Result<Outcome, String> {
     let dir = file.manager_dir(manager.id);
     std::fs::create_dir_all(dir.join("data"))
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let config_path = dir.join("config.toml");
-    let config = file.agent_config(manager);
+    let config = file.agent_config(manager, joining);
     let config_changed =
         std::fs::read_to_string(&config_path).ok().as_deref() != Some(config.as_str());
     if config_changed {
@@ -396,6 +412,36 @@ async fn cluster(file: &ClusterFile, report: &mut Report) -> anyhow::Result<Clie
     report.record(&bar, STEP, &format!("{} managers", wanted.len()), outcome)?;
     bar.finish();
     Ok(client)
+}
+
+/// The cluster keeps the plan, so its leader can replace managers.
+async fn record_plan(
+    file: &ClusterFile,
+    client: &Client,
+    report: &mut Report,
+) -> anyhow::Result<()> {
+    const STEP: &str = "plan";
+    let bar = report.step(STEP, 1);
+    let outcome = match client.cluster_plan().await {
+        Ok(recorded) if recorded == *file => Outcome::Unchanged,
+        Ok(_) => match client.put_cluster_plan(file).await {
+            Ok(_) => Outcome::Updated,
+            Err(e) => Outcome::Failed(e.to_string()),
+        },
+        Err(e) if e.status() == Some(404) => match client.put_cluster_plan(file).await {
+            Ok(_) => Outcome::Created,
+            Err(e) => Outcome::Failed(e.to_string()),
+        },
+        Err(e) => Outcome::Failed(e.to_string()),
+    };
+    let outcome = match (outcome, file.save_plan_file()) {
+        (Outcome::Failed(e), _) => Outcome::Failed(e),
+        (_, Err(e)) => Outcome::Failed(format!("cannot write {}: {e}", file.plan_file().display())),
+        (outcome, Ok(())) => outcome,
+    };
+    report.record(&bar, STEP, "manager plan", outcome)?;
+    bar.finish();
+    Ok(())
 }
 
 /// Each node registered as the file says.

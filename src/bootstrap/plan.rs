@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::runtime::ContainerSpec;
 use crate::state::{DockerTls, NodeSpec};
@@ -21,7 +21,7 @@ const IN_CONTAINER: &str = "/etc/raftvisor";
 const DATA_IN_CONTAINER: &str = "/var/lib/raftvisor";
 
 /// A cluster file (see `cluster-config/docker-3.toml`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterFile {
     /// Names the cluster's containers and its directory of secrets.
@@ -35,6 +35,24 @@ pub struct ClusterFile {
     pub managers: Vec<ManagerPlacement>,
     #[serde(default)]
     pub nodes: Vec<NodePlacement>,
+    /// A voter unreachable this long whose container is gone or stopped is
+    /// replaced by a new manager (default 30 s).
+    #[serde(default)]
+    pub replace_after_ms: Option<u64>,
+    /// Managers replaced by the cluster; their ids are never used again.
+    #[serde(default)]
+    pub retired: Vec<u64>,
+    /// A replacement in progress (a new leader finishes it).
+    #[serde(default)]
+    pub replacing: Option<Replacement>,
+}
+
+/// Manager `dead` is being replaced by manager `new`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replacement {
+    pub dead: u64,
+    pub new: u64,
 }
 
 fn default_image() -> String {
@@ -42,7 +60,7 @@ fn default_image() -> String {
 }
 
 /// A machine with a Docker Engine.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Machine {
     pub name: String,
@@ -61,7 +79,7 @@ fn default_provider() -> String {
 
 /// One manager: its Raft id (never reused), machine and ports. Managers use
 /// the machine's network (`--network host`), so ports must be free there.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManagerPlacement {
     pub id: u64,
@@ -72,7 +90,7 @@ pub struct ManagerPlacement {
 }
 
 /// A workload node to register, on one of the machines.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodePlacement {
     pub name: String,
@@ -179,6 +197,29 @@ impl ClusterFile {
         self.state_dir.join("certs")
     }
 
+    /// The cluster's record of its managers, kept beside the secrets by
+    /// bootstrap and by manager replacement.
+    pub fn plan_file(&self) -> PathBuf {
+        self.state_dir.join("plan.json")
+    }
+
+    /// Takes the managers (and replacement history) from the recorded
+    /// plan, if any: after a replacement the cluster's record, not the
+    /// file, says which managers exist.
+    pub fn merge_recorded(&mut self, recorded: &ClusterFile) {
+        self.managers = recorded.managers.clone();
+        self.retired = recorded.retired.clone();
+        self.replacing = recorded.replacing;
+    }
+
+    /// Writes the plan file (best effort for callers that can go on).
+    pub fn save_plan_file(&self) -> std::io::Result<()> {
+        let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
+        let temp = self.plan_file().with_extension("json.tmp");
+        std::fs::write(&temp, json)?;
+        std::fs::rename(temp, self.plan_file())
+    }
+
     pub fn token_file(&self) -> PathBuf {
         self.state_dir.join("bootstrap.token")
     }
@@ -222,7 +263,8 @@ impl ClusterFile {
     }
 
     /// The agent config of `manager`, with paths as the container sees them.
-    pub fn agent_config(&self, manager: &ManagerPlacement) -> String {
+    /// A `joining` manager lists no members: it waits to be added.
+    pub fn agent_config(&self, manager: &ManagerPlacement, joining: bool) -> String {
         let address = &self.machine(&manager.machine).address;
         let mut text = format!(
             "# Written by `raftvisor bootstrap` for cluster {cluster}; changes are overwritten.\n\
@@ -237,7 +279,7 @@ impl ClusterFile {
             peer = manager.peer_port,
             dns = manager.dns_port,
         );
-        for member in &self.managers {
+        for member in self.managers.iter().filter(|_| !joining) {
             text.push_str(&format!(
                 "\n[[members]]\nid = {}\napi_addr = \"{}\"\npeer_addr = \"{}\"\n",
                 member.id,
@@ -250,6 +292,9 @@ impl ClusterFile {
              \n[auth]\nbootstrap_token_file = \"{IN_CONTAINER}/bootstrap.token\"\n\
              \n[secrets]\nkey_file = \"{IN_CONTAINER}/secrets.key\"\n"
         ));
+        if let Some(ms) = self.replace_after_ms {
+            text.push_str(&format!("\n[supervisor]\nreplace_after_ms = {ms}\n"));
+        }
         text
     }
 
@@ -271,6 +316,12 @@ impl ClusterFile {
         };
         let mut volumes = vec![
             (dir.display().to_string(), DATA_IN_CONTAINER.to_string()),
+            // At its own path: a leader writes a replacement manager's
+            // files there (this includes the CA key it signs with).
+            (
+                self.state_dir.display().to_string(),
+                self.state_dir.display().to_string(),
+            ),
             file(dir.join("config.toml"), "config.toml"),
             file(certs.join("ca.pem"), "ca.pem"),
             file(certs.join(format!("{name}.pem")), "manager.pem"),
@@ -362,7 +413,7 @@ mod tests {
     fn a_manager_gets_a_config_listing_every_member_and_its_files() {
         let file = file();
         file.validate().unwrap();
-        let config = file.agent_config(&file.managers[1]);
+        let config = file.agent_config(&file.managers[1], false);
         let parsed = crate::config::AgentConfig::parse(&config).unwrap();
         assert_eq!(parsed.id, 2);
         assert_eq!(parsed.api_addr, "127.0.0.1:7302");
@@ -376,13 +427,9 @@ mod tests {
         assert!(container.volumes.iter().any(
             |(s, t)| s == "/srv/rv/certs/replica-2.pem" && t == "/etc/raftvisor/manager.pem:ro"
         ));
-        assert!(
-            container
-                .volumes
-                .iter()
-                .all(|(s, _)| !s.ends_with("ca-key.pem")),
-            "the CA key never enters a container"
-        );
+        let joiner =
+            crate::config::AgentConfig::parse(&file.agent_config(&file.managers[1], true)).unwrap();
+        assert!(joiner.members.is_empty());
         assert_eq!(file.node_spec(&file.nodes[0]).zone.as_deref(), Some("a"));
     }
 

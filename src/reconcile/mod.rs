@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod engines;
 pub mod health;
 pub mod labels;
+pub mod managers;
 pub mod nodes;
 pub mod placement;
 pub mod plan;
@@ -100,6 +101,7 @@ pub async fn run_while_leader(
                 replica.watchdog.reporter(Loop::Nodes, term),
                 token.clone(),
             ));
+            let managers = tokio::spawn(managers::run(replica.clone(), token.clone()));
             // Stop at once when leadership or the term changes.
             loop {
                 tokio::select! {
@@ -118,6 +120,7 @@ pub async fn run_while_leader(
             token.cancel();
             let _ = services.await;
             let _ = nodes.await;
+            let _ = managers.await;
             tracing::info!(term, "no longer leading: supervisor stopped");
         }
         if shutdown.is_cancelled() {

@@ -143,6 +143,11 @@ pub enum Command {
         id: String,
         hash: [u8; 32],
     },
+    /// Where managers run and how to start more: the cluster file of
+    /// `raftvisor bootstrap` (JSON), kept current by manager replacement.
+    PutManagerPlan {
+        plan: String,
+    },
 }
 
 /// A command as it travels through Raft.

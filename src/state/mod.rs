@@ -72,6 +72,8 @@ pub struct State {
     /// Whether the bootstrap admin token was ever applied (it may since
     /// have been revoked); makes the bootstrap once per cluster.
     pub tokens_bootstrapped: bool,
+    /// The managers' cluster file (JSON), when bootstrap recorded one.
+    pub manager_plan: Option<String>,
     dedup: Dedup,
 }
 
@@ -91,6 +93,8 @@ pub struct StateImage {
     pub dedup: Vec<(RequestId, Applied)>,
     pub tokens: Vec<TokenRecord>,
     pub tokens_bootstrapped: bool,
+    /// The managers' cluster file (JSON), when bootstrap recorded one.
+    pub manager_plan: Option<String>,
 }
 
 impl State {
@@ -119,6 +123,7 @@ impl State {
                 .collect(),
             tokens: self.tokens.values().cloned().collect(),
             tokens_bootstrapped: self.tokens_bootstrapped,
+            manager_plan: self.manager_plan.clone(),
         }
     }
 
@@ -157,6 +162,7 @@ impl State {
                 .map(|t| (t.id.clone(), t))
                 .collect(),
             tokens_bootstrapped: image.tokens_bootstrapped,
+            manager_plan: image.manager_plan,
             dedup,
         }
     }
@@ -375,6 +381,10 @@ impl State {
             } => self.put_token(index, time_ms, id, name, *role, hash),
             Command::RevokeToken { id } => self.revoke_token(index, time_ms, id),
             Command::BootstrapToken { id, hash } => self.bootstrap_token(index, time_ms, id, hash),
+            Command::PutManagerPlan { plan } => {
+                self.manager_plan = Some(plan.clone());
+                Outcome::Done
+            }
         }
     }
 

@@ -5,6 +5,7 @@
 
 mod api_contract;
 mod auth;
+mod bootstrap;
 mod consul_client;
 mod corruption;
 mod dns;

@@ -1,0 +1,303 @@
+//! Manager replacement, run by the leader when the cluster has a manager
+//! plan (the cluster file `raftvisor bootstrap` recorded). A voter the
+//! leader has not heard from for `replace_after` whose container the
+//! machine's engine reports gone or stopped is replaced: a new manager with
+//! a never-used id is started (on another machine when there is one),
+//! added as a learner until it has caught up, promoted, and only then is
+//! the dead voter removed — one membership change at a time, never below
+//! quorum. Each step is recorded in the plan first, so a new leader
+//! finishes a replacement its predecessor started. A voter that is only cut
+//! off (its container still runs) is reported, not replaced.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::bootstrap::plan::{ClusterFile, ManagerPlacement, Replacement};
+use crate::bootstrap::{engine_of, ensure_certificate, ensure_manager};
+use crate::raft::PeerNode;
+use crate::replica::Replica;
+use crate::runtime::{ContainerRuntime, ContainerState, RuntimeError};
+use crate::state::Command;
+
+use super::backoff;
+
+/// Runs until `stop`: one check a second, backing off after errors.
+pub async fn run(replica: Arc<Replica>, stop: CancellationToken) {
+    let replace_after = Duration::from_millis(replica.config.supervisor.replace_after_ms);
+    let leading_since = Instant::now();
+    let mut reported = BTreeSet::new();
+    let mut errors = 0u32;
+    loop {
+        let pause = if errors == 0 {
+            Duration::from_secs(1)
+        } else {
+            backoff::error_delay(errors)
+        };
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+        let span = tracing::info_span!("managers");
+        let _guard = span.enter();
+        match round(&replica, replace_after, leading_since, &mut reported).await {
+            Ok(()) => errors = 0,
+            Err(e) => {
+                errors += 1;
+                tracing::warn!(error = %e, errors, "manager replacement round failed");
+            }
+        }
+    }
+}
+
+fn plan_of(replica: &Replica) -> Option<ClusterFile> {
+    let json = replica.sm.read(|s| s.manager_plan.clone())?;
+    match serde_json::from_str(&json) {
+        Ok(plan) => Some(plan),
+        Err(e) => {
+            tracing::warn!(error = %e, "the stored manager plan does not parse");
+            None
+        }
+    }
+}
+
+async fn save(replica: &Replica, plan: &ClusterFile) -> Result<(), String> {
+    let json = serde_json::to_string(plan).map_err(|e| e.to_string())?;
+    replica
+        .write_as_leader(Command::PutManagerPlan { plan: json })
+        .await
+        .map_err(|e| e.to_string())?;
+    // The state directory is mounted in manager containers: the next
+    // `raftvisor bootstrap` reads who the managers are now.
+    if let Err(e) = plan.save_plan_file() {
+        tracing::warn!(error = %e, "cannot update the plan file in the state directory");
+    }
+    Ok(())
+}
+
+async fn event(replica: &Replica, subject: String, message: String) {
+    let _ = replica
+        .write_as_leader(Command::RecordEvent {
+            kind: "manager".into(),
+            subject,
+            message,
+        })
+        .await;
+}
+
+async fn round(
+    replica: &Replica,
+    replace_after: Duration,
+    leading_since: Instant,
+    reported: &mut BTreeSet<u64>,
+) -> Result<(), String> {
+    let Some(mut plan) = plan_of(replica) else {
+        return Ok(());
+    };
+    if let Some(replacement) = plan.replacing {
+        return replace(replica, &mut plan, replacement).await;
+    }
+    // A new leader gives every voter one full period before judging it.
+    if leading_since.elapsed() < replace_after {
+        return Ok(());
+    }
+    let contacts = replica.peers.last_contact();
+    for voter in replica.voters() {
+        if voter == replica.id {
+            continue;
+        }
+        let silent = contacts.get(&voter).is_none_or(|ago| *ago >= replace_after);
+        if !silent {
+            reported.remove(&voter);
+            continue;
+        }
+        let Some(placement) = plan.managers.iter().find(|m| m.id == voter).cloned() else {
+            if reported.insert(voter) {
+                event(
+                    replica,
+                    format!("manager {voter}"),
+                    "unreachable, but the manager plan does not place it: not replaced".into(),
+                )
+                .await;
+            }
+            continue;
+        };
+        let engine = engine_of(plan.machine(&placement.machine))?;
+        let gone = match engine.inspect(&plan.container_name(voter)).await {
+            Ok(None) => true,
+            Ok(Some(container)) => container.state != ContainerState::Running,
+            // The machine itself does not answer: it is gone too.
+            Err(e) if e.is_unreachable() => true,
+            Err(e) => return Err(e.to_string()),
+        };
+        if !gone {
+            if reported.insert(voter) {
+                tracing::warn!(
+                    voter,
+                    "manager unreachable but its container runs: cut off, not replaced"
+                );
+                event(
+                    replica,
+                    format!("manager {voter}"),
+                    format!(
+                        "unreachable for over {} s but its container runs: cut off, not replaced",
+                        replace_after.as_secs()
+                    ),
+                )
+                .await;
+            }
+            continue;
+        }
+        let new = next_id(replica, &plan);
+        let replacement = Replacement { dead: voter, new };
+        let machine = other_machine(&plan, &placement.machine);
+        let mut new_placement = ManagerPlacement {
+            id: new,
+            machine,
+            ..placement.clone()
+        };
+        free_ports(&plan, &mut new_placement, voter);
+        plan.managers.push(new_placement);
+        plan.replacing = Some(replacement);
+        save(replica, &plan).await?;
+        event(
+            replica,
+            format!("manager {voter}"),
+            format!(
+                "unreachable and its container is gone or stopped: replacing it with manager {new}"
+            ),
+        )
+        .await;
+        return replace(replica, &mut plan, replacement).await;
+    }
+    Ok(())
+}
+
+/// Never reuses a Raft id: one above every id the plan, the membership or
+/// the retired list has seen.
+fn next_id(replica: &Replica, plan: &ClusterFile) -> u64 {
+    let metrics = replica.metrics();
+    let members = metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .collect::<Vec<_>>();
+    plan.managers
+        .iter()
+        .map(|m| m.id)
+        .chain(plan.retired.iter().copied())
+        .chain(members)
+        .max()
+        .unwrap_or(0)
+        + 1
+}
+
+/// A machine other than `dead_machine` when the plan has one.
+fn other_machine(plan: &ClusterFile, dead_machine: &str) -> String {
+    plan.machines
+        .iter()
+        .find(|m| m.name != dead_machine)
+        .unwrap_or_else(|| plan.machine(dead_machine))
+        .name
+        .clone()
+}
+
+/// Keeps the dead manager's ports unless another manager on the new
+/// machine holds them; then takes the next ports above every one in use.
+fn free_ports(plan: &ClusterFile, placement: &mut ManagerPlacement, dead: u64) {
+    let used: BTreeSet<u16> = plan
+        .managers
+        .iter()
+        .filter(|m| m.machine == placement.machine && m.id != dead)
+        .flat_map(|m| [m.api_port, m.peer_port, m.dns_port])
+        .collect();
+    let wanted = [placement.api_port, placement.peer_port, placement.dns_port];
+    if wanted.iter().all(|p| !used.contains(p)) {
+        return;
+    }
+    let top = used
+        .iter()
+        .chain(wanted.iter())
+        .max()
+        .copied()
+        .unwrap_or(7000);
+    placement.api_port = top + 1;
+    placement.peer_port = top + 2;
+    placement.dns_port = top + 3;
+}
+
+/// Starts the new manager, adds it, then removes the dead one; every step
+/// can be repeated, so a new leader resumes wherever this one stopped.
+async fn replace(
+    replica: &Replica,
+    plan: &mut ClusterFile,
+    replacement: Replacement,
+) -> Result<(), String> {
+    let Replacement { dead, new } = replacement;
+    let placement = plan
+        .managers
+        .iter()
+        .find(|m| m.id == new)
+        .cloned()
+        .ok_or_else(|| format!("the plan replaces {dead} by {new} but does not place {new}"))?;
+    let voters = replica.voters();
+    if !voters.contains(&new) {
+        ensure_certificate(plan, &placement)?;
+        let engine = engine_of(plan.machine(&placement.machine))?;
+        // The dead manager's container, if stopped, would hold its name and
+        // could be started by mistake; its data stays on the machine.
+        if let Some(dead_placement) = plan.managers.iter().find(|m| m.id == dead) {
+            if let Ok(dead_engine) = engine_of(plan.machine(&dead_placement.machine)) {
+                match dead_engine.remove(&plan.container_name(dead)).await {
+                    Ok(()) | Err(RuntimeError::NotFound(_)) => {}
+                    Err(e) => {
+                        tracing::debug!(error = %e, dead, "cannot remove the dead manager's container")
+                    }
+                }
+            }
+        }
+        ensure_manager(plan, &placement, &engine, true).await?;
+        let node = PeerNode {
+            peer_addr: format!(
+                "{}:{}",
+                plan.machine(&placement.machine).address,
+                placement.peer_port
+            ),
+            api_addr: plan.api_addr(&placement),
+        };
+        // Blocks until the learner has caught up, then promotes it.
+        replica
+            .add_member(new, node)
+            .await
+            .map_err(|e| format!("adding manager {new}: {e}"))?;
+        event(
+            replica,
+            format!("manager {new}"),
+            format!("joined as a voter, replacing manager {dead}"),
+        )
+        .await;
+    }
+    if replica.voters().contains(&dead) {
+        replica
+            .remove_member(dead)
+            .await
+            .map_err(|e| format!("removing manager {dead}: {e}"))?;
+    }
+    plan.managers.retain(|m| m.id != dead);
+    if !plan.retired.contains(&dead) {
+        plan.retired.push(dead);
+    }
+    plan.replacing = None;
+    save(replica, plan).await?;
+    event(
+        replica,
+        format!("manager {dead}"),
+        format!("replaced by manager {new} and removed"),
+    )
+    .await;
+    tracing::info!(dead, new, "manager replaced");
+    Ok(())
+}

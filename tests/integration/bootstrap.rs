@@ -1,0 +1,257 @@
+//! `raftvisor bootstrap`: three manager containers (`raftvisor:local`) on
+//! the local engine come up from one cluster file; a second run changes
+//! nothing; after damage (one manager stopped, another's container
+//! deleted) a run repairs exactly that, and the cluster answers again.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use raftvisor::client::{Client, ClientOptions};
+use raftvisor::runtime::docker::DockerRuntime;
+use raftvisor::runtime::{ContainerRuntime, ContainerState};
+
+use crate::docker_env::{docker, LOCAL_ENGINE};
+use crate::harness::{binary, eventually, free_port};
+
+const MANAGER_IMAGE: &str = "raftvisor:local";
+/// Short, to keep the test fast; the repair below finishes well within it.
+const REPLACE_AFTER_MS: u64 = 6_000;
+
+/// Removes the cluster's manager containers when the test ends.
+struct Managers {
+    engine: Arc<DockerRuntime>,
+    cluster: String,
+}
+
+impl Managers {
+    async fn list(&self) -> Vec<raftvisor::runtime::ContainerInfo> {
+        let labels = BTreeMap::from([(
+            "raftvisor.manager.cluster".to_string(),
+            self.cluster.clone(),
+        )]);
+        self.engine.list(&labels).await.expect("list managers")
+    }
+}
+
+impl Drop for Managers {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("label=raftvisor.manager.cluster={}", self.cluster))
+            .output()
+            .map(|out| {
+                let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect();
+                if !ids.is_empty() {
+                    let _ = Command::new("docker")
+                        .args(["rm", "-f"])
+                        .args(&ids)
+                        .output();
+                }
+            });
+    }
+}
+
+fn bootstrap(file: &Path) -> (i32, String, String) {
+    let output = Command::new(binary())
+        .arg("bootstrap")
+        .arg(file)
+        .output()
+        .expect("run bootstrap");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
+/// The summary line of `target`.
+fn row_of(out: &str, target: &str) -> String {
+    out.lines()
+        .find(|l| l.contains(target) && !l.contains("certificate"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn cluster_file(cluster: &str, state_dir: &Path, ports: &[[u16; 3]]) -> String {
+    let mut text = format!(
+        "cluster = {cluster:?}\nstate_dir = {state_dir:?}\nimage = {MANAGER_IMAGE:?}\nreplace_after_ms = {REPLACE_AFTER_MS}\n\
+         [[machines]]\nname = \"local\"\ndocker_endpoint = {LOCAL_ENGINE:?}\naddress = \"127.0.0.1\"\n"
+    );
+    for (i, [api, peer, dns]) in ports.iter().enumerate() {
+        text.push_str(&format!(
+            "[[managers]]\nid = {}\nmachine = \"local\"\napi_port = {api}\npeer_port = {peer}\ndns_port = {dns}\n",
+            i + 1
+        ));
+    }
+    text.push_str("[[nodes]]\nname = \"local\"\nmachine = \"local\"\nzone = \"a\"\n");
+    text
+}
+
+async fn healthy(client: &Client, voters: usize) {
+    eventually(
+        "a leader and every manager a voter",
+        Duration::from_secs(60),
+        || async {
+            let status = client.cluster_status().await.map_err(|e| e.to_string())?;
+            let count = status.members.iter().filter(|m| m.voter).count();
+            if status.leader_id.is_some() && count == voters {
+                Ok(())
+            } else {
+                Err(format!("leader {:?}, {count} voters", status.leader_id))
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bootstrap_brings_up_managers_changes_nothing_twice_and_repairs_damage() {
+    let Some(engine) = docker().await else {
+        return;
+    };
+    assert!(
+        engine.image_exists(MANAGER_IMAGE).await.unwrap_or(false),
+        "image {MANAGER_IMAGE} is missing: run scripts/build-images.sh (scripts/test.sh does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = format!("bt{}", std::process::id());
+    let managers = Managers {
+        engine: engine.clone(),
+        cluster: cluster.clone(),
+    };
+    let ports: Vec<[u16; 3]> = (0..3)
+        .map(|_| [free_port(), free_port(), free_port()])
+        .collect();
+    let state_dir = dir.path().join("state");
+    let file = dir.path().join("cluster.toml");
+    std::fs::write(&file, cluster_file(&cluster, &state_dir, &ports)).unwrap();
+
+    // First run: everything is created.
+    let (code, out, err) = bootstrap(&file);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("change(s) made"), "{out}");
+    for what in ["cluster CA", "admin token", "manager 3", "node local"] {
+        assert!(out.contains(what), "no {what} in the summary:\n{out}");
+    }
+    let mut options = ClientOptions::new(ports.iter().map(|p| format!("127.0.0.1:{}", p[0])));
+    options.ca_cert = Some(state_dir.join("certs/ca.pem"));
+    options.token = Some(
+        std::fs::read_to_string(state_dir.join("bootstrap.token"))
+            .unwrap()
+            .trim()
+            .to_string(),
+    );
+    let client = Client::new(options).unwrap();
+    healthy(&client, 3).await;
+    assert!(client.kv_put("boot", b"1", 0, None).await.unwrap());
+    assert_eq!(
+        client.node_get("local").await.unwrap().spec.zone.as_deref(),
+        Some("a")
+    );
+    let running = managers.list().await;
+    assert_eq!(running.len(), 3, "{running:?}");
+    assert!(running.iter().all(|c| c.state == ContainerState::Running));
+
+    // Second run: nothing to do, and it says so.
+    let (code, out, err) = bootstrap(&file);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("no changes"), "{out}");
+    assert!(
+        !out.contains("created") && !out.contains("started"),
+        "{out}"
+    );
+
+    // Damage: manager 2 stopped, manager 3's container deleted (its data
+    // stays on the machine).
+    let name = |id: u64| format!("rv-manager-{cluster}-{id}");
+    engine
+        .stop(&name(2), Duration::from_secs(10))
+        .await
+        .unwrap();
+    engine.remove(&name(3)).await.unwrap();
+    let (code, out, err) = bootstrap(&file);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(row_of(&out, "manager 2").contains("started"), "{out}");
+    assert!(row_of(&out, "manager 3").contains("created"), "{out}");
+    assert!(row_of(&out, "manager 1").contains("unchanged"), "{out}");
+    healthy(&client, 3).await;
+    assert!(client.kv_put("repaired", b"1", 0, None).await.unwrap());
+    assert_eq!(
+        client
+            .kv_get("boot", raftvisor::client::Consistency::Linearizable)
+            .await
+            .unwrap()
+            .map(|p| p.value),
+        Some(b"1".to_vec())
+    );
+
+    // A follower manager's container is removed for good: the leader
+    // replaces it with a new manager (a new id), one change at a time,
+    // while writes go on.
+    let status = client.cluster_status().await.unwrap();
+    let leader = status.leader_id.unwrap();
+    let victim = [3, 2, 1].into_iter().find(|id| *id != leader).unwrap();
+    engine.remove(&name(victim)).await.unwrap();
+    let mut written = 0;
+    let replaced = eventually(
+        "a new manager replaces the removed one",
+        Duration::from_secs(60),
+        || {
+            let client = client.clone();
+            written += 1;
+            let key = format!("during-{written}");
+            async move {
+                let _ = client.kv_put(&key, b"x", 0, None).await;
+                let status = client.cluster_status().await.map_err(|e| e.to_string())?;
+                let voters: Vec<u64> = status
+                    .members
+                    .iter()
+                    .filter(|m| m.voter)
+                    .map(|m| m.id)
+                    .collect();
+                if voters.len() == 3 && !voters.contains(&victim) && voters.contains(&4) {
+                    Ok(voters)
+                } else {
+                    Err(format!("voters {voters:?}"))
+                }
+            }
+        },
+    )
+    .await;
+    assert!(replaced.contains(&leader), "{replaced:?}");
+    assert!(client
+        .kv_put("after-replacement", b"1", 0, None)
+        .await
+        .unwrap());
+    let events = client.events(0).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.contains("replaced by manager 4")),
+        "{events:?}"
+    );
+    // Bootstrap again: the cluster's record (manager 4, not the removed
+    // one) is what it checks, and nothing needs doing.
+    let (code, out, err) = bootstrap(&file);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("no changes"), "{out}");
+    assert!(row_of(&out, "manager 4").contains("unchanged"), "{out}");
+
+    // A file that cannot work fails with the step named.
+    let broken = dir.path().join("broken.toml");
+    std::fs::write(
+        &broken,
+        cluster_file(&cluster, &state_dir, &ports).replace(LOCAL_ENGINE, "tcp://127.0.0.1:1"),
+    )
+    .unwrap();
+    let (code, _, err) = bootstrap(&broken);
+    assert_ne!(code, 0);
+    assert!(err.contains("step machines"), "{err}");
+    drop(managers);
+}
