@@ -330,8 +330,11 @@ pub(crate) async fn ensure_manager(
         .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let config_path = dir.join("config.toml");
     let config = file.agent_config(manager, joining);
-    let config_changed =
-        std::fs::read_to_string(&config_path).ok().as_deref() != Some(config.as_str());
+    // `[[members]]` only seeds a new cluster: once a manager has formed or
+    // joined one, a different list (after a replacement) changes nothing.
+    let config_changed = std::fs::read_to_string(&config_path)
+        .ok()
+        .is_none_or(|current| without_members(&current) != without_members(&config));
     if config_changed {
         std::fs::write(&config_path, &config)
             .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
@@ -367,6 +370,22 @@ pub(crate) async fn ensure_manager(
         }
         Some(_) => Ok(Outcome::Unchanged),
     }
+}
+
+/// `config` without its `[[members]]` tables.
+fn without_members(config: &str) -> String {
+    let mut in_members = false;
+    config
+        .lines()
+        .filter(|line| {
+            let trimmed = line.trim();
+            if trimmed.starts_with('[') {
+                in_members = trimmed == "[[members]]";
+            }
+            !in_members && !trimmed.is_empty()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn client_of(file: &ClusterFile) -> anyhow::Result<Client> {
