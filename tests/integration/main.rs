@@ -4,7 +4,9 @@
 //! the local Docker Engine and the images of `scripts/build-images.sh`.
 
 mod api_contract;
+mod arm_double;
 mod auth;
+mod azure_provider;
 mod consul_client;
 mod corruption;
 mod dns;
@@ -15,5 +17,6 @@ mod harness_tls;
 mod replication;
 mod runtime;
 mod secrets;
+mod static_provider;
 mod supervisor;
 mod tls;
