@@ -11,7 +11,9 @@
 //! Credentials come from the configuration (tenant, client id, a file with
 //! the client secret) or the usual `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`,
 //! `AZURE_CLIENT_SECRET` and `AZURE_AUTHORITY_HOST` variables. They are
-//! never logged: every `Debug` here redacts them.
+//! never logged: every `Debug` here redacts them, and the binary caps
+//! azure_core's transport logging ([`SDK_TRANSPORT_LOG_CAP`]), which would
+//! print bearer tokens at debug level.
 
 pub mod body;
 pub mod lro;
@@ -37,6 +39,9 @@ use lro::{Next, OperationState};
 const KIND: &str = "azure";
 const PUBLIC_RESOURCE_MANAGER: &str = "https://management.azure.com";
 const PUBLIC_AUTHORITY: &str = "https://login.microsoftonline.com";
+/// A log directive capping azure_core's transport logging: at debug it
+/// prints each ARM request with its bearer token (`main` always adds it).
+pub const SDK_TRANSPORT_LOG_CAP: &str = "azure_core::policies::transport=info";
 /// api-version of the Network resource provider (reading the NIC's address).
 pub const NETWORK_API_VERSION: &str = "2024-01-01";
 
@@ -854,6 +859,13 @@ pub(crate) mod tests {
             err.to_string(),
             "provider credentials: no tenant_id in the configuration and AZURE_TENANT_ID is not set"
         );
+    }
+
+    #[test]
+    fn sdk_transport_log_cap_is_a_directive() {
+        let directive: tracing_subscriber::filter::Directive =
+            SDK_TRANSPORT_LOG_CAP.parse().unwrap();
+        assert_eq!(directive.to_string(), SDK_TRANSPORT_LOG_CAP);
     }
 
     #[test]
