@@ -11,6 +11,14 @@ fn init_tracing() {
         tracing_subscriber::EnvFilter::try_from_env("RAFTVISOR_LOG").unwrap_or_else(|_| {
             tracing_subscriber::EnvFilter::new("info,openraft=warn,hickory_server=warn")
         });
+    // azure_core 0.21 logs each request at debug with its Authorization
+    // header in clear (its Debug redacts every header but that one): never
+    // let that through, whatever RAFTVISOR_LOG asks for.
+    let filter = filter.add_directive(
+        raftvisor::provider::azure::SDK_TRANSPORT_LOG_CAP
+            .parse()
+            .expect("a valid directive"),
+    );
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

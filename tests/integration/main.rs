@@ -4,7 +4,9 @@
 //! the local Docker Engine and the images of `scripts/build-images.sh`.
 
 mod api_contract;
+mod arm_double;
 mod auth;
+mod azure_provider;
 mod bootstrap;
 mod consul_client;
 mod corruption;
@@ -16,6 +18,7 @@ mod harness_tls;
 mod replication;
 mod runtime;
 mod secrets;
+mod static_provider;
 mod supervisor;
 mod tls;
 mod watchdog;
