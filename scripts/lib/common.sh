@@ -9,6 +9,7 @@ RAFTVISOR_BIN="$RAFTVISOR_ROOT/target/$RAFTVISOR_TARGET/release/raftvisor"
 export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static"
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # Installs the named Debian packages that are missing.
 ensure_packages() {
