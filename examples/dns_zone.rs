@@ -169,6 +169,7 @@ async fn run(args: &Args) -> Result<(), String> {
             ..DnsTuning::default()
         },
         auth: Default::default(),
+        autoscale: Default::default(),
         // Nothing is dialled: a single member has no peers.
         tls: raftvisor::config::TlsSettings {
             insecure: true,

@@ -202,6 +202,31 @@ impl TlsSettings {
     }
 }
 
+/// Horizontal scaling (`[autoscale]`): when placement finds no capacity,
+/// the leader provisions one more node through `provider`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutoscaleConfig {
+    /// The machine provider (`kind = "static"` with spare `machines`, or
+    /// `kind = "azure"`); none: no automatic provisioning.
+    pub provider: Option<crate::provider::ProviderConfig>,
+    /// Most nodes this provider may add.
+    pub max_nodes: u32,
+    /// Names of provisioned machines (`<prefix>-<n>`) for providers that
+    /// make machines; the static provider offers its configured names.
+    pub name_prefix: String,
+}
+
+impl Default for AutoscaleConfig {
+    fn default() -> Self {
+        AutoscaleConfig {
+            provider: None,
+            max_nodes: 10,
+            name_prefix: "auto".into(),
+        }
+    }
+}
+
 /// Configuration of one replica (`raftvisor agent --config FILE`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,6 +254,8 @@ pub struct AgentConfig {
     pub auth: AuthConfig,
     #[serde(default)]
     pub tls: TlsSettings,
+    #[serde(default)]
+    pub autoscale: AutoscaleConfig,
 }
 
 impl AgentConfig {

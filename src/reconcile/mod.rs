@@ -8,6 +8,7 @@
 //! [`watchdog`], which makes a leader whose supervision stalled give up
 //! its leadership.
 
+pub mod autoscale;
 pub mod backoff;
 pub mod engines;
 pub mod health;

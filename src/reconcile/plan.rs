@@ -17,7 +17,13 @@ pub enum Action {
     /// Record through Raft that `slot` runs on `node` (new generation).
     Place { slot: u32, node: String },
     /// Placement impossible for now; reported, retried on the next change.
-    Unplaceable { slot: u32, reason: String },
+    /// No node can take the slot; `needs_capacity` when nodes match but
+    /// are full, so one more node would help.
+    Unplaceable {
+        slot: u32,
+        reason: String,
+        needs_capacity: bool,
+    },
     /// Create and start the container of the instance's current generation.
     Create { instance: Instance },
     /// Restart the container of the current generation (a crash: after
@@ -293,6 +299,7 @@ fn place(
         }
         Err(e) => actions.push(Action::Unplaceable {
             slot,
+            needs_capacity: matches!(e, super::placement::PlacementError::NoCapacity(_)),
             reason: e.to_string(),
         }),
     }

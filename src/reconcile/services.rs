@@ -59,6 +59,7 @@ struct Controller {
     crashes: Mutex<HashMap<(String, u64), CrashTrack>>,
     create_failures: Mutex<HashMap<(String, u64), CreateFailure>>,
     reported_unplaceable: Mutex<HashMap<(ServiceKey, u32), String>>,
+    autoscaler: Arc<super::autoscale::Autoscaler>,
     watched_nodes: Mutex<HashSet<String>>,
     health: Arc<Mutex<HealthBook>>,
 }
@@ -71,6 +72,9 @@ pub async fn run(
     progress: ProgressReporter,
     token: CancellationToken,
 ) {
+    let autoscaler = Arc::new(super::autoscale::Autoscaler::from_config(
+        &replica.config.autoscale,
+    ));
     let controller = Arc::new(Controller {
         replica,
         engines,
@@ -80,6 +84,7 @@ pub async fn run(
         crashes: Mutex::new(HashMap::new()),
         create_failures: Mutex::new(HashMap::new()),
         reported_unplaceable: Mutex::new(HashMap::new()),
+        autoscaler,
         watched_nodes: Mutex::new(HashSet::new()),
         health: Arc::new(Mutex::new(HealthBook::default())),
     });
@@ -416,7 +421,14 @@ impl Controller {
                 })
                 .await;
             }
-            Action::Unplaceable { slot, reason } => {
+            Action::Unplaceable {
+                slot,
+                reason,
+                needs_capacity,
+            } => {
+                if needs_capacity {
+                    self.autoscaler.more_capacity(&self.replica);
+                }
                 let key = ((service.namespace.clone(), service.name.clone()), slot);
                 let already = self
                     .reported_unplaceable

@@ -10,7 +10,7 @@ use raftvisor::state::{InstanceState, RunState, ServiceSpec};
 use serde_json::json;
 
 use crate::docker_env::{crash, DockerCluster, ECHO_IMAGE, LOCAL_ENGINE};
-use crate::harness::eventually;
+use crate::harness::{eventually, Tuning};
 
 fn echo_spec(replicas: u32, extra: serde_json::Value) -> ServiceSpec {
     let mut spec = json!({
@@ -601,4 +601,66 @@ async fn rolling_updates_replace_one_at_a_time_and_pause_on_failure() {
         .filter(|c| c.labels["raftvisor.template"] == template)
         .count();
     assert_eq!(old_running, 2);
+}
+
+/// A deployment that needs more capacity than the registered nodes have
+/// gets a node from the autoscale provider (here the static provider with
+/// one spare machine: the local engine again), and runs there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_that_needs_capacity_provisions_a_node() {
+    let tuning = Tuning {
+        extra_toml: format!(
+            "[autoscale]\nmax_nodes = 1\n[autoscale.provider]\nkind = \"static\"\n\
+             [[autoscale.provider.machines]]\nname = \"spare\"\ndocker_endpoint = {LOCAL_ENGINE:?}\naddress = \"127.0.0.1\"\nzone = \"b\"\n"
+        ),
+        ..Tuning::default()
+    };
+    let Some(env) = DockerCluster::start_with(3, tuning).await else {
+        return;
+    };
+    let client = env.cluster.client();
+    let full = raftvisor::state::NodeSpec {
+        provider: "static".into(),
+        docker_endpoint: LOCAL_ENGINE.into(),
+        address: Some("127.0.0.1".into()),
+        region: None,
+        zone: Some("a".into()),
+        labels: Default::default(),
+        capacity: raftvisor::state::Capacity {
+            max_instances: 1,
+            ..Default::default()
+        },
+        docker_tls: None,
+    };
+    client.node_put("small", &full).await.unwrap();
+    client
+        .service_put("scale", "echo", &echo_spec(2, json!({})), None)
+        .await
+        .unwrap();
+    let running = env.wait_running("echo", 2, Duration::from_secs(60)).await;
+    let nodes: std::collections::BTreeSet<&str> = running
+        .iter()
+        .map(|c| c.labels["raftvisor.node"].as_str())
+        .collect();
+    assert_eq!(nodes, ["small", "spare"].into(), "{running:?}");
+    let spare = client.node_get("spare").await.unwrap();
+    assert_eq!(
+        spare
+            .spec
+            .labels
+            .get("raftvisor.autoscaled")
+            .map(String::as_str),
+        Some("true")
+    );
+    let events = client.events(0).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "node.autoscale" && e.message.contains("provisioned")),
+        "{events:?}"
+    );
+    // max_nodes = 1: a third replica finds no capacity and no more nodes.
+    client.service_scale("scale", "echo", 3).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(client.node_list().await.unwrap().len(), 2);
 }
