@@ -236,8 +236,45 @@ async fn bootstrap_brings_up_managers_changes_nothing_twice_and_repairs_damage()
             .any(|e| e.message.contains("replaced by manager 4")),
         "{events:?}"
     );
-    // Bootstrap again: the cluster's record (manager 4, not the removed
-    // one) is what it checks, and nothing needs doing.
+    // The leader's container is removed: another manager leads at once,
+    // and replaces the old leader after replace_after.
+    let old_leader = client.cluster_status().await.unwrap().leader_id.unwrap();
+    engine.remove(&name(old_leader)).await.unwrap();
+    let after = eventually(
+        "a new leader replaces the removed leader",
+        Duration::from_secs(60),
+        || async {
+            let status = client.cluster_status().await.map_err(|e| e.to_string())?;
+            let voters: Vec<u64> = status
+                .members
+                .iter()
+                .filter(|m| m.voter)
+                .map(|m| m.id)
+                .collect();
+            match status.leader_id {
+                Some(leader)
+                    if leader != old_leader
+                        && voters.len() == 3
+                        && !voters.contains(&old_leader) =>
+                {
+                    Ok(voters)
+                }
+                other => Err(format!("leader {other:?}, voters {voters:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(
+        after.contains(&5),
+        "the new manager has a new id: {after:?}"
+    );
+    assert!(client
+        .kv_put("after-leader-loss", b"1", 0, None)
+        .await
+        .unwrap());
+
+    // Bootstrap again: the cluster's record (managers 4 and 5, not the
+    // removed ones) is what it checks, and nothing needs doing.
     let (code, out, err) = bootstrap(&file);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("no changes"), "{out}");
