@@ -227,6 +227,18 @@ impl Default for AutoscaleConfig {
     }
 }
 
+/// Parses TOML text into `T`; the error (toml's is several lines, with a
+/// caret under the culprit) is folded into one line.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    toml::from_str(text).map_err(|e| {
+        e.to_string()
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    })
+}
+
 /// Configuration of one replica (`raftvisor agent --config FILE`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -276,13 +288,7 @@ impl AgentConfig {
 
     /// Parses TOML text; the error is one line.
     pub fn parse(text: &str) -> Result<AgentConfig, String> {
-        toml::from_str(text).map_err(|e| {
-            e.to_string()
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        parse_toml(text)
     }
 
     /// Applies `RAFTVISOR_*` overrides read through `lookup`.

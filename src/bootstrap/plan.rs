@@ -107,17 +107,8 @@ impl ClusterFile {
     pub fn load(path: &Path) -> Result<ClusterFile, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let mut file: ClusterFile = toml::from_str(&text).map_err(|e| {
-            format!(
-                "{}: {}",
-                path.display(),
-                e.to_string()
-                    .lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )
-        })?;
+        let mut file: ClusterFile =
+            crate::config::parse_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         if file.state_dir.is_relative() {
             let base = path.parent().unwrap_or(Path::new("."));
             let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());

@@ -290,17 +290,7 @@ fn read_service_file(path: &Path) -> anyhow::Result<ServiceFile> {
     let parsed = if path.extension().is_some_and(|e| e == "json") {
         serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     } else {
-        toml::from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: {}",
-                path.display(),
-                e.to_string()
-                    .lines()
-                    .filter(|l| !l.trim().is_empty())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )
-        })
+        crate::config::parse_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     };
     parsed
 }

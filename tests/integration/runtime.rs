@@ -248,25 +248,7 @@ async fn echo_container_lifecycle() {
 
     let client = http();
     let base = format!("http://127.0.0.1:{host_port}");
-    eventually(
-        "the echo container answers /health",
-        Duration::from_secs(10),
-        || {
-            let client = client.clone();
-            let url = format!("{base}/health");
-            async move {
-                let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
-                let status = response.status();
-                let body = response.text().await.map_err(|e| e.to_string())?;
-                if status.is_success() && body.trim() == "ok" {
-                    Ok(())
-                } else {
-                    Err(format!("{status}: {body}"))
-                }
-            }
-        },
-    )
-    .await;
+    answers_health(&client, &base, "the echo container answers /health").await;
     let healthy_in = started.elapsed();
     eprintln!(
         "echo container: created in {created_in:?}, started at {started_in:?}, \
@@ -333,21 +315,10 @@ async fn echo_container_lifecycle() {
         [(8080, Protocol::Tcp, host)] => format!("http://127.0.0.1:{host}"),
         other => panic!("one published port expected: {other:?}"),
     };
-    eventually(
+    answers_health(
+        &client,
+        &base,
         "the restarted echo container answers /health",
-        Duration::from_secs(10),
-        || {
-            let client = client.clone();
-            let url = format!("{base}/health");
-            async move {
-                let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
-                response
-                    .status()
-                    .is_success()
-                    .then_some(())
-                    .ok_or_else(|| response.status().to_string())
-            }
-        },
     )
     .await;
     let stopping = Instant::now();
@@ -512,4 +483,23 @@ async fn refusals_are_typed() {
 
     assert_eq!(docker.inspect("rvt-no-such-container").await, Ok(None));
     docker.remove("rvt-no-such-container").await.unwrap();
+}
+
+/// Waits until the echo server at `base` answers `/health` with `ok`.
+async fn answers_health(client: &reqwest::Client, base: &str, what: &str) {
+    eventually(what, Duration::from_secs(10), || {
+        let client = client.clone();
+        let url = format!("{base}/health");
+        async move {
+            let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
+            let status = response.status();
+            let body = response.text().await.map_err(|e| e.to_string())?;
+            if status.is_success() && body.trim() == "ok" {
+                Ok(())
+            } else {
+                Err(format!("{status}: {body}"))
+            }
+        }
+    })
+    .await;
 }
