@@ -118,7 +118,7 @@ pub async fn run(path: &Path, format: Format) -> anyhow::Result<()> {
         bars: MultiProgress::new(),
         results: Vec::new(),
     };
-    let outcome = steps(&file, &mut report).await;
+    let outcome = steps(&mut file, &mut report).await;
     let _ = report.bars.clear();
     let changes = report
         .results
@@ -165,9 +165,10 @@ pub async fn run(path: &Path, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn steps(file: &ClusterFile, report: &mut Report) -> anyhow::Result<()> {
+async fn steps(file: &mut ClusterFile, report: &mut Report) -> anyhow::Result<()> {
     secrets(file, report)?;
     let engines = machines(file, report).await?;
+    let file = &*file;
     managers(file, &engines, report).await?;
     let client = cluster(file, report).await?;
     nodes(file, &client, report).await?;
@@ -268,29 +269,103 @@ pub(crate) fn engine_of(machine: &Machine) -> Result<DockerRuntime, String> {
     .map_err(|e| e.to_string())
 }
 
-/// Every machine's engine answers (static machines are given, not made).
+/// Every machine exists and runs (a provider makes or starts the ones it
+/// owns); the engines of machines that host managers answer. A machine
+/// that only hosts workloads may still be installing its engine: the
+/// supervisor marks its node ready once it answers.
 async fn machines(
-    file: &ClusterFile,
+    file: &mut ClusterFile,
     report: &mut Report,
 ) -> anyhow::Result<Vec<(String, DockerRuntime)>> {
     const STEP: &str = "machines";
     let bar = report.step(STEP, file.machines.len());
     let mut engines = Vec::new();
-    for machine in &file.machines {
-        let outcome = match engine_of(machine) {
-            Ok(engine) => match engine.ping().await {
-                Ok(()) => {
-                    engines.push((machine.name.clone(), engine));
-                    Outcome::Unchanged
+    for index in 0..file.machines.len() {
+        let machine = file.machines[index].clone();
+        let mut outcome = Outcome::Unchanged;
+        if machine.is_provisioned() {
+            match provision_machine(&machine).await {
+                Ok((made, spec)) => {
+                    outcome = made;
+                    if let Some(spec) = spec {
+                        let known = &mut file.machines[index];
+                        known.docker_endpoint = spec.docker_endpoint;
+                        known.docker_tls = spec.docker_tls;
+                        known.address = spec.address.unwrap_or_default();
+                    }
                 }
-                Err(e) => Outcome::Failed(e.to_string()),
-            },
-            Err(e) => Outcome::Failed(e),
-        };
+                Err(e) => outcome = Outcome::Failed(e),
+            }
+        }
+        let hosts_managers = file.managers.iter().any(|m| m.machine == machine.name);
+        if hosts_managers && !matches!(outcome, Outcome::Failed(_)) {
+            match engine_of(&file.machines[index]) {
+                Ok(engine) => match engine.ping().await {
+                    Ok(()) => engines.push((machine.name.clone(), engine)),
+                    Err(e) => outcome = Outcome::Failed(e.to_string()),
+                },
+                Err(e) => outcome = Outcome::Failed(e),
+            }
+        }
         report.record(&bar, STEP, &format!("machine {}", machine.name), outcome)?;
     }
     bar.finish();
     Ok(engines)
+}
+
+/// Makes or starts `machine` through its provider. Returns what was done
+/// and, when provisioning ran, the node it reported (engine, address).
+async fn provision_machine(
+    machine: &Machine,
+) -> Result<(Outcome, Option<crate::state::NodeSpec>), String> {
+    use crate::provider::{MachineRequest, MachineStatus, ProviderConfig};
+    let path = machine.provider_file.as_ref().ok_or("no provider_file")?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let config = ProviderConfig::parse(&text).map_err(|e| e.to_string())?;
+    let provider = crate::provider::from_config(&config).map_err(|e| e.to_string())?;
+    if provider.kind() != machine.provider {
+        return Err(format!(
+            "{} configures a {} provider, the machine says {}",
+            path.display(),
+            provider.kind(),
+            machine.provider
+        ));
+    }
+    let request = MachineRequest {
+        name: machine.name.clone(),
+        zone: None,
+        labels: Default::default(),
+        tags: [("raftvisor".to_string(), "bootstrap".to_string())].into(),
+    };
+    let provision = || async {
+        provider
+            .provision(&request)
+            .await
+            .map(|made| Some(made.node))
+            .map_err(|e| e.to_string())
+    };
+    let known = !machine.docker_endpoint.is_empty();
+    match provider
+        .status(&machine.name)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        MachineStatus::Running if known => Ok((Outcome::Unchanged, None)),
+        MachineStatus::Running | MachineStatus::Provisioning => {
+            Ok((Outcome::Unchanged, provision().await?))
+        }
+        MachineStatus::Stopped | MachineStatus::Deallocated => {
+            provider
+                .start(&machine.name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let spec = if known { None } else { provision().await? };
+            Ok((Outcome::Started, spec))
+        }
+        MachineStatus::Missing => Ok((Outcome::Created, provision().await?)),
+        MachineStatus::Unknown(state) => Err(format!("the provider reports {state:?}")),
+    }
 }
 
 /// Each manager's config file is current and its container runs.

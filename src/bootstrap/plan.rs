@@ -64,13 +64,31 @@ fn default_image() -> String {
 #[serde(deny_unknown_fields)]
 pub struct Machine {
     pub name: String,
+    /// `static` (given: `docker_endpoint` and `address` are required) or a
+    /// provider that makes machines (`azure`: `provider_file` names its
+    /// settings, e.g. `cluster-config/azure.example.toml`).
     #[serde(default = "default_provider")]
     pub provider: String,
+    /// The machine's engine; for a provisioned machine, what provisioning
+    /// reported (recorded in the plan).
+    #[serde(default)]
     pub docker_endpoint: String,
     #[serde(default)]
     pub docker_tls: Option<DockerTls>,
     /// The address managers and clients reach the machine's ports at.
+    #[serde(default)]
     pub address: String,
+    /// The provider's settings, for machines it makes; relative paths are
+    /// taken from the cluster file's directory.
+    #[serde(default)]
+    pub provider_file: Option<PathBuf>,
+}
+
+impl Machine {
+    /// Whether bootstrap makes this machine through a provider.
+    pub fn is_provisioned(&self) -> bool {
+        self.provider != "static"
+    }
 }
 
 fn default_provider() -> String {
@@ -109,10 +127,16 @@ impl ClusterFile {
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let mut file: ClusterFile =
             crate::config::parse_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
         if file.state_dir.is_relative() {
-            let base = path.parent().unwrap_or(Path::new("."));
-            let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
             file.state_dir = base.join(&file.state_dir);
+        }
+        for machine in &mut file.machines {
+            if let Some(provider_file) = machine.provider_file.as_mut().filter(|f| f.is_relative())
+            {
+                *provider_file = base.join(&*provider_file);
+            }
         }
         file.validate()?;
         Ok(file)
@@ -130,11 +154,20 @@ impl ClusterFile {
             if !machines.insert(machine.name.as_str()) {
                 return Err(format!("machine {:?} is listed twice", machine.name));
             }
-            if machine.provider != "static" {
-                return Err(format!(
-                    "machine {:?}: provider {:?} is not available to bootstrap (static only)",
-                    machine.name, machine.provider
-                ));
+            match (machine.is_provisioned(), &machine.provider_file) {
+                (false, _) if machine.docker_endpoint.is_empty() || machine.address.is_empty() => {
+                    return Err(format!(
+                        "machine {:?}: a static machine needs docker_endpoint and address",
+                        machine.name
+                    ))
+                }
+                (true, None) => {
+                    return Err(format!(
+                        "machine {:?}: provider {:?} needs provider_file (its settings)",
+                        machine.name, machine.provider
+                    ))
+                }
+                _ => {}
             }
         }
         let mut ids = BTreeSet::new();
@@ -198,6 +231,13 @@ impl ClusterFile {
     /// plan, if any: after a replacement the cluster's record, not the
     /// file, says which managers exist.
     pub fn merge_recorded(&mut self, recorded: &ClusterFile) {
+        for machine in self.machines.iter_mut().filter(|m| m.is_provisioned()) {
+            if let Some(known) = recorded.machines.iter().find(|r| r.name == machine.name) {
+                machine.docker_endpoint = known.docker_endpoint.clone();
+                machine.address = known.address.clone();
+                machine.docker_tls = known.docker_tls.clone();
+            }
+        }
         self.managers = recorded.managers.clone();
         self.retired = recorded.retired.clone();
         self.replacing = recorded.replacing;

@@ -152,7 +152,7 @@ async fn round(
         }
         let new = next_id(replica, &plan);
         let replacement = Replacement { dead: voter, new };
-        let machine = other_machine(&plan, &placement.machine);
+        let machine = pick_machine(&plan, &placement.machine).await;
         let mut new_placement = ManagerPlacement {
             id: new,
             machine,
@@ -195,14 +195,19 @@ fn next_id(replica: &Replica, plan: &ClusterFile) -> u64 {
         + 1
 }
 
-/// A machine other than `dead_machine` when the plan has one.
-fn other_machine(plan: &ClusterFile, dead_machine: &str) -> String {
-    plan.machines
-        .iter()
-        .find(|m| m.name != dead_machine)
-        .unwrap_or_else(|| plan.machine(dead_machine))
-        .name
-        .clone()
+/// A machine other than `dead_machine` whose engine answers, when the
+/// plan has one; else the dead manager's own machine.
+async fn pick_machine(plan: &ClusterFile, dead_machine: &str) -> String {
+    for machine in plan.machines.iter().filter(|m| m.name != dead_machine) {
+        let Ok(engine) = engine_of(machine) else {
+            continue;
+        };
+        let answered = tokio::time::timeout(Duration::from_secs(2), engine.ping()).await;
+        if matches!(answered, Ok(Ok(()))) {
+            return machine.name.clone();
+        }
+    }
+    dead_machine.to_string()
 }
 
 /// Keeps the dead manager's ports unless another manager on the new

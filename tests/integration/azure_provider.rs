@@ -18,7 +18,7 @@ pub const RESOURCE_GROUP: &str = "raftvisor-prod";
 
 /// The documented example configuration, pointed at the double, with the
 /// secret and the engine's TLS files in `dir`.
-fn config(double: &ArmDouble, dir: &std::path::Path, secret: &str) -> AzureConfig {
+pub(crate) fn config(double: &ArmDouble, dir: &std::path::Path, secret: &str) -> AzureConfig {
     let ProviderConfig::Azure(mut config) =
         ProviderConfig::parse(include_str!("../../cluster-config/azure.example.toml"))
             .expect("example configuration")

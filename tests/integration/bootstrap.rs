@@ -13,6 +13,9 @@ use raftvisor::client::{Client, ClientOptions};
 use raftvisor::runtime::docker::DockerRuntime;
 use raftvisor::runtime::{ContainerRuntime, ContainerState};
 
+use raftvisor::provider::ProviderConfig;
+
+use crate::arm_double::{ArmDouble, CLIENT_SECRET};
 use crate::docker_env::{docker, LOCAL_ENGINE};
 use crate::harness::{binary, eventually, free_port};
 
@@ -130,7 +133,23 @@ async fn bootstrap_brings_up_managers_changes_nothing_twice_and_repairs_damage()
         .collect();
     let state_dir = dir.path().join("state");
     let file = dir.path().join("cluster.toml");
-    std::fs::write(&file, cluster_file(&cluster, &state_dir, &ports)).unwrap();
+    // A cloud machine for workloads, made through the azure provider (its
+    // ARM API is the local test double).
+    let double = ArmDouble::start(2).await;
+    let azure_dir = dir.path().join("azure");
+    std::fs::create_dir_all(&azure_dir).unwrap();
+    let azure = ProviderConfig::Azure(Box::new(crate::azure_provider::config(
+        &double,
+        &azure_dir,
+        CLIENT_SECRET,
+    )));
+    let provider_file = azure_dir.join("azure.toml");
+    std::fs::write(&provider_file, toml::to_string(&azure).unwrap()).unwrap();
+    let cloud = format!(
+        "[[machines]]\nname = \"vm1\"\nprovider = \"azure\"\nprovider_file = {provider_file:?}\n\
+         [[nodes]]\nname = \"cloud\"\nmachine = \"vm1\"\nzone = \"b\"\n"
+    );
+    std::fs::write(&file, cluster_file(&cluster, &state_dir, &ports) + &cloud).unwrap();
 
     // First run: everything is created.
     let (code, out, err) = bootstrap(&file);
@@ -139,6 +158,9 @@ async fn bootstrap_brings_up_managers_changes_nothing_twice_and_repairs_damage()
     for what in ["cluster CA", "admin token", "manager 3", "node local"] {
         assert!(out.contains(what), "no {what} in the summary:\n{out}");
     }
+    assert!(row_of(&out, "machine vm1").contains("created"), "{out}");
+    assert!(double.vm("vm1").is_some(), "the provider made no VM");
+    assert!(double.violations().is_empty(), "{:?}", double.violations());
     let mut options = ClientOptions::new(ports.iter().map(|p| format!("127.0.0.1:{}", p[0])));
     options.ca_cert = Some(state_dir.join("certs/ca.pem"));
     options.token = Some(
@@ -154,6 +176,9 @@ async fn bootstrap_brings_up_managers_changes_nothing_twice_and_repairs_damage()
         client.node_get("local").await.unwrap().spec.zone.as_deref(),
         Some("a")
     );
+    let cloud = client.node_get("cloud").await.unwrap().spec;
+    assert_eq!(cloud.provider, "azure");
+    assert!(cloud.docker_endpoint.starts_with("https://"), "{cloud:?}");
     let running = managers.list().await;
     assert_eq!(running.len(), 3, "{running:?}");
     assert!(running.iter().all(|c| c.state == ContainerState::Running));
@@ -229,13 +254,20 @@ async fn bootstrap_brings_up_managers_changes_nothing_twice_and_repairs_damage()
         .kv_put("after-replacement", b"1", 0, None)
         .await
         .unwrap());
-    let events = client.events(0).await.unwrap();
-    assert!(
-        events
-            .iter()
-            .any(|e| e.message.contains("replaced by manager 4")),
-        "{events:?}"
-    );
+    // The plan is updated and the event recorded right after the removal.
+    eventually(
+        "the replacement is recorded",
+        Duration::from_secs(10),
+        || async {
+            let events = client.events(0).await.map_err(|e| e.to_string())?;
+            events
+                .iter()
+                .any(|e| e.message.contains("replaced by manager 4"))
+                .then_some(())
+                .ok_or_else(|| format!("{} events, none says replaced", events.len()))
+        },
+    )
+    .await;
     // The leader's container is removed: another manager leads at once,
     // and replaces the old leader after replace_after.
     let old_leader = client.cluster_status().await.unwrap().leader_id.unwrap();
