@@ -124,12 +124,14 @@ async fn round(
             }
             continue;
         };
-        let engine = engine_of(plan.machine(&placement.machine))?;
+        let machine = plan.machine(&placement.machine);
+        let engine = engine_of(machine)?;
         let gone = match engine.inspect(&plan.container_name(voter)).await {
             Ok(None) => true,
             Ok(Some(container)) => container.state != ContainerState::Running,
-            // The machine itself does not answer: it is gone too.
-            Err(e) if e.is_unreachable() => true,
+            // The engine does not answer: only the machine's provider can
+            // tell a dead machine from one that is merely cut off.
+            Err(e) if e.is_unreachable() => machine_gone(machine).await,
             Err(e) => return Err(e.to_string()),
         };
         if !gone {
@@ -173,6 +175,33 @@ async fn round(
         return replace(replica, &mut plan, replacement).await;
     }
     Ok(())
+}
+
+/// Whether the provider of `machine` reports it gone or stopped. A static
+/// machine has no provider to ask: silence alone never condemns it.
+async fn machine_gone(machine: &crate::bootstrap::plan::Machine) -> bool {
+    use crate::provider::{MachineStatus, ProviderConfig};
+    let Some(path) = machine
+        .provider_file
+        .as_ref()
+        .filter(|_| machine.is_provisioned())
+    else {
+        return false;
+    };
+    let provider = std::fs::read_to_string(path)
+        .map_err(|e| e.to_string())
+        .and_then(|text| ProviderConfig::parse(&text).map_err(|e| e.to_string()))
+        .and_then(|config| crate::provider::from_config(&config).map_err(|e| e.to_string()));
+    match provider {
+        Ok(provider) => matches!(
+            provider.status(&machine.name).await,
+            Ok(MachineStatus::Missing | MachineStatus::Stopped | MachineStatus::Deallocated)
+        ),
+        Err(e) => {
+            tracing::warn!(machine = %machine.name, error = %e, "cannot ask the machine's provider");
+            false
+        }
+    }
 }
 
 /// Never reuses a Raft id: one above every id the plan, the membership or
