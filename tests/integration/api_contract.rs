@@ -8,7 +8,7 @@ use raftvisor::client::ClientError;
 use raftvisor::state::ServiceSpec;
 use serde_json::{json, Value};
 
-use crate::harness::{binary, Cluster, ADMIN_TOKEN};
+use crate::harness::{binary, run_cli, Cluster, ADMIN_TOKEN};
 
 fn echo_spec(replicas: u32) -> ServiceSpec {
     serde_json::from_value(json!({
@@ -467,19 +467,10 @@ async fn consul_kv_query_forms() {
 }
 
 fn cli(addr: &str, tls: &[String], args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(binary())
-        .arg("--addr")
-        .arg(addr)
-        .env("RAFTVISOR_TOKEN", ADMIN_TOKEN)
-        .args(tls)
-        .args(args)
-        .output()
-        .expect("run the CLI");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).to_string(),
-        String::from_utf8_lossy(&output.stderr).to_string(),
-    )
+    let mut all = vec!["--addr".to_string(), addr.to_string()];
+    all.extend(tls.iter().cloned());
+    all.extend(args.iter().map(|a| a.to_string()));
+    run_cli(&all, ADMIN_TOKEN)
 }
 
 #[tokio::test(flavor = "multi_thread")]

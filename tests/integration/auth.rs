@@ -4,14 +4,13 @@
 //! reach a log or `token ls`; the bootstrap token file is written by the
 //! cluster when it is named but missing, and the bootstrap happens once.
 
-use std::process::Command;
 use std::time::Duration;
 
 use raftvisor::state::Role;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::harness::{binary, eventually, Cluster, Tuning, ADMIN_TOKEN};
+use crate::harness::{eventually, run_cli, Cluster, Tuning, ADMIN_TOKEN};
 
 /// Every route of the API router, with a concrete path.
 fn all_routes() -> Vec<(Method, &'static str)> {
@@ -254,17 +253,12 @@ async fn roles_limit_what_a_token_may_do() {
 
 /// Runs the CLI against `addr` (trusting the CA file `ca`) with `token`.
 fn cli(addr: &str, ca: &str, token: &str, args: &[&str]) -> (i32, String, String) {
-    let output = Command::new(binary())
-        .args(["--addr", addr, "--ca-cert", ca])
-        .env("RAFTVISOR_TOKEN", token)
-        .args(args)
-        .output()
-        .expect("run the CLI");
-    (
-        output.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&output.stdout).to_string(),
-        String::from_utf8_lossy(&output.stderr).to_string(),
-    )
+    let mut all: Vec<String> = ["--addr", addr, "--ca-cert", ca]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    all.extend(args.iter().map(|a| a.to_string()));
+    run_cli(&all, token)
 }
 
 #[tokio::test(flavor = "multi_thread")]

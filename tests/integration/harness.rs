@@ -131,6 +131,21 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_raftvisor")
 }
 
+/// Runs the CLI with `args` and `token` (as `RAFTVISOR_TOKEN`): (exit
+/// code, stdout, stderr).
+pub fn run_cli(args: &[String], token: &str) -> (i32, String, String) {
+    let output = Command::new(binary())
+        .args(args)
+        .env("RAFTVISOR_TOKEN", token)
+        .output()
+        .expect("run the CLI");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    )
+}
+
 impl Cluster {
     /// Starts `n` replicas forming one cluster.
     pub async fn start(n: usize) -> Cluster {
@@ -327,19 +342,10 @@ impl Cluster {
 
     /// Runs the CLI against replica `id`: (exit code, stdout, stderr).
     pub fn cli(&self, id: u64, args: &[&str]) -> (i32, String, String) {
-        let output = Command::new(binary())
-            .arg("--addr")
-            .arg(&self.replica(id).api_addr)
-            .args(self.certs.cli_args())
-            .args(args)
-            .env("RAFTVISOR_TOKEN", self.admin_token())
-            .output()
-            .expect("run the CLI");
-        (
-            output.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&output.stdout).to_string(),
-            String::from_utf8_lossy(&output.stderr).to_string(),
-        )
+        let mut all = vec!["--addr".to_string(), self.replica(id).api_addr.clone()];
+        all.extend(self.certs.cli_args());
+        all.extend(args.iter().map(|a| a.to_string()));
+        run_cli(&all, &self.admin_token())
     }
 
     /// The cluster's admin token: what its bootstrap token file holds
