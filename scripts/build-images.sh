@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Builds raftvisor's two local images from binaries this project builds (no
+# Builds raftvisor's local images from binaries this project builds (no
 # registry is ever contacted):
 #   raftvisor:local       the agent (/raftvisor) with a static busybox shell
 #   raftvisor-echo:local  the HTTP echo/health server of the tests and demo
+# With --failpoints, only:
+#   raftvisor:failpoints  the agent built with the `failpoints` feature, for
+#                         the failure harness's canary runs (jepsen/)
 # Both binaries come from the one static release build (see lib/common.sh).
 # Idempotent: an image whose inputs (binaries, Dockerfile) are unchanged is
 # not rebuilt. The hash of the inputs is kept in a stamp file next to the
@@ -27,8 +30,23 @@ bin_dir="$target_dir/$RAFTVISOR_TARGET/release"
 stamp_dir="$target_dir/images"
 mkdir -p "$stamp_dir"
 
-log "building raftvisor and raftvisor-echo (release, static)"
-cargo build --release --locked --target "$RAFTVISOR_TARGET" --bin raftvisor --bin raftvisor-echo
+failpoints=false
+for arg in "$@"; do
+    case "$arg" in
+        --failpoints) failpoints=true ;;
+        *) die "unknown argument $arg (usage: scripts/build-images.sh [--failpoints])" ;;
+    esac
+done
+
+if $failpoints; then
+    # raftvisor:failpoints — the agent built with the `failpoints` feature,
+    # for the failure harness (jepsen/): the same build the tests use.
+    log "building raftvisor with fail points (release, static)"
+    cargo build --release --locked --target "$RAFTVISOR_TARGET" --features failpoints --bin raftvisor
+else
+    log "building raftvisor and raftvisor-echo (release, static)"
+    cargo build --release --locked --target "$RAFTVISOR_TARGET" --bin raftvisor --bin raftvisor-echo
+fi
 
 # busybox-static installs a statically linked /bin/busybox.
 busybox=/bin/busybox
@@ -80,5 +98,9 @@ build_image() {
     log "built $tag in $((SECONDS - started)) s ($(docker image inspect -f '{{ .Size }}' "$tag" | awk '{printf "%.1f MB", $1/1e6}'))"
 }
 
-build_image raftvisor:local images/raftvisor/Dockerfile "$bin_dir/raftvisor" "$busybox"
-build_image raftvisor-echo:local images/echo/Dockerfile "$bin_dir/raftvisor-echo"
+if $failpoints; then
+    build_image raftvisor:failpoints images/raftvisor/Dockerfile "$bin_dir/raftvisor" "$busybox"
+else
+    build_image raftvisor:local images/raftvisor/Dockerfile "$bin_dir/raftvisor" "$busybox"
+    build_image raftvisor-echo:local images/echo/Dockerfile "$bin_dir/raftvisor-echo"
+fi

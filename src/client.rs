@@ -238,13 +238,17 @@ impl Client {
         self.call(Method::GET, "/v1/cluster", &[], None, None).await
     }
 
+    /// Adds a member as a learner and, with `voter`, promotes it.
     pub async fn add_member(
         &self,
         id: u64,
         api_addr: &str,
         peer_addr: &str,
+        voter: bool,
     ) -> Result<serde_json::Value, ClientError> {
-        let body = serde_json::json!({"id": id, "api_addr": api_addr, "peer_addr": peer_addr});
+        let body = serde_json::json!({
+            "id": id, "api_addr": api_addr, "peer_addr": peer_addr, "voter": voter,
+        });
         self.call(
             Method::POST,
             "/v1/cluster/members",

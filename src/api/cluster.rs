@@ -134,6 +134,14 @@ pub struct AddMember {
     id: u64,
     api_addr: String,
     peer_addr: String,
+    /// `false`: join as a learner only (promote later by adding it again
+    /// with `true`). Default `true`.
+    #[serde(default = "default_voter")]
+    voter: bool,
+}
+
+fn default_voter() -> bool {
+    true
 }
 
 #[derive(Serialize)]
@@ -159,7 +167,7 @@ pub async fn add_member(
         peer_addr: body.peer_addr,
         api_addr: body.api_addr,
     };
-    let index = replica.add_member(body.id, node).await?;
+    let index = replica.add_member(body.id, node, body.voter).await?;
     Ok(Json(MembershipChanged { index }))
 }
 

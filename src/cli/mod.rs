@@ -262,7 +262,8 @@ pub enum NodeCommand {
 pub enum ClusterCommand {
     /// Members, leader, term and indexes.
     Status,
-    /// Add a replica (learner first, promoted once caught up).
+    /// Add a replica (learner first, promoted once caught up; run it again
+    /// without --learner to promote a learner).
     AddMember {
         #[arg(long)]
         id: u64,
@@ -270,6 +271,9 @@ pub enum ClusterCommand {
         api: String,
         #[arg(long)]
         peer: String,
+        /// Join as a learner only: it replicates but does not vote.
+        #[arg(long)]
+        learner: bool,
     },
     /// Remove a replica.
     RemoveMember { id: u64 },
@@ -828,8 +832,13 @@ async fn run_cluster(
                 table
             });
         }
-        ClusterCommand::AddMember { id, api, peer } => {
-            let result = client.add_member(id, &api, &peer).await?;
+        ClusterCommand::AddMember {
+            id,
+            api,
+            peer,
+            learner,
+        } => {
+            let result = client.add_member(id, &api, &peer, !learner).await?;
             print(format, &result, || {
                 let mut table = Table::new(&["ADDED", "MEMBERSHIP_INDEX"]);
                 table.row(vec![id.to_string(), result["index"].to_string()]);

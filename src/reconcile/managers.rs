@@ -304,7 +304,7 @@ async fn replace(
         };
         // Blocks until the learner has caught up, then promotes it.
         replica
-            .add_member(new, node)
+            .add_member(new, node, true)
             .await
             .map_err(|e| format!("adding manager {new}: {e}"))?;
         event(

@@ -13,9 +13,11 @@ pub enum LeaderRequest {
     /// The leader's commit index, confirmed by a quorum, for a follower's
     /// linearizable read.
     ReadIndex,
+    /// Adds a learner, then (with `voter`) promotes it once caught up.
     AddMember {
         id: u64,
         node: PeerNode,
+        voter: bool,
     },
     RemoveMember {
         id: u64,

@@ -236,6 +236,9 @@ impl Replica {
     /// Returns once this replica's state machine reflects every write
     /// committed before the call (read-index through the leader).
     pub async fn read_barrier(&self) -> Result<(), OpError> {
+        // A known bug on purpose, for the failure harness to catch: answer
+        // "linearizable" reads from this replica's state as it is.
+        fail::fail_point!("read-index-local", |_| Ok(()));
         let deadline = Instant::now() + self.request_timeout;
         let index = match self.to_leader(LeaderRequest::ReadIndex).await? {
             LeaderReply::ReadIndex(index) => index,
@@ -256,11 +259,16 @@ impl Replica {
         }
     }
 
-    /// Adds a replica: as a learner first, then promoted to voter once it
-    /// has caught up.
-    pub async fn add_member(&self, id: NodeId, node: PeerNode) -> Result<u64, OpError> {
+    /// Adds a replica as a learner and, with `voter`, promotes it to voter
+    /// once it has caught up. Adding a learner again with `voter` promotes it.
+    pub async fn add_member(
+        &self,
+        id: NodeId,
+        node: PeerNode,
+        voter: bool,
+    ) -> Result<u64, OpError> {
         match self
-            .to_leader(LeaderRequest::AddMember { id, node })
+            .to_leader(LeaderRequest::AddMember { id, node, voter })
             .await?
         {
             LeaderReply::MembershipChanged { index } => Ok(index),
@@ -363,7 +371,9 @@ impl Replica {
                     .map_err(map_check_leader_error)?;
                 Ok(LeaderReply::ReadIndex(read_log_id.map_or(0, |l| l.index)))
             }
-            LeaderRequest::AddMember { id, node } => self.add_member_here(id, node).await,
+            LeaderRequest::AddMember { id, node, voter } => {
+                self.add_member_here(id, node, voter).await
+            }
             LeaderRequest::RemoveMember { id } => self.remove_member_here(id).await,
         }
     }
@@ -372,6 +382,7 @@ impl Replica {
         &self,
         id: NodeId,
         node: PeerNode,
+        voter: bool,
     ) -> Result<LeaderReply, LeaderError> {
         self.ensure_leader()?;
         let voters = self.voters();
@@ -380,17 +391,21 @@ impl Replica {
                 "replica {id} is already a voting member"
             )));
         }
-        self.raft
+        // Blocks until the learner has caught up with the leader's log.
+        let mut response = self
+            .raft
             .add_learner(id, node.clone(), true)
             .await
             .map_err(writer::map_raft_write_error)?;
-        let mut new_voters = voters;
-        new_voters.insert(id);
-        let response = self
-            .raft
-            .change_membership(ChangeMembers::ReplaceAllVoters(new_voters), false)
-            .await
-            .map_err(writer::map_raft_write_error)?;
+        if voter {
+            let mut new_voters = voters;
+            new_voters.insert(id);
+            response = self
+                .raft
+                .change_membership(ChangeMembers::ReplaceAllVoters(new_voters), false)
+                .await
+                .map_err(writer::map_raft_write_error)?;
+        }
         let request = Request {
             id: RequestId::random(),
             time_ms: now_ms(),

@@ -126,7 +126,7 @@ async fn every_acknowledged_write_survives_killing_all_replicas() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_new_member_catches_up_by_snapshot_and_members_can_be_removed() {
+async fn a_learner_catches_up_by_snapshot_is_promoted_and_members_can_be_removed() {
     let tuning = Tuning {
         snapshot_threshold: 20,
         keep_logs_after_snapshot: 5,
@@ -149,9 +149,18 @@ async fn a_new_member_catches_up_by_snapshot_and_members_can_be_removed() {
         cluster.replicas[index].api_addr.clone(),
         cluster.replicas[index].peer_addr.clone(),
     );
-    client.add_member(4, &api, &peer).await.unwrap();
+    // A learner first: it replicates (by snapshot) but does not vote.
+    client.add_member(4, &api, &peer, false).await.unwrap();
     let joined = cluster.client_for(4);
     stale_value_is(&joined, "s/119", "x").await;
+    let status = client.cluster_status().await.unwrap();
+    assert!(
+        status.members.iter().any(|m| m.id == 4 && !m.voter),
+        "replica 4 is not a learner: {status:?}"
+    );
+    assert_eq!(status.members.iter().filter(|m| m.voter).count(), 3);
+    // Adding it again as a voter promotes it.
+    client.add_member(4, &api, &peer, true).await.unwrap();
     assert_eq!(
         joined
             .kv_list("s/", Consistency::Stale)

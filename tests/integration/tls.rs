@@ -194,7 +194,7 @@ async fn a_replica_with_another_ca_cannot_join() {
     // The membership change itself may commit (the other three are a
     // quorum of four), but no Raft message ever reaches the joiner.
     let client = cluster.client();
-    let _ = client.add_member(4, &api, &peer).await;
+    let _ = client.add_member(4, &api, &peer, true).await;
     eventually(
         "the cluster's handshakes are refused by the joiner",
         Duration::from_secs(10),

@@ -1,0 +1,167 @@
+//! Liveness and agreement after healing:
+//! - `liveness`: within the limit, the members agree on one leader and a
+//!   write through the API is acknowledged;
+//! - `replicas`: once every member has applied the same index, all of them
+//!   hold exactly the same keys, values and modify indexes under the run's
+//!   prefix (read locally with `?stale`) — a member that recovered from a
+//!   disk fault must not hold different data.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::Verdict;
+use crate::nemesis::Context;
+
+pub async fn liveness(ctx: &Context, prefix: &str, within: Duration) -> Verdict {
+    let started = Instant::now();
+    let deadline = started + within;
+    let mut last = String::from("not tried");
+    let mut leader_after = None;
+    while Instant::now() < deadline {
+        let members = ctx.members();
+        match ctx.cluster.agreed_view(&members).await {
+            Ok(view) => {
+                leader_after.get_or_insert(started.elapsed());
+                let leader = view.leader_id.unwrap_or(0);
+                let Some(manager) = ctx.cluster.manager(leader) else {
+                    last = format!("leader m{leader} is not a manager of this run");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                match ctx
+                    .cluster
+                    .api
+                    .kv_put(
+                        &manager.api(),
+                        &format!("{prefix}/liveness"),
+                        "1",
+                        None,
+                        Duration::from_secs(3),
+                    )
+                    .await
+                {
+                    Ok(true) => return Verdict::new(
+                        "liveness",
+                        Some(true),
+                        format!(
+                            "leader m{leader} agreed after {} ms, a write acknowledged after {} ms",
+                            leader_after.unwrap_or_default().as_millis(),
+                            started.elapsed().as_millis()
+                        ),
+                        json!({
+                            "leader": leader,
+                            "leader_agreed_ms": leader_after.map(|d| d.as_millis() as u64),
+                            "write_acknowledged_ms": started.elapsed().as_millis() as u64,
+                        }),
+                    ),
+                    Ok(false) => last = "the write answered false".into(),
+                    Err(e) => last = format!("write through m{leader}: {e}"),
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Verdict::new(
+        "liveness",
+        Some(false),
+        format!("no agreed leader and acknowledged write within {within:?}: {last}"),
+        json!({ "last_problem": last, "members": ctx.members() }),
+    )
+}
+
+#[derive(Deserialize, PartialEq, Eq, Debug)]
+#[serde(rename_all = "PascalCase")]
+struct Entry {
+    key: String,
+    value: Option<String>,
+    modify_index: u64,
+}
+
+pub async fn replicas(ctx: &Context, prefix: &str, within: Duration) -> Verdict {
+    let deadline = Instant::now() + within;
+    let mut last = String::from("not compared");
+    while Instant::now() < deadline {
+        match compare(ctx, prefix).await {
+            Ok(keys) => {
+                return Verdict::new(
+                    "replicas",
+                    Some(true),
+                    format!("{} members hold the same {keys} keys", ctx.members().len()),
+                    json!({ "keys": keys, "members": ctx.members() }),
+                )
+            }
+            Err(e) => last = e,
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    Verdict::new(
+        "replicas",
+        Some(false),
+        format!("members still differ after {within:?}: {last}"),
+        json!({ "last_difference": last }),
+    )
+}
+
+/// `Ok(keys)` when every member, at the same applied index, holds the same
+/// entries; otherwise what differs.
+async fn compare(ctx: &Context, prefix: &str) -> Result<usize, String> {
+    let mut states: BTreeMap<u64, (u64, Vec<Entry>)> = BTreeMap::new();
+    for id in ctx.members() {
+        let manager = ctx.cluster.manager(id).ok_or(format!("no manager {id}"))?;
+        let api = &ctx.cluster.api;
+        let before = api
+            .cluster(&manager.api(), Duration::from_secs(1))
+            .await
+            .map_err(|e| format!("m{id}: {e}"))?
+            .applied_index;
+        let entries: Vec<Entry> = match api
+            .get_json(
+                &manager.api(),
+                &format!("/v1/kv/{prefix}/?recurse&stale"),
+                Duration::from_secs(3),
+            )
+            .await
+        {
+            Ok(entries) => entries,
+            Err(e) if e.to_string().contains("HTTP 404") => Vec::new(),
+            Err(e) => return Err(format!("m{id}: {e}")),
+        };
+        let after = api
+            .cluster(&manager.api(), Duration::from_secs(1))
+            .await
+            .map_err(|e| format!("m{id}: {e}"))?
+            .applied_index;
+        if before != after {
+            return Err(format!("m{id} applied {before}..{after} while being read"));
+        }
+        states.insert(id, (after, entries));
+    }
+    let mut iter = states.iter();
+    let Some((first_id, (first_index, first_entries))) = iter.next() else {
+        return Err("no members".into());
+    };
+    for (id, (index, entries)) in iter {
+        if index != first_index {
+            return Err(format!(
+                "m{first_id} applied {first_index}, m{id} applied {index}"
+            ));
+        }
+        if entries != first_entries {
+            let differing = first_entries
+                .iter()
+                .zip(entries.iter())
+                .find(|(a, b)| a != b)
+                .map(|(a, b)| format!("{a:?} vs {b:?}"))
+                .unwrap_or_else(|| format!("{} vs {} entries", first_entries.len(), entries.len()));
+            return Err(format!(
+                "m{first_id} and m{id} differ at index {index}: {differing}"
+            ));
+        }
+    }
+    Ok(first_entries.len())
+}

@@ -1,0 +1,222 @@
+//! Membership changes under load: a new manager joins as a learner
+//! (`POST /v1/cluster/members` with `"voter": false`), a learner is
+//! promoted (`"voter": true`), a voter — the leader about a third of the
+//! time — is removed (`DELETE /v1/cluster/members/{id}`) and left running
+//! with its data, as a removed node in the wild would be. Voters never drop
+//! below three. The proof of each change is the membership as the other
+//! members report it afterwards.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::Rng;
+use reqwest::Method;
+use serde_json::json;
+
+use super::{Context, Started, Undo};
+
+/// The most voters the nemesis grows the cluster to.
+const MAX_VOTERS: usize = 6;
+const MIN_VOTERS: usize = 3;
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends a membership change to some running member (writes are
+/// forwarded to the leader) and returns its answer.
+async fn send(
+    ctx: &Context,
+    method: Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let mut last = anyhow::anyhow!("no member to ask");
+    for id in super::partition::running_members(ctx).await {
+        let Some(manager) = ctx.cluster.manager(id) else {
+            continue;
+        };
+        match ctx
+            .cluster
+            .api
+            .send_json(
+                method.clone(),
+                &manager.api(),
+                path,
+                body.as_ref(),
+                CHANGE_TIMEOUT,
+            )
+            .await
+        {
+            Ok(answer) => return Ok(answer),
+            // Refused outright (e.g. not a member any more): try another.
+            Err(e) if e.is_definite() => last = anyhow::anyhow!("m{id}: {e}"),
+            Err(e) => return Err(anyhow::anyhow!("m{id}: {e}")),
+        }
+    }
+    Err(last)
+}
+
+/// Waits until the members other than `subject` agree that `subject` is
+/// a voter (`Some(true)`), a learner (`Some(false)`) or gone (`None`).
+async fn wait_for_role(ctx: &Context, subject: u64, role: Option<bool>) -> serde_json::Value {
+    let deadline = Instant::now() + CHANGE_TIMEOUT;
+    let mut last = json!(null);
+    while Instant::now() < deadline {
+        let askers: Vec<u64> = ctx
+            .members()
+            .into_iter()
+            .filter(|&m| m != subject)
+            .collect();
+        let mut agreeing = 0;
+        for &id in &askers {
+            let Some(manager) = ctx.cluster.manager(id) else {
+                continue;
+            };
+            if let Ok(view) = ctx
+                .cluster
+                .api
+                .cluster(&manager.api(), Duration::from_millis(500))
+                .await
+            {
+                let seen = view
+                    .members
+                    .iter()
+                    .find(|m| m.id == subject)
+                    .map(|m| m.voter);
+                if seen == role {
+                    agreeing += 1;
+                }
+                last = json!({ "asked": id, "members": view.members.iter().map(|m| json!({"id": m.id, "voter": m.voter})).collect::<Vec<_>>() });
+            }
+        }
+        if !askers.is_empty() && agreeing * 2 > askers.len() {
+            return json!({ "agreeing_members": agreeing, "asked": askers.len(), "view": last });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    json!({ "agreeing_members": 0, "view": last })
+}
+
+fn agreed(proof: &serde_json::Value) -> bool {
+    proof["agreeing_members"].as_u64().unwrap_or(0) > 0
+}
+
+pub async fn add(ctx: &Arc<Context>) -> anyhow::Result<Option<Started>> {
+    let (voters, learners) = {
+        let m = ctx.membership.lock().expect("membership");
+        (m.voters.len(), m.learners.len())
+    };
+    if voters >= MAX_VOTERS || learners > 0 {
+        return Ok(None);
+    }
+    let id = ctx.cluster.next_id();
+    let manager = ctx.cluster.add_container(id, &[]).await?;
+    let answer = send(
+        ctx,
+        Method::POST,
+        "/v1/cluster/members",
+        Some(json!({
+            "id": id,
+            "api_addr": manager.api_addr(),
+            "peer_addr": manager.peer_addr(),
+            "voter": false,
+        })),
+    )
+    .await;
+    let proof = wait_for_role(ctx, id, Some(false)).await;
+    let effective = agreed(&proof);
+    if effective {
+        ctx.membership
+            .lock()
+            .expect("membership")
+            .learners
+            .insert(id);
+    }
+    Ok(Some(Started {
+        targets: json!([id]),
+        proof: json!({ "answer": answer.map_err(|e| e.to_string()).map_or_else(|e| json!({"error": e}), |a| a), "membership": proof }),
+        effective,
+        undo: Undo::Nothing,
+    }))
+}
+
+pub async fn promote(ctx: &Arc<Context>) -> anyhow::Result<Option<Started>> {
+    let learner = ctx
+        .membership
+        .lock()
+        .expect("membership")
+        .learners
+        .iter()
+        .next()
+        .copied();
+    let Some(id) = learner else {
+        return Ok(None);
+    };
+    let Some(manager) = ctx.cluster.manager(id) else {
+        return Ok(None);
+    };
+    let answer = send(
+        ctx,
+        Method::POST,
+        "/v1/cluster/members",
+        Some(json!({
+            "id": id,
+            "api_addr": manager.api_addr(),
+            "peer_addr": manager.peer_addr(),
+            "voter": true,
+        })),
+    )
+    .await;
+    let proof = wait_for_role(ctx, id, Some(true)).await;
+    let effective = agreed(&proof);
+    if effective {
+        let mut m = ctx.membership.lock().expect("membership");
+        m.learners.remove(&id);
+        m.voters.insert(id);
+    }
+    Ok(Some(Started {
+        targets: json!([id]),
+        proof: json!({ "answer": answer.map_err(|e| e.to_string()).map_or_else(|e| json!({"error": e}), |a| a), "membership": proof }),
+        effective,
+        undo: Undo::Nothing,
+    }))
+}
+
+pub async fn remove(ctx: &Arc<Context>, rng: &mut StdRng) -> anyhow::Result<Option<Started>> {
+    let voters = ctx.voters();
+    if voters.len() <= MIN_VOTERS {
+        return Ok(None);
+    }
+    let leader = ctx.leader(Duration::from_secs(2)).await;
+    let target = match leader {
+        Some(l) if rng.gen_bool(1.0 / 3.0) => l,
+        _ => *voters.choose(rng).expect("voters is not empty"),
+    };
+    let answer = send(
+        ctx,
+        Method::DELETE,
+        &format!("/v1/cluster/members/{target}"),
+        None,
+    )
+    .await;
+    {
+        // Out of the member list before the proof, so it is not asked.
+        let mut m = ctx.membership.lock().expect("membership");
+        m.voters.remove(&target);
+        m.removed.insert(target);
+    }
+    let proof = wait_for_role(ctx, target, None).await;
+    let effective = agreed(&proof);
+    if !effective {
+        // Still a member as far as the cluster knows: keep it counted.
+        let mut m = ctx.membership.lock().expect("membership");
+        m.removed.remove(&target);
+        m.voters.insert(target);
+    }
+    Ok(Some(Started {
+        targets: json!({ "removed": target, "was_leader": leader == Some(target) }),
+        proof: json!({ "answer": answer.map_err(|e| e.to_string()).map_or_else(|e| json!({"error": e}), |a| a), "membership": proof }),
+        effective,
+        undo: Undo::Nothing,
+    }))
+}

@@ -1,0 +1,75 @@
+//! Workload faults: `kill -9` of one running workload container (SIGKILL
+//! from the engine, recorded so the supervisor checker does not blame the
+//! control plane for it). The fault lasts until raftvisor runs the slot
+//! again, which is its proof of recovery.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::query_parameters::KillContainerOptionsBuilder;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde_json::json;
+
+use super::{Context, Started, Undo};
+use crate::containers;
+
+pub async fn kill(ctx: &Arc<Context>, rng: &mut StdRng) -> anyhow::Result<Option<Started>> {
+    let docker = &ctx.cluster.docker;
+    let running: Vec<containers::Workload> = containers::list(docker, &ctx.cluster_id)
+        .await?
+        .into_iter()
+        .filter(|w| w.state == "running")
+        .collect();
+    let Some(victim) = running.choose(rng).cloned() else {
+        return Ok(None);
+    };
+    // Recorded before the kill: its death must never count against the
+    // control plane.
+    ctx.killed_workloads
+        .lock()
+        .expect("killed workloads")
+        .push((victim.id.clone(), ctx.recorder.now_us()));
+    let options = KillContainerOptionsBuilder::new().signal("KILL").build();
+    docker.kill_container(&victim.id, Some(options)).await?;
+    let inspect = docker.inspect_container(&victim.id, None).await?;
+    let state = inspect.state.unwrap_or_default();
+    // raftvisor may already have started it again: a start after our kill
+    // is proof too (the engine counts it as a restart of the same container).
+    let effective = state.exit_code == Some(137) || state.running != Some(true);
+    Ok(Some(Started {
+        targets: json!({ "container": &victim.id[..12.min(victim.id.len())], "slot": victim.slot_key() }),
+        proof: json!({ "status": state.status.map(|s| s.to_string()), "exit_code": state.exit_code }),
+        effective,
+        undo: Undo::WorkloadRestart {
+            container: victim.id,
+        },
+    }))
+}
+
+/// Waits up to 15 s for the killed container's slot to run again.
+pub async fn wait_restarted(
+    ctx: &Arc<Context>,
+    container: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let docker = &ctx.cluster.docker;
+    let started = Instant::now();
+    let slot = containers::list(docker, &ctx.cluster_id)
+        .await?
+        .into_iter()
+        .find(|w| w.id == container)
+        .map(|w| w.slot_key());
+    while started.elapsed() < Duration::from_secs(15) {
+        let all = containers::list(docker, &ctx.cluster_id).await?;
+        let running = all
+            .iter()
+            .any(|w| w.state == "running" && (w.id == container || Some(w.slot_key()) == slot));
+        if running {
+            return Ok(
+                json!({ "slot_running_again_after_ms": started.elapsed().as_millis() as u64 }),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(json!({ "slot_running_again": false, "waited_ms": 15000 }))
+}

@@ -1,0 +1,347 @@
+//! One run, start to end: the cluster is created, the workload node
+//! registered and the services deployed; clients and the nemesis run side
+//! by side for the run's duration while the engine is watched; then
+//! everything is healed, the post-healing checks ask the cluster, the
+//! history checkers decide, the outputs are written (history, verdict,
+//! summary, timeline) and the run's containers and network are removed —
+//! also when a step failed.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use reqwest::Method;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::checker::{self, Verdict};
+use crate::cluster::{Cluster, ClusterOptions};
+use crate::history::Recorder;
+use crate::nemesis::{self, Context, FaultKind, Membership, Pace};
+use crate::report;
+use crate::workloads::register::{self, Processes, RegisterOptions};
+use crate::workloads::set::{self, SetOptions};
+use crate::workloads::supervisor;
+
+/// Which workloads a run drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Workloads {
+    pub register: bool,
+    pub set: bool,
+    pub supervisor: bool,
+}
+
+impl Workloads {
+    pub fn parse(text: &str) -> Result<Workloads, String> {
+        let mut w = Workloads {
+            register: false,
+            set: false,
+            supervisor: false,
+        };
+        for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+            match word {
+                "register" => w.register = true,
+                "set" => w.set = true,
+                "supervisor" => w.supervisor = true,
+                "all" => {
+                    w.register = true;
+                    w.set = true;
+                    w.supervisor = true;
+                }
+                other => {
+                    return Err(format!(
+                        "unknown workload {other:?}: use register, set, supervisor or all"
+                    ))
+                }
+            }
+        }
+        Ok(w)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.register {
+            names.push("register");
+        }
+        if self.set {
+            names.push("set");
+        }
+        if self.supervisor {
+            names.push("supervisor");
+        }
+        names
+    }
+}
+
+/// Everything that defines a run; with the same seed, the same schedule of
+/// faults and operations is drawn.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub name: String,
+    pub seed: u64,
+    pub nemeses: Vec<FaultKind>,
+    pub workloads: Workloads,
+    pub duration: Duration,
+    pub managers: u64,
+    pub image: String,
+    pub echo_image: String,
+    pub raftvisor_bin: PathBuf,
+    /// The run's outputs go to `<out>/<name>/`.
+    pub out: PathBuf,
+    pub failpoints: Option<String>,
+    pub pace: Pace,
+    pub client_processes: u64,
+}
+
+/// What a run concluded.
+#[derive(Debug, Clone)]
+pub struct RunOutcome {
+    pub dir: PathBuf,
+    pub valid: bool,
+    pub verdicts: Vec<Verdict>,
+}
+
+pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
+    // Absolute: the managers' directories are bind-mounted.
+    let dir = std::path::absolute(options.out.join(&options.name))?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot clear {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let recorder = Recorder::create(&dir.join("history.jsonl"))?;
+    let run_id = format!("{}-{:04x}", options.seed, rand::random::<u16>());
+    tracing::info!(run = %options.name, seed = options.seed, dir = %dir.display(), "creating the cluster");
+    let cluster = Cluster::create(ClusterOptions {
+        run: run_id,
+        image: options.image.clone(),
+        managers: options.managers,
+        raftvisor_bin: options.raftvisor_bin.clone(),
+        dir: dir.join("cluster"),
+        failpoints: options.failpoints.clone(),
+        seed: options.seed,
+    })
+    .await;
+    let cluster = match cluster {
+        Ok(cluster) => Arc::new(cluster),
+        Err(e) => {
+            // The network may exist already: remove what carries the run's name.
+            return Err(e.context("setting up the cluster under test"));
+        }
+    };
+    let cluster_id = match cluster.agreed_view(&[1]).await {
+        Ok(view) => view.cluster_id.unwrap_or_default(),
+        Err(e) => {
+            let _ = cluster.teardown(None).await;
+            return Err(e.context("reading the cluster id"));
+        }
+    };
+    let ctx = Arc::new(Context {
+        cluster: cluster.clone(),
+        recorder: recorder.clone(),
+        membership: Mutex::new(Membership {
+            voters: (1..=options.managers).collect(),
+            ..Membership::default()
+        }),
+        killed_workloads: Mutex::new(Vec::new()),
+        cluster_id: cluster_id.clone(),
+        ineffective: Mutex::new(Vec::new()),
+        delay: tokio::sync::Mutex::new(None),
+    });
+    let result = drive(&options, &ctx, &dir).await;
+    let teardown = cluster.teardown(Some(&cluster_id)).await;
+    let verdicts = result?;
+    teardown.context("tearing the cluster down")?;
+    let valid = verdicts.iter().all(Verdict::passed);
+    Ok(RunOutcome {
+        dir,
+        valid,
+        verdicts,
+    })
+}
+
+/// Everything between setup and teardown.
+async fn drive(
+    options: &RunOptions,
+    ctx: &Arc<Context>,
+    dir: &std::path::Path,
+) -> anyhow::Result<Vec<Verdict>> {
+    let prefix = format!("jepsen/{}", options.name.replace('/', "-"));
+    register_node(ctx).await?;
+    if options.workloads.supervisor {
+        supervisor::deploy(ctx, &options.echo_image).await?;
+        supervisor::wait_converged(ctx, Duration::from_secs(60))
+            .await
+            .map_err(|e| anyhow::anyhow!("the services did not start: {e}"))?;
+    }
+    let (stop_watching, watching) = watch::channel(false);
+    let sampler = tokio::spawn(supervisor::sample(ctx.clone(), watching.clone()));
+    let deaths = tokio::spawn(supervisor::watch_deaths(ctx.clone(), watching));
+
+    tracing::info!(duration = ?options.duration, nemeses = ?options.nemeses, "running");
+    let until = Instant::now() + options.duration;
+    let processes = Arc::new(Processes::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    let nemesis_rng = StdRng::seed_from_u64(options.seed);
+    tasks.spawn(nemesis::run(
+        ctx.clone(),
+        options.nemeses.clone(),
+        nemesis_rng,
+        options.pace,
+        until.into_std(),
+    ));
+    let think = (Duration::from_millis(2), Duration::from_millis(20));
+    if options.workloads.register {
+        let register = RegisterOptions {
+            processes: options.client_processes,
+            ops_per_key: 100,
+            prefix: format!("{prefix}/register"),
+            timeout: Duration::from_secs(3),
+            max_ops: 200_000,
+            think,
+        };
+        let (ctx, processes, seed) = (ctx.clone(), processes.clone(), options.seed);
+        tasks.spawn(async move {
+            register::run(ctx, register, seed, processes, until).await;
+            Ok(())
+        });
+    }
+    let set_prefix = format!("{prefix}/set");
+    if options.workloads.set {
+        let set_options = SetOptions {
+            processes: 2,
+            prefix: set_prefix.clone(),
+            timeout: Duration::from_secs(3),
+            max_ops: 50_000,
+            think,
+        };
+        let (ctx, processes, seed) = (ctx.clone(), processes.clone(), options.seed);
+        tasks.spawn(async move {
+            set::run(ctx, set_options, seed, processes, until).await;
+            Ok(())
+        });
+    }
+    let mut task_errors = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => task_errors.push(format!("{e:#}")),
+            Err(e) => task_errors.push(format!("a task panicked: {e}")),
+        }
+    }
+
+    tracing::info!("healing");
+    let healed = nemesis::heal_everything(ctx).await;
+    ctx.recorder.record(
+        crate::history::Process::NEMESIS,
+        crate::history::EventType::Info,
+        crate::history::Entry::new("heal-everything").value(match &healed {
+            Ok(proof) => proof.clone(),
+            Err(e) => json!({ "error": format!("{e:#}") }),
+        }),
+    );
+    let mut verdicts = Vec::new();
+    verdicts.push(checker::liveness::liveness(ctx, &prefix, Duration::from_secs(30)).await);
+    if options.workloads.set {
+        set::final_read(ctx, &set_prefix, &processes, Duration::from_secs(30)).await;
+    }
+    let convergence = if options.workloads.supervisor {
+        supervisor::wait_converged(ctx, Duration::from_secs(30)).await
+    } else {
+        Ok(Duration::ZERO)
+    };
+    if options.workloads.supervisor {
+        verdicts.push(checker::dns::check(ctx, Duration::from_secs(10)).await);
+    }
+    verdicts.push(checker::liveness::replicas(ctx, &prefix, Duration::from_secs(15)).await);
+    let _ = stop_watching.send(true);
+    let samples = sampler.await.unwrap_or_default();
+    let deaths = deaths.await.unwrap_or_default();
+    recorder_flush(ctx)?;
+
+    tracing::info!("checking the history");
+    let events = ctx.recorder.events();
+    if options.workloads.register {
+        let events = events.clone();
+        let verdict = tokio::task::spawn_blocking(move || checker::register::check(&events))
+            .await
+            .context("the linearizability checker panicked")?;
+        verdicts.push(verdict);
+    }
+    if options.workloads.set {
+        verdicts.push(checker::set::check(&events));
+    }
+    let killed = ctx.killed_workloads.lock().expect("killed").clone();
+    verdicts.push(checker::supervisor::check(checker::supervisor::Observed {
+        samples: &samples,
+        deaths: &deaths,
+        killed: &killed,
+        convergence,
+        duplicate_grace: Duration::from_secs(5),
+        deployed: options.workloads.supervisor,
+    }));
+    let ineffective = ctx.ineffective.lock().expect("ineffective").clone();
+    let mut problems = ineffective.clone();
+    problems.extend(task_errors.iter().cloned());
+    if let Err(e) = &healed {
+        problems.push(format!("healing: {e:#}"));
+    }
+    verdicts.push(Verdict::new(
+        "faults",
+        Some(problems.is_empty()),
+        if problems.is_empty() {
+            "every fault proved it took effect and everything healed".to_string()
+        } else {
+            format!(
+                "{} problems with the faults themselves: {}",
+                problems.len(),
+                problems.join("; ")
+            )
+        },
+        json!({ "ineffective": ineffective, "errors": task_errors }),
+    ));
+    report::write(dir, options, &events, &verdicts, &samples, &deaths)?;
+    Ok(verdicts)
+}
+
+fn recorder_flush(ctx: &Context) -> anyhow::Result<()> {
+    ctx.recorder.flush().context("writing the history")
+}
+
+/// Registers the local engine as the cluster's one node, reached from the
+/// managers' network at the host's address on it.
+async fn register_node(ctx: &Context) -> anyhow::Result<()> {
+    let cluster = &ctx.cluster;
+    let manager = cluster.manager(1).context("no manager 1")?;
+    cluster
+        .api
+        .send_json(
+            Method::PUT,
+            &manager.api(),
+            "/v1/nodes/local",
+            Some(&json!({
+                "docker_endpoint": "unix:///var/run/docker.sock",
+                "address": cluster.gateway.to_string(),
+            })),
+            Duration::from_secs(10),
+        )
+        .await
+        .context("cannot register the local engine as a node")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_lists_parse() {
+        let w = Workloads::parse("register,supervisor").unwrap();
+        assert!(w.register && w.supervisor && !w.set);
+        assert_eq!(Workloads::parse("all").unwrap().names().len(), 3);
+        assert!(Workloads::parse("bank").is_err());
+    }
+}

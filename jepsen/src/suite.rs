@@ -1,0 +1,176 @@
+//! The named scenarios: `--smoke`, a few seeds that together touch every
+//! kind of fault in a few minutes (run by the project's test command), with
+//! a canary run against a build whose fail point answers linearizable
+//! reads locally — the harness must call that run invalid; and `--full`,
+//! every nemesis group against every workload, for longer.
+
+use std::time::Duration;
+
+use crate::nemesis::FaultKind;
+use crate::run::Workloads;
+
+/// One run of a suite.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub seed: u64,
+    pub nemeses: Vec<FaultKind>,
+    pub workloads: Workloads,
+    pub duration: Duration,
+    /// Fail points for the managers (`FAILPOINTS`); needs an image built
+    /// with them.
+    pub failpoints: Option<String>,
+    /// The run must be found invalid (a known bug the harness must catch).
+    pub expect_invalid: bool,
+}
+
+impl Scenario {
+    /// The command that replays this run.
+    pub fn replay_command(&self) -> String {
+        let mut command =
+            format!(
+            "scripts/jepsen.sh run --name {} --seed {} --nemesis {} --workload {} --duration {}",
+            self.name,
+            self.seed,
+            if self.nemeses.is_empty() {
+                "none".to_string()
+            } else {
+                self.nemeses.iter().map(|k| k.name()).collect::<Vec<_>>().join(",")
+            },
+            self.workloads.names().join(","),
+            self.duration.as_secs()
+        );
+        if let Some(failpoints) = &self.failpoints {
+            command.push_str(&format!(" --failpoints '{failpoints}'"));
+        }
+        command
+    }
+}
+
+fn kinds(list: &str) -> Vec<FaultKind> {
+    FaultKind::parse_list(list).expect("suite nemesis lists are valid")
+}
+
+fn all_workloads() -> Workloads {
+    Workloads::parse("all").expect("valid")
+}
+
+/// The fail point that turns linearizable reads into local reads.
+pub const LOCAL_READS_FAILPOINT: &str = "read-index-local=return";
+
+/// A few minutes, every kind of fault at least in reach; `base_seed`
+/// shifts every seed (CI uses a fixed one, so runs are replayable).
+pub fn smoke(base_seed: u64) -> Vec<Scenario> {
+    let duration = Duration::from_secs(25);
+    vec![
+        Scenario {
+            name: "smoke-partitions".into(),
+            seed: base_seed + 1,
+            nemeses: kinds("partition,kill-leader"),
+            workloads: all_workloads(),
+            duration,
+            failpoints: None,
+            expect_invalid: false,
+        },
+        Scenario {
+            name: "smoke-crash-pause-loss".into(),
+            seed: base_seed + 2,
+            nemeses: kinds("kill-minority,kill-all,pause-leader,loss,kill-workload"),
+            workloads: all_workloads(),
+            duration,
+            failpoints: None,
+            expect_invalid: false,
+        },
+        Scenario {
+            name: "smoke-membership-disk-delay".into(),
+            seed: base_seed + 3,
+            nemeses: kinds("membership,disk,delay"),
+            workloads: all_workloads(),
+            duration,
+            failpoints: None,
+            expect_invalid: false,
+        },
+        canary(base_seed + 4),
+    ]
+}
+
+/// Local "linearizable" reads while partitions isolate the leader and a
+/// minority: stale reads follow, and the register checker must say so.
+pub fn canary(seed: u64) -> Scenario {
+    Scenario {
+        name: "canary-local-reads".into(),
+        seed,
+        nemeses: kinds("partition-leader,partition-halves,partition-one"),
+        workloads: Workloads::parse("register").expect("valid"),
+        duration: Duration::from_secs(20),
+        failpoints: Some(LOCAL_READS_FAILPOINT.into()),
+        expect_invalid: true,
+    }
+}
+
+/// Every nemesis group against every workload, a minute each.
+pub fn full(base_seed: u64) -> Vec<Scenario> {
+    let groups = [
+        "partition",
+        "kill",
+        "pause",
+        "network",
+        "membership",
+        "disk",
+        "workload",
+    ];
+    let mut scenarios = Vec::new();
+    let mut seed = base_seed + 100;
+    for group in groups {
+        for workload in ["register", "set", "supervisor"] {
+            seed += 1;
+            let mut workloads = Workloads::parse(workload).expect("valid");
+            // The supervisor checker needs services, and the other two
+            // give the cluster something to replicate meanwhile.
+            workloads.supervisor |= group == "workload";
+            scenarios.push(Scenario {
+                name: format!("full-{group}-{workload}"),
+                seed,
+                nemeses: kinds(group),
+                workloads,
+                duration: Duration::from_secs(60),
+                failpoints: None,
+                expect_invalid: false,
+            });
+        }
+    }
+    scenarios.push(canary(base_seed + 99));
+    scenarios
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn the_smoke_suite_reaches_every_kind_of_fault() {
+        let reached: BTreeSet<FaultKind> =
+            smoke(0).iter().flat_map(|s| s.nemeses.clone()).collect();
+        let all: BTreeSet<FaultKind> = FaultKind::ALL.into_iter().collect();
+        assert_eq!(reached, all);
+        assert_eq!(smoke(0).iter().filter(|s| s.expect_invalid).count(), 1);
+    }
+
+    #[test]
+    fn the_full_suite_crosses_every_group_with_every_workload() {
+        let full = full(0);
+        assert_eq!(full.len(), 7 * 3 + 1);
+        let reached: BTreeSet<FaultKind> = full.iter().flat_map(|s| s.nemeses.clone()).collect();
+        assert_eq!(reached.len(), FaultKind::ALL.len());
+        let names: BTreeSet<&str> = full.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names.len(), full.len(), "names are unique");
+    }
+
+    #[test]
+    fn a_scenario_says_how_to_replay_it() {
+        let command = canary(7).replay_command();
+        assert!(command.contains("--seed 7"), "{command}");
+        assert!(command.contains("read-index-local=return"), "{command}");
+    }
+}
