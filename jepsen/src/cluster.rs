@@ -528,7 +528,26 @@ async fn collect_logs(
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(10), collect).await;
-    text
+    strip_ansi(&text)
+}
+
+/// The text without terminal colour sequences (`ESC [ … m`).
+fn strip_ansi(text: &str) -> String {
+    let mut plain = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip to the final byte of the sequence.
+            for next in chars.by_ref() {
+                if next.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
 }
 
 /// Creates the run's bridge network on the first free /24 of 10.214.0.0/16.
@@ -649,6 +668,14 @@ fn agent_config(manager: &Manager, members: &[u64], ip_of: impl Fn(u64) -> Ipv4A
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_sequences_are_stripped_from_logs() {
+        assert_eq!(
+            strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m ready"),
+            "2026  INFO ready"
+        );
+    }
 
     #[test]
     fn tokens_have_raftvisors_format() {
