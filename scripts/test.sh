@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test of raftvisor: formatting, lints, unit tests and the
+# Runs every test of raftvisor: formatting, lints, unit tests, the
 # integration tests (real replica processes on loopback, containers on the
-# local Docker Engine). Installs what the tests need and builds the local
+# local Docker Engine) and the failure harness's smoke suite (five manager
+# containers under partitions, crashes, pauses, membership changes and disk
+# faults, scripts/jepsen.sh --smoke). Installs what the tests need and builds the local
 # images first. This is what CI runs (.ci/run). With CI set, Docker is
 # required; without it, the tests that need Docker skip loudly.
 set -euo pipefail
@@ -19,9 +21,11 @@ fi
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"
-cargo clippy --locked --all-targets --target "$RAFTVISOR_TARGET" -- -D warnings
+cargo clippy --locked --workspace --all-targets --target "$RAFTVISOR_TARGET" -- -D warnings
 cargo clippy --locked --all-targets --target "$RAFTVISOR_TARGET" --features failpoints -- -D warnings
+have_docker=false
 if docker info >/dev/null 2>&1; then
+    have_docker=true
     scripts/build-images.sh
 elif [ -n "${CI:-}" ]; then
     echo "error: CI is set but the Docker Engine is not reachable ('docker info' fails);" >&2
@@ -33,3 +37,14 @@ else
 fi
 log "tests (release, static, with the fail points the failure tests drive)"
 cargo test --release --locked --target "$RAFTVISOR_TARGET" --features failpoints -- --test-threads="${TEST_THREADS:-3}"
+log "failure harness: unit tests (checkers, nemesis shapes, history)"
+cargo test --release --locked --target "$RAFTVISOR_TARGET" -p raftvisor-jepsen
+if $have_docker; then
+    # The agent with fail points (built by the tests above) for the canary
+    # run, which must be caught; then a few seeded runs under faults.
+    scripts/build-images.sh --failpoints
+    log "failure harness: scripts/jepsen.sh --smoke"
+    JEPSEN_SKIP_BUILD=1 scripts/jepsen.sh --smoke
+else
+    echo "warning: the Docker Engine is not reachable: scripts/jepsen.sh --smoke SKIPPED" >&2
+fi

@@ -484,7 +484,29 @@ pub struct ContainerStatus {
     pub running: bool,
 }
 
-/// Removes every container carrying `label` (`key=value`), running or not.
+/// Removes what earlier runs left behind when they were interrupted: their
+/// manager containers and networks (labelled with the run) and the
+/// workload containers of their clusters (raftvisor's label for the
+/// harness' namespace). Returns how many containers went.
+pub async fn remove_leftovers(docker: &Docker) -> anyhow::Result<usize> {
+    let mut removed = remove_labelled(docker, RUN_LABEL).await?;
+    removed += remove_labelled(docker, "raftvisor.namespace=jepsen").await?;
+    let options = bollard::query_parameters::ListNetworksOptionsBuilder::new()
+        .filters(&HashMap::from([("label", vec![RUN_LABEL])]))
+        .build();
+    for network in docker.list_networks(Some(options)).await? {
+        if let Some(name) = network.name {
+            docker
+                .remove_network(&name)
+                .await
+                .with_context(|| format!("cannot remove the leftover network {name}"))?;
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes every container carrying `label` (`key` or `key=value`),
+/// running or not.
 pub async fn remove_labelled(docker: &Docker, label: &str) -> anyhow::Result<usize> {
     let options = ListContainersOptionsBuilder::new()
         .all(true)

@@ -75,6 +75,9 @@ enum Command {
         /// The run is expected to be found invalid.
         #[arg(long)]
         expect_invalid: bool,
+        /// `default` (quiet 1–3 s, faults 2–6 s) or `smoke` (0.5–1.5 s, 1.5–3 s).
+        #[arg(long, default_value = "default")]
+        pace: String,
         #[command(flatten)]
         setup: Setup,
     },
@@ -130,8 +133,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             duration,
             failpoints,
             expect_invalid,
+            pace,
             setup,
         } => {
+            let pace = match pace.as_str() {
+                "default" => Pace::default(),
+                "smoke" => suite::smoke_pace(),
+                other => anyhow::bail!("unknown pace {other:?}: use default or smoke"),
+            };
             let scenario = Scenario {
                 name,
                 seed,
@@ -140,6 +149,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
                 duration: Duration::from_secs(duration),
                 failpoints,
                 expect_invalid,
+                pace,
             };
             let passed = run_scenarios(&[scenario], &setup, None).await?;
             Ok(passed)
@@ -191,6 +201,13 @@ async fn run_scenarios(
     setup: &Setup,
     failpoints: Option<String>,
 ) -> anyhow::Result<bool> {
+    let docker = bollard::Docker::connect_with_local_defaults()?
+        .negotiate_version()
+        .await?;
+    let leftovers = raftvisor_jepsen::cluster::remove_leftovers(&docker).await?;
+    if leftovers > 0 {
+        eprintln!("removed {leftovers} containers left by interrupted runs");
+    }
     let mut rows = Vec::new();
     let mut all_as_expected = true;
     for scenario in scenarios {
@@ -212,7 +229,7 @@ async fn run_scenarios(
             raftvisor_bin: setup.raftvisor_bin.clone(),
             out: setup.out.clone(),
             failpoints,
-            pace: Pace::default(),
+            pace: scenario.pace,
             client_processes: setup.clients,
         };
         eprintln!("==> {} (seed {})", scenario.name, scenario.seed);

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::nemesis::FaultKind;
+use crate::nemesis::{FaultKind, Pace};
 use crate::run::Workloads;
 
 /// One run of a suite.
@@ -22,6 +22,7 @@ pub struct Scenario {
     pub failpoints: Option<String>,
     /// The run must be found invalid (a known bug the harness must catch).
     pub expect_invalid: bool,
+    pub pace: Pace,
 }
 
 impl Scenario {
@@ -40,6 +41,9 @@ impl Scenario {
             self.workloads.names().join(","),
             self.duration.as_secs()
         );
+        if self.pace == smoke_pace() {
+            command.push_str(" --pace smoke");
+        }
         if let Some(failpoints) = &self.failpoints {
             command.push_str(&format!(" --failpoints '{failpoints}'"));
         }
@@ -55,13 +59,22 @@ fn all_workloads() -> Workloads {
     Workloads::parse("all").expect("valid")
 }
 
+/// Shorter faults and pauses, so a half-minute run goes through a whole
+/// round of its faults.
+pub fn smoke_pace() -> Pace {
+    Pace {
+        quiet: (Duration::from_millis(500), Duration::from_millis(1500)),
+        fault: (Duration::from_millis(1500), Duration::from_millis(3000)),
+    }
+}
+
 /// The fail point that turns linearizable reads into local reads.
 pub const LOCAL_READS_FAILPOINT: &str = "read-index-local=return";
 
 /// A few minutes, every kind of fault at least in reach; `base_seed`
 /// shifts every seed (CI uses a fixed one, so runs are replayable).
 pub fn smoke(base_seed: u64) -> Vec<Scenario> {
-    let duration = Duration::from_secs(25);
+    let duration = Duration::from_secs(30);
     vec![
         Scenario {
             name: "smoke-partitions".into(),
@@ -71,6 +84,7 @@ pub fn smoke(base_seed: u64) -> Vec<Scenario> {
             duration,
             failpoints: None,
             expect_invalid: false,
+            pace: smoke_pace(),
         },
         Scenario {
             name: "smoke-crash-pause-loss".into(),
@@ -80,15 +94,18 @@ pub fn smoke(base_seed: u64) -> Vec<Scenario> {
             duration,
             failpoints: None,
             expect_invalid: false,
+            pace: smoke_pace(),
         },
         Scenario {
             name: "smoke-membership-disk-delay".into(),
             seed: base_seed + 3,
             nemeses: kinds("membership,disk,delay"),
             workloads: all_workloads(),
-            duration,
+            // Disk faults restart a manager and may restore it from peers.
+            duration: Duration::from_secs(40),
             failpoints: None,
             expect_invalid: false,
+            pace: smoke_pace(),
         },
         canary(base_seed + 4),
     ]
@@ -102,9 +119,10 @@ pub fn canary(seed: u64) -> Scenario {
         seed,
         nemeses: kinds("partition-leader,partition-halves,partition-one"),
         workloads: Workloads::parse("register").expect("valid"),
-        duration: Duration::from_secs(20),
+        duration: Duration::from_secs(15),
         failpoints: Some(LOCAL_READS_FAILPOINT.into()),
         expect_invalid: true,
+        pace: smoke_pace(),
     }
 }
 
@@ -136,6 +154,7 @@ pub fn full(base_seed: u64) -> Vec<Scenario> {
                 duration: Duration::from_secs(60),
                 failpoints: None,
                 expect_invalid: false,
+                pace: Pace::default(),
             });
         }
     }

@@ -44,20 +44,22 @@ pub async fn liveness(ctx: &Context, prefix: &str, within: Duration) -> Verdict 
                     )
                     .await
                 {
-                    Ok(true) => return Verdict::new(
-                        "liveness",
-                        Some(true),
-                        format!(
+                    Ok(true) => {
+                        return Verdict::new(
+                            "liveness",
+                            Some(true),
+                            format!(
                             "leader m{leader} agreed after {} ms, a write acknowledged after {} ms",
                             leader_after.unwrap_or_default().as_millis(),
                             started.elapsed().as_millis()
                         ),
-                        json!({
-                            "leader": leader,
-                            "leader_agreed_ms": leader_after.map(|d| d.as_millis() as u64),
-                            "write_acknowledged_ms": started.elapsed().as_millis() as u64,
-                        }),
-                    ),
+                            json!({
+                                "leader": leader,
+                                "leader_agreed_ms": leader_after.map(|d| d.as_millis() as u64),
+                                "write_acknowledged_ms": started.elapsed().as_millis() as u64,
+                            }),
+                        )
+                    }
                     Ok(false) => last = "the write answered false".into(),
                     Err(e) => last = format!("write through m{leader}: {e}"),
                 }

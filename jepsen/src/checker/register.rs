@@ -145,18 +145,25 @@ mod tests {
     use super::*;
     use crate::history::{Entry, Process, Recorder};
 
+    /// Records `entry` with its own microsecond, so real-time order is
+    /// strict (equal times count as concurrent).
+    fn record(r: &Recorder, process: u64, kind: EventType, entry: Entry) {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        r.record(Process::Client(process), kind, entry);
+    }
+
     #[test]
     fn a_stale_read_after_an_acknowledged_write_is_caught() {
         let r = Recorder::in_memory();
         let write = Entry::new("write").key("k").value(1);
-        r.record(Process::Client(1), EventType::Invoke, write.clone());
-        r.record(Process::Client(1), EventType::Ok, write);
+        record(&r, 1, EventType::Invoke, write.clone());
+        record(&r, 1, EventType::Ok, write);
         let write = Entry::new("write").key("k").value(2);
-        r.record(Process::Client(1), EventType::Invoke, write.clone());
-        r.record(Process::Client(1), EventType::Ok, write);
+        record(&r, 1, EventType::Invoke, write.clone());
+        record(&r, 1, EventType::Ok, write);
         let read = Entry::new("read").key("k");
-        r.record(Process::Client(2), EventType::Invoke, read.clone());
-        r.record(Process::Client(2), EventType::Ok, read.value(1));
+        record(&r, 2, EventType::Invoke, read.clone());
+        record(&r, 2, EventType::Ok, read.value(1));
         let verdict = check(&r.events());
         assert_eq!(verdict.valid, Some(false), "{}", verdict.summary);
     }

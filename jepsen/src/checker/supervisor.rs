@@ -260,6 +260,10 @@ mod tests {
                     container("c", 1, "running"),
                 ],
             ),
+            sample(
+                2,
+                vec![container("a", 0, "running"), container("c", 1, "running")],
+            ),
         ];
         let death = |id: &str, slot: u32, at_s: u64| Death {
             time_us: at_s * 1_000_000 + 500_000,

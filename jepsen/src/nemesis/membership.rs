@@ -97,6 +97,11 @@ async fn wait_for_role(ctx: &Context, subject: u64, role: Option<bool>) -> serde
     json!({ "agreeing_members": 0, "view": last })
 }
 
+/// The leader's answer to a change, or the error instead.
+fn answer_json(answer: anyhow::Result<serde_json::Value>) -> serde_json::Value {
+    answer.unwrap_or_else(|e| json!({ "error": format!("{e:#}") }))
+}
+
 fn agreed(proof: &serde_json::Value) -> bool {
     proof["agreeing_members"].as_u64().unwrap_or(0) > 0
 }
@@ -134,7 +139,7 @@ pub async fn add(ctx: &Arc<Context>) -> anyhow::Result<Option<Started>> {
     }
     Ok(Some(Started {
         targets: json!([id]),
-        proof: json!({ "answer": answer.map_err(|e| e.to_string()).map_or_else(|e| json!({"error": e}), |a| a), "membership": proof }),
+        proof: json!({ "answer": answer_json(answer), "membership": proof }),
         effective,
         undo: Undo::Nothing,
     }))
@@ -176,7 +181,7 @@ pub async fn promote(ctx: &Arc<Context>) -> anyhow::Result<Option<Started>> {
     }
     Ok(Some(Started {
         targets: json!([id]),
-        proof: json!({ "answer": answer.map_err(|e| e.to_string()).map_or_else(|e| json!({"error": e}), |a| a), "membership": proof }),
+        proof: json!({ "answer": answer_json(answer), "membership": proof }),
         effective,
         undo: Undo::Nothing,
     }))
@@ -215,7 +220,7 @@ pub async fn remove(ctx: &Arc<Context>, rng: &mut StdRng) -> anyhow::Result<Opti
     }
     Ok(Some(Started {
         targets: json!({ "removed": target, "was_leader": leader == Some(target) }),
-        proof: json!({ "answer": answer.map_err(|e| e.to_string()).map_or_else(|e| json!({"error": e}), |a| a), "membership": proof }),
+        proof: json!({ "answer": answer_json(answer), "membership": proof }),
         effective,
         undo: Undo::Nothing,
     }))

@@ -246,7 +246,7 @@ pub enum Undo {
 }
 
 /// How long faults last and how long the quiet spells between them are.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pace {
     pub quiet: (Duration, Duration),
     pub fault: (Duration, Duration),
@@ -280,13 +280,17 @@ pub async fn run(
     if kinds.is_empty() {
         return Ok(());
     }
+    let mut queue = Vec::new();
     loop {
         let quiet = between(&mut rng, pace.quiet);
         if Instant::now() + quiet >= until {
             return Ok(());
         }
         tokio::time::sleep(quiet).await;
-        let kind = *kinds.choose(&mut rng).expect("kinds is not empty");
+        if queue.is_empty() {
+            queue = round(&kinds, &mut rng);
+        }
+        let kind = queue.remove(0);
         let hold = between(&mut rng, pace.fault);
         let Some(started) = start(&ctx, kind, &mut rng).await else {
             continue;
@@ -295,6 +299,21 @@ pub async fn run(
         tokio::time::sleep_until(stop_at.into()).await;
         stop(&ctx, kind, started).await;
     }
+}
+
+/// One round of the schedule: every kind once, in a seeded order in which
+/// a learner is added before one is promoted.
+pub fn round(kinds: &[FaultKind], rng: &mut StdRng) -> Vec<FaultKind> {
+    let mut order = kinds.to_vec();
+    order.shuffle(rng);
+    let add = order.iter().position(|k| *k == FaultKind::MemberAdd);
+    let promote = order.iter().position(|k| *k == FaultKind::MemberPromote);
+    if let (Some(add), Some(promote)) = (add, promote) {
+        if promote < add {
+            order.swap(add, promote);
+        }
+    }
+    order
 }
 
 /// Starts one fault and records it. `None` when it does not apply now
@@ -484,6 +503,22 @@ mod tests {
         assert!(FaultKind::parse_list("none").unwrap().is_empty());
         let error = FaultKind::parse_list("partition,meteor").unwrap_err();
         assert!(error.contains("meteor"), "{error}");
+    }
+
+    #[test]
+    fn a_round_runs_every_kind_once_and_adds_before_promoting() {
+        use rand::SeedableRng;
+        for seed in 0..50 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let order = round(&FaultKind::ALL, &mut rng);
+            let distinct: BTreeSet<FaultKind> = order.iter().copied().collect();
+            assert_eq!(distinct.len(), FaultKind::ALL.len());
+            let at = |k| order.iter().position(|x| *x == k).unwrap();
+            assert!(at(FaultKind::MemberAdd) < at(FaultKind::MemberPromote));
+        }
+        let again = round(&FaultKind::ALL, &mut rand::SeedableRng::seed_from_u64(7));
+        let first = round(&FaultKind::ALL, &mut rand::SeedableRng::seed_from_u64(7));
+        assert_eq!(again, first, "the same seed draws the same schedule");
     }
 
     #[test]
