@@ -82,10 +82,18 @@ fn encode_reply<Resp: Serialize>(reply: &Resp) -> Response {
 /// openraft 0.9 has no pre-vote: a replica removed from the cluster (while
 /// it was dead, or cut off) that comes back campaigns with ever higher
 /// terms, and a vote request it sends would make a member adopt that term
-/// and depose its leader. Vote, append and snapshot requests from a node
-/// outside this replica's membership are therefore refused before openraft
-/// sees them. A replica that knows no membership yet (a new member waiting
-/// for its first entries) accepts everyone.
+/// and depose its leader. Vote requests from a node outside this replica's
+/// membership are therefore refused before openraft sees them. A replica
+/// that knows no membership yet (a new member waiting for its first
+/// entries) accepts everyone.
+///
+/// Append and snapshot requests are never refused this way: a replica
+/// whose membership is stale (restored from a snapshot older than the
+/// leader's own joining) learns the current membership only from those
+/// requests, so refusing them would cut it off for good. They cannot
+/// disturb the cluster: a removed node never wins an election (the members
+/// refuse its votes), so its appends carry an old term that openraft turns
+/// down, and the answer's newer term sends it campaigning — into refusals.
 fn refuse_non_member(replica: &Replica, sender: Option<NodeId>) -> Option<Response> {
     let sender = sender?;
     let known = {
@@ -126,11 +134,12 @@ fn non_member_warning(sender: NodeId) {
     }
 }
 
-/// [`exchange`] for Raft messages: refused when their sender is not a member.
+/// [`exchange`] for Raft messages; with `sender`, refused when the node
+/// that sent it is not a member (vote requests, see [`refuse_non_member`]).
 async fn raft_exchange<Req, Resp, F, Fut>(
     replica: &Replica,
     body: &[u8],
-    sender: impl FnOnce(&Req) -> Option<NodeId>,
+    sender: Option<fn(&Req) -> Option<NodeId>>,
     handle: F,
 ) -> Response
 where
@@ -143,8 +152,10 @@ where
         Ok(request) => request,
         Err(refusal) => return *refusal,
     };
-    if let Some(refusal) = refuse_non_member(replica, sender(&request)) {
-        return refusal;
+    if let Some(sender) = sender {
+        if let Some(refusal) = refuse_non_member(replica, sender(&request)) {
+            return refusal;
+        }
     }
     encode_reply(&handle(request).await)
 }
@@ -160,7 +171,7 @@ async fn append(
     raft_exchange(
         &replica,
         &body,
-        |r: &AppendEntriesRequest<TypeConfig>| r.vote.leader_id().voted_for(),
+        None::<fn(&AppendEntriesRequest<TypeConfig>) -> Option<NodeId>>,
         |request| replica.raft.append_entries(request),
     )
     .await
@@ -170,7 +181,7 @@ async fn vote(State(replica): State<Arc<Replica>>, body: Bytes) -> Response {
     raft_exchange(
         &replica,
         &body,
-        |r: &VoteRequest<NodeId>| r.vote.leader_id().voted_for(),
+        Some(|r: &VoteRequest<NodeId>| r.vote.leader_id().voted_for()),
         |request| replica.raft.vote(request),
     )
     .await
@@ -180,7 +191,7 @@ async fn snapshot(State(replica): State<Arc<Replica>>, body: Bytes) -> Response 
     raft_exchange(
         &replica,
         &body,
-        |r: &InstallSnapshotRequest<TypeConfig>| r.vote.leader_id().voted_for(),
+        None::<fn(&InstallSnapshotRequest<TypeConfig>) -> Option<NodeId>>,
         |request| replica.raft.install_snapshot(request),
     )
     .await

@@ -197,6 +197,79 @@ async fn a_learner_catches_up_by_snapshot_is_promoted_and_members_can_be_removed
     stale_value_is(&joined, "after-removal", "ok").await;
 }
 
+/// Regression, found by the failure harness (`smoke-membership-disk-delay`,
+/// seed 3): a replica that joins by installing a snapshot older than the
+/// current leader's own joining learns a membership without that leader.
+/// Peers refused Raft messages from non-members — appends included — so it
+/// refused its leader's appends for good and never caught up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_given_a_snapshot_older_than_its_leader_still_follows_it() {
+    let tuning = Tuning {
+        snapshot_threshold: 100,
+        keep_logs_after_snapshot: 5,
+        ..Tuning::default()
+    };
+    let mut cluster = Cluster::start_with(3, tuning).await;
+    let client = cluster.client();
+    // One snapshot at about index 100; the membership changes below stay
+    // well short of the next one.
+    for i in 0..110 {
+        assert!(client
+            .kv_put(&format!("s/{i:03}"), b"x", 0, None)
+            .await
+            .unwrap());
+    }
+    for id in 1..=3 {
+        cluster.wait_for_snapshot(id).await;
+    }
+    // 4 and 5 join by installing that snapshot, which lists members 1-3.
+    let mut joined_at = Vec::new();
+    for id in [4, 5] {
+        let index = cluster.spawn_joiner(id);
+        let (api, peer) = (
+            cluster.replicas[index].api_addr.clone(),
+            cluster.replicas[index].peer_addr.clone(),
+        );
+        let answer = client.add_member(id, &api, &peer, true).await.unwrap();
+        joined_at.push(answer["index"].as_u64().unwrap());
+    }
+    // The founders leave, the leader last: 4 or 5 leads, and its newest
+    // snapshot is the one it joined with.
+    let leader = cluster.wait_for_leader().await;
+    let mut founders: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != leader).collect();
+    founders.push(leader);
+    for id in founders {
+        cluster.client_for(id).remove_member(id).await.unwrap();
+        cluster.kill(id);
+    }
+    let leader = cluster.wait_for_leader().await;
+    assert!([4, 5].contains(&leader), "leader {leader}");
+    let status = cluster.client_for(leader).cluster_status().await.unwrap();
+    assert!(
+        status.snapshot_index < joined_at[0],
+        "the leader's snapshot ({}) is not older than its joining ({joined_at:?}): \
+         the scenario did not happen",
+        status.snapshot_index
+    );
+
+    // A new replica receives that snapshot and must still follow the leader.
+    let index = cluster.spawn_joiner(6);
+    let (api, peer) = (
+        cluster.replicas[index].api_addr.clone(),
+        cluster.replicas[index].peer_addr.clone(),
+    );
+    let client = cluster.client_with_token(&[4, 5], Some(cluster.admin_token()));
+    client.add_member(6, &api, &peer, true).await.unwrap();
+    assert!(client.kv_put("after", b"joined", 0, None).await.unwrap());
+    let newest = cluster.client_for(6);
+    stale_value_is(&newest, "s/109", "x").await;
+    stale_value_is(&newest, "after", "joined").await;
+    assert!(
+        !cluster.replica(6).log().contains("outside the membership"),
+        "replica 6 refused its leader"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_quorum_writes_and_linearizable_reads_fail_but_stale_reads_answer() {
     let tuning = Tuning {
