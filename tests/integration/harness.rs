@@ -258,6 +258,14 @@ impl Cluster {
         index
     }
 
+    /// [`Cluster::spawn_joiner`], returning the joiner's API and peer
+    /// addresses (what `add_member` needs).
+    pub fn spawn_joiner_addrs(&mut self, id: u64) -> (String, String) {
+        let index = self.spawn_joiner(id);
+        let replica = &self.replicas[index];
+        (replica.api_addr.clone(), replica.peer_addr.clone())
+    }
+
     pub fn index_of(&self, id: u64) -> usize {
         self.replicas
             .iter()

@@ -144,11 +144,7 @@ async fn a_learner_catches_up_by_snapshot_is_promoted_and_members_can_be_removed
     let leader = cluster.wait_for_leader().await;
     cluster.wait_for_snapshot(leader).await;
 
-    let index = cluster.spawn_joiner(4);
-    let (api, peer) = (
-        cluster.replicas[index].api_addr.clone(),
-        cluster.replicas[index].peer_addr.clone(),
-    );
+    let (api, peer) = cluster.spawn_joiner_addrs(4);
     // A learner first: it replicates (by snapshot) but does not vote.
     client.add_member(4, &api, &peer, false).await.unwrap();
     let joined = cluster.client_for(4);
@@ -225,11 +221,7 @@ async fn a_replica_given_a_snapshot_older_than_its_leader_still_follows_it() {
     // 4 and 5 join by installing that snapshot, which lists members 1-3.
     let mut joined_at = Vec::new();
     for id in [4, 5] {
-        let index = cluster.spawn_joiner(id);
-        let (api, peer) = (
-            cluster.replicas[index].api_addr.clone(),
-            cluster.replicas[index].peer_addr.clone(),
-        );
+        let (api, peer) = cluster.spawn_joiner_addrs(id);
         let answer = client.add_member(id, &api, &peer, true).await.unwrap();
         joined_at.push(answer["index"].as_u64().unwrap());
     }
@@ -253,11 +245,7 @@ async fn a_replica_given_a_snapshot_older_than_its_leader_still_follows_it() {
     );
 
     // A new replica receives that snapshot and must still follow the leader.
-    let index = cluster.spawn_joiner(6);
-    let (api, peer) = (
-        cluster.replicas[index].api_addr.clone(),
-        cluster.replicas[index].peer_addr.clone(),
-    );
+    let (api, peer) = cluster.spawn_joiner_addrs(6);
     let client = cluster.client_with_token(&[4, 5], Some(cluster.admin_token()));
     client.add_member(6, &api, &peer, true).await.unwrap();
     assert!(client.kv_put("after", b"joined", 0, None).await.unwrap());

@@ -182,34 +182,14 @@ pub async fn recover(ctx: &Arc<Context>, id: u64) -> anyhow::Result<serde_json::
 /// as a new learner that is then promoted.
 pub async fn restore_from_peers(ctx: &Arc<Context>, id: u64) -> anyhow::Result<serde_json::Value> {
     let manager = ctx.cluster.manager(id).context("unknown manager")?;
-    let api = &ctx.cluster.api;
-    let others: Vec<u64> = ctx.members().into_iter().filter(|&m| m != id).collect();
-    let ask = |path: String, method: Method, body: Option<serde_json::Value>| {
-        let others = others.clone();
-        async move {
-            let mut last = anyhow::anyhow!("no member answered");
-            for other in others {
-                let Some(m) = ctx.cluster.manager(other) else {
-                    continue;
-                };
-                match api
-                    .send_json(
-                        method.clone(),
-                        &m.api(),
-                        &path,
-                        body.as_ref(),
-                        Duration::from_secs(10),
-                    )
-                    .await
-                {
-                    Ok(answer) => return Ok(answer),
-                    Err(e) => last = anyhow::anyhow!("m{other}: {e}"),
-                }
-            }
-            Err(last)
-        }
-    };
-    ask(format!("/v1/cluster/members/{id}"), Method::DELETE, None).await?;
+    super::membership::send(
+        ctx,
+        Method::DELETE,
+        &format!("/v1/cluster/members/{id}"),
+        None,
+        Some(id),
+    )
+    .await?;
     let data = manager.data_dir();
     std::fs::remove_dir_all(&data).with_context(|| format!("cannot wipe {}", data.display()))?;
     std::fs::create_dir_all(&data)?;
@@ -219,17 +199,10 @@ pub async fn restore_from_peers(ctx: &Arc<Context>, id: u64) -> anyhow::Result<s
         .await
         .with_context(|| format!("m{id} does not answer after its data was wiped"))?;
     for voter in [false, true] {
-        ask(
-            "/v1/cluster/members".into(),
-            Method::POST,
-            Some(json!({
-                "id": id,
-                "api_addr": manager.api_addr(),
-                "peer_addr": manager.peer_addr(),
-                "voter": voter,
-            })),
-        )
-        .await?;
+        let (answer, proof, agreed) = super::membership::set_role(ctx, &manager, voter).await;
+        if !agreed {
+            anyhow::bail!("re-adding m{id} (voter: {voter}) did not take effect: {answer} {proof}");
+        }
     }
     Ok(json!({ "m": id, "action": "removed, wiped, re-added as learner and promoted" }))
 }

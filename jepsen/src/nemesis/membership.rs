@@ -16,22 +16,27 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::{Context, Started, Undo};
+use crate::cluster::Manager;
 
 /// The most voters the nemesis grows the cluster to.
 const MAX_VOTERS: usize = 6;
 const MIN_VOTERS: usize = 3;
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Sends a membership change to some running member (writes are
-/// forwarded to the leader) and returns its answer.
-async fn send(
+/// Sends a membership change to some running member other than `except`
+/// (writes are forwarded to the leader) and returns its answer.
+pub async fn send(
     ctx: &Context,
     method: Method,
     path: &str,
     body: Option<serde_json::Value>,
+    except: Option<u64>,
 ) -> anyhow::Result<serde_json::Value> {
     let mut last = anyhow::anyhow!("no member to ask");
     for id in super::partition::running_members(ctx).await {
+        if Some(id) == except {
+            continue;
+        }
         let Some(manager) = ctx.cluster.manager(id) else {
             continue;
         };
@@ -106,6 +111,46 @@ fn agreed(proof: &serde_json::Value) -> bool {
     proof["agreeing_members"].as_u64().unwrap_or(0) > 0
 }
 
+/// Adds `manager` as a learner (`voter: false`) or promotes it (`true`)
+/// and waits for the other members to agree: the leader's answer, the
+/// membership as they report it, and whether they agree.
+pub async fn set_role(
+    ctx: &Context,
+    manager: &Manager,
+    voter: bool,
+) -> (serde_json::Value, serde_json::Value, bool) {
+    let answer = send(
+        ctx,
+        Method::POST,
+        "/v1/cluster/members",
+        Some(json!({
+            "id": manager.id,
+            "api_addr": manager.api_addr(),
+            "peer_addr": manager.peer_addr(),
+            "voter": voter,
+        })),
+        Some(manager.id),
+    )
+    .await;
+    let proof = wait_for_role(ctx, manager.id, Some(voter)).await;
+    let agreed = agreed(&proof);
+    (answer_json(answer), proof, agreed)
+}
+
+fn started(
+    targets: serde_json::Value,
+    answer: serde_json::Value,
+    proof: serde_json::Value,
+    effective: bool,
+) -> Started {
+    Started {
+        targets,
+        proof: json!({ "answer": answer, "membership": proof }),
+        effective,
+        undo: Undo::Nothing,
+    }
+}
+
 pub async fn add(ctx: &Arc<Context>) -> anyhow::Result<Option<Started>> {
     let (voters, learners) = {
         let m = ctx.membership.lock().expect("membership");
@@ -116,20 +161,7 @@ pub async fn add(ctx: &Arc<Context>) -> anyhow::Result<Option<Started>> {
     }
     let id = ctx.cluster.next_id();
     let manager = ctx.cluster.add_container(id, &[]).await?;
-    let answer = send(
-        ctx,
-        Method::POST,
-        "/v1/cluster/members",
-        Some(json!({
-            "id": id,
-            "api_addr": manager.api_addr(),
-            "peer_addr": manager.peer_addr(),
-            "voter": false,
-        })),
-    )
-    .await;
-    let proof = wait_for_role(ctx, id, Some(false)).await;
-    let effective = agreed(&proof);
+    let (answer, proof, effective) = set_role(ctx, &manager, false).await;
     if effective {
         ctx.membership
             .lock()
@@ -137,12 +169,7 @@ pub async fn add(ctx: &Arc<Context>) -> anyhow::Result<Option<Started>> {
             .learners
             .insert(id);
     }
-    Ok(Some(Started {
-        targets: json!([id]),
-        proof: json!({ "answer": answer_json(answer), "membership": proof }),
-        effective,
-        undo: Undo::Nothing,
-    }))
+    Ok(Some(started(json!([id]), answer, proof, effective)))
 }
 
 pub async fn promote(ctx: &Arc<Context>) -> anyhow::Result<Option<Started>> {
@@ -154,37 +181,16 @@ pub async fn promote(ctx: &Arc<Context>) -> anyhow::Result<Option<Started>> {
         .iter()
         .next()
         .copied();
-    let Some(id) = learner else {
+    let Some(manager) = learner.and_then(|id| ctx.cluster.manager(id)) else {
         return Ok(None);
     };
-    let Some(manager) = ctx.cluster.manager(id) else {
-        return Ok(None);
-    };
-    let answer = send(
-        ctx,
-        Method::POST,
-        "/v1/cluster/members",
-        Some(json!({
-            "id": id,
-            "api_addr": manager.api_addr(),
-            "peer_addr": manager.peer_addr(),
-            "voter": true,
-        })),
-    )
-    .await;
-    let proof = wait_for_role(ctx, id, Some(true)).await;
-    let effective = agreed(&proof);
+    let (answer, proof, effective) = set_role(ctx, &manager, true).await;
     if effective {
         let mut m = ctx.membership.lock().expect("membership");
-        m.learners.remove(&id);
-        m.voters.insert(id);
+        m.learners.remove(&manager.id);
+        m.voters.insert(manager.id);
     }
-    Ok(Some(Started {
-        targets: json!([id]),
-        proof: json!({ "answer": answer_json(answer), "membership": proof }),
-        effective,
-        undo: Undo::Nothing,
-    }))
+    Ok(Some(started(json!([manager.id]), answer, proof, effective)))
 }
 
 pub async fn remove(ctx: &Arc<Context>, rng: &mut StdRng) -> anyhow::Result<Option<Started>> {
@@ -202,6 +208,7 @@ pub async fn remove(ctx: &Arc<Context>, rng: &mut StdRng) -> anyhow::Result<Opti
         Method::DELETE,
         &format!("/v1/cluster/members/{target}"),
         None,
+        None,
     )
     .await;
     {
@@ -218,10 +225,10 @@ pub async fn remove(ctx: &Arc<Context>, rng: &mut StdRng) -> anyhow::Result<Opti
         m.removed.remove(&target);
         m.voters.insert(target);
     }
-    Ok(Some(Started {
-        targets: json!({ "removed": target, "was_leader": leader == Some(target) }),
-        proof: json!({ "answer": answer_json(answer), "membership": proof }),
+    Ok(Some(started(
+        json!({ "removed": target, "was_leader": leader == Some(target) }),
+        answer_json(answer),
+        proof,
         effective,
-        undo: Undo::Nothing,
-    }))
+    )))
 }

@@ -174,11 +174,7 @@ async fn client(
         if outcome == EventType::Info {
             process = processes.fresh();
         }
-        let (low, high) = options.think;
-        if high > Duration::ZERO {
-            let pause = rng.gen_range(low.as_micros() as u64..=high.as_micros() as u64);
-            tokio::time::sleep(Duration::from_micros(pause)).await;
-        }
+        super::think(&mut rng, options.think).await;
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use tokio::time::Instant;
 
 use super::register::Processes;
@@ -92,11 +92,7 @@ async fn client(
         if kind == EventType::Info {
             process = processes.fresh();
         }
-        let (low, high) = options.think;
-        if high > Duration::ZERO {
-            let pause = rng.gen_range(low.as_micros() as u64..=high.as_micros() as u64);
-            tokio::time::sleep(Duration::from_micros(pause)).await;
-        }
+        super::think(&mut rng, options.think).await;
     }
 }
 
