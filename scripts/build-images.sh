@@ -31,14 +31,20 @@ stamp_dir="$target_dir/images"
 mkdir -p "$stamp_dir"
 
 failpoints=false
+prebuilt=false
 for arg in "$@"; do
     case "$arg" in
         --failpoints) failpoints=true ;;
-        *) die "unknown argument $arg (usage: scripts/build-images.sh [--failpoints])" ;;
+        # The binaries in the target directory as they are (scripts/test.sh:
+        # its tests have just built the agent with fail points).
+        --prebuilt) prebuilt=true ;;
+        *) die "unknown argument $arg (usage: scripts/build-images.sh [--failpoints] [--prebuilt])" ;;
     esac
 done
 
-if $failpoints; then
+if $prebuilt; then
+    log "using the binaries already built in the target directory"
+elif $failpoints; then
     # raftvisor:failpoints — the agent built with the `failpoints` feature,
     # for the failure harness (jepsen/): the same build the tests use.
     log "building raftvisor with fail points (release, static)"

@@ -42,7 +42,7 @@ cargo test --release --locked --target "$RAFTVISOR_TARGET" -p raftvisor-jepsen
 if $have_docker; then
     # The agent with fail points (built by the tests above) for the canary
     # run, which must be caught; then a few seeded runs under faults.
-    scripts/build-images.sh --failpoints
+    scripts/build-images.sh --failpoints --prebuilt
     log "failure harness: scripts/jepsen.sh --smoke"
     JEPSEN_SKIP_BUILD=1 scripts/jepsen.sh --smoke
 else

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -72,18 +72,11 @@ pub async fn run(
         operations: AtomicU64::new(0),
         values: AtomicU64::new(1),
     });
-    let mut workers = tokio::task::JoinSet::new();
-    for worker in 0..shared.options.processes {
-        let rng = StdRng::seed_from_u64(seed ^ (0x5265_6769 + worker));
-        workers.spawn(client(
-            ctx.clone(),
-            shared.clone(),
-            processes.clone(),
-            rng,
-            until,
-        ));
-    }
-    while workers.join_next().await.is_some() {}
+    let count = shared.options.processes;
+    super::run_clients(count, seed, 0x5265_6769, |rng| {
+        client(ctx.clone(), shared.clone(), processes.clone(), rng, until)
+    })
+    .await;
 }
 
 async fn client(

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use tokio::time::Instant;
 
 use super::register::Processes;
@@ -34,19 +33,18 @@ pub async fn run(
     until: Instant,
 ) {
     let next = Arc::new(AtomicU64::new(0));
-    let mut workers = tokio::task::JoinSet::new();
-    for worker in 0..options.processes {
-        let rng = StdRng::seed_from_u64(seed ^ (0x5365_7400 + worker));
-        workers.spawn(client(
+    let count = options.processes;
+    super::run_clients(count, seed, 0x5365_7400, |rng| {
+        client(
             ctx.clone(),
             options.clone(),
             next.clone(),
             processes.clone(),
             rng,
             until,
-        ));
-    }
-    while workers.join_next().await.is_some() {}
+        )
+    })
+    .await;
 }
 
 async fn client(
