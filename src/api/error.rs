@@ -73,6 +73,9 @@ impl From<OpError> for ApiError {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
             }
             OpError::Rejected(message) => ApiError::new(StatusCode::CONFLICT, "rejected", message),
+            OpError::NotMember(message) => {
+                ApiError::new(StatusCode::MISDIRECTED_REQUEST, "not_a_member", message)
+            }
         }
     }
 }

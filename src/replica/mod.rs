@@ -50,6 +50,9 @@ pub enum OpError {
     Unavailable(String),
     #[error("{0}")]
     Rejected(String),
+    /// This replica was removed from the cluster: ask a member instead.
+    #[error("{0}")]
+    NotMember(String),
 }
 
 /// A running replica.
@@ -294,6 +297,13 @@ impl Replica {
         let deadline = Instant::now() + self.request_timeout;
         let mut last_problem = String::from("no leader is known");
         loop {
+            // A removed replica will never learn a leader again: say so at
+            // once rather than after the whole request timeout.
+            if let Some(reason) = self.removed() {
+                return Err(OpError::NotMember(format!(
+                    "this replica was removed from the cluster ({reason}): send requests to a member"
+                )));
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(OpError::Unavailable(format!(

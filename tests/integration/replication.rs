@@ -346,4 +346,19 @@ async fn a_removed_member_that_returns_does_not_disturb_the_cluster() {
     assert!(client.kv_put("after", b"2", 0, None).await.unwrap());
     let log = cluster.replica(victim).log();
     assert!(log.contains("removed from the cluster"), "{log}");
+    // Requests that need a leader fail at once on the removed replica
+    // (421, "ask a member"; waiting out the request timeout would end in a
+    // 503): found by the failure harness, whose clients waited 2 s on
+    // every removed manager.
+    let error = returned
+        .kv_get("after", Consistency::Linearizable)
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), Some(421), "{error}");
+    assert!(
+        error.to_string().contains("removed from the cluster"),
+        "{error}"
+    );
+    let error = returned.kv_put("x", b"1", 0, None).await.unwrap_err();
+    assert_eq!(error.status(), Some(421), "{error}");
 }
