@@ -304,6 +304,14 @@ impl Replica {
                     "this replica was removed from the cluster ({reason}): send requests to a member"
                 )));
             }
+            // Removed while it was up (a leader that removed itself, a
+            // follower that saw its removal): its own membership says so.
+            if self.knows_itself_removed() {
+                return Err(OpError::NotMember(format!(
+                    "replica {} is not in the cluster's membership as it knows it: send requests to a member",
+                    self.id
+                )));
+            }
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
                 return Err(OpError::Unavailable(format!(
@@ -482,6 +490,13 @@ impl Replica {
                 leader: metrics.current_leader,
             })
         }
+    }
+
+    /// Whether this replica's membership (once it has one) leaves it out.
+    fn knows_itself_removed(&self) -> bool {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        membership.nodes().next().is_some() && membership.get_node(&self.id).is_none()
     }
 
     /// Current voting members.

@@ -180,6 +180,20 @@ async fn a_learner_catches_up_by_snapshot_is_promoted_and_members_can_be_removed
     let leader = cluster.wait_for_leader().await;
     let victim = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
     client.remove_member(victim).await.unwrap();
+    // Left running, it learns it was removed and sends callers elsewhere
+    // at once (421) instead of waiting for a leader it will never have.
+    let removed = cluster.client_for(victim);
+    eventually(
+        "the removed replica answers 421",
+        Duration::from_secs(15),
+        || async {
+            match removed.kv_put("x", b"1", 0, None).await {
+                Err(e) if e.status() == Some(421) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
     cluster.kill(victim);
     assert!(client
         .kv_put("after-removal", b"ok", 0, None)
