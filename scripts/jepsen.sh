@@ -30,7 +30,7 @@ if ! docker info >/dev/null 2>&1; then
     die "the Docker Engine is not reachable ('docker info' fails): start dockerd and re-run"
 fi
 ensure_rust
-ensure_packages iptables util-linux
+ensure_packages iptables iproute2 util-linux
 
 if [ -z "${JEPSEN_SKIP_BUILD:-}" ]; then
     scripts/build-images.sh

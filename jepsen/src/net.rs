@@ -216,6 +216,24 @@ fn parse_counters(listing: &str) -> (u64, u64) {
     (dropped, counted)
 }
 
+/// Whether the kernel offers the `netem` qdisc in the namespace of `pid`
+/// (tried on its loopback and removed again), with `tc`'s answer when not.
+pub async fn netem_available(pid: u32) -> Result<(), String> {
+    let added = run(
+        pid,
+        "tc",
+        &["qdisc", "add", "dev", "lo", "root", "netem", "delay", "1ms"],
+    )
+    .await;
+    match added {
+        Ok(_) => {
+            let _ = run(pid, "tc", &["qdisc", "del", "dev", "lo", "root"]).await;
+            Ok(())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Whether a TCP connection from inside the namespace of `pid` to
 /// `ip:port` completes within `within`.
 pub async fn can_connect(pid: u32, ip: Ipv4Addr, port: u16, within: Duration) -> bool {

@@ -123,11 +123,13 @@ pub async fn start(ctx: &Arc<Context>, rng: &mut StdRng) -> anyhow::Result<Optio
     let mut tasks = JoinSet::new();
     let gateway = ctx.cluster.gateway;
     let ip = |id: u64| ctx.cluster.manager(id).map(|m| m.ip);
+    let mut first_pid = None;
     for &from in &nodes {
         let Some(state) = ctx.cluster.state(from).await.ok() else {
             continue;
         };
         let Some(pid) = state.pid else { continue };
+        first_pid.get_or_insert(pid);
         net::prepare(pid).await?;
         for &to in nodes.iter().filter(|&&to| to != from) {
             let Some(target_ip) = ip(to) else { continue };
@@ -149,9 +151,22 @@ pub async fn start(ctx: &Arc<Context>, rng: &mut StdRng) -> anyhow::Result<Optio
     tokio::time::sleep(Duration::from_secs(1)).await;
     let connections = stats.connections.load(Ordering::Relaxed);
     let chunks = stats.chunks.load(Ordering::Relaxed);
+    // Said in every delay fault's proof: why packets are not delayed by
+    // the kernel itself here.
+    let netem = match first_pid {
+        Some(pid) => match net::netem_available(pid).await {
+            Ok(()) => {
+                "available (the proxy is used all the same, for one method everywhere)".to_string()
+            }
+            Err(e) => format!("not available: {e}"),
+        },
+        None => "not checked".to_string(),
+    };
     Ok(Some(Started {
         targets: json!({ "managers": nodes, "delay_ms_each_way": delay.as_millis() as u64 }),
         proof: json!({
+            "method": "a delaying TCP proxy on every peer link",
+            "tc_netem": netem,
             "proxied_connections": connections,
             "delayed_chunks_in_first_second": chunks,
         }),
