@@ -96,14 +96,7 @@ fn encode_reply<Resp: Serialize>(reply: &Resp) -> Response {
 /// down, and the answer's newer term sends it campaigning — into refusals.
 fn refuse_non_member(replica: &Replica, sender: Option<NodeId>) -> Option<Response> {
     let sender = sender?;
-    let known = {
-        let metrics = replica.raft.metrics();
-        let metrics = metrics.borrow();
-        let membership = metrics.membership_config.membership();
-        let empty = membership.nodes().next().is_none();
-        empty || membership.get_node(&sender).is_some()
-    };
-    if known {
+    if !replica.outside_membership(sender) {
         return None;
     }
     non_member_warning(sender);
@@ -134,32 +127,6 @@ fn non_member_warning(sender: NodeId) {
     }
 }
 
-/// [`exchange`] for Raft messages; with `sender`, refused when the node
-/// that sent it is not a member (vote requests, see [`refuse_non_member`]).
-async fn raft_exchange<Req, Resp, F, Fut>(
-    replica: &Replica,
-    body: &[u8],
-    sender: Option<fn(&Req) -> Option<NodeId>>,
-    handle: F,
-) -> Response
-where
-    Req: DeserializeOwned,
-    Resp: Serialize,
-    F: FnOnce(Req) -> Fut,
-    Fut: std::future::Future<Output = Resp>,
-{
-    let request: Req = match decode(body) {
-        Ok(request) => request,
-        Err(refusal) => return *refusal,
-    };
-    if let Some(sender) = sender {
-        if let Some(refusal) = refuse_non_member(replica, sender(&request)) {
-            return refusal;
-        }
-    }
-    encode_reply(&handle(request).await)
-}
-
 async fn append(
     State(replica): State<Arc<Replica>>,
     headers: axum::http::HeaderMap,
@@ -168,32 +135,28 @@ async fn append(
     if let Some(progress) = headers.get(PROGRESS_HEADER).and_then(|v| v.to_str().ok()) {
         replica.watchdog.heard(progress, std::time::Instant::now());
     }
-    raft_exchange(
-        &replica,
-        &body,
-        None::<fn(&AppendEntriesRequest<TypeConfig>) -> Option<NodeId>>,
-        |request| replica.raft.append_entries(request),
-    )
+    exchange(&body, |request: AppendEntriesRequest<TypeConfig>| {
+        replica.raft.append_entries(request)
+    })
     .await
 }
 
+/// Vote requests, refused when their candidate is not a member.
 async fn vote(State(replica): State<Arc<Replica>>, body: Bytes) -> Response {
-    raft_exchange(
-        &replica,
-        &body,
-        Some(|r: &VoteRequest<NodeId>| r.vote.leader_id().voted_for()),
-        |request| replica.raft.vote(request),
-    )
-    .await
+    let request: VoteRequest<NodeId> = match decode(&body) {
+        Ok(request) => request,
+        Err(refusal) => return *refusal,
+    };
+    if let Some(refusal) = refuse_non_member(&replica, request.vote.leader_id().voted_for()) {
+        return refusal;
+    }
+    encode_reply(&replica.raft.vote(request).await)
 }
 
 async fn snapshot(State(replica): State<Arc<Replica>>, body: Bytes) -> Response {
-    raft_exchange(
-        &replica,
-        &body,
-        None::<fn(&InstallSnapshotRequest<TypeConfig>) -> Option<NodeId>>,
-        |request| replica.raft.install_snapshot(request),
-    )
+    exchange(&body, |request: InstallSnapshotRequest<TypeConfig>| {
+        replica.raft.install_snapshot(request)
+    })
     .await
 }
 

@@ -306,7 +306,7 @@ impl Replica {
             }
             // Removed while it was up (a leader that removed itself, a
             // follower that saw its removal): its own membership says so.
-            if self.knows_itself_removed() {
+            if self.outside_membership(self.id) {
                 return Err(OpError::NotMember(format!(
                     "replica {} is not in the cluster's membership as it knows it: send requests to a member",
                     self.id
@@ -492,11 +492,13 @@ impl Replica {
         }
     }
 
-    /// Whether this replica's membership (once it has one) leaves it out.
-    fn knows_itself_removed(&self) -> bool {
-        let metrics = self.metrics();
+    /// Whether node `id` is outside this replica's membership. A replica
+    /// that knows no membership yet (waiting to be added) leaves nobody out.
+    pub fn outside_membership(&self, id: NodeId) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
         let membership = metrics.membership_config.membership();
-        membership.nodes().next().is_some() && membership.get_node(&self.id).is_none()
+        membership.nodes().next().is_some() && membership.get_node(&id).is_none()
     }
 
     /// Current voting members.
