@@ -35,8 +35,6 @@ impl CallError {
 pub struct Member {
     pub id: u64,
     pub voter: bool,
-    #[serde(default)]
-    pub api_addr: String,
 }
 
 /// The part of `GET /v1/cluster` the harness reads.
@@ -45,8 +43,6 @@ pub struct ClusterView {
     pub this_id: u64,
     pub cluster_id: Option<String>,
     pub leader_id: Option<u64>,
-    pub term: u64,
-    pub state: String,
     pub members: Vec<Member>,
     #[serde(default)]
     pub applied_index: u64,
@@ -76,15 +72,11 @@ struct ConsulEntry {
     modify_index: u64,
 }
 
-/// An instance as `GET /v1/services/{ns}/{name}/instances` lists it.
+/// What the harness reads of an instance as
+/// `GET /v1/services/{ns}/{name}/instances` lists it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Instance {
-    pub id: String,
-    pub slot: u32,
-    pub generation: u64,
     pub state: String,
-    #[serde(default)]
-    pub container_id: Option<String>,
     #[serde(default)]
     pub address: Option<String>,
     #[serde(default)]
@@ -212,17 +204,20 @@ impl Api {
         Err(write_error(status, &body))
     }
 
-    /// The keys under `prefix` (linearizable).
-    pub async fn kv_keys(
+    /// A listing under `prefix`: `query` is Consul's `keys` (the names)
+    /// or `recurse` (the entries), with `&stale` for a local read; an
+    /// empty prefix (404) is an empty list.
+    pub async fn kv_list<T: serde::de::DeserializeOwned>(
         &self,
         base: &str,
         prefix: &str,
+        query: &str,
         timeout: Duration,
-    ) -> Result<Vec<String>, CallError> {
+    ) -> Result<Vec<T>, CallError> {
         let (status, body) = self
             .call(
                 Method::GET,
-                format!("{base}/v1/kv/{prefix}?keys"),
+                format!("{base}/v1/kv/{prefix}?{query}"),
                 None,
                 timeout,
             )
@@ -230,7 +225,7 @@ impl Api {
         match status {
             StatusCode::NOT_FOUND => Ok(Vec::new()),
             StatusCode::OK => serde_json::from_slice(&body)
-                .map_err(|e| CallError::Definite(format!("GET {prefix}?keys: bad JSON: {e}"))),
+                .map_err(|e| CallError::Definite(format!("GET {prefix}?{query}: bad JSON: {e}"))),
             other => Err(CallError::Definite(describe(other, &body))),
         }
     }

@@ -207,8 +207,7 @@ impl Cluster {
         };
         std::fs::create_dir_all(manager.data_dir())?;
         issue_certificate(&self.options.raftvisor_bin, &self.certs, &manager)?;
-        let config = agent_config(&manager, members, |m| self.ip_of(m));
-        std::fs::write(manager.dir.join("config.toml"), config)?;
+        self.write_config(&manager, members)?;
         self.create_container(&manager).await?;
         self.managers
             .lock()
@@ -224,7 +223,11 @@ impl Cluster {
         let manager = self
             .manager(id)
             .ok_or_else(|| anyhow::anyhow!("no manager {id} in this run"))?;
-        let config = agent_config(&manager, members, |m| self.ip_of(m));
+        self.write_config(&manager, members)
+    }
+
+    fn write_config(&self, manager: &Manager, members: &[u64]) -> anyhow::Result<()> {
+        let config = agent_config(manager, members, |m| self.ip_of(m));
         std::fs::write(manager.dir.join("config.toml"), config)?;
         Ok(())
     }

@@ -161,10 +161,6 @@ impl Recorder {
         self.started.elapsed().as_micros() as u64
     }
 
-    pub fn started(&self) -> Instant {
-        self.started
-    }
-
     /// Records one event and returns it.
     pub fn record(&self, process: Process, kind: EventType, entry: Entry) -> Event {
         let mut inner = self.inner.lock().expect("history lock");

@@ -125,13 +125,8 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
         seed: options.seed,
     })
     .await;
-    let cluster = match cluster {
-        Ok(cluster) => Arc::new(cluster),
-        Err(e) => {
-            // The network may exist already: remove what carries the run's name.
-            return Err(e.context("setting up the cluster under test"));
-        }
-    };
+    // A setup that fails removes what it made itself.
+    let cluster = Arc::new(cluster.context("setting up the cluster under test")?);
     let cluster_id = match cluster.agreed_view(&[1]).await {
         Ok(view) => view.cluster_id.unwrap_or_default(),
         Err(e) => {
@@ -249,18 +244,17 @@ async fn drive(
         set::final_read(ctx, &set_prefix, &processes, Duration::from_secs(30)).await;
     }
     let convergence = if options.workloads.supervisor {
-        supervisor::wait_converged(ctx, Duration::from_secs(30)).await
+        let converged = supervisor::wait_converged(ctx, Duration::from_secs(30)).await;
+        verdicts.push(checker::dns::check(ctx, Duration::from_secs(10)).await);
+        converged
     } else {
         Ok(Duration::ZERO)
     };
-    if options.workloads.supervisor {
-        verdicts.push(checker::dns::check(ctx, Duration::from_secs(10)).await);
-    }
     verdicts.push(checker::liveness::replicas(ctx, &prefix, Duration::from_secs(15)).await);
     let _ = stop_watching.send(true);
     let samples = sampler.await.unwrap_or_default();
     let deaths = deaths.await.unwrap_or_default();
-    recorder_flush(ctx)?;
+    ctx.recorder.flush().context("writing the history")?;
 
     tracing::info!("checking the history");
     let events = ctx.recorder.events();
@@ -305,10 +299,6 @@ async fn drive(
     ));
     report::write(dir, options, &events, &verdicts, &samples, &deaths)?;
     Ok(verdicts)
-}
-
-fn recorder_flush(ctx: &Context) -> anyhow::Result<()> {
-    ctx.recorder.flush().context("writing the history")
 }
 
 /// Registers the local engine as the cluster's one node, reached from the

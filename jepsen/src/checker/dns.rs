@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::Verdict;
 use crate::nemesis::Context;
-use crate::workloads::supervisor::{services, NAMESPACE};
+use crate::workloads::supervisor::{self, services, NAMESPACE};
 
 const DOMAIN: &str = "cluster.local";
 
@@ -75,38 +75,25 @@ async fn resolve(server: SocketAddr, service: &str) -> anyhow::Result<Answers> {
 
 /// What the registry says `service` should resolve to.
 async fn expected(ctx: &Context, service: &str) -> anyhow::Result<Answers> {
-    let mut last = anyhow::anyhow!("no member answered");
-    for id in ctx.members() {
-        let Some(manager) = ctx.cluster.manager(id) else {
-            continue;
-        };
-        match ctx
-            .cluster
-            .api
-            .instances(&manager.api(), NAMESPACE, service, Duration::from_secs(2))
-            .await
-        {
-            Ok(instances) => {
-                let mut answers = Answers::default();
-                for instance in instances.iter().filter(|i| i.state == "running") {
-                    if let Some(address) = &instance.address {
-                        answers.addresses.insert(address.clone());
-                    }
-                    answers.ports.extend(
-                        instance
-                            .ports
-                            .iter()
-                            .filter(|p| p.name == "http")
-                            .map(|p| p.host_port),
-                    );
-                }
-                answers.ports.sort_unstable();
-                return Ok(answers);
-            }
-            Err(e) => last = anyhow::anyhow!("m{id}: {e}"),
+    let mut answers = Answers::default();
+    for instance in supervisor::instances(ctx, service)
+        .await?
+        .iter()
+        .filter(|i| i.state == "running")
+    {
+        if let Some(address) = &instance.address {
+            answers.addresses.insert(address.clone());
         }
+        answers.ports.extend(
+            instance
+                .ports
+                .iter()
+                .filter(|p| p.name == "http")
+                .map(|p| p.host_port),
+        );
     }
-    Err(last)
+    answers.ports.sort_unstable();
+    Ok(answers)
 }
 
 /// Asks every member until its answers equal the registry, for up to

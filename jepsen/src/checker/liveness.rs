@@ -121,18 +121,15 @@ async fn compare(ctx: &Context, prefix: &str) -> Result<usize, String> {
             .await
             .map_err(|e| format!("m{id}: {e}"))?
             .applied_index;
-        let entries: Vec<Entry> = match api
-            .get_json(
+        let entries: Vec<Entry> = api
+            .kv_list(
                 &manager.api(),
-                &format!("/v1/kv/{prefix}/?recurse&stale"),
+                &format!("{prefix}/"),
+                "recurse&stale",
                 Duration::from_secs(3),
             )
             .await
-        {
-            Ok(entries) => entries,
-            Err(e) if e.to_string().contains("HTTP 404") => Vec::new(),
-            Err(e) => return Err(format!("m{id}: {e}")),
-        };
+            .map_err(|e| format!("m{id}: {e}"))?;
         let after = api
             .cluster(&manager.api(), Duration::from_secs(1))
             .await

@@ -125,10 +125,9 @@ pub async fn start(ctx: &Arc<Context>, rng: &mut StdRng) -> anyhow::Result<Optio
     let ip = |id: u64| ctx.cluster.manager(id).map(|m| m.ip);
     let mut first_pid = None;
     for &from in &nodes {
-        let Some(state) = ctx.cluster.state(from).await.ok() else {
+        let Ok(pid) = super::partition::pid_of(ctx, from).await else {
             continue;
         };
-        let Some(pid) = state.pid else { continue };
         first_pid.get_or_insert(pid);
         net::prepare(pid).await?;
         for &to in nodes.iter().filter(|&&to| to != from) {
@@ -180,13 +179,7 @@ pub async fn stop(ctx: &Arc<Context>) -> anyhow::Result<serde_json::Value> {
     let Some(mut active) = ctx.delay.lock().await.take() else {
         return Ok(json!(null));
     };
-    for &id in &active.managers {
-        if let Ok(state) = ctx.cluster.state(id).await {
-            if let (Some(pid), true) = (state.pid, state.running && !state.paused) {
-                net::heal(pid).await?;
-            }
-        }
-    }
+    super::partition::heal(ctx, &active.managers).await?;
     active.tasks.shutdown().await;
     Ok(json!({
         "delay_ms_each_way": active.delay.as_millis() as u64,

@@ -119,7 +119,14 @@ impl FaultKind {
         for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
             let group: Vec<FaultKind> = match word {
                 "all" => FaultKind::ALL.to_vec(),
-                "partition" => FaultKind::ALL[..6].to_vec(),
+                "partition" => vec![
+                    FaultKind::PartitionOne,
+                    FaultKind::PartitionHalves,
+                    FaultKind::PartitionRing,
+                    FaultKind::PartitionBridge,
+                    FaultKind::PartitionLeader,
+                    FaultKind::PartitionOneWay,
+                ],
                 "kill" => vec![FaultKind::KillLeader, FaultKind::KillMinority, FaultKind::KillAll],
                 "pause" => vec![FaultKind::PauseLeader],
                 "network" => vec![FaultKind::Loss, FaultKind::Delay],
@@ -239,9 +246,10 @@ pub enum Undo {
     /// A manager hit by a disk fault: restart it if it refused to start
     /// and replace it if it keeps refusing.
     DiskRecovery(u64),
-    /// Wait for the workload container to run again.
+    /// Wait for the workload container's slot to run again.
     WorkloadRestart {
         container: String,
+        slot: String,
     },
 }
 
@@ -421,7 +429,9 @@ async fn stop(ctx: &Arc<Context>, kind: FaultKind, started: Started) {
         Undo::Unpause(id) => process::unpause(ctx, id).await,
         Undo::StopDelay => delay::stop(ctx).await,
         Undo::DiskRecovery(id) => disk::recover(ctx, id).await,
-        Undo::WorkloadRestart { container } => workload::wait_restarted(ctx, &container).await,
+        Undo::WorkloadRestart { container, slot } => {
+            workload::wait_restarted(ctx, &container, &slot).await
+        }
     };
     match result {
         Ok(proof) => recorder.record(

@@ -96,7 +96,8 @@ pub fn grudge(kind: FaultKind, nodes: &[u64], leader: Option<u64>) -> Grudge {
     grudge
 }
 
-async fn pid_of(ctx: &Context, id: u64) -> anyhow::Result<u32> {
+/// The main process of manager `id`, if it runs and is not paused.
+pub(super) async fn pid_of(ctx: &Context, id: u64) -> anyhow::Result<u32> {
     let state = ctx.cluster.state(id).await?;
     state
         .pid

@@ -42,28 +42,26 @@ pub async fn kill(ctx: &Arc<Context>, rng: &mut StdRng) -> anyhow::Result<Option
         proof: json!({ "status": state.status.map(|s| s.to_string()), "exit_code": state.exit_code }),
         effective,
         undo: Undo::WorkloadRestart {
+            slot: victim.slot_key(),
             container: victim.id,
         },
     }))
 }
 
-/// Waits up to 15 s for the killed container's slot to run again.
+/// Waits up to 15 s for the killed container's slot to run again (the
+/// same container restarted, or another one placed in the slot).
 pub async fn wait_restarted(
     ctx: &Arc<Context>,
     container: &str,
+    slot: &str,
 ) -> anyhow::Result<serde_json::Value> {
     let docker = &ctx.cluster.docker;
     let started = Instant::now();
-    let slot = containers::list(docker, &ctx.cluster_id)
-        .await?
-        .into_iter()
-        .find(|w| w.id == container)
-        .map(|w| w.slot_key());
     while started.elapsed() < Duration::from_secs(15) {
         let all = containers::list(docker, &ctx.cluster_id).await?;
         let running = all
             .iter()
-            .any(|w| w.state == "running" && (w.id == container || Some(w.slot_key()) == slot));
+            .any(|w| w.state == "running" && (w.id == container || w.slot_key() == slot));
         if running {
             return Ok(
                 json!({ "slot_running_again_after_ms": started.elapsed().as_millis() as u64 }),

@@ -116,7 +116,7 @@ pub async fn final_read(
             match ctx
                 .cluster
                 .api
-                .kv_keys(&manager.api(), &key_prefix, Duration::from_secs(5))
+                .kv_list::<String>(&manager.api(), &key_prefix, "keys", Duration::from_secs(5))
                 .await
             {
                 Ok(keys) => {

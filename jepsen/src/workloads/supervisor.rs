@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::api::Instance;
 use crate::containers::{self, Workload};
 use crate::nemesis::Context;
 
@@ -202,27 +203,9 @@ async fn converged(ctx: &Context) -> Result<(), String> {
                 service.name
             ));
         }
-        let mut answered = None;
-        for id in ctx.members() {
-            let Some(manager) = ctx.cluster.manager(id) else {
-                continue;
-            };
-            if let Ok(instances) = ctx
-                .cluster
-                .api
-                .instances(
-                    &manager.api(),
-                    NAMESPACE,
-                    &service.name,
-                    Duration::from_secs(2),
-                )
-                .await
-            {
-                answered = Some(instances);
-                break;
-            }
-        }
-        let instances = answered.ok_or("no member answered the instances of a service")?;
+        let instances = instances(ctx, &service.name)
+            .await
+            .map_err(|e| e.to_string())?;
         let running = instances.iter().filter(|i| i.state == "running").count();
         if running != service.replicas as usize || instances.len() != service.replicas as usize {
             return Err(format!(
@@ -234,4 +217,25 @@ async fn converged(ctx: &Context) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The instances of `jepsen/<service>` as the first member that answers
+/// reports them (a linearizable read).
+pub async fn instances(ctx: &Context, service: &str) -> anyhow::Result<Vec<Instance>> {
+    let mut last = anyhow::anyhow!("no member answered the instances of {service}");
+    for id in ctx.members() {
+        let Some(manager) = ctx.cluster.manager(id) else {
+            continue;
+        };
+        match ctx
+            .cluster
+            .api
+            .instances(&manager.api(), NAMESPACE, service, Duration::from_secs(2))
+            .await
+        {
+            Ok(instances) => return Ok(instances),
+            Err(e) => last = anyhow::anyhow!("m{id}: {e}"),
+        }
+    }
+    Err(last)
 }
