@@ -6,7 +6,13 @@ RAFTVISOR_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 RAFTVISOR_TARGET="x86_64-unknown-linux-gnu"
 RAFTVISOR_BIN="$RAFTVISOR_ROOT/target/$RAFTVISOR_TARGET/release/raftvisor"
 # Static (crt-static) so the same binary runs in FROM-scratch images.
-export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static"
+# Added once, however often this file is sourced (a script sourcing it
+# after another one exported RUSTFLAGS): cargo rebuilds the whole tree
+# whenever the flags' text differs, so every script must pass the same.
+case " ${RUSTFLAGS:-} " in
+    *" -C target-feature=+crt-static "*) ;;
+    *) export RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" ;;
+esac
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

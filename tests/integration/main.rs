@@ -17,6 +17,7 @@ mod harness;
 mod harness_tls;
 mod replication;
 mod runtime;
+mod scripts;
 mod secrets;
 mod static_provider;
 mod supervisor;
