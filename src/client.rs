@@ -529,17 +529,41 @@ impl Client {
         self.call(Method::GET, "/v1/nodes", &[], None, None).await
     }
 
+    /// Removes a node nothing is placed on; a node with instances is
+    /// refused (409 `node_not_drained`). See [`Client::node_remove`].
     pub async fn node_delete(&self, name: &str) -> Result<(), ClientError> {
+        self.node_remove(name, false).await.map(|_| ())
+    }
+
+    /// `DELETE /v1/nodes/{name}[?force=true]`: `None` when the node is
+    /// gone; with `force` and instances placed on it, the node as retired
+    /// (its instances move, its containers are removed, then the node).
+    pub async fn node_remove(&self, name: &str, force: bool) -> Result<Option<Node>, ClientError> {
+        let query: Vec<(&str, String)> = if force {
+            vec![("force", "true".to_string())]
+        } else {
+            Vec::new()
+        };
         let (base, response) = self
             .send(
                 Method::DELETE,
                 &format!("/v1/nodes/{name}"),
-                &[],
+                &query,
                 None,
                 None,
             )
             .await?;
-        expect_no_content(&base, response).await
+        match response.status().as_u16() {
+            202 => response
+                .json::<Node>()
+                .await
+                .map(Some)
+                .map_err(|e| ClientError::Decode {
+                    addr: base,
+                    reason: e.to_string(),
+                }),
+            _ => expect_no_content(&base, response).await.map(|_| None),
+        }
     }
 
     // ---- tokens (admin) ----

@@ -268,6 +268,10 @@ pub struct AgentConfig {
     pub tls: TlsSettings,
     #[serde(default)]
     pub autoscale: AutoscaleConfig,
+    /// Size limits and quotas (`[limits]`); the leader's apply to every
+    /// write (see [`crate::state::limits`]).
+    #[serde(default)]
+    pub limits: crate::state::limits::Limits,
 }
 
 impl AgentConfig {
@@ -446,6 +450,7 @@ impl AgentConfig {
         if s.stall_after_ms != 0 && s.stall_after_ms < 2 * s.resync_ms.max(s.probe_interval_ms) {
             return invalid("supervisor.stall_after_ms must be 0 (off) or at least twice resync_ms and probe_interval_ms".into());
         }
+        self.limits.validate().map_err(ConfigError::Invalid)?;
         if self.api.request_timeout_ms == 0 || self.api.max_body_bytes == 0 {
             return invalid(
                 "api.request_timeout_ms and api.max_body_bytes must be positive".into(),

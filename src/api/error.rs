@@ -45,6 +45,12 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// A write over a size limit (400 `limit_exceeded`) or a quota (409
+    /// `quota_exceeded`); the message names the `[limits]` key.
+    pub fn limit(error: crate::state::limits::LimitError) -> ApiError {
+        refused(error.code(), error.message)
+    }
+
     pub fn version_mismatch(what: &str, current: u64) -> ApiError {
         ApiError {
             status: StatusCode::PRECONDITION_FAILED,
@@ -133,6 +139,20 @@ impl From<axum::extract::rejection::PathRejection> for ApiError {
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
+/// The answer to [`crate::state::Outcome::Refused`]: its own code, with
+/// 400 for a size limit and 409 for what depends on the state (a quota, a
+/// node not drained).
+pub fn refused(code: &str, message: String) -> ApiError {
+    use crate::state::limits::{LIMIT_EXCEEDED, QUOTA_EXCEEDED};
+    use crate::state::supervision::NODE_NOT_DRAINED;
+    match code {
+        LIMIT_EXCEEDED => ApiError::new(StatusCode::BAD_REQUEST, LIMIT_EXCEEDED, message),
+        QUOTA_EXCEEDED => ApiError::new(StatusCode::CONFLICT, QUOTA_EXCEEDED, message),
+        NODE_NOT_DRAINED => ApiError::new(StatusCode::CONFLICT, NODE_NOT_DRAINED, message),
+        _ => ApiError::new(StatusCode::CONFLICT, "rejected", message),
+    }
+}
+
 /// Answers a write's outcome about `what` (e.g. "service demo/echo"):
 /// the record itself, 204 for a deletion, or the fitting error.
 pub fn outcome_response(
@@ -154,6 +174,7 @@ pub fn outcome_response(
         Outcome::NotFound => Err(ApiError::not_found(format!("{what} does not exist"))),
         Outcome::VersionMismatch { current } => Err(ApiError::version_mismatch(what, current)),
         Outcome::Rejected(reason) => Err(ApiError::bad_request(reason)),
+        Outcome::Refused { code, message } => Err(refused(&code, message)),
         other => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

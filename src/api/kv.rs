@@ -187,8 +187,13 @@ pub async fn put(
     reject_unsupported(&params)?;
     let body = body?;
     validate::kv_key(&key).map_err(ApiError::bad_request)?;
-    validate::kv_value(&body)
-        .map_err(|m| ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", m))?;
+    replica.config.limits.check_kv(&key, &body).map_err(|e| {
+        if e.limit == "max_kv_value_bytes" {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.message)
+        } else {
+            ApiError::limit(e)
+        }
+    })?;
     let command = Command::KvPut {
         key,
         value: body.to_vec(),
@@ -223,6 +228,7 @@ fn answer_bool(outcome: Outcome) -> ApiResult<Response> {
     match outcome {
         Outcome::Kv(ok) => Ok(Json(ok).into_response()),
         Outcome::Rejected(reason) => Err(ApiError::bad_request(reason)),
+        Outcome::Refused { code, message } => Err(super::error::refused(&code, message)),
         other => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",

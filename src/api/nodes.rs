@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
@@ -54,6 +54,11 @@ pub async fn put(
     JsonBody(spec): JsonBody<NodeSpec>,
 ) -> ApiResult<Response> {
     check_name(&name)?;
+    replica
+        .config
+        .limits
+        .check_node_spec(&spec)
+        .map_err(ApiError::limit)?;
     validate::node_spec(&spec).map_err(ApiError::bad_request)?;
     let applied = replica
         .write(Command::PutNode {
@@ -65,15 +70,35 @@ pub async fn put(
     node_outcome(&name, applied.outcome)
 }
 
+/// `DELETE /v1/nodes/{name}[?force=true]`: 204 when removed; 409
+/// `node_not_drained` while instances are placed on it (or it is down);
+/// with `force`, 202 and the node, now `retired`: its instances move, its
+/// containers are removed, then the node itself.
 pub async fn delete(
     State(replica): State<Arc<Replica>>,
     Path(name): Path<String>,
+    params: Params,
 ) -> ApiResult<Response> {
     check_name(&name)?;
+    let force = match params.get("force") {
+        None | Some("false") | Some("0") => false,
+        Some("" | "true" | "1") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "force={other:?} is not true or false"
+            )))
+        }
+    };
     let applied = replica
-        .write(Command::DeleteNode { name: name.clone() })
+        .write(Command::RemoveNode {
+            name: name.clone(),
+            force,
+        })
         .await?;
-    node_outcome(&name, applied.outcome)
+    match applied.outcome {
+        Outcome::Node(node) => Ok((StatusCode::ACCEPTED, Json(node)).into_response()),
+        other => node_outcome(&name, other),
+    }
 }
 
 #[derive(Deserialize)]

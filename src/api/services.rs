@@ -127,7 +127,14 @@ pub async fn put(
     JsonBody(mut spec): JsonBody<ServiceSpec>,
 ) -> ApiResult<Response> {
     check_names(&namespace, &name)?;
-    validate::service_spec(&spec).map_err(ApiError::bad_request)?;
+    replica
+        .config
+        .limits
+        .check_service_spec(&spec, false)
+        .map_err(ApiError::limit)?;
+    validate::service_spec(&spec)
+        .and_then(|_| validate::health_rules(&spec))
+        .map_err(ApiError::bad_request)?;
     seal_secrets(&replica, &namespace, &name, &mut spec)?;
     let expected_version = if_match(&headers)?;
     let what = format!("{namespace}/{name}");

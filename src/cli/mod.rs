@@ -254,8 +254,15 @@ pub enum NodeCommand {
         #[arg(long)]
         cancel: bool,
     },
-    /// Remove a node from the inventory.
-    Rm { name: String },
+    /// Remove a node from the inventory (refused while instances are
+    /// placed on it: drain it first, or --force).
+    Rm {
+        name: String,
+        /// Remove it anyway: its instances move to other nodes and its
+        /// containers are removed, then the node.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -774,10 +781,17 @@ async fn run_node(client: &Client, format: Format, command: NodeCommand) -> anyh
             let node = client.node_drain(&name, cancel).await?;
             print(format, &node, || node_table(std::slice::from_ref(&node)));
         }
-        NodeCommand::Rm { name } => {
-            client.node_delete(&name).await?;
-            done(format, true, &format!("removed node {name}"))?;
-        }
+        NodeCommand::Rm { name, force } => match client.node_remove(&name, force).await? {
+            None => done(format, true, &format!("removed node {name}"))?,
+            Some(node) => {
+                if format == Format::Human {
+                    println!(
+                        "node {name} is retired: its instances move to other nodes, then its containers and the node are removed"
+                    );
+                }
+                print(format, &node, || node_table(std::slice::from_ref(&node)));
+            }
+        },
     }
     Ok(())
 }

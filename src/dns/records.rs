@@ -357,7 +357,7 @@ mod tests {
         for slot in 0..2 {
             apply(
                 &mut state,
-                Command::PlaceInstance {
+                Command::PlaceSlot {
                     namespace: "demo".into(),
                     service: "echo".into(),
                     slot,
@@ -365,7 +365,7 @@ mod tests {
                 },
             );
         }
-        let running: Instance = state.instances["demo-echo-0"].clone();
+        let running: Instance = state.instances["demo.echo.0"].clone();
         apply(
             &mut state,
             Command::SetInstanceStatus {
@@ -453,7 +453,7 @@ mod tests {
         // Slot 1 exists but is pending: absent. Mark slot 0 unhealthy: absent too.
         let owner = srv_owner("http", Protocol::Tcp, "echo", "demo", "cluster.local");
         assert_eq!(zone(&state).lookup(&owner, Want::Srv).answers.len(), 1);
-        let running = state.instances["demo-echo-0"].clone();
+        let running = state.instances["demo.echo.0"].clone();
         let mut status = InstanceStatus {
             state: InstanceState::Unhealthy,
             container_id: running.container_id.clone(),

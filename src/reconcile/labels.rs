@@ -22,11 +22,27 @@ pub const TEMPLATE: &str = "raftvisor.template";
 
 /// Deterministic container name: a second create of the same instance and
 /// generation is refused by the engine instead of duplicated.
+/// `rv-<cluster>-<instance id>-<generation>`: unique per cluster, instance
+/// and generation since the cluster id is fixed-length hex and instance
+/// ids are unique (see [`crate::state::supervision::instance_id`]); an
+/// instance placed under a legacy id keeps the name it always had.
 pub fn container_name(cluster: &str, instance: &Instance) -> String {
-    format!(
-        "rv-{cluster}-{}-{}-{}-{}",
-        instance.namespace, instance.service, instance.slot, instance.generation
-    )
+    format!("rv-{cluster}-{}-{}", instance.id, instance.generation)
+}
+
+/// The labels that make a container the one of an instance's generation on
+/// its node: cluster, namespace, service, instance, generation and node.
+const OWNERSHIP: [&str; 6] = [CLUSTER, NAMESPACE, SERVICE, INSTANCE, GENERATION, NODE];
+
+/// Whether a container found under the name raftvisor wanted (a create
+/// refused with a name conflict) is the very container it meant to create,
+/// left by an interrupted create: then it is adopted. Anything else — a
+/// container of another cluster, service or instance, or one nobody
+/// labelled — is not raftvisor's to take over.
+pub fn adoptable(expected: &BTreeMap<String, String>, found: &BTreeMap<String, String>) -> bool {
+    OWNERSHIP
+        .iter()
+        .all(|key| expected.get(*key).is_some() && expected.get(*key) == found.get(*key))
 }
 
 /// Labels of the container of `instance` on its node.
@@ -80,6 +96,56 @@ mod tests {
         changed.image = "b".into();
         assert_eq!(template_fingerprint(&spec), template_fingerprint(&scaled));
         assert_ne!(template_fingerprint(&spec), template_fingerprint(&changed));
+    }
+
+    fn instance(namespace: &str, service: &str) -> Instance {
+        Instance {
+            id: crate::state::supervision::instance_id(namespace, service, 0),
+            namespace: namespace.into(),
+            service: service.into(),
+            slot: 0,
+            generation: 1,
+            node: Some("n1".into()),
+            container_id: None,
+            state: Default::default(),
+            restarts: 0,
+            last_exit: None,
+            address: None,
+            ports: Vec::new(),
+            spec_version: 1,
+            restart_epoch: 0,
+            template: String::new(),
+        }
+    }
+
+    #[test]
+    fn container_names_of_x_y_z_and_x_y_z_differ() {
+        let a = container_name("0123456789ab", &instance("x-y", "z"));
+        let b = container_name("0123456789ab", &instance("x", "y-z"));
+        assert_ne!(a, b);
+        assert_eq!(a, "rv-0123456789ab-x-y.z.0-1");
+        // A valid Docker container name: [a-zA-Z0-9][a-zA-Z0-9_.-]+
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-')));
+    }
+
+    #[test]
+    fn a_name_conflict_adopts_only_a_container_with_matching_labels() {
+        let ours = instance("x-y", "z");
+        let expected = container_labels("c1", &ours, "t");
+        assert!(adoptable(&expected, &expected));
+        let mut template_changed = expected.clone();
+        template_changed.insert(TEMPLATE.into(), "other".into());
+        assert!(adoptable(&expected, &template_changed));
+        let other_service = container_labels("c1", &instance("x", "y-z"), "t");
+        assert!(!adoptable(&expected, &other_service));
+        let other_cluster = container_labels("c2", &ours, "t");
+        assert!(!adoptable(&expected, &other_cluster));
+        assert!(!adoptable(&expected, &BTreeMap::new()));
+        let mut older = ours.clone();
+        older.generation = 0;
+        assert!(!adoptable(&expected, &container_labels("c1", &older, "t")));
     }
 
     #[test]

@@ -5,7 +5,10 @@
 //! elsewhere by the service controller); a down node that answers again is
 //! fenced — its containers whose instances moved away are removed — before
 //! it is marked ready and can receive work. A new leader gives every node a
-//! full grace period before judging it.
+//! full grace period before judging it. A retired node (`node rm --force`)
+//! is fenced the same way while the service controller moves its
+//! instances; once nothing is placed on it and none of this cluster's
+//! containers are left there, it is removed from the inventory.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,27 +47,47 @@ pub async fn run(
             progress.progress();
             continue;
         };
-        let probes = futures::future::join_all(
-            nodes
-                .values()
-                .filter(|n| n.state != NodeState::Retired)
-                .map(|node| {
-                    let engines = engines.clone();
-                    async move {
-                        let result = match engines.for_node(node) {
-                            Ok(engine) => engine.ping().await,
-                            Err(e) => Err(e),
-                        };
-                        (node.clone(), result)
-                    }
-                }),
-        )
+        let probes = futures::future::join_all(nodes.values().map(|node| {
+            let engines = engines.clone();
+            async move {
+                let result = match engines.for_node(node) {
+                    Ok(engine) => engine.ping().await,
+                    Err(e) => Err(e),
+                };
+                (node.clone(), result)
+            }
+        }))
         .await;
         for (node, result) in probes {
             if token.is_cancelled() {
                 return;
             }
             match result {
+                Ok(()) if node.state == NodeState::Retired => {
+                    let fenced = tokio::time::timeout(
+                        settings.round_budget,
+                        fence(&engines, &cluster, &node, &instances),
+                    )
+                    .await
+                    .unwrap_or(false);
+                    let placed = instances
+                        .values()
+                        .any(|i| i.node.as_deref() == Some(node.name.as_str()));
+                    if fenced && !placed {
+                        let command = Command::RemoveNode {
+                            name: node.name.clone(),
+                            force: true,
+                        };
+                        match replica.write_as_leader(command).await {
+                            Ok(_) => {
+                                tracing::info!(node = %node.name, "retired node is clean: removed")
+                            }
+                            Err(e) => {
+                                tracing::warn!(node = %node.name, error = %e, "cannot remove a retired node")
+                            }
+                        }
+                    }
+                }
                 Ok(()) => {
                     last_ok.insert(node.name.clone(), Instant::now());
                     // Bounded like every engine call of a round: an

@@ -413,7 +413,7 @@ impl Controller {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&((service.namespace.clone(), service.name.clone()), slot));
-                self.write(Command::PlaceInstance {
+                self.write(Command::PlaceSlot {
                     namespace: service.namespace.clone(),
                     service: service.name.clone(),
                     slot,
@@ -543,14 +543,34 @@ impl Controller {
             &self.settings.container_dns,
             self.replica.secrets.as_deref(),
         );
-        let created = match spec {
-            Ok(spec) => engine.create(&spec).await,
-            Err(e) => Err(RuntimeError::Invalid(e.to_string())),
+        let spec = match spec {
+            Ok(spec) => spec,
+            Err(e) => {
+                self.create_failed(service, &instance, node, failure_key, e.to_string())
+                    .await;
+                return;
+            }
         };
-        let result = match created {
+        let result = match engine.create(&spec).await {
             Ok(id) => engine.start(&id).await.map(|_| id),
-            // An interrupted create of this very generation: adopt it.
-            Err(RuntimeError::Conflict(_)) => return,
+            // The name is taken: adopted (by the next round's listing) only
+            // if it is this very generation's container, left by an
+            // interrupted create; never another cluster's, service's or
+            // instance's container that happens to have the name.
+            Err(RuntimeError::Conflict(name)) => match engine.inspect(&name).await {
+                Ok(Some(found)) if labels::adoptable(&spec.labels, &found.labels) => {
+                    self.wake.notify_one();
+                    return;
+                }
+                Ok(Some(found)) => Err(RuntimeError::Invalid(format!(
+                    "container name {name} is taken by container {} that is not this instance's \
+                     (its raftvisor labels differ); it is left alone",
+                    found.id
+                ))),
+                // Gone since: the next round creates it.
+                Ok(None) => return,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match result {
@@ -564,43 +584,57 @@ impl Controller {
                 tracing::debug!(error = %e, "engine unreachable during create")
             }
             Err(e) => {
-                let errors = {
-                    let mut failures = self
-                        .create_failures
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
-                    let entry = failures.entry(failure_key).or_insert(CreateFailure {
-                        errors: 0,
-                        retry_at: Instant::now(),
-                    });
-                    entry.errors += 1;
-                    entry.retry_at = Instant::now()
-                        + backoff::error_delay(entry.errors).max(Duration::from_secs(1));
-                    self.wake_at(entry.retry_at);
-                    entry.errors
-                };
-                tracing::warn!(error = %e, errors, "cannot create container");
-                if instance.last_exit.as_ref().map(|x| x.reason.as_str())
-                    != Some(e.to_string().as_str())
-                {
-                    let exit = ExitInfo {
-                        code: -1,
-                        reason: e.to_string(),
-                        at_ms: now_ms(),
-                    };
-                    let status = InstanceStatus {
-                        last_exit: Some(exit),
-                        ..status_of(
-                            service,
-                            &instance,
-                            None,
-                            Some(node),
-                            InstanceState::CrashLoop,
-                        )
-                    };
-                    self.write_status(&instance, status).await;
-                }
+                self.create_failed(service, &instance, node, failure_key, e.to_string())
+                    .await
             }
+        }
+    }
+
+    /// Records a failed create: retried with growing delays, and shown as
+    /// the instance's last exit (crash loop) once per distinct reason.
+    async fn create_failed(
+        self: &Arc<Self>,
+        service: &Service,
+        instance: &Instance,
+        node: &Node,
+        failure_key: (String, u64),
+        reason: String,
+    ) {
+        let reason =
+            crate::state::limits::truncate(reason, crate::state::limits::MAX_EVENT_MESSAGE_BYTES);
+        let errors = {
+            let mut failures = self
+                .create_failures
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let entry = failures.entry(failure_key).or_insert(CreateFailure {
+                errors: 0,
+                retry_at: Instant::now(),
+            });
+            entry.errors += 1;
+            entry.retry_at =
+                Instant::now() + backoff::error_delay(entry.errors).max(Duration::from_secs(1));
+            self.wake_at(entry.retry_at);
+            entry.errors
+        };
+        tracing::warn!(error = %reason, errors, "cannot create container");
+        if instance.last_exit.as_ref().map(|x| x.reason.as_str()) != Some(reason.as_str()) {
+            let exit = ExitInfo {
+                code: -1,
+                reason,
+                at_ms: now_ms(),
+            };
+            let status = InstanceStatus {
+                last_exit: Some(exit),
+                ..status_of(
+                    service,
+                    instance,
+                    None,
+                    Some(node),
+                    InstanceState::CrashLoop,
+                )
+            };
+            self.write_status(instance, status).await;
         }
     }
 

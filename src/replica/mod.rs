@@ -379,7 +379,8 @@ impl Replica {
     ) -> Result<LeaderReply, LeaderError> {
         match request {
             LeaderRequest::Write(request) => {
-                self.writer.write(*request).await.map(LeaderReply::Applied)
+                let request = self.under_limits(*request);
+                self.writer.write(request).await.map(LeaderReply::Applied)
             }
             LeaderRequest::ReadIndex => {
                 let (read_log_id, _applied) = self
@@ -394,6 +395,27 @@ impl Replica {
             }
             LeaderRequest::RemoveMember { id } => self.remove_member_here(id).await,
         }
+    }
+
+    /// Puts a write that can grow the state under this leader's limits
+    /// ([`Command::WithLimits`]), so every replica checks the same quotas;
+    /// limits a forwarding replica put there are replaced.
+    fn under_limits(&self, mut request: Request) -> Request {
+        let command = match request.command {
+            Command::WithLimits { command, .. } => *command,
+            command => command,
+        };
+        request.command = match command {
+            Command::PutService { .. }
+            | Command::ScaleService { .. }
+            | Command::PutNode { .. }
+            | Command::KvPut { .. } => Command::WithLimits {
+                limits: self.config.limits.clone(),
+                command: Box::new(command),
+            },
+            command => command,
+        };
+        request
     }
 
     async fn add_member_here(

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::limits::Limits;
 use super::types::{
     Instance, InstanceStatus, Node, NodeSpec, NodeState, Role, RunState, Service, ServiceSpec,
     TokenRecord,
@@ -94,6 +95,8 @@ pub enum Command {
     /// The leader's intent to run `slot` of a service on `node`: creates the
     /// instance, or moves it with a new generation. Written before anything
     /// is started, so a new leader knows what the old one was doing.
+    /// Replays with the legacy, ambiguous instance ids; leaders now write
+    /// [`Command::PlaceSlot`].
     PlaceInstance {
         namespace: String,
         service: String,
@@ -148,6 +151,33 @@ pub enum Command {
     PutManagerPlan {
         plan: String,
     },
+    /// [`Command::PlaceInstance`] with unique instance ids
+    /// (`<namespace>.<service>.<slot>`, see
+    /// [`instance_id`](super::supervision::instance_id)); what leaders
+    /// write now. `PlaceInstance` stays for entries already in logs.
+    PlaceSlot {
+        namespace: String,
+        service: String,
+        slot: u32,
+        node: String,
+    },
+    /// `command` under the size limits and quotas the leader enforces:
+    /// the leader wraps every write that can grow the state, so each
+    /// replica checks quotas against the same numbers (see
+    /// [`super::limits`]). Applied as `command` when within them.
+    WithLimits {
+        limits: Limits,
+        command: Box<Command>,
+    },
+    /// Removes a node from the inventory. Refused (`node_not_drained`)
+    /// while instances are placed on it, unless `force`: then the node is
+    /// retired — the supervisor places its instances elsewhere, the node
+    /// controller removes this cluster's containers on it and then removes
+    /// the node. (`DeleteNode` stays for entries already in logs.)
+    RemoveNode {
+        name: String,
+        force: bool,
+    },
 }
 
 /// A command as it travels through Raft.
@@ -180,6 +210,13 @@ pub enum Outcome {
     // Variants are only ever appended: the dedup window stores them.
     /// A token was added.
     Token(Box<TokenRecord>),
+    /// Refused with an error code of its own: `limit_exceeded` (a size
+    /// limit), `quota_exceeded` (a quota) or `node_not_drained`; `message`
+    /// names the limit or the reason.
+    Refused {
+        code: String,
+        message: String,
+    },
 }
 
 /// Outcome of one request plus the Raft index it was applied at.

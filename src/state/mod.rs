@@ -9,6 +9,8 @@
 //! with the outcome they had the first time.
 
 pub mod command;
+pub mod limits;
+mod quotas;
 pub mod supervision;
 pub mod tokens;
 pub mod types;
@@ -74,6 +76,8 @@ pub struct State {
     pub tokens_bootstrapped: bool,
     /// The managers' cluster file (JSON), when bootstrap recorded one.
     pub manager_plan: Option<String>,
+    /// Bytes of all KV values together (derived, for the `max_kv_bytes` quota).
+    pub kv_bytes: u64,
     dedup: Dedup,
 }
 
@@ -133,6 +137,7 @@ impl State {
         for (id, applied) in image.dedup {
             dedup.remember(id, applied);
         }
+        let kv_bytes = image.kv.iter().map(|(_, e)| e.value.len() as u64).sum();
         State {
             cluster_id: image.cluster_id,
             services: image
@@ -163,6 +168,7 @@ impl State {
                 .collect(),
             tokens_bootstrapped: image.tokens_bootstrapped,
             manager_plan: image.manager_plan,
+            kv_bytes,
             dedup,
         }
     }
@@ -197,7 +203,7 @@ impl State {
         applied
     }
 
-    fn apply_command(&mut self, index: u64, time_ms: u64, command: &Command) -> Outcome {
+    pub(super) fn apply_command(&mut self, index: u64, time_ms: u64, command: &Command) -> Outcome {
         match command {
             Command::InitCluster { cluster_id } => {
                 if self.cluster_id.is_none() {
@@ -273,6 +279,11 @@ impl State {
                 let Some(node) = self.nodes.get_mut(name) else {
                     return Outcome::NotFound;
                 };
+                if node.state == NodeState::Retired {
+                    return Outcome::Rejected(format!(
+                        "node {name} is retired; it is being removed"
+                    ));
+                }
                 node.state = if *draining {
                     NodeState::Draining
                 } else {
@@ -351,7 +362,7 @@ impl State {
                 service,
                 slot,
                 node,
-            } => self.place_instance(index, time_ms, namespace, service, *slot, node),
+            } => self.place_instance(index, time_ms, namespace, service, *slot, node, false),
             Command::SetInstanceStatus {
                 id,
                 generation,
@@ -385,6 +396,16 @@ impl State {
                 self.manager_plan = Some(plan.clone());
                 Outcome::Done
             }
+            Command::PlaceSlot {
+                namespace,
+                service,
+                slot,
+                node,
+            } => self.place_instance(index, time_ms, namespace, service, *slot, node, true),
+            Command::WithLimits { limits, command } => {
+                self.apply_limited(index, time_ms, limits, command)
+            }
+            Command::RemoveNode { name, force } => self.remove_node(index, time_ms, name, *force),
         }
     }
 
@@ -533,6 +554,8 @@ impl State {
             }
         }
         let create_index = existing.map_or(index, |e| e.create_index);
+        let replaced = existing.map_or(0, |e| e.value.len() as u64);
+        self.kv_bytes = self.kv_bytes.saturating_sub(replaced) + value.len() as u64;
         self.kv.insert(
             key.to_string(),
             KvEntry {
@@ -551,7 +574,9 @@ impl State {
             let doomed: Vec<String> = self.kv_prefix(key).map(|(k, _)| k.clone()).collect();
             if !doomed.is_empty() {
                 for k in doomed {
-                    self.kv.remove(&k);
+                    if let Some(gone) = self.kv.remove(&k) {
+                        self.kv_bytes = self.kv_bytes.saturating_sub(gone.value.len() as u64);
+                    }
                 }
                 self.kv_index = index;
                 self.kv_delete_index = index;
@@ -565,7 +590,8 @@ impl State {
                 return Outcome::Kv(false);
             }
         }
-        if self.kv.remove(key).is_some() {
+        if let Some(gone) = self.kv.remove(key) {
+            self.kv_bytes = self.kv_bytes.saturating_sub(gone.value.len() as u64);
             self.kv_index = index;
             self.kv_delete_index = index;
         }
@@ -599,21 +625,27 @@ impl State {
 
     /// Instances of one service, by slot.
     pub fn service_instances(&self, namespace: &str, name: &str) -> Vec<&Instance> {
-        // Instance ids start with "<namespace>-<service>-", so a range scan
-        // over that prefix finds them without walking every instance (DNS
-        // asks this on every query); the filter drops services whose ids
-        // merely share the prefix.
-        let prefix = format!("{namespace}-{name}-");
-        let mut found: Vec<&Instance> = self
-            .instances
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix.as_str()),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(id, _)| id.starts_with(&prefix))
-            .map(|(_, i)| i)
-            .filter(|i| i.namespace == namespace && i.service == name)
-            .collect();
+        // Instance ids start with "<namespace>.<service>." (or, placed by
+        // an older leader, "<namespace>-<service>-"), so range scans over
+        // those prefixes find them without walking every instance (DNS
+        // asks this on every query); the filter drops services whose
+        // legacy ids merely share the prefix.
+        let mut found: Vec<&Instance> = [
+            format!("{namespace}.{name}."),
+            format!("{namespace}-{name}-"),
+        ]
+        .iter()
+        .flat_map(|prefix| {
+            self.instances
+                .range::<str, _>((
+                    std::ops::Bound::Included(prefix.as_str()),
+                    std::ops::Bound::Unbounded,
+                ))
+                .take_while(move |(id, _)| id.starts_with(prefix.as_str()))
+                .map(|(_, i)| i)
+        })
+        .filter(|i| i.namespace == namespace && i.service == name)
+        .collect();
         found.sort_by_key(|i| (i.slot, i.generation));
         found
     }
@@ -626,12 +658,14 @@ impl State {
         subject: &str,
         message: String,
     ) {
+        // Bounded like the log itself: a message (an engine's error text,
+        // say) is cut, never refused.
         self.events.push_back(Event {
             index,
             time_ms,
-            kind: kind.to_string(),
-            subject: subject.to_string(),
-            message,
+            kind: limits::truncate(kind.to_string(), limits::MAX_EVENT_FIELD_BYTES),
+            subject: limits::truncate(subject.to_string(), limits::MAX_EVENT_FIELD_BYTES),
+            message: limits::truncate(message, limits::MAX_EVENT_MESSAGE_BYTES),
         });
         while self.events.len() > EVENT_LOG_CAPACITY {
             self.events.pop_front();

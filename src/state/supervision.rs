@@ -25,8 +25,20 @@ pub fn template_fingerprint(spec: &super::ServiceSpec) -> String {
     format!("{hash:016x}")
 }
 
-/// The id of a service slot's instance; stable across generations.
+/// The id of a service slot's instance; stable across generations:
+/// `<namespace>.<service>.<slot>`. Namespaces and service names are DNS
+/// labels, which never contain a `.`, so the id is unique for every
+/// `(namespace, service, slot)` — `x-y/z` and `x/y-z` give `x-y.z.0` and
+/// `x.y-z.0` — and it stays a valid Docker name and DNS name.
 pub fn instance_id(namespace: &str, service: &str, slot: u32) -> String {
+    format!("{namespace}.{service}.{slot}")
+}
+
+/// The id [`Command::PlaceInstance`](super::Command::PlaceInstance) gave
+/// before ids were unique (`<namespace>-<service>-<slot>`, ambiguous when
+/// names contain `-`). Log entries written then still replay with it, and
+/// instances placed then keep it until their slot is placed anew.
+pub fn legacy_instance_id(namespace: &str, service: &str, slot: u32) -> String {
     format!("{namespace}-{service}-{slot}")
 }
 
@@ -87,6 +99,12 @@ impl State {
         Outcome::Service(Box::new(service))
     }
 
+    /// Places `slot` on `node`. `unique_ids`: the instance gets its
+    /// [`instance_id`] (a `PlaceSlot` entry), and an instance of this very
+    /// slot still under its [`legacy_instance_id`] moves to it; otherwise
+    /// (a `PlaceInstance` entry written by an older leader) the legacy id,
+    /// exactly as those entries were first applied.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn place_instance(
         &mut self,
         index: u64,
@@ -95,6 +113,7 @@ impl State {
         service: &str,
         slot: u32,
         node: &str,
+        unique_ids: bool,
     ) -> Outcome {
         let key = (namespace.to_string(), service.to_string());
         let Some(svc) = self.services.get(&key) else {
@@ -106,14 +125,34 @@ impl State {
                 svc.spec.replicas
             ));
         }
-        if !self.nodes.contains_key(node) {
-            return Outcome::Rejected(format!("node {node} is not in the inventory"));
+        match self.nodes.get(node) {
+            None => return Outcome::Rejected(format!("node {node} is not in the inventory")),
+            Some(n) if n.state == NodeState::Retired => {
+                return Outcome::Rejected(format!(
+                    "node {node} is retired: nothing is placed on it"
+                ))
+            }
+            Some(_) => {}
         }
         let spec_version = svc.version;
         let restart_epoch = svc.restart_epoch;
         let template = template_fingerprint(&svc.spec);
-        let id = instance_id(namespace, service, slot);
-        let previous = self.instances.get(&id);
+        let (id, legacy) = if unique_ids {
+            let legacy = legacy_instance_id(namespace, service, slot);
+            // Only the legacy instance of this very slot: under an
+            // ambiguous id it may belong to another service.
+            let ours = self.instances.get(&legacy).is_some_and(|i| {
+                i.namespace == namespace && i.service == service && i.slot == slot
+            });
+            (
+                instance_id(namespace, service, slot),
+                ours.then_some(legacy),
+            )
+        } else {
+            (legacy_instance_id(namespace, service, slot), None)
+        };
+        let legacy_previous = legacy.and_then(|legacy| self.instances.remove(&legacy));
+        let previous = self.instances.get(&id).or(legacy_previous.as_ref());
         let generation = previous.map_or(1, |i| i.generation + 1);
         let from = previous.and_then(|i| i.node.clone());
         let instance = Instance {
@@ -234,6 +273,9 @@ impl State {
         if node.state == state {
             return Outcome::Node(Box::new(node.clone()));
         }
+        if node.state == NodeState::Retired {
+            return Outcome::Rejected(format!("node {name} is retired; it is being removed"));
+        }
         let before = node.state;
         node.state = state;
         node.version = index;
@@ -244,6 +286,97 @@ impl State {
             "node.state",
             name,
             format!("{before:?} -> {state:?}: {reason}").to_lowercase(),
+        );
+        Outcome::Node(Box::new(node))
+    }
+}
+
+/// The error code of a node removal refused while instances are placed on
+/// the node (or its containers may still run).
+pub const NODE_NOT_DRAINED: &str = "node_not_drained";
+
+impl State {
+    /// `node rm`: removes a node nothing runs on. A node with instances
+    /// placed on it — or a down node, whose containers may still run — is
+    /// refused (`node_not_drained`) unless `force`, which retires it: the
+    /// supervisor places its instances elsewhere and the node controller
+    /// removes this cluster's containers there, then the node itself. A
+    /// second `force` on a retired node nothing is placed on removes it at
+    /// once (its machine is gone for good).
+    pub(super) fn remove_node(
+        &mut self,
+        index: u64,
+        time_ms: u64,
+        name: &str,
+        force: bool,
+    ) -> Outcome {
+        let Some(node) = self.nodes.get(name) else {
+            return Outcome::NotFound;
+        };
+        let placed: Vec<&str> = self
+            .instances
+            .values()
+            .filter(|i| i.node.as_deref() == Some(name))
+            .map(|i| i.id.as_str())
+            .collect();
+        let state = node.state;
+        if placed.is_empty()
+            && (state == NodeState::Retired && force
+                || !force
+                    && matches!(
+                        state,
+                        NodeState::Ready | NodeState::Draining | NodeState::Provisioning
+                    ))
+        {
+            self.nodes.remove(name);
+            self.event(
+                index,
+                time_ms,
+                "node.removed",
+                name,
+                "node removed from the inventory".into(),
+            );
+            return Outcome::Deleted;
+        }
+        if !force {
+            let why = if placed.is_empty() {
+                format!(
+                    "node {name} is {}: containers may still run there",
+                    format!("{state:?}").to_lowercase()
+                )
+            } else {
+                let shown: Vec<&str> = placed.iter().take(5).copied().collect();
+                format!(
+                    "node {name} has {} instance(s) placed on it ({}{})",
+                    placed.len(),
+                    shown.join(", "),
+                    if placed.len() > shown.len() {
+                        ", …"
+                    } else {
+                        ""
+                    }
+                )
+            };
+            return Outcome::Refused {
+                code: NODE_NOT_DRAINED.into(),
+                message: format!(
+                    "{why}; drain it first (raftvisor node drain {name}) or remove it with --force (?force=true): its instances move and its containers are removed"
+                ),
+            };
+        }
+        let count = placed.len();
+        let Some(node) = self.nodes.get_mut(name) else {
+            return Outcome::NotFound;
+        };
+        node.state = NodeState::Retired;
+        node.version = index;
+        let node = node.clone();
+        self.event(
+            index,
+            time_ms,
+            "node.retired",
+            name,
+            format!("forced removal: {count} instance(s) move elsewhere, then its containers and the node are removed"),
         );
         Outcome::Node(Box::new(node))
     }

@@ -271,7 +271,7 @@ fn deploy_with_node(state: &mut State) {
 }
 
 fn place(slot: u32, node: &str) -> Command {
-    Command::PlaceInstance {
+    Command::PlaceSlot {
         namespace: "demo".into(),
         service: "echo".into(),
         slot,
@@ -288,7 +288,7 @@ fn placement_bumps_the_generation_and_fences_stale_status() {
         panic!("{first:?}")
     };
     assert_eq!((first.generation, first.node.as_deref()), (1, Some("n1")));
-    assert_eq!(first.id, "demo-echo-0");
+    assert_eq!(first.id, "demo.echo.0");
     let moved = state.apply(11, &req(2, place(0, "n2"))).outcome;
     let Outcome::Instance(moved) = moved else {
         panic!("{moved:?}")
@@ -320,7 +320,7 @@ fn placement_bumps_the_generation_and_fences_stale_status() {
         )
         .outcome;
     assert!(matches!(stale, Outcome::Rejected(_)), "{stale:?}");
-    assert_eq!(state.instances["demo-echo-0"].state, InstanceState::Pending);
+    assert_eq!(state.instances["demo.echo.0"].state, InstanceState::Pending);
     let current = state
         .apply(
             13,
@@ -352,7 +352,7 @@ fn placement_bumps_the_generation_and_fences_stale_status() {
                 &req(
                     7,
                     Command::RemoveInstance {
-                        id: "demo-echo-0".into(),
+                        id: "demo.echo.0".into(),
                         generation: 1
                     }
                 )
@@ -367,7 +367,7 @@ fn placement_bumps_the_generation_and_fences_stale_status() {
                 &req(
                     8,
                     Command::RemoveInstance {
-                        id: "demo-echo-0".into(),
+                        id: "demo.echo.0".into(),
                         generation: 2
                     }
                 )
@@ -440,4 +440,431 @@ fn run_state_restart_and_node_liveness() {
     );
     assert!(matches!(down.outcome, Outcome::Node(n) if n.state == NodeState::Down));
     assert!(state.events.back().unwrap().message.contains("no ping"));
+}
+
+#[test]
+fn instance_ids_of_x_y_z_and_x_y_z_do_not_collide() {
+    use super::supervision::instance_id;
+    assert_ne!(instance_id("x-y", "z", 0), instance_id("x", "y-z", 0));
+    assert_eq!(instance_id("x-y", "z", 0), "x-y.z.0");
+    assert_eq!(instance_id("x", "y-z", 0), "x.y-z.0");
+}
+
+fn put_service(state: &mut State, index: u64, namespace: &str, name: &str) {
+    let outcome = state
+        .apply(
+            index,
+            &req(
+                index as u128 + 10_000,
+                Command::PutService {
+                    namespace: namespace.into(),
+                    name: name.into(),
+                    spec: spec(1),
+                    expected_version: None,
+                },
+            ),
+        )
+        .outcome;
+    assert!(matches!(outcome, Outcome::Service(_)), "{outcome:?}");
+}
+
+fn place_slot(namespace: &str, service: &str, slot: u32, node: &str) -> Command {
+    Command::PlaceSlot {
+        namespace: namespace.into(),
+        service: service.into(),
+        slot,
+        node: node.into(),
+    }
+}
+
+#[test]
+fn services_x_y_z_and_x_y_z_keep_their_own_instances() {
+    let mut state = State::default();
+    deploy_with_node(&mut state);
+    put_service(&mut state, 5, "x-y", "z");
+    put_service(&mut state, 6, "x", "y-z");
+    state.apply(7, &req(7, place_slot("x-y", "z", 0, "n1")));
+    state.apply(8, &req(8, place_slot("x", "y-z", 0, "n2")));
+    let a = state.service_instances("x-y", "z");
+    let b = state.service_instances("x", "y-z");
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!((a[0].node.as_deref(), a[0].generation), (Some("n1"), 1));
+    assert_eq!((b[0].node.as_deref(), b[0].generation), (Some("n2"), 1));
+    assert_ne!(a[0].id, b[0].id);
+}
+
+#[test]
+fn a_legacy_instance_moves_to_its_unique_id_with_a_new_generation() {
+    let mut state = State::default();
+    deploy_with_node(&mut state);
+    // Written by an older leader: the legacy id, replayed as it was.
+    let legacy = state.apply(
+        10,
+        &req(
+            1,
+            Command::PlaceInstance {
+                namespace: "demo".into(),
+                service: "echo".into(),
+                slot: 0,
+                node: "n1".into(),
+            },
+        ),
+    );
+    let Outcome::Instance(legacy) = legacy.outcome else {
+        panic!("{legacy:?}")
+    };
+    assert_eq!(legacy.id, "demo-echo-0");
+    let moved = state.apply(11, &req(2, place(0, "n2"))).outcome;
+    let Outcome::Instance(moved) = moved else {
+        panic!("{moved:?}")
+    };
+    assert_eq!(moved.id, "demo.echo.0");
+    assert_eq!((moved.generation, moved.node.as_deref()), (2, Some("n2")));
+    assert!(!state.instances.contains_key("demo-echo-0"));
+    assert_eq!(state.service_instances("demo", "echo").len(), 1);
+}
+
+#[test]
+fn a_legacy_id_of_another_service_is_left_alone() {
+    let mut state = State::default();
+    deploy_with_node(&mut state);
+    put_service(&mut state, 5, "x-y", "z");
+    put_service(&mut state, 6, "x", "y-z");
+    state.apply(
+        7,
+        &req(
+            7,
+            Command::PlaceInstance {
+                namespace: "x-y".into(),
+                service: "z".into(),
+                slot: 0,
+                node: "n1".into(),
+            },
+        ),
+    );
+    // The other service's slot 0 has the same legacy id, "x-y-z-0".
+    state.apply(8, &req(8, place_slot("x", "y-z", 0, "n2")));
+    assert_eq!(state.instances["x-y-z-0"].namespace, "x-y");
+    assert_eq!(state.service_instances("x-y", "z").len(), 1);
+    assert_eq!(state.service_instances("x", "y-z").len(), 1);
+}
+
+fn limited(limits: &limits::Limits, command: Command) -> Command {
+    Command::WithLimits {
+        limits: limits.clone(),
+        command: Box::new(command),
+    }
+}
+
+fn refused_code(outcome: &Outcome) -> (&str, &str) {
+    match outcome {
+        Outcome::Refused { code, message } => (code.as_str(), message.as_str()),
+        other => panic!("not refused: {other:?}"),
+    }
+}
+
+fn service_put(namespace: &str, name: &str, spec: ServiceSpec) -> Command {
+    Command::PutService {
+        namespace: namespace.into(),
+        name: name.into(),
+        spec,
+        expected_version: None,
+    }
+}
+
+#[test]
+fn the_service_quota_is_enforced_by_apply_and_names_max_services() {
+    let limits = limits::Limits {
+        max_services: 2,
+        ..Default::default()
+    };
+    let mut state = State::default();
+    for (i, name) in ["a", "b"].into_iter().enumerate() {
+        let outcome = state
+            .apply(
+                i as u64 + 1,
+                &req(
+                    i as u128 + 1,
+                    limited(&limits, service_put("ns", name, spec(1))),
+                ),
+            )
+            .outcome;
+        assert!(matches!(outcome, Outcome::Service(_)), "{outcome:?}");
+    }
+    let third = state
+        .apply(
+            3,
+            &req(3, limited(&limits, service_put("ns", "c", spec(1)))),
+        )
+        .outcome;
+    let (code, message) = refused_code(&third);
+    assert_eq!(code, limits::QUOTA_EXCEEDED);
+    assert!(message.contains("max_services"), "{message}");
+    assert_eq!(state.services.len(), 2, "nothing was added");
+    // Updating a service that exists is no new service.
+    let update = state
+        .apply(
+            4,
+            &req(4, limited(&limits, service_put("ns", "a", spec(2)))),
+        )
+        .outcome;
+    assert!(matches!(update, Outcome::Service(_)), "{update:?}");
+}
+
+#[test]
+fn the_instance_quota_counts_replicas_of_all_services() {
+    let limits = limits::Limits {
+        max_instances: 5,
+        ..Default::default()
+    };
+    let mut state = State::default();
+    state.apply(
+        1,
+        &req(1, limited(&limits, service_put("ns", "a", spec(3)))),
+    );
+    let over = state
+        .apply(
+            2,
+            &req(2, limited(&limits, service_put("ns", "b", spec(3)))),
+        )
+        .outcome;
+    assert!(refused_code(&over).1.contains("max_instances"));
+    let scale = state
+        .apply(
+            3,
+            &req(
+                3,
+                limited(
+                    &limits,
+                    Command::ScaleService {
+                        namespace: "ns".into(),
+                        name: "a".into(),
+                        replicas: 6,
+                    },
+                ),
+            ),
+        )
+        .outcome;
+    assert!(refused_code(&scale).1.contains("max_instances"));
+    assert_eq!(state.services[&("ns".into(), "a".into())].spec.replicas, 3);
+    let down = state
+        .apply(
+            4,
+            &req(
+                4,
+                limited(
+                    &limits,
+                    Command::ScaleService {
+                        namespace: "ns".into(),
+                        name: "a".into(),
+                        replicas: 5,
+                    },
+                ),
+            ),
+        )
+        .outcome;
+    assert!(matches!(down, Outcome::Service(_)), "{down:?}");
+}
+
+#[test]
+fn kv_quotas_bound_keys_and_bytes_and_keep_what_exists() {
+    let limits = limits::Limits {
+        max_kv_keys: 2,
+        max_kv_bytes: 10,
+        ..Default::default()
+    };
+    let mut state = State::default();
+    assert_eq!(
+        state
+            .apply(1, &req(1, limited(&limits, put("a", "1234", None))))
+            .outcome,
+        Outcome::Kv(true)
+    );
+    assert_eq!(
+        state
+            .apply(2, &req(2, limited(&limits, put("b", "1234", None))))
+            .outcome,
+        Outcome::Kv(true)
+    );
+    let third = state
+        .apply(3, &req(3, limited(&limits, put("c", "1", None))))
+        .outcome;
+    assert!(refused_code(&third).1.contains("max_kv_keys"));
+    let bigger = state
+        .apply(4, &req(4, limited(&limits, put("a", "1234567", None))))
+        .outcome;
+    assert!(refused_code(&bigger).1.contains("max_kv_bytes"));
+    // Replacing within the total is fine; deleting frees room.
+    assert_eq!(
+        state
+            .apply(5, &req(5, limited(&limits, put("a", "123456", None))))
+            .outcome,
+        Outcome::Kv(true)
+    );
+    assert_eq!(state.kv_bytes, 10);
+    state.apply(
+        6,
+        &req(
+            6,
+            Command::KvDelete {
+                key: "b".into(),
+                cas: None,
+                recurse: false,
+            },
+        ),
+    );
+    assert_eq!(state.kv_bytes, 6);
+    assert_eq!(
+        state
+            .apply(7, &req(7, limited(&limits, put("c", "1", None))))
+            .outcome,
+        Outcome::Kv(true)
+    );
+    assert_eq!(State::from_image(state.to_image()).kv_bytes, state.kv_bytes);
+}
+
+#[test]
+fn sizes_and_health_rules_are_checked_by_apply_under_limits() {
+    let limits = limits::Limits::default();
+    let mut state = State::default();
+    let mut long_image = spec(1);
+    long_image.image = "i".repeat(600);
+    let outcome = state
+        .apply(
+            1,
+            &req(1, limited(&limits, service_put("ns", "a", long_image))),
+        )
+        .outcome;
+    let (code, message) = refused_code(&outcome);
+    assert_eq!(code, limits::LIMIT_EXCEEDED);
+    assert!(message.contains("max_image_bytes"), "{message}");
+    let mut ssrf = spec(1);
+    ssrf.health = Some(
+        serde_json::from_value(serde_json::json!({"port": "http", "path": "@127.0.0.1:2375/"}))
+            .unwrap(),
+    );
+    let outcome = state
+        .apply(
+            2,
+            &req(2, limited(&limits, service_put("ns", "a", ssrf.clone()))),
+        )
+        .outcome;
+    assert!(
+        matches!(&outcome, Outcome::Rejected(r) if r.contains("health.path")),
+        "{outcome:?}"
+    );
+    assert!(state.services.is_empty());
+    // An entry written before limits existed replays as it was applied.
+    let replayed = state
+        .apply(3, &req(3, service_put("ns", "a", ssrf)))
+        .outcome;
+    assert!(matches!(replayed, Outcome::Service(_)), "{replayed:?}");
+}
+
+#[test]
+fn event_messages_are_truncated_not_refused() {
+    let mut state = State::default();
+    let outcome = state
+        .apply(
+            1,
+            &req(
+                1,
+                Command::RecordEvent {
+                    kind: "k".repeat(1000),
+                    subject: "s".into(),
+                    message: "m".repeat(100_000),
+                },
+            ),
+        )
+        .outcome;
+    assert_eq!(outcome, Outcome::Done);
+    let event = state.events.back().unwrap();
+    assert!(event.message.len() <= limits::MAX_EVENT_MESSAGE_BYTES);
+    assert!(event.message.starts_with("mmm") && event.message.ends_with('…'));
+    assert!(event.kind.len() <= limits::MAX_EVENT_FIELD_BYTES);
+}
+
+fn remove_node(name: &str, force: bool) -> Command {
+    Command::RemoveNode {
+        name: name.into(),
+        force,
+    }
+}
+
+#[test]
+fn a_node_with_instances_is_not_removed_without_force() {
+    let mut state = State::default();
+    deploy_with_node(&mut state);
+    state.apply(10, &req(1, place(0, "n1")));
+    let outcome = state.apply(11, &req(2, remove_node("n1", false))).outcome;
+    let (code, message) = refused_code(&outcome);
+    assert_eq!(code, supervision::NODE_NOT_DRAINED);
+    assert!(message.contains("demo.echo.0"), "{message}");
+    assert!(state.nodes.contains_key("n1"));
+    // A node nothing is placed on goes at once.
+    assert_eq!(
+        state.apply(12, &req(3, remove_node("n2", false))).outcome,
+        Outcome::Deleted
+    );
+    assert!(!state.nodes.contains_key("n2"));
+}
+
+#[test]
+fn a_forced_node_removal_retires_the_node_until_its_instances_moved() {
+    let mut state = State::default();
+    deploy_with_node(&mut state);
+    state.apply(10, &req(1, place(0, "n1")));
+    let outcome = state.apply(11, &req(2, remove_node("n1", true))).outcome;
+    let Outcome::Node(node) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(node.state, NodeState::Retired);
+    // Nothing new lands there and liveness no longer changes it.
+    let placed = state.apply(12, &req(3, place(1, "n1"))).outcome;
+    assert!(matches!(placed, Outcome::Rejected(_)), "{placed:?}");
+    let revived = state
+        .apply(
+            13,
+            &req(
+                4,
+                Command::SetNodeState {
+                    name: "n1".into(),
+                    state: NodeState::Ready,
+                    reason: "pings".into(),
+                },
+            ),
+        )
+        .outcome;
+    assert!(matches!(revived, Outcome::Rejected(_)), "{revived:?}");
+    // The supervisor moves the instance; then the node controller's forced
+    // removal drops the node.
+    state.apply(14, &req(5, place(0, "n2")));
+    assert_eq!(state.instances["demo.echo.0"].node.as_deref(), Some("n2"));
+    assert_eq!(
+        state.apply(15, &req(6, remove_node("n1", true))).outcome,
+        Outcome::Deleted
+    );
+    assert!(!state.nodes.contains_key("n1"));
+}
+
+#[test]
+fn a_down_node_is_not_removed_without_force() {
+    let mut state = State::default();
+    deploy_with_node(&mut state);
+    state.apply(
+        10,
+        &req(
+            1,
+            Command::SetNodeState {
+                name: "n1".into(),
+                state: NodeState::Down,
+                reason: "silent".into(),
+            },
+        ),
+    );
+    let outcome = state.apply(11, &req(2, remove_node("n1", false))).outcome;
+    assert_eq!(refused_code(&outcome).0, supervision::NODE_NOT_DRAINED);
+    let retired = state.apply(12, &req(3, remove_node("n1", true))).outcome;
+    assert!(matches!(retired, Outcome::Node(n) if n.state == NodeState::Retired));
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::types::{NodeSpec, ServiceKind, ServiceSpec};
+use super::types::{NodeSpec, ProbeKind, ServiceKind, ServiceSpec};
 
 /// Largest KV value accepted, as in Consul.
 pub const MAX_KV_VALUE_BYTES: usize = 512 * 1024;
@@ -117,6 +117,44 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), String> {
     }
     if let Some(region) = &spec.placement.region {
         dns_label("placement.region", region)?;
+    }
+    Ok(())
+}
+
+/// Checks an HTTP health check's path: absolute (`/…`) and free of
+/// whitespace and control characters, so the probe URL
+/// `http://<instance address>:<port><path>` can only name that instance
+/// (`@host:port/` would turn the address into user info and go elsewhere).
+pub fn health_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!(
+            "health.path {path:?} must start with '/' (a path on the instance, e.g. /health)"
+        ));
+    }
+    if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "health.path {path:?} must not contain whitespace or control characters"
+        ));
+    }
+    Ok(())
+}
+
+/// Rules of a service spec added after the first release. The API checks
+/// them, and the state machine for entries written under limits
+/// ([`super::Command::WithLimits`]), so older log entries replay as they
+/// were first applied.
+pub fn health_rules(spec: &ServiceSpec) -> Result<(), String> {
+    let Some(health) = &spec.health else {
+        return Ok(());
+    };
+    if health.kind == ProbeKind::Http {
+        health_path(&health.path)?;
+    }
+    if health.timeout_ms > health.interval_ms {
+        return Err(format!(
+            "health.timeout_ms ({}) must not exceed health.interval_ms ({}): a probe ends before the next is due",
+            health.timeout_ms, health.interval_ms
+        ));
     }
     Ok(())
 }
@@ -290,6 +328,56 @@ mod tests {
         assert!(kv_key("/a").is_err());
         assert!(kv_value(&vec![0; MAX_KV_VALUE_BYTES]).is_ok());
         assert!(kv_value(&vec![0; MAX_KV_VALUE_BYTES + 1]).is_err());
+    }
+
+    fn with_health(health: serde_json::Value) -> ServiceSpec {
+        serde_json::from_value(serde_json::json!({
+            "image": "echo",
+            "ports": [{"name": "http", "container_port": 8080}],
+            "health": health,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn health_paths_must_be_absolute() {
+        assert!(health_rules(&with_health(serde_json::json!({"port": "http"}))).is_ok());
+        assert!(health_rules(&with_health(
+            serde_json::json!({"port": "http", "path": "/ready?x=1"})
+        ))
+        .is_ok());
+        for bad in [
+            "@127.0.0.1:2375/",
+            "http://10.0.0.1/",
+            "health",
+            "",
+            "/a b",
+            "/a\r\nHost: x",
+        ] {
+            let error = health_rules(&with_health(
+                serde_json::json!({"port": "http", "path": bad}),
+            ))
+            .expect_err(bad);
+            assert!(error.contains("health.path"), "{error}");
+        }
+        // A TCP probe has no path to check.
+        assert!(health_rules(&with_health(
+            serde_json::json!({"port": "http", "kind": "tcp", "path": "x"})
+        ))
+        .is_ok());
+    }
+
+    #[test]
+    fn a_health_timeout_longer_than_the_interval_is_refused() {
+        let error = health_rules(&with_health(
+            serde_json::json!({"port": "http", "interval_ms": 1000, "timeout_ms": 600000}),
+        ))
+        .unwrap_err();
+        assert!(error.contains("health.timeout_ms"), "{error}");
+        assert!(health_rules(&with_health(
+            serde_json::json!({"port": "http", "interval_ms": 1000, "timeout_ms": 1000}),
+        ))
+        .is_ok());
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod docker_env;
 mod docker_tls;
 mod harness;
 mod harness_tls;
+mod limits;
 mod replication;
 mod runtime;
 mod scripts;
