@@ -11,7 +11,7 @@
 //! Two phases, each on a fresh replica:
 //!   1. arriving: the supervisor runs while SERVICES services are written
 //!      concurrently (the replica's writer batches them); measured from the
-//!      first service write until every instance is placed (`PlaceInstance`
+//!      first service write until every instance is placed (`PlaceSlot`
 //!      committed) and until every instance is reported running. The goal
 //!      (>= 5,000 placements/s at 10k services) is judged on this phase.
 //!   2. backlog: the services are written first, then the supervisor starts
@@ -346,7 +346,7 @@ async fn run(params: &Params, phase: Phase) -> bool {
         }
         counts
     });
-    // A slot's generation grows by one per PlaceInstance, so the sum of
+    // A slot's generation grows by one per PlaceSlot, so the sum of
     // generations is the number of placements committed.
     let (generations_above_1, placements_committed) = replica.sm.read(|s| {
         (
@@ -399,7 +399,7 @@ async fn run(params: &Params, phase: Phase) -> bool {
     );
     println!("    instances per node: {per_node:?}");
     println!(
-        "    PlaceInstance commits: {placements_committed} for {services} slots; \
+        "    PlaceSlot commits: {placements_committed} for {services} slots; \
          slots placed more than once (generation > 1): {generations_above_1}"
     );
     println!(

@@ -12,7 +12,7 @@
 //! - SERVICES container services `svc0..` in namespace `default`, each with
 //!   REPLICAS replicas and one TCP port named `http` (container port 8080,
 //!   SRV weight 1);
-//! - slot S of service I placed (`PlaceInstance`) on node `(I+S) % NODES`,
+//! - slot S of service I placed (`PlaceSlot`) on node `(I+S) % NODES`,
 //!   then reported running (`SetInstanceStatus` with the generation the
 //!   placement assigned) with the node's address, as the supervisor does, and
 //!   host port `20000 + (I*REPLICAS+S) % 40000`.
@@ -170,6 +170,7 @@ async fn run(args: &Args) -> Result<(), String> {
         },
         auth: Default::default(),
         autoscale: Default::default(),
+        limits: Default::default(),
         // Nothing is dialled: a single member has no peers.
         tls: raftvisor::config::TlsSettings {
             insecure: true,
@@ -347,7 +348,7 @@ async fn populate_service(
     let placements = futures::future::join_all((0..args.replicas).map(|slot| {
         write(
             replica,
-            Command::PlaceInstance {
+            Command::PlaceSlot {
                 namespace: NAMESPACE.into(),
                 service: service.clone(),
                 slot,

@@ -89,7 +89,7 @@ impl Default for Limits {
             max_ports: 64,
             max_labels: 64,
             max_label_bytes: 256,
-            max_addresses: 64,
+            max_addresses: 256,
             max_health_path_bytes: 1024,
             max_field_bytes: 1024,
             max_kv_key_bytes: KV_KEY_CEILING,
@@ -459,7 +459,7 @@ mod tests {
                 "max_health_path_bytes",
             ),
             (
-                serde_json::json!({"kind": "external", "addresses": vec!["10.0.0.1"; 65]}),
+                serde_json::json!({"kind": "external", "addresses": vec!["10.0.0.1"; 257]}),
                 "max_addresses",
             ),
         ];
