@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use raftvisor::client::ClientError;
+use raftvisor::runtime::ContainerRuntime;
 use raftvisor::state::{NodeState, ServiceSpec};
 use serde_json::json;
 
@@ -281,4 +282,59 @@ async fn removing_a_node_with_instances_needs_force_and_then_moves_them() {
         instances.iter().all(|i| i.node.as_deref() == Some("n2")),
         "{instances:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_foreign_container_under_an_instances_name_is_not_adopted() {
+    let Some(env) = DockerCluster::start(3).await else {
+        return;
+    };
+    env.add_node("local", LOCAL_ENGINE, "a").await;
+    // A container that is not the instance's holds the name its first
+    // generation will want. It carries only the cluster label (so the
+    // harness removes it at the end), not the instance's.
+    let name = format!("rv-{}-fc.echo.0-1", env.cluster_id);
+    let created = std::process::Command::new("docker")
+        .args(["create", "--name", &name, "--label"])
+        .arg(format!("raftvisor.cluster={}", env.cluster_id))
+        .arg(ECHO_IMAGE)
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{created:?}");
+    let foreign = String::from_utf8_lossy(&created.stdout).trim().to_string();
+    let client = env.cluster.client();
+    client
+        .service_put("fc", "echo", &echo_spec(1), None)
+        .await
+        .unwrap();
+    let instance = eventually(
+        "the instance reports the name conflict",
+        Duration::from_secs(30),
+        || async {
+            let instances = client
+                .service_instances("fc", "echo")
+                .await
+                .map_err(|e| e.to_string())?;
+            match instances.first() {
+                Some(i)
+                    if i.last_exit
+                        .as_ref()
+                        .is_some_and(|x| x.reason.contains("is taken by container")) =>
+                {
+                    Ok(i.clone())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(instance.container_id, None, "{instance:?}");
+    // The foreign container is left as it was: not adopted, started or removed.
+    let info = env
+        .engine
+        .inspect(&foreign)
+        .await
+        .unwrap()
+        .expect("still there");
+    assert_eq!(info.state, raftvisor::runtime::ContainerState::Created);
 }
