@@ -115,19 +115,19 @@ impl Forwarder {
         }
     }
 
-    /// From the agent's `[dns]` settings (validated at start); `None`
-    /// without upstreams.
-    pub fn from_config(dns: &crate::config::DnsTuning) -> Option<Forwarder> {
-        let upstreams: Vec<SocketAddr> = dns
-            .upstreams
-            .iter()
-            .filter_map(|a| a.parse().ok())
-            .collect();
+    /// From the agent's `[dns]` settings `upstreams`, `forward_from` and
+    /// `max_forwards` (validated at start); `None` without upstreams.
+    pub fn from_settings(
+        upstreams: &[String],
+        forward_from: &[String],
+        max_forwards: usize,
+    ) -> Option<Forwarder> {
+        let upstreams: Vec<SocketAddr> = upstreams.iter().filter_map(|a| a.parse().ok()).collect();
         if upstreams.is_empty() {
             return None;
         }
-        let from = networks(&dns.forward_from).unwrap_or_default();
-        Some(Forwarder::new(upstreams, from, dns.max_forwards))
+        let from = networks(forward_from).unwrap_or_default();
+        Some(Forwarder::new(upstreams, from, max_forwards))
     }
 
     /// Whether a query from `client` may be forwarded now.
