@@ -193,14 +193,11 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             config.dns.ttl_secs,
             this_server,
         )
-        .with_upstreams(
-            config
-                .dns
-                .upstreams
-                .iter()
-                .filter_map(|a| a.parse().ok())
-                .collect(),
-        );
+        .with_forwarder(crate::dns::forward::Forwarder::from_settings(
+            &config.dns.upstreams,
+            &config.dns.forward_from,
+            config.dns.max_forwards,
+        ));
         crate::dns::server::serve(handler, dns_sockets)
     });
     let supervisor_stop = tokio_util::sync::CancellationToken::new();

@@ -104,6 +104,11 @@ pub struct SupervisorTuning {
     /// or container is gone or stopped, is replaced by a new manager (when
     /// the cluster has a manager plan from `raftvisor bootstrap`).
     pub replace_after_ms: u64,
+    /// The directory (on every manager) holding the PEM files that nodes'
+    /// `docker_tls` may name: relative names are resolved inside it, and
+    /// paths outside it (`..`, symbolic links leading out, other absolute
+    /// paths) are refused. Unset: nodes with `docker_tls` are refused.
+    pub docker_tls_dir: Option<PathBuf>,
 }
 
 impl Default for SupervisorTuning {
@@ -116,6 +121,7 @@ impl Default for SupervisorTuning {
             stop_grace_ms: 10_000,
             stall_after_ms: 10_000,
             replace_after_ms: 30_000,
+            docker_tls_dir: None,
         }
     }
 }
@@ -133,6 +139,14 @@ pub struct DnsTuning {
     /// so containers can use raftvisor as their only resolver. Empty: such
     /// names are refused.
     pub upstreams: Vec<String>,
+    /// Networks (`address/prefix`) whose clients may have names outside
+    /// the domain forwarded to `upstreams`; others get REFUSED. Default:
+    /// loopback and Docker's default address pool 172.16.0.0/12 (where
+    /// its bridge networks, and so the managed containers, live).
+    pub forward_from: Vec<String>,
+    /// Most forwarded queries waiting for upstreams at once; one more gets
+    /// SERVFAIL at once.
+    pub max_forwards: usize,
     /// More addresses to serve DNS on, e.g. the Docker bridge gateway's
     /// port 53 so containers reach it.
     pub extra_addrs: Vec<String>,
@@ -149,6 +163,10 @@ impl Default for DnsTuning {
             domain: "cluster.local".into(),
             ttl_secs: 5,
             upstreams: Vec::new(),
+            forward_from: ["127.0.0.0/8", "::1/128", "172.16.0.0/12"]
+                .map(String::from)
+                .to_vec(),
+            max_forwards: 256,
             extra_addrs: Vec::new(),
             container_resolvers: Vec::new(),
         }
@@ -339,6 +357,9 @@ impl AgentConfig {
         if let Some(v) = lookup("RAFTVISOR_SECRETS_KEY_FILE") {
             self.secrets.key_file = Some(PathBuf::from(v));
         }
+        if let Some(v) = lookup("RAFTVISOR_DOCKER_TLS_DIR") {
+            self.supervisor.docker_tls_dir = (!v.is_empty()).then(|| PathBuf::from(v));
+        }
         if let Some(v) = lookup("RAFTVISOR_BOOTSTRAP_TOKEN_FILE") {
             self.auth.bootstrap_token_file = (!v.is_empty()).then(|| PathBuf::from(v));
         }
@@ -435,6 +456,12 @@ impl AgentConfig {
             if addr.parse::<SocketAddr>().is_err() {
                 return invalid(format!("dns address {addr:?} is not an IP:port address"));
             }
+        }
+        if let Err(e) = crate::dns::forward::networks(&self.dns.forward_from) {
+            return invalid(e);
+        }
+        if self.dns.max_forwards == 0 {
+            return invalid("dns.max_forwards must be positive".into());
         }
         for ip in &self.dns.container_resolvers {
             if ip.parse::<std::net::IpAddr>().is_err() {
@@ -545,6 +572,50 @@ insecure = true
             Some(PathBuf::from("/run/t"))
         );
         assert!(AgentConfig::parse(&format!("{GOOD}[auth]\ntoken = \"x\"\n")).is_err());
+    }
+
+    #[test]
+    fn dns_forwarding_limits_default_and_validate() {
+        let config = AgentConfig::parse(GOOD).unwrap();
+        assert_eq!(
+            config.dns.forward_from,
+            ["127.0.0.0/8", "::1/128", "172.16.0.0/12"]
+        );
+        assert_eq!(config.dns.max_forwards, 256);
+        let mut config = AgentConfig::parse(&format!(
+            "{GOOD}[dns]\nupstreams = [\"10.0.0.2:53\"]\nforward_from = [\"10.0.0.0/8\"]\nmax_forwards = 8\n"
+        ))
+        .unwrap();
+        config.validate().unwrap();
+        config.dns.forward_from = vec!["10.0.0.0/40".into()];
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("forward_from"), "{err}");
+        config.dns.forward_from = Vec::new();
+        config.dns.max_forwards = 0;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("max_forwards"), "{err}");
+    }
+
+    #[test]
+    fn docker_tls_dir_from_file_and_env() {
+        let config = AgentConfig::parse(GOOD).unwrap();
+        assert_eq!(config.supervisor.docker_tls_dir, None);
+        let mut config = AgentConfig::parse(&format!(
+            "{GOOD}[supervisor]\ndocker_tls_dir = \"/etc/raftvisor/docker\"\n"
+        ))
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            config.supervisor.docker_tls_dir,
+            Some(PathBuf::from("/etc/raftvisor/docker"))
+        );
+        config
+            .apply_env(|name| (name == "RAFTVISOR_DOCKER_TLS_DIR").then(|| "/run/tls".to_string()))
+            .unwrap();
+        assert_eq!(
+            config.supervisor.docker_tls_dir,
+            Some(PathBuf::from("/run/tls"))
+        );
     }
 
     #[test]

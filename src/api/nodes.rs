@@ -1,6 +1,9 @@
 //! `/v1/nodes`: the machine inventory — register (PUT), read, list, drain,
 //! remove. Liveness is judged by the leader later; this is desired state.
+//! A node's `docker_tls` may name files under the managers'
+//! `[supervisor] docker_tls_dir` only ([`docker_tls_in_dir`]).
 
+use std::path::{Component, Path as FsPath, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
@@ -13,7 +16,7 @@ use super::error::{outcome_response, ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
 use super::services::if_match;
 use crate::replica::Replica;
-use crate::state::{validate, Command, Node, NodeSpec, Outcome};
+use crate::state::{validate, Command, DockerTls, Node, NodeSpec, Outcome};
 
 fn check_name(name: &str) -> ApiResult<()> {
     validate::dns_label("node name", name).map_err(ApiError::bad_request)
@@ -51,7 +54,7 @@ pub async fn put(
     State(replica): State<Arc<Replica>>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    JsonBody(spec): JsonBody<NodeSpec>,
+    JsonBody(mut spec): JsonBody<NodeSpec>,
 ) -> ApiResult<Response> {
     check_name(&name)?;
     replica
@@ -60,6 +63,10 @@ pub async fn put(
         .check_node_spec(&spec)
         .map_err(ApiError::limit)?;
     validate::node_spec(&spec).map_err(ApiError::bad_request)?;
+    if let Some(tls) = &spec.docker_tls {
+        let dir = replica.config.supervisor.docker_tls_dir.as_deref();
+        spec.docker_tls = Some(docker_tls_in_dir(dir, tls).map_err(ApiError::bad_request)?);
+    }
     let applied = replica
         .write(Command::PutNode {
             name: name.clone(),
@@ -68,6 +75,67 @@ pub async fn put(
         })
         .await?;
     node_outcome(&name, applied.outcome)
+}
+
+/// `tls` with each file resolved inside `dir` (the `docker_tls_dir` of
+/// this manager's config): a relative name is taken inside it, an absolute
+/// path must lie under it, `..` is refused, and the file it names —
+/// symbolic links followed — must exist inside it. The files hold the
+/// managers' client key, and the leader reads and presents them to the
+/// node's engine: a path anywhere else would let whoever registers a node
+/// make the managers read any file. Without a directory, refused.
+pub fn docker_tls_in_dir(dir: Option<&FsPath>, tls: &DockerTls) -> Result<DockerTls, String> {
+    let Some(dir) = dir else {
+        return Err(
+            "docker_tls needs [supervisor] docker_tls_dir in the managers' config: \
+                    TLS files are accepted only under that directory"
+                .into(),
+        );
+    };
+    let real_dir = dir.canonicalize().map_err(|e| {
+        format!(
+            "docker_tls_dir {} cannot be used on this manager: {e}",
+            dir.display()
+        )
+    })?;
+    let resolve = |field: &str, given: &str| -> Result<String, String> {
+        let rule = || {
+            format!(
+                "docker_tls.{field} {given:?} must name a file under docker_tls_dir {}",
+                dir.display()
+            )
+        };
+        let path = FsPath::new(given);
+        if path.components().any(|c| c == Component::ParentDir) {
+            return Err(format!("{}: `..` is not allowed", rule()));
+        }
+        let full: PathBuf = if path.is_absolute() {
+            if !(path.starts_with(dir) || path.starts_with(&real_dir)) {
+                return Err(format!("{}: this path is outside it", rule()));
+            }
+            path.to_path_buf()
+        } else {
+            // `./a` is stored as `<dir>/a`.
+            path.components()
+                .filter(|c| *c != Component::CurDir)
+                .fold(real_dir.clone(), |full, c| full.join(c))
+        };
+        let real = full
+            .canonicalize()
+            .map_err(|e| format!("{}: {e}", rule()))?;
+        if !real.starts_with(&real_dir) {
+            return Err(format!("{}: a symbolic link leads outside it", rule()));
+        }
+        if !real.is_file() {
+            return Err(format!("{}: not a file", rule()));
+        }
+        Ok(full.display().to_string())
+    };
+    Ok(DockerTls {
+        ca_cert: resolve("ca_cert", &tls.ca_cert)?,
+        cert: resolve("cert", &tls.cert)?,
+        key: resolve("key", &tls.key)?,
+    })
 }
 
 /// `DELETE /v1/nodes/{name}[?force=true]`: 204 when removed; 409
@@ -136,4 +204,76 @@ pub async fn drain(
         })
         .await?;
     node_outcome(&name, applied.outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls(ca_cert: &str, cert: &str, key: &str) -> DockerTls {
+        DockerTls {
+            ca_cert: ca_cert.into(),
+            cert: cert.into(),
+            key: key.into(),
+        }
+    }
+
+    #[test]
+    fn docker_tls_files_only_under_the_configured_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("docker-tls");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        for name in ["ca.pem", "cert.pem", "key.pem", "sub/key.pem"] {
+            std::fs::write(dir.join(name), "pem").unwrap();
+        }
+        std::fs::write(root.path().join("outside.pem"), "pem").unwrap();
+        std::os::unix::fs::symlink(root.path().join("outside.pem"), dir.join("escape.pem"))
+            .unwrap();
+        std::os::unix::fs::symlink(dir.join("key.pem"), dir.join("inside-link.pem")).unwrap();
+        let real = dir.canonicalize().unwrap();
+
+        // Relative names resolve inside the directory; absolute paths
+        // under it stay as given; links that stay inside are fine.
+        let ok =
+            docker_tls_in_dir(Some(&dir), &tls("ca.pem", "./cert.pem", "sub/key.pem")).unwrap();
+        assert_eq!(ok.ca_cert, real.join("ca.pem").display().to_string());
+        assert_eq!(ok.cert, real.join("cert.pem").display().to_string());
+        assert_eq!(ok.key, real.join("sub/key.pem").display().to_string());
+        let absolute = dir.join("key.pem").display().to_string();
+        let ok =
+            docker_tls_in_dir(Some(&dir), &tls("ca.pem", "inside-link.pem", &absolute)).unwrap();
+        assert_eq!(ok.key, absolute);
+
+        let refused = |tls: DockerTls, why: &str| {
+            let error = docker_tls_in_dir(Some(&dir), &tls).unwrap_err();
+            assert!(
+                error.contains("docker_tls_dir") && error.contains(why),
+                "{error}"
+            );
+        };
+        refused(tls("../outside.pem", "cert.pem", "key.pem"), "`..`");
+        refused(tls("ca.pem", "sub/../../outside.pem", "key.pem"), "`..`");
+        let outside = root.path().join("outside.pem").display().to_string();
+        refused(tls("ca.pem", "cert.pem", &outside), "outside it");
+        refused(tls("ca.pem", "cert.pem", "/etc/passwd"), "outside it");
+        refused(tls("ca.pem", "escape.pem", "key.pem"), "symbolic link");
+        refused(tls("ca.pem", "cert.pem", "missing.pem"), "No such file");
+        refused(tls("ca.pem", "cert.pem", "sub"), "not a file");
+        // A sibling directory whose name merely starts like the dir's.
+        let sibling = root.path().join("docker-tls-other");
+        std::fs::create_dir_all(&sibling).unwrap();
+        std::fs::write(sibling.join("key.pem"), "pem").unwrap();
+        refused(
+            tls(
+                "ca.pem",
+                "cert.pem",
+                &sibling.join("key.pem").display().to_string(),
+            ),
+            "outside it",
+        );
+
+        // No directory configured: docker_tls is refused outright.
+        let error = docker_tls_in_dir(None, &tls("ca.pem", "cert.pem", "key.pem")).unwrap_err();
+        assert!(error.contains("docker_tls_dir"), "{error}");
+    }
 }

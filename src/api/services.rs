@@ -38,7 +38,11 @@ pub fn if_match(headers: &HeaderMap) -> ApiResult<Option<u64>> {
 
 /// Seals the clear values of `spec.secret_env` before the spec enters the
 /// log. A value given as `<redacted>` (a spec read back and deployed again)
-/// keeps the service's current secret.
+/// keeps the service's current sealed text, so its containers do not roll.
+/// A clear value is always sealed anew, under a fresh nonce, even when it
+/// equals the current secret: keeping it only when equal would tell whoever
+/// deploys a guess (by the template and rollout that follow) whether the
+/// guess is right.
 fn seal_secrets(
     replica: &Replica,
     namespace: &str,

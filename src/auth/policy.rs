@@ -1,6 +1,9 @@
 //! Which role a request needs, from its method and path alone (pure):
-//! `GET /v1/health` needs none; tokens, cluster membership and the
-//! debug endpoints (fail points) need `admin`; other reads need `read`; other writes need `operator`.
+//! `GET /v1/health` needs none; tokens, cluster membership, registering,
+//! changing or deleting nodes (a node's engine receives services' secrets,
+//! and its `docker_tls` names files on the managers) and the debug
+//! endpoints (fail points) need `admin`; other reads need `read`; other
+//! writes — node drains included — need `operator`.
 //! Paths are matched as sent, as the router matches them, so no encoded
 //! form of a path can route to a handler under a weaker rule.
 
@@ -20,11 +23,24 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     if under(path, "/v1/cluster") && !read_only {
         return Some(Role::Admin);
     }
+    if under(path, "/v1/nodes") && !read_only && !is_drain(method, path) {
+        return Some(Role::Admin);
+    }
     Some(if read_only {
         Role::Read
     } else {
         Role::Operator
     })
+}
+
+/// `POST /v1/nodes/{name}/drain` exactly: it moves work off a node and
+/// never sends it anywhere an operator chose.
+fn is_drain(method: &Method, path: &str) -> bool {
+    method == Method::POST
+        && path
+            .strip_prefix("/v1/nodes/")
+            .and_then(|rest| rest.split_once('/'))
+            .is_some_and(|(name, action)| !name.is_empty() && action == "drain")
 }
 
 fn under(path: &str, prefix: &str) -> bool {
@@ -56,6 +72,18 @@ mod tests {
             (Method::DELETE, "/v1/kv/a", Some(Role::Operator)),
             (Method::PUT, "/v1/services/demo/echo", Some(Role::Operator)),
             (Method::POST, "/v1/nodes/n1/drain", Some(Role::Operator)),
+            (Method::GET, "/v1/nodes", Some(Role::Read)),
+            (Method::GET, "/v1/nodes/n1", Some(Role::Read)),
+            // Registering, changing and deleting nodes: admin only.
+            (Method::PUT, "/v1/nodes/n1", Some(Role::Admin)),
+            (Method::DELETE, "/v1/nodes/n1", Some(Role::Admin)),
+            (Method::PUT, "/v1/nodes/drain", Some(Role::Admin)),
+            (Method::POST, "/v1/nodes/drain", Some(Role::Admin)),
+            (Method::PUT, "/v1/nodes/n1/drain", Some(Role::Admin)),
+            (Method::POST, "/v1/nodes//drain", Some(Role::Admin)),
+            (Method::POST, "/v1/nodes/n1/drain/x", Some(Role::Admin)),
+            (Method::PATCH, "/v1/nodes/n1", Some(Role::Admin)),
+            (Method::POST, "/v1/nodes", Some(Role::Admin)),
             (Method::GET, "/v1/nope", Some(Role::Read)),
             // Not under /v1/tokens: just a KV-like name, operator suffices.
             (Method::POST, "/v1/tokensx", Some(Role::Operator)),

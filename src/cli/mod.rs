@@ -94,7 +94,7 @@ pub enum Command {
 pub enum TokenCommand {
     /// Create a token; it is printed once and cannot be shown again.
     Create {
-        /// read (GET only), operator (services, nodes, KV) or admin (everything).
+        /// read (GET only), operator (services, KV, node drains) or admin (everything).
         #[arg(long)]
         role: crate::state::Role,
         /// A label for people, e.g. what or who uses the token.

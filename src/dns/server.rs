@@ -4,8 +4,9 @@
 //! (possibly stale) when the cluster has no quorum. [`Handler`] is a
 //! hickory-server request handler; hickory-server serves TCP, and
 //! [`super::udp`]'s workers serve UDP with the same handler. Answers that
-//! do not fit the UDP payload size (512 bytes, or the client's EDNS size)
-//! are truncated with TC set, and clients retry over TCP.
+//! do not fit the UDP payload size (512 bytes, or the client's EDNS size
+//! up to [`MAX_UDP_PAYLOAD`]) are truncated with TC set, and clients retry
+//! over TCP. Names outside the domain go to [`super::forward`].
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::Server;
 
 use super::cache::{AnswerCache, Built};
+use super::forward::{Admission, Forwarder};
 use super::records::{Answer, Data, Rec, Want, Zone};
 use crate::replica::Replica;
 
@@ -39,13 +41,25 @@ pub enum DnsError {
     },
 }
 
+/// Largest UDP answer sent, whatever a client's EDNS size: 1232 bytes
+/// (the DNS flag day 2020 figure) fits any path without IP fragmentation
+/// and bounds what a spoofed query can reflect; larger answers set TC and
+/// the client asks again over TCP.
+pub const MAX_UDP_PAYLOAD: u16 = 1232;
+
+/// The UDP payload an answer may use for a client that advertised
+/// `client` (EDNS), at least the 512 bytes of RFC 1035.
+pub fn udp_payload(client: Option<u16>) -> u16 {
+    client.map_or(512, |size| size.clamp(512, MAX_UDP_PAYLOAD))
+}
+
 /// Answers queries from the replica's state.
 pub struct Handler {
     replica: Arc<Replica>,
     domain: String,
     ttl: u32,
     this_server: IpAddr,
-    upstreams: Vec<SocketAddr>,
+    forwarder: Option<Forwarder>,
     cache: AnswerCache,
 }
 
@@ -56,45 +70,27 @@ impl Handler {
             domain: domain.trim_matches('.').to_ascii_lowercase(),
             ttl,
             this_server,
-            upstreams: Vec::new(),
+            forwarder: None,
             cache: AnswerCache::new(ANSWER_CACHE_CAPACITY),
         }
     }
 
-    /// Forwards names outside the domain to `upstreams`, tried in order.
-    pub fn with_upstreams(mut self, upstreams: Vec<SocketAddr>) -> Handler {
-        self.upstreams = upstreams;
+    /// Forwards names outside the domain through `forwarder` (none: they
+    /// are refused).
+    pub fn with_forwarder(mut self, forwarder: Option<Forwarder>) -> Handler {
+        self.forwarder = forwarder;
         self
     }
 
-    /// Asks the upstream resolvers, first answer wins.
-    async fn forward(
-        &self,
-        name: &str,
-        record_type: RecordType,
-        tcp: bool,
-        edns_payload: Option<u16>,
-    ) -> Option<hickory_server::proto::op::Message> {
-        let options = crate::dns::client::QueryOptions {
-            tcp,
-            edns_payload,
-            timeout: Duration::from_millis(1500),
-        };
-        for upstream in &self.upstreams {
-            match crate::dns::client::query(*upstream, name, record_type, options).await {
-                Ok(answer) => return Some(answer),
-                Err(e) => tracing::debug!(%upstream, error = %e, "upstream resolver failed"),
-            }
+    /// Whether `request` may be forwarded: `None` when it needs no
+    /// upstream (a name of the domain, or no upstreams configured).
+    pub fn admit(&self, request: &Request) -> Option<Admission> {
+        let forwarder = self.forwarder.as_ref()?;
+        let info = request.request_info().ok()?;
+        if super::records::in_zone(&info.query.name().to_string(), &self.domain) {
+            return None;
         }
-        None
-    }
-
-    /// Whether answering `request` means asking an upstream resolver.
-    pub fn needs_upstream(&self, request: &Request) -> bool {
-        !self.upstreams.is_empty()
-            && request.request_info().is_ok_and(|info| {
-                !super::records::in_zone(&info.query.name().to_string(), &self.domain)
-            })
+        Some(forwarder.admit(request.src().ip()))
     }
 
     /// The answer to `name` as wire records, or `None` when the name is
@@ -188,11 +184,26 @@ impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        let admission = self.admit(request);
+        self.respond(request, response_handle, admission).await
+    }
+}
+
+impl Handler {
+    /// Answers `request`; a name outside the domain is forwarded only with
+    /// a granted `admission` (see [`Handler::admit`]), whose slot is held
+    /// until the answer is sent.
+    pub async fn respond<R: ResponseHandler>(
+        &self,
+        request: &Request,
         mut response_handle: R,
+        admission: Option<Admission>,
     ) -> ResponseInfo {
         let response_edns = request.edns.as_ref().map(|client| {
             let mut edns = Edns::new();
-            edns.set_max_payload(client.max_payload().max(512));
+            edns.set_max_payload(udp_payload(Some(client.max_payload())));
             edns.set_version(0);
             edns
         });
@@ -208,13 +219,24 @@ impl RequestHandler for Handler {
         };
         let name = info.query.name().to_string();
         let Some(answer) = self.answer(&name, info.query.query_type()) else {
-            if self.upstreams.is_empty() {
-                return send(&mut response_handle, refuse(ResponseCode::Refused), request).await;
-            }
+            let (Some(forwarder), Some(Admission::Granted(_slot))) = (&self.forwarder, &admission)
+            else {
+                // No upstreams, a client outside `forward_from`, or every
+                // forwarding slot taken.
+                let code = if matches!(admission, Some(Admission::Busy)) {
+                    ResponseCode::ServFail
+                } else {
+                    ResponseCode::Refused
+                };
+                return send(&mut response_handle, refuse(code), request).await;
+            };
             let tcp = request.protocol() == hickory_server::net::xfer::Protocol::Tcp;
-            let payload = request.edns.as_ref().map(|e| e.max_payload());
-            let Some(upstream) = self
-                .forward(&name, info.query.query_type(), tcp, payload)
+            let payload = request
+                .edns
+                .as_ref()
+                .map(|e| udp_payload(Some(e.max_payload())));
+            let Some(upstream) = forwarder
+                .ask(&name, info.query.query_type(), tcp, payload)
                 .await
             else {
                 return send(
@@ -364,5 +386,20 @@ pub fn serve(handler: Handler, sockets: Vec<DnsSockets>) -> DnsServer {
         tcp,
         stop,
         udp_workers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_answers_are_capped_at_1232_bytes() {
+        assert_eq!(udp_payload(None), 512);
+        assert_eq!(udp_payload(Some(100)), 512);
+        assert_eq!(udp_payload(Some(1000)), 1000);
+        assert_eq!(udp_payload(Some(1232)), 1232);
+        assert_eq!(udp_payload(Some(4096)), 1232);
+        assert_eq!(udp_payload(Some(u16::MAX)), 1232);
     }
 }

@@ -3,12 +3,13 @@
 //! encode within the client's payload size, send — on one task, so an
 //! answer costs no task spawn and no hand-over between threads. Only
 //! queries that must wait for an upstream resolver get a task of their own,
-//! so a slow upstream never holds a worker.
+//! so a slow upstream never holds a worker — and only while they hold one
+//! of the `max_forwards` forwarding slots ([`super::forward`]), so tasks
+//! stay bounded. Answers never exceed [`super::server::MAX_UDP_PAYLOAD`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
 use hickory_server::proto::op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode};
@@ -16,11 +17,12 @@ use hickory_server::proto::rr::Record;
 use hickory_server::proto::serialize::binary::{
     BinDecodable, BinDecoder, BinEncodable, BinEncoder,
 };
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
+use hickory_server::server::{Request, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
+use super::forward::Admission;
 use super::server::Handler;
 
 /// Largest datagram read; EDNS clients rarely advertise more than 4096.
@@ -61,17 +63,18 @@ async fn worker(handler: Arc<Handler>, socket: Arc<UdpSocket>, stop: Cancellatio
             socket: socket.clone(),
             dst: src,
         };
-        if handler.needs_upstream(&request) {
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                handler
-                    .handle_request::<_, TokioTime>(&request, reply)
-                    .await;
-            });
-        } else {
-            handler
-                .handle_request::<_, TokioTime>(&request, reply)
-                .await;
+        match handler.admit(&request) {
+            // Only a query holding a forwarding slot gets a task: at most
+            // `max_forwards` of them exist at once.
+            Some(granted @ Admission::Granted(_)) => {
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    handler.respond(&request, reply, Some(granted)).await;
+                });
+            }
+            admission => {
+                handler.respond(&request, reply, admission).await;
+            }
         }
     }
 }
@@ -126,11 +129,10 @@ impl ResponseHandler for Reply {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        // RFC 1035 4.2.1: 512 bytes unless the client's EDNS says more; the
-        // encoder sets TC and leaves out what does not fit.
-        let max_size = response
-            .edns()
-            .map_or(512, |edns| edns.max_payload().max(512));
+        // RFC 1035 4.2.1: 512 bytes unless the client's EDNS says more, and
+        // never more than 1232; the encoder sets TC and leaves out what
+        // does not fit.
+        let max_size = super::server::udp_payload(response.edns().map(|edns| edns.max_payload()));
         let mut bytes = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut bytes);
         encoder.set_max_size(max_size);

@@ -12,8 +12,10 @@ pub fn template_fingerprint(spec: &super::ServiceSpec) -> String {
     let mut template = spec.clone();
     template.replicas = 0;
     let mut text = serde_json::to_string(&template).unwrap_or_default();
-    // JSON shows sealed secrets as `<redacted>`; a changed secret must
-    // still change the template (sealing is deterministic).
+    // JSON shows sealed secrets as `<redacted>`; the sealed texts make a
+    // changed secret change the template. They are sealed under random
+    // nonces, so the fingerprint (which read tokens see) depends on no
+    // clear value: equal secrets do not give equal fingerprints.
     for (name, sealed) in &spec.secret_env.0 {
         text.push_str(&format!("\0{name}\0{sealed}"));
     }

@@ -176,8 +176,9 @@ async fn roles_limit_what_a_token_may_do() {
         assert_eq!(response.status(), 200, "read token on GET {path}");
     }
 
-    // Operators write services, nodes and KV, but manage neither tokens
-    // nor membership.
+    // Operators write services and KV and drain nodes, but manage neither
+    // tokens, membership nor the node inventory (a node's engine receives
+    // secrets; its docker_tls names files on the managers).
     let op_auth = bearer(&operator.token);
     let op = [("authorization", op_auth.as_str())];
     let (status, body) = call(&http, &base, Method::PUT, "/v1/kv/app/b", &op, None).await;
@@ -207,10 +208,50 @@ async fn roles_limit_what_a_token_may_do() {
             Some(json!({"id": 9, "api_addr": "127.0.0.1:1", "peer_addr": "127.0.0.1:2"})),
         ),
         (Method::DELETE, "/v1/cluster/members/1", None),
+        (
+            Method::PUT,
+            "/v1/nodes/n1",
+            Some(json!({"provider": "static", "docker_endpoint": "tcp://127.0.0.1:2375"})),
+        ),
+        (Method::DELETE, "/v1/nodes/n1", None),
     ] {
         let (status, answer) = call(&http, &base, method.clone(), path, &op, body).await;
         assert_eq!(status, 403, "operator on {method} {path}: {answer}");
     }
+    // An admin registers the node; the operator may neither change nor
+    // delete it, and may drain it.
+    let node = json!({"provider": "static", "docker_endpoint": "tcp://127.0.0.1:2375"});
+    let admin_auth = bearer(&cluster.admin_token());
+    let admin_headers = [("authorization", admin_auth.as_str())];
+    let (status, answer) = call(
+        &http,
+        &base,
+        Method::PUT,
+        "/v1/nodes/n1",
+        &admin_headers,
+        Some(node.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "admin registers a node: {answer}");
+    let mut changed = node.clone();
+    changed["docker_endpoint"] = json!("tcp://192.0.2.9:2375");
+    for (method, body) in [(Method::PUT, Some(changed)), (Method::DELETE, None)] {
+        let (status, answer) = call(&http, &base, method.clone(), "/v1/nodes/n1", &op, body).await;
+        assert_eq!(status, 403, "operator on {method} /v1/nodes/n1: {answer}");
+    }
+    let (status, answer) = call(&http, &base, Method::POST, "/v1/nodes/n1/drain", &op, None).await;
+    assert_eq!(status, 200, "operator drains a node: {answer}");
+    let (status, shown) = call(
+        &http,
+        &base,
+        Method::GET,
+        "/v1/nodes/n1",
+        &read_headers,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(shown["spec"]["docker_endpoint"], "tcp://127.0.0.1:2375");
 
     // Consul's header works like the bearer token.
     let consul = [("x-consul-token", operator.token.as_str())];

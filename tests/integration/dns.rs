@@ -4,10 +4,12 @@
 //! stops, and garbage packets that never stop the server.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use hickory_proto::op::{Message, ResponseCode};
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
 use raftvisor::dns::client::{self, QueryOptions};
 use serde_json::json;
 
@@ -254,9 +256,35 @@ async fn external_services_large_answers_and_follower_freshness() {
     let tcp = query(&follower_dns, name, RecordType::A, true).await;
     assert!(!tcp.metadata.truncation);
     assert_eq!(addresses(&tcp).len(), 100);
+    // EDNS raises the UDP limit up to 1232 bytes and never beyond (no IP
+    // fragments, little to reflect): TC past that, whatever the client says.
     let edns = query_edns(&follower_dns, name, RecordType::A, 4096).await;
-    assert!(!edns.metadata.truncation && edns.edns.is_some());
-    assert_eq!(addresses(&edns).len(), 100);
+    assert!(edns.metadata.truncation && edns.edns.is_some());
+    assert!(edns.to_vec().unwrap().len() <= 1232);
+    // 50 addresses (about 860 bytes) fit in EDNS, not in plain UDP.
+    let fifty: Vec<String> = (0..50).map(|i| format!("10.21.0.{}", i + 1)).collect();
+    let spec = serde_json::from_value(json!({"kind": "external", "addresses": fifty})).unwrap();
+    client
+        .service_put("ext", "fifty", &spec, None)
+        .await
+        .unwrap();
+    let fifty_name = "fifty.ext.svc.cluster.local.";
+    let edns = eventually(
+        "the follower answers 50 addresses with EDNS",
+        Duration::from_secs(10),
+        || async {
+            let answer = query_edns(&follower_dns, fifty_name, RecordType::A, 4096).await;
+            if addresses(&answer).len() == 50 {
+                Ok(answer)
+            } else {
+                Err(format!("{answer:?}"))
+            }
+        },
+    )
+    .await;
+    assert!(!edns.metadata.truncation);
+    let plain = query(&follower_dns, fifty_name, RecordType::A, false).await;
+    assert!(plain.metadata.truncation);
 
     // A commit is visible on a follower's DNS right away.
     let cname =
@@ -424,6 +452,136 @@ async fn names_outside_the_domain_are_forwarded_upstream() {
     assert_eq!(missing.metadata.response_code, ResponseCode::NXDomain);
     // The cluster's own names are still answered locally.
     let own = query(&dns, "leader.managers.cluster.local.", RecordType::A, false).await;
+    assert!(own.metadata.authoritative);
+}
+
+/// The query for `name` (A) as sent from `local`, an address of this
+/// machine (any 127.x address works on loopback), over UDP or TCP.
+async fn query_from(local: &str, server: &str, name: &str, tcp: bool) -> Message {
+    let mut message = Message::new(rand::random(), MessageType::Query, OpCode::Query);
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let bytes = message.to_vec().unwrap();
+    let server: std::net::SocketAddr = server.parse().unwrap();
+    let local: std::net::SocketAddr = local.parse().unwrap();
+    let exchange = async {
+        if tcp {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(local).unwrap();
+            let mut stream = socket.connect(server).await.unwrap();
+            stream
+                .write_all(&(bytes.len() as u16).to_be_bytes())
+                .await
+                .unwrap();
+            stream.write_all(&bytes).await.unwrap();
+            let mut len = [0u8; 2];
+            stream.read_exact(&mut len).await.unwrap();
+            let mut reply = vec![0u8; u16::from_be_bytes(len) as usize];
+            stream.read_exact(&mut reply).await.unwrap();
+            reply
+        } else {
+            let socket = tokio::net::UdpSocket::bind(local).await.unwrap();
+            socket.connect(server).await.unwrap();
+            socket.send(&bytes).await.unwrap();
+            let mut reply = vec![0u8; 4096];
+            let n = socket.recv(&mut reply).await.unwrap();
+            reply.truncate(n);
+            reply
+        }
+    };
+    let reply = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .expect("the DNS server answers");
+    Message::from_vec(&reply).unwrap()
+}
+
+/// An upstream resolver on loopback (UDP) that answers every query with
+/// 192.0.2.99 — after two forgeries a fast attacker might send: the same
+/// answer from another port holding 6.6.6.6, and one with a wrong id
+/// holding 6.6.6.7. Counts the queries it gets.
+async fn forging_upstream() -> (String, Arc<AtomicUsize>) {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let forger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap().to_string();
+    let queries = Arc::new(AtomicUsize::new(0));
+    let counted = queries.clone();
+    tokio::spawn(async move {
+        let mut buffer = vec![0u8; 4096];
+        loop {
+            let Ok((n, client)) = socket.recv_from(&mut buffer).await else {
+                return;
+            };
+            let Ok(query) = Message::from_vec(&buffer[..n]) else {
+                continue;
+            };
+            counted.fetch_add(1, Ordering::SeqCst);
+            let answer = |id: u16, ip: [u8; 4]| {
+                let mut reply = Message::new(id, MessageType::Response, OpCode::Query);
+                for q in &query.queries {
+                    reply.add_query(q.clone());
+                    reply.add_answer(Record::from_rdata(
+                        q.name().clone(),
+                        60,
+                        RData::A(std::net::Ipv4Addr::from(ip).into()),
+                    ));
+                }
+                reply.to_vec().unwrap()
+            };
+            let id = query.metadata.id;
+            let _ = forger.send_to(&answer(id, [6, 6, 6, 6]), client).await;
+            let _ = socket
+                .send_to(&answer(id.wrapping_add(1), [6, 6, 6, 7]), client)
+                .await;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let _ = socket.send_to(&answer(id, [192, 0, 2, 99]), client).await;
+        }
+    });
+    (addr, queries)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forwarding_serves_forward_from_only_and_ignores_forged_replies() {
+    let (upstream, upstream_queries) = forging_upstream().await;
+    // Only 127.0.0.1 may have names forwarded: 127.0.0.2 stands for a
+    // client outside `forward_from`.
+    let tuning = crate::harness::Tuning {
+        extra_toml: format!(
+            "[dns]\nupstreams = [{upstream:?}]\nforward_from = [\"127.0.0.1/32\"]\nmax_forwards = 16\n"
+        ),
+        ..Default::default()
+    };
+    let cluster = crate::harness::Cluster::start_with(1, tuning).await;
+    let dns = cluster.replica(1).dns_addr.clone();
+
+    // An allowed client gets the real answer: the forgery from another
+    // port and the one with a wrong id are ignored.
+    let answer = query_from("127.0.0.1:0", &dns, "www.fake.test.", false).await;
+    assert_eq!(
+        answer.metadata.response_code,
+        ResponseCode::NoError,
+        "{answer:?}"
+    );
+    assert_eq!(
+        addresses(&answer),
+        vec!["192.0.2.99".parse::<IpAddr>().unwrap()]
+    );
+    assert_eq!(upstream_queries.load(Ordering::SeqCst), 1);
+
+    // Another source is refused, over UDP and TCP, and nothing is asked
+    // upstream for it; the cluster's own names still answer it.
+    for tcp in [false, true] {
+        let refused = query_from("127.0.0.2:0", &dns, "www.fake.test.", tcp).await;
+        assert_eq!(
+            refused.metadata.response_code,
+            ResponseCode::Refused,
+            "tcp {tcp}: {refused:?}"
+        );
+        assert!(refused.answers.is_empty());
+    }
+    assert_eq!(upstream_queries.load(Ordering::SeqCst), 1);
+    let own = query_from("127.0.0.2:0", &dns, "leader.managers.cluster.local.", false).await;
+    assert_eq!(own.metadata.response_code, ResponseCode::NoError);
     assert!(own.metadata.authoritative);
 }
 

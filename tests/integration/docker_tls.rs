@@ -148,7 +148,11 @@ async fn a_tls_engine_is_used_with_the_right_ca_and_refused_otherwise() {
 
     // The supervisor: a node with the right files is ready, one with a
     // wrong CA goes down.
-    let Some(env) = DockerCluster::start(3).await else {
+    let tuning = crate::harness::Tuning {
+        extra_toml: format!("[supervisor]\ndocker_tls_dir = {:?}\n", dir.path()),
+        ..Default::default()
+    };
+    let Some(env) = DockerCluster::start_with(3, tuning).await else {
         return;
     };
     let client = env.cluster.client();
@@ -206,5 +210,49 @@ async fn a_tls_engine_is_used_with_the_right_ca_and_refused_otherwise() {
     bare.docker_tls = None;
     let error = client.node_put("tls-bare", &bare).await.unwrap_err();
     assert_eq!(error.status(), Some(400), "{error}");
+    // TLS files only under docker_tls_dir: a path outside it, `..` and a
+    // symbolic link leading out are refused with the rule; a relative name
+    // is taken inside it.
+    let outside = tempfile::tempdir().unwrap();
+    let stolen = outside.path().join("stolen-key.pem");
+    std::fs::copy(&good.client.key, &stolen).unwrap();
+    std::os::unix::fs::symlink(&stolen, dir.path().join("link-out.pem")).unwrap();
+    let mut spec = client.node_get("tls-good").await.unwrap().spec;
+    let good_tls = spec.docker_tls.clone().unwrap();
+    for key in [
+        stolen.display().to_string(),
+        "/etc/passwd".to_string(),
+        "good/../../etc/passwd".to_string(),
+        "link-out.pem".to_string(),
+    ] {
+        spec.docker_tls = Some(DockerTls {
+            key: key.clone(),
+            ..good_tls.clone()
+        });
+        let error = client.node_put("tls-outside", &spec).await.unwrap_err();
+        assert_eq!(error.status(), Some(400), "{key}: {error}");
+        assert!(
+            error.to_string().contains("docker_tls_dir"),
+            "{key}: {error}"
+        );
+    }
+    assert!(client.node_get("tls-outside").await.is_err());
+    let relative = good
+        .client
+        .key
+        .strip_prefix(dir.path())
+        .unwrap()
+        .display()
+        .to_string();
+    spec.docker_tls = Some(DockerTls {
+        key: relative,
+        ..good_tls.clone()
+    });
+    let stored = client.node_put("tls-relative", &spec).await.unwrap();
+    let stored_key = std::path::PathBuf::from(stored.spec.docker_tls.unwrap().key);
+    assert_eq!(
+        stored_key.canonicalize().unwrap(),
+        good.client.key.canonicalize().unwrap()
+    );
     front.abort();
 }

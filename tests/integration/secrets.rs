@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use raftvisor::state::ServiceSpec;
+use raftvisor::state::{Role, ServiceSpec};
 use serde_json::json;
 
 use crate::docker_env::{DockerCluster, ECHO_IMAGE, LOCAL_ENGINE};
@@ -121,6 +121,42 @@ async fn a_secret_reaches_the_container_and_nothing_else() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let still = env.wait_running("echo", 1, Duration::from_secs(10)).await;
     assert_eq!(still[0].name, first, "an unchanged secret must not roll");
+    assert!(container_env(&first)
+        .await
+        .contains(&format!("DB_PASSWORD={SECRET}")));
+
+    // An operator edits an unrelated field of the spec as read back: the
+    // secret is kept — the rolled container gets the real value — and the
+    // operator never sees it.
+    let operator = client
+        .token_create(Role::Operator, "deployer")
+        .await
+        .unwrap();
+    let ids = env.cluster.running_ids();
+    let op = env.cluster.client_with_token(&ids, Some(operator.token));
+    let mut edited = op.service_get("sec", "echo").await.unwrap().spec;
+    assert_eq!(edited.secret_env.0["DB_PASSWORD"], "<redacted>");
+    edited.env.insert("GREETING".into(), "hello again".into());
+    let shown = op.service_put("sec", "echo", &edited, None).await.unwrap();
+    assert_eq!(shown.spec.secret_env.0["DB_PASSWORD"], "<redacted>");
+    let first = eventually(
+        "the edited spec's container runs",
+        Duration::from_secs(30),
+        || async {
+            let running = env.running("echo").await;
+            match running.as_slice() {
+                [one] if one.name != first => Ok(one.name.clone()),
+                _ => Err(format!("{} running", running.len())),
+            }
+        },
+    )
+    .await;
+    let edited_env = container_env(&first).await;
+    assert!(
+        edited_env.contains(&format!("DB_PASSWORD={SECRET}"))
+            && edited_env.contains(&"GREETING=hello again".to_string()),
+        "{edited_env:?}"
+    );
 
     // A new value rolls the container, which gets the new value.
     let rotated = format!("{SECRET}-rotated");
@@ -144,11 +180,49 @@ async fn a_secret_reaches_the_container_and_nothing_else() {
         .await
         .contains(&format!("DB_PASSWORD={rotated}")));
 
+    // The same value in another service: nothing a read token sees tells
+    // that the two secrets are equal — the instances' template
+    // fingerprints differ although the specs are the same.
+    client
+        .service_put("sec", "twin", &spec_with_secret(&rotated, "hello"), None)
+        .await
+        .unwrap();
+    env.wait_running("twin", 1, Duration::from_secs(30)).await;
+    let template = |service: &'static str| {
+        let client = &client;
+        async move {
+            let instances = client.service_instances("sec", service).await.unwrap();
+            assert_eq!(instances.len(), 1, "{service}");
+            instances[0].template.clone()
+        }
+    };
+    assert_ne!(template("echo").await, template("twin").await);
+    // Deploying a clear value seals it anew even when it is unchanged, so
+    // whoever deploys a guess cannot tell from the rollout whether it was
+    // right: the container rolls (keep a secret with `<redacted>`).
+    client
+        .service_put("sec", "echo", &spec_with_secret(&rotated, "hello"), None)
+        .await
+        .unwrap();
+    eventually(
+        "the redeployed clear secret rolls the container",
+        Duration::from_secs(30),
+        || async {
+            let running = env.running("echo").await;
+            match running.as_slice() {
+                [one] if one.name != next => Ok(()),
+                _ => Err(format!("{} running", running.len())),
+            }
+        },
+    )
+    .await;
+
     // Bad input: a secret with nothing to keep, a value that looks sealed,
     // a name in both maps — all 400, nothing stored.
     for spec in [
         spec_with_secret("<redacted>", "x"),
         spec_with_secret("sealed:v1:AAAA", "x"),
+        spec_with_secret("sealed:v2:AAAA:AAAA", "x"),
     ] {
         let error = client
             .service_put("sec", "other", &spec, None)
