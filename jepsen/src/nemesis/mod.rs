@@ -41,8 +41,9 @@ pub enum FaultKind {
     PartitionBridge,
     /// The current leader cut off from all others.
     PartitionLeader,
-    /// One manager hears nobody (its incoming packets dropped) while the
-    /// others still receive what it sends.
+    /// One follower cannot hear the leader: packets from the others to
+    /// its peer port are dropped, while the connections it opens (vote
+    /// requests) still work both ways.
     PartitionOneWay,
     KillLeader,
     KillMinority,
