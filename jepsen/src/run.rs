@@ -28,7 +28,7 @@ use crate::observer;
 use crate::report;
 use crate::workloads::register::{self, Processes, RegisterOptions};
 use crate::workloads::set::{self, SetOptions};
-use crate::workloads::{churn, supervisor};
+use crate::workloads::{churn, pulse, supervisor};
 
 /// Which workloads a run drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,6 +158,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
         cluster_id: cluster_id.clone(),
         ineffective: Mutex::new(Vec::new()),
         delay: tokio::sync::Mutex::new(None),
+        one_way_cut: Mutex::new(None),
     });
     let result = drive(&options, &ctx, &dir).await;
     let teardown = cluster.teardown(Some(&cluster_id)).await;
@@ -245,6 +246,19 @@ async fn drive(
             Ok(())
         });
     }
+    // Writes that never wait on a one-way fault's cut-off manager, on
+    // until that fault's heal has settled.
+    let one_way = options.nemeses.contains(&FaultKind::PartitionOneWay);
+    let (stop_pulse, pulse_stop) = watch::channel(false);
+    let pulse = one_way.then(|| {
+        tokio::spawn(pulse::run(
+            ctx.clone(),
+            format!("{prefix}/pulse"),
+            options.seed,
+            processes.clone(),
+            pulse_stop,
+        ))
+    });
     let churning = options.workloads.churn.then(|| {
         tokio::spawn(churn::run(
             ctx.clone(),
@@ -283,6 +297,11 @@ async fn drive(
             Err(e) => json!({ "error": format!("{e:#}") }),
         }),
     );
+    if let Some(pulse) = pulse {
+        tokio::time::sleep(ONE_WAY_SETTLE).await;
+        let _ = stop_pulse.send(true);
+        let _ = pulse.await;
+    }
     let mut verdicts = Vec::new();
     verdicts.push(checker::liveness::liveness(ctx, &prefix, Duration::from_secs(30)).await);
     if options.workloads.set {
@@ -343,7 +362,7 @@ async fn drive(
         &calls,
         LEADER_ACTION_SLACK,
     ));
-    if options.nemeses.contains(&FaultKind::PartitionOneWay) {
+    if one_way {
         verdicts.push(checker::one_way::check(
             &events,
             &observations,

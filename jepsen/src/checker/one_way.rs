@@ -3,8 +3,9 @@
 //! fault it measures, from the fault's start until `settle` after its heal
 //! (or the next fault's start, if sooner) — the heal included, since the
 //! cut-off manager's higher term reaches the leader then:
-//! - the longest gap between acknowledged writes (register writes,
-//!   successful compare-and-sets, set adds; the window's edges count), and
+//! - the longest gap between acknowledged writes (the pulse writer's,
+//!   which never waits on the cut-off manager, register writes, successful
+//!   compare-and-sets, set adds; the window's edges count), and
 //! - how many times the others' term was raised (distinct terms above the
 //!   one they held when the fault began, as the observer saw them; the
 //!   cut-off manager's own campaigning is not counted).
@@ -99,7 +100,7 @@ pub fn acknowledged_writes(events: &[Event]) -> Vec<u64> {
                 return None;
             }
             let write = match op.invoke.f.as_str() {
-                "write" | "add" => true,
+                "write" | "add" | crate::workloads::pulse::F => true,
                 "cas" => completion.value["swapped"].as_bool() == Some(true),
                 _ => false,
             };

@@ -185,6 +185,9 @@ pub struct Context {
     pub ineffective: Mutex<Vec<String>>,
     /// Delay proxies of an active `delay` fault.
     pub delay: tokio::sync::Mutex<Option<delay::ActiveDelay>>,
+    /// The manager an active `partition-one-way` fault cut off (the pulse
+    /// writer leaves it alone).
+    pub one_way_cut: Mutex<Option<u64>>,
 }
 
 impl Context {

@@ -215,6 +215,8 @@ async fn one_way(ctx: &Arc<Context>, nodes: Vec<u64>) -> anyhow::Result<Option<S
     let Some(cut) = nodes.iter().copied().find(|&n| Some(n) != leader) else {
         return Ok(None);
     };
+    // Known before the cut, so no pulse write waits on it.
+    *ctx.one_way_cut.lock().expect("one-way cut") = Some(cut);
     let others: Vec<u64> = nodes.iter().copied().filter(|&n| n != cut).collect();
     let cut_ip = ip_of(ctx, cut).context("unknown manager")?;
     let cut_pid = pid_of(ctx, cut).await?;
@@ -327,6 +329,12 @@ pub async fn loss(ctx: &Arc<Context>, rng: &mut StdRng) -> anyhow::Result<Option
 
 /// Flushes the rules of `ids` and proves links work again.
 pub async fn heal(ctx: &Arc<Context>, ids: &[u64]) -> anyhow::Result<serde_json::Value> {
+    {
+        let mut cut = ctx.one_way_cut.lock().expect("one-way cut");
+        if cut.is_some_and(|c| ids.contains(&c)) {
+            *cut = None;
+        }
+    }
     let mut healed = Vec::new();
     let mut dropped_total = 0;
     for &id in ids {

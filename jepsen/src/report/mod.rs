@@ -95,6 +95,7 @@ fn draw_timeline(dir: &Path, options: &RunOptions, events: &[Event]) -> anyhow::
             let workload = match op.invoke.f.as_str() {
                 "add" | "final-read" => "set",
                 "scale" | "deploy" | "move" => "churn",
+                crate::workloads::pulse::F => "pulse",
                 _ => "register",
             };
             let label = match op.invoke.f.as_str() {

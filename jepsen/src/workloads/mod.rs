@@ -4,6 +4,7 @@
 //! scaled, redeployed and moved between nodes during the faults).
 
 pub mod churn;
+pub mod pulse;
 pub mod register;
 pub mod set;
 pub mod supervisor;
