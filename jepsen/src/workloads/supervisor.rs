@@ -214,10 +214,12 @@ async fn converged(ctx: &Context, desired: &[Desired]) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         let running = instances.iter().filter(|i| i.state == "running").count();
         if running != service.replicas as usize || instances.len() != service.replicas as usize {
+            let states: Vec<&str> = instances.iter().map(|i| i.state.as_str()).collect();
             return Err(format!(
-                "{}: the API reports {running} running of {} instances, want {}",
+                "{}: the API reports {running} running of {} instances ({}), want {}",
                 service.name,
                 instances.len(),
+                states.join(", "),
                 service.replicas
             ));
         }
