@@ -282,11 +282,17 @@ impl Cluster {
                 "/etc/raftvisor/manager-key.pem",
             ),
             ro(self.token_file.clone(), "/etc/raftvisor/admin.token"),
-            // Its own recording proxy of the engine, never the engine itself.
-            format!(
-                "{}:{DOCKER_SOCKET}",
-                self.proxy_socket(manager.id).display()
-            ),
+            // Its own recording proxy of the engine, never the engine itself
+            // (unless `JEPSEN_DIRECT_ENGINE=1`, a diagnostic: the engine's
+            // own socket, and no record of the managers' calls).
+            if std::env::var_os("JEPSEN_DIRECT_ENGINE").is_some_and(|v| v == "1") {
+                format!("{DOCKER_SOCKET}:{DOCKER_SOCKET}")
+            } else {
+                format!(
+                    "{}:{DOCKER_SOCKET}",
+                    self.proxy_socket(manager.id).display()
+                )
+            },
         ];
         let mut env = vec!["RAFTVISOR_LOG=info,openraft=warn,hickory_server=warn".to_string()];
         if let Some(failpoints) = &self.options.failpoints {
