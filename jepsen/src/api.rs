@@ -46,6 +46,15 @@ pub struct ClusterView {
     pub members: Vec<Member>,
     #[serde(default)]
     pub applied_index: u64,
+    #[serde(default)]
+    pub term: u64,
+    /// `leader`, `follower`, `candidate`, `learner`.
+    #[serde(default)]
+    pub state: Option<String>,
+    /// On a leader: milliseconds since it last heard from a quorum
+    /// (`null` elsewhere, or from builds that do not report it).
+    #[serde(default)]
+    pub quorum_contact_ms: Option<u64>,
 }
 
 impl ClusterView {

@@ -29,6 +29,7 @@ use futures::StreamExt;
 use rand::Rng;
 
 use crate::api::{Api, ClusterView};
+use crate::engine_proxy::{EngineLog, EngineProxy};
 
 /// Ports every manager listens on, at its own address.
 pub const API_PORT: u16 = 7000;
@@ -54,6 +55,8 @@ pub struct ClusterOptions {
     pub failpoints: Option<String>,
     /// Picks the first subnet tried, so parallel runs spread out.
     pub seed: u64,
+    /// The run's clock (the history's start): engine calls are timed on it.
+    pub clock: Instant,
 }
 
 /// One manager container.
@@ -106,6 +109,13 @@ pub struct Cluster {
     managers: Mutex<BTreeMap<u64, Manager>>,
     certs: PathBuf,
     token_file: PathBuf,
+    /// Every manager's destructive engine calls (and creations), recorded
+    /// by its own proxy of the engine's socket.
+    pub engine_log: EngineLog,
+    proxies: Mutex<BTreeMap<u64, EngineProxy>>,
+    /// Where the proxies' sockets live (short: a Unix socket path is
+    /// limited to 108 bytes).
+    proxy_dir: PathBuf,
 }
 
 impl Cluster {
@@ -127,7 +137,12 @@ impl Cluster {
         std::fs::write(&token_file, new_token())?;
         let token = std::fs::read_to_string(&token_file)?;
         let api = Api::new(&certs.join("ca.pem"), token.trim())?;
+        let engine_log = EngineLog::new(options.clock);
+        let proxy_dir = std::env::temp_dir().join(format!("rvj-{}", options.run));
         let cluster = Cluster {
+            engine_log,
+            proxies: Mutex::new(BTreeMap::new()),
+            proxy_dir,
             docker,
             api,
             network,
@@ -208,6 +223,7 @@ impl Cluster {
         std::fs::create_dir_all(manager.data_dir())?;
         issue_certificate(&self.options.raftvisor_bin, &self.certs, &manager)?;
         self.write_config(&manager, members)?;
+        self.start_proxy(id)?;
         self.create_container(&manager).await?;
         self.managers
             .lock()
@@ -215,6 +231,26 @@ impl Cluster {
             .insert(id, manager.clone());
         self.start(id).await?;
         Ok(manager)
+    }
+
+    /// The socket manager `id` reaches the engine through.
+    fn proxy_socket(&self, id: u64) -> PathBuf {
+        self.proxy_dir.join(format!("m{id}.sock"))
+    }
+
+    /// Starts manager `id`'s recording proxy of the engine's socket (once:
+    /// the socket must exist before the container mounts it).
+    fn start_proxy(&self, id: u64) -> anyhow::Result<()> {
+        let mut proxies = self.proxies.lock().expect("proxies");
+        if let std::collections::btree_map::Entry::Vacant(slot) = proxies.entry(id) {
+            slot.insert(EngineProxy::start(
+                &self.proxy_socket(id),
+                id,
+                self.engine_log.clone(),
+                self.docker.clone(),
+            )?);
+        }
+        Ok(())
     }
 
     /// Rewrites manager `id`'s config with `members` (empty: it waits to
@@ -246,7 +282,17 @@ impl Cluster {
                 "/etc/raftvisor/manager-key.pem",
             ),
             ro(self.token_file.clone(), "/etc/raftvisor/admin.token"),
-            format!("{DOCKER_SOCKET}:{DOCKER_SOCKET}"),
+            // Its own recording proxy of the engine, never the engine itself
+            // (unless `JEPSEN_DIRECT_ENGINE=1`, a diagnostic: the engine's
+            // own socket, and no record of the managers' calls).
+            if std::env::var_os("JEPSEN_DIRECT_ENGINE").is_some_and(|v| v == "1") {
+                format!("{DOCKER_SOCKET}:{DOCKER_SOCKET}")
+            } else {
+                format!(
+                    "{}:{DOCKER_SOCKET}",
+                    self.proxy_socket(manager.id).display()
+                )
+            },
         ];
         let mut env = vec!["RAFTVISOR_LOG=info,openraft=warn,hickory_server=warn".to_string()];
         if let Some(failpoints) = &self.options.failpoints {
@@ -462,6 +508,8 @@ impl Cluster {
         for label in labels {
             remove_labelled(&self.docker, &label).await?;
         }
+        self.proxies.lock().expect("proxies").clear();
+        let _ = std::fs::remove_dir_all(&self.proxy_dir);
         // A removed container may hold the network for a moment.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {

@@ -156,6 +156,12 @@ impl Recorder {
         }
     }
 
+    /// When the run started: the clock every other record of the run
+    /// (engine calls, observations) is timed on.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Microseconds since the run started.
     pub fn now_us(&self) -> u64 {
         self.started.elapsed().as_micros() as u64

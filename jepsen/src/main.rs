@@ -63,7 +63,8 @@ enum Command {
         /// network, membership, disk, workload, all, none).
         #[arg(long, default_value = "all")]
         nemesis: String,
-        /// register, set, supervisor or all.
+        /// register, set, supervisor, churn, or all (= register, set,
+        /// supervisor).
         #[arg(long, default_value = "all")]
         workload: String,
         /// Seconds of operations under faults.
@@ -100,7 +101,9 @@ enum Command {
         #[command(flatten)]
         setup: Setup,
     },
-    /// Re-check a run's history.jsonl (register and set checkers).
+    /// Re-check a run's history.jsonl (register and set checkers; with
+    /// the run's observer.jsonl and engine.jsonl beside it, leader-actions
+    /// and one-way too).
     Check { history: PathBuf },
 }
 
@@ -177,10 +180,28 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
         }
         Command::Check { history } => {
             let events = raftvisor_jepsen::history::load(&history)?;
-            let verdicts = [
+            let mut verdicts = vec![
                 raftvisor_jepsen::checker::register::check(&events),
                 raftvisor_jepsen::checker::set::check(&events),
             ];
+            let dir = history.parent().unwrap_or(std::path::Path::new("."));
+            let (observer, engine) = (dir.join("observer.jsonl"), dir.join("engine.jsonl"));
+            if observer.exists() && engine.exists() {
+                let observations = load_lines(&observer)?;
+                let calls = load_lines(&engine)?;
+                verdicts.push(raftvisor_jepsen::checker::leader_actions::check(
+                    &observations,
+                    &calls,
+                    run::LEADER_ACTION_SLACK,
+                ));
+                verdicts.push(raftvisor_jepsen::checker::one_way::check(
+                    &events,
+                    &observations,
+                    run::ONE_WAY_SETTLE,
+                    Duration::from_secs(1),
+                    1,
+                ));
+            }
             for verdict in &verdicts {
                 println!(
                     "{:<13} {:<9} {}",
@@ -192,6 +213,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<bool> {
             Ok(verdicts.iter().all(|v| v.passed()))
         }
     }
+}
+
+/// One JSON value a line.
+fn load_lines<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<Vec<T>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .enumerate()
+        .map(|(n, line)| {
+            serde_json::from_str(line)
+                .map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), n + 1))
+        })
+        .collect()
 }
 
 /// Runs `scenarios` one after another and prints a table; true when each

@@ -142,6 +142,23 @@ pub async fn drop_from(pid: u32, sources: &[Ipv4Addr]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Drops every TCP packet from `sources` to local port `port` (and only
+/// those: answers to connections this namespace opens still arrive).
+pub async fn drop_to_port_from(pid: u32, sources: &[Ipv4Addr], port: u16) -> anyhow::Result<()> {
+    let port = port.to_string();
+    for source in sources {
+        let source = source.to_string();
+        iptables(
+            pid,
+            &[
+                "-A", IN_CHAIN, "-s", &source, "-p", "tcp", "--dport", &port, "-j", "DROP",
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// Drops a random `probability` of the packets arriving from `sources`;
 /// a counting rule before it records how many arrived in all.
 pub async fn lose_from(pid: u32, sources: &[Ipv4Addr], probability: f64) -> anyhow::Result<()> {

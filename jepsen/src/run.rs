@@ -1,6 +1,8 @@
-//! One run, start to end: the cluster is created, the workload node
-//! registered and the services deployed; clients and the nemesis run side
-//! by side for the run's duration while the engine is watched; then
+//! One run, start to end: the cluster is created, the observer started
+//! (every manager's term and leader, all run long), the workload nodes
+//! registered and the services deployed; clients, the churn workload and
+//! the nemesis run side by side for the run's duration while the engine is
+//! watched (and every manager's engine calls recorded by its proxy); then
 //! everything is healed, the post-healing checks ask the cluster, the
 //! history checkers decide, the outputs are written (history, verdict,
 //! summary, timeline) and the run's containers and network are removed —
@@ -22,10 +24,11 @@ use crate::checker::{self, Verdict};
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::history::Recorder;
 use crate::nemesis::{self, Context, FaultKind, Membership, Pace};
+use crate::observer;
 use crate::report;
 use crate::workloads::register::{self, Processes, RegisterOptions};
 use crate::workloads::set::{self, SetOptions};
-use crate::workloads::supervisor;
+use crate::workloads::{churn, pulse, supervisor};
 
 /// Which workloads a run drives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +36,8 @@ pub struct Workloads {
     pub register: bool,
     pub set: bool,
     pub supervisor: bool,
+    /// Services scaled, redeployed and moved during the faults.
+    pub churn: bool,
 }
 
 impl Workloads {
@@ -41,12 +46,16 @@ impl Workloads {
             register: false,
             set: false,
             supervisor: false,
+            churn: false,
         };
         for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
             match word {
                 "register" => w.register = true,
                 "set" => w.set = true,
                 "supervisor" => w.supervisor = true,
+                "churn" => w.churn = true,
+                // `all` is the three that every suite run drives; churn
+                // is asked for by name.
                 "all" => {
                     w.register = true;
                     w.set = true;
@@ -54,7 +63,7 @@ impl Workloads {
                 }
                 other => {
                     return Err(format!(
-                        "unknown workload {other:?}: use register, set, supervisor or all"
+                        "unknown workload {other:?}: use register, set, supervisor, churn or all"
                     ))
                 }
             }
@@ -72,6 +81,9 @@ impl Workloads {
         }
         if self.supervisor {
             names.push("supervisor");
+        }
+        if self.churn {
+            names.push("churn");
         }
         names
     }
@@ -123,6 +135,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
         dir: dir.join("cluster"),
         failpoints: options.failpoints.clone(),
         seed: options.seed,
+        clock: recorder.started(),
     })
     .await;
     // A setup that fails removes what it made itself.
@@ -145,6 +158,7 @@ pub async fn run(options: RunOptions) -> anyhow::Result<RunOutcome> {
         cluster_id: cluster_id.clone(),
         ineffective: Mutex::new(Vec::new()),
         delay: tokio::sync::Mutex::new(None),
+        one_way_cut: Mutex::new(None),
     });
     let result = drive(&options, &ctx, &dir).await;
     let teardown = cluster.teardown(Some(&cluster_id)).await;
@@ -165,14 +179,27 @@ async fn drive(
     dir: &std::path::Path,
 ) -> anyhow::Result<Vec<Verdict>> {
     let prefix = format!("jepsen/{}", options.name.replace('/', "-"));
+    let (stop_watching, watching) = watch::channel(false);
+    // Who leads which term, from the start: the engine calls of every
+    // manager (its proxy records them from its first start) are judged
+    // against it.
+    let observer = tokio::spawn(observer::observe(ctx.clone(), watching.clone()));
     register_node(ctx).await?;
+    let mut desired = Vec::new();
     if options.workloads.supervisor {
         supervisor::deploy(ctx, &options.echo_image).await?;
-        supervisor::wait_converged(ctx, Duration::from_secs(60))
+        desired.extend(supervisor::services());
+    }
+    let churn_start = churn::Churn::new(&options.echo_image);
+    if options.workloads.churn {
+        churn::prepare(ctx, &churn_start).await?;
+        desired.extend(churn_start.desired());
+    }
+    if !desired.is_empty() {
+        supervisor::wait_converged(ctx, &desired, Duration::from_secs(60))
             .await
             .map_err(|e| anyhow::anyhow!("the services did not start: {e}"))?;
     }
-    let (stop_watching, watching) = watch::channel(false);
     let sampler = tokio::spawn(supervisor::sample(ctx.clone(), watching.clone()));
     let deaths = tokio::spawn(supervisor::watch_deaths(ctx.clone(), watching));
 
@@ -219,7 +246,39 @@ async fn drive(
             Ok(())
         });
     }
+    // Writes that never wait on a one-way fault's cut-off manager, on
+    // until that fault's heal has settled.
+    let one_way = options.nemeses.contains(&FaultKind::PartitionOneWay);
+    let (stop_pulse, pulse_stop) = watch::channel(false);
+    let pulse = one_way.then(|| {
+        tokio::spawn(pulse::run(
+            ctx.clone(),
+            format!("{prefix}/pulse"),
+            options.seed,
+            processes.clone(),
+            pulse_stop,
+        ))
+    });
+    let churning = options.workloads.churn.then(|| {
+        tokio::spawn(churn::run(
+            ctx.clone(),
+            churn_start.clone(),
+            options.seed,
+            processes.clone(),
+            until,
+        ))
+    });
     let mut task_errors = Vec::new();
+    let churn_end = match churning {
+        Some(task) => match task.await {
+            Ok(end) => Some(end),
+            Err(e) => {
+                task_errors.push(format!("the churn workload panicked: {e}"));
+                None
+            }
+        },
+        None => None,
+    };
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok(Ok(())) => {}
@@ -238,22 +297,43 @@ async fn drive(
             Err(e) => json!({ "error": format!("{e:#}") }),
         }),
     );
+    if let Some(pulse) = pulse {
+        tokio::time::sleep(ONE_WAY_SETTLE).await;
+        let _ = stop_pulse.send(true);
+        let _ = pulse.await;
+    }
     let mut verdicts = Vec::new();
     verdicts.push(checker::liveness::liveness(ctx, &prefix, Duration::from_secs(30)).await);
     if options.workloads.set {
         set::final_read(ctx, &set_prefix, &processes, Duration::from_secs(30)).await;
     }
-    let convergence = if options.workloads.supervisor {
-        let converged = supervisor::wait_converged(ctx, Duration::from_secs(30)).await;
-        verdicts.push(checker::dns::check(ctx, Duration::from_secs(10)).await);
-        converged
-    } else {
+    let mut desired = Vec::new();
+    let mut settled = Ok(());
+    if options.workloads.supervisor {
+        desired.extend(supervisor::services());
+    }
+    if let Some(churn) = &churn_end {
+        settled = churn::settle(ctx, churn, Duration::from_secs(30)).await;
+        desired.extend(churn.desired());
+    }
+    let convergence = if desired.is_empty() {
         Ok(Duration::ZERO)
+    } else {
+        let converged = match settled {
+            Ok(()) => supervisor::wait_converged(ctx, &desired, Duration::from_secs(30)).await,
+            Err(e) => Err(format!("the churned services could not be settled: {e}")),
+        };
+        if options.workloads.supervisor {
+            verdicts.push(checker::dns::check(ctx, Duration::from_secs(10)).await);
+        }
+        converged
     };
     verdicts.push(checker::liveness::replicas(ctx, &prefix, Duration::from_secs(15)).await);
     let _ = stop_watching.send(true);
     let samples = sampler.await.unwrap_or_default();
     let deaths = deaths.await.unwrap_or_default();
+    let observations = observer.await.unwrap_or_default();
+    let calls = ctx.cluster.engine_log.calls();
     ctx.recorder.flush().context("writing the history")?;
 
     tracing::info!("checking the history");
@@ -275,8 +355,22 @@ async fn drive(
         killed: &killed,
         convergence,
         duplicate_grace: Duration::from_secs(5),
-        deployed: options.workloads.supervisor,
+        deployed: options.workloads.supervisor || options.workloads.churn,
     }));
+    verdicts.push(checker::leader_actions::check(
+        &observations,
+        &calls,
+        LEADER_ACTION_SLACK,
+    ));
+    if one_way {
+        verdicts.push(checker::one_way::check(
+            &events,
+            &observations,
+            ONE_WAY_SETTLE,
+            Duration::from_secs(1),
+            1,
+        ));
+    }
     let ineffective = ctx.ineffective.lock().expect("ineffective").clone();
     let mut problems = ineffective.clone();
     problems.extend(task_errors.iter().cloned());
@@ -298,11 +392,23 @@ async fn drive(
         json!({ "ineffective": ineffective, "errors": task_errors }),
     ));
     report::write(dir, options, &events, &verdicts, &samples, &deaths)?;
+    report::write_records(dir, &observations, &calls)?;
     Ok(verdicts)
 }
 
-/// Registers the local engine as the cluster's one node, reached from the
-/// managers' network at the host's address on it.
+/// How far the `leader-actions` checker trusts the clock: a destructive
+/// call is judged against the terms a majority held this long before it,
+/// and a leadership may have begun up to this long after it (the
+/// observer's 100 ms polling, answers in flight, a lease's own margin).
+pub const LEADER_ACTION_SLACK: Duration = Duration::from_millis(500);
+
+/// How long after a one-way fault heals its write gaps and term raises are
+/// still counted: the damage may come at the heal.
+pub const ONE_WAY_SETTLE: Duration = Duration::from_secs(2);
+
+/// Registers the local engine as the cluster's node `local`
+/// (`pool=main`), reached from the managers' network at the host's
+/// address on it.
 async fn register_node(ctx: &Context) -> anyhow::Result<()> {
     let cluster = &ctx.cluster;
     let manager = cluster.manager(1).context("no manager 1")?;
@@ -315,6 +421,7 @@ async fn register_node(ctx: &Context) -> anyhow::Result<()> {
             Some(&json!({
                 "docker_endpoint": "unix:///var/run/docker.sock",
                 "address": cluster.gateway.to_string(),
+                "labels": { "pool": "main" },
             })),
             Duration::from_secs(10),
         )
@@ -333,5 +440,8 @@ mod tests {
         assert!(w.register && w.supervisor && !w.set);
         assert_eq!(Workloads::parse("all").unwrap().names().len(), 3);
         assert!(Workloads::parse("bank").is_err());
+        let churn = Workloads::parse("register,churn").unwrap();
+        assert!(churn.churn && !Workloads::parse("all").unwrap().churn);
+        assert_eq!(churn.names(), ["register", "churn"]);
     }
 }

@@ -2,7 +2,9 @@
 //! kind of fault in a few minutes (run by the project's test command), with
 //! a canary run against a build whose fail point answers linearizable
 //! reads locally — the harness must call that run invalid; and `--full`,
-//! every nemesis group against every workload, for longer.
+//! every nemesis group against every workload, for longer. Both hold the
+//! scenarios of issue 12 (the leader's quorum): services churned during
+//! partitions (`leader-actions`) and a one-way cut (`one-way`).
 
 use std::time::Duration;
 
@@ -108,7 +110,42 @@ pub fn smoke(base_seed: u64) -> Vec<Scenario> {
             pace: smoke_pace(),
         },
         canary(base_seed + 4),
+        supervisor_partitions(base_seed + 5),
+        one_way("smoke-one-way", base_seed + 6, Duration::from_secs(20)),
     ]
+}
+
+/// Issue 12, item 1: services deployed, scaled and moved while the leader
+/// (or a minority holding it) is cut off; no manager may destroy a
+/// container unless it leads a quorum (`leader-actions`). Faults at the
+/// default pace, so a deposed leader has seconds to act.
+pub fn supervisor_partitions(seed: u64) -> Scenario {
+    Scenario {
+        name: "smoke-supervisor-partitions".into(),
+        seed,
+        nemeses: kinds("partition-leader,partition-halves,partition-one"),
+        workloads: Workloads::parse("register,supervisor,churn").expect("valid"),
+        duration: Duration::from_secs(30),
+        failpoints: None,
+        expect_invalid: false,
+        pace: Pace::default(),
+    }
+}
+
+/// Issue 12, item 2: a follower that cannot hear the leader must not
+/// depose it: writes keep flowing (no gap of 1 s) and the others' term is
+/// raised at most once, through the heal (`one-way`).
+pub fn one_way(name: &str, seed: u64, duration: Duration) -> Scenario {
+    Scenario {
+        name: name.into(),
+        seed,
+        nemeses: kinds("partition-one-way"),
+        workloads: Workloads::parse("register,set").expect("valid"),
+        duration,
+        failpoints: None,
+        expect_invalid: false,
+        pace: Pace::default(),
+    }
 }
 
 /// Local "linearizable" reads while partitions isolate the leader and a
@@ -159,6 +196,21 @@ pub fn full(base_seed: u64) -> Vec<Scenario> {
         }
     }
     scenarios.push(canary(base_seed + 99));
+    scenarios.push(Scenario {
+        name: "full-partition-churn".into(),
+        seed: base_seed + 131,
+        nemeses: kinds("partition"),
+        workloads: Workloads::parse("register,supervisor,churn").expect("valid"),
+        duration: Duration::from_secs(60),
+        failpoints: None,
+        expect_invalid: false,
+        pace: Pace::default(),
+    });
+    scenarios.push(one_way(
+        "full-one-way",
+        base_seed + 132,
+        Duration::from_secs(60),
+    ));
     scenarios
 }
 
@@ -179,11 +231,37 @@ mod tests {
     #[test]
     fn the_full_suite_crosses_every_group_with_every_workload() {
         let full = full(0);
-        assert_eq!(full.len(), 7 * 3 + 1);
+        assert_eq!(full.len(), 7 * 3 + 1 + 2);
         let reached: BTreeSet<FaultKind> = full.iter().flat_map(|s| s.nemeses.clone()).collect();
         assert_eq!(reached.len(), FaultKind::ALL.len());
         let names: BTreeSet<&str> = full.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names.len(), full.len(), "names are unique");
+    }
+
+    #[test]
+    fn the_quorum_scenarios_of_issue_12_are_in_both_suites() {
+        let names =
+            |list: Vec<Scenario>| -> Vec<String> { list.into_iter().map(|s| s.name).collect() };
+        let smoke_names = names(smoke(0));
+        assert!(smoke_names.contains(&"smoke-supervisor-partitions".to_string()));
+        assert!(smoke_names.contains(&"smoke-one-way".to_string()));
+        let full = full(0);
+        let churn = full
+            .iter()
+            .find(|s| s.name == "full-partition-churn")
+            .unwrap();
+        assert!(churn.workloads.churn && churn.workloads.supervisor);
+        assert!(churn.nemeses.contains(&FaultKind::PartitionLeader));
+        let one_way = full.iter().find(|s| s.name == "full-one-way").unwrap();
+        assert_eq!(one_way.nemeses, vec![FaultKind::PartitionOneWay]);
+        assert!(one_way.workloads.register, "gaps are measured on writes");
+        let seeds: BTreeSet<u64> = full.iter().map(|s| s.seed).collect();
+        assert_eq!(seeds.len(), full.len(), "seeds are unique");
+        let replay = smoke(0)[4].replay_command();
+        assert!(
+            replay.contains("--workload register,supervisor,churn"),
+            "{replay}"
+        );
     }
 
     #[test]

@@ -3,11 +3,15 @@
 //! checker that cannot decide has proven nothing). The register checker
 //! reads the history (linearizability, [`linearizable`]); the set checker
 //! the adds and the final read; the supervisor checker the engine's samples
-//! and deaths; DNS and liveness ask the healed cluster.
+//! and deaths; `leader-actions` the managers' own engine calls against who
+//! led a quorum; `one-way` write gaps and term raises around one-way
+//! faults; DNS and liveness ask the healed cluster.
 
 pub mod dns;
+pub mod leader_actions;
 pub mod linearizable;
 pub mod liveness;
+pub mod one_way;
 pub mod register;
 pub mod set;
 pub mod supervisor;

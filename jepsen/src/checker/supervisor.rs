@@ -5,7 +5,8 @@
 //!   the limit;
 //! - no workload container died unless the nemesis killed it or it was a
 //!   redundant copy of its slot: control-plane faults alone never stop
-//!   workloads.
+//!   workloads (the churn workload's services excepted: their containers
+//!   are scaled away and moved on purpose).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::Verdict;
+use crate::workloads::churn;
 use crate::workloads::supervisor::{Death, Sample};
 
 /// What the run recorded for this checker.
@@ -90,7 +92,10 @@ pub fn unexplained_deaths(
                     && death.time_us + 1_000_000 >= *at
                     && death.time_us <= at + KILL_WINDOW_US
             });
-            if ours {
+            // A churned service's containers go on purpose (scaled away,
+            // moved, replaced); the `leader-actions` checker judges who
+            // removed them.
+            if ours || death.slot.as_deref().is_some_and(churn::churned) {
                 return false;
             }
             // Redundant: its slot ran another container at the last sample

@@ -41,8 +41,9 @@ pub enum FaultKind {
     PartitionBridge,
     /// The current leader cut off from all others.
     PartitionLeader,
-    /// One manager hears nobody (its incoming packets dropped) while the
-    /// others still receive what it sends.
+    /// One follower cannot hear the leader: packets from the others to
+    /// its peer port are dropped, while the connections it opens (vote
+    /// requests) still work both ways.
     PartitionOneWay,
     KillLeader,
     KillMinority,
@@ -184,6 +185,9 @@ pub struct Context {
     pub ineffective: Mutex<Vec<String>>,
     /// Delay proxies of an active `delay` fault.
     pub delay: tokio::sync::Mutex<Option<delay::ActiveDelay>>,
+    /// The manager an active `partition-one-way` fault cut off (the pulse
+    /// writer leaves it alone).
+    pub one_way_cut: Mutex<Option<u64>>,
 }
 
 impl Context {

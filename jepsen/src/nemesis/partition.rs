@@ -2,9 +2,11 @@
 //! for each manager, the managers whose packets it drops (iptables in its
 //! network namespace, see [`crate::net`]). The shapes are Jepsen's: one
 //! manager alone, a majority and a minority, a ring of overlapping
-//! majorities, a bridge, the leader alone, and a one-way cut. The proof of
-//! a cut is a TCP connection that no longer completes across it (while it
-//! did just before), checked for every cut pair.
+//! majorities, a bridge, the leader alone, and a one-way cut (a follower
+//! whose peer port the others can no longer reach, while its own
+//! connections to them work). The proof of a cut is a TCP connection that
+//! no longer completes across it (while it did just before), checked for
+//! every cut pair.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -83,7 +85,8 @@ pub fn grudge(kind: FaultKind, nodes: &[u64], leader: Option<u64>) -> Grudge {
             }
         }
         FaultKind::PartitionOneWay => {
-            // The first node hears nobody; the others still hear it.
+            // The first node hears nobody; the others still hear it (as
+            // applied, only its peer port is cut: see `one_way`).
             let others: Vec<u64> = nodes[1..].to_vec();
             grudge.insert(nodes[0], others);
         }
@@ -180,6 +183,9 @@ pub async fn start(
         return Ok(None);
     }
     nodes.shuffle(rng);
+    if kind == FaultKind::PartitionOneWay {
+        return one_way(ctx, nodes).await;
+    }
     let leader = if kind == FaultKind::PartitionLeader {
         let Some(leader) = ctx.leader(Duration::from_secs(2)).await else {
             return Ok(None);
@@ -195,6 +201,81 @@ pub async fn start(
         proof,
         effective,
         undo: Undo::HealNetwork(grudge.keys().copied().collect()),
+    }))
+}
+
+/// The one-way cut: a follower stops hearing the others at its peer port
+/// (the leader's appends, anyone's vote requests), while the connections
+/// it opens itself still work both ways — so it campaigns, and its vote
+/// requests reach the others and are answered. Proof: no other manager
+/// can connect to its peer port any more (each could before), while it
+/// still connects to every other's.
+async fn one_way(ctx: &Arc<Context>, nodes: Vec<u64>) -> anyhow::Result<Option<Started>> {
+    let leader = ctx.leader(Duration::from_secs(2)).await;
+    let Some(cut) = nodes.iter().copied().find(|&n| Some(n) != leader) else {
+        return Ok(None);
+    };
+    // Known before the cut, so no pulse write waits on it.
+    *ctx.one_way_cut.lock().expect("one-way cut") = Some(cut);
+    let others: Vec<u64> = nodes.iter().copied().filter(|&n| n != cut).collect();
+    let cut_ip = ip_of(ctx, cut).context("unknown manager")?;
+    let cut_pid = pid_of(ctx, cut).await?;
+    let mut pids = BTreeMap::new();
+    for &y in &others {
+        pids.insert(y, pid_of(ctx, y).await?);
+    }
+    let probe_to_cut = |y: u64, within: Duration| {
+        let pid = pids[&y];
+        async move { (y, net::can_connect(pid, cut_ip, PEER_PORT, within).await) }
+    };
+    let before = futures::future::join_all(
+        others
+            .iter()
+            .map(|&y| probe_to_cut(y, Duration::from_secs(2))),
+    )
+    .await;
+    net::prepare(cut_pid).await?;
+    let sources: Vec<Ipv4Addr> = others.iter().filter_map(|&y| ip_of(ctx, y)).collect();
+    net::drop_to_port_from(cut_pid, &sources, PEER_PORT).await?;
+    let after = futures::future::join_all(
+        others
+            .iter()
+            .map(|&y| probe_to_cut(y, Duration::from_millis(800))),
+    )
+    .await;
+    let outgoing = futures::future::join_all(others.iter().map(|&y| {
+        let ip = ip_of(ctx, y);
+        async move {
+            let connected = match ip {
+                Some(ip) => net::can_connect(cut_pid, ip, PEER_PORT, Duration::from_secs(2)).await,
+                None => false,
+            };
+            (y, connected)
+        }
+    }))
+    .await;
+    let named = |list: &[(u64, bool)], want: bool| -> Vec<String> {
+        list.iter()
+            .filter(|(_, connected)| *connected == want)
+            .map(|(y, _)| format!("m{y}"))
+            .collect()
+    };
+    let not_before = named(&before, false);
+    let still_in = named(&after, true);
+    let out_failed = named(&outgoing, false);
+    let effective = not_before.is_empty() && still_in.is_empty() && out_failed.is_empty();
+    let mut grudge = Grudge::new();
+    grudge.insert(cut, others.clone());
+    Ok(Some(Started {
+        targets: json!({ "cut": cut, "leader": leader, "drops_from": describe(&grudge), "port": PEER_PORT }),
+        proof: json!({
+            "probes_to_the_cut_off_peer_port": others.len(),
+            "could_not_connect_before_the_cut": not_before,
+            "still_connected_after_the_cut": still_in,
+            "its_own_connections_failed": out_failed,
+        }),
+        effective,
+        undo: Undo::HealNetwork(vec![cut]),
     }))
 }
 
@@ -248,6 +329,12 @@ pub async fn loss(ctx: &Arc<Context>, rng: &mut StdRng) -> anyhow::Result<Option
 
 /// Flushes the rules of `ids` and proves links work again.
 pub async fn heal(ctx: &Arc<Context>, ids: &[u64]) -> anyhow::Result<serde_json::Value> {
+    {
+        let mut cut = ctx.one_way_cut.lock().expect("one-way cut");
+        if cut.is_some_and(|c| ids.contains(&c)) {
+            *cut = None;
+        }
+    }
     let mut healed = Vec::new();
     let mut dropped_total = 0;
     for &id in ids {

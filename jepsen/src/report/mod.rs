@@ -1,8 +1,9 @@
 //! The outputs of a run, next to its `history.jsonl`: `verdict.json` (every
 //! checker's finding and the run's settings, seed included, so the run can
 //! be replayed), `summary.txt` for humans, `supervisor.jsonl` (the engine's
-//! samples and container deaths the supervisor checker judged) and
-//! `timeline.svg` (operations per client process, faults shaded).
+//! samples and container deaths the supervisor checker judged),
+//! `observer.jsonl` and `engine.jsonl` (the managers' views and engine
+//! calls) and `timeline.svg` (operations per client process, faults shaded).
 
 pub mod timeline;
 
@@ -12,7 +13,9 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::checker::Verdict;
+use crate::engine_proxy::EngineCall;
 use crate::history::{self, Event, EventType};
+use crate::observer::Observation;
 use crate::run::RunOptions;
 use crate::workloads::supervisor::{Death, Sample};
 
@@ -64,12 +67,35 @@ pub fn write(
     Ok(())
 }
 
+/// `observer.jsonl` (every manager's view, every 100 ms) and
+/// `engine.jsonl` (the managers' container creations and destructive
+/// engine calls), which the `leader-actions` and `one-way` checkers judged.
+pub fn write_records(
+    dir: &Path,
+    observations: &[Observation],
+    calls: &[EngineCall],
+) -> anyhow::Result<()> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(dir.join("observer.jsonl"))?);
+    for observation in observations {
+        writeln!(file, "{}", serde_json::to_string(observation)?)?;
+    }
+    file.flush()?;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(dir.join("engine.jsonl"))?);
+    for call in calls {
+        writeln!(file, "{}", serde_json::to_string(call)?)?;
+    }
+    file.flush()?;
+    Ok(())
+}
+
 fn draw_timeline(dir: &Path, options: &RunOptions, events: &[Event]) -> anyhow::Result<()> {
     let ops: Vec<timeline::TimelineOp> = history::operations(events)
         .iter()
         .map(|op| {
             let workload = match op.invoke.f.as_str() {
                 "add" | "final-read" => "set",
+                "scale" | "deploy" | "move" => "churn",
+                crate::workloads::pulse::F => "pulse",
                 _ => "register",
             };
             let label = match op.invoke.f.as_str() {

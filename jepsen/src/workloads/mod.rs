@@ -1,7 +1,10 @@
 //! What the clients do while the nemesis works: KV registers for the
-//! linearizability checker, a grow-only set, and supervised services whose
-//! containers are watched from the engine's side.
+//! linearizability checker, a grow-only set, supervised services whose
+//! containers are watched from the engine's side, and churn (services
+//! scaled, redeployed and moved between nodes during the faults).
 
+pub mod churn;
+pub mod pulse;
 pub mod register;
 pub mod set;
 pub mod supervisor;

@@ -61,6 +61,8 @@ pub async fn deploy(ctx: &Context, image: &str) -> anyhow::Result<()> {
             "health": { "kind": "http", "port": "http", "path": "/health",
                         "interval_ms": 1000, "timeout_ms": 500, "retries": 3 },
             "restart": { "initial_backoff_ms": 100, "max_backoff_ms": 5000, "reset_after_ms": 10000 },
+            // On node `local` only: the churn workload's nodes come and go.
+            "placement": { "node_labels": { "pool": "main" } },
         });
         ctx.cluster
             .api
@@ -158,14 +160,18 @@ pub async fn watch_deaths(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) ->
     }
 }
 
-/// Waits until every service runs exactly its desired containers, one per
-/// slot, and the API reports every instance running; returns how long
-/// that took, or what was still wrong after `within`.
-pub async fn wait_converged(ctx: &Context, within: Duration) -> Result<Duration, String> {
+/// Waits until every service of `desired` runs exactly its desired
+/// containers, one per slot, and the API reports every instance running;
+/// returns how long that took, or what was still wrong after `within`.
+pub async fn wait_converged(
+    ctx: &Context,
+    desired: &[Desired],
+    within: Duration,
+) -> Result<Duration, String> {
     let started = Instant::now();
     let mut last = String::from("not checked");
     while started.elapsed() < within {
-        match converged(ctx).await {
+        match converged(ctx, desired).await {
             Ok(()) => return Ok(started.elapsed()),
             Err(e) => last = e,
         }
@@ -174,11 +180,11 @@ pub async fn wait_converged(ctx: &Context, within: Duration) -> Result<Duration,
     Err(last)
 }
 
-async fn converged(ctx: &Context) -> Result<(), String> {
+async fn converged(ctx: &Context, desired: &[Desired]) -> Result<(), String> {
     let containers = containers::list(&ctx.cluster.docker, &ctx.cluster_id)
         .await
         .map_err(|e| e.to_string())?;
-    for service in services() {
+    for service in desired {
         for slot in 0..service.replicas {
             let running = containers
                 .iter()
@@ -208,10 +214,12 @@ async fn converged(ctx: &Context) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         let running = instances.iter().filter(|i| i.state == "running").count();
         if running != service.replicas as usize || instances.len() != service.replicas as usize {
+            let states: Vec<&str> = instances.iter().map(|i| i.state.as_str()).collect();
             return Err(format!(
-                "{}: the API reports {running} running of {} instances, want {}",
+                "{}: the API reports {running} running of {} instances ({}), want {}",
                 service.name,
                 instances.len(),
+                states.join(", "),
                 service.replicas
             ));
         }
