@@ -4,6 +4,7 @@
 
 pub mod log_store;
 pub mod network;
+pub mod peer_identity;
 pub mod peer_server;
 pub mod sm_store;
 

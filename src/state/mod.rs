@@ -14,7 +14,7 @@ pub mod tokens;
 pub mod types;
 pub mod validate;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +74,9 @@ pub struct State {
     pub tokens_bootstrapped: bool,
     /// The managers' cluster file (JSON), when bootstrap recorded one.
     pub manager_plan: Option<String>,
+    /// Raft ids that were members once and were removed (and not added
+    /// again): the peer port refuses their certificates.
+    pub departed_managers: BTreeSet<u64>,
     dedup: Dedup,
 }
 
@@ -95,6 +98,9 @@ pub struct StateImage {
     pub tokens_bootstrapped: bool,
     /// The managers' cluster file (JSON), when bootstrap recorded one.
     pub manager_plan: Option<String>,
+    /// Raft ids removed from the membership.
+    #[serde(default)]
+    pub departed_managers: Vec<u64>,
 }
 
 impl State {
@@ -124,6 +130,7 @@ impl State {
             tokens: self.tokens.values().cloned().collect(),
             tokens_bootstrapped: self.tokens_bootstrapped,
             manager_plan: self.manager_plan.clone(),
+            departed_managers: self.departed_managers.iter().copied().collect(),
         }
     }
 
@@ -163,6 +170,7 @@ impl State {
                 .collect(),
             tokens_bootstrapped: image.tokens_bootstrapped,
             manager_plan: image.manager_plan,
+            departed_managers: image.departed_managers.into_iter().collect(),
             dedup,
         }
     }
@@ -171,6 +179,21 @@ impl State {
     /// was applied at `index`.
     pub fn apply_empty(&mut self, index: u64) {
         self.applied_index = index;
+    }
+
+    /// Records a membership entry applied at `index`: the ids of
+    /// `previous` missing from `current` have departed; ids of `current`
+    /// are members (again).
+    pub fn apply_membership(
+        &mut self,
+        index: u64,
+        previous: &BTreeSet<u64>,
+        current: &BTreeSet<u64>,
+    ) {
+        self.applied_index = index;
+        self.departed_managers
+            .extend(previous.difference(current).copied());
+        self.departed_managers.retain(|id| !current.contains(id));
     }
 
     /// Applies every request of a batch committed at `index`.
