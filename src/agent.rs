@@ -147,24 +147,6 @@ fn raise_open_files_limit() {
     );
 }
 
-/// Exit code of a replica whose Raft storage failed (sysexits EX_IOERR):
-/// its log can take no more writes, so it ends for its restart policy to
-/// bring it back (recovery then checks the log on disk).
-pub const EXIT_STORAGE: i32 = 74;
-/// Exit code of a replica whose Raft core panicked (EX_SOFTWARE).
-pub const EXIT_RAFT_PANICKED: i32 = 70;
-
-/// The exit code for a Raft core that stopped with `fatal`; `None` for an
-/// orderly stop (shutdown, a removed replica).
-pub fn exit_code_of(fatal: &openraft::error::Fatal<crate::raft::NodeId>) -> Option<i32> {
-    use openraft::error::Fatal;
-    match fatal {
-        Fatal::StorageError(_) => Some(EXIT_STORAGE),
-        Fatal::Panicked => Some(EXIT_RAFT_PANICKED),
-        Fatal::Stopped => None,
-    }
-}
-
 /// Ends the process when the Raft core stops on a storage error or a
 /// panic: such a replica can never write again, and a live process that
 /// answers `/v1/health` would keep its restart policy from acting.
@@ -174,7 +156,7 @@ fn exit_on_fatal(replica: &Replica) -> tokio::task::JoinHandle<()> {
         loop {
             let fatal = metrics.borrow().running_state.clone().err();
             if let Some(fatal) = fatal {
-                if let Some(code) = exit_code_of(&fatal) {
+                if let Some(code) = crate::raft::fatal::exit_code_of(&fatal) {
                     tracing::error!(
                         exit_code = code,
                         "raft stopped: {fatal}; exiting so the restart policy brings the replica back"

@@ -29,10 +29,10 @@ pub struct Health {
 /// `GET /v1/health`: 200 while this replica serves (`ok`, or `removed`
 /// for a replica taken out of the cluster), 503 `failed` once its Raft core
 /// stopped on a storage error or a panic (the agent then exits, see
-/// [`crate::agent::exit_code_of`]).
+/// [`crate::raft::fatal::exit_code_of`]).
 pub async fn health(State(replica): State<Arc<Replica>>) -> Response {
     let fatal = replica.metrics().running_state.err();
-    if let Some(fatal) = fatal.filter(|f| crate::agent::exit_code_of(f).is_some()) {
+    if let Some(fatal) = fatal.filter(|f| crate::raft::fatal::exit_code_of(f).is_some()) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health {

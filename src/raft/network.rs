@@ -29,7 +29,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::peer_identity::{CertExpiries, SENDER_HEADER};
+use super::peer_certs::{CertExpiries, SENDER_HEADER};
 use super::{NodeId, PeerNode, TypeConfig};
 use crate::codec;
 use crate::reconcile::watchdog::{Watchdog, PROGRESS_HEADER};
