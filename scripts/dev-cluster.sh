@@ -47,9 +47,16 @@ ensure_certs() {
         "$RAFTVISOR_BIN" certs init --dir "$CERT_DIR" >/dev/null
     fi
     for id in "${IDS[@]}"; do
+        # Certificates from before manager certificates named their Raft id
+        # are refused by the peers: issue them anew.
+        if [ -f "$CERT_DIR/replica-$id.pem" ] &&
+            ! "$RAFTVISOR_BIN" certs show --output json "$CERT_DIR/replica-$id.pem" | grep -q "\"raft_id\":$id,"; then
+            log "replica-$id's certificate names no Raft id; issuing a new one"
+            rm -f "$CERT_DIR/replica-$id.pem" "$CERT_DIR/replica-$id-key.pem"
+        fi
         if [ ! -f "$CERT_DIR/replica-$id.pem" ]; then
             "$RAFTVISOR_BIN" certs issue --dir "$CERT_DIR" --role manager --name "replica-$id" \
-                --san 127.0.0.1 --san localhost >/dev/null
+                --id "$id" --san 127.0.0.1 --san localhost >/dev/null
         fi
     done
 }

@@ -155,7 +155,7 @@ start_own() {
     use_token_file "$WORK/bootstrap.token"
     "$bin" certs init --dir "$WORK/certs" >/dev/null
     for i in 1 2 3; do
-        "$bin" certs issue --dir "$WORK/certs" --role manager --name "replica-$i" --san 127.0.0.1 --san localhost >/dev/null
+        "$bin" certs issue --dir "$WORK/certs" --role manager --name "replica-$i" --id "$i" --san 127.0.0.1 --san localhost >/dev/null
     done
     CA="$WORK/certs/ca.pem"
     for i in 1 2 3; do

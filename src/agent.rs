@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use crate::config::AgentConfig;
 use crate::raft::network::PeerNetwork;
 use crate::replica::Replica;
-use crate::tls::serve::TlsListener;
+use crate::tls::serve::Limits;
 use crate::tls::AgentTls;
 
 /// Why the agent stopped with an error.
@@ -35,12 +35,6 @@ pub enum AgentError {
     Tls(#[from] crate::tls::TlsError),
     #[error("fail points: {0}")]
     FailPoints(String),
-    #[error("{what} server failed: {source}")]
-    Serve {
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
 }
 
 async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, AgentError> {
@@ -68,6 +62,7 @@ fn load_tls(config: &AgentConfig) -> Result<Option<AgentTls>, AgentError> {
         return Ok(None);
     };
     let tls = AgentTls::load(ca, cert, key)?;
+    tls.check_raft_id(config.id, cert)?;
     for (field, addr) in [
         ("peer_addr", &config.peer_addr),
         ("api_addr", &config.api_addr),
@@ -84,32 +79,98 @@ fn load_tls(config: &AgentConfig) -> Result<Option<AgentTls>, AgentError> {
     Ok(Some(tls))
 }
 
-/// Serves `router` on `listener` (over TLS with `tls`) until `stop`.
-fn serve(
-    what: &'static str,
-    listener: TcpListener,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    router: axum::Router,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, AgentError> {
-    Ok(match tls {
-        Some(config) => {
-            let listener = TlsListener::new(listener, config, what)
-                .map_err(|source| AgentError::Serve { what, source })?;
-            let server = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<crate::auth::middleware::RemoteAddr>(),
-            )
-            .with_graceful_shutdown(stop);
-            tokio::spawn(async move { server.await })
+/// Time limits of the peer port. Raft connections are pooled by every
+/// replica's peer client, so an idle peer connection must outlive the
+/// client's pool idle time (else a replica would pick a pooled connection
+/// the server is closing at that moment).
+pub const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+const _: () = assert!(
+    PEER_IDLE_TIMEOUT.as_secs() > crate::raft::network::POOL_IDLE_TIMEOUT.as_secs(),
+    "the peer server must keep idle connections longer than the peer client's pool"
+);
+/// Request headers on the peer port are due within this time.
+pub const PEER_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once on the peer port.
+pub const PEER_MAX_CONNECTIONS: usize = 1024;
+
+/// The limits of the API port, from `[api]`.
+pub fn api_limits(config: &AgentConfig) -> Limits {
+    Limits {
+        header_timeout: Duration::from_millis(config.api.header_timeout_ms),
+        idle_timeout: Duration::from_millis(config.api.idle_timeout_ms),
+        max_connections: config.api.max_connections,
+    }
+}
+
+/// The limits of the peer port.
+pub fn peer_limits() -> Limits {
+    Limits {
+        header_timeout: PEER_HEADER_TIMEOUT,
+        idle_timeout: PEER_IDLE_TIMEOUT,
+        max_connections: PEER_MAX_CONNECTIONS,
+    }
+}
+
+/// Raises the soft limit of open files to the hard limit: every
+/// connection, log segment and snapshot takes a descriptor, and the usual
+/// soft limit of 1024 is easily reached by a busy replica.
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct given.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if got != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read the open files limit");
+        return;
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            tracing::warn!(
+                soft = before,
+                hard = limit.rlim_max,
+                error = %std::io::Error::last_os_error(),
+                "cannot raise the open files limit"
+            );
+            return;
         }
-        None => {
-            let server = axum::serve(
-                listener,
-                router.into_make_service_with_connect_info::<crate::auth::middleware::RemoteAddr>(),
-            )
-            .with_graceful_shutdown(stop);
-            tokio::spawn(async move { server.await })
+    }
+    tracing::info!(
+        soft = limit.rlim_cur,
+        was = before,
+        hard = limit.rlim_max,
+        "open files limit"
+    );
+}
+
+/// Ends the process when the Raft core stops on a storage error or a
+/// panic: such a replica can never write again, and a live process that
+/// answers `/v1/health` would keep its restart policy from acting.
+fn exit_on_fatal(replica: &Replica) -> tokio::task::JoinHandle<()> {
+    let mut metrics = replica.raft.metrics();
+    tokio::spawn(async move {
+        loop {
+            let fatal = metrics.borrow().running_state.clone().err();
+            if let Some(fatal) = fatal {
+                if let Some(code) = crate::raft::fatal::exit_code_of(&fatal) {
+                    tracing::error!(
+                        exit_code = code,
+                        "raft stopped: {fatal}; exiting so the restart policy brings the replica back"
+                    );
+                    // Let /v1/health answer 503 to whoever asks meanwhile
+                    // and the log line reach its reader.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    std::process::exit(code);
+                }
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                return;
+            }
         }
     })
 }
@@ -127,6 +188,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     crate::api::debug::configure_from_env().map_err(AgentError::FailPoints)?;
     // Certificates first: a bad file is one line, before anything listens.
     let tls = load_tls(&config)?;
+    raise_open_files_limit();
     // Bind first: a port in use is reported before any state is touched.
     let peer_listener = bind("peer_addr", &config.peer_addr).await?;
     let api_listener = bind("api_addr", &config.api_addr).await?;
@@ -144,7 +206,15 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             }
         }
     }
-    let peers = PeerNetwork::new(tls.as_ref().map(|t| t.peer_client.clone()));
+    // Only this replica's user may read its log, snapshots and keys.
+    if let Err(e) = crate::file_modes::secure_dir(&config.data_dir) {
+        tracing::warn!(data_dir = %config.data_dir.display(), error = %e, "cannot make the data directory private (mode 0700)");
+    }
+    let peers =
+        PeerNetwork::new(tls.as_ref().map(|t| t.peer_client.clone())).with_sender(config.id);
+    if let Some(tls) = &tls {
+        peers.cert_expiries.record(config.id, &tls.certificate);
+    }
     let replica: Arc<Replica> = Replica::start(config.clone(), peers).await?;
     tracing::info!(
         id = config.id,
@@ -154,24 +224,24 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         data_dir = %config.data_dir.display(),
         "replica started"
     );
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
-    let peer_task = serve(
+    let fatal_watch = exit_on_fatal(&replica);
+    let stop_serving = tokio_util::sync::CancellationToken::new();
+    let peer_task = crate::tls::serve::spawn(
         "peer port",
         peer_listener,
         tls.as_ref().map(|t| t.peer_server.clone()),
         crate::raft::peer_server::router(replica.clone()),
-        stopped(stop_rx.clone()),
-    )?;
-    let api_task = serve(
+        peer_limits(),
+        stop_serving.clone(),
+    );
+    let api_task = crate::tls::serve::spawn(
         "API",
         api_listener,
         tls.as_ref().map(|t| t.api_server.clone()),
         crate::api::router(replica.clone()),
-        stopped(stop_rx),
-    )?;
+        api_limits(&config),
+        stop_serving.clone(),
+    );
     let insecure_reminder = tls.is_none().then(|| {
         tokio::spawn(async {
             let mut every = tokio::time::interval(INSECURE_REMINDER);
@@ -240,7 +310,8 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     if let Some(reminder) = insecure_reminder {
         reminder.abort();
     }
-    let _ = stop_tx.send(true);
+    fatal_watch.abort();
+    stop_serving.cancel();
     supervisor_stop.cancel();
     if let Some(server) = dns_server.as_mut() {
         let _ = tokio::time::timeout(Duration::from_secs(2), server.shutdown_gracefully()).await;

@@ -57,6 +57,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     }
 }
 
+/// Decodes the leading value of a buffer written by [`encode`], ignoring
+/// whatever follows it: reads the first fields of a larger struct (a
+/// struct of just those fields decodes from the same bytes), e.g. the vote
+/// every Raft request starts with, without decoding its entries.
+pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
+    match version {
+        1 => Ok(bincode::serde::decode_from_slice(body, config())?.0),
+        found => Err(CodecError::UnsupportedVersion { found }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,6 +72,15 @@ pub struct ApiTuning {
     /// How long a write or linearizable read may wait for the cluster.
     pub request_timeout_ms: u64,
     pub max_body_bytes: usize,
+    /// A connection must finish its TLS handshake and send its first
+    /// request header within this time, and every later request header
+    /// within this time of its first byte; else it is closed.
+    pub header_timeout_ms: u64,
+    /// A connection with no request in flight and no traffic for this long
+    /// is closed.
+    pub idle_timeout_ms: u64,
+    /// Connections served at once; more are closed as soon as accepted.
+    pub max_connections: usize,
 }
 
 impl Default for ApiTuning {
@@ -79,6 +88,9 @@ impl Default for ApiTuning {
         ApiTuning {
             request_timeout_ms: 5_000,
             max_body_bytes: 1024 * 1024,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 1024,
         }
     }
 }
@@ -481,6 +493,15 @@ impl AgentConfig {
         if self.api.request_timeout_ms == 0 || self.api.max_body_bytes == 0 {
             return invalid(
                 "api.request_timeout_ms and api.max_body_bytes must be positive".into(),
+            );
+        }
+        if self.api.header_timeout_ms == 0
+            || self.api.idle_timeout_ms == 0
+            || self.api.max_connections == 0
+        {
+            return invalid(
+                "api.header_timeout_ms, api.idle_timeout_ms and api.max_connections must be positive"
+                    .into(),
             );
         }
         let t = &self.tls;

@@ -11,6 +11,7 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod dns;
+pub mod file_modes;
 pub mod provider;
 pub mod raft;
 pub mod reconcile;

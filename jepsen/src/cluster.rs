@@ -687,11 +687,12 @@ fn issue_certificate(bin: &Path, dir: &Path, manager: &Manager) -> anyhow::Resul
     let dir_text = dir.display().to_string();
     let ip = manager.ip.to_string();
     let name = manager.name();
+    let id = manager.id.to_string();
     run_raftvisor(
         bin,
         &[
-            "certs", "issue", "--dir", &dir_text, "--role", "manager", "--name", &name, "--san",
-            &ip,
+            "certs", "issue", "--dir", &dir_text, "--role", "manager", "--name", &name, "--id",
+            &id, "--san", &ip,
         ],
     )
 }

@@ -227,7 +227,7 @@ bench_certs() {
     for name in "$@"; do
         [[ -f $BENCH_CERTS/$name.pem ]] && continue
         "$RAFTVISOR_BIN" certs issue --dir "$BENCH_CERTS" --role manager --name "$name" \
-            --san 127.0.0.1 --san localhost >>"$BENCH_WORK/certs.log" 2>&1 ||
+            --id "${name##*-}" --san 127.0.0.1 --san localhost >>"$BENCH_WORK/certs.log" 2>&1 ||
             bench_die "raftvisor certs issue $name failed: $(tail -n 3 "$BENCH_WORK/certs.log")"
     done
     BENCH_CA_FILE="$BENCH_CERTS/ca.pem"

@@ -26,7 +26,23 @@ pub struct Health {
     reason: Option<String>,
 }
 
-pub async fn health(State(replica): State<Arc<Replica>>) -> Json<Health> {
+/// `GET /v1/health`: 200 while this replica serves (`ok`, or `removed`
+/// for a replica taken out of the cluster), 503 `failed` once its Raft core
+/// stopped on a storage error or a panic (the agent then exits, see
+/// [`crate::raft::fatal::exit_code_of`]).
+pub async fn health(State(replica): State<Arc<Replica>>) -> Response {
+    let fatal = replica.metrics().running_state.err();
+    if let Some(fatal) = fatal.filter(|f| crate::raft::fatal::exit_code_of(f).is_some()) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "failed",
+                id: replica.id,
+                reason: Some(format!("raft stopped: {fatal}")),
+            }),
+        )
+            .into_response();
+    }
     Json(Health {
         status: if replica.removed().is_some() {
             "removed"
@@ -36,6 +52,7 @@ pub async fn health(State(replica): State<Arc<Replica>>) -> Json<Health> {
         id: replica.id,
         reason: replica.removed().map(str::to_string),
     })
+    .into_response()
 }
 
 /// One member as `GET /v1/cluster` shows it.
@@ -48,6 +65,11 @@ pub struct MemberStatus {
     /// Milliseconds since this replica last exchanged a Raft message with
     /// the member (known on the leader).
     pub last_contact_ms: Option<u64>,
+    /// When the member's certificate expires (RFC 3339): this replica's
+    /// own, or the one the member last presented to it; `null` while none
+    /// was seen (or without TLS).
+    #[serde(default)]
+    pub certificate_expires: Option<String>,
 }
 
 /// `GET /v1/cluster`.
@@ -84,6 +106,7 @@ pub struct ClusterStatus {
 pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> {
     let metrics = replica.metrics();
     let contacts = replica.peers.last_contact();
+    let expiries = replica.peers.cert_expiries.all();
     let membership = metrics.membership_config.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
     let members = membership
@@ -98,6 +121,9 @@ pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> 
             } else {
                 contacts.get(id).map(|d| d.as_millis() as u64)
             },
+            certificate_expires: expiries
+                .get(id)
+                .map(|secs| crate::tls::certs::rfc3339(*secs)),
         })
         .collect();
     let progress = metrics.current_leader.and_then(|leader| {
@@ -210,6 +236,11 @@ pub async fn metrics(State(replica): State<Arc<Replica>>) -> Response {
     metrics::gauge!("raftvisor_raft_applied_index").set(replica.sm.applied_index() as f64);
     metrics::gauge!("raftvisor_raft_voters").set(replica.voters().len() as f64);
     metrics::gauge!("raftvisor_kv_keys").set(replica.sm.read(|s| s.kv.len()) as f64);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    for (id, expires) in replica.peers.cert_expiries.all() {
+        metrics::gauge!("raftvisor_certificate_expiry_seconds", "member" => id.to_string())
+            .set((expires - now) as f64);
+    }
     match super::prometheus() {
         Some(handle) => (
             [("content-type", "text/plain; version=0.0.4")],

@@ -3,7 +3,9 @@
 //! it runs, for failure tests. Nothing is forwarded or replicated: each
 //! request acts on the replica that receives it. Fail points of the code:
 //! `reconcile-stall` (the service loop's round hangs: `return` forever,
-//! `return(MS)` for MS milliseconds).
+//! `return(MS)` for MS milliseconds); `log-append-io` (every Raft log
+//! append fails as if out of file descriptors: the replica exits with
+//! code 74).
 
 use std::collections::BTreeMap;
 

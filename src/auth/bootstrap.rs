@@ -87,14 +87,12 @@ pub fn obtain(file: Option<&Path>) -> Result<(Token, Origin), BootstrapError> {
         source,
     };
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(write_error)?;
+        crate::file_modes::create_dir_all(parent).map_err(write_error)?;
     }
-    let mut options = std::fs::OpenOptions::new();
+    let mut options = crate::file_modes::options();
     // create_new: another replica sharing the file may be writing it now;
     // then its token is the one to use.
     options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut out = match options.open(path) {
         Ok(out) => out,
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {

@@ -20,32 +20,6 @@ use crate::api::error::ApiError;
 use crate::replica::Replica;
 use crate::state::Role;
 
-/// The remote address of an API connection, plain or TLS, as handlers and
-/// this layer see it (`ConnectInfo<RemoteAddr>`).
-#[derive(Debug, Clone, Copy)]
-pub struct RemoteAddr(pub SocketAddr);
-
-impl
-    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
-    for RemoteAddr
-{
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
-        RemoteAddr(*stream.remote_addr())
-    }
-}
-
-impl
-    axum::extract::connect_info::Connected<
-        axum::serve::IncomingStream<'_, crate::tls::serve::TlsListener>,
-    > for RemoteAddr
-{
-    fn connect_info(
-        stream: axum::serve::IncomingStream<'_, crate::tls::serve::TlsListener>,
-    ) -> Self {
-        RemoteAddr(*stream.remote_addr())
-    }
-}
-
 /// Consul's token header.
 pub const CONSUL_TOKEN_HEADER: &str = "x-consul-token";
 
@@ -66,8 +40,8 @@ pub async fn require_token(
     let refusal = verdict.unwrap_err();
     let remote = request
         .extensions()
-        .get::<ConnectInfo<RemoteAddr>>()
-        .map_or_else(|| "unknown".to_string(), |c| c.0 .0.to_string());
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |c| c.0.to_string());
     tracing::warn!(
         remote = %remote,
         method = %request.method(),

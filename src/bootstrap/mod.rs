@@ -237,11 +237,12 @@ pub(crate) fn ensure_certificate(
     if certs_dir.join(format!("{name}.pem")).exists() {
         return Ok(Outcome::Unchanged);
     }
-    certs::issue(
+    certs::issue_with_id(
         &certs_dir,
         Role::Manager,
         &name,
         &file.manager_sans(manager),
+        Some(manager.id),
     )
     .map(|_| Outcome::Created)
     .map_err(|e| e.to_string())
@@ -250,12 +251,10 @@ pub(crate) fn ensure_certificate(
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+        crate::file_modes::create_dir_all(parent)?;
     }
-    let mut options = std::fs::OpenOptions::new();
+    let mut options = crate::file_modes::options();
     options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut out = options.open(path)?;
     out.write_all(bytes)?;
     out.sync_all()

@@ -247,7 +247,7 @@ impl ClusterFile {
     pub fn save_plan_file(&self) -> std::io::Result<()> {
         let json = serde_json::to_string_pretty(self).map_err(std::io::Error::other)?;
         let temp = self.plan_file().with_extension("json.tmp");
-        std::fs::write(&temp, json)?;
+        crate::file_modes::write(&temp, json)?;
         std::fs::rename(temp, self.plan_file())
     }
 

@@ -127,7 +127,15 @@ pub enum CertsCommand {
         /// a manager needs those of its peer_addr and api_addr.
         #[arg(long = "san")]
         sans: Vec<String>,
+        /// The Raft id of the replica a manager certificate is for (its
+        /// `id` in the agent config); required for managers: peers accept
+        /// Raft messages only from the id the certificate names.
+        #[arg(long)]
+        id: Option<u64>,
     },
+    /// Print what a certificate (PEM FILE) says: role, name, Raft id,
+    /// expiry and the addresses it is valid for.
+    Show { file: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -342,7 +350,38 @@ pub fn run_certs(format: Format, command: CertsCommand) -> anyhow::Result<()> {
             role,
             name,
             sans,
-        } => ("certificate", certs::issue(&dir, role, &name, &sans)?),
+            id,
+        } => {
+            if role == certs::Role::Manager && id.is_none() {
+                anyhow::bail!("a manager certificate needs --id with the Raft id of its replica");
+            }
+            (
+                "certificate",
+                certs::issue_with_id(&dir, role, &name, &sans, id)?,
+            )
+        }
+        CertsCommand::Show { file } => {
+            let summary = certs::show(&file)?;
+            match format {
+                Format::Json => println!("{}", serde_json::to_string(&summary)?),
+                Format::Human => {
+                    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+                    println!("subject:  {}", summary.subject);
+                    println!("role:     {}", or_dash(summary.role));
+                    println!("name:     {}", or_dash(summary.name));
+                    println!(
+                        "raft id:  {}",
+                        or_dash(summary.raft_id.map(|i| i.to_string()))
+                    );
+                    println!(
+                        "expires:  {} (in {} days)",
+                        summary.expires, summary.expires_in_days
+                    );
+                    println!("valid for: {}", summary.subject_names.join(", "));
+                }
+            }
+            return Ok(());
+        }
     };
     match format {
         Format::Json => println!("{}", json!({"cert": written.cert, "key": written.key})),

@@ -289,7 +289,7 @@ impl<NID: NodeId> MetaFile<NID> {
                     reason: "meta file is missing or empty",
                 });
             }
-            let file = OpenOptions::new()
+            let file = crate::file_modes::options()
                 .create(true)
                 .truncate(false)
                 .read(true)
@@ -676,6 +676,11 @@ impl<NID: NodeId> Disk<NID> {
         let Some(&(last_index, _)) = records.last() else {
             return Ok(());
         };
+        // Failure tests: the disk refuses writes as it does when the process
+        // is out of file descriptors (EMFILE).
+        fail::fail_point!("log-append-io", |_| Err(io_error("create", &self.dir)(
+            io::Error::from_raw_os_error(24)
+        )));
         let mut chunks: Vec<Chunk> = Vec::new();
         let mut tail_len = self.segments.values().next_back().map(|s| s.len);
         for (index, payload) in records {
@@ -713,7 +718,7 @@ impl<NID: NodeId> Disk<NID> {
                     self.sync_active()?;
                     self.active = None;
                     let path = segment_path(&self.dir, first);
-                    let file = OpenOptions::new()
+                    let file = crate::file_modes::options()
                         .write(true)
                         .create_new(true)
                         .open(&path)
@@ -1212,7 +1217,7 @@ where
     C::Entry: DeserializeOwned,
 {
     if !dir.exists() {
-        fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
+        crate::file_modes::create_dir_all(dir).map_err(io_error("create directory", dir))?;
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             sync_dir(parent)?;
         }

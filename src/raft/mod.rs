@@ -2,8 +2,11 @@
 //! the state-machine store with its snapshots, and the peer network (client
 //! and server). Nothing here knows about HTTP API shapes or containers.
 
+pub mod fatal;
 pub mod log_store;
 pub mod network;
+pub mod peer_certs;
+pub mod peer_identity;
 pub mod peer_server;
 pub mod sm_store;
 

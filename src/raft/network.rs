@@ -29,6 +29,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::peer_certs::{CertExpiries, SENDER_HEADER};
 use super::{NodeId, PeerNode, TypeConfig};
 use crate::codec;
 use crate::reconcile::watchdog::{Watchdog, PROGRESS_HEADER};
@@ -55,6 +56,10 @@ pub enum PeerCallError {
     NotMember { addr: String, reason: String },
 }
 
+/// How long an idle pooled peer connection is kept; the peer server keeps
+/// idle connections longer (see `crate::agent::PEER_IDLE_TIMEOUT`).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Start of the peer server's answer to a replica outside the membership.
 pub const NOT_A_MEMBER: &str = "not a member";
 
@@ -67,6 +72,11 @@ pub struct PeerNetwork {
     refused_as_non_member: Arc<Mutex<HashMap<NodeId, Instant>>>,
     /// Source of the progress header on append-entries requests.
     watchdog: Option<Watchdog>,
+    /// This replica's Raft id, sent with every request (see
+    /// [`super::peer_identity`]).
+    sender: Option<NodeId>,
+    /// Expiry of the certificates peers presented.
+    pub cert_expiries: CertExpiries,
 }
 
 impl PeerNetwork {
@@ -77,8 +87,10 @@ impl PeerNetwork {
             .http1_only()
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_millis(300))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64);
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(64)
+            // The server's certificate, for its expiry (see CertExpiries).
+            .tls_info(true);
         let scheme = match tls {
             Some(config) => {
                 // Preconfigured: only the cluster CA as root, the client
@@ -99,7 +111,15 @@ impl PeerNetwork {
             last_contact: Arc::new(Mutex::new(HashMap::new())),
             refused_as_non_member: Arc::new(Mutex::new(HashMap::new())),
             watchdog: None,
+            sender: None,
+            cert_expiries: CertExpiries::default(),
         }
+    }
+
+    /// This network, naming `id` as the sender of every request.
+    pub fn with_sender(mut self, id: NodeId) -> PeerNetwork {
+        self.sender = Some(id);
+        self
     }
 
     /// The peers that refused this replica as a non-member within `window`
@@ -182,8 +202,18 @@ impl PeerNetwork {
         if let Some((name, value)) = header {
             post = post.header(name, value);
         }
+        if let Some(id) = self.sender {
+            post = post.header(SENDER_HEADER, id.to_string());
+        }
         let send = post.timeout(timeout).body(body).send();
         let response = send.await.map_err(|e| classify(addr, timeout, e))?;
+        if let Some(der) = response
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|info| info.peer_certificate())
+        {
+            self.cert_expiries.saw(der);
+        }
         let status = response.status();
         let bytes = response
             .bytes()

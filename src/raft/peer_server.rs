@@ -38,6 +38,11 @@ pub fn router(replica: Arc<Replica>) -> Router {
         .route(paths::VOTE, post(vote))
         .route(paths::SNAPSHOT, post(snapshot))
         .route(paths::LEADER, post(leader))
+        // Inside the body limit, which it honours when it reads a message.
+        .layer(axum::middleware::from_fn_with_state(
+            replica.clone(),
+            super::peer_identity::screen,
+        ))
         .layer(DefaultBodyLimit::max(MAX_PEER_BODY))
         .with_state(replica)
 }

@@ -10,6 +10,7 @@
 //! its checksum makes the replica refuse to start, because the log behind it
 //! has been purged and it could only serve wrong data.
 
+use std::collections::BTreeSet;
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -19,7 +20,9 @@ use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{Entry, LogId, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+use super::{
+    Entry, LogId, NodeId, PeerNode, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
+};
 use crate::codec;
 use crate::state::{BatchResponse, State, StateImage};
 
@@ -71,7 +74,7 @@ impl StateMachineStore {
             path: snapshot_dir.to_path_buf(),
             source,
         };
-        std::fs::create_dir_all(snapshot_dir).map_err(io)?;
+        crate::file_modes::create_dir_all(snapshot_dir).map_err(io)?;
         let mut newest: Option<(u64, PathBuf)> = None;
         for entry in std::fs::read_dir(snapshot_dir).map_err(io)? {
             let path = entry.map_err(io)?.path();
@@ -156,7 +159,7 @@ impl StateMachineStore {
         let final_path = dir.join(format!("snapshot-{index:020}.bin"));
         let tmp_path = dir.join(format!("snapshot-{index:020}.bin.tmp"));
         {
-            let mut file = std::fs::File::create(&tmp_path)?;
+            let mut file = crate::file_modes::create(&tmp_path)?;
             file.write_all(bytes)?;
             file.sync_all()?;
         }
@@ -306,8 +309,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         responses.push(guard.state.apply_batch(index, &batch));
                     }
                     EntryPayload::Membership(membership) => {
+                        let ids = |m: &openraft::Membership<NodeId, PeerNode>| {
+                            m.nodes().map(|(id, _)| *id).collect::<BTreeSet<NodeId>>()
+                        };
+                        let previous = ids(guard.membership.membership());
+                        let current = ids(&membership);
                         guard.membership = StoredMembership::new(Some(entry.log_id), membership);
-                        guard.state.apply_empty(index);
+                        guard.state.apply_membership(index, &previous, &current);
                         responses.push(BatchResponse::default());
                     }
                 }

@@ -16,7 +16,7 @@ pub mod tokens;
 pub mod types;
 pub mod validate;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -78,6 +78,9 @@ pub struct State {
     pub manager_plan: Option<String>,
     /// Bytes of all KV values together (derived, for the `max_kv_bytes` quota).
     pub kv_bytes: u64,
+    /// Raft ids that were members once and were removed (and not added
+    /// again): the peer port refuses their certificates.
+    pub departed_managers: BTreeSet<u64>,
     dedup: Dedup,
 }
 
@@ -99,6 +102,9 @@ pub struct StateImage {
     pub tokens_bootstrapped: bool,
     /// The managers' cluster file (JSON), when bootstrap recorded one.
     pub manager_plan: Option<String>,
+    /// Raft ids removed from the membership.
+    #[serde(default)]
+    pub departed_managers: Vec<u64>,
 }
 
 impl State {
@@ -128,6 +134,7 @@ impl State {
             tokens: self.tokens.values().cloned().collect(),
             tokens_bootstrapped: self.tokens_bootstrapped,
             manager_plan: self.manager_plan.clone(),
+            departed_managers: self.departed_managers.iter().copied().collect(),
         }
     }
 
@@ -169,6 +176,7 @@ impl State {
             tokens_bootstrapped: image.tokens_bootstrapped,
             manager_plan: image.manager_plan,
             kv_bytes,
+            departed_managers: image.departed_managers.into_iter().collect(),
             dedup,
         }
     }
@@ -177,6 +185,21 @@ impl State {
     /// was applied at `index`.
     pub fn apply_empty(&mut self, index: u64) {
         self.applied_index = index;
+    }
+
+    /// Records a membership entry applied at `index`: the ids of
+    /// `previous` missing from `current` have departed; ids of `current`
+    /// are members (again).
+    pub fn apply_membership(
+        &mut self,
+        index: u64,
+        previous: &BTreeSet<u64>,
+        current: &BTreeSet<u64>,
+    ) {
+        self.applied_index = index;
+        self.departed_managers
+            .extend(previous.difference(current).copied());
+        self.departed_managers.retain(|id| !current.contains(id));
     }
 
     /// Applies every request of a batch committed at `index`.

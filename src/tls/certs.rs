@@ -4,7 +4,10 @@
 //!
 //! A certificate's role is a SAN URI `raftvisor://<role>/<name>`: the peer
 //! port admits only `manager` certificates, so a client certificate signed
-//! by the same CA cannot take part in Raft. Key files are written with mode
+//! by the same CA cannot take part in Raft. A manager certificate also
+//! names the Raft id of its replica (`raftvisor://raft-id/<id>`): peers
+//! accept Raft messages only from the id the certificate names (see
+//! `crate::raft::peer_identity`). Files are written with mode
 //! 0600 and nothing is ever overwritten: a CA or key replaced by mistake
 //! would lock every replica out of its cluster.
 
@@ -20,6 +23,8 @@ use time::{Duration, OffsetDateTime};
 
 /// The URI scheme of the role SAN.
 pub const ROLE_SCHEME: &str = "raftvisor://";
+/// The SAN URI prefix naming a manager's Raft id.
+pub const RAFT_ID_URI: &str = "raftvisor://raft-id/";
 /// File names of the CA in a certificate directory.
 pub const CA_CERT: &str = "ca.pem";
 pub const CA_KEY: &str = "ca-key.pem";
@@ -111,16 +116,11 @@ fn generate(what: &str) -> impl FnOnce(rcgen::Error) -> CertError + '_ {
     }
 }
 
-/// Writes `contents` to a new file; `secret` files get mode 0600.
-fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), CertError> {
-    let mut options = std::fs::OpenOptions::new();
+/// Writes `contents` to a new file, mode 0600 (keys and certificates alike:
+/// see [`crate::file_modes`]).
+fn write_new(path: &Path, contents: &str) -> Result<(), CertError> {
+    let mut options = crate::file_modes::options();
     options.write(true).create_new(true);
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let _ = secret;
     let mut file = options.open(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::AlreadyExists {
             CertError::Exists {
@@ -155,7 +155,7 @@ pub fn init_ca(dir: &Path) -> Result<Written, CertError> {
     let cert_path = dir.join(CA_CERT);
     let key_path = dir.join(CA_KEY);
     refuse_existing(&[&cert_path, &key_path])?;
-    std::fs::create_dir_all(dir).map_err(|source| CertError::Write {
+    crate::file_modes::create_dir_all(dir).map_err(|source| CertError::Write {
         path: dir.to_path_buf(),
         source,
     })?;
@@ -175,8 +175,8 @@ pub fn init_ca(dir: &Path) -> Result<Written, CertError> {
         .self_signed(&key)
         .map_err(generate("CA certificate"))?;
     // Key first: a CA certificate without its key would block a retry.
-    write_new(&key_path, &key.serialize_pem(), true)?;
-    write_new(&cert_path, &cert.pem(), false)?;
+    write_new(&key_path, &key.serialize_pem())?;
+    write_new(&cert_path, &cert.pem())?;
     Ok(Written {
         cert: cert_path,
         key: key_path,
@@ -206,11 +206,38 @@ pub fn role_uri(role: Role, name: &str) -> String {
     format!("{ROLE_SCHEME}{role}/{name}")
 }
 
+/// The Raft-id SAN of replica `id`.
+pub fn raft_id_uri(id: u64) -> String {
+    format!("{RAFT_ID_URI}{id}")
+}
+
+/// Issues `NAME.pem` + `NAME-key.pem` in `dir`, signed by the CA there,
+/// naming no Raft id (see [`issue_with_id`]).
+pub fn issue(dir: &Path, role: Role, name: &str, sans: &[String]) -> Result<Written, CertError> {
+    issue_with_id(dir, role, name, sans, None)
+}
+
 /// Issues `NAME.pem` + `NAME-key.pem` in `dir`, signed by the CA there.
 /// `sans` are the IP addresses and host names the certificate is valid for;
-/// a manager needs those of its peer and API addresses.
-pub fn issue(dir: &Path, role: Role, name: &str, sans: &[String]) -> Result<Written, CertError> {
+/// a manager needs those of its peer and API addresses, and its Raft id
+/// (`raft_id`) to be admitted by its peers.
+pub fn issue_with_id(
+    dir: &Path,
+    role: Role,
+    name: &str,
+    sans: &[String],
+    raft_id: Option<u64>,
+) -> Result<Written, CertError> {
     check_name(name)?;
+    match (role, raft_id) {
+        (Role::Client, Some(_)) => {
+            return Err(CertError::Invalid(
+                "only a manager certificate names a Raft id".into(),
+            ))
+        }
+        (_, Some(0)) => return Err(CertError::Invalid("a Raft id is a positive integer".into())),
+        _ => {}
+    }
     if role == Role::Manager && sans.is_empty() {
         return Err(CertError::Invalid(
             "a manager certificate needs --san with the IP addresses or host names of its peer and API addresses".into(),
@@ -252,6 +279,14 @@ pub fn issue(dir: &Path, role: Role, name: &str, sans: &[String]) -> Result<Writ
             .try_into()
             .map_err(|e| CertError::Invalid(format!("role URI {uri:?}: {e}")))?,
     ));
+    if let Some(id) = raft_id {
+        let uri = raft_id_uri(id);
+        params.subject_alt_names.push(SanType::URI(
+            uri.as_str()
+                .try_into()
+                .map_err(|e| CertError::Invalid(format!("Raft id URI {uri:?}: {e}")))?,
+        ));
+    }
     for san in sans {
         let san = san.trim();
         let entry = match san.parse::<IpAddr>() {
@@ -285,8 +320,8 @@ pub fn issue(dir: &Path, role: Role, name: &str, sans: &[String]) -> Result<Writ
     let cert = params
         .signed_by(&key, &ca, &ca_key)
         .map_err(generate("certificate"))?;
-    write_new(&key_path, &key.serialize_pem(), true)?;
-    write_new(&cert_path, &cert.pem(), false)?;
+    write_new(&key_path, &key.serialize_pem())?;
+    write_new(&cert_path, &cert.pem())?;
     Ok(Written {
         cert: cert_path,
         key: key_path,
@@ -318,6 +353,107 @@ pub fn role_of(der: &[u8]) -> Option<(Role, String)> {
             Some((role.parse().ok()?, name.to_string()))
         }
         _ => None,
+    })
+}
+
+/// The Raft id a DER certificate names in its `raftvisor://raft-id/` SAN.
+/// `Err` says why there is none usable (no such SAN, two of them, or not
+/// a number).
+pub fn raft_id_of(der: &[u8]) -> Result<u64, String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("the certificate does not parse: {e}"))?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| format!("its subject alternative names do not parse: {e}"))?;
+    let ids: Vec<&str> = san
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    GeneralName::URI(uri) => uri.strip_prefix(RAFT_ID_URI),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    match ids.as_slice() {
+        [] => Err(format!(
+            "the certificate names no Raft id (a {RAFT_ID_URI}<id> SAN; issue it with `raftvisor certs issue --id`)"
+        )),
+        [id] => id
+            .parse::<u64>()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| format!("the certificate's Raft id {id:?} is not a positive integer")),
+        _ => Err("the certificate names more than one Raft id".into()),
+    }
+}
+
+/// When a DER certificate expires, in seconds since the Unix epoch.
+pub fn not_after_of(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// What `raftvisor certs show` prints about a certificate.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CertSummary {
+    pub subject: String,
+    /// `manager` or `client`; `null` for the CA or a foreign certificate.
+    pub role: Option<String>,
+    pub name: Option<String>,
+    /// The Raft id a manager certificate names.
+    pub raft_id: Option<u64>,
+    /// RFC 3339.
+    pub not_before: String,
+    pub expires: String,
+    pub expires_in_days: i64,
+    pub subject_names: Vec<String>,
+}
+
+/// Reads the first certificate of the PEM file `path`.
+pub fn show(path: &Path) -> Result<CertSummary, CertError> {
+    use rustls::pki_types::pem::PemObject;
+    let der = rustls::pki_types::CertificateDer::from_pem_file(path).map_err(|e| {
+        CertError::Invalid(format!("{} holds no PEM certificate: {e}", path.display()))
+    })?;
+    summarize(&der)
+        .ok_or_else(|| CertError::Invalid(format!("{} does not parse as X.509", path.display())))
+}
+
+/// `secs` since the Unix epoch as RFC 3339 (UTC, whole seconds).
+pub fn rfc3339(secs: i64) -> String {
+    let at = OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second()
+    )
+}
+
+/// The summary of a DER certificate.
+pub fn summarize(der: &[u8]) -> Option<CertSummary> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let role = role_of(der);
+    let validity = cert.validity();
+    let rfc3339 = |t: &x509_parser::time::ASN1Time| rfc3339(t.timestamp());
+    Some(CertSummary {
+        subject: cert.subject().to_string(),
+        role: role.as_ref().map(|(r, _)| r.to_string()),
+        name: role.map(|(_, n)| n),
+        raft_id: raft_id_of(der).ok(),
+        not_before: rfc3339(&validity.not_before),
+        expires: rfc3339(&validity.not_after),
+        expires_in_days: (validity.not_after.timestamp()
+            - OffsetDateTime::now_utc().unix_timestamp())
+        .div_euclid(86_400),
+        subject_names: subject_names(der),
     })
 }
 
@@ -387,6 +523,52 @@ mod tests {
             Some((Role::Client, "alice".into()))
         );
         assert_eq!(role_of(&der_of(&ca.cert)), None);
+    }
+
+    #[test]
+    fn manager_certificates_name_their_raft_id_and_expiry() {
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path()).unwrap();
+        let m = issue_with_id(
+            dir.path(),
+            Role::Manager,
+            "replica-7",
+            &["127.0.0.1".into()],
+            Some(7),
+        )
+        .unwrap();
+        let der = der_of(&m.cert);
+        assert_eq!(raft_id_of(&der), Ok(7));
+        // The role SAN is still found beside the id SAN.
+        assert_eq!(role_of(&der), Some((Role::Manager, "replica-7".into())));
+        let summary = show(&m.cert).unwrap();
+        assert_eq!(summary.raft_id, Some(7));
+        assert_eq!(summary.role.as_deref(), Some("manager"));
+        assert!(
+            (2 * 365 - 1..=2 * 365).contains(&summary.expires_in_days),
+            "{summary:?}"
+        );
+        let expires = not_after_of(&der).unwrap();
+        let in_two_years = OffsetDateTime::now_utc().unix_timestamp() + 2 * 365 * 86_400;
+        assert!((expires - in_two_years).abs() < 120, "{expires}");
+
+        let without = issue(dir.path(), Role::Manager, "m-none", &["127.0.0.1".into()]).unwrap();
+        let why = raft_id_of(&der_of(&without.cert)).unwrap_err();
+        assert!(why.contains("names no Raft id"), "{why}");
+        assert!(matches!(
+            issue_with_id(dir.path(), Role::Client, "c", &[], Some(1)),
+            Err(CertError::Invalid(_))
+        ));
+        assert!(matches!(
+            issue_with_id(
+                dir.path(),
+                Role::Manager,
+                "z",
+                &["127.0.0.1".into()],
+                Some(0)
+            ),
+            Err(CertError::Invalid(_))
+        ));
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct AgentTls {
     pub api_server: Arc<ServerConfig>,
     /// The IP addresses and host names this replica's certificate names.
     pub subject_names: Vec<String>,
+    /// This replica's own certificate (DER).
+    pub certificate: Vec<u8>,
 }
 
 fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -126,7 +128,7 @@ impl AgentTls {
                 return Err(TlsError::NotManager {
                     path: cert.to_path_buf(),
                     reason: format!(
-                        "it carries {}, not the manager role; issue one with `raftvisor certs issue --role manager`",
+                        "it carries {}, not the manager role; issue one with `raftvisor certs issue --role manager --id ID`",
                         match other {
                             Some((role, _)) => format!("the {role} role"),
                             None => "no raftvisor role".into(),
@@ -142,6 +144,7 @@ impl AgentTls {
                 reason: format!("{e} (is it signed by the CA in {}?)", ca_cert.display()),
             })?;
         let subject_names = certs::subject_names(&chain[0]);
+        let certificate = chain[0].to_vec();
 
         let versions = rustls::DEFAULT_VERSIONS;
         let http1 = || vec![b"http/1.1".to_vec()];
@@ -179,7 +182,31 @@ impl AgentTls {
             peer_client: Arc::new(peer_client),
             api_server: Arc::new(api_server),
             subject_names,
+            certificate,
         })
+    }
+
+    /// Checks that the certificate names Raft id `id`: peers refuse Raft
+    /// messages from a replica whose certificate names another id, or none
+    /// (that last is only warned about here, so a replica with an older
+    /// certificate still starts and says what to do).
+    pub fn check_raft_id(&self, id: u64, path: &Path) -> Result<(), TlsError> {
+        match certs::raft_id_of(&self.certificate) {
+            Ok(named) if named == id => Ok(()),
+            Ok(named) => Err(TlsError::NotManager {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "it names Raft id {named}, and this replica's id is {id}; issue one with `raftvisor certs issue --role manager --id {id}`"
+                ),
+            }),
+            Err(why) => {
+                tracing::warn!(
+                    path = %path.display(),
+                    "{why}: peers will refuse this replica's Raft messages; issue a new one with `raftvisor certs issue --role manager --id {id}`"
+                );
+                Ok(())
+            }
+        }
     }
 
     /// Whether the certificate names the host of `addr` (`host:port`), so

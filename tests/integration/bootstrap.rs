@@ -19,7 +19,11 @@ use crate::arm_double::{ArmDouble, CLIENT_SECRET};
 use crate::docker_env::{docker, LOCAL_ENGINE};
 use crate::harness::{binary, eventually, free_port};
 
-const MANAGER_IMAGE: &str = "raftvisor:local";
+/// The manager image; `RAFTVISOR_TEST_MANAGER_IMAGE` names another build
+/// (a branch's own agent, while `raftvisor:local` is another's).
+fn manager_image() -> String {
+    std::env::var("RAFTVISOR_TEST_MANAGER_IMAGE").unwrap_or_else(|_| "raftvisor:local".into())
+}
 /// Short, to keep the test fast; the repair below finishes well within it.
 const REPLACE_AFTER_MS: u64 = 6_000;
 
@@ -83,8 +87,9 @@ fn row_of(out: &str, target: &str) -> String {
 
 fn cluster_file(cluster: &str, state_dir: &Path, ports: &[[u16; 3]]) -> String {
     let mut text = format!(
-        "cluster = {cluster:?}\nstate_dir = {state_dir:?}\nimage = {MANAGER_IMAGE:?}\nreplace_after_ms = {REPLACE_AFTER_MS}\n\
-         [[machines]]\nname = \"local\"\ndocker_endpoint = {LOCAL_ENGINE:?}\naddress = \"127.0.0.1\"\n"
+        "cluster = {cluster:?}\nstate_dir = {state_dir:?}\nimage = {:?}\nreplace_after_ms = {REPLACE_AFTER_MS}\n\
+         [[machines]]\nname = \"local\"\ndocker_endpoint = {LOCAL_ENGINE:?}\naddress = \"127.0.0.1\"\n",
+        manager_image()
     );
     for (i, [api, peer, dns]) in ports.iter().enumerate() {
         text.push_str(&format!(
@@ -118,9 +123,10 @@ async fn bootstrap_brings_up_managers_changes_nothing_twice_and_repairs_damage()
     let Some(engine) = docker().await else {
         return;
     };
+    let image = manager_image();
     assert!(
-        engine.image_exists(MANAGER_IMAGE).await.unwrap_or(false),
-        "image {MANAGER_IMAGE} is missing: run scripts/build-images.sh (scripts/test.sh does)"
+        engine.image_exists(&image).await.unwrap_or(false),
+        "image {image} is missing: run scripts/build-images.sh (scripts/test.sh does)"
     );
     let dir = tempfile::tempdir().unwrap();
     let cluster = format!("bt{}", std::process::id());

@@ -72,6 +72,8 @@ pub struct Tuning {
     pub request_timeout_ms: u64,
     /// More TOML appended to every replica's config (whole sections).
     pub extra_toml: String,
+    /// More keys of the `[api]` section (which the harness writes itself).
+    pub extra_api_toml: String,
     /// Write [`ADMIN_TOKEN`] to the bootstrap token file before the start.
     pub prefill_token: bool,
     /// Plain HTTP (`[tls] insecure = true`) instead of the default TLS.
@@ -85,6 +87,7 @@ impl Default for Tuning {
             keep_logs_after_snapshot: 1_000,
             request_timeout_ms: 3_000,
             extra_toml: String::new(),
+            extra_api_toml: String::new(),
             prefill_token: true,
             insecure: false,
         }
@@ -214,6 +217,7 @@ impl Cluster {
             "[raft]\nheartbeat_ms = 50\nelection_min_ms = 150\nelection_max_ms = 300\nsnapshot_threshold = {}\nkeep_logs_after_snapshot = {}\n[api]\nrequest_timeout_ms = {}\n",
             self.tuning.snapshot_threshold, self.tuning.keep_logs_after_snapshot, self.tuning.request_timeout_ms
         ));
+        text.push_str(&self.tuning.extra_api_toml);
         let key_file = self.dir.path().join("secrets.key");
         if !key_file.exists() {
             let key: [u8; 32] = rand::random();

@@ -33,11 +33,12 @@ impl TestCerts {
         let cert = self.dir.join(format!("{name}.pem"));
         let key = self.dir.join(format!("{name}-key.pem"));
         if !cert.exists() {
-            certs::issue(
+            certs::issue_with_id(
                 &self.dir,
                 Role::Manager,
                 &name,
                 &["127.0.0.1".into(), "localhost".into()],
+                Some(id),
             )
             .expect("issue a replica certificate");
         }

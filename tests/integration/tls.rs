@@ -105,6 +105,7 @@ async fn the_peer_port_admits_only_manager_certificates_of_the_cluster_ca() {
     let manager = https_client(&ca, Some(pem_identity(&cert, &key)));
     let answer = manager
         .post(format!("https://{peer}/raft/append"))
+        .header("x-raftvisor-sender", "1")
         .body("not a raft message")
         .send()
         .await
@@ -397,11 +398,33 @@ fn the_certs_command_creates_a_ca_and_issues_certificates() {
         "--san",
         "localhost",
     ];
-    assert_eq!(run(&issue).0, Some(0));
+    // A manager certificate names its replica's Raft id.
+    let (code, err) = run(&issue);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("--id") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    let with_id = [&issue[..], &["--id", "1"]].concat();
+    assert_eq!(run(&with_id).0, Some(0));
     assert!(dir.path().join("certs/replica-1.pem").exists());
     assert!(dir.path().join("certs/replica-1-key.pem").exists());
+    // `certs show` prints the id and the expiry.
+    let shown = Command::new(binary())
+        .args(["certs", "show"])
+        .arg(dir.path().join("certs/replica-1.pem"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(shown.status.success(), "{text}");
+    assert!(
+        text.contains("raft id:  1") && text.contains("role:     manager"),
+        "{text}"
+    );
+    let year = time_year_in(2 * 365);
+    assert!(text.contains(&format!("expires:  {year}-")), "{text}");
     let (code, err) = run(&[
-        "certs", "issue", "--dir", &d, "--role", "manager", "--name", "x",
+        "certs", "issue", "--dir", &d, "--role", "manager", "--name", "x", "--id", "5",
     ]);
     assert_eq!(code, Some(1));
     assert!(
@@ -412,4 +435,28 @@ fn the_certs_command_creates_a_ca_and_issues_certificates() {
         "certs", "issue", "--dir", &d, "--role", "admin", "--name", "x",
     ]);
     assert_eq!(code, Some(2), "clap rejects an unknown role");
+}
+
+/// The year `days` from now (UTC).
+fn time_year_in(days: i64) -> i32 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+        + days * 86_400;
+    // Civil year from days since the epoch (good for 1970..2100).
+    let mut day = secs.div_euclid(86_400);
+    let mut year = 1970;
+    loop {
+        let len = if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 {
+            366
+        } else {
+            365
+        };
+        if day < len {
+            return year;
+        }
+        day -= len;
+        year += 1;
+    }
 }
