@@ -3,7 +3,9 @@
 //! it runs, for failure tests. Nothing is forwarded or replicated: each
 //! request acts on the replica that receives it. Fail points of the code:
 //! `reconcile-stall` (the service loop's round hangs: `return` forever,
-//! `return(MS)` for MS milliseconds).
+//! `return(MS)` for MS milliseconds), `peer-deaf` (no peer request reaches
+//! this replica while its own still go out: a one-way partition) and
+//! `peer-isolated` (no peer traffic in either direction).
 
 use std::collections::BTreeMap;
 

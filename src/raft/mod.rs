@@ -2,9 +2,11 @@
 //! the state-machine store with its snapshots, and the peer network (client
 //! and server). Nothing here knows about HTTP API shapes or containers.
 
+pub mod lease;
 pub mod log_store;
 pub mod network;
 pub mod peer_server;
+pub mod prevote;
 pub mod sm_store;
 
 use std::io::Cursor;

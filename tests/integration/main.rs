@@ -15,6 +15,8 @@ mod docker_env;
 mod docker_tls;
 mod harness;
 mod harness_tls;
+mod large_writes;
+mod partitions;
 mod replication;
 mod runtime;
 mod scripts;
