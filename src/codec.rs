@@ -40,6 +40,13 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
     Ok(out)
 }
 
+/// The length [`encode`] would produce for `value`, without building it.
+pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config())?;
+    Ok(1 + size.bytes_written)
+}
+
 /// Decodes a value written by [`encode`]; the whole buffer must be consumed.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
@@ -71,6 +78,15 @@ pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError>
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn encoded_len_matches_the_encoding() {
+        let value = (7u64, "raftvisor".to_string(), vec![1u8; 300]);
+        assert_eq!(
+            super::encoded_len(&value).unwrap(),
+            super::encode(&value).unwrap().len()
+        );
+    }
+
     use super::*;
 
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]

@@ -101,6 +101,16 @@ pub struct ClusterStatus {
     /// watchdog is off.
     #[serde(default)]
     pub stall_after_ms: Option<u64>,
+    /// On the leader: milliseconds since a quorum of every voting
+    /// configuration last accepted it (its lease is younger than
+    /// `lease_ms`); `null` on followers and before any quorum answered.
+    #[serde(default)]
+    pub quorum_contact_ms: Option<u64>,
+    /// How long quorum contact is trusted: the leader acts on engines only
+    /// while `quorum_contact_ms` is below it, and pauses its supervisor
+    /// beyond it.
+    #[serde(default)]
+    pub lease_ms: u64,
 }
 
 pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> {
@@ -137,6 +147,11 @@ pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> 
             .map(|ago| crate::reconcile::time::format_rfc3339_ms(now_ms().saturating_sub(ago))),
         leader_progress_ms_ago: progress_ms_ago,
         stall_after_ms: replica.watchdog.stall_after().map(|d| d.as_millis() as u64),
+        quorum_contact_ms: replica
+            .quorum_contact()
+            .flatten()
+            .map(|d| d.as_millis() as u64),
+        lease_ms: replica.peers.lease().duration().as_millis() as u64,
         this_id: replica.id,
         cluster_id: replica.sm.read(|s| s.cluster_id.clone()),
         leader_id: metrics.current_leader,

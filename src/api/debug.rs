@@ -5,7 +5,9 @@
 //! `reconcile-stall` (the service loop's round hangs: `return` forever,
 //! `return(MS)` for MS milliseconds); `log-append-io` (every Raft log
 //! append fails as if out of file descriptors: the replica exits with
-//! code 74).
+//! code 74); `peer-deaf` (no peer request reaches this replica while its
+//! own still go out: a one-way partition) and `peer-isolated` (no peer
+//! traffic in either direction).
 
 use std::collections::BTreeMap;
 

@@ -82,6 +82,9 @@ impl From<OpError> for ApiError {
             OpError::NotMember(message) => {
                 ApiError::new(StatusCode::MISDIRECTED_REQUEST, "not_a_member", message)
             }
+            OpError::Overloaded(message) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "overloaded", message)
+            }
         }
     }
 }

@@ -3,11 +3,13 @@
 //! and server). Nothing here knows about HTTP API shapes or containers.
 
 pub mod fatal;
+pub mod lease;
 pub mod log_store;
 pub mod network;
 pub mod peer_certs;
 pub mod peer_identity;
 pub mod peer_server;
+pub mod prevote;
 pub mod sm_store;
 
 use std::io::Cursor;

@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -29,6 +30,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use super::lease::Lease;
 use super::peer_certs::{CertExpiries, SENDER_HEADER};
 use super::{NodeId, PeerNode, TypeConfig};
 use crate::codec;
@@ -40,6 +42,7 @@ pub mod paths {
     pub const VOTE: &str = "/raft/vote";
     pub const SNAPSHOT: &str = "/raft/snapshot";
     pub const LEADER: &str = "/raft/leader";
+    pub const PREVOTE: &str = "/raft/prevote";
 }
 
 /// Why a peer call failed at the transport level.
@@ -54,6 +57,9 @@ pub enum PeerCallError {
     /// The peer does not count this replica among the cluster's members.
     #[error("peer {addr} refuses this replica: {reason}")]
     NotMember { addr: String, reason: String },
+    /// The peer's body limit is below the request's size.
+    #[error("peer {addr} refused the request as too large (HTTP 413)")]
+    TooLarge { addr: String },
 }
 
 /// How long an idle pooled peer connection is kept; the peer server keeps
@@ -77,6 +83,8 @@ pub struct PeerNetwork {
     sender: Option<NodeId>,
     /// Expiry of the certificates peers presented.
     pub cert_expiries: CertExpiries,
+    /// Where accepted appends are recorded for the leader's lease.
+    lease: Arc<Lease>,
 }
 
 impl PeerNetwork {
@@ -113,6 +121,7 @@ impl PeerNetwork {
             watchdog: None,
             sender: None,
             cert_expiries: CertExpiries::default(),
+            lease: Arc::new(Lease::new(Duration::from_millis(150), Instant::now())),
         }
     }
 
@@ -120,6 +129,17 @@ impl PeerNetwork {
     pub fn with_sender(mut self, id: NodeId) -> PeerNetwork {
         self.sender = Some(id);
         self
+    }
+
+    /// This network, recording accepted appends in `lease`.
+    pub fn with_lease(mut self, lease: Arc<Lease>) -> PeerNetwork {
+        self.lease = lease;
+        self
+    }
+
+    /// The contact times this network records.
+    pub fn lease(&self) -> &Arc<Lease> {
+        &self.lease
     }
 
     /// The peers that refused this replica as a non-member within `window`
@@ -194,6 +214,28 @@ impl PeerNetwork {
             addr: addr.to_string(),
             reason: format!("cannot encode request: {e}"),
         })?;
+        self.post(addr, path, body, timeout, header).await
+    }
+
+    /// POSTs an already encoded `body` and decodes the reply.
+    async fn post<Resp: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+        header: Option<(&'static str, String)>,
+    ) -> Result<Resp, PeerCallError> {
+        #[cfg(feature = "failpoints")]
+        if fail::eval("peer-isolated", |_| ()).is_some() {
+            // Cut off: nothing leaves. Waiting a little keeps the callers'
+            // retries from spinning.
+            tokio::time::sleep(timeout.min(Duration::from_millis(50))).await;
+            return Err(PeerCallError::Unreachable {
+                addr: addr.to_string(),
+                reason: "fail point peer-isolated".into(),
+            });
+        }
         let url = format!("{}://{addr}{path}", self.scheme);
         let mut post = self
             .http
@@ -225,6 +267,11 @@ impl PeerNetwork {
                 return Err(PeerCallError::NotMember {
                     addr: addr.to_string(),
                     reason: text,
+                });
+            }
+            if status == reqwest::StatusCode::PAYLOAD_TOO_LARGE {
+                return Err(PeerCallError::TooLarge {
+                    addr: addr.to_string(),
                 });
             }
             return Err(PeerCallError::BadReply {
@@ -282,8 +329,37 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target,
             addr: node.peer_addr.clone(),
             network: self.clone(),
+            inflight: None,
         }
     }
+}
+
+/// Largest append-entries body sent: a quarter of the peer server's limit
+/// (64 MiB). Above it, openraft is told the payload is too large and sends
+/// fewer entries; one entry always fits, as the writer caps batches far
+/// below this (see [`crate::replica::writer`]).
+pub const MAX_APPEND_BYTES: usize = 16 * 1024 * 1024;
+
+/// Appends above this size outlive openraft's per-call timeout (one
+/// heartbeat interval): see [`PeerConnection::append_entries`].
+const DETACH_APPENDS_ABOVE: usize = 64 * 1024;
+
+/// How long a detached append of `bytes` may take: a second plus a second
+/// per 8 MiB, so a slow link still completes what it started.
+fn transfer_timeout(bytes: usize) -> Duration {
+    Duration::from_secs(1) + Duration::from_secs_f64(bytes as f64 / (8.0 * 1024.0 * 1024.0))
+}
+
+type AppendResult =
+    Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>>;
+
+/// A large append still on its way, which later calls join.
+struct InflightAppend {
+    vote: super::Vote,
+    prev: Option<super::LogId>,
+    last: Option<super::LogId>,
+    sent: Instant,
+    task: tokio::task::JoinHandle<AppendResult>,
 }
 
 /// openraft's connection to one peer.
@@ -291,49 +367,182 @@ pub struct PeerConnection {
     target: NodeId,
     addr: String,
     network: PeerNetwork,
+    inflight: Option<InflightAppend>,
+}
+
+impl Drop for PeerConnection {
+    fn drop(&mut self) {
+        // The replication stream is gone (a new term, a removed peer).
+        if let Some(inflight) = self.inflight.take() {
+            inflight.task.abort();
+        }
+    }
+}
+
+/// One Raft exchange with `target`: posts `body` and maps failures to
+/// openraft's errors.
+async fn raft_exchange<Resp, E>(
+    network: PeerNetwork,
+    target: NodeId,
+    addr: String,
+    path: &'static str,
+    body: Vec<u8>,
+    timeout: Duration,
+    header: Option<(&'static str, String)>,
+) -> Result<Resp, RPCError<NodeId, PeerNode, RaftError<NodeId, E>>>
+where
+    Resp: DeserializeOwned,
+    E: std::error::Error + DeserializeOwned,
+{
+    let reply: Result<Resp, RaftError<NodeId, E>> = network
+        .post(&addr, path, body, timeout, header)
+        .await
+        .map_err(|e| match e {
+            PeerCallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+            PeerCallError::NotMember { .. } => {
+                network.refused(target);
+                RPCError::Unreachable(Unreachable::new(&e))
+            }
+            // Only appends are ever large; one entry at a time always fits.
+            PeerCallError::TooLarge { .. } if path == paths::APPEND => {
+                RPCError::PayloadTooLarge(PayloadTooLarge::new_entries_hint(1))
+            }
+            _ => RPCError::Network(NetworkError::new(&e)),
+        })?;
+    network.touch(target);
+    reply.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
 }
 
 impl PeerConnection {
     async fn raft_call<Req, Resp, E>(
         &self,
-        path: &str,
+        path: &'static str,
         request: &Req,
         option: &RPCOption,
-        header: Option<(&'static str, String)>,
     ) -> Result<Resp, RPCError<NodeId, PeerNode, RaftError<NodeId, E>>>
     where
         Req: Serialize,
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let reply: Result<Resp, RaftError<NodeId, E>> = self
-            .network
-            .call_with_header(&self.addr, path, request, option.hard_ttl(), header)
-            .await
-            .map_err(|e| match e {
-                PeerCallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-                PeerCallError::NotMember { .. } => {
-                    self.network.refused(self.target);
-                    RPCError::Unreachable(Unreachable::new(&e))
-                }
-                _ => RPCError::Network(NetworkError::new(&e)),
-            })?;
-        self.network.touch(self.target);
-        reply.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        let body = codec::encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        raft_exchange(
+            self.network.clone(),
+            self.target,
+            self.addr.clone(),
+            path,
+            body,
+            option.hard_ttl(),
+            None,
+        )
+        .await
+    }
+
+    /// Waits for `inflight` to answer, keeping it joinable should openraft
+    /// give up on this call first, and answers for a request whose
+    /// entries end at `wanted_last` (at or after the in-flight ones).
+    async fn finish(
+        &mut self,
+        inflight: InflightAppend,
+        wanted_last: Option<super::LogId>,
+    ) -> AppendResult {
+        let pending = self.inflight.insert(inflight);
+        let joined = (&mut pending.task).await;
+        let inflight = self.inflight.take().expect("put there above");
+        let reply = match joined {
+            Ok(reply) => reply,
+            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
+        };
+        let reply = reply.map(|response| match response {
+            AppendEntriesResponse::Success if inflight.last != wanted_last => {
+                AppendEntriesResponse::PartialSuccess(inflight.last)
+            }
+            other => other,
+        });
+        self.record_ack(&reply, inflight.vote.leader_id().get_term(), inflight.sent);
+        reply
+    }
+
+    fn record_ack(&self, reply: &AppendResult, term: u64, sent: Instant) {
+        if let Ok(
+            AppendEntriesResponse::Success
+            | AppendEntriesResponse::PartialSuccess(_)
+            | AppendEntriesResponse::Conflict,
+        ) = reply
+        {
+            // The peer accepted this leader's vote: it follows us as of `sent`.
+            self.network.lease.acked(self.target, term, sent);
+        }
     }
 }
 
 impl RaftNetwork<TypeConfig> for PeerConnection {
+    /// Small appends (heartbeats included) are plain calls within
+    /// openraft's timeout of one heartbeat interval. A large one could
+    /// never finish within it — openraft would cancel and resend it
+    /// forever — so it runs as its own task with a timeout that grows with
+    /// its size; the calls openraft makes meanwhile for the same range
+    /// join it instead of sending it again.
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
+    ) -> AppendResult {
+        let last = rpc.entries.last().map(|e| e.log_id);
+        if let Some(inflight) = self.inflight.take() {
+            if inflight.vote == rpc.vote
+                && inflight.prev == rpc.prev_log_id
+                && inflight.last <= last
+            {
+                return self.finish(inflight, last).await;
+            }
+            inflight.task.abort();
+        }
+        let term = rpc.vote.leader_id().get_term();
+        let body = codec::encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        if body.len() > MAX_APPEND_BYTES && rpc.entries.len() > 1 {
+            let fitting = (rpc.entries.len() * MAX_APPEND_BYTES / body.len()).max(1);
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fitting as u64),
+            ));
+        }
+        let sent = Instant::now();
         let progress = self.network.watchdog.as_ref().and_then(|w| {
-            w.header_for(rpc.vote.leader_id().term, Instant::now())
+            w.header_for(term, sent)
                 .map(|value| (PROGRESS_HEADER, value))
         });
-        self.raft_call(paths::APPEND, &rpc, &option, progress).await
+        if body.len() <= DETACH_APPENDS_ABOVE {
+            let reply = raft_exchange(
+                self.network.clone(),
+                self.target,
+                self.addr.clone(),
+                paths::APPEND,
+                body,
+                option.hard_ttl(),
+                progress,
+            )
+            .await;
+            self.record_ack(&reply, term, sent);
+            return reply;
+        }
+        let timeout = transfer_timeout(body.len());
+        let task = tokio::spawn(raft_exchange(
+            self.network.clone(),
+            self.target,
+            self.addr.clone(),
+            paths::APPEND,
+            body,
+            timeout,
+            progress,
+        ));
+        let inflight = InflightAppend {
+            vote: rpc.vote,
+            prev: rpc.prev_log_id,
+            last,
+            sent,
+            task,
+        };
+        self.finish(inflight, last).await
     }
 
     async fn install_snapshot(
@@ -344,7 +553,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, PeerNode, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.raft_call(paths::SNAPSHOT, &rpc, &option, None).await
+        self.raft_call(paths::SNAPSHOT, &rpc, &option).await
     }
 
     async fn vote(
@@ -352,7 +561,7 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>> {
-        self.raft_call(paths::VOTE, &rpc, &option, None).await
+        self.raft_call(paths::VOTE, &rpc, &option).await
     }
 
     fn backoff(&self) -> Backoff {

@@ -19,9 +19,13 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::error::RaftError;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest, VoteResponse,
+};
 
 use super::network::{paths, NOT_A_MEMBER};
+use super::prevote::{self, PreVoteRequest};
 use super::{NodeId, TypeConfig};
 use crate::codec;
 use crate::reconcile::watchdog::PROGRESS_HEADER;
@@ -33,18 +37,39 @@ const MAX_PEER_BODY: usize = 64 * 1024 * 1024;
 
 /// The peer router for `replica`.
 pub fn router(replica: Arc<Replica>) -> Router {
-    Router::new()
+    let router = Router::new()
         .route(paths::APPEND, post(append))
         .route(paths::VOTE, post(vote))
         .route(paths::SNAPSHOT, post(snapshot))
         .route(paths::LEADER, post(leader))
+        .route(paths::PREVOTE, post(prevote))
         // Inside the body limit, which it honours when it reads a message.
         .layer(axum::middleware::from_fn_with_state(
             replica.clone(),
             super::peer_identity::screen,
         ))
-        .layer(DefaultBodyLimit::max(MAX_PEER_BODY))
-        .with_state(replica)
+        .layer(DefaultBodyLimit::max(MAX_PEER_BODY));
+    #[cfg(feature = "failpoints")]
+    let router = router.layer(axum::middleware::from_fn(drop_when_partitioned));
+    router.with_state(replica)
+}
+
+/// Fail points `peer-deaf` (nothing reaches this replica's peer server:
+/// a one-way partition, since its own calls still go out) and
+/// `peer-isolated` (also cuts its calls, see the peer client): requests
+/// are held, then refused, as a dropped packet would time out.
+#[cfg(feature = "failpoints")]
+async fn drop_when_partitioned(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let cut =
+        fail::eval("peer-deaf", |_| ()).is_some() || fail::eval("peer-isolated", |_| ()).is_some();
+    if cut {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        return (StatusCode::SERVICE_UNAVAILABLE, "fail point: partitioned").into_response();
+    }
+    next.run(request).await
 }
 
 /// Decodes the request, runs `handle` and encodes its answer.
@@ -140,13 +165,28 @@ async fn append(
     if let Some(progress) = headers.get(PROGRESS_HEADER).and_then(|v| v.to_str().ok()) {
         replica.watchdog.heard(progress, std::time::Instant::now());
     }
-    exchange(&body, |request: AppendEntriesRequest<TypeConfig>| {
-        replica.raft.append_entries(request)
+    exchange(&body, |request: AppendEntriesRequest<TypeConfig>| async {
+        let from_leader = request.vote.is_committed();
+        let reply = replica.raft.append_entries(request).await;
+        if from_leader
+            && matches!(
+                reply,
+                Ok(AppendEntriesResponse::Success
+                    | AppendEntriesResponse::PartialSuccess(_)
+                    | AppendEntriesResponse::Conflict)
+            )
+        {
+            // This replica follows a live leader: it stays loyal a while.
+            replica.peers.lease().heard_leader(Instant::now());
+        }
+        reply
     })
     .await
 }
 
-/// Vote requests, refused when their candidate is not a member.
+/// Vote requests, refused when their candidate is not a member, and
+/// without adopting the candidate's term while this replica is loyal to a
+/// live leader or leads one (leader stickiness, Raft thesis §4.2.3).
 async fn vote(State(replica): State<Arc<Replica>>, body: Bytes) -> Response {
     let request: VoteRequest<NodeId> = match decode(&body) {
         Ok(request) => request,
@@ -155,7 +195,38 @@ async fn vote(State(replica): State<Arc<Replica>>, body: Bytes) -> Response {
     if let Some(refusal) = refuse_non_member(&replica, request.vote.leader_id().voted_for()) {
         return refusal;
     }
+    if let Some(sticky) = replica.vote_stickiness() {
+        tracing::info!(
+            candidate = ?request.vote.leader_id().voted_for(),
+            term = request.vote.leader_id().get_term(),
+            "vote refused: this replica {sticky}"
+        );
+        let metrics = replica.metrics();
+        let last_log = replica.raft.data_metrics().borrow().last_log;
+        let reply: Result<VoteResponse<NodeId>, RaftError<NodeId>> =
+            Ok(VoteResponse::new(metrics.vote, last_log, false));
+        return encode_reply(&reply);
+    }
     encode_reply(&replica.raft.vote(request).await)
+}
+
+/// Pre-vote requests (see [`super::prevote`]); nothing changes here.
+async fn prevote(State(replica): State<Arc<Replica>>, body: Bytes) -> Response {
+    let request: PreVoteRequest = match decode(&body) {
+        Ok(request) => request,
+        Err(refusal) => return *refusal,
+    };
+    if let Some(refusal) = refuse_non_member(&replica, Some(request.candidate)) {
+        return refusal;
+    }
+    let term = replica.metrics().current_term;
+    let last_log = replica.raft.data_metrics().borrow().last_log;
+    encode_reply(&prevote::answer(
+        &request,
+        term,
+        last_log,
+        replica.vote_stickiness(),
+    ))
 }
 
 async fn snapshot(State(replica): State<Arc<Replica>>, body: Bytes) -> Response {

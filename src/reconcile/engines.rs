@@ -1,22 +1,49 @@
 //! One runtime client per Docker endpoint, shared by every controller and
-//! reused across reconciles (connection pools stay warm).
+//! reused across reconciles (connection pools stay warm), optionally
+//! behind a [`Gate`] that every mutating call (create, start, stop,
+//! remove) must pass at the moment it is made — the leader's lease. Reads
+//! (list, inspect, events, ping) are never gated.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::stream::BoxStream;
 
 use crate::runtime::docker::DockerRuntime;
-use crate::runtime::{ContainerRuntime, RuntimeError};
+use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerSpec, RuntimeError, RuntimeEvent};
 use crate::state::Node;
+
+/// Says whether engines may be changed right now, or why not.
+pub type Gate = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
 
 /// Connects runtimes on demand; tests may install their own.
 #[derive(Clone, Default)]
 pub struct Engines {
     by_endpoint: Arc<Mutex<HashMap<String, Arc<dyn ContainerRuntime>>>>,
+    gate: Option<Gate>,
 }
 
 impl Engines {
-    /// The runtime of `node`'s engine.
+    /// These engines, with every mutating call first passing `gate`.
+    pub fn gated(mut self, gate: Gate) -> Engines {
+        self.gate = Some(gate);
+        self
+    }
+
+    /// The runtime of `node`'s engine, behind the gate if there is one.
     pub fn for_node(&self, node: &Node) -> Result<Arc<dyn ContainerRuntime>, RuntimeError> {
+        let runtime = self.connect(node)?;
+        Ok(match &self.gate {
+            Some(gate) => Arc::new(Gated {
+                inner: runtime,
+                gate: gate.clone(),
+            }),
+            None => runtime,
+        })
+    }
+
+    fn connect(&self, node: &Node) -> Result<Arc<dyn ContainerRuntime>, RuntimeError> {
         let endpoint = &node.spec.docker_endpoint;
         // Changed TLS files make a new client; the old one may be refused.
         let key = match &node.spec.docker_tls {
@@ -41,6 +68,62 @@ impl Engines {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(endpoint.to_string(), runtime);
+    }
+}
+
+/// A runtime whose mutating calls pass a [`Gate`] first.
+struct Gated {
+    inner: Arc<dyn ContainerRuntime>,
+    gate: Gate,
+}
+
+impl Gated {
+    fn pass(&self, operation: &'static str) -> Result<(), RuntimeError> {
+        (self.gate)().map_err(|reason| RuntimeError::NoLease { operation, reason })
+    }
+}
+
+#[async_trait::async_trait]
+impl ContainerRuntime for Gated {
+    fn endpoint(&self) -> &str {
+        self.inner.endpoint()
+    }
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.inner.ping().await
+    }
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        self.pass("create")?;
+        self.inner.create(spec).await
+    }
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.pass("start")?;
+        self.inner.start(id).await
+    }
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        self.pass("stop")?;
+        self.inner.stop(id, grace).await
+    }
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.pass("remove")?;
+        self.inner.remove(id).await
+    }
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError> {
+        self.inner.inspect(id).await
+    }
+    async fn list(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        self.inner.list(labels).await
+    }
+    async fn events(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<BoxStream<'static, Result<RuntimeEvent, RuntimeError>>, RuntimeError> {
+        self.inner.events(labels).await
+    }
+    async fn image_exists(&self, image: &str) -> Result<bool, RuntimeError> {
+        self.inner.image_exists(image).await
     }
 }
 

@@ -271,6 +271,11 @@ async fn replace(
     replacement: Replacement,
 ) -> Result<(), String> {
     let Replacement { dead, new } = replacement;
+    // Starting and removing manager containers are engine actions: only a
+    // leader with a fresh quorum takes them.
+    if !replica.holds_lease() {
+        return Err("this leader has no fresh quorum contact: not replacing managers now".into());
+    }
     let placement = plan
         .managers
         .iter()

@@ -3,7 +3,12 @@
 //! ([`nodes`]). They run only while this replica is the Raft leader and stop
 //! the moment it is not (a new term or a step-down); everything they decide
 //! is written through Raft first, so the next leader continues where they
-//! stopped. Decisions are pure ([`plan`], [`placement`], [`backoff`]); the
+//! stopped. They act on engines only while this replica holds its lease
+//! (a quorum answered it within less than an election timeout): a leader
+//! cut off from its quorum pauses them, and every mutating engine call is
+//! gated on the lease at the moment it is made ([`engines::Gate`]), so a
+//! deposed leader that does not know it yet never undoes the work of the
+//! leader that replaced it. Decisions are pure ([`plan`], [`placement`], [`backoff`]); the
 //! controllers only observe and act. Their completed rounds feed the
 //! [`watchdog`], which makes a leader whose supervision stalled give up
 //! its leadership.
@@ -78,6 +83,7 @@ pub async fn run_while_leader(
     settings: SupervisorSettings,
     shutdown: CancellationToken,
 ) {
+    let engines = engines.gated(lease_gate(replica.clone()));
     let mut metrics = replica.raft.metrics();
     loop {
         let leading_term = {
@@ -85,44 +91,7 @@ pub async fn run_while_leader(
             (m.state == ServerState::Leader).then_some(m.current_term)
         };
         if let Some(term) = leading_term {
-            let token = shutdown.child_token();
-            tracing::info!(term, "leading: starting the supervisor");
-            replica.watchdog.leading(term, Instant::now());
-            let services = tokio::spawn(services::run(
-                replica.clone(),
-                engines.clone(),
-                settings.clone(),
-                replica.watchdog.reporter(Loop::Services, term),
-                token.clone(),
-            ));
-            let nodes = tokio::spawn(nodes::run(
-                replica.clone(),
-                engines.clone(),
-                settings.clone(),
-                replica.watchdog.reporter(Loop::Nodes, term),
-                token.clone(),
-            ));
-            let managers = tokio::spawn(managers::run(replica.clone(), token.clone()));
-            // Stop at once when leadership or the term changes.
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    changed = metrics.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                        let m = metrics.borrow();
-                        if m.state != ServerState::Leader || m.current_term != term {
-                            break;
-                        }
-                    }
-                }
-            }
-            token.cancel();
-            let _ = services.await;
-            let _ = nodes.await;
-            let _ = managers.await;
-            tracing::info!(term, "no longer leading: supervisor stopped");
+            lead(&replica, &engines, &settings, term, &mut metrics, &shutdown).await;
         }
         if shutdown.is_cancelled() {
             return;
@@ -132,6 +101,133 @@ pub async fn run_while_leader(
             changed = metrics.changed() => if changed.is_err() { return },
         }
     }
+}
+
+/// The engine gate of a leader: refuses while this replica does not hold
+/// its lease (see [`Replica::holds_lease`]).
+fn lease_gate(replica: Arc<Replica>) -> engines::Gate {
+    Arc::new(move || {
+        if replica.holds_lease() {
+            Ok(())
+        } else {
+            Err(match replica.quorum_contact() {
+                None => "this replica does not lead".to_string(),
+                Some(None) => "no quorum has answered this leader yet".to_string(),
+                Some(Some(age)) => format!(
+                    "this leader last heard from a quorum {} ms ago",
+                    age.as_millis()
+                ),
+            })
+        }
+    })
+}
+
+/// The controllers of one term, running.
+struct Controllers {
+    token: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Controllers {
+    fn start(
+        replica: &Arc<Replica>,
+        engines: &Engines,
+        settings: &SupervisorSettings,
+        term: u64,
+        shutdown: &CancellationToken,
+    ) -> Controllers {
+        let token = shutdown.child_token();
+        replica.watchdog.leading(term, Instant::now());
+        let tasks = vec![
+            tokio::spawn(services::run(
+                replica.clone(),
+                engines.clone(),
+                settings.clone(),
+                replica.watchdog.reporter(Loop::Services, term),
+                token.clone(),
+            )),
+            tokio::spawn(nodes::run(
+                replica.clone(),
+                engines.clone(),
+                settings.clone(),
+                replica.watchdog.reporter(Loop::Nodes, term),
+                token.clone(),
+            )),
+            tokio::spawn(managers::run(replica.clone(), token.clone())),
+        ];
+        Controllers { token, tasks }
+    }
+
+    async fn stop(self) {
+        self.token.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Leads `term`: runs the controllers while a quorum keeps answering, and
+/// pauses them — cancelling whatever engine calls are in flight — once
+/// quorum contact is older than the lease, which is shorter than one
+/// election timeout. A leader cut off from its quorum may already have
+/// been replaced; it resumes when a quorum answers it again.
+async fn lead(
+    replica: &Arc<Replica>,
+    engines: &Engines,
+    settings: &SupervisorSettings,
+    term: u64,
+    metrics: &mut tokio::sync::watch::Receiver<crate::raft::RaftMetrics>,
+    shutdown: &CancellationToken,
+) {
+    tracing::info!(term, "leading: starting the supervisor");
+    let mut check = tokio::time::interval(Duration::from_millis(
+        replica.config.raft.heartbeat_ms.max(1),
+    ));
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut running: Option<Controllers> = None;
+    let mut paused = false;
+    loop {
+        let holds = replica.holds_lease();
+        if holds && running.is_none() {
+            if paused {
+                tracing::info!(term, "a quorum answers again: resuming the supervisor");
+                paused = false;
+            }
+            running = Some(Controllers::start(
+                replica, engines, settings, term, shutdown,
+            ));
+        } else if !holds && running.is_some() {
+            let age = replica.quorum_contact().flatten();
+            tracing::warn!(
+                term,
+                quorum_contact_ms = age.map(|a| a.as_millis() as u64),
+                "lost contact with a quorum: pausing the supervisor"
+            );
+            if let Some(controllers) = running.take() {
+                controllers.stop().await;
+            }
+            // A paused leader makes no progress by design: not a stall.
+            replica.watchdog.following();
+            paused = true;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = check.tick() => {}
+            changed = metrics.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                let m = metrics.borrow();
+                if m.state != ServerState::Leader || m.current_term != term {
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(controllers) = running.take() {
+        controllers.stop().await;
+    }
+    tracing::info!(term, "no longer leading: supervisor stopped");
 }
 
 #[cfg(test)]

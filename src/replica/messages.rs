@@ -41,4 +41,7 @@ pub enum LeaderError {
     Unavailable(String),
     #[error("{0}")]
     Rejected(String),
+    /// The leader's write queue is full: retry later (HTTP 429).
+    #[error("{0}")]
+    Overloaded(String),
 }

@@ -6,6 +6,7 @@
 //! A write gets its [`RequestId`] here, on the replica that first accepts
 //! it, so forwarding it again after a lost answer cannot apply it twice.
 
+pub mod elector;
 pub mod messages;
 pub mod writer;
 
@@ -17,6 +18,7 @@ use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 
 use crate::config::AgentConfig;
+use crate::raft::lease::{Lease, Sticky};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{paths, PeerCallError, PeerNetwork};
 use crate::raft::sm_store::StateMachineStore;
@@ -53,6 +55,9 @@ pub enum OpError {
     /// This replica was removed from the cluster: ask a member instead.
     #[error("{0}")]
     NotMember(String),
+    /// The leader has more writes queued than it accepts: retry later.
+    #[error("{0}")]
+    Overloaded(String),
 }
 
 /// A running replica.
@@ -96,6 +101,8 @@ impl Replica {
             ),
             max_in_snapshot_log_to_keep: config.raft.keep_logs_after_snapshot,
             max_payload_entries: 64,
+            // Elections start from the elector, after a pre-vote round.
+            enable_elect: false,
             ..Default::default()
         };
         let raft_config = Arc::new(
@@ -114,7 +121,11 @@ impl Replica {
                 .enabled
                 .then(|| Duration::from_millis(config.supervisor.stall_after_ms)),
         );
-        let peers = peers.with_watchdog(watchdog.clone());
+        let lease = Arc::new(Lease::new(
+            Duration::from_millis(config.raft.election_max_ms),
+            Instant::now(),
+        ));
+        let peers = peers.with_watchdog(watchdog.clone()).with_lease(lease);
         let raft = Raft::new(config.id, raft_config, peers.clone(), log_store, sm.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -133,6 +144,7 @@ impl Replica {
         });
         replica.initialize_if_first().await?;
         tokio::spawn(housekeeping(replica.clone()));
+        tokio::spawn(elector::run(replica.clone()));
         tokio::spawn(stop_when_removed(replica.clone()));
         Ok(replica)
     }
@@ -357,6 +369,7 @@ impl Replica {
             match result {
                 Ok(reply) => return Ok(reply),
                 Err(LeaderError::Rejected(reason)) => return Err(OpError::Rejected(reason)),
+                Err(LeaderError::Overloaded(reason)) => return Err(OpError::Overloaded(reason)),
                 Err(LeaderError::NotLeader { leader: hint }) => {
                     last_problem = format!("leader moved (now {hint:?})");
                     self.wait_for_metrics_change(remaining.min(Duration::from_millis(20)))
@@ -521,6 +534,39 @@ impl Replica {
         let metrics = metrics.borrow();
         let membership = metrics.membership_config.membership();
         membership.nodes().next().is_some() && membership.get_node(&id).is_none()
+    }
+
+    /// While this replica leads: how long ago a quorum of every voting
+    /// configuration last accepted it (`None` inside when none has in
+    /// this term yet). `None` when it does not lead.
+    pub fn quorum_contact(&self) -> Option<Option<Duration>> {
+        let now = Instant::now();
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        if metrics.state != ServerState::Leader {
+            return None;
+        }
+        let configs = metrics.membership_config.membership().get_joint_config();
+        Some(
+            self.peers
+                .lease()
+                .quorum_acked_at(self.id, metrics.current_term, configs, now)
+                .map(|at| now.saturating_duration_since(at)),
+        )
+    }
+
+    /// Whether this replica leads with quorum contact younger than the
+    /// lease: no other leader can exist now, so it may act on engines.
+    pub fn holds_lease(&self) -> bool {
+        matches!(self.quorum_contact(), Some(Some(age)) if age < self.peers.lease().duration())
+    }
+
+    /// Why a vote or pre-vote must be refused now without looking at the
+    /// candidate (leader stickiness), if it must.
+    pub fn vote_stickiness(&self) -> Option<Sticky> {
+        self.peers
+            .lease()
+            .refuses_vote(self.quorum_contact(), Instant::now())
     }
 
     /// Current voting members.

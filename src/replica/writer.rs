@@ -3,8 +3,13 @@
 //! replica (openraft 0.9 writes one entry per `client_write`).
 //!
 //! A bounded number of batches is in flight at once; while the pipeline is
-//! full, new writes wait in the queue and the next batch takes all of them.
+//! full, new writes wait in the queue and the next batch takes all of them
+//! — up to [`MAX_BATCH_BYTES`], so every entry fits in one append far
+//! below the peer server's body limit. Writes queued or in flight are
+//! bounded in bytes too: beyond [`MAX_QUEUED_BYTES`] a write is refused as
+//! overloaded (HTTP 429) at once instead of waiting for a timeout.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -16,57 +21,119 @@ use crate::state::{Applied, Batch, Request};
 
 /// Most requests in one entry.
 const MAX_BATCH: usize = 512;
+/// Most bytes of requests in one entry (one request larger than this
+/// makes an entry of its own).
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Most bytes of writes queued or in flight on the leader.
+pub const MAX_QUEUED_BYTES: usize = 64 * 1024 * 1024;
 /// Batches appended but not yet committed.
 const MAX_IN_FLIGHT: usize = 4;
 
-type Pending = (Request, oneshot::Sender<Result<Applied, LeaderError>>);
+struct Pending {
+    request: Request,
+    bytes: usize,
+    answer: oneshot::Sender<Result<Applied, LeaderError>>,
+}
 
 /// Handle to the batching task.
 #[derive(Clone)]
 pub struct Writer {
     queue: mpsc::Sender<Pending>,
+    /// Bytes of the writes accepted and not yet answered.
+    queued: Arc<AtomicUsize>,
 }
 
 impl Writer {
     /// Starts the batching task for `raft`.
     pub fn start(raft: Raft) -> Writer {
         let (queue, receiver) = mpsc::channel(8 * MAX_BATCH);
-        tokio::spawn(run(raft, receiver));
-        Writer { queue }
+        let queued = Arc::new(AtomicUsize::new(0));
+        tokio::spawn(run(raft, receiver, queued.clone()));
+        Writer { queue, queued }
     }
 
     /// Proposes `request` and waits for its outcome.
     pub async fn write(&self, request: Request) -> Result<Applied, LeaderError> {
-        let (tx, rx) = oneshot::channel();
-        self.queue
-            .send((request, tx))
-            .await
-            .map_err(|_| LeaderError::Unavailable("the replica is shutting down".into()))?;
+        let bytes = crate::codec::encoded_len(&request).unwrap_or(0);
+        let before = self.queued.fetch_add(bytes, Ordering::AcqRel);
+        // One write alone always gets in, however large.
+        if before > 0 && before + bytes > MAX_QUEUED_BYTES {
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+            metrics::counter!("raftvisor_writes_refused_overloaded_total").increment(1);
+            return Err(LeaderError::Overloaded(format!(
+                "the leader has {} MiB of writes queued (limit {} MiB): retry later",
+                before / (1024 * 1024),
+                MAX_QUEUED_BYTES / (1024 * 1024)
+            )));
+        }
+        let (answer, rx) = oneshot::channel();
+        let sent = self
+            .queue
+            .send(Pending {
+                request,
+                bytes,
+                answer,
+            })
+            .await;
+        if sent.is_err() {
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(LeaderError::Unavailable(
+                "the replica is shutting down".into(),
+            ));
+        }
         rx.await.map_err(|_| {
             LeaderError::Unavailable("the write was dropped while the replica shut down".into())
         })?
     }
 }
 
-async fn run(raft: Raft, mut receiver: mpsc::Receiver<Pending>) {
+/// The next batch: `first` and whatever else is queued, up to
+/// [`MAX_BATCH`] requests and [`MAX_BATCH_BYTES`]; the request that would
+/// overflow it is left in `carry` for the next one.
+fn gather(
+    first: Pending,
+    receiver: &mut mpsc::Receiver<Pending>,
+    carry: &mut Option<Pending>,
+) -> Vec<Pending> {
+    let mut bytes = first.bytes;
+    let mut pending = vec![first];
+    while pending.len() < MAX_BATCH {
+        match receiver.try_recv() {
+            Ok(next) if bytes + next.bytes > MAX_BATCH_BYTES => {
+                *carry = Some(next);
+                break;
+            }
+            Ok(next) => {
+                bytes += next.bytes;
+                pending.push(next);
+            }
+            Err(_) => break,
+        }
+    }
+    pending
+}
+
+async fn run(raft: Raft, mut receiver: mpsc::Receiver<Pending>, queued: Arc<AtomicUsize>) {
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let mut carry: Option<Pending> = None;
     loop {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let Some(first) = receiver.recv().await else {
-            return;
+        let first = match carry.take() {
+            Some(first) => first,
+            None => match receiver.recv().await {
+                Some(first) => first,
+                None => return,
+            },
         };
-        let mut pending = vec![first];
-        while pending.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(next) => pending.push(next),
-                Err(_) => break,
-            }
-        }
-        let (requests, waiters): (Vec<Request>, Vec<_>) = pending.into_iter().unzip();
+        let pending = gather(first, &mut receiver, &mut carry);
+        let bytes: usize = pending.iter().map(|p| p.bytes).sum();
+        let (requests, waiters): (Vec<Request>, Vec<_>) =
+            pending.into_iter().map(|p| (p.request, p.answer)).unzip();
         metrics::histogram!("raftvisor_write_batch_size").record(requests.len() as f64);
         let proposal = raft.client_write_ff(Batch { requests }).await;
+        let queued = queued.clone();
         tokio::spawn(async move {
             let outcome = match proposal {
                 Ok(receiver) => match receiver.await {
@@ -88,6 +155,7 @@ async fn run(raft: Raft, mut receiver: mpsc::Receiver<Pending>) {
                     }
                 }
             }
+            queued.fetch_sub(bytes, Ordering::AcqRel);
             drop(permit);
         });
     }

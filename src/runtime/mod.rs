@@ -140,6 +140,12 @@ pub enum RuntimeError {
     Invalid(String),
     #[error("engine error: {0}")]
     Engine(String),
+    /// A leader without a fresh quorum may not change engines.
+    #[error("refusing to {operation} a container: {reason}")]
+    NoLease {
+        operation: &'static str,
+        reason: String,
+    },
 }
 
 impl RuntimeError {
