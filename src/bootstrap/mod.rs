@@ -537,11 +537,41 @@ async fn record_plan(
     Ok(())
 }
 
+/// Copies `machine`'s engine TLS files into the managers' `docker_tls_dir`
+/// (private files, rewritten only when they changed).
+fn stage_docker_tls(file: &ClusterFile, machine: &plan::Machine) -> Result<(), String> {
+    let Some((source, staged)) = file.staged_docker_tls(machine) else {
+        return Ok(());
+    };
+    for (from, to) in [
+        (&source.ca_cert, &staged.ca_cert),
+        (&source.cert, &staged.cert),
+        (&source.key, &staged.key),
+    ] {
+        let bytes = std::fs::read(from).map_err(|e| format!("cannot read {from}: {e}"))?;
+        if std::fs::read(to).ok().as_deref() == Some(&bytes[..]) {
+            continue;
+        }
+        let _ = std::fs::remove_file(to);
+        write_private(Path::new(to), &bytes).map_err(|e| format!("cannot write {to}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Each node registered as the file says.
 async fn nodes(file: &ClusterFile, client: &Client, report: &mut Report) -> anyhow::Result<()> {
     const STEP: &str = "nodes";
     let bar = report.step(STEP, file.nodes.len());
     for node in &file.nodes {
+        if let Err(e) = stage_docker_tls(file, file.machine(&node.machine)) {
+            report.record(
+                &bar,
+                STEP,
+                &format!("node {}", node.name),
+                Outcome::Failed(e),
+            )?;
+            continue;
+        }
         let spec = file.node_spec(node);
         let outcome = match client.node_get(&node.name).await {
             Ok(existing) if existing.spec == spec => Outcome::Unchanged,

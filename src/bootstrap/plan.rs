@@ -323,8 +323,14 @@ impl ClusterFile {
              \n[auth]\nbootstrap_token_file = \"{IN_CONTAINER}/bootstrap.token\"\n\
              \n[secrets]\nkey_file = \"{IN_CONTAINER}/secrets.key\"\n"
         ));
+        // TLS files of the nodes' engines live in the shared state
+        // directory, which every manager container mounts at its own path.
+        text.push_str(&format!(
+            "\n[supervisor]\ndocker_tls_dir = {:?}\n",
+            self.docker_tls_dir().display().to_string()
+        ));
         if let Some(ms) = self.replace_after_ms {
-            text.push_str(&format!("\n[supervisor]\nreplace_after_ms = {ms}\n"));
+            text.push_str(&format!("replace_after_ms = {ms}\n"));
         }
         text
     }
@@ -390,6 +396,32 @@ impl ClusterFile {
         }
     }
 
+    /// Where the managers find the TLS files of the nodes' engines (their
+    /// `[supervisor] docker_tls_dir`): copies bootstrap makes of each
+    /// machine's `docker_tls`, see [`ClusterFile::staged_docker_tls`].
+    pub fn docker_tls_dir(&self) -> PathBuf {
+        self.state_dir.join("docker-tls")
+    }
+
+    /// The `docker_tls` of `machine` as staged under
+    /// [`ClusterFile::docker_tls_dir`]: `(source, staged)` paths of its CA,
+    /// certificate and key.
+    pub fn staged_docker_tls(&self, machine: &Machine) -> Option<(DockerTls, DockerTls)> {
+        let tls = machine.docker_tls.clone()?;
+        let staged = |what: &str| {
+            self.docker_tls_dir()
+                .join(format!("{}-{what}.pem", machine.name))
+                .display()
+                .to_string()
+        };
+        let copy = DockerTls {
+            ca_cert: staged("ca"),
+            cert: staged("cert"),
+            key: staged("key"),
+        };
+        Some((tls, copy))
+    }
+
     /// The spec a workload node is registered with.
     pub fn node_spec(&self, node: &NodePlacement) -> NodeSpec {
         let machine = self.machine(&node.machine);
@@ -401,7 +433,7 @@ impl ClusterFile {
             zone: node.zone.clone(),
             labels: Default::default(),
             capacity: Default::default(),
-            docker_tls: machine.docker_tls.clone(),
+            docker_tls: self.staged_docker_tls(machine).map(|(_, staged)| staged),
         }
     }
 }

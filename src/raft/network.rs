@@ -183,7 +183,8 @@ impl PeerNetwork {
             .remove(&id);
     }
 
-    fn refused(&self, id: NodeId) {
+    /// Peer `id` refused this replica as a non-member.
+    pub fn refused(&self, id: NodeId) {
         self.refused_as_non_member
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -20,7 +20,7 @@ use openraft::ServerState;
 use rand::Rng;
 
 use super::Replica;
-use crate::raft::network::paths;
+use crate::raft::network::{paths, PeerCallError};
 use crate::raft::prevote::{is_quorum, PreVoteRequest, PreVoteResponse};
 use crate::raft::{NodeId, Vote};
 
@@ -95,7 +95,13 @@ pub async fn run(replica: Arc<Replica>) {
                     granted.insert(id);
                 }
                 Ok(a) => refusals.push(format!("{id}: {}", a.reason)),
-                Err(e) => refusals.push(format!("{id}: {e}")),
+                Err(e) => {
+                    if matches!(e, PeerCallError::NotMember { .. }) {
+                        // Counts towards finding out this replica was removed.
+                        replica.peers.refused(id);
+                    }
+                    refusals.push(format!("{id}: {e}"));
+                }
             }
         }
         // The round took a while (an unreachable voter times out): a leader

@@ -47,6 +47,21 @@ pub(crate) fn config(double: &ArmDouble, dir: &std::path::Path, secret: &str) ->
         .unwrap();
         *path = file;
     }
+    // The managers' client files for the engines: bootstrap copies them
+    // into the managers' docker_tls_dir, so they must exist.
+    for (name, path) in [
+        ("client-ca.pem", &mut config.docker.client.ca_cert),
+        ("client-cert.pem", &mut config.docker.client.cert),
+        ("client-key.pem", &mut config.docker.client.key),
+    ] {
+        let file = dir.join(name);
+        std::fs::write(
+            &file,
+            format!("-----BEGIN TEST {name}-----\nAAAA\n-----END TEST-----\n"),
+        )
+        .unwrap();
+        *path = file.display().to_string();
+    }
     config.timeouts.poll_interval_ms = 20;
     config.timeouts.operation_secs = 10;
     config.timeouts.create_secs = 10;

@@ -271,3 +271,20 @@ impl EngineProxy {
         }
     }
 }
+
+/// A service of [`ECHO_IMAGE`] with `replicas`, its `http` port published,
+/// and `extra` fields (an object) merged in.
+pub fn echo_spec(replicas: u32, extra: serde_json::Value) -> raftvisor::state::ServiceSpec {
+    let mut spec = serde_json::json!({
+        "image": ECHO_IMAGE,
+        "replicas": replicas,
+        "ports": [{"name": "http", "container_port": 8080}],
+    });
+    spec.as_object_mut().expect("an object").extend(
+        extra
+            .as_object()
+            .expect("extra fields are an object")
+            .clone(),
+    );
+    serde_json::from_value(spec).expect("a valid service spec")
+}

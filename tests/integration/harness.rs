@@ -388,6 +388,29 @@ impl Cluster {
         Client::new(options).expect("client")
     }
 
+    /// `GET /v1/cluster` of replica `id`.
+    pub async fn status_of(
+        &self,
+        id: u64,
+    ) -> Result<raftvisor::api::cluster::ClusterStatus, String> {
+        self.client_for(id)
+            .cluster_status()
+            .await
+            .map_err(|e| format!("replica {id}: {e}"))
+    }
+
+    /// Sets fail point `name` of replica `id` to `actions`, or removes it
+    /// (`None`); needs a build with the `failpoints` feature.
+    pub async fn fail_point(&self, id: u64, name: &str, actions: Option<&str>) {
+        let url = format!("{}/v1/debug/failpoints/{name}", self.api_url(id));
+        let request = match actions {
+            Some(actions) => self.http().put(url).body(actions.to_string()),
+            None => self.http().delete(url),
+        };
+        let response = request.send().await.expect("fail point request");
+        assert!(response.status().is_success(), "{response:?}");
+    }
+
     /// The API base URL of replica `id` (`https://…`).
     pub fn api_url(&self, id: u64) -> String {
         self.certs.url(&self.replica(id).api_addr)

@@ -11,7 +11,7 @@ use raftvisor::runtime::ContainerRuntime;
 use raftvisor::state::{NodeState, ServiceSpec};
 use serde_json::json;
 
-use crate::docker_env::{DockerCluster, ECHO_IMAGE, LOCAL_ENGINE};
+use crate::docker_env::{self, DockerCluster, ECHO_IMAGE, LOCAL_ENGINE};
 use crate::harness::{eventually, Cluster, Tuning};
 
 fn spec(json: serde_json::Value) -> ServiceSpec {
@@ -158,11 +158,7 @@ async fn sizes_and_quotas_are_refused_with_the_limit_named_and_nothing_is_lost()
 }
 
 fn echo_spec(replicas: u32) -> ServiceSpec {
-    spec(json!({
-        "image": ECHO_IMAGE,
-        "replicas": replicas,
-        "ports": [{"name": "http", "container_port": 8080}],
-    }))
+    docker_env::echo_spec(replicas, json!({}))
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -8,30 +8,11 @@
 
 use std::time::{Duration, Instant};
 
-use raftvisor::api::cluster::ClusterStatus;
 use raftvisor::state::ServiceSpec;
 use serde_json::json;
 
-use crate::docker_env::{DockerCluster, ECHO_IMAGE, LOCAL_ENGINE};
+use crate::docker_env::{self, DockerCluster, LOCAL_ENGINE};
 use crate::harness::{eventually, Cluster};
-
-async fn status_of(cluster: &Cluster, id: u64) -> Result<ClusterStatus, String> {
-    cluster
-        .client_for(id)
-        .cluster_status()
-        .await
-        .map_err(|e| format!("replica {id}: {e}"))
-}
-
-async fn fail_point(cluster: &Cluster, id: u64, name: &str, actions: Option<&str>) {
-    let url = format!("{}/v1/debug/failpoints/{name}", cluster.api_url(id));
-    let request = match actions {
-        Some(actions) => cluster.http().put(url).body(actions.to_string()),
-        None => cluster.http().delete(url),
-    };
-    let response = request.send().await.expect("fail point request");
-    assert!(response.status().is_success(), "{response:?}");
-}
 
 /// Writes through `leader` for `during`; returns the longest time between
 /// two acknowledged writes (from the start, and to the end).
@@ -64,16 +45,16 @@ async fn a_replica_that_cannot_hear_the_leader_does_not_depose_it() {
     let mut cluster = Cluster::start(3).await;
     let leader = cluster.wait_for_leader().await;
     let deaf = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
-    let before = status_of(&cluster, leader).await.unwrap();
-    let deaf_before = status_of(&cluster, deaf).await.unwrap();
+    let before = cluster.status_of(leader).await.unwrap();
+    let deaf_before = cluster.status_of(deaf).await.unwrap();
 
-    fail_point(&cluster, deaf, "peer-deaf", Some("return")).await;
+    cluster.fail_point(deaf, "peer-deaf", Some("return")).await;
     let gap_cut = write_for(&cluster, leader, Duration::from_secs(4), "cut").await;
-    let deaf_during = status_of(&cluster, deaf).await.unwrap();
-    fail_point(&cluster, deaf, "peer-deaf", None).await;
+    let deaf_during = cluster.status_of(deaf).await.unwrap();
+    cluster.fail_point(deaf, "peer-deaf", None).await;
     let gap_heal = write_for(&cluster, leader, Duration::from_secs(3), "heal").await;
 
-    let after = status_of(&cluster, leader).await.unwrap();
+    let after = cluster.status_of(leader).await.unwrap();
     assert_eq!(
         (after.leader_id, after.term),
         (Some(leader), before.term),
@@ -94,8 +75,8 @@ async fn a_replica_that_cannot_hear_the_leader_does_not_depose_it() {
         "the healed replica follows the leader and catches up",
         Duration::from_secs(10),
         || async {
-            let leader_status = status_of(&cluster, leader).await?;
-            let status = status_of(&cluster, deaf).await?;
+            let leader_status = cluster.status_of(leader).await?;
+            let status = cluster.status_of(deaf).await?;
             if status.leader_id == Some(leader)
                 && status.applied_index >= leader_status.applied_index
             {
@@ -112,12 +93,7 @@ async fn a_replica_that_cannot_hear_the_leader_does_not_depose_it() {
 }
 
 fn echo_spec(replicas: u32) -> ServiceSpec {
-    serde_json::from_value(json!({
-        "image": ECHO_IMAGE,
-        "replicas": replicas,
-        "ports": [{"name": "http", "container_port": 8080}],
-    }))
-    .unwrap()
+    docker_env::echo_spec(replicas, json!({}))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -139,14 +115,16 @@ async fn a_deposed_leader_leaves_the_new_leaders_containers_alone() {
 
     // Cut the leader off from everyone; the others elect a new one.
     let old = env.cluster.wait_for_leader().await;
-    fail_point(&env.cluster, old, "peer-isolated", Some("return")).await;
+    env.cluster
+        .fail_point(old, "peer-isolated", Some("return"))
+        .await;
     let others: Vec<u64> = [1, 2, 3].into_iter().filter(|id| *id != old).collect();
     let cluster = &env.cluster;
     let new = eventually(
         "the others elect a new leader",
         Duration::from_secs(10),
         || async {
-            let status = status_of(cluster, others[0]).await?;
+            let status = cluster.status_of(others[0]).await?;
             match status.leader_id {
                 Some(l) if l != old && status.state != "candidate" => Ok(l),
                 other => Err(format!("leader {other:?}")),
@@ -167,7 +145,7 @@ async fn a_deposed_leader_leaves_the_new_leaders_containers_alone() {
     majority.service_scale("p1", "before", 2).await.unwrap();
     let during = env.wait_running("during", 1, Duration::from_secs(30)).await;
     let before = env.wait_running("before", 2, Duration::from_secs(30)).await;
-    let old_status = status_of(&env.cluster, old).await.unwrap();
+    let old_status = env.cluster.status_of(old).await.unwrap();
     assert_eq!(old_status.state, "leader", "{old_status:?}");
 
     // For a while, nothing of the new leader's is stopped or removed.
@@ -197,7 +175,7 @@ async fn a_deposed_leader_leaves_the_new_leaders_containers_alone() {
     );
 
     // Healed, the old leader follows the new one; the work stands.
-    fail_point(&env.cluster, old, "peer-isolated", None).await;
+    env.cluster.fail_point(old, "peer-isolated", None).await;
     assert_eq!(env.cluster.wait_for_leader().await, new);
     env.wait_running("during", 1, Duration::from_secs(10)).await;
     env.wait_running("before", 2, Duration::from_secs(10)).await;

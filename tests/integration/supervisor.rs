@@ -9,20 +9,18 @@ use raftvisor::runtime::ContainerRuntime;
 use raftvisor::state::{InstanceState, RunState, ServiceSpec};
 use serde_json::json;
 
-use crate::docker_env::{crash, DockerCluster, ECHO_IMAGE, LOCAL_ENGINE};
+use crate::docker_env::{self, crash, DockerCluster, LOCAL_ENGINE};
 use crate::harness::{eventually, Tuning};
 
 fn echo_spec(replicas: u32, extra: serde_json::Value) -> ServiceSpec {
-    let mut spec = json!({
-        "image": ECHO_IMAGE,
-        "replicas": replicas,
-        "ports": [{"name": "http", "container_port": 8080}],
+    let mut fields = json!({
         "restart": {"initial_backoff_ms": 200, "max_backoff_ms": 5000, "reset_after_ms": 10000}
     });
-    spec.as_object_mut()
+    fields
+        .as_object_mut()
         .unwrap()
         .extend(extra.as_object().unwrap().clone());
-    serde_json::from_value(spec).unwrap()
+    docker_env::echo_spec(replicas, fields)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -7,24 +7,14 @@
 
 use std::time::{Duration, Instant};
 
-use raftvisor::api::cluster::ClusterStatus;
-
 use crate::harness::{eventually, Cluster, Tuning};
 
 const STALL_AFTER_MS: u64 = 2_000;
 
-async fn status_of(cluster: &Cluster, id: u64) -> Result<ClusterStatus, String> {
-    cluster
-        .client_for(id)
-        .cluster_status()
-        .await
-        .map_err(|e| format!("replica {id}: {e}"))
-}
-
 /// Every replica in `ids` follows `leader` and sees it progressing.
 async fn all_see_progress(cluster: &Cluster, ids: &[u64], leader: u64) -> Result<(), String> {
     for id in ids {
-        let status = status_of(cluster, *id).await?;
+        let status = cluster.status_of(*id).await?;
         if status.leader_id != Some(leader) {
             return Err(format!("replica {id} follows {:?}", status.leader_id));
         }
@@ -57,7 +47,7 @@ async fn a_leader_whose_supervision_stalls_gives_up_leadership() {
         || all_see_progress(&cluster, &[1, 2, 3], leader),
     )
     .await;
-    let status = status_of(&cluster, followers[0]).await.unwrap();
+    let status = cluster.status_of(followers[0]).await.unwrap();
     assert_eq!(status.stall_after_ms, Some(STALL_AFTER_MS));
 
     // Stall the leader's service loop, as a hung engine call would.
@@ -79,7 +69,7 @@ async fn a_leader_whose_supervision_stalls_gives_up_leadership() {
         "a follower shows the leader's stale progress",
         Duration::from_secs(STALL_AFTER_MS / 1_000 + 3),
         || async {
-            let status = status_of(&cluster, followers[0]).await?;
+            let status = cluster.status_of(followers[0]).await?;
             match (status.leader_id, status.leader_progress_ms_ago) {
                 (Some(l), Some(ago)) if l == leader && ago >= 1_000 => Ok(ago),
                 other => Err(format!("leader and progress ms ago: {other:?}")),
@@ -103,7 +93,7 @@ async fn a_leader_whose_supervision_stalls_gives_up_leadership() {
 
     // Another replica leads within a few election timeouts, and supervises.
     let new_leader = eventually("another replica leads", Duration::from_secs(5), || async {
-        let status = status_of(&cluster, followers[0]).await?;
+        let status = cluster.status_of(followers[0]).await?;
         match status.leader_id {
             Some(l) if l != leader && status.state != "candidate" => Ok(l),
             other => Err(format!("leader {other:?}")),
@@ -128,7 +118,7 @@ async fn a_leader_whose_supervision_stalls_gives_up_leadership() {
         "the old leader is back as a follower",
         Duration::from_secs(15),
         || async {
-            let status = status_of(&cluster, leader).await?;
+            let status = cluster.status_of(leader).await?;
             if status.state == "follower" && status.leader_id == Some(new_leader) {
                 all_see_progress(&cluster, &[leader], new_leader).await
             } else {
