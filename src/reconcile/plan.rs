@@ -138,20 +138,20 @@ pub fn plan(input: &PlanInput) -> Vec<Action> {
     // Rolling update budget: replacements in flight are instances of an
     // old template that are not running yet, or new ones still starting.
     let max_parallel = service.spec.update.max_parallel.max(1) as usize;
+    let in_flight = |i: &Instance| {
+        matches!(
+            i.state,
+            InstanceState::Pending
+                | InstanceState::Starting
+                | InstanceState::CrashLoop
+                | InstanceState::Exited
+                | InstanceState::Unhealthy
+        )
+    };
     let mut updating = input
         .instances
         .iter()
-        .filter(|i| {
-            i.slot < replicas
-                && matches!(
-                    i.state,
-                    InstanceState::Pending
-                        | InstanceState::Starting
-                        | InstanceState::CrashLoop
-                        | InstanceState::Exited
-                        | InstanceState::Unhealthy
-                )
-        })
+        .filter(|i| i.slot < replicas && in_flight(i))
         .count();
 
     for slot in 0..replicas {
@@ -208,7 +208,18 @@ pub fn plan(input: &PlanInput) -> Vec<Action> {
         match container.state {
             ContainerState::Running | ContainerState::Restarting | ContainerState::Paused => {
                 if outdated {
-                    if updating < max_parallel {
+                    // An instance not yet reported running or healthy
+                    // (its spec changed after its container was created)
+                    // is already counted in `updating` and serves nothing:
+                    // it is replaced at once. Waiting for the budget would
+                    // wait for itself, as its status is never reported
+                    // while its container is outdated.
+                    if in_flight(instance) {
+                        actions.push(Action::Place {
+                            slot,
+                            node: node_name.to_string(),
+                        });
+                    } else if updating < max_parallel {
                         updating += 1;
                         // A new generation on the same node replaces it.
                         actions.push(Action::Place {
@@ -615,6 +626,53 @@ mod tests {
             .filter(|a| matches!(a, Action::Place { .. }))
             .collect();
         assert!(places.is_empty(), "{places:?}");
+    }
+
+    #[test]
+    fn a_pending_instance_whose_running_container_is_outdated_is_replaced() {
+        // The container was created from the spec as it was, the spec
+        // changed before its running state was reported: the instance is
+        // still pending. It must not hold the rolling-update budget against
+        // its own replacement.
+        let mut world = World::new(2);
+        let old_template = world.template();
+        world.instances = vec![
+            instance(0, 11, "a", InstanceState::Pending),
+            instance(1, 5, "b", InstanceState::Pending),
+        ];
+        world.containers = world
+            .instances
+            .iter()
+            .map(|i| {
+                (
+                    i.node.clone().unwrap(),
+                    container(i, ContainerState::Running, &old_template),
+                )
+            })
+            .collect();
+        world
+            .service
+            .spec
+            .env
+            .insert("GENERATION".into(), "2".into());
+        let places: Vec<Action> = world
+            .plan()
+            .into_iter()
+            .filter(|a| matches!(a, Action::Place { .. }))
+            .collect();
+        assert_eq!(
+            places,
+            vec![
+                Action::Place {
+                    slot: 0,
+                    node: "a".into()
+                },
+                Action::Place {
+                    slot: 1,
+                    node: "b".into()
+                },
+            ]
+        );
     }
 
     #[test]
