@@ -577,10 +577,14 @@ async fn the_cli_speaks_tables_json_and_exit_codes() {
     let (code, out, _) = run(args("node drain worker-1")).await.unwrap();
     assert_eq!(code, 0);
     assert!(out.contains("draining"), "{out}");
-    let (code, _, _) = run(args("node rm worker-1")).await.unwrap();
-    assert_eq!(code, 0);
+    // The demo service's instances may already be placed there: `--force`
+    // removes it either way (at once, or retired until they moved; the
+    // refusal without it is tested in limits.rs).
+    let (code, _, err) = run(args("node rm worker-1 --force")).await.unwrap();
+    assert_eq!(code, 0, "{err}");
     let (code, out, _) = run(args("--output json node ls")).await.unwrap();
-    assert_eq!((code, out.trim()), (0, "[]"));
+    assert_eq!(code, 0);
+    assert!(out.trim() == "[]" || out.contains("\"retired\""), "{out}");
 
     let (code, out, _) = run(args("cluster status")).await.unwrap();
     assert_eq!(code, 0);
