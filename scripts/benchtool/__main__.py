@@ -1,5 +1,6 @@
-"""`python3 -m benchtool BENCH`: runs one benchmark with the settings of the
-environment (see each scripts/bench-*.sh). Maps a Failure to `error: ...`
+"""`python3 -m benchtool BENCH [OPTIONS]`: runs one benchmark (or the DNS
+smoke check) with the settings of the environment (see each
+scripts/bench-*.sh and scripts/dns-smoke.sh). Maps a Failure to `error: ...`
 and exit status 1; owns nothing else."""
 import argparse
 import importlib
@@ -16,6 +17,7 @@ BENCHES = {
     "restart": "bench_restart",
     "node-loss": "bench_node_loss",
     "manager-loss": "bench_manager_loss",
+    "dns-smoke": "dns_smoke",
 }
 
 
@@ -23,11 +25,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python3 -m benchtool",
                                      description="raftvisor's benchmarks (settings from the environment)")
     parser.add_argument("bench", choices=sorted(BENCHES))
-    args = parser.parse_args(argv)
+    args, options = parser.parse_known_args(argv)
+    if options and args.bench != "dns-smoke":
+        parser.error(f"{args.bench} takes its settings from the environment, not {' '.join(options)}")
     exit_on_signals()
     module = importlib.import_module(f"benchtool.{BENCHES[args.bench]}")
     try:
-        return module.main() or 0
+        return module.main(*options) or 0
     except Failure as e:
         log(f"error: {e}")
         return 1

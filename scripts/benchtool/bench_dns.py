@@ -74,8 +74,9 @@ def queries(services, count):
     return "\n".join(lines) + "\n"
 
 
-def dig(port, name, qtype, *options, timeout=2, tries=2):
-    result = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "+norecurse", f"+time={timeout}",
+def dig(port, name, qtype, *options, timeout=2, tries=2, host="127.0.0.1"):
+    """dig's text answer from the server at host:port (no recursion)."""
+    result = subprocess.run(["dig", f"@{host}", "-p", str(port), "+norecurse", f"+time={timeout}",
                              f"+tries={tries}"] + list(options) + [name, qtype],
                             capture_output=True, text=True, stdin=subprocess.DEVNULL)
     return result.stdout

@@ -7,7 +7,8 @@ import os
 import tempfile
 import unittest
 
-from benchtool import bench_dns, bench_failover, bench_kv, bench_memory, bench_node_loss, bench_restart, docker, loadgen
+from benchtool import (bench_dns, bench_failover, bench_kv, bench_manager_loss, bench_memory, bench_node_loss,
+                       bench_restart, dns_smoke, docker, loadgen)
 
 
 def printed(fn, *args):
@@ -169,6 +170,20 @@ class DnsTest(unittest.TestCase):
         self.assertIn("| write sent -> both followers answer it | 10 | 9.0 | 9.0 | 9.0 | 9.0 |", text)
         self.assertIn("p99 <= 100 ms: met (p99 9.0 ms counted from sending the write, 4.0 ms from its acknowledgement)",
                       text)
+
+    def test_smoke_reads_the_status_and_the_a_answers(self):
+        self.assertEqual(dns_smoke.status_of(DIG), "NOERROR")
+        self.assertEqual(dns_smoke.a_answers(DIG), "127.0.1.1 127.0.1.2")
+        self.assertIsNone(dns_smoke.status_of(";; connection timed out; no servers could be reached"))
+
+
+class ManagerLossReportTest(unittest.TestCase):
+    def test_a_trial_that_never_completed_misses_the_replacement_goal(self):
+        text = printed(bench_manager_loss.report, [(120.0, 5800.0), (90.0, float("nan"))], 5000)
+        self.assertIn("| writes unavailable (longest gap between acknowledged writes) | 2 | 105 | 120 | <= 500 ms |", text)
+        self.assertIn("| removal -> 3 voters again (replacement) | 1 | 5800 | 5800 |", text)
+        self.assertIn("- goal writes never unavailable > 500 ms when a follower is lost: met (max 120 ms)", text)
+        self.assertIn("- goal full replacement <= replace_after + 10 s: NOT met (max 5800 ms)", text)
 
 
 if __name__ == "__main__":
