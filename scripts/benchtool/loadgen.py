@@ -14,17 +14,22 @@ from .machine import REPO
 PUT_LUA = os.path.join(REPO, "scripts", "bench", "put.lua")
 
 
+def by_name(url):
+    """wrk sends the URL's host as SNI, and an IP address there is illegal
+    (rustls logs a warning per connection): https goes to localhost, a name
+    in the certificates, which resolves to 127.0.0.1."""
+    if url.startswith("https://127.0.0.1:"):
+        return "https://localhost:" + url[len("https://127.0.0.1:"):]
+    return url
+
+
 def run_wrk(mark, system, token, out, seconds, url, options):
     """Runs wrk with put.lua against system at url (http or https; wrk does
     not verify certificates) for `seconds`, its output in `out`, plus a
     BENCH_FOREIGN line: the CPU share of processes other than the
     benchmark's (the members, whose command lines name `mark`, and wrk),
     from /proc/stat minus their own time. Returns wrk's exit status."""
-    # wrk sends the URL's host as SNI, and an IP address there is illegal
-    # (rustls logs a warning per connection): https goes to localhost, a
-    # name in the certificates, which resolves to 127.0.0.1.
-    if url.startswith("https://127.0.0.1:"):
-        url = "https://localhost:" + url[len("https://127.0.0.1:"):]
+    url = by_name(url)
     env = dict(os.environ)
     # put.lua knows two APIs: etcd's (etcd, etcd-tls) and raftvisor's.
     env["BENCH_TARGET"] = system.split("-")[0]

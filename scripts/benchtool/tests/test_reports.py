@@ -8,7 +8,7 @@ import tempfile
 import unittest
 
 from benchtool import (bench_dns, bench_failover, bench_kv, bench_manager_loss, bench_memory, bench_node_loss,
-                       bench_restart, dns_smoke, docker, loadgen)
+                       bench_restart, dns_smoke, docker, kvcluster, loadgen)
 
 
 def printed(fn, *args):
@@ -50,6 +50,23 @@ class KvReportTest(unittest.TestCase):
         self.assertEqual((p["ok_rps"], p["foreign_cpu_pct"], p["clients"], p["term_after"]), (10.0, 12.5, 16, 2))
         self.assertFalse(loadgen.clean(p, 10))
         self.assertTrue(loadgen.clean(p, 20))
+
+
+    def test_https_goes_to_a_name_plain_http_stays(self):
+        self.assertEqual(loadgen.by_name("https://127.0.0.1:17001"), "https://localhost:17001")
+        self.assertEqual(loadgen.by_name("http://127.0.0.1:23791"), "http://127.0.0.1:23791")
+
+    def test_timing_line_names_etcd_defaults_only_when_unset(self):
+        self.assertEqual(kvcluster.Timing({}).line(),
+                         "- timing: etcd heartbeat 100 ms, election 1000 ms (etcd's defaults); "
+                         "raftvisor heartbeat 30 ms, election 100-150 ms")
+        self.assertEqual(kvcluster.Timing({"BENCH_ETCD_HEARTBEAT_MS": "50"}).line()[:52],
+                         "- timing: etcd heartbeat 50 ms, election 1000 ms; ra")
+
+    def test_security_lines_follow_the_systems(self):
+        lines = kvcluster.security_lines(["etcd", "raftvisor-insecure"], wrk=True)
+        self.assertEqual(len(lines), 2)
+        self.assertTrue(kvcluster.security_lines(["raftvisor"], wrk=True)[-1].startswith("- wrk speaks https"))
 
 
 class FailoverReportTest(unittest.TestCase):
