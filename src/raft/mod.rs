@@ -11,6 +11,7 @@ pub mod peer_identity;
 pub mod peer_server;
 pub mod prevote;
 pub mod sm_store;
+mod wal;
 
 use std::io::Cursor;
 
