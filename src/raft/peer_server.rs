@@ -24,11 +24,10 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest, VoteResponse,
 };
 
-use super::network::{paths, NOT_A_MEMBER};
+use super::network::{paths, NOT_A_MEMBER, PROGRESS_HEADER};
 use super::prevote::{self, PreVoteRequest};
 use super::{NodeId, TypeConfig};
 use crate::codec;
-use crate::reconcile::watchdog::PROGRESS_HEADER;
 use crate::replica::messages::{LeaderError, LeaderReply, LeaderRequest};
 use crate::replica::Replica;
 

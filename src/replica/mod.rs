@@ -125,7 +125,10 @@ impl Replica {
             Duration::from_millis(config.raft.election_max_ms),
             Instant::now(),
         ));
-        let peers = peers.with_watchdog(watchdog.clone()).with_lease(lease);
+        let progress = watchdog.clone();
+        let peers = peers
+            .with_progress(Arc::new(move |term, now| progress.header_for(term, now)))
+            .with_lease(lease);
         let raft = Raft::new(config.id, raft_config, peers.clone(), log_store, sm.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
