@@ -230,7 +230,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         "peer port",
         peer_listener,
         tls.as_ref().map(|t| t.peer_server.clone()),
-        crate::raft::peer_server::router(replica.clone()),
+        crate::replica::peer_server::router(replica.clone()),
         peer_limits(),
         stop_serving.clone(),
     );

@@ -88,7 +88,7 @@ pub struct PeerNetwork {
     /// Source of the progress header on append-entries requests.
     progress: Option<ProgressHook>,
     /// This replica's Raft id, sent with every request (see
-    /// [`super::peer_identity`]).
+    /// `crate::replica::peer_identity`).
     sender: Option<NodeId>,
     /// Expiry of the certificates peers presented.
     pub cert_expiries: CertExpiries,

@@ -8,6 +8,8 @@
 
 pub mod elector;
 pub mod messages;
+pub mod peer_identity;
+pub mod peer_server;
 pub mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -617,7 +619,7 @@ impl Replica {
 
 /// A replica removed from the cluster while it was dead or cut off does
 /// not know it: it would campaign forever. Members refuse its messages
-/// (see `raft::peer_server`); once a majority of the voters it knows
+/// (see [`peer_server`]); once a majority of the voters it knows
 /// refuse it, it shuts its Raft down and says why, keeping its data.
 async fn stop_when_removed(replica: Arc<Replica>) {
     const REFUSAL_WINDOW: Duration = Duration::from_secs(5);

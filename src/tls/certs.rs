@@ -7,7 +7,7 @@
 //! by the same CA cannot take part in Raft. A manager certificate also
 //! names the Raft id of its replica (`raftvisor://raft-id/<id>`): peers
 //! accept Raft messages only from the id the certificate names (see
-//! `crate::raft::peer_identity`). Files are written with mode
+//! `crate::replica::peer_identity`). Files are written with mode
 //! 0600 and nothing is ever overwritten: a CA or key replaced by mistake
 //! would lock every replica out of its cluster.
 
