@@ -112,9 +112,7 @@ impl Zone<'_> {
                 .leader
                 .map(|ip| self.addresses(&name, want, [ip].into_iter())),
             [node, "node"] => self.state.nodes.get(*node).map(|n| {
-                let ips = crate::reconcile::engines::node_address(n)
-                    .parse::<IpAddr>()
-                    .ok();
+                let ips = n.published_address().parse::<IpAddr>().ok();
                 self.addresses(&name, want, ips.into_iter())
             }),
             [service, namespace, "svc"] => self.service_addresses(&name, namespace, service, want),
