@@ -199,9 +199,9 @@ fn secrets(file: &ClusterFile, report: &mut Report) -> anyhow::Result<()> {
         )?;
     }
     let token_file = file.token_file();
-    let outcome = match crate::auth::bootstrap::read_file(&token_file) {
+    let outcome = match crate::auth::first_token::read_file(&token_file) {
         Ok(Some(_)) => Outcome::Unchanged,
-        Ok(None) => match crate::auth::bootstrap::obtain(Some(&token_file)) {
+        Ok(None) => match crate::auth::first_token::obtain(Some(&token_file)) {
             Ok(_) => Outcome::Created,
             Err(e) => Outcome::Failed(e.to_string()),
         },
@@ -466,7 +466,7 @@ fn client_of(file: &ClusterFile) -> anyhow::Result<Client> {
     let mut options = ClientOptions::new(file.managers.iter().map(|m| file.api_addr(m)));
     options.ca_cert = Some(file.certs_dir().join(certs::CA_CERT));
     options.token =
-        crate::auth::bootstrap::read_file(&file.token_file())?.map(|t| t.reveal().to_string());
+        crate::auth::first_token::read_file(&file.token_file())?.map(|t| t.reveal().to_string());
     options.timeout = Duration::from_secs(5);
     Ok(Client::new(options)?)
 }

@@ -7,6 +7,7 @@
 //! it, so forwarding it again after a lost answer cannot apply it twice.
 
 pub mod elector;
+mod first_token;
 pub mod messages;
 pub mod peer_identity;
 pub mod peer_server;
@@ -689,7 +690,7 @@ async fn housekeeping(replica: Arc<Replica>) {
 
 async fn ensure_identity_and_managers(
     replica: &Replica,
-    pending_token: &mut Option<crate::auth::bootstrap::Pending>,
+    pending_token: &mut Option<first_token::Pending>,
 ) -> Result<(), OpError> {
     // Only act on a state that includes everything committed so far.
     replica.read_barrier().await?;
@@ -697,7 +698,7 @@ async fn ensure_identity_and_managers(
         let cluster_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         replica.write(Command::InitCluster { cluster_id }).await?;
     }
-    crate::auth::bootstrap::ensure(replica, pending_token).await?;
+    first_token::ensure_first_token(replica, pending_token).await?;
     let metrics = replica.metrics();
     let nodes: Vec<(NodeId, PeerNode)> = metrics
         .membership_config
