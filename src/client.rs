@@ -210,14 +210,16 @@ impl Client {
     }
 
     /// The managers' cluster file the cluster keeps (404 when none).
-    pub async fn cluster_plan(&self) -> Result<crate::bootstrap::plan::ClusterFile, ClientError> {
+    pub async fn cluster_plan(
+        &self,
+    ) -> Result<crate::bootstrap::cluster_file::ClusterFile, ClientError> {
         self.call(Method::GET, "/v1/cluster/plan", &[], None, None)
             .await
     }
 
     pub async fn put_cluster_plan(
         &self,
-        plan: &crate::bootstrap::plan::ClusterFile,
+        plan: &crate::bootstrap::cluster_file::ClusterFile,
     ) -> Result<serde_json::Value, ClientError> {
         let body = serde_json::to_value(plan).map_err(|e| ClientError::Config(e.to_string()))?;
         self.call(

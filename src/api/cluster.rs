@@ -275,7 +275,7 @@ pub async fn metrics(State(replica): State<Arc<Replica>>) -> Response {
 pub async fn plan(
     State(replica): State<Arc<Replica>>,
     params: Params,
-) -> ApiResult<Json<crate::bootstrap::plan::ClusterFile>> {
+) -> ApiResult<Json<crate::bootstrap::cluster_file::ClusterFile>> {
     params.read_barrier(&replica).await?;
     let Some(json) = replica.sm.read(|s| s.manager_plan.clone()) else {
         return Err(ApiError::not_found(
@@ -290,7 +290,7 @@ pub async fn plan(
 /// `PUT /v1/cluster/plan` (admin): records the managers' cluster file.
 pub async fn put_plan(
     State(replica): State<Arc<Replica>>,
-    JsonBody(plan): JsonBody<crate::bootstrap::plan::ClusterFile>,
+    JsonBody(plan): JsonBody<crate::bootstrap::cluster_file::ClusterFile>,
 ) -> ApiResult<Json<serde_json::Value>> {
     plan.validate().map_err(ApiError::bad_request)?;
     let json = serde_json::to_string(&plan).map_err(|e| ApiError::bad_request(e.to_string()))?;
