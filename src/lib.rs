@@ -20,3 +20,4 @@ pub mod runtime;
 pub mod secrets;
 pub mod state;
 pub mod tls;
+pub mod wire;

@@ -392,7 +392,7 @@ impl Cluster {
     pub async fn status_of(
         &self,
         id: u64,
-    ) -> Result<raftvisor::api::cluster::ClusterStatus, String> {
+    ) -> Result<raftvisor::wire::ClusterStatus, String> {
         self.client_for(id)
             .cluster_status()
             .await
