@@ -12,6 +12,7 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::error_chain::root_cause;
 use crate::state::{Event, Instance, Node, NodeSpec, Role, Service, ServiceSpec};
 use crate::wire::{
     AddMember, ClusterStatus, ConsulEntry, CreateToken, CreatedToken, DrainBody, ErrorBody,
@@ -188,6 +189,15 @@ impl Client {
         decode_json(&base, response).await
     }
 
+    /// POSTs `body` to `path` and decodes the JSON answer.
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<Body>,
+    ) -> Result<T, ClientError> {
+        self.call(Method::POST, path, &[], body, None).await
+    }
+
     /// DELETEs `path`: the answer's JSON, or `None` when it has none (204).
     async fn delete<T: DeserializeOwned>(
         &self,
@@ -244,8 +254,7 @@ impl Client {
             peer_addr: peer_addr.into(),
             voter,
         };
-        self.call(Method::POST, "/v1/cluster/members", &[], json(&body)?, None)
-            .await
+        self.post("/v1/cluster/members", json(&body)?).await
     }
 
     pub async fn remove_member(&self, id: u64) -> Result<serde_json::Value, ClientError> {
@@ -426,12 +435,9 @@ impl Client {
         name: &str,
         replicas: u32,
     ) -> Result<Service, ClientError> {
-        self.call(
-            Method::POST,
+        self.post(
             &format!("/v1/services/{namespace}/{name}/scale"),
-            &[],
             json(&ScaleBody { replicas })?,
-            None,
         )
         .await
     }
@@ -443,14 +449,8 @@ impl Client {
         name: &str,
         action: &str,
     ) -> Result<Service, ClientError> {
-        self.call(
-            Method::POST,
-            &format!("/v1/services/{namespace}/{name}/{action}"),
-            &[],
-            None,
-            None,
-        )
-        .await
+        self.post(&format!("/v1/services/{namespace}/{name}/{action}"), None)
+            .await
     }
 
     pub async fn service_report(
@@ -532,8 +532,7 @@ impl Client {
             role,
             name: name.into(),
         };
-        self.call(Method::POST, "/v1/tokens", &[], json(&body)?, None)
-            .await
+        self.post("/v1/tokens", json(&body)?).await
     }
 
     pub async fn token_list(&self) -> Result<Vec<TokenInfo>, ClientError> {
@@ -548,12 +547,9 @@ impl Client {
     }
 
     pub async fn node_drain(&self, name: &str, cancel: bool) -> Result<Node, ClientError> {
-        self.call(
-            Method::POST,
+        self.post(
             &format!("/v1/nodes/{name}/drain"),
-            &[],
             json(&DrainBody { cancel })?,
-            None,
         )
         .await
     }
@@ -586,14 +582,6 @@ fn urlencode(part: &str) -> String {
         }
     }
     out
-}
-
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
 
 async fn api_error(base: &str, response: reqwest::Response) -> ClientError {

@@ -67,7 +67,7 @@ pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> 
             },
             certificate_expires: expiries
                 .get(id)
-                .map(|secs| crate::tls::certs::rfc3339(*secs)),
+                .map(|secs| crate::dates::rfc3339_secs(*secs)),
         })
         .collect();
     let progress = metrics.current_leader.and_then(|leader| {
@@ -78,7 +78,7 @@ pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> 
     let progress_ms_ago = progress.map(|p| p.ago.as_millis() as u64);
     Json(ClusterStatus {
         leader_last_progress: progress_ms_ago
-            .map(|ago| crate::reconcile::time::format_rfc3339_ms(now_ms().saturating_sub(ago))),
+            .map(|ago| crate::dates::rfc3339_ms(now_ms().saturating_sub(ago))),
         leader_progress_ms_ago: progress_ms_ago,
         stall_after_ms: replica.watchdog.stall_after().map(|d| d.as_millis() as u64),
         quorum_contact_ms: replica

@@ -26,15 +26,15 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 
 /// `entry` at `key` as Consul shows it.
 fn consul_entry<'a>(key: &'a str, entry: &KvEntry) -> ConsulEntry<'a> {
-        ConsulEntry {
-            lock_index: 0,
-            key: Cow::Borrowed(key),
-            flags: entry.flags,
-            value: (!entry.value.is_empty())
-                .then(|| base64::engine::general_purpose::STANDARD.encode(&entry.value)),
-            create_index: entry.create_index,
-            modify_index: entry.modify_index,
-        }
+    ConsulEntry {
+        lock_index: 0,
+        key: Cow::Borrowed(key),
+        flags: entry.flags,
+        value: (!entry.value.is_empty())
+            .then(|| base64::engine::general_purpose::STANDARD.encode(&entry.value)),
+        create_index: entry.create_index,
+        modify_index: entry.modify_index,
+    }
 }
 
 /// Parses a Consul duration (`30s`, `5m`, `250ms`, `1h`; bare numbers are seconds).

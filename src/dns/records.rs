@@ -15,7 +15,7 @@
 
 use std::net::IpAddr;
 
-use crate::state::{InstanceState, Protocol, ServiceKind, State};
+use crate::state::{InstanceState, Protocol, Service, ServiceKind, State};
 
 /// Record data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +175,12 @@ impl Zone<'_> {
         }
     }
 
+    fn service(&self, namespace: &str, service: &str) -> Option<&Service> {
+        self.state
+            .services
+            .get(&(namespace.to_string(), service.to_string()))
+    }
+
     fn service_addresses(
         &self,
         name: &str,
@@ -182,10 +188,7 @@ impl Zone<'_> {
         service: &str,
         want: Want,
     ) -> Option<Answer> {
-        let svc = self
-            .state
-            .services
-            .get(&(namespace.to_string(), service.to_string()))?;
+        let svc = self.service(namespace, service)?;
         if svc.spec.kind == ServiceKind::External {
             if let Some(hostname) = &svc.spec.hostname {
                 return Some(Answer {
@@ -225,10 +228,7 @@ impl Zone<'_> {
         proto: &str,
         want: Want,
     ) -> Option<Answer> {
-        let svc = self
-            .state
-            .services
-            .get(&(namespace.to_string(), service.to_string()))?;
+        let svc = self.service(namespace, service)?;
         let spec = svc
             .spec
             .ports

@@ -35,6 +35,7 @@ use super::lease::Lease;
 use super::peer_certs::{CertExpiries, SENDER_HEADER};
 use super::{NodeId, PeerNode, TypeConfig};
 use crate::codec;
+use crate::error_chain::error_chain;
 
 /// Paths of the peer endpoints, shared with the server side.
 pub mod paths {
@@ -315,20 +316,6 @@ fn classify(addr: &str, timeout: Duration, error: reqwest::Error) -> PeerCallErr
             reason: error_chain(&error),
         }
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let said = cause.to_string();
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {

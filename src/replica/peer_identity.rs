@@ -65,7 +65,7 @@ pub async fn screen(State(replica): State<Arc<Replica>>, request: Request, next:
     let id = match raft_id_of(leaf) {
         Ok(id) => id,
         Err(why) => {
-            warn_refused(None, &why);
+            warn_refused(None, &why.to_string());
             return refuse(StatusCode::FORBIDDEN, format!("peer identity: {why}"));
         }
     };
