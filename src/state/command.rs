@@ -34,6 +34,7 @@ pub enum Command {
     PutService {
         namespace: String,
         name: String,
+        #[serde(with = "super::migrate::versioned")]
         spec: ServiceSpec,
         /// `Some(v)`: only if the current version is `v` (0 = must not exist).
         expected_version: Option<u64>,
@@ -50,6 +51,7 @@ pub enum Command {
     },
     PutNode {
         name: String,
+        #[serde(with = "super::migrate::versioned")]
         spec: NodeSpec,
         expected_version: Option<u64>,
     },
@@ -180,7 +182,8 @@ pub enum Command {
     },
 }
 
-/// A command as it travels through Raft.
+/// A command as it travels through Raft; a persisted record with a
+/// version ([`super::migrate`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     pub id: RequestId,
@@ -188,6 +191,10 @@ pub struct Request {
     /// deterministic while events and exits still carry a time.
     pub time_ms: u64,
     pub command: Command,
+}
+
+impl super::migrate::FirstVersion for Request {
+    const VERSION_MARKER: &'static [u8] = b"RQ01";
 }
 
 /// What applying one command produced.
@@ -230,6 +237,7 @@ pub struct Applied {
 /// one entry so they share one append and one fsync.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Batch {
+    #[serde(with = "super::migrate::versioned_seq")]
     pub requests: Vec<Request>,
 }
 

@@ -10,6 +10,7 @@
 
 pub mod command;
 pub mod limits;
+pub mod migrate;
 mod quotas;
 pub mod supervision;
 pub mod tokens;
@@ -84,7 +85,8 @@ pub struct State {
     dedup: Dedup,
 }
 
-/// Serializable image of [`State`], used for snapshots.
+/// Serializable image of [`State`], used for snapshots; a persisted
+/// record with a version ([`migrate`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StateImage {
     pub cluster_id: Option<String>,
@@ -105,6 +107,10 @@ pub struct StateImage {
     /// Raft ids removed from the membership.
     #[serde(default)]
     pub departed_managers: Vec<u64>,
+}
+
+impl migrate::FirstVersion for StateImage {
+    const VERSION_MARKER: &'static [u8] = b"SI01";
 }
 
 impl State {
