@@ -467,8 +467,9 @@ mod tests {
             assert_eq!(s.tokens["ops"].role, crate::state::Role::Operator);
             assert!(s.tokens_bootstrapped);
             assert_eq!(s.applied_index, 8);
-            let template = s.manager_plan.as_deref().unwrap();
-            assert!(template.contains(r#""cluster":"demo""#), "{template}");
+            let template = s.manager_template.as_ref().unwrap();
+            assert_eq!(template.cluster, "demo");
+            assert_eq!(template.managers[0].api_port, 7301);
         });
     }
 

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::limits::Limits;
+use super::manager_template::ManagerTemplate;
 use super::types::{
     Instance, InstanceStatus, Node, NodeSpec, NodeState, Role, RunState, Service, ServiceSpec,
     TokenRecord,
@@ -148,10 +149,10 @@ pub enum Command {
         id: String,
         hash: [u8; 32],
     },
-    /// Where managers run and how to start more: the cluster file of
-    /// `raftvisor bootstrap` (JSON), kept current by manager replacement.
-    PutManagerPlan {
-        plan: String,
+    /// [`Command::PutManagerTemplate`] as JSON text, as written before
+    /// the template was typed; stays for entries already in logs.
+    PutManagerTemplateJson {
+        json: String,
     },
     /// [`Command::PlaceInstance`] with unique instance ids
     /// (`<namespace>.<service>.<slot>`, see
@@ -179,6 +180,13 @@ pub enum Command {
     RemoveNode {
         name: String,
         force: bool,
+    },
+    /// Where managers run and how to start more (the cluster file of
+    /// `raftvisor bootstrap`), kept current by manager replacement;
+    /// refused unless it validates.
+    PutManagerTemplate {
+        #[serde(with = "super::migrate::versioned")]
+        template: ManagerTemplate,
     },
 }
 
