@@ -350,7 +350,7 @@ mod tests {
         let config = file.agent_config(&file.managers[1], false);
         let parsed = crate::config::AgentConfig::parse(&config).unwrap();
         assert_eq!(parsed.id, 2);
-        assert_eq!(parsed.api_addr, "127.0.0.1:7302");
+        assert_eq!(parsed.api_addr.to_string(), "127.0.0.1:7302");
         assert_eq!(parsed.members.len(), 2);
         assert!(parsed.tls.files().is_some());
         parsed.validate().unwrap();
