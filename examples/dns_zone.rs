@@ -148,13 +148,13 @@ async fn run(args: &Args) -> Result<(), String> {
     let config = AgentConfig {
         id: 1,
         data_dir: dir.path().join("replica-1"),
-        api_addr: "127.0.0.1:29201".into(),
-        peer_addr: "127.0.0.1:29301".into(),
-        dns_addr: args.dns.to_string(),
+        api_addr: SocketAddr::from(([127, 0, 0, 1], 29201)),
+        peer_addr: SocketAddr::from(([127, 0, 0, 1], 29301)),
+        dns_addr: args.dns,
         members: vec![MemberConfig {
             id: 1,
-            api_addr: "127.0.0.1:29201".into(),
-            peer_addr: "127.0.0.1:29301".into(),
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 29201)),
+            peer_addr: SocketAddr::from(([127, 0, 0, 1], 29301)),
         }],
         raft: RaftTuning::default(),
         api: ApiTuning::default(),

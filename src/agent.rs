@@ -37,7 +37,7 @@ pub enum AgentError {
     FailPoints(String),
 }
 
-async fn bind(what: &'static str, addr: &str) -> Result<TcpListener, AgentError> {
+async fn bind(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpListener, AgentError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| AgentError::Bind {
@@ -67,7 +67,7 @@ fn load_tls(config: &AgentConfig) -> Result<Option<AgentTls>, AgentError> {
         ("peer_addr", &config.peer_addr),
         ("api_addr", &config.api_addr),
     ] {
-        if !tls.names_host_of(addr) {
+        if !tls.names_host_of(&addr.to_string()) {
             tracing::warn!(
                 field,
                 addr = %addr,
@@ -190,15 +190,15 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let tls = load_tls(&config)?;
     raise_open_files_limit();
     // Bind first: a port in use is reported before any state is touched.
-    let peer_listener = bind("peer_addr", &config.peer_addr).await?;
-    let api_listener = bind("api_addr", &config.api_addr).await?;
+    let peer_listener = bind("peer_addr", config.peer_addr).await?;
+    let api_listener = bind("api_addr", config.api_addr).await?;
     let mut dns_sockets = Vec::new();
     if config.dns.enabled {
-        dns_sockets.push(crate::dns::server::bind(&config.dns_addr).await?);
+        dns_sockets.push(crate::dns::server::bind(&config.dns_addr.to_string()).await?);
         // Extra listeners (e.g. the Docker bridge gateway) are a convenience
         // for containers: without them the replica still serves its own.
         for addr in &config.dns.extra_addrs {
-            match crate::dns::server::bind(addr).await {
+            match crate::dns::server::bind(&addr.to_string()).await {
                 Ok(sockets) => dns_sockets.push(sockets),
                 Err(e) => {
                     tracing::warn!(error = %e, "extra DNS address not served; containers using it cannot resolve cluster names")
@@ -253,15 +253,11 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         })
     });
     let mut dns_server = (!dns_sockets.is_empty()).then(|| {
-        let this_server = config
-            .dns_addr
-            .parse::<std::net::SocketAddr>()
-            .map_or(std::net::Ipv4Addr::LOCALHOST.into(), |a| a.ip());
         let handler = crate::dns::server::Handler::new(
             replica.clone(),
             &config.dns.domain,
             config.dns.ttl_secs,
-            this_server,
+            config.dns_addr.ip(),
         )
         .with_forwarder(crate::dns::forward::Forwarder::from_settings(
             &config.dns.upstreams,
@@ -277,7 +273,12 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             probe_interval: Duration::from_millis(config.supervisor.probe_interval_ms),
             resync: Duration::from_millis(config.supervisor.resync_ms),
             stop_grace: Duration::from_millis(config.supervisor.stop_grace_ms),
-            container_dns: config.dns.container_resolvers.clone(),
+            container_dns: config
+                .dns
+                .container_resolvers
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             round_budget: crate::reconcile::round_budget(Duration::from_millis(
                 config.supervisor.stall_after_ms,
             )),

@@ -6,12 +6,47 @@
 //! release that changes the encoding bumps [`FORMAT_VERSION`] and keeps a
 //! decoder for every older version here, so logs and snapshots written by an
 //! older raftvisor stay readable. Nothing outside this module calls bincode.
+//!
+//! Format 2 writes the model's persisted records with their version
+//! markers ([`crate::state::migrate`]); format 1 held them inline, without
+//! markers. Both have the same bincode body otherwise: while a format-1
+//! value is decoded, [`reading_unversioned`] tells the records to read
+//! their first version inline.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 /// Version byte written in front of every encoded value.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
+
+/// The format whose records were written inline, without version markers.
+const UNVERSIONED_FORMAT: u8 = 1;
+
+thread_local! {
+    /// Whether the value being decoded on this thread is of format 1.
+    static READING_UNVERSIONED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the value this thread is decoding was written by format 1, so
+/// persisted records are inline in their first version's layout.
+pub fn reading_unversioned() -> bool {
+    READING_UNVERSIONED.with(std::cell::Cell::get)
+}
+
+/// Runs `decode` with [`reading_unversioned`] telling the format of
+/// `version`; the previous setting is restored after it (decodes nest: a
+/// record's body is a value of its own).
+fn decoding_format<R>(version: u8, decode: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            READING_UNVERSIONED.with(|flag| flag.set(self.0));
+        }
+    }
+    let _restore =
+        Restore(READING_UNVERSIONED.with(|flag| flag.replace(version == UNVERSIONED_FORMAT)));
+    decode()
+}
 
 /// Why a value could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
@@ -51,8 +86,10 @@ pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> Result<usize, CodecError
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     match version {
-        1 => {
-            let (value, read) = bincode::serde::decode_from_slice(body, config())?;
+        UNVERSIONED_FORMAT | FORMAT_VERSION => {
+            let (value, read) = decoding_format(version, || {
+                bincode::serde::decode_from_slice(body, config())
+            })?;
             if read != body.len() {
                 return Err(CodecError::Trailing {
                     trailing: body.len() - read,
@@ -71,7 +108,10 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 pub fn decode_prefix<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let (&version, body) = bytes.split_first().ok_or(CodecError::Empty)?;
     match version {
-        1 => Ok(bincode::serde::decode_from_slice(body, config())?.0),
+        UNVERSIONED_FORMAT | FORMAT_VERSION => Ok(decoding_format(version, || {
+            bincode::serde::decode_from_slice(body, config())
+        })?
+        .0),
         found => Err(CodecError::UnsupportedVersion { found }),
     }
 }

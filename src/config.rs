@@ -1,8 +1,15 @@
 //! Agent configuration: one TOML file per replica, with `RAFTVISOR_*`
 //! environment overrides, validated once at start so a bad config fails with
 //! one clear line instead of a half-started replica.
+//!
+//! Parsed once: addresses, networks and numbers are read into their types
+//! by the TOML parser and the environment overrides, so the agent never
+//! parses a setting again and never falls back to a default. A value that
+//! does not parse is an error naming its key (or variable); what types
+//! cannot express (`api_addr` ≠ `peer_addr`, timing bounds, …) is checked
+//! by [`AgentConfig::validate`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -33,8 +40,8 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 pub struct MemberConfig {
     pub id: u64,
-    pub api_addr: String,
-    pub peer_addr: String,
+    pub api_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
 }
 
 /// Raft timing and log-compaction settings.
@@ -150,22 +157,22 @@ pub struct DnsTuning {
     /// Resolvers (`IP:port`) asked for names outside the domain, in order,
     /// so containers can use raftvisor as their only resolver. Empty: such
     /// names are refused.
-    pub upstreams: Vec<String>,
+    pub upstreams: Vec<SocketAddr>,
     /// Networks (`address/prefix`) whose clients may have names outside
     /// the domain forwarded to `upstreams`; others get REFUSED. Default:
     /// loopback and Docker's default address pool 172.16.0.0/12 (where
     /// its bridge networks, and so the managed containers, live).
-    pub forward_from: Vec<String>,
+    pub forward_from: Vec<crate::dns::forward::Network>,
     /// Most forwarded queries waiting for upstreams at once; one more gets
     /// SERVFAIL at once.
     pub max_forwards: usize,
     /// More addresses to serve DNS on, e.g. the Docker bridge gateway's
     /// port 53 so containers reach it.
-    pub extra_addrs: Vec<String>,
+    pub extra_addrs: Vec<SocketAddr>,
     /// DNS servers (IP addresses, port 53) given to managed containers, so
     /// they resolve cluster names: e.g. the Docker bridge gateway on which
     /// a replica serves (`extra_addrs = ["172.17.0.1:53"]`).
-    pub container_resolvers: Vec<String>,
+    pub container_resolvers: Vec<IpAddr>,
 }
 
 impl Default for DnsTuning {
@@ -176,7 +183,7 @@ impl Default for DnsTuning {
             ttl_secs: 5,
             upstreams: Vec::new(),
             forward_from: ["127.0.0.0/8", "::1/128", "172.16.0.0/12"]
-                .map(String::from)
+                .map(|net| net.parse().expect("the default networks parse"))
                 .to_vec(),
             max_forwards: 256,
             extra_addrs: Vec::new(),
@@ -275,9 +282,9 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, Strin
 pub struct AgentConfig {
     pub id: u64,
     pub data_dir: PathBuf,
-    pub api_addr: String,
-    pub peer_addr: String,
-    pub dns_addr: String,
+    pub api_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub dns_addr: SocketAddr,
     /// The initial cluster. The member with the lowest id initialises it
     /// when its data directory is new; empty means "wait to be added".
     #[serde(default)]
@@ -331,13 +338,17 @@ impl AgentConfig {
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<(), ConfigError> {
         fn number(name: &'static str, value: String) -> Result<u64, ConfigError> {
-            value
-                .parse()
-                .map_err(|e: std::num::ParseIntError| ConfigError::Env {
-                    name,
-                    value,
-                    reason: e.to_string(),
-                })
+            parsed(name, value)
+        }
+        fn parsed<T: std::str::FromStr>(name: &'static str, value: String) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.parse().map_err(|e: T::Err| ConfigError::Env {
+                name,
+                reason: e.to_string(),
+                value,
+            })
         }
         if let Some(v) = lookup("RAFTVISOR_ID") {
             self.id = number("RAFTVISOR_ID", v)?;
@@ -346,13 +357,13 @@ impl AgentConfig {
             self.data_dir = PathBuf::from(v);
         }
         if let Some(v) = lookup("RAFTVISOR_API_ADDR") {
-            self.api_addr = v;
+            self.api_addr = parsed("RAFTVISOR_API_ADDR", v)?;
         }
         if let Some(v) = lookup("RAFTVISOR_PEER_ADDR") {
-            self.peer_addr = v;
+            self.peer_addr = parsed("RAFTVISOR_PEER_ADDR", v)?;
         }
         if let Some(v) = lookup("RAFTVISOR_DNS_ADDR") {
-            self.dns_addr = v;
+            self.dns_addr = parsed("RAFTVISOR_DNS_ADDR", v)?;
         }
         if let Some(v) = lookup("RAFTVISOR_HEARTBEAT_MS") {
             self.raft.heartbeat_ms = number("RAFTVISOR_HEARTBEAT_MS", v)?;
@@ -406,15 +417,6 @@ impl AgentConfig {
         if self.id == 0 {
             return invalid("id must be a positive integer".into());
         }
-        for (field, addr) in [
-            ("api_addr", &self.api_addr),
-            ("peer_addr", &self.peer_addr),
-            ("dns_addr", &self.dns_addr),
-        ] {
-            if addr.parse::<SocketAddr>().is_err() {
-                return invalid(format!("{field} {addr:?} is not an IP:port address"));
-            }
-        }
         if self.api_addr == self.peer_addr {
             return invalid("api_addr and peer_addr must differ".into());
         }
@@ -425,14 +427,6 @@ impl AgentConfig {
         for member in &self.members {
             if !ids.insert(member.id) {
                 return invalid(format!("member id {} is listed twice", member.id));
-            }
-            for addr in [&member.api_addr, &member.peer_addr] {
-                if addr.parse::<SocketAddr>().is_err() {
-                    return invalid(format!(
-                        "member {}: {addr:?} is not an IP:port address",
-                        member.id
-                    ));
-                }
             }
         }
         if !self.members.is_empty() && !ids.contains(&self.id) {
@@ -464,23 +458,8 @@ impl AgentConfig {
                 self.dns.domain
             ));
         }
-        for addr in self.dns.upstreams.iter().chain(&self.dns.extra_addrs) {
-            if addr.parse::<SocketAddr>().is_err() {
-                return invalid(format!("dns address {addr:?} is not an IP:port address"));
-            }
-        }
-        if let Err(e) = crate::dns::forward::networks(&self.dns.forward_from) {
-            return invalid(e.to_string());
-        }
         if self.dns.max_forwards == 0 {
             return invalid("dns.max_forwards must be positive".into());
-        }
-        for ip in &self.dns.container_resolvers {
-            if ip.parse::<std::net::IpAddr>().is_err() {
-                return invalid(format!(
-                    "dns.container_resolvers entry {ip:?} is not an IP address"
-                ));
-            }
         }
         let s = &self.supervisor;
         if s.probe_interval_ms == 0 || s.resync_ms == 0 || s.node_grace_ms < s.probe_interval_ms {
@@ -563,7 +542,7 @@ insecure = true
         config
             .apply_env(|name| (name == "RAFTVISOR_API_ADDR").then(|| "127.0.0.1:9999".to_string()))
             .unwrap();
-        assert_eq!(config.api_addr, "127.0.0.1:9999");
+        assert_eq!(config.api_addr.to_string(), "127.0.0.1:9999");
         let err = config
             .apply_env(|name| (name == "RAFTVISOR_ID").then(|| "x".to_string()))
             .unwrap_err();
@@ -598,20 +577,19 @@ insecure = true
     #[test]
     fn dns_forwarding_limits_default_and_validate() {
         let config = AgentConfig::parse(GOOD).unwrap();
-        assert_eq!(
-            config.dns.forward_from,
-            ["127.0.0.0/8", "::1/128", "172.16.0.0/12"]
-        );
+        let defaults: Vec<String> = config
+            .dns
+            .forward_from
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(defaults, ["127.0.0.0/8", "::1/128", "172.16.0.0/12"]);
         assert_eq!(config.dns.max_forwards, 256);
         let mut config = AgentConfig::parse(&format!(
             "{GOOD}[dns]\nupstreams = [\"10.0.0.2:53\"]\nforward_from = [\"10.0.0.0/8\"]\nmax_forwards = 8\n"
         ))
         .unwrap();
         config.validate().unwrap();
-        config.dns.forward_from = vec!["10.0.0.0/40".into()];
-        let err = config.validate().unwrap_err().to_string();
-        assert!(err.contains("forward_from"), "{err}");
-        config.dns.forward_from = Vec::new();
         config.dns.max_forwards = 0;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("max_forwards"), "{err}");
@@ -662,13 +640,6 @@ insecure = true
             "{unknown}"
         );
         let mut config = AgentConfig::parse(GOOD).unwrap();
-        config.api_addr = "localhost".into();
-        assert!(config
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("api_addr"));
-        let mut config = AgentConfig::parse(GOOD).unwrap();
         config.id = 2;
         assert!(config.validate().is_err());
     }
@@ -703,5 +674,105 @@ insecure = true
         .unwrap();
         parsed.validate().unwrap();
         assert!(AgentConfig::parse(&format!("{GOOD}\nverify = false\n")).is_err());
+    }
+
+    /// Every value that does not parse into its type, with the key the
+    /// error must name: nothing falls back to a default.
+    #[test]
+    fn each_unparsable_value_is_refused_naming_its_key() {
+        let top = |key: &str, value: &str| {
+            let line = GOOD
+                .lines()
+                .find(|l| l.starts_with(&format!("{key} =")))
+                .unwrap();
+            GOOD.replacen(line, &format!("{key} = {value}"), 1)
+        };
+        let cases = [
+            (top("api_addr", "\"localhost:7001\""), "api_addr"),
+            (top("peer_addr", "\"127.0.0.1\""), "peer_addr"),
+            (top("dns_addr", "\"127.0.0.1:99999\""), "dns_addr"),
+            (top("id", "\"one\""), "id"),
+            (
+                GOOD.replace(
+                    "api_addr = \"127.0.0.1:7001\"\npeer_addr = \"127.0.0.1:7101\"\n[tls]",
+                    "api_addr = \"here\"\npeer_addr = \"127.0.0.1:7101\"\n[tls]",
+                ),
+                "api_addr",
+            ),
+            (
+                format!("{GOOD}[dns]\nupstreams = [\"10.0.0.2\"]\n"),
+                "upstreams",
+            ),
+            (
+                format!("{GOOD}[dns]\nextra_addrs = [\"gateway:53\"]\n"),
+                "extra_addrs",
+            ),
+            (
+                format!("{GOOD}[dns]\nforward_from = [\"10.0.0.0/40\"]\n"),
+                "forward_from",
+            ),
+            (
+                format!("{GOOD}[dns]\ncontainer_resolvers = [\"172.17.0.1:53\"]\n"),
+                "container_resolvers",
+            ),
+            (format!("{GOOD}[raft]\nheartbeat_ms = -1\n"), "heartbeat_ms"),
+            (
+                format!("{GOOD}[supervisor]\nenabled = \"yes\"\n"),
+                "enabled",
+            ),
+        ];
+        for (text, key) in cases {
+            let error = AgentConfig::parse(&text).expect_err(key);
+            assert!(
+                error.contains(key) && !error.contains('\n'),
+                "{key}: {error}"
+            );
+        }
+        let env = [
+            ("RAFTVISOR_ID", "0x1"),
+            ("RAFTVISOR_API_ADDR", "localhost:7001"),
+            ("RAFTVISOR_PEER_ADDR", "127.0.0.1"),
+            ("RAFTVISOR_DNS_ADDR", ":53"),
+            ("RAFTVISOR_HEARTBEAT_MS", "fast"),
+            ("RAFTVISOR_ELECTION_MIN_MS", "-5"),
+            ("RAFTVISOR_ELECTION_MAX_MS", "1.5"),
+            ("RAFTVISOR_SNAPSHOT_THRESHOLD", ""),
+            ("RAFTVISOR_TLS_INSECURE", "yes"),
+        ];
+        for (name, value) in env {
+            let mut config = AgentConfig::parse(GOOD).unwrap();
+            let error = config
+                .apply_env(|asked| (asked == name).then(|| value.to_string()))
+                .expect_err(name)
+                .to_string();
+            assert!(error.contains(name), "{name}: {error}");
+        }
+    }
+
+    /// What types cannot express is refused by `validate`, naming the key.
+    #[test]
+    fn each_invalid_combination_is_refused_naming_its_key() {
+        type Breaks = fn(&mut AgentConfig);
+        let cases: [(&str, Breaks); 10] = [
+            ("id", |c| c.id = 0),
+            ("api_addr and peer_addr", |c| c.peer_addr = c.api_addr),
+            ("data_dir", |c| c.data_dir = PathBuf::new()),
+            ("listed twice", |c| c.members.push(c.members[0].clone())),
+            ("members", |c| c.id = 2),
+            ("raft.election_min_ms", |c| c.raft.heartbeat_ms = 60),
+            ("raft.election_max_ms", |c| c.raft.election_max_ms = 100),
+            ("raft.snapshot_threshold", |c| c.raft.snapshot_threshold = 0),
+            ("dns.domain", |c| c.dns.domain = "Not A Domain".into()),
+            ("supervisor.probe_interval_ms", |c| {
+                c.supervisor.probe_interval_ms = 0
+            }),
+        ];
+        for (key, break_it) in cases {
+            let mut config = AgentConfig::parse(GOOD).unwrap();
+            config.validate().unwrap();
+            break_it(&mut config);
+            let error = config.validate().expect_err(key).to_string();
+            assert!(error.contains(key), "{key}: {error}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
 use crate::raft::PeerNode;
 use crate::replica::{now_ms, Replica};
-use crate::state::Event;
+use crate::state::{Event, ManagerTemplate};
 use crate::wire::{AddMember, ClusterStatus, Health, MemberStatus, MembershipChanged};
 
 /// `GET /v1/health`: 200 while this replica serves (`ok`, or `removed`
@@ -183,32 +183,32 @@ pub async fn metrics(State(replica): State<Arc<Replica>>) -> Response {
     }
 }
 
-/// `GET /v1/cluster/plan`: the managers' cluster file, as bootstrap
-/// recorded it and manager replacement keeps it.
+/// `GET /v1/cluster/plan`: the manager template (the cluster file
+/// bootstrap recorded, kept current by manager replacement).
 pub async fn plan(
     State(replica): State<Arc<Replica>>,
     params: Params,
-) -> ApiResult<Json<crate::bootstrap::cluster_file::ClusterFile>> {
+) -> ApiResult<Json<ManagerTemplate>> {
     params.read_barrier(&replica).await?;
-    let Some(json) = replica.sm.read(|s| s.manager_plan.clone()) else {
-        return Err(ApiError::not_found(
-            "this cluster has no manager plan (raftvisor bootstrap records one)",
-        ));
-    };
-    serde_json::from_str(&json)
+    replica
+        .sm
+        .read(|s| s.manager_template.clone())
         .map(Json)
-        .map_err(|e| ApiError::bad_request(format!("the stored plan does not parse: {e}")))
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "this cluster has no manager template (raftvisor bootstrap records one)",
+            )
+        })
 }
 
-/// `PUT /v1/cluster/plan` (admin): records the managers' cluster file.
+/// `PUT /v1/cluster/plan` (admin): records the manager template.
 pub async fn put_plan(
     State(replica): State<Arc<Replica>>,
-    JsonBody(plan): JsonBody<crate::bootstrap::cluster_file::ClusterFile>,
+    JsonBody(template): JsonBody<ManagerTemplate>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    plan.validate().map_err(ApiError::bad_request)?;
-    let json = serde_json::to_string(&plan).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    template.validate().map_err(ApiError::bad_request)?;
     let applied = replica
-        .write(crate::state::Command::PutManagerPlan { plan: json })
+        .write(crate::state::Command::PutManagerTemplate { template })
         .await?;
     Ok(Json(serde_json::json!({"index": applied.index})))
 }

@@ -3,13 +3,13 @@
 //! it needs and the nodes to register. The runner ([`super::run`]) compares
 //! this desired state with what exists and changes only the difference.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::runtime::ContainerSpec;
-use crate::state::{DockerTls, NodeSpec};
+pub use crate::state::manager_template::{Machine, ManagerPlacement, NodePlacement, Replacement};
+use crate::state::{DockerTls, ManagerTemplate, NodeSpec};
 
 /// Label on every manager container: the cluster it belongs to.
 pub const MANAGER_CLUSTER_LABEL: &str = "raftvisor.manager.cluster";
@@ -20,103 +20,33 @@ pub const MANAGER_ID_LABEL: &str = "raftvisor.manager.id";
 const IN_CONTAINER: &str = "/etc/raftvisor";
 const DATA_IN_CONTAINER: &str = "/var/lib/raftvisor";
 
-/// A cluster file (see `cluster-config/docker-3.toml`).
+/// A cluster file (see `cluster-config/docker-3.toml`): the manager
+/// template it describes, with relative paths resolved against the file's
+/// directory. What the cluster records of it is the template itself
+/// ([`crate::state::ManagerTemplate`]); this type adds what bootstrap and
+/// manager replacement derive from it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClusterFile {
-    /// Names the cluster's containers and its directory of secrets.
-    pub cluster: String,
-    /// CA, certificates, admin token, secrets key and the managers' data;
-    /// relative paths are taken from the cluster file's directory.
-    pub state_dir: PathBuf,
-    #[serde(default = "default_image")]
-    pub image: String,
-    pub machines: Vec<Machine>,
-    pub managers: Vec<ManagerPlacement>,
-    #[serde(default)]
-    pub nodes: Vec<NodePlacement>,
-    /// A voter unreachable this long whose container is gone or stopped is
-    /// replaced by a new manager (default 30 s).
-    #[serde(default)]
-    pub replace_after_ms: Option<u64>,
-    /// Managers replaced by the cluster; their ids are never used again.
-    #[serde(default)]
-    pub retired: Vec<u64>,
-    /// A replacement in progress (a new leader finishes it).
-    #[serde(default)]
-    pub replacing: Option<Replacement>,
-}
+#[serde(transparent)]
+pub struct ClusterFile(ManagerTemplate);
 
-/// Manager `dead` is being replaced by manager `new`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Replacement {
-    pub dead: u64,
-    pub new: u64,
-}
-
-fn default_image() -> String {
-    "raftvisor:local".into()
-}
-
-/// A machine with a Docker Engine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Machine {
-    pub name: String,
-    /// `static` (given: `docker_endpoint` and `address` are required) or a
-    /// provider that makes machines (`azure`: `provider_file` names its
-    /// settings, e.g. `cluster-config/azure.example.toml`).
-    #[serde(default = "default_provider")]
-    pub provider: String,
-    /// The machine's engine; for a provisioned machine, what provisioning
-    /// reported (recorded in the plan).
-    #[serde(default)]
-    pub docker_endpoint: String,
-    #[serde(default)]
-    pub docker_tls: Option<DockerTls>,
-    /// The address managers and clients reach the machine's ports at.
-    #[serde(default)]
-    pub address: String,
-    /// The provider's settings, for machines it makes; relative paths are
-    /// taken from the cluster file's directory.
-    #[serde(default)]
-    pub provider_file: Option<PathBuf>,
-}
-
-impl Machine {
-    /// Whether bootstrap makes this machine through a provider.
-    pub fn is_provisioned(&self) -> bool {
-        self.provider != "static"
+impl From<ManagerTemplate> for ClusterFile {
+    fn from(template: ManagerTemplate) -> ClusterFile {
+        ClusterFile(template)
     }
 }
 
-fn default_provider() -> String {
-    "static".into()
+impl std::ops::Deref for ClusterFile {
+    type Target = ManagerTemplate;
+
+    fn deref(&self) -> &ManagerTemplate {
+        &self.0
+    }
 }
 
-/// One manager: its Raft id (never reused), machine and ports. Managers use
-/// the machine's network (`--network host`), so ports must be free there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ManagerPlacement {
-    pub id: u64,
-    pub machine: String,
-    pub api_port: u16,
-    pub peer_port: u16,
-    pub dns_port: u16,
-}
-
-/// A workload node to register, on one of the machines.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NodePlacement {
-    pub name: String,
-    pub machine: String,
-    #[serde(default)]
-    pub region: Option<String>,
-    #[serde(default)]
-    pub zone: Option<String>,
+impl std::ops::DerefMut for ClusterFile {
+    fn deref_mut(&mut self) -> &mut ManagerTemplate {
+        &mut self.0
+    }
 }
 
 impl ClusterFile {
@@ -142,74 +72,15 @@ impl ClusterFile {
         Ok(file)
     }
 
-    /// Checks what can be checked without touching anything.
-    pub fn validate(&self) -> Result<(), String> {
-        crate::state::validate::dns_label("cluster", &self.cluster)?;
-        if self.managers.is_empty() {
-            return Err("at least one manager is needed (three tolerate one loss)".into());
-        }
-        let mut machines = BTreeSet::new();
-        for machine in &self.machines {
-            crate::state::validate::dns_label("machine name", &machine.name)?;
-            if !machines.insert(machine.name.as_str()) {
-                return Err(format!("machine {:?} is listed twice", machine.name));
-            }
-            match (machine.is_provisioned(), &machine.provider_file) {
-                (false, _) if machine.docker_endpoint.is_empty() || machine.address.is_empty() => {
-                    return Err(format!(
-                        "machine {:?}: a static machine needs docker_endpoint and address",
-                        machine.name
-                    ))
-                }
-                (true, None) => {
-                    return Err(format!(
-                        "machine {:?}: provider {:?} needs provider_file (its settings)",
-                        machine.name, machine.provider
-                    ))
-                }
-                _ => {}
-            }
-        }
-        let mut ids = BTreeSet::new();
-        let mut ports = BTreeSet::new();
-        for manager in &self.managers {
-            if manager.id == 0 || !ids.insert(manager.id) {
-                return Err(format!(
-                    "manager id {} must be positive and unique",
-                    manager.id
-                ));
-            }
-            if !machines.contains(manager.machine.as_str()) {
-                return Err(format!(
-                    "manager {} is on unknown machine {:?}",
-                    manager.id, manager.machine
-                ));
-            }
-            for port in [manager.api_port, manager.peer_port, manager.dns_port] {
-                if port == 0 || !ports.insert((manager.machine.as_str(), port)) {
-                    return Err(format!(
-                        "manager {}: port {port} is zero or used twice on {}",
-                        manager.id, manager.machine
-                    ));
-                }
-            }
-        }
-        let mut nodes = BTreeSet::new();
-        for node in &self.nodes {
-            crate::state::validate::dns_label("node name", &node.name)?;
-            if !nodes.insert(node.name.as_str()) {
-                return Err(format!("node {:?} is listed twice", node.name));
-            }
-            if !machines.contains(node.machine.as_str()) {
-                return Err(format!(
-                    "node {:?} is on unknown machine {:?}",
-                    node.name, node.machine
-                ));
-            }
-        }
-        Ok(())
+    /// The template the cluster records.
+    pub fn template(&self) -> &ManagerTemplate {
+        &self.0
     }
 
+    /// A placement's machine. Every cluster file holds a validated
+    /// template (read by [`ClusterFile::load`], or from the state, which
+    /// refuses templates that do not validate), where each placement names
+    /// a machine of the template.
     pub fn machine(&self, name: &str) -> &Machine {
         self.machines
             .iter()
@@ -479,7 +350,7 @@ mod tests {
         let config = file.agent_config(&file.managers[1], false);
         let parsed = crate::config::AgentConfig::parse(&config).unwrap();
         assert_eq!(parsed.id, 2);
-        assert_eq!(parsed.api_addr, "127.0.0.1:7302");
+        assert_eq!(parsed.api_addr.to_string(), "127.0.0.1:7302");
         assert_eq!(parsed.members.len(), 2);
         assert!(parsed.tls.files().is_some());
         parsed.validate().unwrap();

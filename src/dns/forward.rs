@@ -64,6 +64,26 @@ impl std::str::FromStr for Network {
     }
 }
 
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Written as its text (`address/prefix`), as the agent config holds it.
+impl serde::Serialize for Network {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Network {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl Network {
     /// Whether `ip` lies in this network (an IPv4 address written as
     /// IPv4-mapped IPv6, as a dual-stack socket reports it, counts as IPv4).
@@ -82,11 +102,6 @@ impl Network {
         };
         net & mask == ip & mask
     }
-}
-
-/// Parses `[dns] forward_from`.
-pub fn networks(texts: &[String]) -> Result<Vec<Network>, BadNetwork> {
-    texts.iter().map(|text| text.parse()).collect()
 }
 
 /// What a query for a name outside the domain may get.
@@ -122,18 +137,14 @@ impl Forwarder {
     }
 
     /// From the agent's `[dns]` settings `upstreams`, `forward_from` and
-    /// `max_forwards` (validated at start); `None` without upstreams.
+    /// `max_forwards`; `None` without upstreams.
     pub fn from_settings(
-        upstreams: &[String],
-        forward_from: &[String],
+        upstreams: &[SocketAddr],
+        forward_from: &[Network],
         max_forwards: usize,
     ) -> Option<Forwarder> {
-        let upstreams: Vec<SocketAddr> = upstreams.iter().filter_map(|a| a.parse().ok()).collect();
-        if upstreams.is_empty() {
-            return None;
-        }
-        let from = networks(forward_from).unwrap_or_default();
-        Some(Forwarder::new(upstreams, from, max_forwards))
+        (!upstreams.is_empty())
+            .then(|| Forwarder::new(upstreams.to_vec(), forward_from.to_vec(), max_forwards))
     }
 
     /// Whether a query from `client` may be forwarded now.
@@ -175,7 +186,7 @@ mod tests {
     use super::*;
 
     fn nets(texts: &[&str]) -> Vec<Network> {
-        networks(&texts.iter().map(|t| t.to_string()).collect::<Vec<_>>()).unwrap()
+        texts.iter().map(|t| t.parse().unwrap()).collect()
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub enum SmStoreError {
 #[derive(Debug, Serialize, Deserialize)]
 struct SnapshotBody {
     meta: SnapshotMeta,
+    #[serde(with = "crate::state::migrate::versioned")]
     image: StateImage,
 }
 
@@ -416,6 +417,96 @@ mod tests {
     #[test]
     fn openraft_suite_passes_against_the_real_stores() {
         Suite::test_all(RealStores).unwrap();
+    }
+
+    /// What raftvisor wrote before its records carried versions (codec
+    /// format 1): `tests/fixtures/format-1`, see its README.
+    fn format1_fixtures() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-1")
+    }
+
+    const FORMAT1_SNAPSHOT: &str = "snapshot-00000000000000000006.bin";
+
+    /// The fixture's log entries: `[u32 length][encoded entry]`, repeated.
+    fn format1_entries() -> Vec<Entry> {
+        let bytes = std::fs::read(format1_fixtures().join("log-entries.bin")).unwrap();
+        let mut entries = Vec::new();
+        let mut rest = bytes.as_slice();
+        while let Some((length, tail)) = rest.split_first_chunk::<4>() {
+            let (entry, tail) = tail.split_at(u32::from_le_bytes(*length) as usize);
+            assert_eq!(entry[0], 1, "the fixture is of codec format 1");
+            entries.push(codec::decode(entry).unwrap());
+            rest = tail;
+        }
+        entries
+    }
+
+    /// What the fixture's log leads to, as the API and DNS read it.
+    fn assert_serves_the_format1_state(sm: &StateMachineStore) {
+        sm.read(|s| {
+            assert_eq!(s.cluster_id.as_deref(), Some("format1"));
+            let echo = &s.services[&("demo".to_string(), "echo".to_string())];
+            assert_eq!(echo.spec.image, "raftvisor-echo:local");
+            assert_eq!(echo.spec.replicas, 2);
+            assert_eq!(echo.spec.env["GREETING"], "hello");
+            assert_eq!(echo.spec.health.as_ref().unwrap().path, "/health");
+            let instance = &s.instances["demo.echo.0"];
+            assert_eq!(instance.state, crate::state::InstanceState::Running);
+            assert_eq!(instance.node.as_deref(), Some("node-a"));
+            assert_eq!(instance.ports[0].host_port, 32768);
+            assert_eq!(
+                instance.template,
+                crate::state::supervision::template_fingerprint(&echo.spec),
+                "an upgrade replaces no container"
+            );
+            assert_eq!(s.nodes["node-a"].spec.capacity.max_instances, 20);
+            assert_eq!(s.managers[&1].api_addr, "127.0.0.1:7301");
+            assert!(!s.kv.contains_key("config/a"));
+            assert_eq!(s.kv["config/b"].value, b"beta");
+            assert_eq!(s.kv_bytes, 4);
+            assert_eq!(s.tokens["ops"].role, crate::state::Role::Operator);
+            assert!(s.tokens_bootstrapped);
+            assert_eq!(s.applied_index, 8);
+            let template = s.manager_template.as_ref().unwrap();
+            assert_eq!(template.cluster, "demo");
+            assert_eq!(template.managers[0].api_port, 7301);
+        });
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_snapshot_and_log_of_format_1_load_and_serve() {
+        let entries = format1_entries();
+        assert_eq!(entries.len(), 8);
+        let dir = TempDir::new().unwrap();
+        std::fs::copy(
+            format1_fixtures().join(FORMAT1_SNAPSHOT),
+            dir.path().join(FORMAT1_SNAPSHOT),
+        )
+        .unwrap();
+        let mut sm = StateMachineStore::open(dir.path()).unwrap();
+        assert_eq!(sm.applied_index(), 6);
+        sm.apply(entries[6..].to_vec()).await.unwrap();
+        assert_serves_the_format1_state(&sm);
+
+        // A retried write of the old log is recognised by its request id.
+        let EntryPayload::Normal(batch) = &entries[7].payload else {
+            panic!("entry 8 is a batch")
+        };
+        let again = sm.read(|s| s.clone()).apply(9, &batch.requests[0]);
+        assert_eq!(again.index, 8);
+
+        // The same log replayed from the start gives the same state.
+        let fresh = TempDir::new().unwrap();
+        let mut replayed = StateMachineStore::open(fresh.path()).unwrap();
+        replayed.apply(entries).await.unwrap();
+        assert_serves_the_format1_state(&replayed);
+
+        // A snapshot written now is of the current format and loads again.
+        sm.build_snapshot().await.unwrap();
+        let reopened = StateMachineStore::open(dir.path()).unwrap();
+        assert_serves_the_format1_state(&reopened);
+        let file = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        assert_eq!(std::fs::read(file).unwrap()[20], codec::FORMAT_VERSION);
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -53,20 +53,17 @@ pub async fn run(replica: Arc<Replica>, stop: CancellationToken) {
 }
 
 fn plan_of(replica: &Replica) -> Option<ClusterFile> {
-    let json = replica.sm.read(|s| s.manager_plan.clone())?;
-    match serde_json::from_str(&json) {
-        Ok(plan) => Some(plan),
-        Err(e) => {
-            tracing::warn!(error = %e, "the stored manager plan does not parse");
-            None
-        }
-    }
+    replica
+        .sm
+        .read(|s| s.manager_template.clone())
+        .map(ClusterFile::from)
 }
 
 async fn save(replica: &Replica, plan: &ClusterFile) -> Result<(), String> {
-    let json = serde_json::to_string(plan).map_err(|e| e.to_string())?;
     replica
-        .write_as_leader(Command::PutManagerPlan { plan: json })
+        .write_as_leader(Command::PutManagerTemplate {
+            template: plan.template().clone(),
+        })
         .await
         .map_err(|e| e.to_string())?;
     // The state directory is mounted in manager containers: the next

@@ -178,8 +178,8 @@ impl Replica {
                 (
                     m.id,
                     PeerNode {
-                        peer_addr: m.peer_addr.clone(),
-                        api_addr: m.api_addr.clone(),
+                        peer_addr: m.peer_addr.to_string(),
+                        api_addr: m.api_addr.to_string(),
                     },
                 )
             })

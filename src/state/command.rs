@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::limits::Limits;
+use super::manager_template::ManagerTemplate;
 use super::types::{
     Instance, InstanceStatus, Node, NodeSpec, NodeState, Role, RunState, Service, ServiceSpec,
     TokenRecord,
@@ -34,6 +35,7 @@ pub enum Command {
     PutService {
         namespace: String,
         name: String,
+        #[serde(with = "super::migrate::versioned")]
         spec: ServiceSpec,
         /// `Some(v)`: only if the current version is `v` (0 = must not exist).
         expected_version: Option<u64>,
@@ -50,6 +52,7 @@ pub enum Command {
     },
     PutNode {
         name: String,
+        #[serde(with = "super::migrate::versioned")]
         spec: NodeSpec,
         expected_version: Option<u64>,
     },
@@ -146,10 +149,10 @@ pub enum Command {
         id: String,
         hash: [u8; 32],
     },
-    /// Where managers run and how to start more: the cluster file of
-    /// `raftvisor bootstrap` (JSON), kept current by manager replacement.
-    PutManagerPlan {
-        plan: String,
+    /// [`Command::PutManagerTemplate`] as JSON text, as written before
+    /// the template was typed; stays for entries already in logs.
+    PutManagerTemplateJson {
+        json: String,
     },
     /// [`Command::PlaceInstance`] with unique instance ids
     /// (`<namespace>.<service>.<slot>`, see
@@ -178,9 +181,17 @@ pub enum Command {
         name: String,
         force: bool,
     },
+    /// Where managers run and how to start more (the cluster file of
+    /// `raftvisor bootstrap`), kept current by manager replacement;
+    /// refused unless it validates.
+    PutManagerTemplate {
+        #[serde(with = "super::migrate::versioned")]
+        template: ManagerTemplate,
+    },
 }
 
-/// A command as it travels through Raft.
+/// A command as it travels through Raft; a persisted record with a
+/// version ([`super::migrate`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     pub id: RequestId,
@@ -188,6 +199,10 @@ pub struct Request {
     /// deterministic while events and exits still carry a time.
     pub time_ms: u64,
     pub command: Command,
+}
+
+impl super::migrate::FirstVersion for Request {
+    const VERSION_MARKER: &'static [u8] = b"RQ01";
 }
 
 /// What applying one command produced.
@@ -230,6 +245,7 @@ pub struct Applied {
 /// one entry so they share one append and one fsync.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Batch {
+    #[serde(with = "super::migrate::versioned_seq")]
     pub requests: Vec<Request>,
 }
 

@@ -10,7 +10,10 @@
 
 mod address;
 pub mod command;
+mod image;
 pub mod limits;
+pub mod manager_template;
+pub mod migrate;
 mod quotas;
 pub mod supervision;
 pub mod tokens;
@@ -19,9 +22,9 @@ pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use serde::{Deserialize, Serialize};
-
 pub use command::{Applied, Batch, BatchResponse, Command, Outcome, Request, RequestId};
+pub use image::StateImage;
+pub use manager_template::ManagerTemplate;
 pub use types::*;
 
 /// How many events the replicated event log keeps.
@@ -75,37 +78,15 @@ pub struct State {
     /// Whether the bootstrap admin token was ever applied (it may since
     /// have been revoked); makes the bootstrap once per cluster.
     pub tokens_bootstrapped: bool,
-    /// The managers' cluster file (JSON), when bootstrap recorded one.
-    pub manager_plan: Option<String>,
+    /// Where the managers run and how to start more, when bootstrap
+    /// recorded it; always validated.
+    pub manager_template: Option<ManagerTemplate>,
     /// Bytes of all KV values together (derived, for the `max_kv_bytes` quota).
     pub kv_bytes: u64,
     /// Raft ids that were members once and were removed (and not added
     /// again): the peer port refuses their certificates.
     pub departed_managers: BTreeSet<u64>,
     dedup: Dedup,
-}
-
-/// Serializable image of [`State`], used for snapshots.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StateImage {
-    pub cluster_id: Option<String>,
-    pub services: Vec<Service>,
-    pub instances: Vec<Instance>,
-    pub nodes: Vec<Node>,
-    pub managers: Vec<Manager>,
-    pub kv: Vec<(String, KvEntry)>,
-    pub kv_index: u64,
-    pub kv_delete_index: u64,
-    pub events: Vec<Event>,
-    pub applied_index: u64,
-    pub dedup: Vec<(RequestId, Applied)>,
-    pub tokens: Vec<TokenRecord>,
-    pub tokens_bootstrapped: bool,
-    /// The managers' cluster file (JSON), when bootstrap recorded one.
-    pub manager_plan: Option<String>,
-    /// Raft ids removed from the membership.
-    #[serde(default)]
-    pub departed_managers: Vec<u64>,
 }
 
 impl State {
@@ -134,7 +115,7 @@ impl State {
                 .collect(),
             tokens: self.tokens.values().cloned().collect(),
             tokens_bootstrapped: self.tokens_bootstrapped,
-            manager_plan: self.manager_plan.clone(),
+            manager_template: self.manager_template.clone().map(migrate::Versioned),
             departed_managers: self.departed_managers.iter().copied().collect(),
         }
     }
@@ -175,7 +156,7 @@ impl State {
                 .map(|t| (t.id.clone(), t))
                 .collect(),
             tokens_bootstrapped: image.tokens_bootstrapped,
-            manager_plan: image.manager_plan,
+            manager_template: image.manager_template.map(|template| template.0),
             kv_bytes,
             departed_managers: image.departed_managers.into_iter().collect(),
             dedup,
@@ -416,10 +397,14 @@ impl State {
             } => self.put_token(index, time_ms, id, name, *role, hash),
             Command::RevokeToken { id } => self.revoke_token(index, time_ms, id),
             Command::BootstrapToken { id, hash } => self.bootstrap_token(index, time_ms, id, hash),
-            Command::PutManagerPlan { plan } => {
-                self.manager_plan = Some(plan.clone());
-                Outcome::Done
-            }
+            Command::PutManagerTemplateJson { json } => match ManagerTemplate::from_json(json) {
+                Ok(template) => self.put_manager_template(template),
+                Err(reason) => Outcome::Rejected(reason),
+            },
+            Command::PutManagerTemplate { template } => match template.validate() {
+                Ok(()) => self.put_manager_template(template.clone()),
+                Err(reason) => Outcome::Rejected(reason),
+            },
             Command::PlaceSlot {
                 namespace,
                 service,
@@ -431,6 +416,12 @@ impl State {
             }
             Command::RemoveNode { name, force } => self.remove_node(index, time_ms, name, *force),
         }
+    }
+
+    /// Records a validated manager template.
+    fn put_manager_template(&mut self, template: ManagerTemplate) -> Outcome {
+        self.manager_template = Some(template);
+        Outcome::Done
     }
 
     fn put_service(

@@ -5,14 +5,12 @@
 
 use super::{Instance, InstanceState, InstanceStatus, NodeState, Outcome, RunState, State};
 
-/// The fingerprint of what a container runs: FNV-1a over the canonical
-/// JSON of the spec without its replica count, so scaling never replaces
-/// containers but a new image or environment does.
+/// The fingerprint of what a container runs: FNV-1a over
+/// [`template_text`] and the sealed secret values. Scaling never changes
+/// it; a new image, command or environment does.
 pub fn template_fingerprint(spec: &super::ServiceSpec) -> String {
-    let mut template = spec.clone();
-    template.replicas = 0;
-    let mut text = serde_json::to_string(&template).unwrap_or_default();
-    // JSON shows sealed secrets as `<redacted>`; the sealed texts make a
+    let mut text = template_text(spec);
+    // The text shows sealed secrets as `<redacted>`; the sealed texts make a
     // changed secret change the template. They are sealed under random
     // nonces, so the fingerprint (which read tokens see) depends on no
     // clear value: equal secrets do not give equal fingerprints.
@@ -25,6 +23,163 @@ pub fn template_fingerprint(spec: &super::ServiceSpec) -> String {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{hash:016x}")
+}
+
+/// The stable encoding of a service's template: every field by name, in a
+/// fixed order, written here rather than derived from the spec's serde
+/// shape, so neither a new field nor a reordering changes the fingerprint
+/// of a stored spec (which would replace every container on upgrade).
+///
+/// The text is the JSON the fingerprint was first computed over (the spec
+/// with a replica count of 0), so fingerprints of instances placed before
+/// still match. A field added to the spec is written after the others
+/// and only when it differs from its default ([`push_unless_default`]),
+/// so a spec that does not use it keeps its fingerprint. The destructuring
+/// below stops the build until a new field is given its place here.
+fn template_text(spec: &super::ServiceSpec) -> String {
+    object(&template_fields(spec))
+}
+
+/// The fields of [`template_text`], in order.
+fn template_fields(spec: &super::ServiceSpec) -> Vec<(&'static str, String)> {
+    let super::ServiceSpec {
+        kind,
+        image,
+        command,
+        env,
+        secret_env,
+        ports,
+        replicas: _,
+        resources,
+        placement,
+        health,
+        restart,
+        update,
+        addresses,
+        hostname,
+    } = spec;
+    let ports: Vec<String> = ports
+        .iter()
+        .map(|port| {
+            let super::PortSpec {
+                name,
+                container_port,
+                protocol,
+                weight,
+            } = port;
+            object(&[
+                ("name", json(name)),
+                ("container_port", json(container_port)),
+                ("protocol", json(protocol)),
+                ("weight", json(weight)),
+            ])
+        })
+        .collect();
+    let super::Resources {
+        cpu_millis,
+        memory_mb,
+    } = resources;
+    let super::Placement {
+        region,
+        zone,
+        node_labels,
+        spread,
+    } = placement;
+    let health = health.as_ref().map_or_else(
+        || "null".to_string(),
+        |check| {
+            let super::HealthCheck {
+                kind,
+                port,
+                path,
+                interval_ms,
+                timeout_ms,
+                retries,
+            } = check;
+            object(&[
+                ("kind", json(kind)),
+                ("port", json(port)),
+                ("path", json(path)),
+                ("interval_ms", json(interval_ms)),
+                ("timeout_ms", json(timeout_ms)),
+                ("retries", json(retries)),
+            ])
+        },
+    );
+    let super::RestartPolicy {
+        initial_backoff_ms,
+        max_backoff_ms,
+        reset_after_ms,
+    } = restart;
+    let super::UpdateStrategy { max_parallel } = update;
+    vec![
+        ("kind", json(kind)),
+        ("image", json(image)),
+        ("command", json(command)),
+        ("env", json(env)),
+        ("secret_env", json(secret_env)),
+        ("ports", format!("[{}]", ports.join(","))),
+        // Not part of the template (scaling replaces nothing); written as
+        // 0 because the first fingerprints were computed so.
+        ("replicas", "0".to_string()),
+        (
+            "resources",
+            object(&[
+                ("cpu_millis", json(cpu_millis)),
+                ("memory_mb", json(memory_mb)),
+            ]),
+        ),
+        (
+            "placement",
+            object(&[
+                ("region", json(region)),
+                ("zone", json(zone)),
+                ("node_labels", json(node_labels)),
+                ("spread", json(spread)),
+            ]),
+        ),
+        ("health", health),
+        (
+            "restart",
+            object(&[
+                ("initial_backoff_ms", json(initial_backoff_ms)),
+                ("max_backoff_ms", json(max_backoff_ms)),
+                ("reset_after_ms", json(reset_after_ms)),
+            ]),
+        ),
+        ("update", object(&[("max_parallel", json(max_parallel))])),
+        ("addresses", json(addresses)),
+        ("hostname", json(hostname)),
+    ]
+}
+
+/// Appends `(name, value)` to a template's fields unless `value` is its
+/// type's default: how a field added to the spec enters the template
+/// without changing the fingerprint of specs that leave it unset.
+// No field was added to the spec since the encoding was pinned.
+#[cfg_attr(not(test), allow(dead_code))]
+fn push_unless_default<T: serde::Serialize + Default + PartialEq>(
+    fields: &mut Vec<(&'static str, String)>,
+    name: &'static str,
+    value: &T,
+) {
+    if *value != T::default() {
+        fields.push((name, json(value)));
+    }
+}
+
+/// JSON of one leaf value (a string, number, list or map of them).
+fn json<T: serde::Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// `{"name":value,…}` in the order given.
+fn object(fields: &[(&str, String)]) -> String {
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(name, value)| format!("\"{name}\":{value}"))
+        .collect();
+    format!("{{{}}}", body.join(","))
 }
 
 /// The id of a service slot's instance; stable across generations:
@@ -394,5 +549,79 @@ pub fn state_name(state: InstanceState) -> &'static str {
         InstanceState::Exited => "exited",
         InstanceState::CrashLoop => "crash_loop",
         InstanceState::Stopped => "stopped",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::state::ServiceSpec;
+
+    fn spec(json: serde_json::Value) -> ServiceSpec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    /// A spec using every field, as `tests/fixtures/format-1` deployed it.
+    fn full() -> ServiceSpec {
+        spec(serde_json::json!({
+            "image": "raftvisor-echo:local",
+            "command": ["/echo", "--port", "8080"],
+            "env": {"GREETING": "hello"},
+            "replicas": 1,
+            "resources": {"cpu_millis": 100, "memory_mb": 64},
+            "placement": {"zone": "a", "node_labels": {"disk": "ssd"}},
+            "ports": [{"name": "http", "container_port": 8080}],
+            "health": {"kind": "http", "port": "http", "path": "/health"},
+            "restart": {"initial_backoff_ms": 200, "max_backoff_ms": 5000, "reset_after_ms": 10000}
+        }))
+    }
+
+    fn external() -> ServiceSpec {
+        spec(serde_json::json!({
+            "kind": "external", "addresses": ["10.0.0.1"], "hostname": "db.example.com",
+            "update": {"max_parallel": 2}, "placement": {"region": "r", "spread": "zone"},
+            "ports": [{"name": "dns", "container_port": 53, "protocol": "udp", "weight": 5}],
+            "health": {"kind": "tcp", "port": "dns", "interval_ms": 7, "timeout_ms": 3, "retries": 1}
+        }))
+    }
+
+    /// Fingerprints computed by the first implementation (FNV-1a over the
+    /// spec's serde JSON) at commit c9d0105: instances placed then must
+    /// keep matching, or an upgrade would replace every container.
+    #[test]
+    fn fingerprints_of_specs_placed_before_are_unchanged() {
+        let minimal = spec(serde_json::json!({"image": "a", "replicas": 1}));
+        assert_eq!(template_fingerprint(&minimal), "8c7f1706043c0668");
+        assert_eq!(template_fingerprint(&full()), "7f4e9e2a06b2f8b4");
+        assert_eq!(template_fingerprint(&external()), "27d3589b1767bcf9");
+        let mut secret = minimal.clone();
+        secret
+            .secret_env
+            .0
+            .insert("PASSWORD".into(), "v1:sealed-text".into());
+        assert_eq!(template_fingerprint(&secret), "fe428243753801de");
+    }
+
+    #[test]
+    fn the_template_text_is_the_spec_in_a_fixed_order_without_replicas() {
+        let minimal = spec(serde_json::json!({"image": "a", "replicas": 7}));
+        assert_eq!(
+            template_text(&minimal),
+            r#"{"kind":"container","image":"a","command":[],"env":{},"secret_env":{},"ports":[],"replicas":0,"resources":{"cpu_millis":0,"memory_mb":0},"placement":{"region":null,"zone":null,"node_labels":{},"spread":"node"},"health":null,"restart":{"initial_backoff_ms":100,"max_backoff_ms":30000,"reset_after_ms":10000},"update":{"max_parallel":1},"addresses":[],"hostname":null}"#
+        );
+    }
+
+    #[test]
+    fn a_field_added_at_its_default_leaves_the_fingerprint_unchanged() {
+        let mut fields = template_fields(&full());
+        let before = object(&fields);
+        push_unless_default(&mut fields, "sysctls", &BTreeMap::<String, String>::new());
+        push_unless_default(&mut fields, "user", &Option::<String>::None);
+        assert_eq!(object(&fields), before);
+        push_unless_default(&mut fields, "user", &Some("1000".to_string()));
+        assert_ne!(object(&fields), before);
+        assert!(object(&fields).ends_with(r#","user":"1000"}"#));
     }
 }

@@ -868,3 +868,46 @@ fn a_down_node_is_not_removed_without_force() {
     let retired = state.apply(12, &req(3, remove_node("n1", true))).outcome;
     assert!(matches!(retired, Outcome::Node(n) if n.state == NodeState::Retired));
 }
+
+const MANAGER_TEMPLATE: &str = r#"{"cluster":"demo","state_dir":"/srv/rv","machines":[{"name":"local","docker_endpoint":"unix:///var/run/docker.sock","address":"127.0.0.1"}],"managers":[{"id":1,"machine":"local","api_port":7301,"peer_port":7311,"dns_port":7321}]}"#;
+
+#[test]
+fn the_manager_template_is_validated_once_when_it_is_recorded() {
+    let mut state = State::default();
+    let template = ManagerTemplate::from_json(MANAGER_TEMPLATE).unwrap();
+    let put = |template: ManagerTemplate| Command::PutManagerTemplate { template };
+    assert_eq!(
+        state.apply(1, &req(1, put(template.clone()))).outcome,
+        Outcome::Done
+    );
+    assert_eq!(state.manager_template.as_ref(), Some(&template));
+
+    let mut broken = template.clone();
+    broken.managers[0].machine = "nowhere".into();
+    let outcome = state.apply(2, &req(2, put(broken))).outcome;
+    assert!(
+        matches!(&outcome, Outcome::Rejected(reason) if reason.contains("unknown machine")),
+        "{outcome:?}"
+    );
+    assert_eq!(state.manager_template.as_ref(), Some(&template));
+
+    // Entries written before the template was typed carry it as JSON.
+    let json = |json: String| Command::PutManagerTemplateJson { json };
+    let outcome = state.apply(3, &req(3, json("{not json".into()))).outcome;
+    assert!(matches!(outcome, Outcome::Rejected(_)), "{outcome:?}");
+    let mut renamed = template.clone();
+    renamed.cluster = "other".into();
+    let outcome = state
+        .apply(4, &req(4, json(serde_json::to_string(&renamed).unwrap())))
+        .outcome;
+    assert_eq!(outcome, Outcome::Done);
+    assert_eq!(state.manager_template.as_ref(), Some(&renamed));
+
+    let image = crate::codec::encode(&migrate::Versioned(state.to_image())).unwrap();
+    let restored = State::from_image(
+        crate::codec::decode::<migrate::Versioned<StateImage>>(&image)
+            .unwrap()
+            .0,
+    );
+    assert_eq!(restored.manager_template, state.manager_template);
+}

@@ -5,6 +5,10 @@
 //! Serde attributes are limited to what both JSON (API) and bincode (log,
 //! snapshots) understand: no untagged or internally tagged enums and no
 //! `skip_serializing_if`.
+//!
+//! The specs are persisted records with a version ([`super::migrate`]):
+//! the log and snapshots write them with their version marker, JSON as
+//! they are. Changing one means a new version with a migration.
 
 use std::collections::BTreeMap;
 
@@ -188,6 +192,10 @@ pub struct ServiceSpec {
     pub hostname: Option<String>,
 }
 
+impl super::migrate::FirstVersion for ServiceSpec {
+    const VERSION_MARKER: &'static [u8] = b"SS01";
+}
+
 /// What a service is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -215,6 +223,7 @@ pub enum RunState {
 pub struct Service {
     pub namespace: String,
     pub name: String,
+    #[serde(with = "super::migrate::versioned")]
     pub spec: ServiceSpec,
     pub run_state: RunState,
     /// Raft index of the last change; the compare-and-set token.
@@ -346,6 +355,10 @@ pub struct DockerTls {
     pub key: String,
 }
 
+impl super::migrate::FirstVersion for NodeSpec {
+    const VERSION_MARKER: &'static [u8] = b"NS01";
+}
+
 fn default_provider() -> String {
     "static".into()
 }
@@ -354,6 +367,7 @@ fn default_provider() -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     pub name: String,
+    #[serde(with = "super::migrate::versioned")]
     pub spec: NodeSpec,
     pub state: NodeState,
     pub version: u64,

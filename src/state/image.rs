@@ -1,0 +1,150 @@
+//! The snapshot image of [`State`](super::State): the serializable form a
+//! snapshot file holds, its versions and the migrations between them (see
+//! [`super::migrate`]). Only data and conversions between versions; the
+//! state builds and reads the current version.
+
+use serde::{Deserialize, Serialize};
+
+use super::command::{Applied, RequestId};
+use super::manager_template::ManagerTemplate;
+use super::migrate::{Migrate, Versioned};
+use super::types::{Event, Instance, KvEntry, Manager, Node, Service, TokenRecord};
+
+/// Serializable image of the state, used for snapshots.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StateImage {
+    pub cluster_id: Option<String>,
+    pub services: Vec<Service>,
+    pub instances: Vec<Instance>,
+    pub nodes: Vec<Node>,
+    pub managers: Vec<Manager>,
+    pub kv: Vec<(String, KvEntry)>,
+    pub kv_index: u64,
+    pub kv_delete_index: u64,
+    pub events: Vec<Event>,
+    pub applied_index: u64,
+    pub dedup: Vec<(RequestId, Applied)>,
+    pub tokens: Vec<TokenRecord>,
+    pub tokens_bootstrapped: bool,
+    /// Where the managers run, when bootstrap recorded it.
+    pub manager_template: Option<Versioned<ManagerTemplate>>,
+    /// Raft ids removed from the membership.
+    pub departed_managers: Vec<u64>,
+}
+
+impl Migrate for StateImage {
+    const VERSION_MARKER: &'static [u8] = b"SI02";
+    type Previous = v1::StateImage;
+
+    /// The manager template was JSON text; one that does not parse or
+    /// pass validation was unusable before too, and is dropped.
+    fn migrate(previous: v1::StateImage) -> StateImage {
+        let manager_template = previous.manager_plan.and_then(|json| {
+            ManagerTemplate::from_json(&json)
+                .inspect_err(|reason| {
+                    tracing::warn!(%reason, "the snapshot's manager template is dropped");
+                })
+                .ok()
+        });
+        StateImage {
+            cluster_id: previous.cluster_id,
+            services: previous.services,
+            instances: previous.instances,
+            nodes: previous.nodes,
+            managers: previous.managers,
+            kv: previous.kv,
+            kv_index: previous.kv_index,
+            kv_delete_index: previous.kv_delete_index,
+            events: previous.events,
+            applied_index: previous.applied_index,
+            dedup: previous.dedup,
+            tokens: previous.tokens,
+            tokens_bootstrapped: previous.tokens_bootstrapped,
+            manager_template: manager_template.map(Versioned),
+            departed_managers: previous.departed_managers,
+        }
+    }
+}
+
+/// Frozen: the image as written until the manager template was typed.
+pub mod v1 {
+    use super::*;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct StateImage {
+        pub cluster_id: Option<String>,
+        pub services: Vec<Service>,
+        pub instances: Vec<Instance>,
+        pub nodes: Vec<Node>,
+        pub managers: Vec<Manager>,
+        pub kv: Vec<(String, KvEntry)>,
+        pub kv_index: u64,
+        pub kv_delete_index: u64,
+        pub events: Vec<Event>,
+        pub applied_index: u64,
+        pub dedup: Vec<(RequestId, Applied)>,
+        pub tokens: Vec<TokenRecord>,
+        pub tokens_bootstrapped: bool,
+        /// The managers' cluster file as JSON text.
+        pub manager_plan: Option<String>,
+        #[serde(default)]
+        pub departed_managers: Vec<u64>,
+    }
+
+    impl crate::state::migrate::FirstVersion for StateImage {
+        const VERSION_MARKER: &'static [u8] = b"SI01";
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v1_image(manager_plan: Option<&str>) -> v1::StateImage {
+        v1::StateImage {
+            cluster_id: Some("c".into()),
+            services: Vec::new(),
+            instances: Vec::new(),
+            nodes: Vec::new(),
+            managers: Vec::new(),
+            kv: Vec::new(),
+            kv_index: 3,
+            kv_delete_index: 0,
+            events: Vec::new(),
+            applied_index: 9,
+            dedup: Vec::new(),
+            tokens: Vec::new(),
+            tokens_bootstrapped: true,
+            manager_plan: manager_plan.map(String::from),
+            departed_managers: vec![4],
+        }
+    }
+
+    const TEMPLATE: &str = r#"{"cluster":"demo","state_dir":"/srv/rv","machines":[{"name":"local","docker_endpoint":"unix:///var/run/docker.sock","address":"127.0.0.1"}],"managers":[{"id":1,"machine":"local","api_port":7301,"peer_port":7311,"dns_port":7321}]}"#;
+
+    #[test]
+    fn a_version_1_image_gets_its_manager_template_typed() {
+        let bytes = Migrate::encode(&v1_image(Some(TEMPLATE))).unwrap();
+        let image = StateImage::decode(&bytes).unwrap();
+        let template = image.manager_template.unwrap().0;
+        assert_eq!(template.cluster, "demo");
+        assert_eq!(template.image, "raftvisor:local");
+        assert_eq!((image.kv_index, image.applied_index), (3, 9));
+        assert_eq!(image.departed_managers, [4]);
+    }
+
+    #[test]
+    fn a_broken_manager_template_is_dropped_not_a_panic() {
+        for broken in [
+            "{not json",
+            r#"{"cluster":"demo","state_dir":"/x","machines":[],"managers":[]}"#,
+        ] {
+            let image = StateImage::migrate(v1_image(Some(broken)));
+            assert!(image.manager_template.is_none(), "{broken}");
+            assert_eq!(image.cluster_id.as_deref(), Some("c"));
+        }
+        assert!(StateImage::migrate(v1_image(None))
+            .manager_template
+            .is_none());
+    }
+}
