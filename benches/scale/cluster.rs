@@ -17,8 +17,15 @@ use tokio_util::sync::CancellationToken;
 /// Worker threads of each replica's runtime.
 const WORKERS: usize = 2;
 
-/// Ports: API `base+id`, peer `base+100+id`.
-pub fn config_text(id: u64, dir: &Path, port_base: u16, replicas: u64) -> String {
+/// Ports: API `base+id`, peer `base+100+id`. `stall_after_ms`: the
+/// supervisor watchdog's setting (`None`: the product's default).
+pub fn config_text(
+    id: u64,
+    dir: &Path,
+    port_base: u16,
+    replicas: u64,
+    stall_after_ms: Option<u64>,
+) -> String {
     let member = |m: u64| {
         format!(
             "[[members]]\nid = {m}\napi_addr = \"127.0.0.1:{}\"\npeer_addr = \"127.0.0.1:{}\"\n",
@@ -37,7 +44,11 @@ pub fn config_text(id: u64, dir: &Path, port_base: u16, replicas: u64) -> String
          [dns]\nenabled = false\n\
          [tls]\ninsecure = true\n\
          [auth]\nbootstrap_token_file = {token:?}\n\
-         [limits]\nmax_services = 1000000\nmax_nodes = 1000000\nmax_instances = 10000000\n",
+         [limits]\nmax_services = 1000000\nmax_nodes = 1000000\nmax_instances = 10000000\n\
+         {supervisor}",
+        supervisor = stall_after_ms
+            .map(|ms| format!("[supervisor]\nstall_after_ms = {ms}\n"))
+            .unwrap_or_default(),
         data = dir.join(format!("replica-{id}")).display().to_string(),
         api = port_base + id as u16,
         peer = port_base + 100 + id as u16,
@@ -86,15 +97,26 @@ impl Member {
             exit_process_if_wedged: false,
             ..Options::default()
         };
-        let running = runtime
+        let started = runtime
             .spawn(raftvisor::agent::run_with(
                 self.config.clone(),
                 options,
                 self.shutdown.clone(),
             ))
-            .await
-            .map_err(|e| format!("replica {} did not start: {e}", self.id))?
-            .map_err(|e| format!("replica {} did not start: {e}", self.id))?;
+            .await;
+        let running = match started {
+            Ok(Ok(running)) => running,
+            failed => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    Err(e) => e.to_string(),
+                    Ok(Ok(_)) => unreachable!("matched above"),
+                };
+                // Dropping a runtime blocks: not on the driver's own threads.
+                let _ = tokio::task::spawn_blocking(move || drop(runtime)).await;
+                return Err(format!("replica {} did not start: {why}", self.id));
+            }
+        };
         self.replica = Some(running.replica.clone());
         self.running = Some(running);
         self.runtime = Some(runtime);

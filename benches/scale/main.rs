@@ -30,6 +30,7 @@
 //!
 //! Environment: SCALE_NODES (5000), SCALE_SERVICES (10000),
 //! SCALE_REPLICAS (instances per service, 10), SCALE_IN_FLIGHT (256),
+//! SCALE_STALL_AFTER_MS (the supervisor watchdog; unset: the default, 0: off),
 //! SCALE_CHANGES (40), SCALE_CPU_WINDOW_S (10), SCALE_PHASE_TIMEOUT_S (300),
 //! SCALE_PORT_BASE (31000: API +1..3, peer +101..103; etcd +501..503
 //! and +511..513), SCALE_ETCD
@@ -81,6 +82,9 @@ fn main() {
         cpu_window_s: env_number("SCALE_CPU_WINDOW_S", 10),
         phase_timeout_s: env_number("SCALE_PHASE_TIMEOUT_S", 300),
         port_base: env_number("SCALE_PORT_BASE", 31_000),
+        stall_after_ms: std::env::var("SCALE_STALL_AFTER_MS")
+            .ok()
+            .map(|_| env_number("SCALE_STALL_AFTER_MS", 0)),
     };
     if params.nodes == 0 || params.services == 0 || params.replicas == 0 || params.in_flight == 0 {
         eprintln!(
@@ -188,7 +192,7 @@ async fn run(params: &Params, report: &mut Report) -> Result<(), String> {
 
     let mut members = Vec::new();
     for id in 1..=3u64 {
-        let text = cluster::config_text(id, dir.path(), params.port_base, 3);
+        let text = cluster::config_text(id, dir.path(), params.port_base, 3, params.stall_after_ms);
         let config = AgentConfig::parse(&text).map_err(|e| format!("config: {e}"))?;
         if id == 1 {
             for (name, value) in [
@@ -220,13 +224,13 @@ async fn run(params: &Params, report: &mut Report) -> Result<(), String> {
         http,
     };
     let result = bench.run(report).await;
-    report.stopped_replicas = members
-        .iter()
-        .filter(|m| m.stopped_itself())
-        .map(|m| m.id)
-        .collect();
     for member in &mut members {
-        member.stop().await;
+        let stopped_itself = member.stopped_itself();
+        let stopped = member.stop().await;
+        if stopped_itself {
+            let code = stopped.and_then(|s| s.exit_code);
+            report.stopped_replicas.push((member.id, code));
+        }
     }
     result?;
 

@@ -27,6 +27,7 @@ pub struct Params {
     pub cpu_window_s: u64,
     pub phase_timeout_s: u64,
     pub port_base: u16,
+    pub stall_after_ms: Option<u64>,
 }
 
 /// Everything one run measured; `None` for a phase that did not run.
@@ -42,8 +43,9 @@ pub struct Report {
     pub change: Option<Change>,
     pub node_loss: Option<NodeLoss>,
     pub restart: Option<Restart>,
-    /// Replicas that stopped on their own during the run (a stall, a Raft failure).
-    pub stopped_replicas: Vec<u64>,
+    /// Replicas that stopped on their own during the run (a stall, a
+    /// Raft failure), with their exit codes.
+    pub stopped_replicas: Vec<(u64, Option<i32>)>,
     pub peak_rss_mb: u64,
     pub errors: Vec<String>,
 }
@@ -133,12 +135,17 @@ pub fn markdown(r: &Report) -> String {
     let mut out = String::new();
     let p = r.params.as_ref();
     out.push_str(&format!(
-        "Commit {}: {} nodes, {} services x {} = {} instances, 3 replicas in one process; peak RSS {} MiB.\n\n",
+        "Commit {}: {} nodes, {} services x {} = {} instances, 3 replicas in one process; supervisor watchdog {}; peak RSS {} MiB.\n\n",
         r.commit,
         p.map_or(0, |p| p.nodes),
         p.map_or(0, |p| p.services),
         p.map_or(0, |p| p.replicas),
         p.map_or(0, |p| p.services * p.replicas),
+        match r.settings.get("stall_after_ms") {
+            Some(0) => "off".to_string(),
+            Some(ms) => format!("stall_after_ms {ms}"),
+            None => "default".to_string(),
+        },
         r.peak_rss_mb
     ));
     out.push_str("| figure | raftvisor | reference | target | verdict |\n|---|---|---|---|---|\n");
@@ -208,7 +215,7 @@ pub fn markdown(r: &Report) -> String {
     }
     if !r.stopped_replicas.is_empty() {
         out.push_str(&format!(
-            "\nReplicas that stopped on their own during the run: {:?}\n",
+            "\nReplicas that stopped on their own during the run (id, exit code; 75: the supervisor watchdog): {:?}\n",
             r.stopped_replicas
         ));
     }
