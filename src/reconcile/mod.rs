@@ -23,7 +23,6 @@ pub mod nodes;
 pub mod placement;
 pub mod plan;
 pub mod services;
-pub mod time;
 pub mod watchdog;
 
 use std::sync::Arc;
