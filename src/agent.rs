@@ -1,16 +1,24 @@
 //! `raftvisor agent`: runs one replica — opens its stores, starts Raft,
 //! serves the peer port (mutual TLS) and the client API (HTTPS) — until
-//! SIGINT/SIGTERM, then stops accepting requests and shuts Raft down.
+//! its shutdown token is cancelled (`raftvisor agent`: SIGINT/SIGTERM) or
+//! it stops itself (a failed Raft core, a stalled supervisor); then it
+//! drains: stops accepting, ends every task it spawned within a deadline
+//! and shuts Raft down. [`run`] answers with what it bound, so tests and
+//! benchmarks run replicas in-process too. It never exits the process
+//! itself, except as the last resort of a drain that cannot finish.
 //! Plain HTTP on both ports only with `[tls] insecure = true`, and then
 //! with a warning that repeats while the replica runs.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
 use crate::raft::network::PeerNetwork;
+use crate::reconcile::engines::Engines;
 use crate::replica::Replica;
 use crate::tls::serve::Limits;
 use crate::tls::AgentTls;
@@ -147,36 +155,147 @@ fn raise_open_files_limit() {
     );
 }
 
-/// Ends the process when the Raft core stops on a storage error or a
-/// panic: such a replica can never write again, and a live process that
-/// answers `/v1/health` would keep its restart policy from acting.
-fn exit_on_fatal(replica: &Replica) -> tokio::task::JoinHandle<()> {
-    let mut metrics = replica.raft.metrics();
-    tokio::spawn(async move {
-        loop {
-            let fatal = metrics.borrow().running_state.clone().err();
-            if let Some(fatal) = fatal {
-                if let Some(code) = crate::raft::fatal::exit_code_of(&fatal) {
-                    tracing::error!(
-                        exit_code = code,
-                        "raft stopped: {fatal}; exiting so the restart policy brings the replica back"
-                    );
-                    // Let /v1/health answer 503 to whoever asks meanwhile
-                    // and the log line reach its reader.
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    std::process::exit(code);
-                }
-                return;
-            }
-            if metrics.changed().await.is_err() {
-                return;
-            }
-        }
-    })
+/// What a running agent listens on (the actual addresses: a configured
+/// port 0 shows here as the port the kernel chose).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    pub api: SocketAddr,
+    pub peer: SocketAddr,
+    /// The DNS addresses served (UDP and TCP on each); empty with DNS off.
+    pub dns: Vec<SocketAddr>,
 }
 
-/// Runs the replica described by `config` until a shutdown signal.
-pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+/// How an agent runs, besides its config.
+#[derive(Clone)]
+pub struct Options {
+    /// The engines the supervisor acts on: connected on demand by default;
+    /// in-process clusters (benchmarks, tests) install in-memory ones.
+    pub engines: Engines,
+    /// How long the drain may take once the agent stops: tasks still
+    /// running then are aborted and named in [`Stopped::abandoned`].
+    pub drain_deadline: Duration,
+    /// A stalled supervisor or a failed Raft core normally stops the agent
+    /// with an exit code (see [`Stopped::exit_code`]); if the drain cannot
+    /// finish — a runtime wedged by the stall — the process exits with that
+    /// code after the drain deadline. In-process clusters turn that last
+    /// resort off so one replica's stall does not end the others.
+    pub exit_process_if_wedged: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            engines: Engines::default(),
+            drain_deadline: DRAIN_DEADLINE,
+            exit_process_if_wedged: true,
+        }
+    }
+}
+
+/// How long a stopping agent waits for its tasks by default.
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(8);
+
+/// How the agent ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stopped {
+    /// `None` when asked to stop; otherwise the process exit code that
+    /// tells its restart policy why: a Raft storage failure or panic
+    /// (see `crate::raft::fatal`) or a stalled supervisor
+    /// (`crate::reconcile::watchdog::EXIT_STALLED`).
+    pub exit_code: Option<i32>,
+    /// Tasks that had not ended by the drain deadline (then aborted).
+    pub abandoned: Vec<&'static str>,
+}
+
+/// A running agent: what it bound and its replica. It runs until the
+/// `shutdown` token given to [`run`] is cancelled, or until it stops itself
+/// (a Raft failure, a stalled supervisor); [`Running::stopped`] waits for
+/// the drain either way.
+pub struct Running {
+    pub bound: Bound,
+    pub replica: Arc<Replica>,
+    drained: tokio::task::JoinHandle<Stopped>,
+}
+
+impl Running {
+    /// Whether the agent has stopped (and drained) already.
+    pub fn has_stopped(&self) -> bool {
+        self.drained.is_finished()
+    }
+
+    /// Waits until the agent has stopped and drained its tasks.
+    pub async fn stopped(self) -> Stopped {
+        match self.drained.await {
+            Ok(stopped) => stopped,
+            Err(e) => Stopped {
+                exit_code: Some(1),
+                abandoned: vec![if e.is_panic() {
+                    "drain (panicked)"
+                } else {
+                    "drain (cancelled)"
+                }],
+            },
+        }
+    }
+}
+
+/// The exit code the agent stops itself with, first reason wins.
+#[derive(Clone, Default)]
+struct SelfStop {
+    code: Arc<std::sync::OnceLock<i32>>,
+    stop: CancellationToken,
+}
+
+impl SelfStop {
+    fn stop_with(&self, code: i32) {
+        let _ = self.code.set(code);
+        self.stop.cancel();
+    }
+}
+
+/// Stops the agent when the Raft core stops on a storage error or a
+/// panic: such a replica can never write again, and a live process that
+/// answers `/v1/health` would keep its restart policy from acting.
+async fn stop_on_fatal(
+    mut metrics: tokio::sync::watch::Receiver<crate::raft::RaftMetrics>,
+    self_stop: SelfStop,
+) {
+    loop {
+        let fatal = metrics.borrow().running_state.clone().err();
+        if let Some(fatal) = fatal {
+            if let Some(code) = crate::raft::fatal::exit_code_of(&fatal) {
+                tracing::error!(
+                    exit_code = code,
+                    "raft stopped: {fatal}; stopping so the restart policy brings the replica back"
+                );
+                // Let /v1/health answer 503 to whoever asks meanwhile
+                // and the log line reach its reader.
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                self_stop.stop_with(code);
+            }
+            return;
+        }
+        tokio::select! {
+            // Stopping for another reason: nothing left to watch.
+            _ = self_stop.stop.cancelled() => return,
+            changed = metrics.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Runs the replica described by `config` (with the default [`Options`])
+/// until `shutdown` is cancelled; answers once everything is bound and
+/// started.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<Running, AgentError> {
+    run_with(config, Options::default(), shutdown).await
+}
+
+/// [`run`] with explicit [`Options`].
+pub async fn run_with(
+    config: AgentConfig,
+    options: Options,
+    shutdown: CancellationToken,
+) -> Result<Running, AgentError> {
     crate::api::install_metrics_recorder();
     // A bootstrap token file that exists but holds no token is a mistake
     // better reported now than when the cluster is first initialised.
@@ -206,6 +325,21 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
             }
         }
     }
+    let local = |what: &'static str, addr: std::io::Result<SocketAddr>| {
+        addr.map_err(|source| AgentError::Bind {
+            what,
+            addr: "(bound)".into(),
+            source,
+        })
+    };
+    let bound = Bound {
+        api: local("api_addr", api_listener.local_addr())?,
+        peer: local("peer_addr", peer_listener.local_addr())?,
+        dns: dns_sockets
+            .iter()
+            .map(|s| local("dns_addr", s.local_addr()))
+            .collect::<Result<_, _>>()?,
+    };
     // Only this replica's user may read its log, snapshots and keys.
     if let Err(e) = crate::file_modes::secure_dir(&config.data_dir) {
         tracing::warn!(data_dir = %config.data_dir.display(), error = %e, "cannot make the data directory private (mode 0700)");
@@ -218,41 +352,59 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let replica: Arc<Replica> = Replica::start(config.clone(), peers).await?;
     tracing::info!(
         id = config.id,
-        api = %config.api_addr,
-        peer = %config.peer_addr,
+        api = %bound.api,
+        peer = %bound.peer,
         tls = tls.is_some(),
         data_dir = %config.data_dir.display(),
         "replica started"
     );
-    let fatal_watch = exit_on_fatal(&replica);
-    let stop_serving = tokio_util::sync::CancellationToken::new();
-    let peer_task = crate::tls::serve::spawn(
+    let self_stop = SelfStop {
+        code: Default::default(),
+        stop: shutdown.child_token(),
+    };
+    // Every task of the agent, named for the drain report.
+    let mut tasks = Tasks::default();
+    tasks.spawn(
+        "fatal watch",
+        stop_on_fatal(replica.raft.metrics(), self_stop.clone()),
+    );
+    let stop_serving = CancellationToken::new();
+    tasks.add(
         "peer port",
-        peer_listener,
-        tls.as_ref().map(|t| t.peer_server.clone()),
-        crate::replica::peer_server::router(replica.clone()),
-        peer_limits(),
-        stop_serving.clone(),
+        crate::tls::serve::spawn(
+            "peer port",
+            peer_listener,
+            tls.as_ref().map(|t| t.peer_server.clone()),
+            crate::replica::peer_server::router(replica.clone()),
+            peer_limits(),
+            stop_serving.clone(),
+        ),
     );
-    let api_task = crate::tls::serve::spawn(
+    tasks.add(
         "API",
-        api_listener,
-        tls.as_ref().map(|t| t.api_server.clone()),
-        crate::api::router(replica.clone()),
-        api_limits(&config),
-        stop_serving.clone(),
+        crate::tls::serve::spawn(
+            "API",
+            api_listener,
+            tls.as_ref().map(|t| t.api_server.clone()),
+            crate::api::router(replica.clone()),
+            api_limits(&config),
+            stop_serving.clone(),
+        ),
     );
-    let insecure_reminder = tls.is_none().then(|| {
-        tokio::spawn(async {
+    if tls.is_none() {
+        let stop = stop_serving.clone();
+        tasks.spawn("insecure reminder", async move {
             let mut every = tokio::time::interval(INSECURE_REMINDER);
             every.tick().await;
             loop {
-                every.tick().await;
-                warn_insecure();
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = every.tick() => warn_insecure(),
+                }
             }
-        })
-    });
-    let mut dns_server = (!dns_sockets.is_empty()).then(|| {
+        });
+    }
+    let dns_server = (!dns_sockets.is_empty()).then(|| {
         let handler = crate::dns::server::Handler::new(
             replica.clone(),
             &config.dns.domain,
@@ -266,8 +418,14 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         ));
         crate::dns::server::serve(handler, dns_sockets)
     });
-    let supervisor_stop = tokio_util::sync::CancellationToken::new();
-    let supervisor = config.supervisor.enabled.then(|| {
+    if let Some(mut server) = dns_server {
+        let stop = stop_serving.clone();
+        tasks.spawn("DNS", async move {
+            stop.cancelled().await;
+            server.shutdown_gracefully().await;
+        });
+    }
+    if config.supervisor.enabled {
         let settings = crate::reconcile::SupervisorSettings {
             node_grace: Duration::from_millis(config.supervisor.node_grace_ms),
             probe_interval: Duration::from_millis(config.supervisor.probe_interval_ms),
@@ -283,53 +441,140 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
                 config.supervisor.stall_after_ms,
             )),
         };
-        tokio::spawn(crate::reconcile::run_while_leader(
-            replica.clone(),
-            crate::reconcile::engines::Engines::default(),
-            settings,
-            supervisor_stop.clone(),
-        ))
-    });
+        tasks.spawn(
+            "supervisor",
+            crate::reconcile::run_while_leader(
+                replica.clone(),
+                options.engines.clone(),
+                settings,
+                stop_serving.clone(),
+            ),
+        );
+    }
     // Gray failure: a leader whose supervision stalled gives up its
-    // leadership by exiting (see crate::reconcile::watchdog).
+    // leadership by stopping (see crate::reconcile::watchdog).
+    let on_stall = self_stop.clone();
     let watchdog = crate::reconcile::watchdog::spawn_checker(
         replica.watchdog.clone(),
         replica.raft.metrics(),
-        |stall| {
+        move |stall| {
             tracing::error!(
                 term = stall.term,
                 stalled_loop = stall.stalled.name(),
                 exit_code = crate::reconcile::watchdog::EXIT_STALLED,
                 "{stall}"
             );
-            std::process::exit(crate::reconcile::watchdog::EXIT_STALLED);
+            on_stall.stop_with(crate::reconcile::watchdog::EXIT_STALLED);
         },
     );
-    shutdown_signal().await;
-    tracing::info!("shutting down");
-    watchdog.stop();
-    if let Some(reminder) = insecure_reminder {
-        reminder.abort();
-    }
-    fatal_watch.abort();
-    stop_serving.cancel();
-    supervisor_stop.cancel();
-    if let Some(server) = dns_server.as_mut() {
-        let _ = tokio::time::timeout(Duration::from_secs(2), server.shutdown_gracefully()).await;
-    }
-    if let Some(supervisor) = supervisor {
-        let _ = supervisor.await;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        let _ = api_task.await;
-        let _ = peer_task.await;
+    let drain = Drain {
+        replica: replica.clone(),
+        tasks,
+        stop_serving,
+        watchdog,
+        self_stop,
+        options,
+    };
+    Ok(Running {
+        bound,
+        replica,
+        drained: tokio::spawn(drain.run()),
     })
-    .await;
-    let _ = replica.raft.shutdown().await;
-    Ok(())
 }
 
-async fn shutdown_signal() {
+/// The agent's tasks, each with a name for the drain report.
+#[derive(Default)]
+struct Tasks(Vec<(&'static str, tokio::task::JoinHandle<()>)>);
+
+impl Tasks {
+    fn spawn(
+        &mut self,
+        name: &'static str,
+        task: impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        self.0.push((name, tokio::spawn(task)));
+    }
+
+    fn add(&mut self, name: &'static str, handle: tokio::task::JoinHandle<()>) {
+        self.0.push((name, handle));
+    }
+}
+
+/// Everything a stopping agent ends, in one place.
+struct Drain {
+    replica: Arc<Replica>,
+    tasks: Tasks,
+    stop_serving: CancellationToken,
+    watchdog: crate::reconcile::watchdog::CheckerGuard,
+    self_stop: SelfStop,
+    options: Options,
+}
+
+impl Drain {
+    async fn run(self) -> Stopped {
+        self.self_stop.stop.cancelled().await;
+        let exit_code = self.self_stop.code.get().copied();
+        tracing::info!(?exit_code, "shutting down");
+        self.watchdog.stop();
+        let wedged_guard = match exit_code {
+            Some(code) if self.options.exit_process_if_wedged => {
+                Some(exit_if_not_drained(code, self.options.drain_deadline))
+            }
+            _ => None,
+        };
+        // A replica stopping itself gives up its part in Raft first: a
+        // stalled leader's followers elect another at once, whatever else
+        // is stuck.
+        if exit_code.is_some() {
+            self.replica.shutdown().await;
+        }
+        // Stop accepting, stop the supervisor (it cancels engine calls in
+        // flight), let the servers finish the requests they have.
+        self.stop_serving.cancel();
+        let deadline = tokio::time::Instant::now() + self.options.drain_deadline;
+        let mut abandoned = Vec::new();
+        for (name, mut task) in self.tasks.0 {
+            if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
+                tracing::warn!(task = name, "still running at the drain deadline: aborted");
+                task.abort();
+                abandoned.push(name);
+            }
+        }
+        // Raft last: the servers and the supervisor may write until then.
+        self.replica.shutdown().await;
+        if let Some(guard) = wedged_guard {
+            guard.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        Stopped {
+            exit_code,
+            abandoned,
+        }
+    }
+}
+
+/// The last resort of an agent stopping itself: a thread (the runtime may
+/// be what is stuck) that exits the process with `code` unless the drain
+/// sets the returned flag within `deadline` (plus Raft's own shutdown).
+fn exit_if_not_drained(code: i32, deadline: Duration) -> Arc<std::sync::atomic::AtomicBool> {
+    let drained = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = drained.clone();
+    let spawned = std::thread::Builder::new()
+        .name("raftvisor-drain".into())
+        .spawn(move || {
+            std::thread::sleep(deadline + Duration::from_secs(2));
+            if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                eprintln!("raftvisor: the drain did not finish; exiting with {code}");
+                std::process::exit(code);
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the drain's last-resort thread");
+    }
+    drained
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

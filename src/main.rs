@@ -37,7 +37,16 @@ fn main() {
             Command::Agent { config } => {
                 init_tracing();
                 let config = raftvisor::config::AgentConfig::load(&config)?;
-                raftvisor::agent::run(config).await?;
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                let running = raftvisor::agent::run(config, shutdown.clone()).await?;
+                tokio::spawn(async move {
+                    raftvisor::agent::shutdown_signal().await;
+                    shutdown.cancel();
+                });
+                let stopped = running.stopped().await;
+                if let Some(code) = stopped.exit_code {
+                    std::process::exit(code);
+                }
                 Ok(())
             }
             command => raftvisor::cli::run_client(cli.global, command).await,

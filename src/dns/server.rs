@@ -30,6 +30,13 @@ pub struct DnsSockets {
     tcp: tokio::net::TcpListener,
 }
 
+impl DnsSockets {
+    /// The address bound (the same for UDP and TCP).
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.udp.local_addr()
+    }
+}
+
 /// Binds UDP and TCP on `addr`.
 pub async fn bind(addr: &str) -> Result<DnsSockets, DnsError> {
     let bind_error = |source| DnsError::Bind {

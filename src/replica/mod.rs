@@ -80,6 +80,9 @@ pub struct Replica {
     pub watchdog: Watchdog,
     writer: Writer,
     request_timeout: Duration,
+    /// The replica's own tasks (housekeeping, elector, removal watch),
+    /// ended by [`Replica::shutdown`].
+    background: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl Replica {
@@ -147,11 +150,19 @@ impl Replica {
             removed: std::sync::OnceLock::new(),
             watchdog,
             writer,
+            background: Default::default(),
         });
         replica.initialize_if_first().await?;
-        tokio::spawn(housekeeping(replica.clone()));
-        tokio::spawn(elector::run(replica.clone()));
-        tokio::spawn(stop_when_removed(replica.clone()));
+        let background = [
+            tokio::spawn(housekeeping(replica.clone())),
+            tokio::spawn(elector::run(replica.clone())),
+            tokio::spawn(stop_when_removed(replica.clone())),
+        ];
+        replica
+            .background
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(background.iter().map(|task| task.abort_handle()));
         Ok(replica)
     }
 
@@ -189,6 +200,18 @@ impl Replica {
             tracing::warn!(error = %e, "cluster initialisation refused");
         }
         Ok(())
+    }
+
+    /// Shuts Raft down and ends the replica's own tasks, so that nothing
+    /// but its holders keeps it alive. Idempotent.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::debug!(error = %e, "raft shutdown");
+        }
+        let tasks = std::mem::take(&mut *self.background.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            task.abort();
+        }
     }
 
     /// The latest Raft metrics of this replica.

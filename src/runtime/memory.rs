@@ -7,10 +7,17 @@
 //! gone, and open event streams end) and [`MemoryRuntime::set_images`]
 //! (which images "exist"); [`MemoryRuntime::set_latency`] adds a delay to
 //! create and start to imitate a real engine's cost.
+//!
+//! At scale (the scale benchmark runs thousands of these), each engine is
+//! small: its event buffer is sized with [`MemoryRuntime::with_event_buffer`]
+//! (a broadcast channel allocates all its slots up front), calls take no
+//! time unless a latency is set, and a [`Tap`] shared by many engines
+//! gives one place to watch every container event with the instant it
+//! happened.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::broadcast;
@@ -19,8 +26,8 @@ use super::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError, RuntimeEvent,
 };
 
-/// Events buffered per subscriber before it lags.
-const EVENT_BUFFER: usize = 4096;
+/// Events buffered per subscriber before it lags, by default.
+pub const EVENT_BUFFER: usize = 4096;
 /// Where generated host ports start (Linux's ephemeral range).
 const FIRST_HOST_PORT: u16 = 32768;
 
@@ -39,6 +46,29 @@ struct Container {
     ip_address: Option<String>,
 }
 
+/// One container event of some engine sharing a [`Tap`], stamped when it
+/// happened.
+#[derive(Debug, Clone)]
+pub struct Tapped {
+    pub at: Instant,
+    /// The endpoint of the engine it happened on.
+    pub endpoint: Arc<str>,
+    pub event: RuntimeEvent,
+}
+
+/// A channel that receives the events of every engine it is given to
+/// ([`MemoryRuntime::set_tap`]); subscribe with [`broadcast::Sender::subscribe`].
+pub type Tap = broadcast::Sender<Tapped>;
+
+/// Where an engine's events go: its subscribers and, if set, a shared tap.
+#[derive(Debug)]
+struct Outlets {
+    endpoint: Arc<str>,
+    events: broadcast::Sender<RuntimeEvent>,
+    buffer: usize,
+    tap: Option<Tap>,
+}
+
 #[derive(Debug)]
 struct Engine {
     containers: HashMap<String, Container>,
@@ -47,7 +77,7 @@ struct Engine {
     images: Option<HashSet<String>>,
     unreachable: bool,
     latency: Duration,
-    events: broadcast::Sender<RuntimeEvent>,
+    outlets: Outlets,
     next_id: u64,
     next_port: u16,
     next_pid: i64,
@@ -69,6 +99,13 @@ impl Default for MemoryRuntime {
 impl MemoryRuntime {
     /// A fake engine whose [`ContainerRuntime::endpoint`] is `endpoint`.
     pub fn new(endpoint: &str) -> MemoryRuntime {
+        MemoryRuntime::with_event_buffer(endpoint, EVENT_BUFFER)
+    }
+
+    /// [`MemoryRuntime::new`] whose event subscribers lag (their stream
+    /// yields an error, as Docker's does on a gap) beyond `buffer` events.
+    pub fn with_event_buffer(endpoint: &str, buffer: usize) -> MemoryRuntime {
+        let buffer = buffer.max(1);
         MemoryRuntime {
             endpoint: endpoint.to_string(),
             engine: Mutex::new(Engine {
@@ -77,7 +114,12 @@ impl MemoryRuntime {
                 images: None,
                 unreachable: false,
                 latency: Duration::ZERO,
-                events: broadcast::channel(EVENT_BUFFER).0,
+                outlets: Outlets {
+                    endpoint: endpoint.into(),
+                    events: broadcast::channel(buffer).0,
+                    buffer,
+                    tap: None,
+                },
                 next_id: 1,
                 next_port: FIRST_HOST_PORT,
                 next_pid: 1000,
@@ -115,7 +157,7 @@ impl MemoryRuntime {
         let mut engine = self.lock();
         if unreachable && !engine.unreachable {
             // Dropping the sender ends every subscriber's stream.
-            engine.events = broadcast::channel(EVENT_BUFFER).0;
+            engine.outlets.events = broadcast::channel(engine.outlets.buffer).0;
         }
         engine.unreachable = unreachable;
     }
@@ -123,6 +165,11 @@ impl MemoryRuntime {
     /// Restricts the images that exist; `None` (the default): all do.
     pub fn set_images(&self, images: Option<&[&str]>) {
         self.lock().images = images.map(|list| list.iter().map(|i| i.to_string()).collect());
+    }
+
+    /// Sends every container event of this engine to `tap` too.
+    pub fn set_tap(&self, tap: Tap) {
+        self.lock().outlets.tap = Some(tap);
     }
 
     /// Delay added to every create and start.
@@ -151,10 +198,10 @@ impl MemoryRuntime {
             return Ok(());
         }
         if oom {
-            send(&engine.events, container, "oom", None);
+            send(&engine.outlets, container, "oom", None);
         }
         stop_container(container, exit_code, oom);
-        send(&engine.events, container, "die", Some(exit_code));
+        send(&engine.outlets, container, "die", Some(exit_code));
         Ok(())
     }
 
@@ -191,14 +238,27 @@ fn resolve(
     None
 }
 
-fn send(events: &broadcast::Sender<RuntimeEvent>, c: &Container, action: &str, exit: Option<i64>) {
-    // No subscriber is not an error.
-    let _ = events.send(RuntimeEvent {
+fn send(outlets: &Outlets, c: &Container, action: &str, exit: Option<i64>) {
+    // Nobody listening costs nothing: no event is built.
+    let tap = outlets.tap.as_ref().filter(|t| t.receiver_count() > 0);
+    if outlets.events.receiver_count() == 0 && tap.is_none() {
+        return;
+    }
+    let event = RuntimeEvent {
         container_id: c.id.clone(),
         action: action.to_string(),
         labels: c.spec.labels.clone(),
         exit_code: exit,
-    });
+    };
+    if let Some(tap) = tap {
+        // A receiver that left meanwhile is not an error.
+        let _ = tap.send(Tapped {
+            at: Instant::now(),
+            endpoint: outlets.endpoint.clone(),
+            event: event.clone(),
+        });
+    }
+    let _ = outlets.events.send(event);
 }
 
 fn stop_container(c: &mut Container, exit_code: i64, oom: bool) {
@@ -273,7 +333,7 @@ impl ContainerRuntime for MemoryRuntime {
             pid: 0,
             ip_address: None,
         };
-        send(&engine.events, &container, "create", None);
+        send(&engine.outlets, &container, "create", None);
         engine.names.insert(spec.name.clone(), id.clone());
         engine.containers.insert(id.clone(), container);
         Ok(id)
@@ -330,7 +390,7 @@ impl ContainerRuntime for MemoryRuntime {
             (serial / 250) % 250,
             serial % 250 + 2
         ));
-        send(&engine.events, container, "start", None);
+        send(&engine.outlets, container, "start", None);
         Ok(())
     }
 
@@ -339,10 +399,10 @@ impl ContainerRuntime for MemoryRuntime {
         let engine = &mut *guard;
         let container = find(&mut engine.containers, &engine.names, id)?;
         if container.state == ContainerState::Running || container.state == ContainerState::Paused {
-            send(&engine.events, container, "kill", None);
+            send(&engine.outlets, container, "kill", None);
             stop_container(container, 0, false);
-            send(&engine.events, container, "die", Some(0));
-            send(&engine.events, container, "stop", None);
+            send(&engine.outlets, container, "die", Some(0));
+            send(&engine.outlets, container, "stop", None);
         }
         Ok(())
     }
@@ -356,11 +416,11 @@ impl ContainerRuntime for MemoryRuntime {
         let mut container = engine.containers.remove(&key).expect("resolved id exists");
         engine.names.remove(&container.spec.name);
         if container.state == ContainerState::Running {
-            send(&engine.events, &container, "kill", None);
+            send(&engine.outlets, &container, "kill", None);
             stop_container(&mut container, 137, false);
-            send(&engine.events, &container, "die", Some(137));
+            send(&engine.outlets, &container, "die", Some(137));
         }
-        send(&engine.events, &container, "destroy", None);
+        send(&engine.outlets, &container, "destroy", None);
         Ok(())
     }
 
@@ -391,7 +451,7 @@ impl ContainerRuntime for MemoryRuntime {
         &self,
         labels: &BTreeMap<String, String>,
     ) -> Result<BoxStream<'static, Result<RuntimeEvent, RuntimeError>>, RuntimeError> {
-        let receiver = self.reach()?.events.subscribe();
+        let receiver = self.reach()?.outlets.events.subscribe();
         let labels = labels.clone();
         let stream = futures::stream::unfold(receiver, move |mut receiver| {
             let labels = labels.clone();
@@ -623,5 +683,62 @@ mod tests {
         assert_eq!((die.action.as_str(), die.exit_code), ("die", Some(137)));
         assert_eq!(next_event(&mut events).await.action, "destroy");
         assert_eq!(rt.container_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_lags_beyond_the_event_buffer() {
+        let rt = MemoryRuntime::with_event_buffer("memory://small", 2);
+        let mut events = rt.events(&BTreeMap::new()).await.unwrap();
+        for name in ["a", "b", "c"] {
+            rt.create(&spec(name)).await.unwrap();
+        }
+        let first = tokio::time::timeout(Duration::from_secs(2), events.next())
+            .await
+            .expect("an item within 2 s")
+            .expect("the stream is open");
+        assert!(
+            matches!(&first, Err(RuntimeError::Engine(m)) if m.contains("lagged")),
+            "{first:?}"
+        );
+        // The newest events are still there after the gap.
+        assert_eq!(next_event(&mut events).await.action, "create");
+    }
+
+    #[tokio::test]
+    async fn a_tap_gathers_the_events_of_many_engines_with_their_time() {
+        let tap: Tap = broadcast::channel(16).0;
+        let one = MemoryRuntime::with_event_buffer("memory://one", 4);
+        let two = MemoryRuntime::with_event_buffer("memory://two", 4);
+        one.set_tap(tap.clone());
+        two.set_tap(tap.clone());
+        // Nothing listens yet: nothing is kept.
+        one.create(&spec("early")).await.unwrap();
+        let mut tapped = tap.subscribe();
+        let before = Instant::now();
+        let id = one.create(&spec("a")).await.unwrap();
+        two.create(&spec("b")).await.unwrap();
+        one.start(&id).await.unwrap();
+        let after = Instant::now();
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let t = tokio::time::timeout(Duration::from_secs(2), tapped.recv())
+                .await
+                .expect("an event within 2 s")
+                .expect("the tap is open");
+            assert!(before <= t.at && t.at <= after);
+            seen.push((t.endpoint.to_string(), t.event.action));
+        }
+        assert_eq!(
+            seen,
+            [
+                ("memory://one".to_string(), "create".to_string()),
+                ("memory://two".to_string(), "create".to_string()),
+                ("memory://one".to_string(), "start".to_string()),
+            ]
+        );
+        assert!(
+            tapped.try_recv().is_err(),
+            "no event before the subscription"
+        );
     }
 }

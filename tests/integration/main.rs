@@ -1,4 +1,5 @@
-//! raftvisor's integration tests: real replica processes on loopback,
+//! raftvisor's integration tests: real replica processes on loopback (and
+//! one replica in-process through `agent::run`, in `in_process.rs`),
 //! driven through the public HTTP API and CLI. One binary; the shared
 //! harness lives in `harness.rs`. The runtime and supervisor tests also use
 //! the local Docker Engine and the images of `scripts/build-images.sh`.
@@ -16,6 +17,7 @@ mod docker_tls;
 mod file_modes;
 mod harness;
 mod harness_tls;
+mod in_process;
 mod ingress;
 mod large_writes;
 mod limits;
