@@ -13,6 +13,7 @@ pub mod limits;
 mod quotas;
 pub mod supervision;
 pub mod tokens;
+pub mod touched;
 pub mod types;
 pub mod validate;
 
