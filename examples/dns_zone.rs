@@ -24,8 +24,9 @@
 //! (`raftvisor::dns::server`), so `svcI.default.svc.cluster.local` has the
 //! REPLICAS node addresses as A records and
 //! `_http._tcp.svcI.default.svc.cluster.local` REPLICAS SRV records with
-//! targets `nodeK.node.cluster.local`. `scripts/bench-dns.sh` writes the same
-//! zone as a zone file for nsd and knot; the two layouts must stay equal.
+//! targets `nodeK.node.cluster.local`. The benchmark tool
+//! (`scripts/benchtool/bench_dns.py`, `zone`) writes the same zone as a zone
+//! file for nsd and knot; the two layouts must stay equal.
 //!
 //! Prints `ready` on stdout once every write is committed and a query over
 //! UDP got the expected answer, then serves until SIGINT/SIGTERM or

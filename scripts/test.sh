@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs every test of raftvisor: formatting, lints, unit tests, the
-# integration tests (real replica processes on loopback, containers on the
-# local Docker Engine) and the failure harness's smoke suite (five manager
-# containers under partitions, crashes, pauses, membership changes and disk
-# faults, scripts/jepsen.sh --smoke). Installs what the tests need and builds the local
+# Runs every test of raftvisor: the benchmark tool's unit tests
+# (scripts/benchtool), formatting, lints, unit tests, the integration tests
+# (real replica processes on loopback, containers on the local Docker
+# Engine) and the failure harness's smoke suite (five manager containers
+# under partitions, crashes, pauses, membership changes and disk faults,
+# scripts/jepsen.sh --smoke). Installs what the tests need and builds the local
 # images first. This is what CI runs (.ci/run). With CI set, Docker is
 # required; without it, the tests that need Docker skip loudly.
 set -euo pipefail
@@ -18,6 +19,8 @@ if ! python3 -c 'import consul' 2>/dev/null; then
         || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages py-consul
 fi
 
+log "benchmark tool: unit tests (scripts/benchtool)"
+(cd scripts && python3 -m unittest discover -s benchtool/tests -t .)
 log "cargo fmt --check"
 cargo fmt --all -- --check
 log "cargo clippy"

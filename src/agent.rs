@@ -30,7 +30,7 @@ pub enum AgentError {
     #[error(transparent)]
     Dns(#[from] crate::dns::server::DnsError),
     #[error(transparent)]
-    Auth(#[from] crate::auth::bootstrap::BootstrapError),
+    Auth(#[from] crate::auth::first_token::FirstTokenError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
     #[error("fail points: {0}")]
@@ -181,7 +181,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     // A bootstrap token file that exists but holds no token is a mistake
     // better reported now than when the cluster is first initialised.
     if let Some(path) = &config.auth.bootstrap_token_file {
-        crate::auth::bootstrap::read_file(path)?;
+        crate::auth::first_token::read_file(path)?;
     }
     crate::tls::install_default_provider();
     #[cfg(feature = "failpoints")]
@@ -230,7 +230,7 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
         "peer port",
         peer_listener,
         tls.as_ref().map(|t| t.peer_server.clone()),
-        crate::raft::peer_server::router(replica.clone()),
+        crate::replica::peer_server::router(replica.clone()),
         peer_limits(),
         stop_serving.clone(),
     );

@@ -12,10 +12,12 @@ use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::api::cluster::ClusterStatus;
-use crate::api::services::ServiceReport;
-use crate::api::tokens::{CreatedToken, TokenInfo};
+use crate::error_chain::root_cause;
 use crate::state::{Event, Instance, Node, NodeSpec, Role, Service, ServiceSpec};
+use crate::wire::{
+    AddMember, ClusterStatus, ConsulEntry, CreateToken, CreatedToken, DrainBody, ErrorBody,
+    ScaleBody, ServiceReport, TokenInfo,
+};
 
 /// How to reach and authenticate to the cluster.
 #[derive(Debug, Clone)]
@@ -67,13 +69,6 @@ impl ClientError {
     }
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
-    code: String,
-    current_version: Option<u64>,
-}
-
 /// One KV pair as Consul returns it, decoded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KvPair {
@@ -82,16 +77,6 @@ pub struct KvPair {
     pub flags: u64,
     pub create_index: u64,
     pub modify_index: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ConsulEntry {
-    key: String,
-    value: Option<String>,
-    flags: u64,
-    create_index: u64,
-    modify_index: u64,
 }
 
 /// Read consistency of a call.
@@ -204,30 +189,47 @@ impl Client {
         decode_json(&base, response).await
     }
 
+    /// POSTs `body` to `path` and decodes the JSON answer.
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Option<Body>,
+    ) -> Result<T, ClientError> {
+        self.call(Method::POST, path, &[], body, None).await
+    }
+
+    /// DELETEs `path`: the answer's JSON, or `None` when it has none (204).
+    async fn delete<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        if_match: Option<u64>,
+    ) -> Result<Option<T>, ClientError> {
+        let (base, response) = self
+            .send(Method::DELETE, path, query, None, if_match)
+            .await?;
+        decode_optional_json(&base, response).await
+    }
+
     /// GETs any API path as JSON, e.g. to see exactly what the API shows.
     pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
         self.call(Method::GET, path, &[], None, None).await
     }
 
     /// The managers' cluster file the cluster keeps (404 when none).
-    pub async fn cluster_plan(&self) -> Result<crate::bootstrap::plan::ClusterFile, ClientError> {
+    pub async fn cluster_plan(
+        &self,
+    ) -> Result<crate::bootstrap::cluster_file::ClusterFile, ClientError> {
         self.call(Method::GET, "/v1/cluster/plan", &[], None, None)
             .await
     }
 
     pub async fn put_cluster_plan(
         &self,
-        plan: &crate::bootstrap::plan::ClusterFile,
+        plan: &crate::bootstrap::cluster_file::ClusterFile,
     ) -> Result<serde_json::Value, ClientError> {
-        let body = serde_json::to_value(plan).map_err(|e| ClientError::Config(e.to_string()))?;
-        self.call(
-            Method::PUT,
-            "/v1/cluster/plan",
-            &[],
-            Some(Body::Json(body)),
-            None,
-        )
-        .await
+        self.call(Method::PUT, "/v1/cluster/plan", &[], json(plan)?, None)
+            .await
     }
 
     pub async fn health(&self) -> Result<serde_json::Value, ClientError> {
@@ -246,28 +248,18 @@ impl Client {
         peer_addr: &str,
         voter: bool,
     ) -> Result<serde_json::Value, ClientError> {
-        let body = serde_json::json!({
-            "id": id, "api_addr": api_addr, "peer_addr": peer_addr, "voter": voter,
-        });
-        self.call(
-            Method::POST,
-            "/v1/cluster/members",
-            &[],
-            Some(Body::Json(body)),
-            None,
-        )
-        .await
+        let body = AddMember {
+            id,
+            api_addr: api_addr.into(),
+            peer_addr: peer_addr.into(),
+            voter,
+        };
+        self.post("/v1/cluster/members", json(&body)?).await
     }
 
     pub async fn remove_member(&self, id: u64) -> Result<serde_json::Value, ClientError> {
-        self.call(
-            Method::DELETE,
-            &format!("/v1/cluster/members/{id}"),
-            &[],
-            None,
-            None,
-        )
-        .await
+        let path = format!("/v1/cluster/members/{id}");
+        Ok(self.delete(&path, &[], None).await?.unwrap_or_default())
     }
 
     pub async fn events(&self, since: u64) -> Result<Vec<Event>, ClientError> {
@@ -334,7 +326,7 @@ impl Client {
                     None => Vec::new(),
                 };
                 Ok(KvPair {
-                    key: e.key,
+                    key: e.key.into_owned(),
                     value,
                     flags: e.flags,
                     create_index: e.create_index,
@@ -384,8 +376,10 @@ impl Client {
         if recurse {
             query.push(("recurse", String::new()));
         }
-        self.call(Method::DELETE, &kv_path(key), &query, None, None)
-            .await
+        Ok(self
+            .delete(&kv_path(key), &query, None)
+            .await?
+            .unwrap_or(false))
     }
 
     // ---- services ----
@@ -397,12 +391,11 @@ impl Client {
         spec: &ServiceSpec,
         if_match: Option<u64>,
     ) -> Result<Service, ClientError> {
-        let body = serde_json::to_value(spec).map_err(|e| ClientError::Config(e.to_string()))?;
         self.call(
             Method::PUT,
             &format!("/v1/services/{namespace}/{name}"),
             &[],
-            Some(Body::Json(body)),
+            json(spec)?,
             if_match,
         )
         .await
@@ -430,16 +423,10 @@ impl Client {
         name: &str,
         if_match: Option<u64>,
     ) -> Result<(), ClientError> {
-        let (base, response) = self
-            .send(
-                Method::DELETE,
-                &format!("/v1/services/{namespace}/{name}"),
-                &[],
-                None,
-                if_match,
-            )
-            .await?;
-        expect_no_content(&base, response).await
+        let path = format!("/v1/services/{namespace}/{name}");
+        self.delete::<serde_json::Value>(&path, &[], if_match)
+            .await
+            .map(drop)
     }
 
     pub async fn service_scale(
@@ -448,13 +435,9 @@ impl Client {
         name: &str,
         replicas: u32,
     ) -> Result<Service, ClientError> {
-        let body = serde_json::json!({ "replicas": replicas });
-        self.call(
-            Method::POST,
+        self.post(
             &format!("/v1/services/{namespace}/{name}/scale"),
-            &[],
-            Some(Body::Json(body)),
-            None,
+            json(&ScaleBody { replicas })?,
         )
         .await
     }
@@ -466,14 +449,8 @@ impl Client {
         name: &str,
         action: &str,
     ) -> Result<Service, ClientError> {
-        self.call(
-            Method::POST,
-            &format!("/v1/services/{namespace}/{name}/{action}"),
-            &[],
-            None,
-            None,
-        )
-        .await
+        self.post(&format!("/v1/services/{namespace}/{name}/{action}"), None)
+            .await
     }
 
     pub async fn service_report(
@@ -509,12 +486,11 @@ impl Client {
     // ---- nodes ----
 
     pub async fn node_put(&self, name: &str, spec: &NodeSpec) -> Result<Node, ClientError> {
-        let body = serde_json::to_value(spec).map_err(|e| ClientError::Config(e.to_string()))?;
         self.call(
             Method::PUT,
             &format!("/v1/nodes/{name}"),
             &[],
-            Some(Body::Json(body)),
+            json(spec)?,
             None,
         )
         .await
@@ -544,41 +520,19 @@ impl Client {
         } else {
             Vec::new()
         };
-        let (base, response) = self
-            .send(
-                Method::DELETE,
-                &format!("/v1/nodes/{name}"),
-                &query,
-                None,
-                None,
-            )
-            .await?;
-        match response.status().as_u16() {
-            202 => response
-                .json::<Node>()
-                .await
-                .map(Some)
-                .map_err(|e| ClientError::Decode {
-                    addr: base,
-                    reason: e.to_string(),
-                }),
-            _ => expect_no_content(&base, response).await.map(|_| None),
-        }
+        self.delete(&format!("/v1/nodes/{name}"), &query, None)
+            .await
     }
 
     // ---- tokens (admin) ----
 
     /// Creates a token; the answer holds its secret, shown only this once.
     pub async fn token_create(&self, role: Role, name: &str) -> Result<CreatedToken, ClientError> {
-        let body = serde_json::json!({ "role": role, "name": name });
-        self.call(
-            Method::POST,
-            "/v1/tokens",
-            &[],
-            Some(Body::Json(body)),
-            None,
-        )
-        .await
+        let body = CreateToken {
+            role,
+            name: name.into(),
+        };
+        self.post("/v1/tokens", json(&body)?).await
     }
 
     pub async fn token_list(&self) -> Result<Vec<TokenInfo>, ClientError> {
@@ -586,26 +540,16 @@ impl Client {
     }
 
     pub async fn token_revoke(&self, id: &str) -> Result<(), ClientError> {
-        let (base, response) = self
-            .send(
-                Method::DELETE,
-                &format!("/v1/tokens/{}", urlencode(id)),
-                &[],
-                None,
-                None,
-            )
-            .await?;
-        expect_no_content(&base, response).await
+        let path = format!("/v1/tokens/{}", urlencode(id));
+        self.delete::<serde_json::Value>(&path, &[], None)
+            .await
+            .map(drop)
     }
 
     pub async fn node_drain(&self, name: &str, cancel: bool) -> Result<Node, ClientError> {
-        let body = serde_json::json!({ "cancel": cancel });
-        self.call(
-            Method::POST,
+        self.post(
             &format!("/v1/nodes/{name}/drain"),
-            &[],
-            Some(Body::Json(body)),
-            None,
+            json(&DrainBody { cancel })?,
         )
         .await
     }
@@ -614,6 +558,13 @@ impl Client {
 enum Body {
     Json(serde_json::Value),
     Raw(Vec<u8>),
+}
+
+/// `value` as a JSON request body.
+fn json<T: Serialize + ?Sized>(value: &T) -> Result<Option<Body>, ClientError> {
+    serde_json::to_value(value)
+        .map(|v| Some(Body::Json(v)))
+        .map_err(|e| ClientError::Config(e.to_string()))
 }
 
 fn kv_path(key: &str) -> String {
@@ -631,14 +582,6 @@ fn urlencode(part: &str) -> String {
         }
     }
     out
-}
-
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
 
 async fn api_error(base: &str, response: reqwest::Response) -> ClientError {
@@ -664,27 +607,38 @@ async fn api_error(base: &str, response: reqwest::Response) -> ClientError {
     }
 }
 
+/// The JSON answer of a successful call; `None` when it has no body.
+async fn decode_optional_json<T: DeserializeOwned>(
+    base: &str,
+    response: reqwest::Response,
+) -> Result<Option<T>, ClientError> {
+    if !response.status().is_success() {
+        return Err(api_error(base, response).await);
+    }
+    let decode_error = |reason: String| ClientError::Decode {
+        addr: base.to_string(),
+        reason,
+    };
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| decode_error(e.to_string()))?;
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| decode_error(e.to_string()))
+}
+
 async fn decode_json<T: DeserializeOwned>(
     base: &str,
     response: reqwest::Response,
 ) -> Result<T, ClientError> {
-    if !response.status().is_success() {
-        return Err(api_error(base, response).await);
-    }
-    let bytes = response.bytes().await.map_err(|e| ClientError::Decode {
-        addr: base.to_string(),
-        reason: e.to_string(),
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode {
-        addr: base.to_string(),
-        reason: e.to_string(),
-    })
-}
-
-async fn expect_no_content(base: &str, response: reqwest::Response) -> Result<(), ClientError> {
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(api_error(base, response).await)
-    }
+    decode_optional_json(base, response)
+        .await?
+        .ok_or_else(|| ClientError::Decode {
+            addr: base.to_string(),
+            reason: "empty answer".into(),
+        })
 }

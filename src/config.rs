@@ -470,7 +470,7 @@ impl AgentConfig {
             }
         }
         if let Err(e) = crate::dns::forward::networks(&self.dns.forward_from) {
-            return invalid(e);
+            return invalid(e.to_string());
         }
         if self.dns.max_forwards == 0 {
             return invalid("dns.max_forwards must be positive".into());

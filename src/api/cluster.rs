@@ -9,22 +9,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use openraft::ServerState;
-use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
 use crate::raft::PeerNode;
 use crate::replica::{now_ms, Replica};
 use crate::state::Event;
-
-#[derive(Serialize)]
-pub struct Health {
-    status: &'static str,
-    id: u64,
-    /// Why a replica is not `ok` (e.g. removed from the cluster).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-}
+use crate::wire::{AddMember, ClusterStatus, Health, MemberStatus, MembershipChanged};
 
 /// `GET /v1/health`: 200 while this replica serves (`ok`, or `removed`
 /// for a replica taken out of the cluster), 503 `failed` once its Raft core
@@ -36,7 +27,7 @@ pub async fn health(State(replica): State<Arc<Replica>>) -> Response {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(Health {
-                status: "failed",
+                status: "failed".into(),
                 id: replica.id,
                 reason: Some(format!("raft stopped: {fatal}")),
             }),
@@ -48,69 +39,12 @@ pub async fn health(State(replica): State<Arc<Replica>>) -> Response {
             "removed"
         } else {
             "ok"
-        },
+        }
+        .into(),
         id: replica.id,
         reason: replica.removed().map(str::to_string),
     })
     .into_response()
-}
-
-/// One member as `GET /v1/cluster` shows it.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct MemberStatus {
-    pub id: u64,
-    pub api_addr: String,
-    pub peer_addr: String,
-    pub voter: bool,
-    /// Milliseconds since this replica last exchanged a Raft message with
-    /// the member (known on the leader).
-    pub last_contact_ms: Option<u64>,
-    /// When the member's certificate expires (RFC 3339): this replica's
-    /// own, or the one the member last presented to it; `null` while none
-    /// was seen (or without TLS).
-    #[serde(default)]
-    pub certificate_expires: Option<String>,
-}
-
-/// `GET /v1/cluster`.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct ClusterStatus {
-    pub this_id: u64,
-    pub cluster_id: Option<String>,
-    pub leader_id: Option<u64>,
-    pub term: u64,
-    pub state: String,
-    pub last_log_index: u64,
-    pub applied_index: u64,
-    /// Log entries this replica holds but has not applied yet: how far its
-    /// `?stale` reads and DNS answers may trail its log.
-    pub apply_lag: u64,
-    pub snapshot_index: u64,
-    pub members: Vec<MemberStatus>,
-    pub data_dir: String,
-    /// When the leader's supervision last made progress (every reconcile
-    /// loop completed a round since), RFC 3339 on this replica's clock;
-    /// `null` while unknown (no leader, supervisor off, nothing heard from
-    /// this leader yet). A new leader counts from its election.
-    #[serde(default)]
-    pub leader_last_progress: Option<String>,
-    /// How many milliseconds ago that was.
-    #[serde(default)]
-    pub leader_progress_ms_ago: Option<u64>,
-    /// This replica's `[supervisor] stall_after_ms`; `null` when its
-    /// watchdog is off.
-    #[serde(default)]
-    pub stall_after_ms: Option<u64>,
-    /// On the leader: milliseconds since a quorum of every voting
-    /// configuration last accepted it (its lease is younger than
-    /// `lease_ms`); `null` on followers and before any quorum answered.
-    #[serde(default)]
-    pub quorum_contact_ms: Option<u64>,
-    /// How long quorum contact is trusted: the leader acts on engines only
-    /// while `quorum_contact_ms` is below it, and pauses its supervisor
-    /// beyond it.
-    #[serde(default)]
-    pub lease_ms: u64,
 }
 
 pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> {
@@ -133,7 +67,7 @@ pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> 
             },
             certificate_expires: expiries
                 .get(id)
-                .map(|secs| crate::tls::certs::rfc3339(*secs)),
+                .map(|secs| crate::dates::rfc3339_secs(*secs)),
         })
         .collect();
     let progress = metrics.current_leader.and_then(|leader| {
@@ -144,7 +78,7 @@ pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> 
     let progress_ms_ago = progress.map(|p| p.ago.as_millis() as u64);
     Json(ClusterStatus {
         leader_last_progress: progress_ms_ago
-            .map(|ago| crate::reconcile::time::format_rfc3339_ms(now_ms().saturating_sub(ago))),
+            .map(|ago| crate::dates::rfc3339_ms(now_ms().saturating_sub(ago))),
         leader_progress_ms_ago: progress_ms_ago,
         stall_after_ms: replica.watchdog.stall_after().map(|d| d.as_millis() as u64),
         quorum_contact_ms: replica
@@ -167,27 +101,6 @@ pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> 
         members,
         data_dir: replica.config.data_dir.display().to_string(),
     })
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddMember {
-    id: u64,
-    api_addr: String,
-    peer_addr: String,
-    /// `false`: join as a learner only (promote later by adding it again
-    /// with `true`). Default `true`.
-    #[serde(default = "default_voter")]
-    voter: bool,
-}
-
-fn default_voter() -> bool {
-    true
-}
-
-#[derive(Serialize)]
-pub struct MembershipChanged {
-    index: u64,
 }
 
 pub async fn add_member(
@@ -275,7 +188,7 @@ pub async fn metrics(State(replica): State<Arc<Replica>>) -> Response {
 pub async fn plan(
     State(replica): State<Arc<Replica>>,
     params: Params,
-) -> ApiResult<Json<crate::bootstrap::plan::ClusterFile>> {
+) -> ApiResult<Json<crate::bootstrap::cluster_file::ClusterFile>> {
     params.read_barrier(&replica).await?;
     let Some(json) = replica.sm.read(|s| s.manager_plan.clone()) else {
         return Err(ApiError::not_found(
@@ -290,7 +203,7 @@ pub async fn plan(
 /// `PUT /v1/cluster/plan` (admin): records the managers' cluster file.
 pub async fn put_plan(
     State(replica): State<Arc<Replica>>,
-    JsonBody(plan): JsonBody<crate::bootstrap::plan::ClusterFile>,
+    JsonBody(plan): JsonBody<crate::bootstrap::cluster_file::ClusterFile>,
 ) -> ApiResult<Json<serde_json::Value>> {
     plan.validate().map_err(ApiError::bad_request)?;
     let json = serde_json::to_string(&plan).map_err(|e| ApiError::bad_request(e.to_string()))?;

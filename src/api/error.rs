@@ -6,9 +6,9 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
 
 use crate::replica::OpError;
+use crate::wire::ErrorBody;
 
 /// An API failure.
 #[derive(Debug)]
@@ -17,14 +17,6 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub current_version: Option<u64>,
-}
-
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: &'a str,
-    code: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    current_version: Option<u64>,
 }
 
 impl ApiError {
@@ -64,8 +56,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
-            error: &self.message,
-            code: self.code,
+            error: self.message,
+            code: self.code.into(),
             current_version: self.current_version,
         };
         (self.status, Json(body)).into_response()

@@ -3,6 +3,7 @@
 //! (with `?separator`), `?recurse`, `?cas`, `?flags`, `X-Consul-Index`
 //! and blocking reads (`?index=N&wait=30s`). Indexes are Raft log indexes.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,40 +13,27 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
-use serde::Serialize;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::Params;
 use crate::replica::Replica;
 use crate::state::{validate, Command, KvEntry, Outcome, State as Model};
+use crate::wire::ConsulEntry;
 
 /// Longest blocking read, as in Consul.
 const MAX_WAIT: Duration = Duration::from_secs(600);
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 
-/// One KV entry as Consul shows it.
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct ConsulEntry<'a> {
-    lock_index: u64,
-    key: &'a str,
-    flags: u64,
-    value: Option<String>,
-    create_index: u64,
-    modify_index: u64,
-}
-
-impl<'a> ConsulEntry<'a> {
-    fn new(key: &'a str, entry: &KvEntry) -> ConsulEntry<'a> {
-        ConsulEntry {
-            lock_index: 0,
-            key,
-            flags: entry.flags,
-            value: (!entry.value.is_empty())
-                .then(|| base64::engine::general_purpose::STANDARD.encode(&entry.value)),
-            create_index: entry.create_index,
-            modify_index: entry.modify_index,
-        }
+/// `entry` at `key` as Consul shows it.
+fn consul_entry<'a>(key: &'a str, entry: &KvEntry) -> ConsulEntry<'a> {
+    ConsulEntry {
+        lock_index: 0,
+        key: Cow::Borrowed(key),
+        flags: entry.flags,
+        value: (!entry.value.is_empty())
+            .then(|| base64::engine::general_purpose::STANDARD.encode(&entry.value)),
+        create_index: entry.create_index,
+        modify_index: entry.modify_index,
     }
 }
 
@@ -153,7 +141,7 @@ fn render_read(model: &Model, key: &str, params: &Params, recurse: bool) -> Resp
     } else if recurse {
         let entries: Vec<ConsulEntry> = model
             .kv_prefix(key)
-            .map(|(k, e)| ConsulEntry::new(k, e))
+            .map(|(k, e)| consul_entry(k, e))
             .collect();
         if entries.is_empty() {
             StatusCode::NOT_FOUND.into_response()
@@ -168,7 +156,7 @@ fn render_read(model: &Model, key: &str, params: &Params, recurse: bool) -> Resp
                 entry.value.clone(),
             )
                 .into_response(),
-            Some(entry) => Json(vec![ConsulEntry::new(key, entry)]).into_response(),
+            Some(entry) => Json(vec![consul_entry(key, entry)]).into_response(),
         }
     };
     let headers = response.headers_mut();

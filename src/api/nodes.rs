@@ -10,13 +10,13 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Deserialize;
 
 use super::error::{outcome_response, ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
 use super::services::if_match;
 use crate::replica::Replica;
 use crate::state::{validate, Command, DockerTls, Node, NodeSpec, Outcome};
+use crate::wire::DrainBody;
 
 fn check_name(name: &str) -> ApiResult<()> {
     validate::dns_label("node name", name).map_err(ApiError::bad_request)
@@ -167,13 +167,6 @@ pub async fn delete(
         Outcome::Node(node) => Ok((StatusCode::ACCEPTED, Json(node)).into_response()),
         other => node_outcome(&name, other),
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DrainBody {
-    #[serde(default)]
-    cancel: bool,
 }
 
 /// `POST /v1/nodes/{name}/drain`, optional body `{"cancel": true}`.

@@ -8,16 +8,15 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
 use super::error::{outcome_response, ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
 use crate::replica::Replica;
 use crate::secrets;
 use crate::state::{
-    validate, Command, Event, ExitInfo, Instance, InstanceState, Outcome, RunState, Service,
-    ServiceSpec,
+    validate, Command, Event, Instance, InstanceState, Outcome, RunState, Service, ServiceSpec,
 };
+use crate::wire::{ScaleBody, ServiceReport};
 
 fn check_names(namespace: &str, name: &str) -> ApiResult<()> {
     validate::dns_label("namespace", namespace)
@@ -170,12 +169,6 @@ pub async fn delete(
     service_outcome(&what, applied.outcome)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ScaleBody {
-    replicas: u32,
-}
-
 pub async fn scale(
     State(replica): State<Arc<Replica>>,
     Path((namespace, name)): Path<(String, String)>,
@@ -255,27 +248,6 @@ pub async fn lifecycle(
     };
     let applied = replica.write(command).await?;
     service_outcome(&what, applied.outcome)
-}
-
-/// `GET /v1/services/{ns}/{name}/report`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServiceReport {
-    pub service: String,
-    pub version: u64,
-    pub run_state: RunState,
-    pub desired: u32,
-    pub running: u32,
-    pub unhealthy: u32,
-    pub crash_looping: u32,
-    pub pending: u32,
-    pub restarts: u64,
-    /// Instances still on an older template than the service's.
-    pub outdated: u32,
-    /// Why a rolling update is not progressing, if it is paused.
-    pub rollout_paused: Option<String>,
-    pub instances: Vec<Instance>,
-    pub last_exits: Vec<(String, ExitInfo)>,
-    pub recent_events: Vec<Event>,
 }
 
 pub async fn report(

@@ -9,52 +9,13 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
 use crate::auth::Token;
 use crate::replica::Replica;
-use crate::state::{validate, Command, Outcome, Role, TokenRecord};
-
-/// A token as `GET /v1/tokens` shows it.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
-pub struct TokenInfo {
-    pub id: String,
-    pub name: String,
-    pub role: Role,
-    pub created_ms: u64,
-    pub create_index: u64,
-}
-
-impl From<&TokenRecord> for TokenInfo {
-    fn from(record: &TokenRecord) -> TokenInfo {
-        TokenInfo {
-            id: record.id.clone(),
-            name: record.name.clone(),
-            role: record.role,
-            created_ms: record.created_ms,
-            create_index: record.create_index,
-        }
-    }
-}
-
-/// `POST /v1/tokens` body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateToken {
-    role: Role,
-    #[serde(default)]
-    name: String,
-}
-
-/// `POST /v1/tokens` answer: the token, once, and its public record.
-#[derive(Serialize, Deserialize, Debug, Clone)]
-pub struct CreatedToken {
-    pub token: String,
-    #[serde(flatten)]
-    pub info: TokenInfo,
-}
+use crate::state::{validate, Command, Outcome};
+use crate::wire::{CreateToken, CreatedToken, TokenInfo};
 
 pub async fn create(
     State(replica): State<Arc<Replica>>,

@@ -9,12 +9,12 @@
 //! - [`token`]: generating, parsing, hashing and verifying tokens (pure).
 //! - [`policy`]: which role each method and path needs (pure).
 //! - [`middleware`]: the axum layer that answers 401/403 and logs refusals.
-//! - [`bootstrap`]: the first admin token of a new cluster, from or to the
-//!   configured file, or generated and printed once.
+//! - [`first_token`]: the first admin token of a new cluster, from or to
+//!   the configured file, or generated and printed once.
 //!
 //! Nothing here ever logs or stores a secret.
 
-pub mod bootstrap;
+pub mod first_token;
 pub mod middleware;
 pub mod policy;
 pub mod token;

@@ -8,7 +8,7 @@
 //! the damage. Progress is shown per step; a summary table ends the run;
 //! the first failing step stops it with a non-zero exit naming the step.
 
-pub mod plan;
+pub mod cluster_file;
 
 use std::path::Path;
 use std::time::Duration;
@@ -21,7 +21,7 @@ use crate::client::{Client, ClientOptions};
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::{ContainerRuntime, ContainerState};
 use crate::tls::certs::{self, Role};
-use plan::{ClusterFile, Machine};
+use cluster_file::{ClusterFile, Machine};
 
 /// What a step did to one target.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -199,9 +199,9 @@ fn secrets(file: &ClusterFile, report: &mut Report) -> anyhow::Result<()> {
         )?;
     }
     let token_file = file.token_file();
-    let outcome = match crate::auth::bootstrap::read_file(&token_file) {
+    let outcome = match crate::auth::first_token::read_file(&token_file) {
         Ok(Some(_)) => Outcome::Unchanged,
-        Ok(None) => match crate::auth::bootstrap::obtain(Some(&token_file)) {
+        Ok(None) => match crate::auth::first_token::obtain(Some(&token_file)) {
             Ok(_) => Outcome::Created,
             Err(e) => Outcome::Failed(e.to_string()),
         },
@@ -230,7 +230,7 @@ fn secrets(file: &ClusterFile, report: &mut Report) -> anyhow::Result<()> {
 /// The manager certificate of `manager`, issued by the cluster CA if missing.
 pub(crate) fn ensure_certificate(
     file: &ClusterFile,
-    manager: &plan::ManagerPlacement,
+    manager: &cluster_file::ManagerPlacement,
 ) -> Result<Outcome, String> {
     let certs_dir = file.certs_dir();
     let name = format!("replica-{}", manager.id);
@@ -395,7 +395,7 @@ async fn managers(
 /// manager waits to be added to the cluster.
 pub(crate) async fn ensure_manager(
     file: &ClusterFile,
-    manager: &plan::ManagerPlacement,
+    manager: &cluster_file::ManagerPlacement,
     engine: &DockerRuntime,
     joining: bool,
 ) -> Result<Outcome, String> {
@@ -466,7 +466,7 @@ fn client_of(file: &ClusterFile) -> anyhow::Result<Client> {
     let mut options = ClientOptions::new(file.managers.iter().map(|m| file.api_addr(m)));
     options.ca_cert = Some(file.certs_dir().join(certs::CA_CERT));
     options.token =
-        crate::auth::bootstrap::read_file(&file.token_file())?.map(|t| t.reveal().to_string());
+        crate::auth::first_token::read_file(&file.token_file())?.map(|t| t.reveal().to_string());
     options.timeout = Duration::from_secs(5);
     Ok(Client::new(options)?)
 }
@@ -539,7 +539,7 @@ async fn record_plan(
 
 /// Copies `machine`'s engine TLS files into the managers' `docker_tls_dir`
 /// (private files, rewritten only when they changed).
-fn stage_docker_tls(file: &ClusterFile, machine: &plan::Machine) -> Result<(), String> {
+fn stage_docker_tls(file: &ClusterFile, machine: &cluster_file::Machine) -> Result<(), String> {
     let Some((source, staged)) = file.staged_docker_tls(machine) else {
         return Ok(());
     };

@@ -445,7 +445,7 @@ async fn run_token(client: &Client, format: Format, command: TokenCommand) -> an
                     table.row(vec![
                         t.id.clone(),
                         t.role.as_str().into(),
-                        format_time_ms(t.created_ms),
+                        crate::dates::short_utc_ms(t.created_ms),
                         if t.name.is_empty() {
                             "-".into()
                         } else {
@@ -462,28 +462,6 @@ async fn run_token(client: &Client, format: Format, command: TokenCommand) -> an
         }
     }
     Ok(())
-}
-
-/// UTC `YYYY-MM-DD HH:MM:SS` of milliseconds since the Unix epoch.
-fn format_time_ms(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 fn done(format: Format, ok: bool, what: &str) -> anyhow::Result<()> {
@@ -908,16 +886,4 @@ async fn run_cluster(
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::format_time_ms;
-
-    #[test]
-    fn formats_utc_times() {
-        assert_eq!(format_time_ms(0), "1970-01-01 00:00:00");
-        assert_eq!(format_time_ms(951_782_400_000), "2000-02-29 00:00:00");
-        assert_eq!(format_time_ms(1_700_000_000_123), "2023-11-14 22:13:20");
-    }
 }

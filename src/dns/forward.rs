@@ -33,11 +33,20 @@ pub struct Network {
     prefix: u8,
 }
 
-impl std::str::FromStr for Network {
-    type Err = String;
+/// A `[dns] forward_from` entry that is not a network.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("dns.forward_from: {text:?} is not a network (address/prefix, e.g. 10.0.0.0/8)")]
+pub struct BadNetwork {
+    pub text: String,
+}
 
-    fn from_str(text: &str) -> Result<Network, String> {
-        let bad = || format!("{text:?} is not a network (address/prefix, e.g. 10.0.0.0/8)");
+impl std::str::FromStr for Network {
+    type Err = BadNetwork;
+
+    fn from_str(text: &str) -> Result<Network, BadNetwork> {
+        let bad = || BadNetwork {
+            text: text.to_string(),
+        };
         let (addr, prefix) = match text.split_once('/') {
             Some((addr, prefix)) => (addr, Some(prefix)),
             None => (text, None),
@@ -76,11 +85,8 @@ impl Network {
 }
 
 /// Parses `[dns] forward_from`.
-pub fn networks(texts: &[String]) -> Result<Vec<Network>, String> {
-    texts
-        .iter()
-        .map(|text| text.parse().map_err(|e| format!("dns.forward_from: {e}")))
-        .collect()
+pub fn networks(texts: &[String]) -> Result<Vec<Network>, BadNetwork> {
+    texts.iter().map(|text| text.parse()).collect()
 }
 
 /// What a query for a name outside the domain may get.

@@ -15,7 +15,7 @@
 
 use std::net::IpAddr;
 
-use crate::state::{InstanceState, Protocol, ServiceKind, State};
+use crate::state::{InstanceState, Protocol, Service, ServiceKind, State};
 
 /// Record data.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,9 +112,7 @@ impl Zone<'_> {
                 .leader
                 .map(|ip| self.addresses(&name, want, [ip].into_iter())),
             [node, "node"] => self.state.nodes.get(*node).map(|n| {
-                let ips = crate::reconcile::engines::node_address(n)
-                    .parse::<IpAddr>()
-                    .ok();
+                let ips = n.published_address().parse::<IpAddr>().ok();
                 self.addresses(&name, want, ips.into_iter())
             }),
             [service, namespace, "svc"] => self.service_addresses(&name, namespace, service, want),
@@ -177,6 +175,12 @@ impl Zone<'_> {
         }
     }
 
+    fn service(&self, namespace: &str, service: &str) -> Option<&Service> {
+        self.state
+            .services
+            .get(&(namespace.to_string(), service.to_string()))
+    }
+
     fn service_addresses(
         &self,
         name: &str,
@@ -184,10 +188,7 @@ impl Zone<'_> {
         service: &str,
         want: Want,
     ) -> Option<Answer> {
-        let svc = self
-            .state
-            .services
-            .get(&(namespace.to_string(), service.to_string()))?;
+        let svc = self.service(namespace, service)?;
         if svc.spec.kind == ServiceKind::External {
             if let Some(hostname) = &svc.spec.hostname {
                 return Some(Answer {
@@ -227,10 +228,7 @@ impl Zone<'_> {
         proto: &str,
         want: Want,
     ) -> Option<Answer> {
-        let svc = self
-            .state
-            .services
-            .get(&(namespace.to_string(), service.to_string()))?;
+        let svc = self.service(namespace, service)?;
         let spec = svc
             .spec
             .ports

@@ -5,7 +5,7 @@
 //! queries that must wait for an upstream resolver get a task of their own,
 //! so a slow upstream never holds a worker — and only while they hold one
 //! of the `max_forwards` forwarding slots ([`super::forward`]), so tasks
-//! stay bounded. Answers never exceed [`super::server::MAX_UDP_PAYLOAD`].
+//! stay bounded. Answers never exceed [`super::handler::MAX_UDP_PAYLOAD`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 use super::forward::Admission;
-use super::server::Handler;
+use super::handler::Handler;
 
 /// Largest datagram read; EDNS clients rarely advertise more than 4096.
 const MAX_DATAGRAM: usize = 65_535;
@@ -132,7 +132,7 @@ impl ResponseHandler for Reply {
         // RFC 1035 4.2.1: 512 bytes unless the client's EDNS says more, and
         // never more than 1232; the encoder sets TC and leaves out what
         // does not fit.
-        let max_size = super::server::udp_payload(response.edns().map(|edns| edns.max_payload()));
+        let max_size = super::handler::udp_payload(response.edns().map(|edns| edns.max_payload()));
         let mut bytes = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut bytes);
         encoder.set_max_size(max_size);

@@ -1,16 +1,18 @@
 //! Raft plumbing: the openraft type configuration, the durable log store,
-//! the state-machine store with its snapshots, and the peer network (client
-//! and server). Nothing here knows about HTTP API shapes or containers.
+//! the state-machine store with its snapshots, and the peer network client.
+//! Nothing here knows about HTTP API shapes, containers or the replica
+//! that drives it: the peer server's handlers live with the replica
+//! ([`crate::replica::peer_server`]), as openraft's examples keep them with
+//! the app.
 
 pub mod fatal;
 pub mod lease;
 pub mod log_store;
 pub mod network;
 pub mod peer_certs;
-pub mod peer_identity;
-pub mod peer_server;
 pub mod prevote;
 pub mod sm_store;
+mod wal;
 
 use std::io::Cursor;
 

@@ -11,8 +11,9 @@
 //! off with [`PeerConnection::backoff`]'s growing delays instead of spinning.
 //! The time of the last successful exchange with every peer is recorded,
 //! because openraft 0.9's metrics do not expose per-follower ack times.
-//! A leader's append-entries requests (heartbeats included) carry its
-//! supervision progress in a header (see [`crate::reconcile::watchdog`]).
+//! A leader's append-entries requests (heartbeats included) carry a
+//! [`PROGRESS_HEADER`] whose value comes from the [`ProgressHook`] the
+//! replica installs: consensus carries it without knowing what it says.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -34,7 +35,7 @@ use super::lease::Lease;
 use super::peer_certs::{CertExpiries, SENDER_HEADER};
 use super::{NodeId, PeerNode, TypeConfig};
 use crate::codec;
-use crate::reconcile::watchdog::{Watchdog, PROGRESS_HEADER};
+use crate::error_chain::error_chain;
 
 /// Paths of the peer endpoints, shared with the server side.
 pub mod paths {
@@ -69,6 +70,15 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Start of the peer server's answer to a replica outside the membership.
 pub const NOT_A_MEMBER: &str = "not a member";
 
+/// Header of append-entries requests carrying the leader's supervision
+/// progress, an opaque value to this module.
+pub const PROGRESS_HEADER: &str = "x-raftvisor-leader-progress";
+
+/// The [`PROGRESS_HEADER`] value for an append-entries request of a term
+/// (the first argument) sent at an instant, or `None` to send none. The
+/// replica installs it (see [`PeerNetwork::with_progress`]).
+pub type ProgressHook = Arc<dyn Fn(u64, Instant) -> Option<String> + Send + Sync>;
+
 /// Shared HTTP client and per-peer contact times.
 #[derive(Clone)]
 pub struct PeerNetwork {
@@ -77,9 +87,9 @@ pub struct PeerNetwork {
     last_contact: Arc<Mutex<HashMap<NodeId, Instant>>>,
     refused_as_non_member: Arc<Mutex<HashMap<NodeId, Instant>>>,
     /// Source of the progress header on append-entries requests.
-    watchdog: Option<Watchdog>,
+    progress: Option<ProgressHook>,
     /// This replica's Raft id, sent with every request (see
-    /// [`super::peer_identity`]).
+    /// `crate::replica::peer_identity`).
     sender: Option<NodeId>,
     /// Expiry of the certificates peers presented.
     pub cert_expiries: CertExpiries,
@@ -118,7 +128,7 @@ impl PeerNetwork {
             scheme,
             last_contact: Arc::new(Mutex::new(HashMap::new())),
             refused_as_non_member: Arc::new(Mutex::new(HashMap::new())),
-            watchdog: None,
+            progress: None,
             sender: None,
             cert_expiries: CertExpiries::default(),
             lease: Arc::new(Lease::new(Duration::from_millis(150), Instant::now())),
@@ -155,9 +165,9 @@ impl PeerNetwork {
             .collect()
     }
 
-    /// This network, announcing `watchdog`'s progress to followers.
-    pub fn with_watchdog(mut self, watchdog: Watchdog) -> PeerNetwork {
-        self.watchdog = Some(watchdog);
+    /// This network, announcing to followers what `progress` says.
+    pub fn with_progress(mut self, progress: ProgressHook) -> PeerNetwork {
+        self.progress = Some(progress);
         self
     }
 
@@ -306,20 +316,6 @@ fn classify(addr: &str, timeout: Duration, error: reqwest::Error) -> PeerCallErr
             reason: error_chain(&error),
         }
     }
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let said = cause.to_string();
-        if !text.contains(&said) {
-            text.push_str(": ");
-            text.push_str(&said);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
@@ -508,10 +504,11 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             ));
         }
         let sent = Instant::now();
-        let progress = self.network.watchdog.as_ref().and_then(|w| {
-            w.header_for(term, sent)
-                .map(|value| (PROGRESS_HEADER, value))
-        });
+        let progress = self
+            .network
+            .progress
+            .as_ref()
+            .and_then(|hook| hook(term, sent).map(|value| (PROGRESS_HEADER, value)));
         if body.len() <= DETACH_APPENDS_ABOVE {
             let reply = raft_exchange(
                 self.network.clone(),

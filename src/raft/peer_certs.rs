@@ -1,6 +1,6 @@
 //! What the peer network knows of the replicas' certificates: the header
 //! by which a peer request names its sender (checked against the sender's
-//! certificate by [`super::peer_identity`]), and when each member's
+//! certificate by `crate::replica::peer_identity`), and when each member's
 //! certificate expires, as presented to this replica's peer server or
 //! peer client — for `GET /v1/cluster` and `/metrics`.
 

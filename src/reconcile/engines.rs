@@ -126,20 +126,3 @@ impl ContainerRuntime for Gated {
         self.inner.image_exists(image).await
     }
 }
-
-/// The address clients use to reach published ports of `node`.
-pub fn node_address(node: &Node) -> String {
-    if let Some(address) = &node.spec.address {
-        return address.clone();
-    }
-    let endpoint = &node.spec.docker_endpoint;
-    let rest = endpoint.split_once("://").map_or("", |(_, rest)| rest);
-    if endpoint.starts_with("unix://") || rest.is_empty() {
-        return "127.0.0.1".into();
-    }
-    let host_port = rest.split('/').next().unwrap_or(rest);
-    match host_port.rsplit_once(':') {
-        Some((host, _)) => host.trim_matches(['[', ']']).to_string(),
-        None => host_port.to_string(),
-    }
-}

@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::bootstrap::plan::{ClusterFile, ManagerPlacement, Replacement};
+use crate::bootstrap::cluster_file::{ClusterFile, ManagerPlacement, Replacement};
 use crate::bootstrap::{engine_of, ensure_certificate, ensure_manager};
 use crate::raft::PeerNode;
 use crate::replica::Replica;
@@ -211,7 +211,7 @@ async fn round(
 
 /// Whether the provider of `machine` reports it gone or stopped. A static
 /// machine has no provider to ask: silence alone never condemns it.
-async fn machine_gone(machine: &crate::bootstrap::plan::Machine) -> bool {
+async fn machine_gone(machine: &crate::bootstrap::cluster_file::Machine) -> bool {
     use crate::provider::{MachineStatus, ProviderConfig};
     let Some(path) = machine
         .provider_file

@@ -40,7 +40,6 @@ pub mod observed;
 pub mod placement;
 pub mod plan;
 pub mod services;
-pub mod time;
 pub mod triggers;
 pub mod watchdog;
 pub mod watcher;

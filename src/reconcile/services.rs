@@ -16,14 +16,14 @@ use std::time::{Duration, Instant};
 
 use super::backoff::{self, CRASH_LOOP_AFTER};
 use super::controller::{Action as Next, Limits, Reason, ReconcileError, Reconciler};
-use super::engines::{node_address, Engines};
+use super::engines::Engines;
 use super::health::HealthBook;
 use super::labels;
 use super::observed::{Observed, ServiceKey};
 use super::placement::NodeLoad;
 use super::plan::{plan, Action, PlanInput, RestartReason};
-use super::time::parse_rfc3339_ms;
 use super::SupervisorSettings;
+use crate::dates::parse_rfc3339_ms;
 use crate::replica::{now_ms, Replica};
 use crate::runtime::{ContainerInfo, ContainerSpec, PortBinding, RuntimeError};
 use crate::secrets::{SecretsError, SecretsKey};
@@ -824,7 +824,7 @@ fn status_of(
         container_id: container.map(|c| c.id.clone()),
         restarts: instance.restarts,
         last_exit: instance.last_exit.clone(),
-        address: node.map(node_address),
+        address: node.map(Node::published_address),
         ports,
         spec_version: container
             .and_then(|c| c.labels.get(labels::SPEC_VERSION))

@@ -49,8 +49,9 @@ use std::time::{Duration, Instant};
 /// stalled (EX_TEMPFAIL: restart me).
 pub const EXIT_STALLED: i32 = 75;
 
-/// Header of append-entries requests carrying the leader's progress.
-pub const PROGRESS_HEADER: &str = "x-raftvisor-leader-progress";
+/// Header of append-entries requests carrying the leader's progress; the
+/// peer network carries it, the replica installs [`Watchdog::header_for`].
+pub use crate::raft::network::PROGRESS_HEADER;
 
 /// How often the checker looks.
 const CHECK_EVERY: Duration = Duration::from_secs(1);

@@ -7,7 +7,10 @@
 //! it, so forwarding it again after a lost answer cannot apply it twice.
 
 pub mod elector;
+mod first_token;
 pub mod messages;
+pub mod peer_identity;
+pub mod peer_server;
 pub mod writer;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -125,7 +128,10 @@ impl Replica {
             Duration::from_millis(config.raft.election_max_ms),
             Instant::now(),
         ));
-        let peers = peers.with_watchdog(watchdog.clone()).with_lease(lease);
+        let progress = watchdog.clone();
+        let peers = peers
+            .with_progress(Arc::new(move |term, now| progress.header_for(term, now)))
+            .with_lease(lease);
         let raft = Raft::new(config.id, raft_config, peers.clone(), log_store, sm.clone())
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
@@ -614,7 +620,7 @@ impl Replica {
 
 /// A replica removed from the cluster while it was dead or cut off does
 /// not know it: it would campaign forever. Members refuse its messages
-/// (see `raft::peer_server`); once a majority of the voters it knows
+/// (see [`peer_server`]); once a majority of the voters it knows
 /// refuse it, it shuts its Raft down and says why, keeping its data.
 async fn stop_when_removed(replica: Arc<Replica>) {
     const REFUSAL_WINDOW: Duration = Duration::from_secs(5);
@@ -684,7 +690,7 @@ async fn housekeeping(replica: Arc<Replica>) {
 
 async fn ensure_identity_and_managers(
     replica: &Replica,
-    pending_token: &mut Option<crate::auth::bootstrap::Pending>,
+    pending_token: &mut Option<first_token::Pending>,
 ) -> Result<(), OpError> {
     // Only act on a state that includes everything committed so far.
     replica.read_barrier().await?;
@@ -692,7 +698,7 @@ async fn ensure_identity_and_managers(
         let cluster_id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         replica.write(Command::InitCluster { cluster_id }).await?;
     }
-    crate::auth::bootstrap::ensure(replica, pending_token).await?;
+    first_token::ensure_first_token(replica, pending_token).await?;
     let metrics = replica.metrics();
     let nodes: Vec<(NodeId, PeerNode)> = metrics
         .membership_config

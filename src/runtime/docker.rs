@@ -24,6 +24,7 @@ use tokio::sync::OnceCell;
 use super::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError, RuntimeEvent,
 };
+use crate::error_chain::error_chain;
 use crate::state::Protocol;
 
 /// Per-operation time limits of a [`DockerRuntime`].
@@ -328,26 +329,6 @@ fn refuses_spec(lower_message: &str) -> bool {
     ]
     .iter()
     .any(|words| lower_message.contains(words))
-}
-
-/// An error with its sources, for messages.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    let mut depth = 0;
-    while let Some(cause) = source {
-        if depth >= 8 {
-            break;
-        }
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-        depth += 1;
-    }
-    text
 }
 
 fn port_key(container_port: u16, protocol: Protocol) -> String {

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::broadcast;
@@ -205,7 +205,7 @@ fn stop_container(c: &mut Container, exit_code: i64, oom: bool) {
     c.state = ContainerState::Exited;
     c.exit_code = Some(exit_code);
     c.oom_killed = oom;
-    c.finished_at = rfc3339(SystemTime::now());
+    c.finished_at = crate::dates::rfc3339(SystemTime::now());
     c.pid = 0;
     c.ports.clear();
     c.ip_address = None;
@@ -230,30 +230,6 @@ fn info(c: &Container) -> ContainerInfo {
 
 fn has_labels(have: &BTreeMap<String, String>, want: &BTreeMap<String, String>) -> bool {
     want.iter().all(|(k, v)| have.get(k) == Some(v))
-}
-
-/// `2006-01-02T15:04:05.000000000Z` from a system time (UTC).
-pub(crate) fn rfc3339(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_nanos()
-    )
 }
 
 #[async_trait::async_trait]
@@ -346,7 +322,7 @@ impl ContainerRuntime for MemoryRuntime {
         container.state = ContainerState::Running;
         container.exit_code = None;
         container.oom_killed = false;
-        container.started_at = rfc3339(SystemTime::now());
+        container.started_at = crate::dates::rfc3339(SystemTime::now());
         container.ports = ports;
         container.pid = pid;
         container.ip_address = Some(format!(
@@ -478,13 +454,6 @@ mod tests {
             .expect("an event within 2 s")
             .expect("the stream is open")
             .expect("no stream error")
-    }
-
-    #[test]
-    fn times_are_rfc3339() {
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
-        let t = UNIX_EPOCH + Duration::new(1_709_210_096, 5);
-        assert_eq!(rfc3339(t), "2024-02-29T12:34:56.000000005Z");
     }
 
     #[tokio::test]

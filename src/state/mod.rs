@@ -8,6 +8,7 @@
 //! state. Retried writes are recognised by their [`RequestId`] and answered
 //! with the outcome they had the first time.
 
+mod address;
 pub mod command;
 pub mod limits;
 mod quotas;

@@ -7,7 +7,7 @@
 //! by the same CA cannot take part in Raft. A manager certificate also
 //! names the Raft id of its replica (`raftvisor://raft-id/<id>`): peers
 //! accept Raft messages only from the id the certificate names (see
-//! `crate::raft::peer_identity`). Files are written with mode
+//! `crate::replica::peer_identity`). Files are written with mode
 //! 0600 and nothing is ever overwritten: a CA or key replaced by mistake
 //! would lock every replica out of its cluster.
 
@@ -356,16 +356,29 @@ pub fn role_of(der: &[u8]) -> Option<(Role, String)> {
     })
 }
 
+/// Why a certificate names no usable Raft id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RaftIdError {
+    #[error("the certificate does not parse: {0}")]
+    Unparsable(String),
+    #[error("its subject alternative names do not parse: {0}")]
+    BadNames(String),
+    #[error("the certificate names no Raft id (a {RAFT_ID_URI}<id> SAN; issue it with `raftvisor certs issue --id`)")]
+    Missing,
+    #[error("the certificate's Raft id {0:?} is not a positive integer")]
+    NotPositive(String),
+    #[error("the certificate names more than one Raft id")]
+    Several,
+}
+
 /// The Raft id a DER certificate names in its `raftvisor://raft-id/` SAN.
-/// `Err` says why there is none usable (no such SAN, two of them, or not
-/// a number).
-pub fn raft_id_of(der: &[u8]) -> Result<u64, String> {
+pub fn raft_id_of(der: &[u8]) -> Result<u64, RaftIdError> {
     use x509_parser::extensions::GeneralName;
     let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| format!("the certificate does not parse: {e}"))?;
+        .map_err(|e| RaftIdError::Unparsable(e.to_string()))?;
     let san = cert
         .subject_alternative_name()
-        .map_err(|e| format!("its subject alternative names do not parse: {e}"))?;
+        .map_err(|e| RaftIdError::BadNames(e.to_string()))?;
     let ids: Vec<&str> = san
         .map(|san| {
             san.value
@@ -379,15 +392,13 @@ pub fn raft_id_of(der: &[u8]) -> Result<u64, String> {
         })
         .unwrap_or_default();
     match ids.as_slice() {
-        [] => Err(format!(
-            "the certificate names no Raft id (a {RAFT_ID_URI}<id> SAN; issue it with `raftvisor certs issue --id`)"
-        )),
+        [] => Err(RaftIdError::Missing),
         [id] => id
             .parse::<u64>()
             .ok()
             .filter(|id| *id > 0)
-            .ok_or_else(|| format!("the certificate's Raft id {id:?} is not a positive integer")),
-        _ => Err("the certificate names more than one Raft id".into()),
+            .ok_or_else(|| RaftIdError::NotPositive(id.to_string())),
+        _ => Err(RaftIdError::Several),
     }
 }
 
@@ -423,26 +434,12 @@ pub fn show(path: &Path) -> Result<CertSummary, CertError> {
         .ok_or_else(|| CertError::Invalid(format!("{} does not parse as X.509", path.display())))
 }
 
-/// `secs` since the Unix epoch as RFC 3339 (UTC, whole seconds).
-pub fn rfc3339(secs: i64) -> String {
-    let at = OffsetDateTime::from_unix_timestamp(secs).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    )
-}
-
 /// The summary of a DER certificate.
 pub fn summarize(der: &[u8]) -> Option<CertSummary> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let role = role_of(der);
     let validity = cert.validity();
-    let rfc3339 = |t: &x509_parser::time::ASN1Time| rfc3339(t.timestamp());
+    let rfc3339 = |t: &x509_parser::time::ASN1Time| crate::dates::rfc3339_secs(t.timestamp());
     Some(CertSummary {
         subject: cert.subject().to_string(),
         role: role.as_ref().map(|(r, _)| r.to_string()),
@@ -554,7 +551,8 @@ mod tests {
 
         let without = issue(dir.path(), Role::Manager, "m-none", &["127.0.0.1".into()]).unwrap();
         let why = raft_id_of(&der_of(&without.cert)).unwrap_err();
-        assert!(why.contains("names no Raft id"), "{why}");
+        assert_eq!(why, RaftIdError::Missing);
+        assert!(why.to_string().contains("names no Raft id"), "{why}");
         assert!(matches!(
             issue_with_id(dir.path(), Role::Client, "c", &[], Some(1)),
             Err(CertError::Invalid(_))

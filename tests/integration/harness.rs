@@ -389,10 +389,7 @@ impl Cluster {
     }
 
     /// `GET /v1/cluster` of replica `id`.
-    pub async fn status_of(
-        &self,
-        id: u64,
-    ) -> Result<raftvisor::api::cluster::ClusterStatus, String> {
+    pub async fn status_of(&self, id: u64) -> Result<raftvisor::wire::ClusterStatus, String> {
         self.client_for(id)
             .cluster_status()
             .await

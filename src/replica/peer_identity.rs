@@ -15,7 +15,7 @@
 //! So a manager certificate, stolen or kept by a removed replica, can
 //! neither speak for another replica nor post commands to the leader.
 //! It also records when each member's certificate expires (see
-//! [`super::peer_certs::CertExpiries`]). Without TLS (`insecure = true`) there
+//! [`crate::raft::peer_certs::CertExpiries`]). Without TLS (`insecure = true`) there
 //! are no identities to check and every request passes.
 
 use std::sync::{Arc, Mutex};
@@ -28,11 +28,11 @@ use axum::response::{IntoResponse, Response};
 use openraft::Vote;
 use serde::Deserialize;
 
-use super::network::{paths, NOT_A_MEMBER};
-use super::peer_certs::SENDER_HEADER;
-use super::NodeId;
+use super::Replica;
 use crate::codec;
-use crate::replica::Replica;
+use crate::raft::network::{paths, NOT_A_MEMBER};
+use crate::raft::peer_certs::SENDER_HEADER;
+use crate::raft::NodeId;
 use crate::tls::certs::raft_id_of;
 use crate::tls::serve::PeerCertificates;
 
@@ -65,7 +65,7 @@ pub async fn screen(State(replica): State<Arc<Replica>>, request: Request, next:
     let id = match raft_id_of(leaf) {
         Ok(id) => id,
         Err(why) => {
-            warn_refused(None, &why);
+            warn_refused(None, &why.to_string());
             return refuse(StatusCode::FORBIDDEN, format!("peer identity: {why}"));
         }
     };

@@ -1,22 +1,20 @@
-//! The first admin token of a cluster. The leader that finds the cluster
-//! without one (a new cluster, or one from before tokens existed) writes
-//! `Command::BootstrapToken`, which the state machine applies once per
-//! cluster. The token comes from `[auth] bootstrap_token_file` if that
-//! file exists; if the file is named but missing, a fresh token is written
-//! there (mode 0600) before it is proposed, so a retry or the next leader
-//! on the same machine proposes the same token; with no file configured a
-//! fresh token is printed once in this replica's log, clearly marked.
+//! The first admin token of a cluster, as a file: the leader that finds
+//! the cluster without one (see `crate::replica`'s housekeeping) proposes
+//! the token this module obtains. It comes from `[auth]
+//! bootstrap_token_file` if that file exists; if the file is named but
+//! missing, a fresh token is written there (mode 0600) before it is
+//! proposed, so a retry or the next leader on the same machine proposes
+//! the same token; with no file configured a fresh token is printed once
+//! in this replica's log, clearly marked. It never writes to the cluster.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::token::{Token, TokenError};
-use crate::replica::{OpError, Replica};
-use crate::state::{Command, Outcome};
 
-/// Why the bootstrap token cannot be had.
+/// Why the first admin token cannot be had.
 #[derive(Debug, thiserror::Error)]
-pub enum BootstrapError {
+pub enum FirstTokenError {
     #[error("cannot read the bootstrap token file {path}: {source}")]
     Read {
         path: PathBuf,
@@ -48,24 +46,17 @@ pub enum Origin {
     Generated,
 }
 
-/// A token proposed as the bootstrap token whose fate is not known yet.
-#[derive(Debug)]
-pub struct Pending {
-    token: Token,
-    origin: Origin,
-}
-
 /// Reads the token in `path`; `Ok(None)` if there is no such file.
-pub fn read_file(path: &Path) -> Result<Option<Token>, BootstrapError> {
+pub fn read_file(path: &Path) -> Result<Option<Token>, FirstTokenError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Token::parse(&text)
             .map(Some)
-            .map_err(|source| BootstrapError::Malformed {
+            .map_err(|source| FirstTokenError::Malformed {
                 path: path.to_path_buf(),
                 source,
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(BootstrapError::Read {
+        Err(source) => Err(FirstTokenError::Read {
             path: path.to_path_buf(),
             source,
         }),
@@ -74,7 +65,7 @@ pub fn read_file(path: &Path) -> Result<Option<Token>, BootstrapError> {
 
 /// The bootstrap token: from `file` if it exists, else a new one (written
 /// to `file` when one is named).
-pub fn obtain(file: Option<&Path>) -> Result<(Token, Origin), BootstrapError> {
+pub fn obtain(file: Option<&Path>) -> Result<(Token, Origin), FirstTokenError> {
     let Some(path) = file else {
         return Ok((Token::generate(), Origin::Generated));
     };
@@ -82,7 +73,7 @@ pub fn obtain(file: Option<&Path>) -> Result<(Token, Origin), BootstrapError> {
         return Ok((token, Origin::File(path.to_path_buf())));
     }
     let token = Token::generate();
-    let write_error = |source| BootstrapError::Write {
+    let write_error = |source| FirstTokenError::Write {
         path: path.to_path_buf(),
         source,
     };
@@ -109,58 +100,11 @@ pub fn obtain(file: Option<&Path>) -> Result<(Token, Origin), BootstrapError> {
     Ok((token, Origin::Written(path.to_path_buf())))
 }
 
-/// Leader-only: makes sure the cluster has had its bootstrap admin token,
-/// proposing one if not. `pending` carries a proposed token across retries
-/// whose outcome was unknown, so it is announced if it did commit.
-pub async fn ensure(replica: &Replica, pending: &mut Option<Pending>) -> Result<(), OpError> {
-    if let Some(Pending { token, origin }) = pending.as_ref() {
-        let committed = replica.sm.read(|s| {
-            s.tokens
-                .get(token.id())
-                .is_some_and(|t| t.hash == token.hash())
-        });
-        if committed {
-            announce(token, origin);
-            *pending = None;
-            return Ok(());
-        }
-    }
-    if replica.sm.read(|s| s.tokens_bootstrapped) {
-        if let Some(Pending { origin, .. }) = pending.take() {
-            forget(&origin);
-        }
-        return Ok(());
-    }
-    let (token, origin) = match pending.take() {
-        Some(p) => (p.token, p.origin),
-        None => obtain(replica.config.auth.bootstrap_token_file.as_deref()).map_err(|e| {
-            tracing::error!(error = %e, "no bootstrap admin token: the API cannot be used until this is fixed");
-            OpError::Unavailable(e.to_string())
-        })?,
-    };
-    let command = Command::BootstrapToken {
-        id: token.id().to_string(),
-        hash: token.hash(),
-    };
-    match replica.write(command).await {
-        Ok(applied) if matches!(applied.outcome, Outcome::Token(_)) => {
-            announce(&token, &origin);
-            Ok(())
-        }
-        Ok(_) => {
-            // Another leader bootstrapped the cluster first.
-            forget(&origin);
-            Ok(())
-        }
-        Err(e) => {
-            *pending = Some(Pending { token, origin });
-            Err(e)
-        }
-    }
-}
-
-fn announce(token: &Token, origin: &Origin) {
-    match origin {
+impl Origin {
+    /// Logs that `token`, from here, became the cluster's first admin
+    /// token.
+    pub fn announce(&self, token: &Token) {
+        match self {
         Origin::File(path) => tracing::info!(
             token_id = token.id(),
             file = %path.display(),
@@ -178,14 +122,15 @@ fn announce(token: &Token, origin: &Origin) {
             token.reveal()
         ),
     }
-}
+    }
 
-/// A token of ours lost the race to another leader's: a file we wrote
-/// would hold a token that does not work, so it goes.
-fn forget(origin: &Origin) {
-    if let Origin::Written(path) = origin {
-        tracing::warn!(file = %path.display(), "the cluster was bootstrapped with another token; removing the file written here");
-        let _ = std::fs::remove_file(path);
+    /// A token from here lost the race to another leader's: a file
+    /// written here would hold a token that does not work, so it goes.
+    pub fn forget(&self) {
+        if let Origin::Written(path) = self {
+            tracing::warn!(file = %path.display(), "the cluster was bootstrapped with another token; removing the file written here");
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 
@@ -219,7 +164,7 @@ mod tests {
         assert_eq!(obtain(Some(&path)).unwrap().0, token);
         std::fs::write(&path, "hunter2").unwrap();
         let err = obtain(Some(&path)).unwrap_err();
-        assert!(matches!(err, BootstrapError::Malformed { .. }), "{err}");
+        assert!(matches!(err, FirstTokenError::Malformed { .. }), "{err}");
         assert!(!err.to_string().contains("hunter2"));
     }
 

@@ -24,13 +24,12 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest, VoteResponse,
 };
 
-use super::network::{paths, NOT_A_MEMBER};
-use super::prevote::{self, PreVoteRequest};
-use super::{NodeId, TypeConfig};
+use super::messages::{LeaderError, LeaderReply, LeaderRequest};
+use super::Replica;
 use crate::codec;
-use crate::reconcile::watchdog::PROGRESS_HEADER;
-use crate::replica::messages::{LeaderError, LeaderReply, LeaderRequest};
-use crate::replica::Replica;
+use crate::raft::network::{paths, NOT_A_MEMBER, PROGRESS_HEADER};
+use crate::raft::prevote::{self, PreVoteRequest};
+use crate::raft::{NodeId, TypeConfig};
 
 /// Largest peer message accepted (snapshot chunks are the biggest).
 const MAX_PEER_BODY: usize = 64 * 1024 * 1024;
@@ -210,7 +209,7 @@ async fn vote(State(replica): State<Arc<Replica>>, body: Bytes) -> Response {
     encode_reply(&replica.raft.vote(request).await)
 }
 
-/// Pre-vote requests (see [`super::prevote`]); nothing changes here.
+/// Pre-vote requests (see [`crate::raft::prevote`]); nothing changes here.
 async fn prevote(State(replica): State<Arc<Replica>>, body: Bytes) -> Response {
     let request: PreVoteRequest = match decode(&body) {
         Ok(request) => request,

@@ -1,0 +1,171 @@
+"""bench kv (scripts/bench-kv.sh): write throughput and latency of a
+3-member etcd against a 3-replica raftvisor, each driven alone by wrk with
+put.lua at each point (threads:connections) against its leader, and the
+Markdown report: writes/s, p50, p99 per client count with ratios, the TLS
+cost, CPU shares, goals, and the term and leader around every run."""
+import re
+import sys
+
+from . import kvcluster, loadgen, procs, settings
+from .cpu import quiet_wait
+from .console import Failure, log, table
+from .stats import fmt, ratio
+
+
+def kv_table(by, clients, base, other, cost=False):
+    """Rows of writes/s, p50 and p99 of base and other at each client count,
+    with the ratios other/base (and, with cost, the share of base's writes/s
+    that other loses)."""
+    columns = [("clients", "r"), (f"{base} writes/s", "r"), (f"{base} p50 ms", "r"), (f"{base} p99 ms", "r"),
+               (f"{other} writes/s", "r"), (f"{other} p50 ms", "r"), (f"{other} p99 ms", "r"),
+               ("writes/s ratio", "r"), ("p99 ratio", "r")]
+    if cost:
+        columns.append(("writes/s lost", "r"))
+    rows = []
+    for c in clients:
+        b, o = by.get((base, c)), by.get((other, c))
+        cells = [str(c)]
+        for p in (b, o):
+            cells += [fmt(p["ok_rps"], 0), fmt(p["p50_ms"], 2), fmt(p["p99_ms"], 2)] if p else ["n/a"] * 3
+        tr = ratio(o["ok_rps"], b["ok_rps"]) if b and o else None
+        cells.append(fmt(tr, 2))
+        cells.append(fmt(ratio(o["p99_ms"], b["p99_ms"]), 2) if b and o else "n/a")
+        if cost:
+            cells.append("n/a" if tr is None else f"{(1 - tr) * 100:.0f} %")
+        rows.append(cells)
+    table(columns, rows)
+    print()
+
+
+def report(points):
+    by = {(p["system"], p["clients"]): p for p in points}
+    clients = sorted({p["clients"] for p in points})
+    systems = {p["system"] for p in points}
+    print("raftvisor (TLS on both ports + token, the default) against etcd (plain HTTP); "
+          "ratios raftvisor/etcd:")
+    print()
+    kv_table(by, clients, "etcd", "raftvisor")
+    if "raftvisor-insecure" in systems:
+        print("TLS cost: raftvisor (TLS) against raftvisor-insecure (plain HTTP), both with the token; "
+              "ratios TLS/insecure, writes/s lost = 1 - ratio:")
+        print()
+        kv_table(by, clients, "raftvisor-insecure", "raftvisor", cost=True)
+        if "etcd" in systems:
+            print("Plain HTTP on both sides: raftvisor-insecure against etcd; ratios raftvisor-insecure/etcd:")
+            print()
+            kv_table(by, clients, "etcd", "raftvisor-insecure")
+    if "etcd-tls" in systems:
+        if "etcd" in systems:
+            print("etcd's TLS cost: etcd-tls (HTTPS clients, mutual TLS peers) against etcd (plain HTTP); "
+                  "ratios etcd-tls/etcd:")
+            print()
+            kv_table(by, clients, "etcd", "etcd-tls", cost=True)
+        print("TLS on both sides: raftvisor (TLS) against etcd-tls; ratios raftvisor/etcd-tls:")
+        print()
+        kv_table(by, clients, "etcd-tls", "raftvisor")
+    print("CPU during each run (share of all cores): members / wrk / other processes")
+    print()
+    for p in points:
+        if "foreign_cpu_pct" in p:
+            busy = p["foreign_cpu_pct"] > 5
+            top = f" ({', '.join(p['top'])})" if p["top"] and busy else ""
+            print(f"- {p['system']} {p['clients']} clients: {p['members_cpu_pct']:.0f}% / {p['wrk_cpu_pct']:.0f}% / "
+                  f"{p['foreign_cpu_pct']:.0f}%{top}{'  <-- OTHER LOAD ON THE MACHINE' if busy else ''}")
+    print()
+    for p in points:
+        if p["errors"]:
+            print(f"- {p['system']} at {p['clients']} clients: {p['errors']} failed requests "
+                  f"({p['status_errors']} non-2xx, {p['timeouts']} timeouts)")
+    costs = []
+    for c in clients:
+        s, i = by.get(("raftvisor", c)), by.get(("raftvisor-insecure", c))
+        tr = ratio(s["ok_rps"], i["ok_rps"]) if s and i else None
+        if tr is not None:
+            costs.append(f"{c} clients {(1 - tr) * 100:.0f} % of the writes/s "
+                         f"(p99 {fmt(s['p99_ms'], 2)} vs {fmt(i['p99_ms'], 2)} ms)")
+    if costs:
+        print("- TLS cost (raftvisor against raftvisor-insecure): " + "; ".join(costs))
+    e, r = by.get(("etcd", 64)), by.get(("raftvisor", 64))
+    if e and r:
+        tr = ratio(r["ok_rps"], e["ok_rps"])
+        ok1 = tr is not None and tr >= 1.5
+        ok2 = r["p99_ms"] <= e["p99_ms"]
+        print(f"- goal at 64 clients, raftvisor (TLS) >= 1.5x etcd's writes/s: {'MET' if ok1 else 'NOT MET'} "
+              f"({fmt(r['ok_rps'], 0)} vs {fmt(e['ok_rps'], 0)} writes/s, ratio {fmt(tr, 2)})")
+        print(f"- goal at 64 clients, raftvisor (TLS) p99 no worse than etcd's: {'MET' if ok2 else 'NOT MET'} "
+              f"({fmt(r['p99_ms'], 2)} ms vs {fmt(e['p99_ms'], 2)} ms)")
+    for p in points:
+        if "term_before" in p:
+            same = p["term_before"] == p["term_after"] and p["leader_before"] == p["leader_after"]
+            print(f"- {p['system']} {p['clients']} clients: term {p['term_before']} -> {p['term_after']}, "
+                  f"leader {p['leader_before']} -> {p['leader_after']}: "
+                  f"{'no election during the run' if same else 'ELECTION(S) DURING THE RUN'}")
+
+
+def measure_point(run, cluster, quiet, threads, clients, seconds, wrk_options, name):
+    """One wrk run at threads:clients, repeated (quiet.tries in all) while
+    other processes loaded the CPU during it; returns the point."""
+    system, d = cluster.system, cluster.dir
+    for attempt in range(1, quiet.tries + 1):
+        quiet_wait(run.dir, quiet.max_pct, quiet.wait)
+        leader = cluster.wait_ready(60)
+        if leader is None:
+            raise Failure(f"{system}: cluster not healthy before the {clients}-client run")
+        before = cluster.status()
+        log(f"{system}: wrk -t {threads} -c {clients} -d {seconds}s against the leader {leader.url} (try {attempt})")
+        out = f"{d}/{name}.txt"
+        if loadgen.run_wrk(run.dir, system, cluster.api.token, out, seconds, leader.url,
+                           ["-t", str(threads), "-c", str(clients)] + wrk_options) != 0:
+            raise Failure(f"{system}: wrk failed: {procs.tail(out, 5)}")
+        p = loadgen.point(system, clients, threads, out, before, cluster.status())
+        if p is None:
+            raise Failure(f"no BENCH_JSON line in {out}")
+        if loadgen.clean(p, quiet.max_pct):
+            break
+        log(f"{system}: other processes loaded the CPU during the run (foreign {p['foreign_cpu_pct']}%)")
+    return p
+
+
+def main():
+    duration = settings.whole("DURATION", 8, 1, 600, "DURATION must be 1..600 seconds")
+    warmup = settings.whole("WARMUP", 2, 0, 600, "WARMUP must be 0..600 seconds")
+    points = settings.words("POINTS", "1:1 2:16 2:64")
+    systems = settings.words("SYSTEMS", "etcd raftvisor raftvisor-insecure")
+    quiet = settings.Quiet()
+    timing = kvcluster.Timing()
+    run, binary = kvcluster.open_run()
+    with run:
+        results = []
+        for system in systems:
+            log(f"{system}: starting 3 members")
+            cluster = kvcluster.start(run, system, binary, timing)
+            if warmup > 0:
+                leader = cluster.wait_ready(60)
+                out = f"{cluster.dir}/warmup.txt"
+                if leader is None or loadgen.run_wrk(run.dir, system, cluster.api.token, out, warmup, leader.url,
+                                                     ["-t", "2", "-c", "16"]) != 0:
+                    raise Failure(f"{system}: warm-up failed: {procs.tail(out, 3)}")
+            for spec in points:
+                threads, _, clients = spec.partition(":")
+                p = measure_point(run, cluster, quiet, int(threads), int(clients), duration, ["--latency"],
+                                  f"wrk-{clients}")
+                results.append(p)
+                grep_wrk(f"{cluster.dir}/wrk-{clients}.txt", f"    {system} c={clients} ")
+            cluster.log_problems()
+            cluster.stop()
+        print()
+        print(f"## bench-kv: {duration} s per point, 256-byte values, fsync on, 3 members each")
+        print()
+        report(results)
+        print()
+        for line in kvcluster.report_tail(systems, timing, wrk=True):
+            print(line)
+
+
+def grep_wrk(path, prefix):
+    """wrk's percentiles, rate and error lines on stderr, each with prefix."""
+    pattern = re.compile(r"^ +(50|99)%|Requests/sec|Non-2xx|Socket errors")
+    with open(path, errors="replace") as f:
+        for line in f:
+            if pattern.search(line):
+                sys.stderr.write(prefix + line)

@@ -1,0 +1,96 @@
+//! The write-ahead log behind the Raft log store: every entry this replica
+//! accepts, its vote, and the bookkeeping needed to prove after a crash that
+//! nothing it acknowledged was lost. It owns the files in the log directory
+//! and the rules for writing and recovering them; it must never speak to
+//! openraft's storage traits or to async code (that is
+//! [`crate::raft::log_store`]'s job) and never keeps a copy of the entries
+//! for readers.
+//!
+//! Files by responsibility:
+//! * [`segment`]: the segment files and their record format;
+//! * [`meta`]: the two-slot meta file (vote, committed, purge point, watermark);
+//! * [`dir`]: durable directory operations (fsync, delete);
+//! * [`disk`]: append, truncate and purge against segments and meta;
+//! * [`recovery`]: opening the directory after a crash, repair or refusal;
+//! * [`error`]: why the log could not be opened or written.
+//!
+//! # Why a hand-rolled segmented WAL and not an embedded database
+//!
+//! Raft's safety argument rests on two promises a replica makes to its peers:
+//! an entry acknowledged to a leader is on disk, and a vote cast is on disk.
+//! Breaking either silently (for example by coming back after a power cut with
+//! a shorter log and voting on it) can elect a leader that lacks committed
+//! entries. An embedded key-value store would hide exactly the decisions that
+//! matter here: where the fsync happens, and what "recovery" means when the
+//! tail of the file is damaged. With our own format we decide both:
+//!
+//! * A damaged record at the very end of the newest segment is the normal
+//!   result of a crash during a write. It is cut off and the replica starts.
+//! * A damaged record anywhere else, a missing segment, or a log that ends
+//!   before the point this replica had already acknowledged is not something
+//!   a crash can produce. The store refuses to open and says how to repair the
+//!   replica, instead of quietly serving a log with a hole in it.
+//!
+//! An append-only log also suits the workload: Raft only appends, cuts the
+//! tail on conflict, and drops the head after snapshots, which map to a
+//! `write`, an `ftruncate` and an `unlink`.
+//!
+//! # On-disk layout
+//!
+//! * `NNNNNNNNNNNNNNNNNNNN.wal` segments, named after the index of their first
+//!   entry (20 digits so lexical and numeric order agree). A segment is closed
+//!   once it would exceed the configured size; rotation fsyncs the old segment
+//!   before the new file exists, so only the newest segment can ever hold
+//!   unsynced bytes. Each record is `[len u32 LE][crc32 u32 LE][payload]`, the
+//!   payload being the entry encoded with [`crate::codec`].
+//! * `meta`: vote, committed log id, last purged log id and the *durable
+//!   watermark*, the highest index this replica fsynced and may therefore have
+//!   acknowledged. It is kept in two fixed 4 KiB slots, each
+//!   `[seq u64][len u32][crc32][payload]`; a write always overwrites the slot
+//!   that does *not* hold the newest state, so a write torn by a crash leaves
+//!   the previous state readable. The crc covers `seq` and `len` as well.
+//!
+//! # Ordering rules that make recovery decidable
+//!
+//! * append: records, fsync segment, raise watermark in `meta` (fsync), then
+//!   report the entries flushed. Anything past the watermark was therefore
+//!   never acknowledged and may be discarded after a crash, even when a damaged
+//!   record is followed by intact ones (unsynced pages reach the disk in any
+//!   order).
+//! * truncate: lower the watermark first, then delete segments newest-first,
+//!   then `ftruncate`; a crash at any point leaves a contiguous log.
+//! * purge: record `last_purged` first, then delete segments oldest-first.
+
+mod dir;
+mod disk;
+mod error;
+mod meta;
+mod recovery;
+mod segment;
+#[cfg(test)]
+mod tests;
+
+pub(crate) use disk::Disk;
+pub use error::LogStoreError;
+pub(crate) use meta::MetaState;
+pub(crate) use recovery::recover;
+pub(crate) use recovery::Recovered;
+
+/// Size at which a segment is closed and a new one started.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Tunables for [`crate::raft::log_store::LogStore::open_with_options`].
+#[derive(Debug, Clone)]
+pub struct LogStoreOptions {
+    /// A segment is closed before it would grow past this many bytes (a
+    /// single larger record still gets a segment of its own).
+    pub segment_bytes: u64,
+}
+
+impl Default for LogStoreOptions {
+    fn default() -> Self {
+        Self {
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The JSON shapes of the `/v1` API that are not model types: requests and
+//! answers of the cluster, service, node, KV and token endpoints and the
+//! one error body. The API serves them, and the client, the CLI and the
+//! failure harness (`jepsen/`) read them, so both sides share one
+//! definition. Plain serde types over [`crate::state`]: this module never
+//! imports a web framework, a replica or an engine.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Event, ExitInfo, Instance, Role, RunState, TokenRecord};
+
+/// Every error answer: `{"error": "...", "code": "..."}`, and the current
+/// version on a 412 `version_mismatch`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub error: String,
+    pub code: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u64>,
+}
+
+/// `GET /v1/health`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// `ok`, `removed` (taken out of the cluster) or `failed`.
+    pub status: String,
+    pub id: u64,
+    /// Why a replica is not `ok` (e.g. removed from the cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One member as `GET /v1/cluster` shows it.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct MemberStatus {
+    pub id: u64,
+    pub api_addr: String,
+    pub peer_addr: String,
+    pub voter: bool,
+    /// Milliseconds since this replica last exchanged a Raft message with
+    /// the member (known on the leader).
+    pub last_contact_ms: Option<u64>,
+    /// When the member's certificate expires (RFC 3339): this replica's
+    /// own, or the one the member last presented to it; `null` while none
+    /// was seen (or without TLS).
+    #[serde(default)]
+    pub certificate_expires: Option<String>,
+}
+
+/// `GET /v1/cluster`.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct ClusterStatus {
+    pub this_id: u64,
+    pub cluster_id: Option<String>,
+    pub leader_id: Option<u64>,
+    pub term: u64,
+    pub state: String,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    /// Log entries this replica holds but has not applied yet: how far its
+    /// `?stale` reads and DNS answers may trail its log.
+    pub apply_lag: u64,
+    pub snapshot_index: u64,
+    pub members: Vec<MemberStatus>,
+    pub data_dir: String,
+    /// When the leader's supervision last made progress (every reconcile
+    /// loop completed a round since), RFC 3339 on this replica's clock;
+    /// `null` while unknown (no leader, supervisor off, nothing heard from
+    /// this leader yet). A new leader counts from its election.
+    #[serde(default)]
+    pub leader_last_progress: Option<String>,
+    /// How many milliseconds ago that was.
+    #[serde(default)]
+    pub leader_progress_ms_ago: Option<u64>,
+    /// This replica's `[supervisor] stall_after_ms`; `null` when its
+    /// watchdog is off.
+    #[serde(default)]
+    pub stall_after_ms: Option<u64>,
+    /// On the leader: milliseconds since a quorum of every voting
+    /// configuration last accepted it (its lease is younger than
+    /// `lease_ms`); `null` on followers and before any quorum answered.
+    #[serde(default)]
+    pub quorum_contact_ms: Option<u64>,
+    /// How long quorum contact is trusted: the leader acts on engines only
+    /// while `quorum_contact_ms` is below it, and pauses its supervisor
+    /// beyond it.
+    #[serde(default)]
+    pub lease_ms: u64,
+}
+
+/// `POST /v1/cluster/members` body.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    pub id: u64,
+    pub api_addr: String,
+    pub peer_addr: String,
+    /// `false`: join as a learner only (promote later by adding it again
+    /// with `true`). Default `true`.
+    #[serde(default = "default_voter")]
+    pub voter: bool,
+}
+
+fn default_voter() -> bool {
+    true
+}
+
+/// Answer of a membership change: the log index it committed at.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MembershipChanged {
+    pub index: u64,
+}
+
+/// `POST /v1/services/{ns}/{name}/scale` body.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ScaleBody {
+    pub replicas: u32,
+}
+
+/// `GET /v1/services/{ns}/{name}/report`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceReport {
+    pub service: String,
+    pub version: u64,
+    pub run_state: RunState,
+    pub desired: u32,
+    pub running: u32,
+    pub unhealthy: u32,
+    pub crash_looping: u32,
+    pub pending: u32,
+    pub restarts: u64,
+    /// Instances still on an older template than the service's.
+    pub outdated: u32,
+    /// Why a rolling update is not progressing, if it is paused.
+    pub rollout_paused: Option<String>,
+    pub instances: Vec<Instance>,
+    pub last_exits: Vec<(String, ExitInfo)>,
+    pub recent_events: Vec<Event>,
+}
+
+/// `POST /v1/nodes/{name}/drain` body (optional).
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DrainBody {
+    #[serde(default)]
+    pub cancel: bool,
+}
+
+/// One KV entry as Consul shows it (`GET /v1/kv/{key}`); `value` is the
+/// base64 of the bytes, absent for an empty value.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConsulEntry<'a> {
+    #[serde(default)]
+    pub lock_index: u64,
+    pub key: Cow<'a, str>,
+    pub flags: u64,
+    pub value: Option<String>,
+    pub create_index: u64,
+    pub modify_index: u64,
+}
+
+/// A token as `GET /v1/tokens` shows it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    pub created_ms: u64,
+    pub create_index: u64,
+}
+
+impl From<&TokenRecord> for TokenInfo {
+    fn from(record: &TokenRecord) -> TokenInfo {
+        TokenInfo {
+            id: record.id.clone(),
+            name: record.name.clone(),
+            role: record.role,
+            created_ms: record.created_ms,
+            create_index: record.create_index,
+        }
+    }
+}
+
+/// `POST /v1/tokens` body.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    pub role: Role,
+    #[serde(default)]
+    pub name: String,
+}
+
+/// `POST /v1/tokens` answer: the token, once, and its public record.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct CreatedToken {
+    pub token: String,
+    #[serde(flatten)]
+    pub info: TokenInfo,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_consul_entry_reads_back_what_the_api_writes() {
+        let written = ConsulEntry {
+            lock_index: 0,
+            key: Cow::Borrowed("app/x"),
+            flags: 7,
+            value: Some("aGk=".into()),
+            create_index: 3,
+            modify_index: 5,
+        };
+        let json = serde_json::to_value(&written).unwrap();
+        assert_eq!(json["Key"], "app/x");
+        assert_eq!(json["ModifyIndex"], 5);
+        let read: ConsulEntry = serde_json::from_value(json).unwrap();
+        assert_eq!(read, written);
+    }
+
+    #[test]
+    fn an_error_body_has_no_version_unless_one_is_known() {
+        let body = ErrorBody {
+            error: "no".into(),
+            code: "invalid".into(),
+            current_version: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"error":"no","code":"invalid"}"#
+        );
+    }
+}
