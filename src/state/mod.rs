@@ -17,6 +17,7 @@ pub mod migrate;
 mod quotas;
 pub mod supervision;
 pub mod tokens;
+pub mod touched;
 pub mod types;
 pub mod validate;
 
