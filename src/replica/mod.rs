@@ -8,6 +8,7 @@
 
 pub mod elector;
 mod first_token;
+mod log_limit;
 pub mod messages;
 pub mod peer_identity;
 pub mod peer_server;

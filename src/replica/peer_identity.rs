@@ -18,7 +18,7 @@
 //! [`crate::raft::peer_certs::CertExpiries`]). Without TLS (`insecure = true`) there
 //! are no identities to check and every request passes.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, Request, State};
@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use openraft::Vote;
 use serde::Deserialize;
 
+use super::log_limit::LogLimit;
 use super::Replica;
 use crate::codec;
 use crate::raft::network::{paths, NOT_A_MEMBER};
@@ -124,17 +125,8 @@ pub async fn screen(State(replica): State<Arc<Replica>>, request: Request, next:
 
 /// Logs a refusal at most every 10 s (per certificate id).
 fn warn_refused(id: Option<NodeId>, why: &str) {
-    use std::collections::HashMap;
-    use std::time::{Duration, Instant};
-    static LAST: Mutex<Option<HashMap<Option<NodeId>, Instant>>> = Mutex::new(None);
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    let last = last.get_or_insert_with(HashMap::new);
-    let now = Instant::now();
-    if last
-        .get(&id)
-        .is_none_or(|at| now.duration_since(*at) >= Duration::from_secs(10))
-    {
-        last.insert(id, now);
+    static LAST: LogLimit<Option<NodeId>> = LogLimit::new();
+    if LAST.due(id, std::time::Instant::now()) {
         tracing::warn!(certificate_id = ?id, reason = why, "peer request refused");
     }
 }

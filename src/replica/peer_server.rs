@@ -15,15 +15,14 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use openraft::error::RaftError;
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest, VoteResponse,
 };
 
+use super::log_limit::LogLimit;
 use super::messages::{LeaderError, LeaderReply, LeaderRequest};
 use super::Replica;
 use crate::codec;
@@ -65,7 +64,7 @@ async fn drop_when_partitioned(
     let cut =
         fail::eval("peer-deaf", |_| ()).is_some() || fail::eval("peer-isolated", |_| ()).is_some();
     if cut {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         return (StatusCode::SERVICE_UNAVAILABLE, "fail point: partitioned").into_response();
     }
     next.run(request).await
@@ -140,15 +139,8 @@ fn refuse_non_member(replica: &Replica, sender: Option<NodeId>) -> Option<Respon
 
 /// Logs a refused non-member at most every 10 s per node.
 fn non_member_warning(sender: NodeId) {
-    static LAST: Mutex<Option<HashMap<NodeId, Instant>>> = Mutex::new(None);
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    let last = last.get_or_insert_with(HashMap::new);
-    let now = Instant::now();
-    if last
-        .get(&sender)
-        .is_none_or(|at| now.duration_since(*at) >= Duration::from_secs(10))
-    {
-        last.insert(sender, now);
+    static LAST: LogLimit<NodeId> = LogLimit::new();
+    if LAST.due(sender, Instant::now()) {
         tracing::warn!(
             node = sender,
             "refused Raft messages from a node outside the membership (a removed replica?)"
