@@ -537,7 +537,12 @@ mod tests {
         sm.build_snapshot().await.unwrap();
         let reopened = StateMachineStore::open(dir.path()).unwrap();
         assert_serves_the_format1_state(&reopened);
-        let file = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        let file = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         assert_eq!(std::fs::read(file).unwrap()[20], codec::FORMAT_VERSION);
     }
 
