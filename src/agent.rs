@@ -194,6 +194,10 @@ impl Default for Options {
 
 /// How long a stopping agent waits for its tasks by default.
 pub const DRAIN_DEADLINE: Duration = Duration::from_secs(8);
+/// How long a replica that stops itself (a stalled supervisor, a failed
+/// Raft core) waits for its tasks before it exits anyway: it already gave
+/// up its part in Raft, and its followers elect another leader meanwhile.
+pub const SELF_STOP_DRAIN_DEADLINE: Duration = Duration::from_secs(2);
 
 /// How the agent ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -516,9 +520,15 @@ impl Drain {
         let exit_code = self.self_stop.code.get().copied();
         tracing::info!(?exit_code, "shutting down");
         self.watchdog.stop();
+        // A replica that stops itself has given up: its work is someone
+        // else's now, so it waits less for its tasks than an operator's stop.
+        let drain_for = match exit_code {
+            Some(_) => self.options.drain_deadline.min(SELF_STOP_DRAIN_DEADLINE),
+            None => self.options.drain_deadline,
+        };
         let wedged_guard = match exit_code {
             Some(code) if self.options.exit_process_if_wedged => {
-                Some(exit_if_not_drained(code, self.options.drain_deadline))
+                Some(exit_if_not_drained(code, drain_for))
             }
             _ => None,
         };
@@ -531,7 +541,7 @@ impl Drain {
         // Stop accepting, stop the supervisor (it cancels engine calls in
         // flight), let the servers finish the requests they have.
         self.stop_serving.cancel();
-        let deadline = tokio::time::Instant::now() + self.options.drain_deadline;
+        let deadline = tokio::time::Instant::now() + drain_for;
         let mut abandoned = Vec::new();
         for (name, mut task) in self.tasks.0 {
             if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
