@@ -106,8 +106,7 @@ pub fn touched(command: &Command, outcome: &Outcome) -> Vec<Touched> {
         | Command::RemoveNode { name, .. } => vec![Touched::Node(name.clone())],
         Command::PutManager { .. }
         | Command::RemoveManager { .. }
-        | Command::PutManagerTemplateJson { .. }
-        | Command::PutManagerTemplate { .. } => vec![Touched::Managers],
+        | Command::PutManagerPlan { .. } => vec![Touched::Managers],
         Command::KvPut { .. }
         | Command::KvDelete { .. }
         | Command::RecordEvent { .. }
@@ -199,8 +198,8 @@ mod tests {
                 service: None
             }]
         );
-        let template = Command::PutManagerTemplateJson { json: "{}".into() };
-        assert_eq!(touched(&template, &Outcome::Done), vec![Touched::Managers]);
+        let plan = Command::PutManagerPlan { plan: "{}".into() };
+        assert_eq!(touched(&plan, &Outcome::Done), vec![Touched::Managers]);
         let init = Command::InitCluster {
             cluster_id: "c".into(),
         };
