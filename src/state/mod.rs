@@ -17,7 +17,6 @@ pub mod migrate;
 mod quotas;
 pub mod supervision;
 pub mod tokens;
-pub mod touched;
 pub mod types;
 pub mod validate;
 
