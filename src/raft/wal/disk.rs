@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::fs::OpenOptions;
-use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
@@ -192,7 +191,7 @@ impl<NID: NodeId> Disk<NID> {
         // Failure tests: the disk refuses writes as it does when the process
         // is out of file descriptors (EMFILE).
         fail::fail_point!("log-append-io", |_| Err(io_error("create", &self.dir)(
-            io::Error::from_raw_os_error(24)
+            std::io::Error::from_raw_os_error(24)
         )));
         let mut chunks: Vec<Chunk> = Vec::new();
         let mut tail_len = self.segments.values().next_back().map(|s| s.len);
