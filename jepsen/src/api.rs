@@ -5,13 +5,18 @@
 //! the request certainly had no effect (it never connected, or the replica
 //! refused it), [`CallError::Indeterminate`] when it may have (a timeout, a
 //! lost answer, a 5xx after the write was sent on).
+//!
+//! The answers are read as raftvisor's own types ([`raftvisor::wire`] and
+//! the model types of [`raftvisor::state`]), never as copies of them here:
+//! a shape the API changes is a shape the harness reads.
 
 use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
+use raftvisor::state::Instance;
+use raftvisor::wire::{ClusterStatus, ConsulEntry, Health};
 use reqwest::{Method, StatusCode};
-use serde::Deserialize;
 
 /// Why a call did not give an answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -30,41 +35,13 @@ impl CallError {
     }
 }
 
-/// A member as `GET /v1/cluster` lists it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Member {
-    pub id: u64,
-    pub voter: bool,
-}
-
-/// The part of `GET /v1/cluster` the harness reads.
-#[derive(Debug, Clone, Deserialize)]
-pub struct ClusterView {
-    pub this_id: u64,
-    pub cluster_id: Option<String>,
-    pub leader_id: Option<u64>,
-    pub members: Vec<Member>,
-    #[serde(default)]
-    pub applied_index: u64,
-    #[serde(default)]
-    pub term: u64,
-    /// `leader`, `follower`, `candidate`, `learner`.
-    #[serde(default)]
-    pub state: Option<String>,
-    /// On a leader: milliseconds since it last heard from a quorum
-    /// (`null` elsewhere, or from builds that do not report it).
-    #[serde(default)]
-    pub quorum_contact_ms: Option<u64>,
-}
-
-impl ClusterView {
-    pub fn voters(&self) -> Vec<u64> {
-        self.members
-            .iter()
-            .filter(|m| m.voter)
-            .map(|m| m.id)
-            .collect()
-    }
+/// The voting members of a `GET /v1/cluster` view.
+pub fn voters(view: &ClusterStatus) -> Vec<u64> {
+    view.members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.id)
+        .collect()
 }
 
 /// A KV register as read: its value and Consul `ModifyIndex`.
@@ -72,30 +49,6 @@ impl ClusterView {
 pub struct Versioned {
     pub value: u64,
     pub modify_index: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct ConsulEntry {
-    value: Option<String>,
-    modify_index: u64,
-}
-
-/// What the harness reads of an instance as
-/// `GET /v1/services/{ns}/{name}/instances` lists it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Instance {
-    pub state: String,
-    #[serde(default)]
-    pub address: Option<String>,
-    #[serde(default)]
-    pub ports: Vec<InstancePort>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct InstancePort {
-    pub name: String,
-    pub host_port: u16,
 }
 
 /// Talks to replicas with the cluster's CA and a token.
@@ -160,7 +113,7 @@ impl Api {
         match status {
             StatusCode::NOT_FOUND => Ok(None),
             StatusCode::OK => {
-                let entries: Vec<ConsulEntry> = serde_json::from_slice(&body)
+                let entries: Vec<ConsulEntry<'static>> = serde_json::from_slice(&body)
                     .map_err(|e| CallError::Definite(format!("GET {key}: bad JSON: {e}")))?;
                 let entry = entries
                     .into_iter()
@@ -240,7 +193,7 @@ impl Api {
     }
 
     /// This replica's view of the cluster (answered locally, no quorum).
-    pub async fn cluster(&self, base: &str, timeout: Duration) -> Result<ClusterView, CallError> {
+    pub async fn cluster(&self, base: &str, timeout: Duration) -> Result<ClusterStatus, CallError> {
         self.get_json(base, "/v1/cluster", timeout).await
     }
 
@@ -300,11 +253,7 @@ impl Api {
     }
 
     /// `GET /v1/health`: whether the replica answers at all.
-    pub async fn health(
-        &self,
-        base: &str,
-        timeout: Duration,
-    ) -> Result<serde_json::Value, CallError> {
+    pub async fn health(&self, base: &str, timeout: Duration) -> Result<Health, CallError> {
         self.get_json(base, "/v1/health", timeout).await
     }
 }
@@ -350,4 +299,44 @@ fn error_chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voters_are_the_voting_members_of_a_cluster_answer() {
+        // As `GET /v1/cluster` sends it: raftvisor's own serialisation.
+        let member = |id: u64, voter: bool| raftvisor::wire::MemberStatus {
+            id,
+            api_addr: format!("10.0.0.{id}:7000"),
+            peer_addr: format!("10.0.0.{id}:7100"),
+            voter,
+            last_contact_ms: Some(0),
+            certificate_expires: None,
+        };
+        let sent = serde_json::to_vec(&ClusterStatus {
+            this_id: 1,
+            cluster_id: Some("c".into()),
+            leader_id: Some(2),
+            term: 3,
+            state: "follower".into(),
+            last_log_index: 9,
+            applied_index: 8,
+            apply_lag: 1,
+            snapshot_index: 0,
+            members: vec![member(1, true), member(2, true), member(4, false)],
+            data_dir: "/data".into(),
+            leader_last_progress: None,
+            leader_progress_ms_ago: None,
+            stall_after_ms: None,
+            quorum_contact_ms: None,
+            lease_ms: 500,
+        })
+        .unwrap();
+        let view: ClusterStatus = serde_json::from_slice(&sent).unwrap();
+        assert_eq!(voters(&view), [1, 2]);
+        assert_eq!(view.applied_index, 8);
+    }
 }

@@ -26,9 +26,10 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use futures::StreamExt;
+use raftvisor::wire::ClusterStatus;
 use rand::Rng;
 
-use crate::api::{Api, ClusterView};
+use crate::api::{self, Api};
 use crate::engine_proxy::{EngineLog, EngineProxy};
 
 /// Ports every manager listens on, at its own address.
@@ -427,7 +428,7 @@ impl Cluster {
         while Instant::now() < deadline {
             match self.agreed_view(voters).await {
                 Ok(view) => {
-                    let mut have = view.voters();
+                    let mut have = api::voters(&view);
                     have.sort_unstable();
                     if have == wanted {
                         return Ok(());
@@ -442,8 +443,8 @@ impl Cluster {
     }
 
     /// The cluster view of `ids` if they all name the same leader.
-    pub async fn agreed_view(&self, ids: &[u64]) -> anyhow::Result<ClusterView> {
-        let mut agreed: Option<ClusterView> = None;
+    pub async fn agreed_view(&self, ids: &[u64]) -> anyhow::Result<ClusterStatus> {
+        let mut agreed: Option<ClusterStatus> = None;
         for &id in ids {
             let manager = self
                 .manager(id)

@@ -65,8 +65,8 @@ pub async fn observe(ctx: Arc<Context>, mut stop: watch::Receiver<bool>) -> Vec<
                     manager: manager.id,
                     term: view.term,
                     leader: view.leader_id,
-                    voters: view.voters(),
-                    state: view.state,
+                    voters: crate::api::voters(&view),
+                    state: Some(view.state),
                     quorum_contact_ms: view.quorum_contact_ms,
                 })
             }

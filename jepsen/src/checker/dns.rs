@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use hickory_proto::op::{Message, MessageType, OpCode, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
+use raftvisor::state::InstanceState;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -79,7 +80,7 @@ async fn expected(ctx: &Context, service: &str) -> anyhow::Result<Answers> {
     for instance in supervisor::instances(ctx, service)
         .await?
         .iter()
-        .filter(|i| i.state == "running")
+        .filter(|i| i.state == InstanceState::Running)
     {
         if let Some(address) = &instance.address {
             answers.addresses.insert(address.clone());

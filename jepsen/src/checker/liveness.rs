@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use raftvisor::wire::ConsulEntry;
 use serde_json::json;
 use tokio::time::Instant;
 
@@ -76,12 +76,12 @@ pub async fn liveness(ctx: &Context, prefix: &str, within: Duration) -> Verdict 
     )
 }
 
-#[derive(Deserialize, PartialEq, Eq, Debug)]
-#[serde(rename_all = "PascalCase")]
-struct Entry {
-    key: String,
-    value: Option<String>,
-    modify_index: u64,
+/// What replicas must agree on of a KV entry: its key, value and modify
+/// index (the create index and flags are not compared).
+type Entry = ConsulEntry<'static>;
+
+fn compared(entry: &Entry) -> (&str, Option<&str>, u64) {
+    (&entry.key, entry.value.as_deref(), entry.modify_index)
 }
 
 pub async fn replicas(ctx: &Context, prefix: &str, within: Duration) -> Verdict {
@@ -150,11 +150,15 @@ async fn compare(ctx: &Context, prefix: &str) -> Result<usize, String> {
                 "m{first_id} applied {first_index}, m{id} applied {index}"
             ));
         }
-        if entries != first_entries {
+        if !first_entries
+            .iter()
+            .map(compared)
+            .eq(entries.iter().map(compared))
+        {
             let differing = first_entries
                 .iter()
                 .zip(entries.iter())
-                .find(|(a, b)| a != b)
+                .find(|(a, b)| compared(a) != compared(b))
                 .map(|(a, b)| format!("{a:?} vs {b:?}"))
                 .unwrap_or_else(|| format!("{} vs {} entries", first_entries.len(), entries.len()));
             return Err(format!(
@@ -163,4 +167,31 @@ async fn compare(ctx: &Context, prefix: &str) -> Result<usize, String> {
         }
     }
     Ok(first_entries.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use super::*;
+
+    fn entry(key: &str, value: &str, create_index: u64, modify_index: u64) -> Entry {
+        ConsulEntry {
+            lock_index: 0,
+            key: Cow::Owned(key.into()),
+            flags: 0,
+            value: Some(value.into()),
+            create_index,
+            modify_index,
+        }
+    }
+
+    #[test]
+    fn replicas_are_compared_on_key_value_and_modify_index() {
+        let a = entry("r/k", "MQ==", 3, 7);
+        assert_eq!(compared(&a), compared(&entry("r/k", "MQ==", 4, 7)));
+        assert_ne!(compared(&a), compared(&entry("r/k", "Mg==", 3, 7)));
+        assert_ne!(compared(&a), compared(&entry("r/k", "MQ==", 3, 8)));
+        assert_ne!(compared(&a), compared(&entry("r/j", "MQ==", 3, 7)));
+    }
 }

@@ -13,13 +13,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use bollard::query_parameters::EventsOptionsBuilder;
 use futures::StreamExt;
+use raftvisor::state::supervision::state_name;
+use raftvisor::state::{Instance, InstanceState};
 use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::api::Instance;
 use crate::containers::{self, Workload};
 use crate::nemesis::Context;
 
@@ -212,9 +213,12 @@ async fn converged(ctx: &Context, desired: &[Desired]) -> Result<(), String> {
         let instances = instances(ctx, &service.name)
             .await
             .map_err(|e| e.to_string())?;
-        let running = instances.iter().filter(|i| i.state == "running").count();
+        let running = instances
+            .iter()
+            .filter(|i| i.state == InstanceState::Running)
+            .count();
         if running != service.replicas as usize || instances.len() != service.replicas as usize {
-            let states: Vec<&str> = instances.iter().map(|i| i.state.as_str()).collect();
+            let states: Vec<&str> = instances.iter().map(|i| state_name(i.state)).collect();
             return Err(format!(
                 "{}: the API reports {running} running of {} instances ({}), want {}",
                 service.name,
