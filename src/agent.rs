@@ -41,8 +41,9 @@ pub enum AgentError {
     Auth(#[from] crate::auth::first_token::FirstTokenError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[cfg(feature = "failpoints")]
     #[error("fail points: {0}")]
-    FailPoints(String),
+    FailPoints(#[from] crate::api::debug::FailPointsEnvError),
 }
 
 async fn bind(what: &'static str, addr: std::net::SocketAddr) -> Result<TcpListener, AgentError> {
@@ -308,7 +309,7 @@ pub async fn run_with(
     }
     crate::tls::install_default_provider();
     #[cfg(feature = "failpoints")]
-    crate::api::debug::configure_from_env().map_err(AgentError::FailPoints)?;
+    crate::api::debug::configure_from_env()?;
     // Certificates first: a bad file is one line, before anything listens.
     let tls = load_tls(&config)?;
     raise_open_files_limit();

@@ -44,18 +44,30 @@ pub async fn remove(Path(name): Path<String>) -> Json<bool> {
     Json(true)
 }
 
+/// A `FAILPOINTS` entry that cannot be configured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FailPointsEnvError {
+    #[error("FAILPOINTS entry {item:?} is not name=actions")]
+    Shape { item: String },
+    /// The `fail` crate refused the actions (its reason is text).
+    #[error("FAILPOINTS entry {item:?}: {reason}")]
+    Actions { item: String, reason: String },
+}
+
 /// Configures fail points from `FAILPOINTS` (`name=actions;name=actions`)
 /// at agent start.
-pub fn configure_from_env() -> Result<(), String> {
+pub fn configure_from_env() -> Result<(), FailPointsEnvError> {
     let Ok(spec) = std::env::var("FAILPOINTS") else {
         return Ok(());
     };
     for item in spec.split(';').map(str::trim).filter(|i| !i.is_empty()) {
         let (name, actions) = item
             .split_once('=')
-            .ok_or_else(|| format!("FAILPOINTS entry {item:?} is not name=actions"))?;
-        fail::cfg(name.trim(), actions.trim())
-            .map_err(|e| format!("FAILPOINTS entry {item:?}: {e}"))?;
+            .ok_or_else(|| FailPointsEnvError::Shape { item: item.into() })?;
+        fail::cfg(name.trim(), actions.trim()).map_err(|reason| FailPointsEnvError::Actions {
+            item: item.into(),
+            reason,
+        })?;
         tracing::warn!(
             failpoint = name.trim(),
             actions = actions.trim(),

@@ -65,7 +65,8 @@ pub async fn put(
     validate::node_spec(&spec).map_err(ApiError::bad_request)?;
     if let Some(tls) = &spec.docker_tls {
         let dir = replica.config.supervisor.docker_tls_dir.as_deref();
-        spec.docker_tls = Some(docker_tls_in_dir(dir, tls).map_err(ApiError::bad_request)?);
+        spec.docker_tls =
+            Some(docker_tls_in_dir(dir, tls).map_err(|e| ApiError::bad_request(e.to_string()))?);
     }
     let applied = replica
         .write(Command::PutNode {
@@ -77,6 +78,48 @@ pub async fn put(
     node_outcome(&name, applied.outcome)
 }
 
+/// Why a node's `docker_tls` is refused (a 400's reason).
+#[derive(Debug, thiserror::Error)]
+pub enum DockerTlsError {
+    #[error(
+        "docker_tls needs [supervisor] docker_tls_dir in the managers' config: \
+         TLS files are accepted only under that directory"
+    )]
+    NoDir,
+    #[error("docker_tls_dir {} cannot be used on this manager: {source}", dir.display())]
+    DirUnusable {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "docker_tls.{field} {given:?} must name a file under docker_tls_dir {}: {why}",
+        dir.display()
+    )]
+    File {
+        field: &'static str,
+        given: String,
+        dir: PathBuf,
+        why: FileRule,
+    },
+}
+
+/// The rule a `docker_tls` file breaks.
+#[derive(Debug, thiserror::Error)]
+pub enum FileRule {
+    #[error("`..` is not allowed")]
+    ParentDir,
+    #[error("this path is outside it")]
+    Outside,
+    /// The path does not resolve (missing, unreadable).
+    #[error("{0}")]
+    Unresolved(#[source] std::io::Error),
+    #[error("a symbolic link leads outside it")]
+    LinkOutside,
+    #[error("not a file")]
+    NotAFile,
+}
+
 /// `tls` with each file resolved inside `dir` (the `docker_tls_dir` of
 /// this manager's config): a relative name is taken inside it, an absolute
 /// path must lie under it, `..` is refused, and the file it names —
@@ -84,34 +127,33 @@ pub async fn put(
 /// managers' client key, and the leader reads and presents them to the
 /// node's engine: a path anywhere else would let whoever registers a node
 /// make the managers read any file. Without a directory, refused.
-pub fn docker_tls_in_dir(dir: Option<&FsPath>, tls: &DockerTls) -> Result<DockerTls, String> {
+pub fn docker_tls_in_dir(
+    dir: Option<&FsPath>,
+    tls: &DockerTls,
+) -> Result<DockerTls, DockerTlsError> {
     let Some(dir) = dir else {
-        return Err(
-            "docker_tls needs [supervisor] docker_tls_dir in the managers' config: \
-                    TLS files are accepted only under that directory"
-                .into(),
-        );
+        return Err(DockerTlsError::NoDir);
     };
-    let real_dir = dir.canonicalize().map_err(|e| {
-        format!(
-            "docker_tls_dir {} cannot be used on this manager: {e}",
-            dir.display()
-        )
-    })?;
-    let resolve = |field: &str, given: &str| -> Result<String, String> {
-        let rule = || {
-            format!(
-                "docker_tls.{field} {given:?} must name a file under docker_tls_dir {}",
-                dir.display()
-            )
+    let real_dir = dir
+        .canonicalize()
+        .map_err(|source| DockerTlsError::DirUnusable {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+    let resolve = |field: &'static str, given: &str| -> Result<String, DockerTlsError> {
+        let refused = |why| DockerTlsError::File {
+            field,
+            given: given.to_string(),
+            dir: dir.to_path_buf(),
+            why,
         };
         let path = FsPath::new(given);
         if path.components().any(|c| c == Component::ParentDir) {
-            return Err(format!("{}: `..` is not allowed", rule()));
+            return Err(refused(FileRule::ParentDir));
         }
         let full: PathBuf = if path.is_absolute() {
             if !(path.starts_with(dir) || path.starts_with(&real_dir)) {
-                return Err(format!("{}: this path is outside it", rule()));
+                return Err(refused(FileRule::Outside));
             }
             path.to_path_buf()
         } else {
@@ -122,12 +164,12 @@ pub fn docker_tls_in_dir(dir: Option<&FsPath>, tls: &DockerTls) -> Result<Docker
         };
         let real = full
             .canonicalize()
-            .map_err(|e| format!("{}: {e}", rule()))?;
+            .map_err(|e| refused(FileRule::Unresolved(e)))?;
         if !real.starts_with(&real_dir) {
-            return Err(format!("{}: a symbolic link leads outside it", rule()));
+            return Err(refused(FileRule::LinkOutside));
         }
         if !real.is_file() {
-            return Err(format!("{}: not a file", rule()));
+            return Err(refused(FileRule::NotAFile));
         }
         Ok(full.display().to_string())
     };
@@ -238,7 +280,7 @@ mod tests {
         assert_eq!(ok.key, absolute);
 
         let refused = |tls: DockerTls, why: &str| {
-            let error = docker_tls_in_dir(Some(&dir), &tls).unwrap_err();
+            let error = docker_tls_in_dir(Some(&dir), &tls).unwrap_err().to_string();
             assert!(
                 error.contains("docker_tls_dir") && error.contains(why),
                 "{error}"
@@ -266,7 +308,13 @@ mod tests {
         );
 
         // No directory configured: docker_tls is refused outright.
-        let error = docker_tls_in_dir(None, &tls("ca.pem", "cert.pem", "key.pem")).unwrap_err();
-        assert!(error.contains("docker_tls_dir"), "{error}");
+        let error = docker_tls_in_dir(None, &tls("ca.pem", "cert.pem", "key.pem"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "docker_tls needs [supervisor] docker_tls_dir in the managers' config: \
+             TLS files are accepted only under that directory"
+        );
     }
 }

@@ -20,7 +20,7 @@ pub enum TokenError {
     #[error("a token has the form {PREFIX}<id>.<secret>")]
     Shape,
     #[error("{0}")]
-    Id(String),
+    Id(crate::state::validate::Invalid),
     #[error("the secret of a token must be {MIN_SECRET_CHARS}-{MAX_SECRET_CHARS} characters of a-z, A-Z, 0-9, '-' and '_'")]
     Secret,
 }

@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::types::{NodeSpec, ServiceKind, ServiceSpec};
+use super::validate::Invalid;
 
 /// Longest event message kept; longer ones are cut (at a character
 /// boundary) and marked with `…`.
@@ -161,7 +162,15 @@ fn at_most(
 
 impl Limits {
     /// Checks that every size limit is positive and under its ceiling.
-    pub fn validate(&self) -> Result<(), String> {
+    ///
+    /// Generic over the error so the agent config, whose error carries the
+    /// message as text (`ConfigError::Invalid(String)`), takes it as is;
+    /// other callers ask for [`Invalid`].
+    pub fn validate<E: From<Invalid>>(&self) -> Result<(), E> {
+        self.check().map_err(E::from)
+    }
+
+    fn check(&self) -> Result<(), Invalid> {
         let sizes = [
             ("max_image_bytes", self.max_image_bytes),
             ("max_command_args", self.max_command_args),
@@ -183,20 +192,20 @@ impl Limits {
             ("max_kv_keys", self.max_kv_keys),
         ];
         if let Some((name, _)) = sizes.iter().find(|(_, v)| *v == 0) {
-            return Err(format!("limits.{name} must be positive"));
+            return Err(Invalid::new(format!("limits.{name} must be positive")));
         }
         if self.max_kv_bytes == 0 {
-            return Err("limits.max_kv_bytes must be positive".into());
+            return Err(Invalid::new("limits.max_kv_bytes must be positive"));
         }
         if self.max_kv_value_bytes > KV_VALUE_CEILING {
-            return Err(format!(
+            return Err(Invalid::new(format!(
                 "limits.max_kv_value_bytes must be at most {KV_VALUE_CEILING}"
-            ));
+            )));
         }
         if self.max_kv_key_bytes > KV_KEY_CEILING {
-            return Err(format!(
+            return Err(Invalid::new(format!(
                 "limits.max_kv_key_bytes must be at most {KV_KEY_CEILING}"
-            ));
+            )));
         }
         Ok(())
     }
@@ -498,17 +507,23 @@ mod tests {
 
     #[test]
     fn limits_must_be_positive_and_under_their_ceilings() {
-        assert!(Limits::default().validate().is_ok());
+        assert!(Limits::default().validate::<Invalid>().is_ok());
         let zero = Limits {
             max_services: 0,
             ..Limits::default()
         };
-        assert!(zero.validate().unwrap_err().contains("max_services"));
+        assert_eq!(
+            zero.validate::<Invalid>().unwrap_err().to_string(),
+            "limits.max_services must be positive"
+        );
         let big = Limits {
             max_kv_value_bytes: KV_VALUE_CEILING + 1,
             ..Limits::default()
         };
-        assert!(big.validate().unwrap_err().contains("max_kv_value_bytes"));
+        assert!(big
+            .validate::<Invalid>()
+            .unwrap_err()
+            .contains("max_kv_value_bytes"));
     }
 
     #[test]

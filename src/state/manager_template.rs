@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::types::DockerTls;
+use super::validate::Invalid;
 
 /// Where the managers run and how to start more (the shape of the cluster
 /// file, `cluster-config/docker-3.toml`, and of `GET /v1/cluster/plan`).
@@ -120,29 +121,34 @@ impl ManagerTemplate {
     /// Checks what can be checked without touching anything: names, unique
     /// ids and ports, every placement on a known machine. The error is one
     /// line.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         super::validate::dns_label("cluster", &self.cluster)?;
         if self.managers.is_empty() {
-            return Err("at least one manager is needed (three tolerate one loss)".into());
+            return Err(Invalid::new(
+                "at least one manager is needed (three tolerate one loss)",
+            ));
         }
         let mut machines = BTreeSet::new();
         for machine in &self.machines {
             super::validate::dns_label("machine name", &machine.name)?;
             if !machines.insert(machine.name.as_str()) {
-                return Err(format!("machine {:?} is listed twice", machine.name));
+                return Err(Invalid::new(format!(
+                    "machine {:?} is listed twice",
+                    machine.name
+                )));
             }
             match (machine.is_provisioned(), &machine.provider_file) {
                 (false, _) if machine.docker_endpoint.is_empty() || machine.address.is_empty() => {
-                    return Err(format!(
+                    return Err(Invalid::new(format!(
                         "machine {:?}: a static machine needs docker_endpoint and address",
                         machine.name
-                    ))
+                    )))
                 }
                 (true, None) => {
-                    return Err(format!(
+                    return Err(Invalid::new(format!(
                         "machine {:?}: provider {:?} needs provider_file (its settings)",
                         machine.name, machine.provider
-                    ))
+                    )))
                 }
                 _ => {}
             }
@@ -151,23 +157,23 @@ impl ManagerTemplate {
         let mut ports = BTreeSet::new();
         for manager in &self.managers {
             if manager.id == 0 || !ids.insert(manager.id) {
-                return Err(format!(
+                return Err(Invalid::new(format!(
                     "manager id {} must be positive and unique",
                     manager.id
-                ));
+                )));
             }
             if !machines.contains(manager.machine.as_str()) {
-                return Err(format!(
+                return Err(Invalid::new(format!(
                     "manager {} is on unknown machine {:?}",
                     manager.id, manager.machine
-                ));
+                )));
             }
             for port in [manager.api_port, manager.peer_port, manager.dns_port] {
                 if port == 0 || !ports.insert((manager.machine.as_str(), port)) {
-                    return Err(format!(
+                    return Err(Invalid::new(format!(
                         "manager {}: port {port} is zero or used twice on {}",
                         manager.id, manager.machine
-                    ));
+                    )));
                 }
             }
         }
@@ -175,13 +181,16 @@ impl ManagerTemplate {
         for node in &self.nodes {
             super::validate::dns_label("node name", &node.name)?;
             if !nodes.insert(node.name.as_str()) {
-                return Err(format!("node {:?} is listed twice", node.name));
+                return Err(Invalid::new(format!(
+                    "node {:?} is listed twice",
+                    node.name
+                )));
             }
             if !machines.contains(node.machine.as_str()) {
-                return Err(format!(
+                return Err(Invalid::new(format!(
                     "node {:?} is on unknown machine {:?}",
                     node.name, node.machine
-                ));
+                )));
             }
         }
         Ok(())
@@ -189,10 +198,38 @@ impl ManagerTemplate {
 
     /// Parses and checks a template recorded as JSON (how entries written
     /// before templates were typed carry it).
-    pub fn from_json(json: &str) -> Result<ManagerTemplate, String> {
-        let template: ManagerTemplate = serde_json::from_str(json)
-            .map_err(|e| format!("the manager template does not parse: {e}"))?;
+    pub fn from_json(json: &str) -> Result<ManagerTemplate, TemplateJsonError> {
+        let template: ManagerTemplate =
+            serde_json::from_str(json).map_err(TemplateJsonError::Parse)?;
         template.validate()?;
         Ok(template)
+    }
+}
+
+/// Why a template recorded as JSON is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateJsonError {
+    #[error("the manager template does not parse: {0}")]
+    Parse(#[source] serde_json::Error),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_errors_say_whether_it_parses_or_breaks_a_rule() {
+        let error = ManagerTemplate::from_json("{").unwrap_err().to_string();
+        assert!(
+            error.starts_with("the manager template does not parse: "),
+            "{error}"
+        );
+        let json = r#"{"cluster": "demo", "state_dir": "/srv", "machines": [], "managers": []}"#;
+        assert_eq!(
+            ManagerTemplate::from_json(json).unwrap_err().to_string(),
+            "at least one manager is needed (three tolerate one loss)"
+        );
     }
 }

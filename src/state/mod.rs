@@ -399,11 +399,11 @@ impl State {
             Command::BootstrapToken { id, hash } => self.bootstrap_token(index, time_ms, id, hash),
             Command::PutManagerTemplateJson { json } => match ManagerTemplate::from_json(json) {
                 Ok(template) => self.put_manager_template(template),
-                Err(reason) => Outcome::Rejected(reason),
+                Err(reason) => Outcome::Rejected(reason.to_string()),
             },
             Command::PutManagerTemplate { template } => match template.validate() {
                 Ok(()) => self.put_manager_template(template.clone()),
-                Err(reason) => Outcome::Rejected(reason),
+                Err(reason) => Outcome::Rejected(reason.into()),
             },
             Command::PlaceSlot {
                 namespace,
@@ -438,7 +438,7 @@ impl State {
             .and(validate::service_spec(spec))
             .and(validate::secrets_sealed(spec))
         {
-            return Outcome::Rejected(reason);
+            return Outcome::Rejected(reason.into());
         }
         let key = (namespace.to_string(), name.to_string());
         let current = self.services.get(&key);
@@ -516,7 +516,7 @@ impl State {
         expected_version: Option<u64>,
     ) -> Outcome {
         if let Err(reason) = validate::dns_label("node name", name).and(validate::node_spec(spec)) {
-            return Outcome::Rejected(reason);
+            return Outcome::Rejected(reason.into());
         }
         let current = self.nodes.get(name);
         let current_version = current.map_or(0, |n| n.version);
@@ -559,7 +559,7 @@ impl State {
         cas: Option<u64>,
     ) -> Outcome {
         if let Err(reason) = validate::kv_key(key).and(validate::kv_value(value)) {
-            return Outcome::Rejected(reason);
+            return Outcome::Rejected(reason.into());
         }
         let existing = self.kv.get(key);
         if let Some(expected) = cas {

@@ -15,7 +15,7 @@ impl State {
         hash: &[u8; 32],
     ) -> Outcome {
         if let Err(reason) = validate::token_id(id).and(validate::token_name(name)) {
-            return Outcome::Rejected(reason);
+            return Outcome::Rejected(reason.into());
         }
         if self.tokens.contains_key(id) {
             return Outcome::Rejected(format!("token id {id} is already in use"));

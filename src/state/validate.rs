@@ -1,5 +1,8 @@
 //! Input validation shared by the API (to answer 4xx early) and the state
-//! machine (which must never trust a log entry to be well-formed). Pure.
+//! machine (which must never trust a log entry to be well-formed). Pure:
+//! every check answers [`Invalid`], one line naming the field and the rule
+//! it breaks, which the API sends as a 400's reason and the state machine
+//! records as a rejection.
 
 use std::collections::BTreeSet;
 
@@ -12,9 +15,45 @@ pub const MAX_KV_KEY_BYTES: usize = 1024;
 /// Upper bound on a service's replicas.
 pub const MAX_REPLICAS: u32 = 1000;
 
+/// An input that is not valid. Its text is the whole message, shown as is
+/// to whoever sent the input (a 400's reason, a CLI line, a rejected log
+/// entry), so it must stay stable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(String);
+
+impl Invalid {
+    pub(crate) fn new(message: impl Into<String>) -> Invalid {
+        Invalid(message.into())
+    }
+
+    /// The message.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The message: what [`super::Outcome::Rejected`] and callers that carry
+/// text (the cluster file's and the agent config's checks) keep.
+impl From<Invalid> for String {
+    fn from(invalid: Invalid) -> String {
+        invalid.0
+    }
+}
+
+/// Reads as its message, so callers match on the text (`contains`) as
+/// they did when checks answered a `String`.
+impl std::ops::Deref for Invalid {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Checks that `value` is a DNS label (RFC 1123): 1–63 of `[a-z0-9-]`, not
 /// starting or ending with `-`. `what` names the field in the error.
-pub fn dns_label(what: &str, value: &str) -> Result<(), String> {
+pub fn dns_label(what: &str, value: &str) -> Result<(), Invalid> {
     let ok = !value.is_empty()
         && value.len() <= 63
         && value
@@ -25,92 +64,104 @@ pub fn dns_label(what: &str, value: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
+        Err(Invalid(format!(
             "{what} {value:?} is not a DNS label (1-63 characters of a-z, 0-9 and '-', not starting or ending with '-')"
-        ))
+        )))
     }
 }
 
 /// Checks a KV key and value size.
-pub fn kv_key(key: &str) -> Result<(), String> {
+pub fn kv_key(key: &str) -> Result<(), Invalid> {
     if key.is_empty() {
-        return Err("key must not be empty".into());
+        return Err(Invalid::new("key must not be empty"));
     }
     if key.len() > MAX_KV_KEY_BYTES {
-        return Err(format!("key is longer than {MAX_KV_KEY_BYTES} bytes"));
+        return Err(Invalid(format!(
+            "key is longer than {MAX_KV_KEY_BYTES} bytes"
+        )));
     }
     if key.starts_with('/') {
-        return Err("key must not start with '/'".into());
+        return Err(Invalid::new("key must not start with '/'"));
     }
     Ok(())
 }
 
-pub fn kv_value(value: &[u8]) -> Result<(), String> {
+pub fn kv_value(value: &[u8]) -> Result<(), Invalid> {
     if value.len() > MAX_KV_VALUE_BYTES {
-        return Err(format!(
+        return Err(Invalid(format!(
             "value is {} bytes; the limit is {MAX_KV_VALUE_BYTES}",
             value.len()
-        ));
+        )));
     }
     Ok(())
 }
 
 /// Checks a service spec for everything that does not depend on state.
-pub fn service_spec(spec: &ServiceSpec) -> Result<(), String> {
+pub fn service_spec(spec: &ServiceSpec) -> Result<(), Invalid> {
     if spec.kind == ServiceKind::External {
         if !spec.secret_env.is_empty() {
-            return Err("an external service runs no container: secret_env is not allowed".into());
+            return Err(Invalid::new(
+                "an external service runs no container: secret_env is not allowed",
+            ));
         }
         return external_spec(spec);
     }
     if !spec.addresses.is_empty() || spec.hostname.is_some() {
-        return Err("spec.addresses and spec.hostname are for kind = \"external\" services".into());
+        return Err(Invalid::new(
+            "spec.addresses and spec.hostname are for kind = \"external\" services",
+        ));
     }
     if spec.image.trim().is_empty() {
-        return Err("spec.image must not be empty".into());
+        return Err(Invalid::new("spec.image must not be empty"));
     }
     if spec.replicas > MAX_REPLICAS {
-        return Err(format!("spec.replicas must be at most {MAX_REPLICAS}"));
+        return Err(Invalid(format!(
+            "spec.replicas must be at most {MAX_REPLICAS}"
+        )));
     }
     let mut names = BTreeSet::new();
     for port in &spec.ports {
         dns_label("port name", &port.name)?;
         if port.container_port == 0 {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "port {:?}: container_port must be 1-65535",
                 port.name
-            ));
+            )));
         }
         if !names.insert(port.name.as_str()) {
-            return Err(format!("port name {:?} is used twice", port.name));
+            return Err(Invalid(format!("port name {:?} is used twice", port.name)));
         }
     }
     for key in spec.env.keys().chain(spec.secret_env.0.keys()) {
         if key.is_empty() || key.contains('=') {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "env name {key:?} must be non-empty and contain no '='"
-            ));
+            )));
         }
     }
     if let Some(name) = spec.secret_env.names().find(|n| spec.env.contains_key(*n)) {
-        return Err(format!("{name:?} is in both env and secret_env"));
+        return Err(Invalid(format!("{name:?} is in both env and secret_env")));
     }
     if let Some(health) = &spec.health {
         if !names.contains(health.port.as_str()) {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "health.port {:?} names no port of this service",
                 health.port
-            ));
+            )));
         }
         if health.interval_ms == 0 || health.timeout_ms == 0 {
-            return Err("health.interval_ms and health.timeout_ms must be positive".into());
+            return Err(Invalid::new(
+                "health.interval_ms and health.timeout_ms must be positive",
+            ));
         }
     }
     if spec.restart.initial_backoff_ms > spec.restart.max_backoff_ms {
-        return Err("restart.initial_backoff_ms must not exceed restart.max_backoff_ms".into());
+        return Err(Invalid::new(
+            "restart.initial_backoff_ms must not exceed restart.max_backoff_ms",
+        ));
     }
     if spec.update.max_parallel == 0 {
-        return Err("update.max_parallel must be at least 1".into());
+        return Err(Invalid::new("update.max_parallel must be at least 1"));
     }
     if let Some(zone) = &spec.placement.zone {
         dns_label("placement.zone", zone)?;
@@ -125,16 +176,16 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), String> {
 /// whitespace and control characters, so the probe URL
 /// `http://<instance address>:<port><path>` can only name that instance
 /// (`@host:port/` would turn the address into user info and go elsewhere).
-pub fn health_path(path: &str) -> Result<(), String> {
+pub fn health_path(path: &str) -> Result<(), Invalid> {
     if !path.starts_with('/') {
-        return Err(format!(
+        return Err(Invalid(format!(
             "health.path {path:?} must start with '/' (a path on the instance, e.g. /health)"
-        ));
+        )));
     }
     if path.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
+        return Err(Invalid(format!(
             "health.path {path:?} must not contain whitespace or control characters"
-        ));
+        )));
     }
     Ok(())
 }
@@ -143,7 +194,7 @@ pub fn health_path(path: &str) -> Result<(), String> {
 /// them, and the state machine for entries written under limits
 /// ([`super::Command::WithLimits`]), so older log entries replay as they
 /// were first applied.
-pub fn health_rules(spec: &ServiceSpec) -> Result<(), String> {
+pub fn health_rules(spec: &ServiceSpec) -> Result<(), Invalid> {
     let Some(health) = &spec.health else {
         return Ok(());
     };
@@ -151,30 +202,36 @@ pub fn health_rules(spec: &ServiceSpec) -> Result<(), String> {
         health_path(&health.path)?;
     }
     if health.timeout_ms > health.interval_ms {
-        return Err(format!(
+        return Err(Invalid(format!(
             "health.timeout_ms ({}) must not exceed health.interval_ms ({}): a probe ends before the next is due",
             health.timeout_ms, health.interval_ms
-        ));
+        )));
     }
     Ok(())
 }
 
-fn external_spec(spec: &ServiceSpec) -> Result<(), String> {
+fn external_spec(spec: &ServiceSpec) -> Result<(), Invalid> {
     if !spec.image.is_empty() || !spec.command.is_empty() || spec.health.is_some() {
-        return Err(
-            "an external service runs no containers: no image, command or health check".into(),
-        );
+        return Err(Invalid::new(
+            "an external service runs no containers: no image, command or health check",
+        ));
     }
     match (&spec.hostname, spec.addresses.is_empty()) {
         (Some(_), false) => {
-            return Err("an external service has either addresses or a hostname, not both".into())
+            return Err(Invalid::new(
+                "an external service has either addresses or a hostname, not both",
+            ))
         }
-        (None, true) => return Err("an external service needs addresses or a hostname".into()),
+        (None, true) => {
+            return Err(Invalid::new(
+                "an external service needs addresses or a hostname",
+            ))
+        }
         _ => {}
     }
     for address in &spec.addresses {
         if address.parse::<std::net::IpAddr>().is_err() {
-            return Err(format!("address {address:?} is not an IP address"));
+            return Err(Invalid(format!("address {address:?} is not an IP address")));
         }
     }
     if let Some(hostname) = &spec.hostname {
@@ -187,14 +244,14 @@ fn external_spec(spec: &ServiceSpec) -> Result<(), String> {
                     || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             })
         {
-            return Err(format!("hostname {hostname:?} is not a DNS name"));
+            return Err(Invalid(format!("hostname {hostname:?} is not a DNS name")));
         }
     }
     let mut names = BTreeSet::new();
     for port in &spec.ports {
         dns_label("port name", &port.name)?;
         if !names.insert(port.name.as_str()) {
-            return Err(format!("port name {:?} is used twice", port.name));
+            return Err(Invalid(format!("port name {:?} is used twice", port.name)));
         }
     }
     Ok(())
@@ -207,7 +264,7 @@ pub const MAX_TOKEN_NAME_CHARS: usize = 128;
 
 /// Checks a token's public id: 1-32 of `[a-z0-9]`, so it can sit in a URL
 /// path and a log line without escaping.
-pub fn token_id(id: &str) -> Result<(), String> {
+pub fn token_id(id: &str) -> Result<(), Invalid> {
     let ok = !id.is_empty()
         && id.len() <= MAX_TOKEN_ID_CHARS
         && id
@@ -216,49 +273,51 @@ pub fn token_id(id: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
+        Err(Invalid(format!(
             "token id {id:?} must be 1-{MAX_TOKEN_ID_CHARS} characters of a-z and 0-9"
-        ))
+        )))
     }
 }
 
 /// Checks a token's name (a free-text label for people).
-pub fn token_name(name: &str) -> Result<(), String> {
+pub fn token_name(name: &str) -> Result<(), Invalid> {
     if name.chars().count() > MAX_TOKEN_NAME_CHARS {
-        return Err(format!(
+        return Err(Invalid(format!(
             "token name is longer than {MAX_TOKEN_NAME_CHARS} characters"
-        ));
+        )));
     }
     if name.chars().any(char::is_control) {
-        return Err("token name must not contain control characters".into());
+        return Err(Invalid::new(
+            "token name must not contain control characters",
+        ));
     }
     Ok(())
 }
 
 /// Checks a node spec.
-pub fn node_spec(spec: &NodeSpec) -> Result<(), String> {
+pub fn node_spec(spec: &NodeSpec) -> Result<(), Invalid> {
     let endpoint = spec.docker_endpoint.as_str();
     let known = ["unix://", "tcp://", "http://", "https://", "tcp+tls://"];
     if !known.iter().any(|scheme| endpoint.starts_with(scheme)) {
-        return Err(format!(
+        return Err(Invalid(format!(
             "docker_endpoint {endpoint:?} must start with one of {}",
             known.join(", ")
-        ));
+        )));
     }
     if spec.provider.is_empty() {
-        return Err("provider must not be empty".into());
+        return Err(Invalid::new("provider must not be empty"));
     }
     let tls_endpoint = endpoint.starts_with("https://") || endpoint.starts_with("tcp+tls://");
     match &spec.docker_tls {
         None if tls_endpoint => {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "docker_endpoint {endpoint:?} is TLS: docker_tls (ca_cert, cert, key) is required"
-            ))
+            )))
         }
         Some(_) if !tls_endpoint => {
-            return Err(format!(
+            return Err(Invalid(format!(
                 "docker_tls is given but docker_endpoint {endpoint:?} is not https:// or tcp+tls://"
-            ))
+            )))
         }
         Some(tls) => {
             for (field, path) in [
@@ -267,7 +326,7 @@ pub fn node_spec(spec: &NodeSpec) -> Result<(), String> {
                 ("key", &tls.key),
             ] {
                 if path.trim().is_empty() {
-                    return Err(format!("docker_tls.{field} must name a PEM file"));
+                    return Err(Invalid(format!("docker_tls.{field} must name a PEM file")));
                 }
             }
         }
@@ -284,16 +343,16 @@ pub fn node_spec(spec: &NodeSpec) -> Result<(), String> {
 
 /// A spec entering the state holds sealed secrets only: the API seals them,
 /// so a clear value here would mean a path that forgot to.
-pub fn secrets_sealed(spec: &ServiceSpec) -> Result<(), String> {
+pub fn secrets_sealed(spec: &ServiceSpec) -> Result<(), Invalid> {
     match spec
         .secret_env
         .0
         .iter()
         .find(|(_, value)| !crate::secrets::is_sealed(value))
     {
-        Some((name, _)) => Err(format!(
+        Some((name, _)) => Err(Invalid(format!(
             "secret_env {name:?} is not sealed; secrets are accepted through the API only"
-        )),
+        ))),
         None => Ok(()),
     }
 }
@@ -325,7 +384,15 @@ mod tests {
     fn kv_limits() {
         assert!(kv_key("a/b").is_ok());
         assert!(kv_key("").is_err());
-        assert!(kv_key("/a").is_err());
+        // The text is what a 400 answers and what a rejected entry records.
+        assert_eq!(
+            kv_key("/a").unwrap_err().to_string(),
+            "key must not start with '/'"
+        );
+        assert_eq!(
+            String::from(kv_key("/a").unwrap_err()),
+            "key must not start with '/'"
+        );
         assert!(kv_value(&vec![0; MAX_KV_VALUE_BYTES]).is_ok());
         assert!(kv_value(&vec![0; MAX_KV_VALUE_BYTES + 1]).is_err());
     }

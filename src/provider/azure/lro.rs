@@ -63,10 +63,14 @@ impl ErrorBody {
     }
 }
 
+/// A poll answer that is not an operation status.
+#[derive(Debug, thiserror::Error)]
+#[error("unreadable operation status: {0}")]
+pub struct UnreadableStatus(#[source] serde_json::Error);
+
 /// Parses the body of an `Azure-AsyncOperation` poll.
-pub fn async_operation_state(body: &[u8]) -> Result<OperationState, String> {
-    let body: StatusBody =
-        serde_json::from_slice(body).map_err(|e| format!("unreadable operation status: {e}"))?;
+pub fn async_operation_state(body: &[u8]) -> Result<OperationState, UnreadableStatus> {
+    let body: StatusBody = serde_json::from_slice(body).map_err(UnreadableStatus)?;
     let details = || {
         body.error
             .as_ref()
@@ -134,7 +138,11 @@ mod tests {
             async_operation_state(br#"{"status":"Canceled"}"#).unwrap(),
             OperationState::Failed(m) if m.starts_with("canceled")
         ));
-        assert!(async_operation_state(b"<html>").is_err());
+        let error = async_operation_state(b"<html>").unwrap_err().to_string();
+        assert!(
+            error.starts_with("unreadable operation status: "),
+            "{error}"
+        );
     }
 
     #[test]

@@ -442,11 +442,11 @@ impl AzureProvider {
                 if !(200..300).contains(&status) {
                     return Err(refused(operation, machine, status, &body));
                 }
-                lro::async_operation_state(&body).map_err(|message| ProviderError::Api {
+                lro::async_operation_state(&body).map_err(|e| ProviderError::Api {
                     operation,
                     machine: machine.to_string(),
                     status: Some(status),
-                    message,
+                    message: e.to_string(),
                 })?
             } else {
                 match status {
