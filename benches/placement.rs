@@ -31,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use raftvisor::config::AgentConfig;
+use raftvisor::config::{AgentConfig, LoopbackPorts};
 use raftvisor::reconcile::engines::Engines;
 use raftvisor::reconcile::{run_while_leader, SupervisorSettings};
 use raftvisor::replica::Replica;
@@ -166,22 +166,8 @@ async fn run(params: &Params, phase: Phase) -> bool {
         .expect("temporary data directory");
     // A single member: it elects itself; its peer, API and DNS addresses are
     // never bound or dialled. Everything else is the agent's defaults.
-    let data_dir = dir.path().join("replica-1");
-    let text = format!(
-        "id = 1\n\
-         data_dir = {data_dir:?}\n\
-         api_addr = \"127.0.0.1:29201\"\n\
-         peer_addr = \"127.0.0.1:29301\"\n\
-         dns_addr = \"127.0.0.1:29401\"\n\
-         [[members]]\n\
-         id = 1\n\
-         api_addr = \"127.0.0.1:29201\"\n\
-         peer_addr = \"127.0.0.1:29301\"\n\
-         [tls]\n\
-         insecure = true\n",
-        data_dir = data_dir.display().to_string()
-    );
-    let config = AgentConfig::parse(&text).expect("benchmark config parses");
+    let ports = LoopbackPorts::from_api(29201);
+    let config = AgentConfig::loopback(1, dir.path().join("replica-1"), ports, &[(1, ports)]);
     let replica =
         match Replica::start(config, raftvisor::raft::network::PeerNetwork::new(None)).await {
             Ok(replica) => replica,
@@ -210,14 +196,8 @@ async fn run(params: &Params, phase: Phase) -> bool {
         engines.install(&endpoint, engine.clone());
         memory.push(engine);
         let spec = NodeSpec {
-            provider: "static".into(),
-            docker_endpoint: endpoint,
             address: Some("127.0.0.1".into()),
-            region: None,
-            zone: None,
-            labels: BTreeMap::new(),
-            capacity: Default::default(),
-            docker_tls: None,
+            ..NodeSpec::static_engine(endpoint)
         };
         if let Err(e) = replica
             .write(Command::PutNode {

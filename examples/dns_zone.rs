@@ -48,8 +48,7 @@ use clap::Parser;
 use futures::StreamExt;
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
-use raftvisor::config::SupervisorTuning;
-use raftvisor::config::{AgentConfig, ApiTuning, DnsTuning, MemberConfig, RaftTuning};
+use raftvisor::config::{AgentConfig, LoopbackPorts};
 use raftvisor::dns::records::{Want, Zone};
 use raftvisor::dns::server::{bind, serve, Handler};
 use raftvisor::replica::Replica;
@@ -145,39 +144,16 @@ async fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("temporary data directory: {e}"))?;
     // A single member: it elects itself; its peer and API addresses are
     // never bound or dialled.
-    let config = AgentConfig {
-        id: 1,
-        data_dir: dir.path().join("replica-1"),
-        api_addr: SocketAddr::from(([127, 0, 0, 1], 29201)),
-        peer_addr: SocketAddr::from(([127, 0, 0, 1], 29301)),
-        dns_addr: args.dns,
-        members: vec![MemberConfig {
-            id: 1,
-            api_addr: SocketAddr::from(([127, 0, 0, 1], 29201)),
-            peer_addr: SocketAddr::from(([127, 0, 0, 1], 29301)),
-        }],
-        raft: RaftTuning::default(),
-        api: ApiTuning::default(),
-        secrets: Default::default(),
-        supervisor: SupervisorTuning {
-            enabled: false,
-            ..SupervisorTuning::default()
-        },
-        dns: DnsTuning {
-            enabled: true,
-            domain: DOMAIN.into(),
-            ttl_secs: TTL_SECS,
-            ..DnsTuning::default()
-        },
-        auth: Default::default(),
-        autoscale: Default::default(),
-        limits: Default::default(),
-        // Nothing is dialled: a single member has no peers.
-        tls: raftvisor::config::TlsSettings {
-            insecure: true,
-            ..Default::default()
-        },
+    let ports = LoopbackPorts {
+        dns: args.dns.port(),
+        ..LoopbackPorts::from_api(29201)
     };
+    let mut config = AgentConfig::loopback(1, dir.path().join("replica-1"), ports, &[(1, ports)]);
+    config.dns_addr = args.dns;
+    config.supervisor.enabled = false;
+    config.dns.enabled = true;
+    config.dns.domain = DOMAIN.into();
+    config.dns.ttl_secs = TTL_SECS;
     let replica = Replica::start(config, raftvisor::raft::network::PeerNetwork::new(None))
         .await
         .map_err(|e| format!("the replica did not start: {e}"))?;

@@ -311,6 +311,25 @@ pub struct AgentConfig {
     pub limits: crate::state::limits::Limits,
 }
 
+/// The ports of one replica on loopback (see [`AgentConfig::loopback`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopbackPorts {
+    pub api: u16,
+    pub peer: u16,
+    pub dns: u16,
+}
+
+impl LoopbackPorts {
+    /// API on `api`, peer on `api + 100`, DNS on `api + 200`.
+    pub fn from_api(api: u16) -> LoopbackPorts {
+        LoopbackPorts {
+            api,
+            peer: api + 100,
+            dns: api + 200,
+        }
+    }
+}
+
 impl AgentConfig {
     /// Reads `path`, applies environment overrides and validates.
     pub fn load(path: &Path) -> Result<AgentConfig, ConfigError> {
@@ -325,6 +344,49 @@ impl AgentConfig {
         config.apply_env(|name| std::env::var(name).ok())?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// A replica on 127.0.0.1 at `ports` — replicas run in one process by
+    /// tests, benchmarks and examples — with every setting at its default,
+    /// plain HTTP between the members (they share the host) and `members`
+    /// (ids and ports) as the initial cluster (empty: wait to be added).
+    /// Callers adjust the sections they need; [`AgentConfig::validate`]
+    /// still applies.
+    pub fn loopback(
+        id: u64,
+        data_dir: PathBuf,
+        ports: LoopbackPorts,
+        members: &[(u64, LoopbackPorts)],
+    ) -> AgentConfig {
+        let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let own = ports;
+        AgentConfig {
+            id,
+            data_dir,
+            api_addr: local(own.api),
+            peer_addr: local(own.peer),
+            dns_addr: local(own.dns),
+            members: members
+                .iter()
+                .map(|(member, ports)| MemberConfig {
+                    id: *member,
+                    api_addr: local(ports.api),
+                    peer_addr: local(ports.peer),
+                })
+                .collect(),
+            raft: RaftTuning::default(),
+            api: ApiTuning::default(),
+            supervisor: SupervisorTuning::default(),
+            dns: DnsTuning::default(),
+            secrets: SecretsConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsSettings {
+                insecure: true,
+                ..TlsSettings::default()
+            },
+            autoscale: AutoscaleConfig::default(),
+            limits: crate::state::limits::Limits::default(),
+        }
     }
 
     /// Parses TOML text; the error is one line.
@@ -468,7 +530,9 @@ impl AgentConfig {
         if s.stall_after_ms != 0 && s.stall_after_ms < 2 * s.resync_ms.max(s.probe_interval_ms) {
             return invalid("supervisor.stall_after_ms must be 0 (off) or at least twice resync_ms and probe_interval_ms".into());
         }
-        self.limits.validate().map_err(ConfigError::Invalid)?;
+        self.limits
+            .validate()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.api.request_timeout_ms == 0 || self.api.max_body_bytes == 0 {
             return invalid(
                 "api.request_timeout_ms and api.max_body_bytes must be positive".into(),
@@ -534,6 +598,16 @@ insecure = true
         let config = AgentConfig::parse(GOOD).unwrap();
         config.validate().unwrap();
         assert_eq!(config.raft, RaftTuning::default());
+    }
+
+    #[test]
+    fn a_loopback_config_is_the_parsed_file_it_stands_for() {
+        let ports = LoopbackPorts::from_api(7001);
+        let mut dns = ports;
+        dns.dns = 8601;
+        let config = AgentConfig::loopback(1, PathBuf::from("/tmp/rv1"), dns, &[(1, ports)]);
+        config.validate().unwrap();
+        assert_eq!(config, AgentConfig::parse(GOOD).unwrap());
     }
 
     #[test]

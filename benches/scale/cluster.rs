@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use raftvisor::agent::{Options, Running, Stopped};
-use raftvisor::config::AgentConfig;
+use raftvisor::config::{AgentConfig, LoopbackPorts};
 use raftvisor::reconcile::engines::Engines;
 use raftvisor::replica::Replica;
 use tokio_util::sync::CancellationToken;
@@ -17,44 +17,30 @@ use tokio_util::sync::CancellationToken;
 /// Worker threads of each replica's runtime.
 const WORKERS: usize = 2;
 
-/// Ports: API `base+id`, peer `base+100+id`. `stall_after_ms`: the
+/// Replica `id` of `replicas` on loopback: API on `port_base + id`, peer
+/// and DNS 100 and 200 above (see [`LoopbackPorts::from_api`]); DNS off,
+/// limits far above the benchmark's sizes. `stall_after_ms`: the
 /// supervisor watchdog's setting (`None`: the product's default).
-pub fn config_text(
+pub fn config(
     id: u64,
     dir: &Path,
     port_base: u16,
     replicas: u64,
     stall_after_ms: Option<u64>,
-) -> String {
-    let member = |m: u64| {
-        format!(
-            "[[members]]\nid = {m}\napi_addr = \"127.0.0.1:{}\"\npeer_addr = \"127.0.0.1:{}\"\n",
-            port_base + m as u16,
-            port_base + 100 + m as u16
-        )
-    };
-    let members: String = (1..=replicas).map(member).collect();
-    format!(
-        "id = {id}\n\
-         data_dir = {data:?}\n\
-         api_addr = \"127.0.0.1:{api}\"\n\
-         peer_addr = \"127.0.0.1:{peer}\"\n\
-         dns_addr = \"127.0.0.1:{dns}\"\n\
-         {members}\
-         [dns]\nenabled = false\n\
-         [tls]\ninsecure = true\n\
-         [auth]\nbootstrap_token_file = {token:?}\n\
-         [limits]\nmax_services = 1000000\nmax_nodes = 1000000\nmax_instances = 10000000\n\
-         {supervisor}",
-        supervisor = stall_after_ms
-            .map(|ms| format!("[supervisor]\nstall_after_ms = {ms}\n"))
-            .unwrap_or_default(),
-        data = dir.join(format!("replica-{id}")).display().to_string(),
-        api = port_base + id as u16,
-        peer = port_base + 100 + id as u16,
-        dns = port_base + 200 + id as u16,
-        token = dir.join("token").display().to_string(),
-    )
+) -> AgentConfig {
+    let ports = |m: u64| LoopbackPorts::from_api(port_base + m as u16);
+    let members: Vec<_> = (1..=replicas).map(|m| (m, ports(m))).collect();
+    let mut config =
+        AgentConfig::loopback(id, dir.join(format!("replica-{id}")), ports(id), &members);
+    config.dns.enabled = false;
+    config.auth.bootstrap_token_file = Some(dir.join("token"));
+    config.limits.max_services = 1_000_000;
+    config.limits.max_nodes = 1_000_000;
+    config.limits.max_instances = 10_000_000;
+    if let Some(ms) = stall_after_ms {
+        config.supervisor.stall_after_ms = ms;
+    }
+    config
 }
 
 /// One in-process replica.

@@ -49,7 +49,6 @@ mod report;
 use std::sync::Arc;
 use std::time::Duration;
 
-use raftvisor::config::AgentConfig;
 use raftvisor::reconcile::engines::Engines;
 use raftvisor::runtime::memory::{MemoryRuntime, Tap};
 use raftvisor::state::Command;
@@ -192,8 +191,8 @@ async fn run(params: &Params, report: &mut Report) -> Result<(), String> {
 
     let mut members = Vec::new();
     for id in 1..=3u64 {
-        let text = cluster::config_text(id, dir.path(), params.port_base, 3, params.stall_after_ms);
-        let config = AgentConfig::parse(&text).map_err(|e| format!("config: {e}"))?;
+        let config = cluster::config(id, dir.path(), params.port_base, 3, params.stall_after_ms);
+        config.validate().map_err(|e| format!("config: {e}"))?;
         if id == 1 {
             for (name, value) in [
                 ("heartbeat_ms", config.raft.heartbeat_ms),

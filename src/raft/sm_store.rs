@@ -1,5 +1,9 @@
 //! The state-machine store: the replicated [`State`] held in memory behind a
-//! lock, fed by openraft's `apply`, and made durable by snapshots.
+//! lock, fed by openraft's `apply`, and made durable by snapshots. After
+//! each apply it publishes which objects the entries changed
+//! ([`Touched`], computed by the model itself) to whoever subscribed
+//! ([`StateMachineStore::subscribe_changes`]); it knows nothing of who
+//! listens.
 //!
 //! The state machine is not written on every apply: the Raft log is the
 //! durable record, and at start openraft replays the committed entries after
@@ -18,12 +22,13 @@ use std::sync::{Arc, RwLock};
 use openraft::storage::RaftStateMachine;
 use openraft::{EntryPayload, RaftSnapshotBuilder, Snapshot, StorageIOError};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::{
     Entry, LogId, NodeId, PeerNode, SnapshotMeta, StorageError, StoredMembership, TypeConfig,
 };
 use crate::codec;
+use crate::state::touched::{touched, Touched};
 use crate::state::{BatchResponse, State, StateImage};
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RVSNAP01";
@@ -60,7 +65,12 @@ struct Shared {
     snapshot_dir: PathBuf,
     current_snapshot: RwLock<Option<(SnapshotMeta, Arc<Vec<u8>>)>>,
     applied_index: watch::Sender<u64>,
+    changes: broadcast::Sender<Arc<Vec<Touched>>>,
 }
+
+/// How many applied batches of changes a slow subscriber may fall behind
+/// before it is told it lagged (and must look at everything again).
+const CHANGES_BACKLOG: usize = 4_096;
 
 /// Cheap to clone: every clone shares one state machine.
 #[derive(Clone)]
@@ -122,6 +132,7 @@ impl StateMachineStore {
                 snapshot_dir: snapshot_dir.to_path_buf(),
                 current_snapshot: RwLock::new(current_snapshot),
                 applied_index: watch::channel(index).0,
+                changes: broadcast::channel(CHANGES_BACKLOG).0,
             }),
         })
     }
@@ -144,6 +155,19 @@ impl StateMachineStore {
     /// A receiver that changes whenever an entry is applied.
     pub fn watch_applied(&self) -> watch::Receiver<u64> {
         self.shared.applied_index.subscribe()
+    }
+
+    /// The objects each applied entry changed ([`touched`]), published
+    /// after the state holds them. A subscriber that falls behind gets
+    /// `Lagged` and must treat everything as changed.
+    pub fn subscribe_changes(&self) -> broadcast::Receiver<Arc<Vec<Touched>>> {
+        self.shared.changes.subscribe()
+    }
+
+    fn publish_changes(&self, changed: Vec<Touched>) {
+        if !changed.is_empty() && self.shared.changes.receiver_count() > 0 {
+            let _ = self.shared.changes.send(Arc::new(changed));
+        }
     }
 
     /// Waits until the state machine has applied `index`, or `timeout` passes.
@@ -292,6 +316,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let mut responses = Vec::new();
         let mut last = 0;
+        let mut changed = Vec::new();
         {
             let mut guard = self
                 .shared
@@ -307,7 +332,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         responses.push(BatchResponse::default());
                     }
                     EntryPayload::Normal(batch) => {
-                        responses.push(guard.state.apply_batch(index, &batch));
+                        let response = guard.state.apply_batch(index, &batch);
+                        for (request, result) in batch.requests.iter().zip(&response.results) {
+                            changed.extend(touched(&request.command, &result.outcome));
+                        }
+                        responses.push(response);
                     }
                     EntryPayload::Membership(membership) => {
                         let ids = |m: &openraft::Membership<NodeId, PeerNode>| {
@@ -317,6 +346,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         let current = ids(&membership);
                         guard.membership = StoredMembership::new(Some(entry.log_id), membership);
                         guard.state.apply_membership(index, &previous, &current);
+                        changed.push(Touched::Managers);
                         responses.push(BatchResponse::default());
                     }
                 }
@@ -324,6 +354,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             }
         }
         self.publish_applied(last);
+        self.publish_changes(changed);
         Ok(responses)
     }
 
@@ -371,6 +402,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Some((meta.clone(), bytes));
         self.publish_applied(meta.last_log_id.map_or(0, |l| l.index));
+        self.publish_changes(vec![Touched::Everything]);
         tracing::info!(
             index = meta.last_log_id.map_or(0, |l| l.index),
             "snapshot installed"

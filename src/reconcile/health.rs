@@ -8,18 +8,19 @@
 //! A probe reaches the instance's own address and port and nothing else:
 //! the path must be absolute (`/…`, so `@host:port/` cannot move the
 //! request elsewhere), redirects are not followed (a 3xx fails), and the
-//! whole probe is bounded by `min(timeout_ms, interval_ms)`. Each probe
-//! runs as its own task, so a slow instance delays no other probe.
+//! whole probe is bounded by `min(timeout_ms, interval_ms)`. Probing is a
+//! controller on the [`super::controller`] runtime, one key per instance:
+//! a slow instance delays no other probe, an instance is never probed twice
+//! at once, and a changed verdict wakes the instance's service.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-
+use super::controller::{Action, Limits, OnStop, Reason, ReconcileError, Reconciler, Trigger};
+use super::observed::ServiceKey;
 use crate::replica::Replica;
-use crate::state::{HealthCheck, InstanceState, ProbeKind};
+use crate::state::{HealthCheck, InstanceState, ProbeKind, State};
 
 /// What the prober learned, keyed by `(instance id, container id)` so a
 /// restarted container starts with a clean record.
@@ -73,11 +74,14 @@ impl HealthBook {
         self.next_probe.remove(&key);
     }
 
-    fn forget_except(&mut self, live: &HashSet<(String, String)>) {
-        self.passing.retain(|k| live.contains(k));
-        self.failing.retain(|k| live.contains(k));
-        self.failures.retain(|k, _| live.contains(k));
-        self.next_probe.retain(|k, _| live.contains(k));
+    /// Keeps only the record of `instance`'s current `container` (none
+    /// when it is not probed any more).
+    fn keep_only(&mut self, instance: &str, container: Option<&str>) {
+        let live = |k: &(String, String)| k.0 != instance || Some(k.1.as_str()) == container;
+        self.passing.retain(live);
+        self.failing.retain(live);
+        self.failures.retain(|k, _| live(k));
+        self.next_probe.retain(|k, _| live(k));
     }
 }
 
@@ -151,126 +155,128 @@ pub async fn probe(http: &reqwest::Client, check: &HealthCheck, address: &str, p
         .unwrap_or(false)
 }
 
-type ProbeKey = (String, String);
-
-/// One due probe: the record it updates, the check, address and port.
-pub type Target = (ProbeKey, HealthCheck, String, u16);
-
-/// Starts probes, each as its own task, and records their verdicts.
-#[derive(Clone)]
-pub struct Prober {
-    http: reqwest::Client,
-    book: Arc<Mutex<HealthBook>>,
-    wake: Arc<Notify>,
-    in_flight: Arc<Mutex<HashSet<ProbeKey>>>,
-    token: CancellationToken,
+/// What probing one instance needs: its service, current container,
+/// check, address and published port.
+struct Target {
+    service: ServiceKey,
+    container: String,
+    check: HealthCheck,
+    address: String,
+    port: u16,
 }
 
-impl Prober {
-    pub fn new(book: Arc<Mutex<HealthBook>>, wake: Arc<Notify>, token: CancellationToken) -> Self {
-        Prober {
-            http: probe_client(),
-            book,
-            wake,
-            in_flight: Arc::new(Mutex::new(HashSet::new())),
-            token,
-        }
+/// The probe target of instance `id`, when it is running (or starting,
+/// or unhealthy) with a health check and a published check port.
+fn target_of(state: &State, id: &str) -> Option<Target> {
+    let instance = state.instances.get(id)?;
+    if !matches!(
+        instance.state,
+        InstanceState::Running | InstanceState::Starting | InstanceState::Unhealthy
+    ) {
+        return None;
     }
-
-    /// Starts a probe of every target that is due at `now` and not still
-    /// being probed, and returns at once: verdicts are recorded by the
-    /// probes' own tasks, which wake the controller when one changes.
-    pub fn dispatch(&self, targets: Vec<Target>, now: Instant) {
-        let live: HashSet<ProbeKey> = targets.iter().map(|(k, ..)| k.clone()).collect();
-        let due: Vec<Target> = {
-            let mut book = self.book.lock().unwrap_or_else(|e| e.into_inner());
-            book.forget_except(&live);
-            let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            targets
-                .into_iter()
-                .filter(|(key, check, ..)| {
-                    if in_flight.contains(key) {
-                        return false;
-                    }
-                    let next = book.next_probe.entry(key.clone()).or_insert(now);
-                    if *next <= now {
-                        *next = now + Duration::from_millis(check.interval_ms);
-                        true
-                    } else {
-                        false
-                    }
-                })
-                .collect()
-        };
-        for (key, check, address, port) in due {
-            self.in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key.clone());
-            let this = self.clone();
-            tokio::spawn(async move {
-                let ok = tokio::select! {
-                    _ = this.token.cancelled() => None,
-                    ok = probe(&this.http, &check, &address, port) => Some(ok),
-                };
-                this.in_flight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&key);
-                let Some(ok) = ok else { return };
-                let changed = this.book.lock().unwrap_or_else(|e| e.into_inner()).record(
-                    key.clone(),
-                    ok,
-                    check.retries,
-                );
-                if changed {
-                    tracing::info!(instance = %key.0, healthy = ok, "health verdict changed");
-                    this.wake.notify_one();
-                }
-            });
-        }
-    }
+    let service = (instance.namespace.clone(), instance.service.clone());
+    let check = state.services.get(&service)?.spec.health.clone()?;
+    let port = instance
+        .ports
+        .iter()
+        .find(|p| p.name == check.port)?
+        .host_port;
+    Some(Target {
+        service,
+        container: instance.container_id.clone()?,
+        check,
+        address: instance.address.clone()?,
+        port,
+    })
 }
 
-/// Probes every running instance with a health check until cancelled;
-/// wakes `wake` whenever a verdict changes.
-pub async fn run(
+/// The health controller of one term: one key per instance.
+pub struct Health {
     replica: Arc<Replica>,
     book: Arc<Mutex<HealthBook>>,
-    wake: Arc<Notify>,
-    token: CancellationToken,
-) {
-    let prober = Prober::new(book, wake, token.clone());
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = tick.tick() => {}
+    http: reqwest::Client,
+    services: Trigger<ServiceKey>,
+    resync: Duration,
+}
+
+impl Health {
+    pub fn new(
+        replica: Arc<Replica>,
+        book: Arc<Mutex<HealthBook>>,
+        services: Trigger<ServiceKey>,
+        resync: Duration,
+    ) -> Health {
+        Health {
+            replica,
+            book,
+            http: probe_client(),
+            services,
+            resync,
         }
-        let targets: Vec<Target> = replica.sm.read(|s| {
+    }
+
+    fn book(&self) -> std::sync::MutexGuard<'_, HealthBook> {
+        self.book.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl Reconciler for Health {
+    type Key = String;
+
+    fn name(&self) -> &'static str {
+        "health"
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            // A probe is bounded by its interval; intervals are minutes at most.
+            timeout: Duration::from_secs(600),
+            concurrency: 1_024,
+            resync: Some(self.resync),
+            on_stop: OnStop::Abort,
+        }
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.replica.sm.read(|s| {
             s.instances
                 .values()
                 .filter(|i| {
-                    matches!(
-                        i.state,
-                        InstanceState::Running | InstanceState::Starting | InstanceState::Unhealthy
-                    )
+                    s.services
+                        .get(&(i.namespace.clone(), i.service.clone()))
+                        .is_some_and(|svc| svc.spec.health.is_some())
                 })
-                .filter_map(|i| {
-                    let service = s.services.get(&(i.namespace.clone(), i.service.clone()))?;
-                    let check = service.spec.health.clone()?;
-                    let port = i.ports.iter().find(|p| p.name == check.port)?.host_port;
-                    Some((
-                        (i.id.clone(), i.container_id.clone()?),
-                        check,
-                        i.address.clone()?,
-                        port,
-                    ))
-                })
+                .map(|i| i.id.clone())
                 .collect()
-        });
-        prober.dispatch(targets, Instant::now());
+        })
+    }
+
+    async fn reconcile(&self, id: &String, _: Reason) -> Result<Action, ReconcileError> {
+        let Some(target) = self.replica.sm.read(|s| target_of(s, id)) else {
+            self.book().keep_only(id, None);
+            return Ok(Action::AwaitChange);
+        };
+        let key = (id.clone(), target.container.clone());
+        let interval = Duration::from_millis(target.check.interval_ms.max(1));
+        let now = Instant::now();
+        {
+            let mut book = self.book();
+            book.keep_only(id, Some(&target.container));
+            let next = book.next_probe.entry(key.clone()).or_insert(now);
+            if *next > now {
+                return Ok(Action::at(*next));
+            }
+            *next = now + interval;
+        }
+        let ok = probe(&self.http, &target.check, &target.address, target.port).await;
+        let changed = self.book().record(key, ok, target.check.retries);
+        if changed {
+            tracing::info!(instance = %id, healthy = ok, "health verdict changed");
+            self.services.wake(target.service, Reason::Probe);
+        }
+        Ok(Action::at(now + interval))
     }
 }
 
@@ -407,60 +413,5 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
-    }
-
-    #[tokio::test]
-    async fn one_hanging_probe_does_not_delay_another_services_probe() {
-        let (hanging, _) = server(None).await;
-        let (fast, _) = server(ok_response()).await;
-        let book = Arc::new(Mutex::new(HealthBook::default()));
-        let wake = Arc::new(Notify::new());
-        let token = CancellationToken::new();
-        let prober = Prober::new(book.clone(), wake, token.clone());
-        let slow_key = ("slow.svc.0".to_string(), "c-slow".to_string());
-        let fast_key = ("fast.svc.0".to_string(), "c-fast".to_string());
-        let targets = vec![
-            (
-                slow_key.clone(),
-                check("/", 60_000, 60_000),
-                "127.0.0.1".to_string(),
-                hanging,
-            ),
-            (
-                fast_key.clone(),
-                check("/", 500, 500),
-                "127.0.0.1".to_string(),
-                fast,
-            ),
-        ];
-        let started = Instant::now();
-        prober.dispatch(targets.clone(), Instant::now());
-        assert!(
-            started.elapsed() < Duration::from_millis(100),
-            "dispatch does not wait for probes"
-        );
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !book.lock().unwrap().is_healthy("fast.svc.0", "c-fast") {
-            assert!(
-                Instant::now() < deadline,
-                "the fast service was not probed while the slow one hung"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        // The hanging probe is still running and is not started twice.
-        assert!(prober.in_flight.lock().unwrap().contains(&slow_key));
-        tokio::time::sleep(Duration::from_millis(600)).await;
-        prober.dispatch(targets, Instant::now());
-        assert_eq!(
-            prober
-                .in_flight
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|k| **k == slow_key)
-                .count(),
-            1
-        );
-        token.cancel();
     }
 }

@@ -10,10 +10,8 @@
 //! off (its container still runs) is reported, not replaced.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use tokio_util::sync::CancellationToken;
 
 use crate::bootstrap::cluster_file::{ClusterFile, ManagerPlacement, Replacement};
 use crate::bootstrap::{engine_of, ensure_certificate, ensure_manager};
@@ -22,33 +20,70 @@ use crate::replica::Replica;
 use crate::runtime::{ContainerRuntime, ContainerState, RuntimeError};
 use crate::state::Command;
 
-use super::backoff;
+use super::controller::{Action, Limits, OnStop, Reason, ReconcileError, Reconciler};
 
-/// Runs until `stop`: one check a second, backing off after errors.
-pub async fn run(replica: Arc<Replica>, stop: CancellationToken) {
-    let replace_after = Duration::from_millis(replica.config.supervisor.replace_after_ms);
-    let leading_since = Instant::now();
-    let mut reported = BTreeSet::new();
-    let mut errors = 0u32;
-    loop {
-        let pause = if errors == 0 {
-            Duration::from_secs(1)
-        } else {
-            backoff::error_delay(errors)
-        };
-        tokio::select! {
-            () = stop.cancelled() => return,
-            () = tokio::time::sleep(pause) => {}
+/// The manager controller of one term: a single key (the cluster's
+/// managers), looked at once a second and whenever the managers, their
+/// plan or the membership change; failures back off.
+pub struct Managers {
+    replica: Arc<Replica>,
+    replace_after: Duration,
+    leading_since: Instant,
+    /// Voters already reported as cut off (reported once).
+    reported: Mutex<BTreeSet<u64>>,
+}
+
+impl Managers {
+    pub fn new(replica: Arc<Replica>) -> Managers {
+        let replace_after = Duration::from_millis(replica.config.supervisor.replace_after_ms);
+        Managers {
+            replica,
+            replace_after,
+            leading_since: Instant::now(),
+            reported: Mutex::new(BTreeSet::new()),
         }
-        let span = tracing::info_span!("managers");
-        let _guard = span.enter();
-        match round(&replica, replace_after, leading_since, &mut reported).await {
-            Ok(()) => errors = 0,
-            Err(e) => {
-                errors += 1;
-                tracing::warn!(error = %e, errors, "manager replacement round failed");
-            }
+    }
+}
+
+#[async_trait::async_trait]
+impl Reconciler for Managers {
+    type Key = ();
+
+    fn name(&self) -> &'static str {
+        "managers"
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            // Adding a member waits for the learner to catch up.
+            timeout: Duration::from_secs(300),
+            concurrency: 1,
+            resync: None,
+            // A replacement half done (a learner added, not yet promoted)
+            // must not be cut off by a lease that lapsed meanwhile.
+            on_stop: OnStop::Finish,
         }
+    }
+
+    fn keys(&self) -> Vec<()> {
+        vec![()]
+    }
+
+    async fn reconcile(&self, _: &(), _: Reason) -> Result<Action, ReconcileError> {
+        // One key never runs twice at once: the set is this run's alone.
+        let mut reported =
+            std::mem::take(&mut *self.reported.lock().unwrap_or_else(|e| e.into_inner()));
+        let result = round(
+            &self.replica,
+            self.replace_after,
+            self.leading_since,
+            &mut reported,
+        )
+        .await;
+        *self.reported.lock().unwrap_or_else(|e| e.into_inner()) = reported;
+        result
+            .map(|()| Action::RequeueAfter(Duration::from_secs(1)))
+            .map_err(ReconcileError::Failed)
     }
 }
 

@@ -1,38 +1,61 @@
 //! Leader-only controllers: the supervisor that places, starts, restarts
-//! and removes containers ([`services`]) and judges node liveness
-//! ([`nodes`]). They run only while this replica is the Raft leader and stop
-//! the moment it is not (a new term or a step-down); everything they decide
-//! is written through Raft first, so the next leader continues where they
+//! and removes containers ([`services`]), judges node liveness ([`nodes`]),
+//! probes health ([`health`]) and replaces dead managers ([`managers`]).
+//! Each is a [`controller::Reconciler`] on one small runtime
+//! ([`controller`]): a keyed queue that never runs one key twice at once,
+//! backs off on a key's consecutive failures, spans every reconcile and
+//! reports progress to the [`watchdog`], which makes a leader whose
+//! supervision stalled give up its leadership.
+//!
+//! They wake by object, not on every commit: the state machine publishes
+//! which objects each applied entry changed ([`crate::state::touched`]),
+//! and [`triggers`] turns that into keys — a KV write wakes nothing, a
+//! service change wakes that service, a node transition wakes the services
+//! with instances there. Engine events wake the services whose containers
+//! changed, through the observed state ([`observed`], fed by [`watcher`]:
+//! each usable engine listed once, then followed by its events), so a
+//! reconcile lists no engine. A slow resync over every key is the safety
+//! net.
+//!
+//! They run only while this replica is the Raft leader and stop the moment
+//! it is not (a new term or a step-down); everything they decide is
+//! written through Raft first, so the next leader continues where they
 //! stopped. They act on engines only while this replica holds its lease
 //! (a quorum answered it within less than an election timeout): a leader
 //! cut off from its quorum pauses them, and every mutating engine call is
 //! gated on the lease at the moment it is made ([`engines::Gate`]), so a
 //! deposed leader that does not know it yet never undoes the work of the
-//! leader that replaced it. Decisions are pure ([`plan`], [`placement`], [`backoff`]); the
-//! controllers only observe and act. Their completed rounds feed the
-//! [`watchdog`], which makes a leader whose supervision stalled give up
-//! its leadership.
+//! leader that replaced it. Decisions are pure ([`plan`], [`placement`],
+//! [`backoff`]); the controllers only observe and act.
 
 pub mod autoscale;
 pub mod backoff;
+pub mod controller;
 pub mod engines;
 pub mod health;
 pub mod labels;
 pub mod managers;
 pub mod nodes;
+pub mod observed;
 pub mod placement;
 pub mod plan;
 pub mod services;
+pub mod triggers;
 pub mod watchdog;
+pub mod watcher;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::ServerState;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::replica::Replica;
+use crate::state::touched::Touched;
+use controller::{Counts, Reason, Trigger};
 use engines::Engines;
+use observed::{Observed, ServiceKey};
 use watchdog::Loop;
 
 /// Supervisor settings (from the agent config).
@@ -41,15 +64,18 @@ pub struct SupervisorSettings {
     /// A node is down after its engine missed pings for this long.
     pub node_grace: Duration,
     pub probe_interval: Duration,
-    /// Level-triggered safety net: reconcile at least this often.
+    /// The safety net: every key of the services and nodes controllers is
+    /// reconciled at least this often (health probes: ten times as long),
+    /// whatever the triggers said.
     pub resync: Duration,
     pub stop_grace: Duration,
     /// DNS servers of managed containers.
     pub container_dns: Vec<String>,
-    /// Longest one engine may hold up a round (listing its containers,
-    /// fencing it): a slower engine counts as unreachable for that round,
-    /// so one sick engine cannot stall supervision and trip the
-    /// [`watchdog`]. Half of `stall_after` (see [`round_budget`]).
+    /// Longest one engine call of the supervisor may take (listing a
+    /// node's containers, fencing it): a slower engine counts as
+    /// unreachable for that call, so one sick engine cannot stall
+    /// supervision and trip the [`watchdog`]. Half of `stall_after` (see
+    /// [`round_budget`]).
     pub round_budget: Duration,
 }
 
@@ -82,6 +108,17 @@ pub async fn run_while_leader(
     settings: SupervisorSettings,
     shutdown: CancellationToken,
 ) {
+    supervise(replica, engines, settings, Counts::default(), shutdown).await
+}
+
+/// [`run_while_leader`], counting every reconcile into `counts`.
+pub async fn supervise(
+    replica: Arc<Replica>,
+    engines: Engines,
+    settings: SupervisorSettings,
+    counts: Counts,
+    shutdown: CancellationToken,
+) {
     let engines = engines.gated(lease_gate(replica.clone()));
     let mut metrics = replica.raft.metrics();
     loop {
@@ -90,7 +127,16 @@ pub async fn run_while_leader(
             (m.state == ServerState::Leader).then_some(m.current_term)
         };
         if let Some(term) = leading_term {
-            lead(&replica, &engines, &settings, term, &mut metrics, &shutdown).await;
+            lead(
+                &replica,
+                &engines,
+                &settings,
+                &counts,
+                term,
+                &mut metrics,
+                &shutdown,
+            )
+            .await;
         }
         if shutdown.is_cancelled() {
             return;
@@ -127,32 +173,111 @@ struct Controllers {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// The triggers of every controller of one term.
+struct Wake {
+    services: Trigger<ServiceKey>,
+    nodes: Trigger<String>,
+    managers: Trigger<()>,
+    health: Trigger<String>,
+}
+
+impl Wake {
+    fn all(&self, reason: Reason) {
+        self.services.wake_all(reason);
+        self.nodes.wake_all(reason);
+        self.managers.wake_all(reason);
+        self.health.wake_all(reason);
+    }
+
+    fn keys(&self, wakes: triggers::Wakes) {
+        if wakes.everything {
+            self.all(Reason::Commit);
+            return;
+        }
+        for key in wakes.services {
+            self.services.wake(key, Reason::Commit);
+        }
+        for key in wakes.nodes {
+            self.nodes.wake(key, Reason::Commit);
+        }
+        for key in wakes.instances {
+            self.health.wake(key, Reason::Commit);
+        }
+        if wakes.managers {
+            self.managers.wake((), Reason::Commit);
+        }
+    }
+}
+
 impl Controllers {
     fn start(
         replica: &Arc<Replica>,
         engines: &Engines,
         settings: &SupervisorSettings,
+        counts: &Counts,
         term: u64,
         shutdown: &CancellationToken,
     ) -> Controllers {
         let token = shutdown.child_token();
         replica.watchdog.leading(term, Instant::now());
+        // Subscribed before any controller reads the state: no change
+        // between the two is missed.
+        let changes = replica.sm.subscribe_changes();
+        let observed = Arc::new(Mutex::new(Observed::default()));
+        let book = Arc::new(Mutex::new(health::HealthBook::default()));
+        let (services_trigger, services_rx) = controller::channel();
+        let (nodes_trigger, nodes_rx) = controller::channel();
+        let (managers_trigger, managers_rx) = controller::channel();
+        let (health_trigger, health_rx) = controller::channel();
+        let wake = Wake {
+            services: services_trigger.clone(),
+            nodes: nodes_trigger,
+            managers: managers_trigger,
+            health: health_trigger,
+        };
+        let (synced_tx, synced) = tokio::sync::mpsc::unbounded_channel();
+        let watchers = watcher::Watchers::new(
+            observed.clone(),
+            engines.clone(),
+            services_trigger.clone(),
+            synced_tx,
+            settings.round_budget,
+            token.clone(),
+        );
+        let services = services::Services::new(
+            replica.clone(),
+            engines.clone(),
+            settings.clone(),
+            observed,
+            book.clone(),
+        );
+        let nodes = nodes::Nodes::new(replica.clone(), engines.clone(), settings.clone());
+        let managers = managers::Managers::new(replica.clone());
+        let health = health::Health::new(
+            replica.clone(),
+            book,
+            services_trigger,
+            settings.resync * 10,
+        );
+        let spawn = |l| Spawn {
+            reporter: replica.watchdog.reporter(l, term),
+            counts: counts.clone(),
+            token: token.clone(),
+        };
         let tasks = vec![
-            tokio::spawn(services::run(
+            spawn(Loop::Services).run(services, services_rx),
+            spawn(Loop::Nodes).run(nodes, nodes_rx),
+            spawn(Loop::Managers).run(managers, managers_rx),
+            spawn(Loop::Health).run(health, health_rx),
+            tokio::spawn(route_changes(
                 replica.clone(),
-                engines.clone(),
-                settings.clone(),
-                replica.watchdog.reporter(Loop::Services, term),
+                changes,
+                synced,
+                wake,
+                watchers,
+                settings.resync,
                 token.clone(),
             )),
-            tokio::spawn(nodes::run(
-                replica.clone(),
-                engines.clone(),
-                settings.clone(),
-                replica.watchdog.reporter(Loop::Nodes, term),
-                token.clone(),
-            )),
-            tokio::spawn(managers::run(replica.clone(), token.clone())),
         ];
         Controllers { token, tasks }
     }
@@ -161,6 +286,81 @@ impl Controllers {
         self.token.cancel();
         for task in self.tasks {
             let _ = task.await;
+        }
+    }
+}
+
+/// What every controller of one term is started with.
+struct Spawn {
+    reporter: watchdog::ProgressReporter,
+    counts: Counts,
+    token: CancellationToken,
+}
+
+impl Spawn {
+    fn run<R: controller::Reconciler>(
+        self,
+        reconciler: R,
+        triggers: controller::Triggers<R::Key>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(controller::run(
+            Arc::new(reconciler),
+            triggers,
+            self.reporter,
+            self.counts,
+            self.token,
+        ))
+    }
+}
+
+/// Wakes the keys each applied change touches, and keeps the engine
+/// watches on the usable nodes (checked on node changes and every
+/// `resync`). A lagging subscription wakes everything. A node whose
+/// containers became known (`synced`) wakes what a change of that node
+/// would: the services placed there may have containers to create.
+async fn route_changes(
+    replica: Arc<Replica>,
+    mut changes: broadcast::Receiver<Arc<Vec<Touched>>>,
+    mut synced: tokio::sync::mpsc::UnboundedReceiver<String>,
+    wake: Wake,
+    watchers: watcher::Watchers,
+    resync: Duration,
+    token: CancellationToken,
+) {
+    let sync_watches = || {
+        replica.sm.read(|s| {
+            if let Some(cluster) = &s.cluster_id {
+                watchers.sync(cluster, &s.nodes);
+            }
+        })
+    };
+    sync_watches();
+    let mut tick = tokio::time::interval(resync);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tick.tick() => sync_watches(),
+            Some(node) = synced.recv() => {
+                let wakes = replica.sm.read(|s| triggers::wakes(&[Touched::Node(node)], s));
+                wake.keys(wakes);
+            }
+            change = changes.recv() => match change {
+                Ok(touched) => {
+                    let wakes = replica.sm.read(|s| triggers::wakes(&touched, s));
+                    let nodes_changed = wakes.everything || !wakes.nodes.is_empty();
+                    wake.keys(wakes);
+                    if nodes_changed {
+                        sync_watches();
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::debug!(missed, "fell behind the applied changes: waking every key");
+                    wake.all(Reason::Commit);
+                    sync_watches();
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
         }
     }
 }
@@ -174,6 +374,7 @@ async fn lead(
     replica: &Arc<Replica>,
     engines: &Engines,
     settings: &SupervisorSettings,
+    counts: &Counts,
     term: u64,
     metrics: &mut tokio::sync::watch::Receiver<crate::raft::RaftMetrics>,
     shutdown: &CancellationToken,
@@ -193,7 +394,7 @@ async fn lead(
                 paused = false;
             }
             running = Some(Controllers::start(
-                replica, engines, settings, term, shutdown,
+                replica, engines, settings, counts, term, shutdown,
             ));
         } else if !holds && running.is_some() {
             let age = replica.quorum_contact().flatten();

@@ -1,5 +1,6 @@
-//! The node controller: probes every engine in the inventory (Docker
-//! `/_ping`, with its own short timeout) and writes only liveness
+//! The node controller: one key per node of the inventory on the
+//! [`super::controller`] runtime, probing its engine (Docker `/_ping`, with
+//! its own short timeout) every `probe_interval`; it writes only liveness
 //! transitions through Raft. A ready node whose engine has not answered for
 //! the grace period is marked down (its instances are then placed
 //! elsewhere by the service controller); a down node that answers again is
@@ -11,121 +12,156 @@
 //! containers are left there, it is removed from the inventory.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use tokio_util::sync::CancellationToken;
-
+use super::controller::{Action, Limits, OnStop, Reason, ReconcileError, Reconciler};
 use super::engines::Engines;
 use super::labels;
-use super::watchdog::ProgressReporter;
 use super::SupervisorSettings;
 use crate::replica::Replica;
 use crate::state::{Command, Instance, Node, NodeState};
 
-/// Runs the node controller until `token` is cancelled.
-pub async fn run(
+/// The node controller of one term: one key per node, each probed every
+/// `probe_interval`.
+pub struct Nodes {
     replica: Arc<Replica>,
     engines: Engines,
     settings: SupervisorSettings,
-    progress: ProgressReporter,
-    token: CancellationToken,
-) {
-    let leading_since = Instant::now();
-    let mut last_ok: HashMap<String, Instant> = HashMap::new();
-    let mut interval = tokio::time::interval(settings.probe_interval);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = interval.tick() => {}
+    leading_since: Instant,
+    last_ok: Mutex<HashMap<String, Instant>>,
+}
+
+impl Nodes {
+    pub fn new(replica: Arc<Replica>, engines: Engines, settings: SupervisorSettings) -> Nodes {
+        Nodes {
+            replica,
+            engines,
+            settings,
+            leading_since: Instant::now(),
+            last_ok: Mutex::new(HashMap::new()),
         }
-        let (cluster, nodes, instances) = replica
+    }
+
+    fn instances(&self) -> std::collections::BTreeMap<String, Instance> {
+        self.replica.sm.read(|s| s.instances.clone())
+    }
+}
+
+#[async_trait::async_trait]
+impl Reconciler for Nodes {
+    type Key = String;
+
+    fn name(&self) -> &'static str {
+        "nodes"
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            // A ping, then a fence bounded by the round budget.
+            timeout: self.settings.round_budget * 2,
+            concurrency: 64,
+            resync: Some(self.settings.resync),
+            on_stop: OnStop::Abort,
+        }
+    }
+
+    fn keys(&self) -> Vec<String> {
+        self.replica.sm.read(|s| s.nodes.keys().cloned().collect())
+    }
+
+    async fn reconcile(&self, name: &String, _: Reason) -> Result<Action, ReconcileError> {
+        let (cluster, node) = self
+            .replica
             .sm
-            .read(|s| (s.cluster_id.clone(), s.nodes.clone(), s.instances.clone()));
-        let Some(cluster) = cluster else {
-            progress.progress();
-            continue;
+            .read(|s| (s.cluster_id.clone(), s.nodes.get(name).cloned()));
+        let Some(node) = node else {
+            self.last_ok
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(name);
+            return Ok(Action::AwaitChange);
         };
-        let probes = futures::future::join_all(nodes.values().map(|node| {
-            let engines = engines.clone();
-            async move {
-                let result = match engines.for_node(node) {
-                    Ok(engine) => engine.ping().await,
-                    Err(e) => Err(e),
-                };
-                (node.clone(), result)
-            }
-        }))
-        .await;
-        for (node, result) in probes {
-            if token.is_cancelled() {
-                return;
-            }
-            match result {
-                Ok(()) if node.state == NodeState::Retired => {
-                    let fenced = tokio::time::timeout(
-                        settings.round_budget,
-                        fence(&engines, &cluster, &node, &instances),
-                    )
-                    .await
-                    .unwrap_or(false);
-                    let placed = instances
-                        .values()
-                        .any(|i| i.node.as_deref() == Some(node.name.as_str()));
-                    if fenced && !placed {
-                        let command = Command::RemoveNode {
-                            name: node.name.clone(),
-                            force: true,
-                        };
-                        match replica.write_as_leader(command).await {
-                            Ok(_) => {
-                                tracing::info!(node = %node.name, "retired node is clean: removed")
-                            }
-                            Err(e) => {
-                                tracing::warn!(node = %node.name, error = %e, "cannot remove a retired node")
-                            }
+        let again = Action::RequeueAfter(self.settings.probe_interval);
+        let Some(cluster) = cluster else {
+            return Ok(again);
+        };
+        let result = match self.engines.for_node(&node) {
+            Ok(engine) => engine.ping().await,
+            Err(e) => Err(e),
+        };
+        let budget = self.settings.round_budget;
+        match result {
+            Ok(()) if node.state == NodeState::Retired => {
+                let instances = self.instances();
+                let fenced =
+                    tokio::time::timeout(budget, fence(&self.engines, &cluster, &node, &instances))
+                        .await
+                        .unwrap_or(false);
+                let placed = instances
+                    .values()
+                    .any(|i| i.node.as_deref() == Some(node.name.as_str()));
+                if fenced && !placed {
+                    let command = Command::RemoveNode {
+                        name: node.name.clone(),
+                        force: true,
+                    };
+                    match self.replica.write_as_leader(command).await {
+                        Ok(_) => {
+                            tracing::info!(node = %node.name, "retired node is clean: removed")
+                        }
+                        Err(e) => {
+                            tracing::warn!(node = %node.name, error = %e, "cannot remove a retired node")
                         }
                     }
                 }
-                Ok(()) => {
-                    last_ok.insert(node.name.clone(), Instant::now());
-                    // Bounded like every engine call of a round: an
-                    // unfinished fence is retried in the next one.
-                    if node.state == NodeState::Down
-                        && tokio::time::timeout(
-                            settings.round_budget,
-                            fence(&engines, &cluster, &node, &instances),
-                        )
-                        .await
-                        .unwrap_or(false)
-                    {
-                        write(
-                            &replica,
-                            &node.name,
-                            NodeState::Ready,
-                            "engine answers again; stale containers removed",
-                        )
-                        .await;
-                    }
+            }
+            Ok(()) => {
+                self.last_ok
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(node.name.clone(), Instant::now());
+                // Bounded like every engine call of a reconcile: an
+                // unfinished fence is retried at the next probe.
+                if node.state == NodeState::Down
+                    && tokio::time::timeout(
+                        budget,
+                        fence(&self.engines, &cluster, &node, &self.instances()),
+                    )
+                    .await
+                    .unwrap_or(false)
+                {
+                    write(
+                        &self.replica,
+                        &node.name,
+                        NodeState::Ready,
+                        "engine answers again; stale containers removed",
+                    )
+                    .await;
                 }
-                Err(e) => {
-                    let since = *last_ok.get(&node.name).unwrap_or(&leading_since);
-                    let silent = since.elapsed();
-                    if node.state == NodeState::Ready && silent >= settings.node_grace {
-                        tracing::warn!(node = %node.name, error = %e, ?silent, "node is down");
-                        write(
-                            &replica,
-                            &node.name,
-                            NodeState::Down,
-                            &format!("engine unreachable for {} ms: {e}", silent.as_millis()),
-                        )
-                        .await;
-                    }
+            }
+            Err(e) => {
+                let since = self
+                    .last_ok
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(&node.name)
+                    .copied()
+                    .unwrap_or(self.leading_since);
+                let silent = since.elapsed();
+                if node.state == NodeState::Ready && silent >= self.settings.node_grace {
+                    tracing::warn!(node = %node.name, error = %e, ?silent, "node is down");
+                    write(
+                        &self.replica,
+                        &node.name,
+                        NodeState::Down,
+                        &format!("engine unreachable for {} ms: {e}", silent.as_millis()),
+                    )
+                    .await;
                 }
             }
         }
-        progress.progress();
+        Ok(again)
     }
 }
 

@@ -1,37 +1,39 @@
-//! The service controller: level-triggered reconcile of every service
-//! against what the engines run. Wakes on commits, engine events, crash
-//! backoff deadlines and a resync timer; each round observes every usable
-//! node once, plans each service ([`super::plan`]) and executes the plans,
-//! at most one at a time per service, each in a tracing span. Raft writes
-//! (placement intents, observed status) go first; engine calls follow.
+//! The service controller: reconciles one service (`namespace/name`) at a
+//! time on the [`super::controller`] runtime. A reconcile reads the
+//! service, its instances and the inventory from the local state, its
+//! containers from what the engines were observed to run
+//! ([`super::observed`], kept current by [`super::watcher`]: no engine is
+//! listed here), plans ([`super::plan`]) and executes the plan: Raft writes
+//! (placement intents, observed status) go first; engine calls follow. A
+//! service that no longer exists has its containers removed. It is woken
+//! by commits touching the service or its instances, by engine events and
+//! probe verdicts of its containers, by its own crash-backoff and retry
+//! deadlines (a requeue, never a timer task), and by the resync.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
-
 use super::backoff::{self, CRASH_LOOP_AFTER};
+use super::controller::{Action as Next, Limits, OnStop, Reason, ReconcileError, Reconciler};
 use super::engines::Engines;
-use super::health::{self, HealthBook};
+use super::health::HealthBook;
 use super::labels;
+use super::observed::{Observed, ServiceKey};
 use super::placement::NodeLoad;
 use super::plan::{plan, Action, PlanInput, RestartReason};
-use super::watchdog::ProgressReporter;
 use super::SupervisorSettings;
 use crate::dates::parse_rfc3339_ms;
 use crate::replica::{now_ms, Replica};
-use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerSpec, PortBinding, RuntimeError};
+use crate::runtime::{ContainerInfo, ContainerSpec, PortBinding, RuntimeError};
 use crate::secrets::{SecretsError, SecretsKey};
 use crate::state::{
     Command, ExitInfo, Instance, InstanceState, InstanceStatus, Node, NodeState, PublishedPort,
-    Service,
+    Service, ServiceKind, State,
 };
 
-type ServiceKey = (String, String);
+/// Reconciles of different services running at once.
+const CONCURRENCY: usize = 256;
 
 /// Crash history of one instance generation, kept in the leader's memory.
 #[derive(Debug, Clone, Default)]
@@ -50,333 +52,218 @@ struct CreateFailure {
     retry_at: Instant,
 }
 
-struct Controller {
+/// The service controller of one term.
+pub struct Services {
     replica: Arc<Replica>,
     engines: Engines,
     settings: SupervisorSettings,
-    wake: Arc<Notify>,
-    in_flight: Mutex<HashSet<ServiceKey>>,
+    observed: Arc<Mutex<Observed>>,
+    health: Arc<Mutex<HealthBook>>,
+    autoscaler: super::autoscale::Autoscaler,
     crashes: Mutex<HashMap<(String, u64), CrashTrack>>,
     create_failures: Mutex<HashMap<(String, u64), CreateFailure>>,
     reported_unplaceable: Mutex<HashMap<(ServiceKey, u32), String>>,
-    autoscaler: Arc<super::autoscale::Autoscaler>,
-    watched_nodes: Mutex<HashSet<String>>,
-    health: Arc<Mutex<HealthBook>>,
+    /// The earliest deadline (crash backoff, create retry) each running
+    /// reconcile met: what it asks to be requeued at.
+    deadlines: Mutex<HashMap<ServiceKey, Instant>>,
 }
 
-/// Runs the service controller until `token` is cancelled.
-pub async fn run(
-    replica: Arc<Replica>,
-    engines: Engines,
-    settings: SupervisorSettings,
-    progress: ProgressReporter,
-    token: CancellationToken,
-) {
-    let autoscaler = Arc::new(super::autoscale::Autoscaler::from_config(
-        &replica.config.autoscale,
-    ));
-    let controller = Arc::new(Controller {
-        replica,
-        engines,
-        settings,
-        wake: Arc::new(Notify::new()),
-        in_flight: Mutex::new(HashSet::new()),
-        crashes: Mutex::new(HashMap::new()),
-        create_failures: Mutex::new(HashMap::new()),
-        reported_unplaceable: Mutex::new(HashMap::new()),
-        autoscaler,
-        watched_nodes: Mutex::new(HashSet::new()),
-        health: Arc::new(Mutex::new(HealthBook::default())),
-    });
-    tokio::spawn(health::run(
-        controller.replica.clone(),
-        controller.health.clone(),
-        controller.wake.clone(),
-        token.clone(),
-    ));
-    let mut applied = controller.replica.sm.watch_applied();
-    let mut consecutive_errors = 0u32;
-    loop {
-        let round_started = Instant::now();
-        match controller.round(&token).await {
-            Ok(()) => consecutive_errors = 0,
-            Err(e) => {
-                consecutive_errors += 1;
-                tracing::warn!(error = %e, consecutive_errors, "reconcile round failed");
-            }
-        }
-        // A round that ended, even in an error left to backoff, is progress.
-        progress.progress();
-        let pause = if consecutive_errors > 0 {
-            backoff::error_delay(consecutive_errors)
-        } else {
-            // Coalesce bursts of commits into one round.
-            Duration::from_millis(10).saturating_sub(round_started.elapsed())
-        };
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
-        }
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = controller.wake.notified() => {}
-            _ = applied.changed() => {}
-            _ = tokio::time::sleep(controller.settings.resync) => {}
+impl Services {
+    pub fn new(
+        replica: Arc<Replica>,
+        engines: Engines,
+        settings: SupervisorSettings,
+        observed: Arc<Mutex<Observed>>,
+        health: Arc<Mutex<HealthBook>>,
+    ) -> Services {
+        let autoscaler = super::autoscale::Autoscaler::from_config(&replica.config.autoscale);
+        Services {
+            replica,
+            engines,
+            settings,
+            observed,
+            health,
+            autoscaler,
+            crashes: Mutex::new(HashMap::new()),
+            create_failures: Mutex::new(HashMap::new()),
+            reported_unplaceable: Mutex::new(HashMap::new()),
+            deadlines: Mutex::new(HashMap::new()),
         }
     }
 }
 
-/// Fail point `reconcile-stall`: with `return` (forever) or `return(MS)`
-/// the round hangs like an engine call that never answers — it ignores
-/// cancellation too. Compiles to nothing without the `failpoints` feature.
-async fn stall_failpoint() {
-    match stall_requested() {
-        Some(Some(pause)) => {
-            tracing::warn!(?pause, "fail point reconcile-stall: the round stalls");
-            tokio::time::sleep(pause).await;
-        }
-        Some(None) => {
-            tracing::warn!("fail point reconcile-stall: the round stalls for good");
-            std::future::pending::<()>().await;
-        }
-        None => {}
+#[async_trait::async_trait]
+impl Reconciler for Services {
+    type Key = ServiceKey;
+
+    fn name(&self) -> &'static str {
+        "services"
     }
-}
 
-/// `Some(pause)` (`None`: forever) when the fail point is on.
-fn stall_requested() -> Option<Option<Duration>> {
-    fail::fail_point!("reconcile-stall", |arg: Option<String>| {
-        Some(
-            arg.and_then(|ms| ms.parse().ok())
-                .map(Duration::from_millis),
-        )
-    });
-    None
-}
+    fn limits(&self) -> Limits {
+        Limits {
+            // Room for the engine calls of a plan, a graceful stop included.
+            timeout: self.settings.round_budget + self.settings.stop_grace + Duration::from_secs(2),
+            concurrency: CONCURRENCY,
+            resync: Some(self.settings.resync),
+            on_stop: OnStop::Abort,
+        }
+    }
 
-impl Controller {
-    async fn round(self: &Arc<Self>, token: &CancellationToken) -> Result<(), String> {
-        stall_failpoint().await;
-        // Services busy before the state is read: one that finishes while
-        // this round observes would otherwise be planned again from the
-        // older copy and placed twice.
-        let busy_at_start = self
-            .in_flight
+    /// The services in the state and those whose containers still run.
+    fn keys(&self) -> Vec<ServiceKey> {
+        let mut keys: BTreeSet<ServiceKey> = self
+            .replica
+            .sm
+            .read(|s| s.services.keys().cloned().collect());
+        keys.extend(
+            self.observed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .services(),
+        );
+        keys.into_iter().collect()
+    }
+
+    async fn reconcile(&self, key: &ServiceKey, _: Reason) -> Result<Next, ReconcileError> {
+        let failed = self.reconcile_service(key).await;
+        let deadline = self
+            .deadlines
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let (cluster, services, instances, nodes) = self.replica.sm.read(|s| {
-            (
-                s.cluster_id.clone(),
-                s.services.clone(),
-                s.instances.clone(),
-                s.nodes.clone(),
-            )
-        });
-        let Some(cluster) = cluster else {
-            return Ok(());
-        };
-        // Observe every node that may hold containers we act on.
-        let usable: Vec<&Node> = nodes
-            .values()
-            .filter(|n| matches!(n.state, NodeState::Ready | NodeState::Draining))
-            .collect();
-        // Bounded: an engine slower than the round budget is unreachable
-        // for this round rather than a stall of the whole supervisor.
-        let budget = self.settings.round_budget;
-        let listings = futures::future::join_all(usable.iter().map(|node| {
-            let cluster = cluster.clone();
-            async move {
-                let result = match self.engines.for_node(node) {
-                    Ok(engine) => tokio::time::timeout(
-                        budget,
-                        engine.list(&labels::node_selector(&cluster, &node.name)),
-                    )
-                    .await
-                    .map_err(|_| format!("no container list within {budget:?}"))
-                    .and_then(|r| r.map_err(|e| e.to_string()))
-                    .map(|list| (engine, list)),
-                    Err(e) => Err(e.to_string()),
-                };
-                (node.name.clone(), result)
-            }
-        }))
-        .await;
-        let mut reachable = BTreeSet::new();
-        let mut observed: BTreeMap<ServiceKey, Vec<(String, ContainerInfo)>> = BTreeMap::new();
-        let mut strays: Vec<(String, ContainerInfo)> = Vec::new();
-        for (node, result) in listings {
-            match result {
-                Ok((engine, containers)) => {
-                    self.watch_events(&node, engine, &cluster, token);
-                    reachable.insert(node.clone());
-                    for container in containers {
-                        let ns = container
-                            .labels
-                            .get(labels::NAMESPACE)
-                            .cloned()
-                            .unwrap_or_default();
-                        let svc = container
-                            .labels
-                            .get(labels::SERVICE)
-                            .cloned()
-                            .unwrap_or_default();
-                        let key = (ns, svc);
-                        if services.contains_key(&key) {
-                            observed
-                                .entry(key)
-                                .or_default()
-                                .push((node.clone(), container));
-                        } else {
-                            strays.push((node.clone(), container));
-                        }
-                    }
-                }
-                Err(e) => tracing::debug!(node, error = %e, "cannot list containers"),
-            }
+            .remove(key);
+        match failed {
+            Some(why) => Err(ReconcileError::Failed(why)),
+            None => Ok(deadline.map_or(Next::AwaitChange, Next::at)),
         }
-        // Containers of services that no longer exist.
-        for (node, container) in strays {
-            let this = self.clone();
-            let node = nodes.get(&node).cloned();
-            tokio::spawn(async move {
-                if let Some(node) = node {
-                    this.remove_container(&node, &container.id, "its service was removed")
+    }
+}
+
+/// Whether some slot of `service` has no instance on a ready node.
+fn needs_placement(
+    service: &Service,
+    instances: &[Instance],
+    nodes: &BTreeMap<String, Node>,
+) -> bool {
+    if service.spec.kind == ServiceKind::External {
+        return false;
+    }
+    (0..service.spec.replicas).any(|slot| {
+        instances
+            .iter()
+            .find(|i| i.slot == slot)
+            .and_then(|i| i.node.as_deref())
+            .and_then(|n| nodes.get(n))
+            .is_none_or(|n| n.state != NodeState::Ready)
+    })
+}
+
+/// What every node already carries (instances, CPU, memory).
+fn load_of(state: &State) -> BTreeMap<String, NodeLoad> {
+    let mut load: BTreeMap<String, NodeLoad> = BTreeMap::new();
+    for instance in state.instances.values() {
+        let service = state
+            .services
+            .get(&(instance.namespace.clone(), instance.service.clone()));
+        if let (Some(node), Some(service)) = (&instance.node, service) {
+            let entry = load.entry(node.clone()).or_default();
+            entry.instances += 1;
+            entry.cpu_millis += u64::from(service.spec.resources.cpu_millis);
+            entry.memory_mb += service.spec.resources.memory_mb;
+        }
+    }
+    load
+}
+
+impl Services {
+    /// One reconcile of `key`; why it failed, if a write did not go through.
+    async fn reconcile_service(&self, key: &ServiceKey) -> Option<String> {
+        let (containers, reachable) = {
+            let observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+            (observed.of_service(key), observed.synced_nodes())
+        };
+        // Every node only when a slot needs placing; otherwise just the
+        // nodes this service's instances and containers are on, so a
+        // reconcile costs what the service has, not what the cluster has.
+        let (cluster, service, instances, nodes, load) = self.replica.sm.read(|s| {
+            let service = s.services.get(key).cloned();
+            let instances: Vec<Instance> = s
+                .service_instances(&key.0, &key.1)
+                .into_iter()
+                .cloned()
+                .collect();
+            let placing = service
+                .as_ref()
+                .is_some_and(|service| needs_placement(service, &instances, &s.nodes));
+            let (nodes, load) = if placing {
+                (s.nodes.clone(), load_of(s))
+            } else {
+                let names: BTreeSet<&str> = instances
+                    .iter()
+                    .filter_map(|i| i.node.as_deref())
+                    .chain(containers.iter().map(|(node, _)| node.as_str()))
+                    .collect();
+                let nodes = names
+                    .into_iter()
+                    .filter_map(|name| s.nodes.get_key_value(name))
+                    .map(|(name, node)| (name.clone(), node.clone()))
+                    .collect();
+                (nodes, BTreeMap::new())
+            };
+            (s.cluster_id.clone(), service, instances, nodes, load)
+        });
+        let cluster = cluster?;
+        let Some(service) = service else {
+            // Containers of a service that no longer exists.
+            for (node, container) in containers {
+                if let Some(node) = nodes.get(&node) {
+                    self.remove_container(node, &container.id, "its service was removed")
                         .await;
                 }
-            });
-        }
-        let mut load: BTreeMap<String, NodeLoad> = BTreeMap::new();
-        let mut by_service: BTreeMap<ServiceKey, Vec<&Instance>> = BTreeMap::new();
-        for instance in instances.values() {
-            by_service
-                .entry((instance.namespace.clone(), instance.service.clone()))
-                .or_default()
-                .push(instance);
-            if let (Some(node), Some(service)) = (
-                &instance.node,
-                services.get(&(instance.namespace.clone(), instance.service.clone())),
-            ) {
-                let entry = load.entry(node.clone()).or_default();
-                entry.instances += 1;
-                entry.cpu_millis += u64::from(service.spec.resources.cpu_millis);
-                entry.memory_mb += service.spec.resources.memory_mb;
             }
-        }
+            return None;
+        };
         let (healthy, unhealthy) = {
             let book = self.health.lock().unwrap_or_else(|e| e.into_inner());
             let mut healthy = BTreeSet::new();
             let mut unhealthy = BTreeSet::new();
-            for containers in observed.values() {
-                for (_, c) in containers {
-                    if let Some((id, _)) = labels::owner(&c.labels) {
-                        if book.is_healthy(&id, &c.id) {
-                            healthy.insert(id.clone());
-                        }
-                        if book.is_unhealthy(&id, &c.id) {
-                            unhealthy.insert(id);
-                        }
+            for (_, c) in &containers {
+                if let Some((id, _)) = labels::owner(&c.labels) {
+                    if book.is_healthy(&id, &c.id) {
+                        healthy.insert(id.clone());
+                    }
+                    if book.is_unhealthy(&id, &c.id) {
+                        unhealthy.insert(id);
                     }
                 }
             }
             (healthy, unhealthy)
         };
-        let nodes = Arc::new(nodes);
-        for (key, service) in &services {
-            if busy_at_start.contains(key)
-                || self
-                    .in_flight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains(key)
-            {
-                continue;
-            }
-            let template = labels::template_fingerprint(&service.spec);
-            let containers = observed.get(key).map(Vec::as_slice).unwrap_or(&[]);
-            let actions = plan(&PlanInput {
-                service,
-                template: &template,
-                instances: by_service.get(key).cloned().unwrap_or_default(),
-                nodes: &nodes,
-                observed: containers.iter().map(|(n, c)| (n.as_str(), c)).collect(),
-                reachable: &reachable,
-                load: &load,
-                healthy: &healthy,
-                unhealthy: &unhealthy,
-            });
-            if actions.is_empty() {
-                continue;
-            }
-            self.in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key.clone());
-            let this = self.clone();
-            let service = service.clone();
-            let nodes = nodes.clone();
-            let cluster = cluster.clone();
-            let span = tracing::info_span!("reconcile", service = %format!("{}/{}", key.0, key.1), actions = actions.len());
-            let key = key.clone();
-            tokio::spawn(
-                async move {
-                    for action in actions {
-                        this.execute(&cluster, &service, &nodes, &template, action)
-                            .await;
-                    }
-                    this.in_flight
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&key);
-                    this.wake.notify_one();
-                }
-                .instrument(span),
-            );
-        }
-        Ok(())
-    }
-
-    /// Keeps one engine event subscription per node; events wake the controller.
-    fn watch_events(
-        self: &Arc<Self>,
-        node: &str,
-        engine: Arc<dyn ContainerRuntime>,
-        cluster: &str,
-        token: &CancellationToken,
-    ) {
-        if !self
-            .watched_nodes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(node.to_string())
-        {
-            return;
-        }
-        let this = self.clone();
-        let selector = labels::node_selector(cluster, node);
-        let token = token.clone();
-        let node = node.to_string();
-        tokio::spawn(async move {
-            if let Ok(mut events) = engine.events(&selector).await {
-                loop {
-                    tokio::select! {
-                        _ = token.cancelled() => break,
-                        event = events.next() => match event {
-                            Some(Ok(event)) => {
-                                if matches!(event.action.as_str(), "die" | "start" | "destroy" | "oom" | "stop" | "kill") {
-                                    this.wake.notify_one();
-                                }
-                            }
-                            _ => break,
-                        }
-                    }
-                }
-            }
-            this.watched_nodes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&node);
+        let template = labels::template_fingerprint(&service.spec);
+        let actions = plan(&PlanInput {
+            service: &service,
+            template: &template,
+            instances: instances.iter().collect(),
+            nodes: &nodes,
+            observed: containers.iter().map(|(n, c)| (n.as_str(), c)).collect(),
+            reachable: &reachable,
+            load: &load,
+            healthy: &healthy,
+            unhealthy: &unhealthy,
         });
+        if !actions.is_empty() {
+            tracing::debug!(actions = actions.len(), "executing the plan");
+        }
+        let mut failed = None;
+        for action in actions {
+            if let Err(why) = self
+                .execute(&cluster, &service, &nodes, &template, action)
+                .await
+            {
+                failed.get_or_insert(why);
+            }
+        }
+        failed
     }
 
     /// Records what was observed about `instance` (fenced by its generation).
@@ -400,26 +287,30 @@ impl Controller {
     }
 
     async fn execute(
-        self: &Arc<Self>,
+        &self,
         cluster: &str,
         service: &Service,
         nodes: &BTreeMap<String, Node>,
         template: &str,
         action: Action,
-    ) {
+    ) -> Result<(), String> {
         match action {
             Action::Place { slot, node } => {
                 self.reported_unplaceable
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(&((service.namespace.clone(), service.name.clone()), slot));
-                self.write(Command::PlaceSlot {
-                    namespace: service.namespace.clone(),
-                    service: service.name.clone(),
-                    slot,
-                    node,
-                })
-                .await;
+                let placed = self
+                    .write(Command::PlaceSlot {
+                        namespace: service.namespace.clone(),
+                        service: service.name.clone(),
+                        slot,
+                        node,
+                    })
+                    .await;
+                if !placed {
+                    return Err(format!("the placement of slot {slot} was not written"));
+                }
             }
             Action::Unplaceable {
                 slot,
@@ -493,9 +384,18 @@ impl Controller {
                 }
             }
             Action::Forget { id, generation } => {
-                self.write(Command::RemoveInstance { id, generation }).await;
+                if !self
+                    .write(Command::RemoveInstance {
+                        id: id.clone(),
+                        generation,
+                    })
+                    .await
+                {
+                    return Err(format!("the removal of instance {id} was not written"));
+                }
             }
         }
+        Ok(())
     }
 
     async fn remove_container(&self, node: &Node, container_id: &str, why: &str) {
@@ -510,7 +410,7 @@ impl Controller {
     }
 
     async fn create(
-        self: &Arc<Self>,
+        &self,
         cluster: &str,
         service: &Service,
         nodes: &BTreeMap<String, Node>,
@@ -525,7 +425,7 @@ impl Controller {
             .get(&failure_key)
         {
             if Instant::now() < failure.retry_at {
-                self.wake_at(failure.retry_at);
+                self.requeue_at(&service_key(service), failure.retry_at);
                 return;
             }
         }
@@ -553,13 +453,18 @@ impl Controller {
         };
         let result = match engine.create(&spec).await {
             Ok(id) => engine.start(&id).await.map(|_| id),
-            // The name is taken: adopted (by the next round's listing) only
-            // if it is this very generation's container, left by an
+            // The name is taken: adopted (recorded as observed, and the
+            // service reconciled again) only if it is this very generation's container, left by an
             // interrupted create; never another cluster's, service's or
             // instance's container that happens to have the name.
             Err(RuntimeError::Conflict(name)) => match engine.inspect(&name).await {
                 Ok(Some(found)) if labels::adoptable(&spec.labels, &found.labels) => {
-                    self.wake.notify_one();
+                    let key = service_key(service);
+                    self.observed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .updated(&node.name, found);
+                    self.requeue_at(&key, Instant::now());
                     return;
                 }
                 Ok(Some(found)) => Err(RuntimeError::Invalid(format!(
@@ -593,7 +498,7 @@ impl Controller {
     /// Records a failed create: retried with growing delays, and shown as
     /// the instance's last exit (crash loop) once per distinct reason.
     async fn create_failed(
-        self: &Arc<Self>,
+        &self,
         service: &Service,
         instance: &Instance,
         node: &Node,
@@ -614,7 +519,7 @@ impl Controller {
             entry.errors += 1;
             entry.retry_at =
                 Instant::now() + backoff::error_delay(entry.errors).max(Duration::from_secs(1));
-            self.wake_at(entry.retry_at);
+            self.requeue_at(&service_key(service), entry.retry_at);
             entry.errors
         };
         tracing::warn!(error = %reason, errors, "cannot create container");
@@ -639,7 +544,7 @@ impl Controller {
     }
 
     async fn restart(
-        self: &Arc<Self>,
+        &self,
         service: &Service,
         nodes: &BTreeMap<String, Node>,
         instance: Instance,
@@ -661,7 +566,7 @@ impl Controller {
             .get(&key)
             .map(|f| f.retry_at);
         if let Some(retry_at) = refused_until.filter(|at| Instant::now() < *at) {
-            self.wake_at(retry_at);
+            self.requeue_at(&service_key(service), retry_at);
             return;
         }
         self.health
@@ -726,7 +631,7 @@ impl Controller {
                     };
                     self.write_status(&instance, status).await;
                 }
-                self.wake_at(delay_until);
+                self.requeue_at(&service_key(service), delay_until);
                 return;
             }
             if newly_counted {
@@ -747,7 +652,7 @@ impl Controller {
             }
             tracing::info!(instance = %instance.id, restarts, "restarting crashed container");
             let result = engine.start(&container.id).await;
-            self.note_start(&key, result);
+            self.note_start(service, &key, result);
             return;
         }
         // Failing health: recorded as unhealthy and counted as a restart.
@@ -760,7 +665,7 @@ impl Controller {
                 let track = crashes.entry(key.clone()).or_default();
                 if let Some(not_before) = track.not_before.filter(|t| *t > now) {
                     drop(crashes);
-                    self.wake_at(not_before);
+                    self.requeue_at(&service_key(service), not_before);
                     return;
                 }
                 track.consecutive += 1;
@@ -806,12 +711,12 @@ impl Controller {
         };
         if self.write_status(&instance, status).await {
             let result = engine.start(&container.id).await;
-            self.note_start(&key, result);
+            self.note_start(service, &key, result);
         }
     }
 
     /// Remembers a refused start so the next attempt waits (growing delays).
-    fn note_start(self: &Arc<Self>, key: &(String, u64), result: Result<(), RuntimeError>) {
+    fn note_start(&self, service: &Service, key: &(String, u64), result: Result<(), RuntimeError>) {
         let retry_at = {
             let mut failures = self
                 .create_failures
@@ -835,16 +740,22 @@ impl Controller {
                 }
             }
         };
-        self.wake_at(retry_at);
+        self.requeue_at(&service_key(service), retry_at);
     }
 
-    fn wake_at(self: &Arc<Self>, at: Instant) {
-        let wake = self.wake.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep_until(at.into()).await;
-            wake.notify_one();
-        });
+    /// Asks for the reconcile of `key` to run again by `at` (the earliest
+    /// such deadline of a reconcile wins).
+    fn requeue_at(&self, key: &ServiceKey, at: Instant) {
+        let mut deadlines = self.deadlines.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = deadlines.entry(key.clone()).or_insert(at);
+        if at < *deadline {
+            *deadline = at;
+        }
     }
+}
+
+fn service_key(service: &Service) -> ServiceKey {
+    (service.namespace.clone(), service.name.clone())
 }
 
 /// The engine-side description of an instance's container, with the

@@ -3,17 +3,18 @@
 //! engine call, a deadlock) and is therefore as dead to users as a crashed
 //! leader, yet never loses its leadership by itself.
 //!
-//! **Progress.** Each reconcile loop ([`Loop`]) reports
-//! [`ProgressReporter::progress`] at the end of every completed round; a
-//! round that ended in an error handled by backoff counts, a round blocked
-//! on a hung call does not. The leader's *last progress* is the oldest of
-//! its loops' latest rounds: supervision is only as fresh as its stalest
-//! loop. A loop that has not finished a round since this replica became
-//! leader counts from the moment of election, so a new leader gets one
-//! full `stall_after` of grace before it is judged. Every engine call a
-//! round waits for is bounded by the round budget (half of `stall_after`,
-//! see [`super::round_budget`]), so one slow engine makes its node
-//! unreachable for a round, not the leader stalled — otherwise every new
+//! **Progress.** The controller runtime ([`super::controller`]) of each
+//! loop ([`Loop`]) reports [`ProgressReporter::progress`] whenever its
+//! queue turns while none of its reconciles has overrun its bound; a
+//! reconcile that failed and waits for its backoff counts, a runtime that
+//! stopped turning or a reconcile stuck past its bound does not. The
+//! leader's *last progress* is the oldest of its loops' latest reports:
+//! supervision is only as fresh as its stalest loop. A loop that has not
+//! reported since this replica became leader counts from the moment of
+//! election, so a new leader gets one full `stall_after` of grace before it
+//! is judged. Every engine call a reconcile waits for is bounded (the round
+//! budget, half of `stall_after`, see [`super::round_budget`]), so one slow
+//! engine fails the keys that need it, not the leader — otherwise every new
 //! leader would meet the same engine and give up in turn.
 //!
 //! **Giving up leadership.** A checker on its own OS thread (so a wedged
@@ -60,10 +61,12 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 pub enum Loop {
     Services,
     Nodes,
+    Managers,
+    Health,
 }
 
 impl Loop {
-    const ALL: [Loop; 2] = [Loop::Services, Loop::Nodes];
+    pub const ALL: [Loop; 4] = [Loop::Services, Loop::Nodes, Loop::Managers, Loop::Health];
 
     fn index(self) -> usize {
         self as usize
@@ -73,6 +76,8 @@ impl Loop {
         match self {
             Loop::Services => "services",
             Loop::Nodes => "nodes",
+            Loop::Managers => "managers",
+            Loop::Health => "health",
         }
     }
 }
@@ -82,7 +87,7 @@ impl Loop {
 struct Leading {
     term: u64,
     since: Instant,
-    last: [Option<Instant>; 2],
+    last: [Option<Instant>; Loop::ALL.len()],
 }
 
 impl Leading {
@@ -193,7 +198,7 @@ impl Watchdog {
             state.leading = Some(Leading {
                 term,
                 since: now,
-                last: [None; 2],
+                last: [None; Loop::ALL.len()],
             });
         }
     }
@@ -401,10 +406,12 @@ mod tests {
         let w = Watchdog::new(1, Some(STALL));
         let t0 = Instant::now();
         w.leading(2, t0);
-        // The node loop keeps going; the service loop hangs after one round.
+        // The other loops keep going; the service loop hangs after one round.
         w.progress(Loop::Services, 2, t0 + ms(500));
         for i in 1..=30 {
-            w.progress(Loop::Nodes, 2, t0 + ms(i * 500));
+            for l in [Loop::Nodes, Loop::Managers, Loop::Health] {
+                w.progress(l, 2, t0 + ms(i * 500));
+            }
         }
         assert_eq!(w.check(t0 + ms(10_499)), None);
         let stall = w.check(t0 + ms(10_500)).expect("the service loop hangs");
@@ -425,8 +432,9 @@ mod tests {
         w.leading(2, t0);
         w.following();
         w.leading(4, t0 + ms(1_000));
-        w.progress(Loop::Services, 2, t0 + ms(9_000));
-        w.progress(Loop::Nodes, 2, t0 + ms(9_000));
+        for l in Loop::ALL {
+            w.progress(l, 2, t0 + ms(9_000));
+        }
         assert!(w.check(t0 + ms(11_000)).is_some());
         // Seeing the same term again does not restart the grace.
         w.leading(4, t0 + ms(11_000));
@@ -456,7 +464,9 @@ mod tests {
         let follower = Watchdog::new(2, Some(STALL));
         leader.leading(5, t0);
         leader.progress(Loop::Services, 5, t0 + ms(100));
-        leader.progress(Loop::Nodes, 5, t0 + ms(200));
+        for l in [Loop::Nodes, Loop::Managers, Loop::Health] {
+            leader.progress(l, 5, t0 + ms(200));
+        }
         assert_eq!(leader.header_for(4, t0 + ms(300)), None);
         let header = leader.header_for(5, t0 + ms(300)).unwrap();
         assert_eq!(header, "1 5 200");

@@ -162,15 +162,7 @@ fn at_most(
 
 impl Limits {
     /// Checks that every size limit is positive and under its ceiling.
-    ///
-    /// Generic over the error so the agent config, whose error carries the
-    /// message as text (`ConfigError::Invalid(String)`), takes it as is;
-    /// other callers ask for [`Invalid`].
-    pub fn validate<E: From<Invalid>>(&self) -> Result<(), E> {
-        self.check().map_err(E::from)
-    }
-
-    fn check(&self) -> Result<(), Invalid> {
+    pub fn validate(&self) -> Result<(), Invalid> {
         let sizes = [
             ("max_image_bytes", self.max_image_bytes),
             ("max_command_args", self.max_command_args),
@@ -507,23 +499,20 @@ mod tests {
 
     #[test]
     fn limits_must_be_positive_and_under_their_ceilings() {
-        assert!(Limits::default().validate::<Invalid>().is_ok());
+        assert!(Limits::default().validate().is_ok());
         let zero = Limits {
             max_services: 0,
             ..Limits::default()
         };
         assert_eq!(
-            zero.validate::<Invalid>().unwrap_err().to_string(),
+            zero.validate().unwrap_err().to_string(),
             "limits.max_services must be positive"
         );
         let big = Limits {
             max_kv_value_bytes: KV_VALUE_CEILING + 1,
             ..Limits::default()
         };
-        assert!(big
-            .validate::<Invalid>()
-            .unwrap_err()
-            .contains("max_kv_value_bytes"));
+        assert!(big.validate().unwrap_err().contains("max_kv_value_bytes"));
     }
 
     #[test]

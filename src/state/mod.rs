@@ -17,6 +17,7 @@ pub mod migrate;
 mod quotas;
 pub mod supervision;
 pub mod tokens;
+pub mod touched;
 pub mod types;
 pub mod validate;
 
@@ -495,8 +496,14 @@ impl State {
             }
         }
         self.services.remove(&key);
-        self.instances
-            .retain(|_, i| !(i.namespace == namespace && i.service == name));
+        let gone: Vec<String> = self
+            .service_instances(namespace, name)
+            .into_iter()
+            .map(|i| i.id.clone())
+            .collect();
+        for id in gone {
+            self.instances.remove(&id);
+        }
         self.event(
             index,
             time_ms,

@@ -344,6 +344,23 @@ pub struct NodeSpec {
     pub docker_tls: Option<DockerTls>,
 }
 
+impl NodeSpec {
+    /// A node of the `static` provider (a given Docker host) reached at
+    /// `docker_endpoint`, everything else unset.
+    pub fn static_engine(docker_endpoint: impl Into<String>) -> NodeSpec {
+        NodeSpec {
+            provider: default_provider(),
+            docker_endpoint: docker_endpoint.into(),
+            address: None,
+            region: None,
+            zone: None,
+            labels: BTreeMap::new(),
+            capacity: Capacity::default(),
+            docker_tls: None,
+        }
+    }
+}
+
 /// How the managers reach a Docker engine over TLS: PEM files present at
 /// these paths on every manager. The engine's certificate must be signed by
 /// `ca_cert` and name the endpoint's host.

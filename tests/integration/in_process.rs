@@ -8,25 +8,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raftvisor::agent::{Running, Stopped};
-use raftvisor::config::AgentConfig;
+use raftvisor::config::{AgentConfig, LoopbackPorts};
 use tokio_util::sync::CancellationToken;
 
 use crate::harness::{eventually, free_port};
 
 fn config(dir: &std::path::Path, api: u16, peer: u16, dns: u16) -> AgentConfig {
-    let text = format!(
-        "id = 1\n\
-         data_dir = {data:?}\n\
-         api_addr = \"127.0.0.1:{api}\"\n\
-         peer_addr = \"127.0.0.1:{peer}\"\n\
-         dns_addr = \"127.0.0.1:{dns}\"\n\
-         [[members]]\nid = 1\napi_addr = \"127.0.0.1:{api}\"\npeer_addr = \"127.0.0.1:{peer}\"\n\
-         [tls]\ninsecure = true\n\
-         [auth]\nbootstrap_token_file = {token:?}\n",
-        data = dir.join("replica-1").display().to_string(),
-        token = dir.join("token").display().to_string(),
-    );
-    AgentConfig::parse(&text).expect("the test config parses")
+    let ports = LoopbackPorts { api, peer, dns };
+    let mut config = AgentConfig::loopback(1, dir.join("replica-1"), ports, &[(1, ports)]);
+    config.auth.bootstrap_token_file = Some(dir.join("token"));
+    config
 }
 
 /// Stops `running` and checks the drain: in time, nothing abandoned,

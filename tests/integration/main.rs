@@ -10,6 +10,7 @@ mod auth;
 mod azure_provider;
 mod bootstrap;
 mod consul_client;
+mod controllers;
 mod corruption;
 mod dns;
 mod docker_env;

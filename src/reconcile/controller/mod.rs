@@ -1,0 +1,639 @@
+//! The controller runtime every leader-only loop runs on (services, nodes,
+//! managers, health probes): the reconcile contract of kube-runtime on a
+//! keyed delay queue. A controller ([`Reconciler`]) says which keys exist,
+//! reconciles one key (`reconcile(key, reason) -> Result<Action, _>`, the
+//! reconciler itself being the shared context) and decides what a failure
+//! means (`error_policy`, by default a backoff growing with the key's
+//! consecutive failures). The runtime owns everything around that:
+//!
+//! - one [`queue::WorkQueue`] per controller: a key is never reconciled
+//!   twice at once, triggers of a pending key collapse into one run, and
+//!   the requeue a reconcile asks for replaces what was pending before it
+//!   ran — no task per deadline, one timer for the whole queue;
+//! - triggers by object ([`Trigger`]): whoever learns that an object
+//!   changed (a commit, an engine event, a probe verdict) names its key,
+//!   and only that key runs; a slow resync over every key is the safety net;
+//! - a bound on every reconcile (a hung engine call becomes a failure of
+//!   that key, retried with backoff, not a stall of the controller), a
+//!   tracing span per reconcile with the controller, key and reason, and
+//!   counts per key ([`Counts`]) and per reason (`/metrics`);
+//! - progress for the [`super::watchdog`]: reported by the runtime while
+//!   its queue turns and no reconcile has overrun its bound, never by the
+//!   controllers themselves.
+//!
+//! It never decides anything about services, nodes or engines. Stopping it
+//! (its cancellation token) aborts the reconciles in flight, or — for a
+//! controller whose limits say [`OnStop::Finish`] — waits for them to end
+//! within their timeout; it starts none after the token is cancelled.
+
+pub mod queue;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use queue::Reason;
+use queue::{Failures, WorkQueue};
+
+use super::backoff;
+use super::watchdog::ProgressReporter;
+
+/// What a reconcile asks for next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Run again after this long, even if nothing changes.
+    RequeueAfter(Duration),
+    /// Run again only when a trigger names the key (or at the resync).
+    AwaitChange,
+}
+
+impl Action {
+    /// Requeue at `at` (now if it has passed).
+    pub fn at(at: Instant) -> Action {
+        Action::RequeueAfter(at.saturating_duration_since(now()))
+    }
+}
+
+/// The runtime's clock: tokio's, so tests with a paused clock control it.
+pub fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Why a reconcile failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("{0}")]
+    Failed(String),
+    #[error("the reconcile did not finish within {0:?}")]
+    TimedOut(Duration),
+    #[error("the reconcile panicked")]
+    Panicked,
+}
+
+/// How the runtime drives one controller.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest one reconcile may run before it is cancelled as failed.
+    pub timeout: Duration,
+    /// Reconciles of different keys running at once.
+    pub concurrency: usize,
+    /// Every key is reconciled at least this often (`None`: only on
+    /// triggers and requeues).
+    pub resync: Option<Duration>,
+    /// What stopping the controller does to the reconciles in flight.
+    pub on_stop: OnStop,
+}
+
+/// What stopping a controller (a lost lease, a lost leadership, shutdown)
+/// does to its reconciles in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStop {
+    /// Cancel them where they wait: right for reconciles whose every step
+    /// is repeated from the state by the next run (and engine calls are
+    /// gated on the lease anyway).
+    Abort,
+    /// Let them run to their end (still bounded by the timeout): for
+    /// multi-step operations that a cancellation between two steps would
+    /// leave half done, such as a membership change waiting for a learner.
+    Finish,
+}
+
+/// The name of a key in spans, logs and [`Counts`].
+pub trait KeyName {
+    fn key_name(&self) -> String;
+}
+
+impl KeyName for String {
+    fn key_name(&self) -> String {
+        self.clone()
+    }
+}
+
+impl KeyName for (String, String) {
+    fn key_name(&self) -> String {
+        format!("{}/{}", self.0, self.1)
+    }
+}
+
+impl KeyName for () {
+    fn key_name(&self) -> String {
+        "cluster".into()
+    }
+}
+
+/// One controller: its keys, its reconcile and its error policy.
+#[async_trait::async_trait]
+pub trait Reconciler: Send + Sync + 'static {
+    type Key: Clone + Eq + Hash + Ord + Debug + KeyName + Send + Sync + 'static;
+
+    /// The controller's name (spans, metrics and the watchdog's loop).
+    fn name(&self) -> &'static str;
+
+    fn limits(&self) -> Limits;
+
+    /// Every key that exists now: reconciled when the controller starts
+    /// and at each resync.
+    fn keys(&self) -> Vec<Self::Key>;
+
+    /// Brings `key`'s object one step closer to what it should be.
+    async fn reconcile(&self, key: &Self::Key, reason: Reason) -> Result<Action, ReconcileError>;
+
+    /// What to do after a failed reconcile; `failures` counts the key's
+    /// consecutive failures, this one included.
+    fn error_policy(&self, _key: &Self::Key, _error: &ReconcileError, failures: u32) -> Action {
+        Action::RequeueAfter(backoff::error_delay(failures))
+    }
+}
+
+enum Message<K> {
+    Key(K, Instant, Reason),
+    All(Reason),
+}
+
+/// Wakes keys of one controller; cheap to clone. Triggers sent before the
+/// controller runs (or after it stopped) are dropped.
+pub struct Trigger<K> {
+    tx: mpsc::UnboundedSender<Message<K>>,
+}
+
+impl<K> Clone for Trigger<K> {
+    fn clone(&self) -> Self {
+        Trigger {
+            tx: self.tx.clone(),
+        }
+    }
+}
+
+impl<K> Trigger<K> {
+    /// Reconcile `key` as soon as it is not running.
+    pub fn wake(&self, key: K, reason: Reason) {
+        let _ = self.tx.send(Message::Key(key, now(), reason));
+    }
+
+    /// Reconcile `key` not later than `at`.
+    pub fn wake_at(&self, key: K, at: Instant, reason: Reason) {
+        let _ = self.tx.send(Message::Key(key, at, reason));
+    }
+
+    /// Reconcile every key the controller has now.
+    pub fn wake_all(&self, reason: Reason) {
+        let _ = self.tx.send(Message::All(reason));
+    }
+}
+
+/// The receiving side of a [`Trigger`], handed to [`run`].
+pub struct Triggers<K> {
+    rx: mpsc::UnboundedReceiver<Message<K>>,
+}
+
+/// A trigger and what it feeds.
+pub fn channel<K>() -> (Trigger<K>, Triggers<K>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (Trigger { tx }, Triggers { rx })
+}
+
+/// Reconciles counted per controller and key, for tests and debugging.
+/// Cheap to clone; every clone counts into the same table.
+#[derive(Clone, Default)]
+pub struct Counts {
+    table: Arc<Mutex<BTreeMap<(&'static str, String), u64>>>,
+}
+
+impl std::fmt::Debug for Counts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counts").finish_non_exhaustive()
+    }
+}
+
+impl Counts {
+    fn record(&self, controller: &'static str, key: String) {
+        *self
+            .table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((controller, key))
+            .or_default() += 1;
+    }
+
+    /// Reconciles of `key` by `controller` so far.
+    pub fn of(&self, controller: &str, key: &str) -> u64 {
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|((c, k), _)| *c == controller && k == key)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// Reconciles by `controller` so far, of any key.
+    pub fn total(&self, controller: &str) -> u64 {
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|((c, _), _)| *c == controller)
+            .map(|(_, n)| *n)
+            .sum()
+    }
+}
+
+/// How often an idle runtime still turns (and reports progress).
+const IDLE_TURN: Duration = Duration::from_millis(250);
+
+/// A reconcile still running this long past its bound is stuck in a way
+/// cancellation cannot reach (a blocked thread): no progress is reported.
+const OVERRUN_SLACK: Duration = Duration::from_secs(1);
+
+/// Fail point `reconcile-stall`: with `return` (forever) or `return(MS)`
+/// the runtime's queue stops turning — ignoring cancellation too — as a
+/// wedged supervisor would. Compiles to nothing without the `failpoints`
+/// feature.
+async fn stall_failpoint() {
+    match stall_requested() {
+        Some(Some(pause)) => {
+            tracing::warn!(?pause, "fail point reconcile-stall: the runtime stalls");
+            tokio::time::sleep(pause).await;
+        }
+        Some(None) => {
+            tracing::warn!("fail point reconcile-stall: the runtime stalls for good");
+            std::future::pending::<()>().await;
+        }
+        None => {}
+    }
+}
+
+/// `Some(pause)` (`None`: forever) when the fail point is on.
+fn stall_requested() -> Option<Option<Duration>> {
+    fail::fail_point!("reconcile-stall", |arg: Option<String>| {
+        Some(
+            arg.and_then(|ms| ms.parse().ok())
+                .map(Duration::from_millis),
+        )
+    });
+    None
+}
+
+/// Runs `reconciler` until `token` is cancelled: every key at once, then
+/// whatever `triggers`, requeues, backoffs and the resync ask for.
+pub async fn run<R: Reconciler>(
+    reconciler: Arc<R>,
+    mut triggers: Triggers<R::Key>,
+    progress: ProgressReporter,
+    counts: Counts,
+    token: CancellationToken,
+) {
+    let name = reconciler.name();
+    let limits = reconciler.limits();
+    let concurrency = limits.concurrency.max(1);
+    let mut queue: WorkQueue<R::Key> = WorkQueue::default();
+    let mut failures: Failures<R::Key> = Failures::default();
+    let mut started: HashMap<R::Key, Instant> = HashMap::new();
+    let mut tasks: JoinSet<(R::Key, Result<Action, ReconcileError>)> = JoinSet::new();
+    let start = now();
+    for key in reconciler.keys() {
+        queue.schedule(key, start, Reason::Start);
+    }
+    let mut next_resync = limits.resync.map(|every| start + every);
+    let mut triggers_open = true;
+    loop {
+        stall_failpoint().await;
+        // A stopped controller starts nothing, whatever else was ready.
+        if token.is_cancelled() {
+            break;
+        }
+        let now = now();
+        if next_resync.is_some_and(|at| at <= now) {
+            for key in reconciler.keys() {
+                queue.schedule(key, now, Reason::Resync);
+            }
+            next_resync = limits.resync.map(|every| now + every);
+        }
+        while tasks.len() < concurrency {
+            let Some((key, reason)) = queue.pop_due(now) else {
+                break;
+            };
+            started.insert(key.clone(), now);
+            let key_name = key.key_name();
+            counts.record(name, key_name.clone());
+            metrics::counter!("raftvisor_reconciles_total", "controller" => name, "reason" => reason.as_str())
+                .increment(1);
+            let span = tracing::info_span!(
+                "reconcile",
+                controller = name,
+                key = %key_name,
+                reason = reason.as_str()
+            );
+            let this = reconciler.clone();
+            let timeout = limits.timeout;
+            tasks.spawn(
+                async move {
+                    let attempt = std::panic::AssertUnwindSafe(tokio::time::timeout(
+                        timeout,
+                        this.reconcile(&key, reason),
+                    ))
+                    .catch_unwind();
+                    let result = match attempt.await {
+                        Ok(Ok(result)) => result,
+                        Ok(Err(_)) => Err(ReconcileError::TimedOut(timeout)),
+                        Err(_) => Err(ReconcileError::Panicked),
+                    };
+                    (key, result)
+                }
+                .instrument(span),
+            );
+        }
+        let overrun = started
+            .values()
+            .any(|at| now.saturating_duration_since(*at) > limits.timeout + OVERRUN_SLACK);
+        if !overrun {
+            progress.progress();
+        }
+        let mut wake = now + IDLE_TURN;
+        if tasks.len() < concurrency {
+            if let Some(due) = queue.next_due() {
+                wake = wake.min(due);
+            }
+        }
+        if let Some(at) = next_resync {
+            wake = wake.min(at);
+        }
+        tokio::select! {
+            _ = token.cancelled() => break,
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                let Ok((key, result)) = joined else { continue };
+                started.remove(&key);
+                let requeue = match result {
+                    Ok(action) => {
+                        failures.succeeded(&key);
+                        action_at(action, Reason::Requeue)
+                    }
+                    Err(error) => {
+                        let count = failures.failed(&key);
+                        metrics::counter!("raftvisor_reconcile_errors_total", "controller" => name)
+                            .increment(1);
+                        tracing::warn!(controller = name, key = %key.key_name(), %error, failures = count, "reconcile failed");
+                        action_at(reconciler.error_policy(&key, &error, count), Reason::Backoff)
+                    }
+                };
+                queue.finish(&key, requeue);
+            }
+            message = triggers.rx.recv(), if triggers_open => {
+                match message {
+                    Some(message) => {
+                        apply(&mut queue, &*reconciler, message);
+                        while let Ok(message) = triggers.rx.try_recv() {
+                            apply(&mut queue, &*reconciler, message);
+                        }
+                    }
+                    None => triggers_open = false,
+                }
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+        }
+    }
+    match limits.on_stop {
+        OnStop::Abort => tasks.shutdown().await,
+        OnStop::Finish => while tasks.join_next().await.is_some() {},
+    }
+}
+
+fn action_at(action: Action, reason: Reason) -> Option<(Instant, Reason)> {
+    match action {
+        Action::RequeueAfter(after) => Some((now() + after, reason)),
+        Action::AwaitChange => None,
+    }
+}
+
+fn apply<R: Reconciler>(queue: &mut WorkQueue<R::Key>, reconciler: &R, message: Message<R::Key>) {
+    match message {
+        Message::Key(key, at, reason) => queue.schedule(key, at, reason),
+        Message::All(reason) => {
+            let at = now();
+            for key in reconciler.keys() {
+                queue.schedule(key, at, reason);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::watchdog::{Loop, Watchdog};
+    use tokio::sync::Semaphore;
+
+    /// Counts reconciles and overlapping runs per key; key "slow" waits
+    /// for a permit of `gate`, key "bad" always fails.
+    struct Probe {
+        runs: Mutex<BTreeMap<String, Vec<Instant>>>,
+        running: Mutex<BTreeMap<String, u32>>,
+        overlapped: Mutex<u32>,
+        gate: Semaphore,
+        on_stop: OnStop,
+    }
+
+    impl Probe {
+        fn new() -> Arc<Probe> {
+            Probe::stopping(OnStop::Abort)
+        }
+
+        fn stopping(on_stop: OnStop) -> Arc<Probe> {
+            Arc::new(Probe {
+                runs: Mutex::new(BTreeMap::new()),
+                running: Mutex::new(BTreeMap::new()),
+                overlapped: Mutex::new(0),
+                gate: Semaphore::new(0),
+                on_stop,
+            })
+        }
+
+        fn runs(&self, key: &str) -> Vec<Instant> {
+            self.runs
+                .lock()
+                .unwrap()
+                .get(key)
+                .cloned()
+                .unwrap_or_default()
+        }
+
+        fn running(&self, key: &str) -> u32 {
+            self.running.lock().unwrap().get(key).copied().unwrap_or(0)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Reconciler for Probe {
+        type Key = String;
+        fn name(&self) -> &'static str {
+            "probe"
+        }
+        fn limits(&self) -> Limits {
+            Limits {
+                timeout: Duration::from_secs(30),
+                concurrency: 8,
+                resync: None,
+                on_stop: self.on_stop,
+            }
+        }
+        fn keys(&self) -> Vec<String> {
+            Vec::new()
+        }
+        async fn reconcile(&self, key: &String, _: Reason) -> Result<Action, ReconcileError> {
+            {
+                let mut running = self.running.lock().unwrap();
+                let now = running.entry(key.clone()).or_default();
+                *now += 1;
+                if *now > 1 {
+                    *self.overlapped.lock().unwrap() += 1;
+                }
+            }
+            self.runs
+                .lock()
+                .unwrap()
+                .entry(key.clone())
+                .or_default()
+                .push(Instant::now());
+            if key == "slow" {
+                self.gate.acquire().await.unwrap().forget();
+            }
+            *self.running.lock().unwrap().get_mut(key).unwrap() -= 1;
+            if key == "bad" {
+                return Err(ReconcileError::Failed("always".into()));
+            }
+            Ok(Action::AwaitChange)
+        }
+    }
+
+    fn start(probe: &Arc<Probe>, counts: Counts) -> (Trigger<String>, CancellationToken) {
+        let (trigger, token, _) = spawn(probe, counts);
+        (trigger, token)
+    }
+
+    fn spawn(
+        probe: &Arc<Probe>,
+        counts: Counts,
+    ) -> (
+        Trigger<String>,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let (trigger, triggers) = channel();
+        let token = CancellationToken::new();
+        let watchdog = Watchdog::new(1, None);
+        let handle = tokio::spawn(run(
+            probe.clone(),
+            triggers,
+            watchdog.reporter(Loop::Services, 1),
+            counts,
+            token.clone(),
+        ));
+        (trigger, token, handle)
+    }
+
+    /// Stops a controller while key "slow" is in flight; answers whether
+    /// that reconcile ran to its end.
+    async fn stopped_mid_reconcile(on_stop: OnStop) -> bool {
+        let probe = Probe::stopping(on_stop);
+        let (trigger, token, handle) = spawn(&probe, Counts::default());
+        trigger.wake("slow".to_string(), Reason::Commit);
+        until("slow runs", || probe.running("slow") == 1).await;
+        token.cancel();
+        // Whatever the policy, no new reconcile starts after the stop.
+        trigger.wake("fast".to_string(), Reason::Commit);
+        let release = {
+            let probe = probe.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                probe.gate.add_permits(1);
+            }
+        };
+        let (joined, ()) = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(10), handle),
+            release
+        );
+        joined.expect("the controller stops").unwrap();
+        assert!(
+            probe.runs("fast").is_empty(),
+            "nothing starts after the stop"
+        );
+        probe.running("slow") == 0
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stopping_aborts_or_finishes_the_reconciles_in_flight_as_the_limits_say() {
+        assert!(
+            !stopped_mid_reconcile(OnStop::Abort).await,
+            "an aborting controller cancels the reconcile where it waits"
+        );
+        assert!(
+            stopped_mid_reconcile(OnStop::Finish).await,
+            "a finishing controller lets the reconcile end"
+        );
+    }
+
+    /// Waits (at most 10 s) until `done` holds.
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "{what}: not within 10 s");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_key_is_never_reconciled_twice_at_once_and_bursts_collapse() {
+        let probe = Probe::new();
+        let counts = Counts::default();
+        let (trigger, token) = start(&probe, counts.clone());
+        trigger.wake("slow".to_string(), Reason::Commit);
+        until("slow runs", || probe.running("slow") == 1).await;
+        // While it runs, a burst of triggers: one more run, after it.
+        for _ in 0..50 {
+            trigger.wake("slow".to_string(), Reason::Engine);
+        }
+        // Another key runs meanwhile: a slow key holds up no other.
+        trigger.wake("fast".to_string(), Reason::Commit);
+        until("fast runs while slow waits", || {
+            probe.runs("fast").len() == 1
+        })
+        .await;
+        assert_eq!(probe.running("slow"), 1);
+        probe.gate.add_permits(1);
+        until("slow runs again", || probe.runs("slow").len() == 2).await;
+        probe.gate.add_permits(1);
+        until("slow is done", || probe.running("slow") == 0).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(probe.runs("slow").len(), 2, "the burst was one more run");
+        assert_eq!(*probe.overlapped.lock().unwrap(), 0);
+        assert_eq!(counts.of("probe", "slow"), 2);
+        assert_eq!(counts.of("probe", "fast"), 1);
+        assert_eq!(counts.total("probe"), 3);
+        token.cancel();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn consecutive_failures_back_off() {
+        let probe = Probe::new();
+        let (trigger, token) = start(&probe, Counts::default());
+        trigger.wake("bad".to_string(), Reason::Commit);
+        until("four attempts", || probe.runs("bad").len() >= 4).await;
+        let runs = probe.runs("bad");
+        // Retries wait 100, 200, 400 ms: never sooner.
+        for (i, pause) in [100, 200, 400].into_iter().enumerate() {
+            let gap = runs[i + 1] - runs[i];
+            assert!(
+                gap >= Duration::from_millis(pause),
+                "retry {i} after {gap:?}"
+            );
+        }
+        token.cancel();
+    }
+}

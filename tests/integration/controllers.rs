@@ -1,0 +1,249 @@
+//! The supervisor's triggers, in process and without Docker: one replica
+//! (a single-member cluster that elects itself) supervising in-memory
+//! engines, its reconciles counted per key. A KV write reconciles no
+//! service; a change to one service reconciles that service and no other;
+//! a container that dies is restarted from its engine's event alone.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use raftvisor::config::{AgentConfig, LoopbackPorts};
+use raftvisor::reconcile::controller::Counts;
+use raftvisor::reconcile::engines::Engines;
+use raftvisor::reconcile::{supervise, SupervisorSettings};
+use raftvisor::replica::Replica;
+use raftvisor::runtime::memory::MemoryRuntime;
+use raftvisor::runtime::ContainerRuntime;
+use raftvisor::state::{Command, InstanceState, NodeSpec};
+use tokio_util::sync::CancellationToken;
+
+use crate::harness::eventually;
+
+const ENDPOINT: &str = "tcp://127.0.0.1:1";
+
+struct InProcess {
+    _dir: tempfile::TempDir,
+    replica: Arc<Replica>,
+    engine: Arc<MemoryRuntime>,
+    counts: Counts,
+    stop: CancellationToken,
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+/// A leader with one in-memory node, supervising; the resync is an hour
+/// away, so every reconcile seen is one a trigger asked for.
+async fn start() -> InProcess {
+    let dir = tempfile::Builder::new()
+        .prefix("raftvisor-controllers.")
+        .tempdir()
+        .unwrap();
+    // A single member: its peer, API and DNS addresses are never bound.
+    let ports = LoopbackPorts {
+        api: 1,
+        peer: 2,
+        dns: 3,
+    };
+    let config = AgentConfig::loopback(1, dir.path().join("replica-1"), ports, &[(1, ports)]);
+    let replica = Replica::start(config, raftvisor::raft::network::PeerNetwork::new(None))
+        .await
+        .unwrap();
+    eventually(
+        "the replica leads with a cluster id",
+        Duration::from_secs(30),
+        || async {
+            match replica.sm.read(|s| s.cluster_id.clone()) {
+                Some(_) => Ok(()),
+                None => Err("no cluster id yet".to_string()),
+            }
+        },
+    )
+    .await;
+    let engines = Engines::default();
+    let engine = Arc::new(MemoryRuntime::new(ENDPOINT));
+    engines.install(ENDPOINT, engine.clone());
+    replica
+        .write(Command::PutNode {
+            name: "mem-0".into(),
+            spec: NodeSpec {
+                address: Some("127.0.0.1".into()),
+                ..NodeSpec::static_engine(ENDPOINT)
+            },
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    let counts = Counts::default();
+    let stop = CancellationToken::new();
+    let settings = SupervisorSettings {
+        resync: Duration::from_secs(3_600),
+        ..SupervisorSettings::default()
+    };
+    tokio::spawn(supervise(
+        replica.clone(),
+        engines,
+        settings,
+        counts.clone(),
+        stop.clone(),
+    ));
+    InProcess {
+        _dir: dir,
+        replica,
+        engine,
+        counts,
+        stop,
+    }
+}
+
+async fn deploy(replica: &Replica, name: &str, replicas: u32) {
+    replica
+        .write(Command::PutService {
+            namespace: "ctl".into(),
+            name: name.into(),
+            spec: serde_json::from_value(serde_json::json!({
+                "image": "raftvisor-echo:dev",
+                "replicas": replicas,
+                "ports": [{"name": "http", "container_port": 8080}]
+            }))
+            .unwrap(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+}
+
+/// Running instances of `ctl/name`.
+fn running(replica: &Replica, name: &str) -> usize {
+    replica.sm.read(|s| {
+        s.instances
+            .values()
+            .filter(|i| i.namespace == "ctl" && i.service == name)
+            .filter(|i| i.state == InstanceState::Running)
+            .count()
+    })
+}
+
+async fn wait_running(replica: &Replica, name: &str, count: usize) {
+    eventually(
+        &format!("{count} instance(s) of ctl/{name} run"),
+        Duration::from_secs(10),
+        || async {
+            match running(replica, name) {
+                n if n == count => Ok(()),
+                n => Err(format!("{n} running")),
+            }
+        },
+    )
+    .await;
+}
+
+/// Waits until no reconcile has started for a while (the work a change
+/// caused, including the writes of its status, is done).
+async fn settled(counts: &Counts) {
+    let mut last = (counts.total("services"), Instant::now());
+    eventually("the supervisor settles", Duration::from_secs(10), || {
+        let now = counts.total("services");
+        let quiet = if now == last.0 {
+            last.1.elapsed()
+        } else {
+            last = (now, Instant::now());
+            Duration::ZERO
+        };
+        async move {
+            if quiet >= Duration::from_millis(300) {
+                Ok(())
+            } else {
+                Err(format!("{now} reconciles, quiet for {quiet:?}"))
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kv_write_reconciles_nothing_and_a_service_change_only_that_service() {
+    let world = start().await;
+    deploy(&world.replica, "a", 1).await;
+    deploy(&world.replica, "b", 1).await;
+    wait_running(&world.replica, "a", 1).await;
+    wait_running(&world.replica, "b", 1).await;
+    settled(&world.counts).await;
+    let a_before = world.counts.of("services", "ctl/a");
+    let b_before = world.counts.of("services", "ctl/b");
+    assert!(a_before > 0 && b_before > 0);
+
+    for i in 0..20 {
+        world
+            .replica
+            .write(Command::KvPut {
+                key: format!("ctl/key-{i}"),
+                value: b"v".to_vec(),
+                flags: 0,
+                cas: None,
+            })
+            .await
+            .unwrap();
+    }
+    world
+        .replica
+        .write(Command::ScaleService {
+            namespace: "ctl".into(),
+            name: "b".into(),
+            replicas: 2,
+        })
+        .await
+        .unwrap();
+    wait_running(&world.replica, "b", 2).await;
+    settled(&world.counts).await;
+    assert_eq!(
+        world.counts.of("services", "ctl/a"),
+        a_before,
+        "neither the KV writes nor b's change reconciled a"
+    );
+    assert!(world.counts.of("services", "ctl/b") > b_before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_that_dies_is_restarted_on_its_engines_event() {
+    let world = start().await;
+    deploy(&world.replica, "crash", 1).await;
+    wait_running(&world.replica, "crash", 1).await;
+    settled(&world.counts).await;
+    let id = world
+        .replica
+        .sm
+        .read(|s| {
+            s.instances
+                .values()
+                .find(|i| i.service == "crash")
+                .and_then(|i| i.container_id.clone())
+        })
+        .unwrap();
+    world.engine.kill(&id, 3).unwrap();
+    eventually(
+        "the crashed container runs again",
+        Duration::from_secs(10),
+        || async {
+            let restarts = world.replica.sm.read(|s| {
+                s.instances
+                    .values()
+                    .find(|i| i.service == "crash")
+                    .map(|i| i.restarts)
+            });
+            let info = world.engine.inspect(&id).await.map_err(|e| e.to_string())?;
+            match (restarts, info) {
+                (Some(r), Some(c))
+                    if r >= 1 && c.state == raftvisor::runtime::ContainerState::Running =>
+                {
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+}
