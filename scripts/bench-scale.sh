@@ -39,7 +39,10 @@ export SCALE_JSON=$out/scale.json SCALE_MARKDOWN=$out/scale.md
 export RUSTFLAGS=${RUSTFLAGS:--C target-feature=+crt-static}
 read -r -a cargo <<<"${CARGO:-cargo}"
 build=("${cargo[@]}" bench --locked --target x86_64-unknown-linux-gnu --features failpoints --bench scale --no-run)
+# The benchmark's own artifact: the agent binary it depends on is built
+# in the same run and may be reported after it.
 bench=$("${build[@]}" --message-format=json |
+    grep '"kind":\["bench"\]' |
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
 [ -x "$bench" ] || { echo "bench-scale: no benchmark executable built" >&2; exit 1; }
 

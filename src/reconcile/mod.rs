@@ -216,10 +216,10 @@ impl Controllers {
         settings: &SupervisorSettings,
         counts: &Counts,
         term: u64,
+        active: &tokio::sync::watch::Receiver<bool>,
         shutdown: &CancellationToken,
     ) -> Controllers {
         let token = shutdown.child_token();
-        replica.watchdog.leading(term, Instant::now());
         // Subscribed before any controller reads the state: no change
         // between the two is missed.
         let changes = replica.sm.subscribe_changes();
@@ -260,6 +260,7 @@ impl Controllers {
             settings.resync * 10,
         );
         let spawn = |l| Spawn {
+            active: active.clone(),
             reporter: replica.watchdog.reporter(l, term),
             counts: counts.clone(),
             token: token.clone(),
@@ -292,6 +293,7 @@ impl Controllers {
 
 /// What every controller of one term is started with.
 struct Spawn {
+    active: tokio::sync::watch::Receiver<bool>,
     reporter: watchdog::ProgressReporter,
     counts: Counts,
     token: CancellationToken,
@@ -306,6 +308,7 @@ impl Spawn {
         tokio::spawn(controller::run(
             Arc::new(reconciler),
             triggers,
+            self.active,
             self.reporter,
             self.counts,
             self.token,
@@ -365,11 +368,14 @@ async fn route_changes(
     }
 }
 
-/// Leads `term`: runs the controllers while a quorum keeps answering, and
-/// pauses them — cancelling whatever engine calls are in flight — once
+/// Leads `term`: starts the controllers of the term (paused until a
+/// quorum answers), runs them while a quorum keeps answering, and pauses
+/// them — aborting the reconciles in flight that may be aborted — once
 /// quorum contact is older than the lease, which is shorter than one
 /// election timeout. A leader cut off from its quorum may already have
-/// been replaced; it resumes when a quorum answers it again.
+/// been replaced; it resumes when a quorum answers it again. A pause keeps
+/// what the term learnt (the observed containers, the queues): resuming
+/// costs one reconcile per key, not a relisting of every engine.
 async fn lead(
     replica: &Arc<Replica>,
     engines: &Engines,
@@ -384,28 +390,29 @@ async fn lead(
         replica.config.raft.heartbeat_ms.max(1),
     ));
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut running: Option<Controllers> = None;
+    let (active, active_rx) = tokio::sync::watch::channel(false);
+    let controllers = Controllers::start(
+        replica, engines, settings, counts, term, &active_rx, shutdown,
+    );
     let mut paused = false;
     loop {
         let holds = replica.holds_lease();
-        if holds && running.is_none() {
+        let running = *active.borrow();
+        if holds && !running {
             if paused {
                 tracing::info!(term, "a quorum answers again: resuming the supervisor");
                 paused = false;
             }
-            running = Some(Controllers::start(
-                replica, engines, settings, counts, term, shutdown,
-            ));
-        } else if !holds && running.is_some() {
+            replica.watchdog.leading(term, Instant::now());
+            active.send_replace(true);
+        } else if !holds && running {
             let age = replica.quorum_contact().flatten();
             tracing::warn!(
                 term,
                 quorum_contact_ms = age.map(|a| a.as_millis() as u64),
                 "lost contact with a quorum: pausing the supervisor"
             );
-            if let Some(controllers) = running.take() {
-                controllers.stop().await;
-            }
+            active.send_replace(false);
             // A paused leader makes no progress by design: not a stall.
             replica.watchdog.following();
             paused = true;
@@ -424,9 +431,7 @@ async fn lead(
             }
         }
     }
-    if let Some(controllers) = running.take() {
-        controllers.stop().await;
-    }
+    controllers.stop().await;
     tracing::info!(term, "no longer leading: supervisor stopped");
 }
 

@@ -45,6 +45,42 @@ struct CrashTrack {
     counted_death: String,
 }
 
+/// How long a computed [`LoadBook`] serves before it is computed again.
+const LOAD_REFRESH: Duration = Duration::from_millis(500);
+
+/// What every node carries, as placement sees it. Computing it walks every
+/// instance, so it is computed from the state at most every
+/// [`LOAD_REFRESH`]; in between, each placement this controller decides is
+/// added at once, so reconciles placing at the same time see each other's
+/// choices rather than all taking the same least loaded nodes.
+#[derive(Debug, Default)]
+struct LoadBook {
+    computed: Option<Instant>,
+    load: BTreeMap<String, NodeLoad>,
+}
+
+impl LoadBook {
+    fn fresh(&mut self, replica: &Replica) -> &BTreeMap<String, NodeLoad> {
+        if self.computed.is_none_or(|at| at.elapsed() >= LOAD_REFRESH) {
+            self.load = replica.sm.read(load_of);
+            self.computed = Some(Instant::now());
+        }
+        &self.load
+    }
+
+    /// Counts the placements among `actions` of `service`.
+    fn placed(&mut self, service: &Service, actions: &[Action]) {
+        for action in actions {
+            if let Action::Place { node, .. } = action {
+                let entry = self.load.entry(node.clone()).or_default();
+                entry.instances += 1;
+                entry.cpu_millis += u64::from(service.spec.resources.cpu_millis);
+                entry.memory_mb += service.spec.resources.memory_mb;
+            }
+        }
+    }
+}
+
 /// A failure to create that must not be retried in a hot loop.
 #[derive(Debug, Clone)]
 struct CreateFailure {
@@ -66,6 +102,7 @@ pub struct Services {
     /// The earliest deadline (crash backoff, create retry) each running
     /// reconcile met: what it asks to be requeued at.
     deadlines: Mutex<HashMap<ServiceKey, Instant>>,
+    load: Mutex<LoadBook>,
 }
 
 impl Services {
@@ -88,6 +125,7 @@ impl Services {
             create_failures: Mutex::new(HashMap::new()),
             reported_unplaceable: Mutex::new(HashMap::new()),
             deadlines: Mutex::new(HashMap::new()),
+            load: Mutex::new(LoadBook::default()),
         }
     }
 }
@@ -161,15 +199,18 @@ fn needs_placement(
 /// What every node already carries (instances, CPU, memory).
 fn load_of(state: &State) -> BTreeMap<String, NodeLoad> {
     let mut load: BTreeMap<String, NodeLoad> = BTreeMap::new();
-    for instance in state.instances.values() {
-        let service = state
-            .services
-            .get(&(instance.namespace.clone(), instance.service.clone()));
-        if let (Some(node), Some(service)) = (&instance.node, service) {
-            let entry = load.entry(node.clone()).or_default();
-            entry.instances += 1;
-            entry.cpu_millis += u64::from(service.spec.resources.cpu_millis);
-            entry.memory_mb += service.spec.resources.memory_mb;
+    for service in state.services.values() {
+        let resources = &service.spec.resources;
+        for instance in state.service_instances(&service.namespace, &service.name) {
+            if let Some(node) = &instance.node {
+                let entry = match load.get_mut(node) {
+                    Some(entry) => entry,
+                    None => load.entry(node.clone()).or_default(),
+                };
+                entry.instances += 1;
+                entry.cpu_millis += u64::from(resources.cpu_millis);
+                entry.memory_mb += resources.memory_mb;
+            }
         }
     }
     load
@@ -185,7 +226,7 @@ impl Services {
         // Every node only when a slot needs placing; otherwise just the
         // nodes this service's instances and containers are on, so a
         // reconcile costs what the service has, not what the cluster has.
-        let (cluster, service, instances, nodes, load) = self.replica.sm.read(|s| {
+        let (cluster, service, instances, nodes, placing) = self.replica.sm.read(|s| {
             let service = s.services.get(key).cloned();
             let instances: Vec<Instance> = s
                 .service_instances(&key.0, &key.1)
@@ -195,22 +236,21 @@ impl Services {
             let placing = service
                 .as_ref()
                 .is_some_and(|service| needs_placement(service, &instances, &s.nodes));
-            let (nodes, load) = if placing {
-                (s.nodes.clone(), load_of(s))
+            let nodes = if placing {
+                s.nodes.clone()
             } else {
                 let names: BTreeSet<&str> = instances
                     .iter()
                     .filter_map(|i| i.node.as_deref())
                     .chain(containers.iter().map(|(node, _)| node.as_str()))
                     .collect();
-                let nodes = names
+                names
                     .into_iter()
                     .filter_map(|name| s.nodes.get_key_value(name))
                     .map(|(name, node)| (name.clone(), node.clone()))
-                    .collect();
-                (nodes, BTreeMap::new())
+                    .collect::<BTreeMap<String, Node>>()
             };
-            (s.cluster_id.clone(), service, instances, nodes, load)
+            (s.cluster_id.clone(), service, instances, nodes, placing)
         });
         let cluster = cluster?;
         let Some(service) = service else {
@@ -240,17 +280,27 @@ impl Services {
             (healthy, unhealthy)
         };
         let template = labels::template_fingerprint(&service.spec);
-        let actions = plan(&PlanInput {
+        let input = |load| PlanInput {
             service: &service,
             template: &template,
             instances: instances.iter().collect(),
             nodes: &nodes,
             observed: containers.iter().map(|(n, c)| (n.as_str(), c)).collect(),
             reachable: &reachable,
-            load: &load,
+            load,
             healthy: &healthy,
             unhealthy: &unhealthy,
-        });
+        };
+        let actions = if placing {
+            // Planned under the book's lock: the next placing reconcile
+            // sees these placements.
+            let mut book = self.load.lock().unwrap_or_else(|e| e.into_inner());
+            let actions = plan(&input(book.fresh(&self.replica)));
+            book.placed(&service, &actions);
+            actions
+        } else {
+            plan(&input(&BTreeMap::new()))
+        };
         if !actions.is_empty() {
             tracing::debug!(actions = actions.len(), "executing the plan");
         }

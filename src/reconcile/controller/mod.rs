@@ -35,7 +35,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -282,10 +282,15 @@ fn stall_requested() -> Option<Option<Duration>> {
 }
 
 /// Runs `reconciler` until `token` is cancelled: every key at once, then
-/// whatever `triggers`, requeues, backoffs and the resync ask for.
+/// whatever `triggers`, requeues, backoffs and the resync ask for — while
+/// `active` says so. A pause (`active` false: the leader's lease lapsed)
+/// starts nothing new and treats the reconciles in flight as a stop would
+/// ([`OnStop`]), but keeps the queue and its triggers; on resuming every
+/// key is reconciled again, since another leader may have acted meanwhile.
 pub async fn run<R: Reconciler>(
     reconciler: Arc<R>,
     mut triggers: Triggers<R::Key>,
+    mut active: watch::Receiver<bool>,
     progress: ProgressReporter,
     counts: Counts,
     token: CancellationToken,
@@ -297,12 +302,16 @@ pub async fn run<R: Reconciler>(
     let mut failures: Failures<R::Key> = Failures::default();
     let mut started: HashMap<R::Key, Instant> = HashMap::new();
     let mut tasks: JoinSet<(R::Key, Result<Action, ReconcileError>)> = JoinSet::new();
+    // The key of each task, for the tasks a pause aborts.
+    let mut task_keys: HashMap<tokio::task::Id, R::Key> = HashMap::new();
     let start = now();
     for key in reconciler.keys() {
         queue.schedule(key, start, Reason::Start);
     }
     let mut next_resync = limits.resync.map(|every| start + every);
     let mut triggers_open = true;
+    let mut active_open = true;
+    let mut was_active = *active.borrow_and_update();
     loop {
         stall_failpoint().await;
         // A stopped controller starts nothing, whatever else was ready.
@@ -310,13 +319,24 @@ pub async fn run<R: Reconciler>(
             break;
         }
         let now = now();
-        if next_resync.is_some_and(|at| at <= now) {
+        let is_active = *active.borrow_and_update();
+        if is_active != was_active {
+            was_active = is_active;
+            if is_active {
+                for key in reconciler.keys() {
+                    queue.schedule(key, now, Reason::Resume);
+                }
+            } else if limits.on_stop == OnStop::Abort {
+                tasks.abort_all();
+            }
+        }
+        if is_active && next_resync.is_some_and(|at| at <= now) {
             for key in reconciler.keys() {
                 queue.schedule(key, now, Reason::Resync);
             }
             next_resync = limits.resync.map(|every| now + every);
         }
-        while tasks.len() < concurrency {
+        while is_active && tasks.len() < concurrency {
             let Some((key, reason)) = queue.pop_due(now) else {
                 break;
             };
@@ -333,7 +353,8 @@ pub async fn run<R: Reconciler>(
             );
             let this = reconciler.clone();
             let timeout = limits.timeout;
-            tasks.spawn(
+            let task_key = key.clone();
+            let handle = tasks.spawn(
                 async move {
                     let attempt = std::panic::AssertUnwindSafe(tokio::time::timeout(
                         timeout,
@@ -349,6 +370,7 @@ pub async fn run<R: Reconciler>(
                 }
                 .instrument(span),
             );
+            task_keys.insert(handle.id(), task_key);
         }
         let overrun = started
             .values()
@@ -357,18 +379,31 @@ pub async fn run<R: Reconciler>(
             progress.progress();
         }
         let mut wake = now + IDLE_TURN;
-        if tasks.len() < concurrency {
+        if is_active && tasks.len() < concurrency {
             if let Some(due) = queue.next_due() {
                 wake = wake.min(due);
             }
         }
-        if let Some(at) = next_resync {
+        if let Some(at) = next_resync.filter(|_| is_active) {
             wake = wake.min(at);
         }
         tokio::select! {
             _ = token.cancelled() => break,
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
-                let Ok((key, result)) = joined else { continue };
+            Some(joined) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let (key, result) = match joined {
+                    Ok((id, done)) => {
+                        task_keys.remove(&id);
+                        done
+                    }
+                    Err(aborted) => {
+                        // Cut off by a pause: run again once resumed.
+                        if let Some(key) = task_keys.remove(&aborted.id()) {
+                            started.remove(&key);
+                            queue.finish(&key, Some((self::now(), Reason::Resume)));
+                        }
+                        continue;
+                    }
+                };
                 started.remove(&key);
                 let requeue = match result {
                     Ok(action) => {
@@ -394,6 +429,11 @@ pub async fn run<R: Reconciler>(
                         }
                     }
                     None => triggers_open = false,
+                }
+            }
+            changed = active.changed(), if active_open => {
+                if changed.is_err() {
+                    active_open = false;
                 }
             }
             _ = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
@@ -513,36 +553,38 @@ mod tests {
     }
 
     fn start(probe: &Arc<Probe>, counts: Counts) -> (Trigger<String>, CancellationToken) {
-        let (trigger, token, _) = spawn(probe, counts);
+        let Spawned(trigger, token, _, _) = spawn(probe, counts);
         (trigger, token)
     }
 
-    fn spawn(
-        probe: &Arc<Probe>,
-        counts: Counts,
-    ) -> (
+    struct Spawned(
         Trigger<String>,
         CancellationToken,
         tokio::task::JoinHandle<()>,
-    ) {
+        watch::Sender<bool>,
+    );
+
+    fn spawn(probe: &Arc<Probe>, counts: Counts) -> Spawned {
         let (trigger, triggers) = channel();
         let token = CancellationToken::new();
         let watchdog = Watchdog::new(1, None);
+        let (active, active_rx) = watch::channel(true);
         let handle = tokio::spawn(run(
             probe.clone(),
             triggers,
+            active_rx,
             watchdog.reporter(Loop::Services, 1),
             counts,
             token.clone(),
         ));
-        (trigger, token, handle)
+        Spawned(trigger, token, handle, active)
     }
 
     /// Stops a controller while key "slow" is in flight; answers whether
     /// that reconcile ran to its end.
     async fn stopped_mid_reconcile(on_stop: OnStop) -> bool {
         let probe = Probe::stopping(on_stop);
-        let (trigger, token, handle) = spawn(&probe, Counts::default());
+        let Spawned(trigger, token, handle, _active) = spawn(&probe, Counts::default());
         trigger.wake("slow".to_string(), Reason::Commit);
         until("slow runs", || probe.running("slow") == 1).await;
         token.cancel();
@@ -565,6 +607,30 @@ mod tests {
             "nothing starts after the stop"
         );
         probe.running("slow") == 0
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pause_aborts_in_flight_starts_nothing_and_resuming_runs_every_key_again() {
+        let probe = Probe::new();
+        let Spawned(trigger, token, _handle, active) = spawn(&probe, Counts::default());
+        trigger.wake("slow".to_string(), Reason::Commit);
+        until("slow runs", || probe.running("slow") == 1).await;
+        active.send_replace(false);
+        // Woken while paused: queued, not run.
+        trigger.wake("fast".to_string(), Reason::Commit);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(probe.runs("fast").is_empty(), "nothing runs while paused");
+        assert_eq!(probe.runs("slow").len(), 1);
+        // The aborted run never got past its gate.
+        *probe.running.lock().unwrap() = BTreeMap::new();
+        probe.gate.add_permits(1);
+        active.send_replace(true);
+        until("fast runs once resumed", || probe.runs("fast").len() == 1).await;
+        until("the aborted key runs again", || {
+            probe.runs("slow").len() == 2
+        })
+        .await;
+        token.cancel();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,6 +28,9 @@ pub enum Reason {
     Backoff,
     /// The slow safety-net pass over every key.
     Resync,
+    /// The controller resumed after a pause (its leader's lease lapsed and
+    /// came back): everything is looked at again.
+    Resume,
 }
 
 impl Reason {
@@ -40,6 +43,7 @@ impl Reason {
             Reason::Requeue => "requeue",
             Reason::Backoff => "backoff",
             Reason::Resync => "resync",
+            Reason::Resume => "resume",
         }
     }
 }
