@@ -44,6 +44,7 @@ pub mod triggers;
 pub mod watchdog;
 pub mod watcher;
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -319,8 +320,8 @@ impl Spawn {
 /// Wakes the keys each applied change touches, and keeps the engine
 /// watches on the usable nodes (checked on node changes and every
 /// `resync`). A lagging subscription wakes everything. A node whose
-/// containers became known (`synced`) wakes what a change of that node
-/// would: the services placed there may have containers to create.
+/// containers became known (`synced`) wakes the services placed there:
+/// they may have containers to create.
 async fn route_changes(
     replica: Arc<Replica>,
     mut changes: broadcast::Receiver<Arc<Vec<Touched>>>,
@@ -345,12 +346,31 @@ async fn route_changes(
             _ = token.cancelled() => return,
             _ = tick.tick() => sync_watches(),
             Some(node) = synced.recv() => {
-                let wakes = replica.sm.read(|s| triggers::wakes(&[Touched::Node(node)], s));
+                // Engines listed together are looked up together: one
+                // pass over the instances, not one per engine.
+                let mut nodes = BTreeSet::from([node]);
+                while let Ok(node) = synced.try_recv() {
+                    nodes.insert(node);
+                }
+                let wakes = replica.sm.read(|s| triggers::placed_on(&nodes, s));
                 wake.keys(wakes);
             }
             change = changes.recv() => match change {
                 Ok(touched) => {
-                    let wakes = replica.sm.read(|s| triggers::wakes(&touched, s));
+                    // Commits that queued up meanwhile are routed at once.
+                    let mut batch: Vec<Touched> = touched.as_ref().clone();
+                    let mut lagged = false;
+                    loop {
+                        match changes.try_recv() {
+                            Ok(more) => batch.extend(more.iter().cloned()),
+                            Err(broadcast::error::TryRecvError::Lagged(_)) => lagged = true,
+                            Err(_) => break,
+                        }
+                    }
+                    if lagged {
+                        batch.push(Touched::Everything);
+                    }
+                    let wakes = replica.sm.read(|s| triggers::wakes(&batch, s));
                     let nodes_changed = wakes.everything || !wakes.nodes.is_empty();
                     wake.keys(wakes);
                     if nodes_changed {

@@ -126,15 +126,6 @@ impl Observed {
         self.nodes.get(node).is_some_and(|v| v.synced)
     }
 
-    /// The nodes whose containers are known.
-    pub fn synced_nodes(&self) -> BTreeSet<String> {
-        self.nodes
-            .iter()
-            .filter(|(_, v)| v.synced)
-            .map(|(n, _)| n.clone())
-            .collect()
-    }
-
     /// The containers of `service` on synced nodes, with their node.
     pub fn of_service(&self, service: &ServiceKey) -> Vec<(String, ContainerInfo)> {
         let Some(nodes) = self.by_service.get(service) else {
@@ -248,7 +239,7 @@ mod tests {
         o.relisted("n2", vec![container("c", "web", ContainerState::Running)]);
         assert_eq!(o.unsynced("n1"), BTreeSet::from([key("web")]));
         assert!(!o.is_synced("n1"));
-        assert_eq!(o.synced_nodes(), BTreeSet::from(["n2".to_string()]));
+        assert!(o.is_synced("n2"));
         let web = o.of_service(&key("web"));
         assert_eq!(web.len(), 1);
         assert_eq!(web[0].0, "n2");

@@ -114,7 +114,7 @@ pub fn choose_node<'a>(
                 Spread::None => 0,
             };
             let load_key = load.get(&n.name).map_or(0, |l| l.instances);
-            (spread_key, load_key, n.name.clone())
+            (spread_key, load_key, n.name.as_str())
         })
         .expect("fits is not empty");
     Ok(best.name.clone())

@@ -102,7 +102,9 @@ pub struct Services {
     /// The earliest deadline (crash backoff, create retry) each running
     /// reconcile met: what it asks to be requeued at.
     deadlines: Mutex<HashMap<ServiceKey, Instant>>,
-    load: Mutex<LoadBook>,
+    /// An async lock: a reconcile waiting for it yields its thread, which
+    /// Raft's own tasks share.
+    load: tokio::sync::Mutex<LoadBook>,
 }
 
 impl Services {
@@ -125,7 +127,7 @@ impl Services {
             create_failures: Mutex::new(HashMap::new()),
             reported_unplaceable: Mutex::new(HashMap::new()),
             deadlines: Mutex::new(HashMap::new()),
-            load: Mutex::new(LoadBook::default()),
+            load: tokio::sync::Mutex::new(LoadBook::default()),
         }
     }
 }
@@ -219,10 +221,11 @@ fn load_of(state: &State) -> BTreeMap<String, NodeLoad> {
 impl Services {
     /// One reconcile of `key`; why it failed, if a write did not go through.
     async fn reconcile_service(&self, key: &ServiceKey) -> Option<String> {
-        let (containers, reachable) = {
-            let observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
-            (observed.of_service(key), observed.synced_nodes())
-        };
+        let containers = self
+            .observed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .of_service(key);
         // Every node only when a slot needs placing; otherwise just the
         // nodes this service's instances and containers are on, so a
         // reconcile costs what the service has, not what the cluster has.
@@ -252,6 +255,16 @@ impl Services {
             };
             (s.cluster_id.clone(), service, instances, nodes, placing)
         });
+        // The plan asks only about the nodes its instances are on.
+        let reachable: BTreeSet<String> = {
+            let observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+            instances
+                .iter()
+                .filter_map(|i| i.node.as_deref())
+                .filter(|node| observed.is_synced(node))
+                .map(str::to_string)
+                .collect()
+        };
         let cluster = cluster?;
         let Some(service) = service else {
             // Containers of a service that no longer exists.
@@ -294,7 +307,7 @@ impl Services {
         let actions = if placing {
             // Planned under the book's lock: the next placing reconcile
             // sees these placements.
-            let mut book = self.load.lock().unwrap_or_else(|e| e.into_inner());
+            let mut book = self.load.lock().await;
             let actions = plan(&input(book.fresh(&self.replica)));
             book.placed(&service, &actions);
             actions

@@ -82,6 +82,20 @@ pub fn wakes(changes: &[Touched], state: &State) -> Wakes {
     wakes
 }
 
+/// The services with instances on `nodes` (engines whose containers just
+/// became known): they may have containers to create or restart.
+pub fn placed_on(nodes: &BTreeSet<String>, state: &State) -> Wakes {
+    let mut wakes = Wakes::default();
+    for instance in state.instances.values() {
+        if instance.node.as_ref().is_some_and(|n| nodes.contains(n)) {
+            wakes
+                .services
+                .insert((instance.namespace.clone(), instance.service.clone()));
+        }
+    }
+    wakes
+}
+
 /// Services with a slot that has no instance on a ready node: a node that
 /// appeared or came back may take it.
 fn unplaced_services(state: &State) -> BTreeSet<ServiceKey> {
@@ -234,5 +248,22 @@ mod tests {
         let woken = wakes(&touched, &state);
         assert_eq!(woken.services, BTreeSet::from([key("web")]));
         assert_eq!(woken.nodes, BTreeSet::from(["n3".to_string()]));
+    }
+
+    #[test]
+    fn engines_that_became_known_wake_the_services_placed_there() {
+        let state = world();
+        let on = |nodes: &[&str]| {
+            let nodes = nodes.iter().map(|n| n.to_string()).collect();
+            placed_on(&nodes, &state)
+        };
+        assert_eq!(on(&["n1"]).services, BTreeSet::from([key("web")]));
+        assert_eq!(
+            on(&["n1", "n2"]).services,
+            BTreeSet::from([key("web"), key("db")])
+        );
+        let woken = on(&["n1", "n2"]);
+        assert!(woken.nodes.is_empty() && woken.instances.is_empty() && !woken.everything);
+        assert!(on(&["n9"]).is_empty());
     }
 }
