@@ -41,10 +41,7 @@ impl Bench<'_> {
     pub async fn run(&mut self, report: &mut Report) -> Result<(), String> {
         let leader = wait_for_leader(self.members, Duration::from_secs(30)).await?;
         println!("leader: replica {}", leader.id);
-        self.token = std::fs::read_to_string(&self.token_file)
-            .map_err(|e| format!("bootstrap token: {e}"))?
-            .trim()
-            .to_string();
+        self.token = wait_for_token(&self.token_file, Duration::from_secs(30)).await?;
         report.nodes_registered_s = Some(self.register_nodes(&leader).await?);
         let placement = self.place(&leader).await?;
         let placed_all = placement.placed_s.is_some() && placement.running_s.is_some();
@@ -410,6 +407,29 @@ pub async fn wait_for_leader(members: &[Member], within: Duration) -> Result<Arc
         }
         if Instant::now() > deadline {
             return Err(format!("no leader with a cluster id within {within:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The bootstrap token, once the replica that applied the cluster's
+/// initialisation has written its file (just after a leader is known).
+async fn wait_for_token(file: &std::path::Path, within: Duration) -> Result<String, String> {
+    let deadline = Instant::now() + within;
+    loop {
+        match std::fs::read_to_string(file) {
+            Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_string()),
+            Ok(_) => {}
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("bootstrap token {}: {e}", file.display()))
+            }
+            Err(_) => {}
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "no bootstrap token in {} within {within:?}",
+                file.display()
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
