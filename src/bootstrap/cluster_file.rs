@@ -49,14 +49,31 @@ impl std::ops::DerefMut for ClusterFile {
     }
 }
 
+/// Why a cluster file cannot be used; each is one line naming the file
+/// (or, for a file that parses, what is wrong in it).
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterFileError {
+    #[error("cannot read {}: {reason}", path.display())]
+    Read { path: PathBuf, reason: String },
+    #[error("{}: {reason}", path.display())]
+    Parse { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Invalid(#[from] crate::state::validate::Invalid),
+}
+
 impl ClusterFile {
     /// Reads and checks `path`; relative `state_dir` is resolved against
     /// the file's directory. The error is one line.
-    pub fn load(path: &Path) -> Result<ClusterFile, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<ClusterFile, ClusterFileError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ClusterFileError::Read {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         let mut file: ClusterFile =
-            crate::config::parse_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            crate::config::parse_toml(&text).map_err(|reason| ClusterFileError::Parse {
+                path: path.to_path_buf(),
+                reason,
+            })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
         if file.state_dir.is_relative() {
@@ -312,6 +329,31 @@ impl ClusterFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_file_that_cannot_be_used_says_why_in_one_line_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.toml");
+        let error = ClusterFile::load(&missing).unwrap_err();
+        assert!(matches!(error, ClusterFileError::Read { .. }));
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("cannot read {}: ", missing.display())),
+            "{error}"
+        );
+        let garbled = dir.path().join("garbled.toml");
+        std::fs::write(&garbled, "cluster = [").unwrap();
+        let error = ClusterFile::load(&garbled).unwrap_err();
+        assert!(matches!(error, ClusterFileError::Parse { .. }));
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("{}: ", garbled.display())),
+            "{error}"
+        );
+        assert_eq!(error.to_string().lines().count(), 1, "{error}");
+    }
 
     fn file() -> ClusterFile {
         toml::from_str(

@@ -107,7 +107,7 @@ fn describe(outcome: &Outcome) -> String {
 
 /// Runs the bootstrap of `path`, printing progress and a summary.
 pub async fn run(path: &Path, format: Format) -> anyhow::Result<()> {
-    let mut file = ClusterFile::load(path).map_err(anyhow::Error::msg)?;
+    let mut file = ClusterFile::load(path)?;
     if let Ok(text) = std::fs::read_to_string(file.plan_file()) {
         let recorded: ClusterFile = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{}: {e}", file.plan_file().display()))?;
