@@ -359,13 +359,12 @@ impl AgentConfig {
         members: &[(u64, LoopbackPorts)],
     ) -> AgentConfig {
         let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
-        let own = ports;
         AgentConfig {
             id,
             data_dir,
-            api_addr: local(own.api),
-            peer_addr: local(own.peer),
-            dns_addr: local(own.dns),
+            api_addr: local(ports.api),
+            peer_addr: local(ports.peer),
+            dns_addr: local(ports.dns),
             members: members
                 .iter()
                 .map(|(member, ports)| MemberConfig {

@@ -432,6 +432,16 @@ mod tests {
     use super::*;
     use crate::raft::log_store::LogStore;
 
+    /// The one file a store keeps in its directory (its snapshot).
+    fn the_snapshot_file(dir: &std::path::Path) -> std::path::PathBuf {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path()
+    }
+
     struct RealStores;
 
     impl StoreBuilder<TypeConfig, LogStore<TypeConfig>, StateMachineStore, TempDir> for RealStores {
@@ -537,12 +547,7 @@ mod tests {
         sm.build_snapshot().await.unwrap();
         let reopened = StateMachineStore::open(dir.path()).unwrap();
         assert_serves_the_format1_state(&reopened);
-        let file = std::fs::read_dir(dir.path())
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let file = the_snapshot_file(dir.path());
         assert_eq!(std::fs::read(file).unwrap()[20], codec::FORMAT_VERSION);
     }
 
@@ -573,12 +578,7 @@ mod tests {
         assert_eq!(reopened.read(|s| s.kv["k"].value.clone()), b"v");
         assert_eq!(reopened.applied_index(), 1);
 
-        let file = std::fs::read_dir(dir.path())
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap()
-            .path();
+        let file = the_snapshot_file(dir.path());
         let mut bytes = std::fs::read(&file).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;

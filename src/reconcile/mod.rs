@@ -358,17 +358,16 @@ async fn route_changes(
             change = changes.recv() => match change {
                 Ok(touched) => {
                     // Commits that queued up meanwhile are routed at once.
-                    let mut batch: Vec<Touched> = touched.as_ref().clone();
-                    let mut lagged = false;
+                    // (A lone commit, the common case, is not copied.)
+                    let mut batch = std::borrow::Cow::Borrowed(touched.as_slice());
                     loop {
                         match changes.try_recv() {
-                            Ok(more) => batch.extend(more.iter().cloned()),
-                            Err(broadcast::error::TryRecvError::Lagged(_)) => lagged = true,
+                            Ok(more) => batch.to_mut().extend(more.iter().cloned()),
+                            Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                                batch.to_mut().push(Touched::Everything)
+                            }
                             Err(_) => break,
                         }
-                    }
-                    if lagged {
-                        batch.push(Touched::Everything);
                     }
                     let wakes = replica.sm.read(|s| triggers::wakes(&batch, s));
                     let nodes_changed = wakes.everything || !wakes.nodes.is_empty();
