@@ -16,6 +16,7 @@ mod dns;
 mod docker_env;
 mod docker_tls;
 mod file_modes;
+mod format_upgrade;
 mod harness;
 mod harness_tls;
 mod in_process;
