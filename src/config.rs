@@ -111,6 +111,8 @@ pub struct SupervisorTuning {
     /// A node is down after its engine missed pings for this long.
     pub node_grace_ms: u64,
     pub probe_interval_ms: u64,
+    /// The controllers' safety net: every service is looked at again this
+    /// often whatever its triggers said (they act on what changed).
     pub resync_ms: u64,
     /// Grace between SIGTERM and SIGKILL when stopping a container.
     pub stop_grace_ms: u64,
@@ -136,7 +138,7 @@ impl Default for SupervisorTuning {
             enabled: true,
             node_grace_ms: 2_000,
             probe_interval_ms: 250,
-            resync_ms: 1_000,
+            resync_ms: 10_000,
             stop_grace_ms: 10_000,
             stall_after_ms: 10_000,
             replace_after_ms: 30_000,
@@ -526,8 +528,11 @@ impl AgentConfig {
         if s.probe_interval_ms == 0 || s.resync_ms == 0 || s.node_grace_ms < s.probe_interval_ms {
             return invalid("supervisor.probe_interval_ms and resync_ms must be positive and node_grace_ms at least one probe interval".into());
         }
-        if s.stall_after_ms != 0 && s.stall_after_ms < 2 * s.resync_ms.max(s.probe_interval_ms) {
-            return invalid("supervisor.stall_after_ms must be 0 (off) or at least twice resync_ms and probe_interval_ms".into());
+        // The runtime reports progress on every turn of its queues (at
+        // least every 250 ms), whatever the resync; the prober's round
+        // takes up to one probe interval.
+        if s.stall_after_ms != 0 && s.stall_after_ms < (2 * s.probe_interval_ms).max(1_000) {
+            return invalid("supervisor.stall_after_ms must be 0 (off) or at least 1000 and twice probe_interval_ms".into());
         }
         self.limits
             .validate()
@@ -699,10 +704,29 @@ insecure = true
         config.validate().unwrap();
         config.supervisor.stall_after_ms = 0;
         config.validate().unwrap();
-        config.supervisor.stall_after_ms = 1_500;
+        config.supervisor.stall_after_ms = 900;
         let err = config.validate().unwrap_err().to_string();
         assert!(err.contains("stall_after_ms"), "{err}");
+        config.supervisor.stall_after_ms = 1_000;
+        config.supervisor.probe_interval_ms = 600;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("twice probe_interval_ms"), "{err}");
         assert!(AgentConfig::parse(&format!("{GOOD}[supervisor]\nstall_after = 1\n")).is_err());
+    }
+
+    /// The progress the watchdog judges comes from the runtime's turns,
+    /// not from resyncs: a resync slower than `stall_after_ms` is fine.
+    #[test]
+    fn a_slow_resync_is_allowed_whatever_stall_after_is() {
+        let config = AgentConfig::parse(&format!(
+            "{GOOD}[supervisor]\nresync_ms = 60000\nstall_after_ms = 2000\n"
+        ))
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(
+            AgentConfig::parse(GOOD).unwrap().supervisor.resync_ms,
+            10_000
+        );
     }
 
     #[test]

@@ -1,15 +1,21 @@
-//! Horizontal scaling: when placement finds nodes that match a slot but
-//! none with capacity left, the leader provisions one more machine through
-//! the configured provider (`[autoscale]`), waits for its engine, and
-//! registers it as a node; the next reconcile round places the slot there.
-//! One machine at a time, at most `max_nodes` from this provider, and a
-//! failure waits before the next attempt — never a provisioning storm.
+//! Horizontal scaling, a controller on the [`super::controller`] runtime
+//! with one key (the cluster): when placement finds nodes that match a
+//! slot but none with capacity left, the service controller asks for
+//! capacity ([`CapacityWanted`]); this controller provisions one more
+//! machine through the configured provider (`[autoscale]`), waits for its
+//! engine, and registers it as a node, which wakes the services that could
+//! not be placed. One machine at a time, at most `max_nodes` from this
+//! provider, and a failure waits [`RETRY_AFTER`] before the next attempt —
+//! never a provisioning storm. A provisioning in flight is finished, not
+//! cut off, when the leader pauses or steps down: a machine made but not
+//! registered would be a machine nobody knows about.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
+use super::controller::{Action, Limits, OnStop, Reason, ReconcileError, Reconciler, Trigger};
 use crate::config::AutoscaleConfig;
 use crate::provider::{MachineProvider, MachineRequest, ProviderConfig};
 use crate::replica::Replica;
@@ -18,50 +24,101 @@ use crate::state::Command;
 /// Pause after a failed provisioning before trying again.
 const RETRY_AFTER: Duration = Duration::from_secs(30);
 
+/// Longest one provisioning may take (a cloud VM and its engine).
+const PROVISION_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
+/// How the service controller asks for capacity; cheap to clone.
+#[derive(Clone)]
+pub struct CapacityWanted {
+    wanted: Arc<AtomicBool>,
+    trigger: Trigger<()>,
+}
+
+impl CapacityWanted {
+    pub fn new(trigger: Trigger<()>) -> CapacityWanted {
+        CapacityWanted {
+            wanted: Arc::new(AtomicBool::new(false)),
+            trigger,
+        }
+    }
+
+    /// A slot found matching nodes, all full.
+    pub fn ask(&self) {
+        if !self.wanted.swap(true, Ordering::AcqRel) {
+            self.trigger.wake((), Reason::Commit);
+        }
+    }
+
+    fn take(&self) -> bool {
+        self.wanted.swap(false, Ordering::AcqRel)
+    }
+}
+
 /// Provisions nodes on demand; inert without a provider.
 pub struct Autoscaler {
+    replica: Arc<Replica>,
     config: AutoscaleConfig,
     provider: Option<Arc<dyn MachineProvider>>,
-    busy: Arc<AtomicBool>,
-    failed_at: Arc<Mutex<Option<Instant>>>,
+    wanted: CapacityWanted,
 }
 
 impl Autoscaler {
-    pub fn from_config(config: &AutoscaleConfig) -> Autoscaler {
+    pub fn new(replica: Arc<Replica>, wanted: CapacityWanted) -> Autoscaler {
+        let config = replica.config.autoscale.clone();
         let provider = config.provider.as_ref().and_then(|provider| {
             crate::provider::from_config(provider)
                 .map_err(|e| tracing::error!(error = %e, "autoscale provider unusable: no automatic provisioning"))
                 .ok()
         });
         Autoscaler {
-            config: config.clone(),
+            replica,
+            config,
             provider,
-            busy: Arc::new(AtomicBool::new(false)),
-            failed_at: Arc::new(Mutex::new(None)),
+            wanted,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Reconciler for Autoscaler {
+    type Key = ();
+
+    fn name(&self) -> &'static str {
+        "autoscale"
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            timeout: PROVISION_TIMEOUT,
+            concurrency: 1,
+            // Asked for, never polled.
+            resync: None,
+            on_stop: OnStop::Finish,
         }
     }
 
-    /// Asks for one more node; returns at once (the work runs in a task).
-    pub fn more_capacity(&self, replica: &Arc<Replica>) {
+    fn keys(&self) -> Vec<()> {
+        vec![()]
+    }
+
+    async fn reconcile(&self, _: &(), _: Reason) -> Result<Action, ReconcileError> {
         let Some(provider) = self.provider.clone() else {
-            return;
+            self.wanted.take();
+            return Ok(Action::AwaitChange);
         };
-        if let Some(at) = *self.failed_at.lock().unwrap_or_else(|e| e.into_inner()) {
-            if at.elapsed() < RETRY_AFTER {
-                return;
-            }
+        if !self.wanted.take() {
+            return Ok(Action::AwaitChange);
         }
-        if self.busy.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let registered: BTreeSet<String> = replica.sm.read(|s| s.nodes.keys().cloned().collect());
-        let ours = replica.sm.read(|s| {
-            s.nodes
+        let (registered, ours) = self.replica.sm.read(|s| {
+            let registered: BTreeSet<String> = s.nodes.keys().cloned().collect();
+            let ours = s
+                .nodes
                 .values()
                 .filter(|n| {
                     n.spec.provider == provider.kind() && n.spec.labels.contains_key(AUTOSCALED)
                 })
-                .count()
+                .count();
+            (registered, ours)
         });
         let name = if ours >= self.config.max_nodes as usize {
             None
@@ -69,23 +126,28 @@ impl Autoscaler {
             next_name(&self.config, &registered)
         };
         let Some(name) = name else {
-            self.busy.store(false, Ordering::Release);
-            return;
+            return Ok(Action::AwaitChange);
         };
-        let replica = replica.clone();
-        let busy = self.busy.clone();
-        let failed_at = self.failed_at.clone();
-        let span = tracing::info_span!("autoscale", node = %name);
-        let work = async move {
-            let outcome = provision(&replica, provider.as_ref(), &name).await;
-            if let Err(e) = &outcome {
-                tracing::warn!(error = %e, "provisioning a node failed");
-                *failed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
-                record(&replica, &name, format!("provisioning failed: {e}")).await;
+        let outcome = provision(&self.replica, provider.as_ref(), &name).await;
+        // What was asked while this machine was being made was asked
+        // without it: the services still short of room ask again once its
+        // registration wakes them.
+        self.wanted.take();
+        match outcome {
+            Ok(()) => Ok(Action::AwaitChange),
+            Err(e) => {
+                record(&self.replica, &name, format!("provisioning failed: {e}")).await;
+                // Still wanted: the slots that asked are still unplaced.
+                self.wanted.wanted.store(true, Ordering::Release);
+                Err(ReconcileError::Failed(format!(
+                    "provisioning {name} failed: {e}"
+                )))
             }
-            busy.store(false, Ordering::Release);
-        };
-        tokio::spawn(tracing::Instrument::instrument(work, span));
+        }
+    }
+
+    fn error_policy(&self, _: &(), _: &ReconcileError, _: u32) -> Action {
+        Action::RequeueAfter(RETRY_AFTER)
     }
 }
 

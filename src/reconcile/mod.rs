@@ -245,14 +245,29 @@ impl Controllers {
             settings.round_budget,
             token.clone(),
         );
+        let (autoscale_trigger, autoscale_rx) = controller::channel();
+        let capacity = autoscale::CapacityWanted::new(autoscale_trigger);
+        let autoscaler = autoscale::Autoscaler::new(replica.clone(), capacity.clone());
         let services = services::Services::new(
             replica.clone(),
             engines.clone(),
             settings.clone(),
             observed,
             book.clone(),
+            capacity,
         );
-        let nodes = nodes::Nodes::new(replica.clone(), engines.clone(), settings.clone());
+        let probes = Arc::new(Mutex::new(nodes::ProbeBook::new(controller::now())));
+        let prober = nodes::Prober::new(
+            replica.clone(),
+            engines.clone(),
+            settings.clone(),
+            probes.clone(),
+            wake.nodes.clone(),
+        );
+        let nodes = nodes::Nodes::new(replica.clone(), engines.clone(), settings.clone(), probes);
+        let (prober_trigger, prober_rx) = controller::channel();
+        // The prober has one key and wakes itself; nothing else names it.
+        drop(prober_trigger);
         let managers = managers::Managers::new(replica.clone());
         let health = health::Health::new(
             replica.clone(),
@@ -271,6 +286,8 @@ impl Controllers {
             spawn(Loop::Nodes).run(nodes, nodes_rx),
             spawn(Loop::Managers).run(managers, managers_rx),
             spawn(Loop::Health).run(health, health_rx),
+            spawn(Loop::Probes).run(prober, prober_rx),
+            spawn(Loop::Autoscale).run(autoscaler, autoscale_rx),
             tokio::spawn(route_changes(
                 replica.clone(),
                 changes,

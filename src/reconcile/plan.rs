@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::labels;
-use super::placement::{choose_node, NodeLoad};
+use super::placement::{choose_node, Loads};
 use crate::runtime::{ContainerInfo, ContainerState};
 use crate::state::{Instance, InstanceState, Node, NodeState, RunState, Service, ServiceKind};
 
@@ -73,15 +73,16 @@ pub struct PlanInput<'a> {
     pub observed: Vec<(&'a str, &'a ContainerInfo)>,
     /// Nodes whose containers were listed successfully this round.
     pub reachable: &'a BTreeSet<String>,
-    pub load: &'a BTreeMap<String, NodeLoad>,
     /// Instances whose current container passed its health check.
     pub healthy: &'a BTreeSet<String>,
     /// Instances whose current container failed its health check past the retries.
     pub unhealthy: &'a BTreeSet<String>,
 }
 
-/// Plans one service.
-pub fn plan(input: &PlanInput) -> Vec<Action> {
+/// Plans one service. Each slot it places is counted into `loads` at
+/// once, so the next placement (of this plan or a later one sharing the
+/// book) sees it.
+pub fn plan(input: &PlanInput, loads: &mut Loads) -> Vec<Action> {
     let service = input.service;
     // An external service runs nothing: every slot is scaled away.
     let replicas = if service.spec.kind == ServiceKind::External {
@@ -133,7 +134,6 @@ pub fn plan(input: &PlanInput) -> Vec<Action> {
             *counts.entry(node.clone()).or_default() += 1;
         }
     }
-    let mut load = input.load.clone();
 
     // Rolling update budget: replacements in flight are instances of an
     // old template that are not running yet, or new ones still starting.
@@ -156,7 +156,7 @@ pub fn plan(input: &PlanInput) -> Vec<Action> {
 
     for slot in 0..replicas {
         let Some(instance) = by_slot.get(&slot).copied() else {
-            place(&mut actions, input, slot, &[], &mut counts, &mut load);
+            place(&mut actions, input, slot, &[], &mut counts, loads);
             continue;
         };
         let node_name = instance.node.as_deref().unwrap_or("");
@@ -168,14 +168,7 @@ pub fn plan(input: &PlanInput) -> Vec<Action> {
             if let Some(n) = counts.get_mut(node_name) {
                 *n = n.saturating_sub(1);
             }
-            place(
-                &mut actions,
-                input,
-                slot,
-                &[node_name],
-                &mut counts,
-                &mut load,
-            );
+            place(&mut actions, input, slot, &[node_name], &mut counts, loads);
             continue;
         }
         if !input.reachable.contains(node_name) {
@@ -291,21 +284,13 @@ fn place(
     slot: u32,
     exclude: &[&str],
     counts: &mut BTreeMap<String, u32>,
-    load: &mut BTreeMap<String, NodeLoad>,
+    loads: &mut Loads,
 ) {
-    match choose_node(
-        &input.service.spec,
-        input.nodes.values(),
-        load,
-        counts,
-        exclude,
-    ) {
+    let spec = &input.service.spec;
+    match choose_node(spec, input.nodes, loads, counts, exclude) {
         Ok(node) => {
             *counts.entry(node.clone()).or_default() += 1;
-            let entry = load.entry(node.clone()).or_default();
-            entry.instances += 1;
-            entry.cpu_millis += u64::from(input.service.spec.resources.cpu_millis);
-            entry.memory_mb += input.service.spec.resources.memory_mb;
+            loads.add(&node, &spec.resources);
             actions.push(Action::Place { slot, node });
         }
         Err(e) => actions.push(Action::Unplaceable {
@@ -421,7 +406,7 @@ mod tests {
 
         fn plan(&self) -> Vec<Action> {
             let template = self.template();
-            plan(&PlanInput {
+            let input = PlanInput {
                 service: &self.service,
                 template: &template,
                 instances: self.instances.iter().collect(),
@@ -432,10 +417,10 @@ mod tests {
                     .map(|(n, c)| (n.as_str(), c))
                     .collect(),
                 reachable: &self.reachable,
-                load: &BTreeMap::new(),
                 healthy: &BTreeSet::new(),
                 unhealthy: &BTreeSet::new(),
-            })
+            };
+            plan(&input, &mut Loads::default())
         }
     }
 

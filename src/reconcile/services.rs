@@ -14,13 +14,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::autoscale::CapacityWanted;
 use super::backoff::{self, CRASH_LOOP_AFTER};
 use super::controller::{Action as Next, Limits, OnStop, Reason, ReconcileError, Reconciler};
 use super::engines::Engines;
 use super::health::HealthBook;
 use super::labels;
 use super::observed::{Observed, ServiceKey};
-use super::placement::NodeLoad;
+use super::placement::Loads;
 use super::plan::{plan, Action, PlanInput, RestartReason};
 use super::SupervisorSettings;
 use crate::dates::parse_rfc3339_ms;
@@ -29,11 +30,14 @@ use crate::runtime::{ContainerInfo, ContainerSpec, PortBinding, RuntimeError};
 use crate::secrets::{SecretsError, SecretsKey};
 use crate::state::{
     Command, ExitInfo, Instance, InstanceState, InstanceStatus, Node, NodeState, PublishedPort,
-    Service, ServiceKind, State,
+    Resources, Service, ServiceKind, State,
 };
 
 /// Reconciles of different services running at once.
 const CONCURRENCY: usize = 256;
+
+/// How soon a service with a slot no node could take looks again.
+const UNPLACED_RETRY: Duration = Duration::from_secs(2);
 
 /// Crash history of one instance generation, kept in the leader's memory.
 #[derive(Debug, Clone, Default)]
@@ -45,40 +49,62 @@ struct CrashTrack {
     counted_death: String,
 }
 
-/// How long a computed [`LoadBook`] serves before it is computed again.
+/// How long the loads of a [`PlacementBook`] serve before they are
+/// computed again from the state.
 const LOAD_REFRESH: Duration = Duration::from_millis(500);
 
-/// What every node carries, as placement sees it. Computing it walks every
-/// instance, so it is computed from the state at most every
-/// [`LOAD_REFRESH`]; in between, each placement this controller decides is
-/// added at once, so reconciles placing at the same time see each other's
-/// choices rather than all taking the same least loaded nodes.
+/// The inventory and what every node carries, as placement sees them.
+/// Computing the loads walks every instance, so they are computed from the
+/// state at most every [`LOAD_REFRESH`] (and whenever the inventory
+/// changed); in between, each placement this controller decides is added
+/// at once, so reconciles placing at the same time see each other's
+/// choices rather than all taking the same least loaded nodes. The
+/// inventory is copied only when a node changed, not per placement.
 #[derive(Debug, Default)]
-struct LoadBook {
+struct PlacementBook {
+    /// When `loads` were computed.
     computed: Option<Instant>,
-    load: BTreeMap<String, NodeLoad>,
+    /// The inventory `nodes` was copied at (see [`inventory_mark`]).
+    mark: (usize, u64),
+    nodes: Arc<BTreeMap<String, Node>>,
+    /// Complete for `nodes`.
+    loads: Loads,
 }
 
-impl LoadBook {
-    fn fresh(&mut self, replica: &Replica) -> &BTreeMap<String, NodeLoad> {
-        if self.computed.is_none_or(|at| at.elapsed() >= LOAD_REFRESH) {
-            self.load = replica.sm.read(load_of);
-            self.computed = Some(Instant::now());
-        }
-        &self.load
-    }
-
-    /// Counts the placements among `actions` of `service`.
-    fn placed(&mut self, service: &Service, actions: &[Action]) {
-        for action in actions {
-            if let Action::Place { node, .. } = action {
-                let entry = self.load.entry(node.clone()).or_default();
-                entry.instances += 1;
-                entry.cpu_millis += u64::from(service.spec.resources.cpu_millis);
-                entry.memory_mb += service.spec.resources.memory_mb;
+impl PlacementBook {
+    /// Brings the book up to the state: a changed inventory is copied
+    /// again, stale loads are computed again.
+    fn refresh(&mut self, replica: &Replica) {
+        replica.sm.read(|s| {
+            let mark = inventory_mark(&s.nodes);
+            let moved = mark != self.mark || self.computed.is_none();
+            if moved {
+                self.nodes = Arc::new(s.nodes.clone());
+                self.mark = mark;
             }
-        }
+            if moved || self.computed.is_none_or(|at| at.elapsed() >= LOAD_REFRESH) {
+                self.loads = Loads::for_nodes(&self.nodes, placed(s));
+                self.computed = Some(Instant::now());
+            }
+        })
     }
+}
+
+/// Changes whenever the inventory does: every node change stamps the node
+/// with the change's Raft index, and a removal changes the count.
+fn inventory_mark(nodes: &BTreeMap<String, Node>) -> (usize, u64) {
+    let latest = nodes.values().map(|n| n.version).max().unwrap_or(0);
+    (nodes.len(), latest)
+}
+
+/// Where every instance is placed, with the resources it reserves.
+fn placed(state: &State) -> impl Iterator<Item = (&str, &Resources)> {
+    state.services.values().flat_map(move |service| {
+        state
+            .service_instances(&service.namespace, &service.name)
+            .into_iter()
+            .filter_map(move |i| Some((i.node.as_deref()?, &service.spec.resources)))
+    })
 }
 
 /// A failure to create that must not be retried in a hot loop.
@@ -95,7 +121,7 @@ pub struct Services {
     settings: SupervisorSettings,
     observed: Arc<Mutex<Observed>>,
     health: Arc<Mutex<HealthBook>>,
-    autoscaler: super::autoscale::Autoscaler,
+    capacity: CapacityWanted,
     crashes: Mutex<HashMap<(String, u64), CrashTrack>>,
     create_failures: Mutex<HashMap<(String, u64), CreateFailure>>,
     reported_unplaceable: Mutex<HashMap<(ServiceKey, u32), String>>,
@@ -104,7 +130,7 @@ pub struct Services {
     deadlines: Mutex<HashMap<ServiceKey, Instant>>,
     /// An async lock: a reconcile waiting for it yields its thread, which
     /// Raft's own tasks share.
-    load: tokio::sync::Mutex<LoadBook>,
+    book: tokio::sync::Mutex<PlacementBook>,
 }
 
 impl Services {
@@ -114,20 +140,20 @@ impl Services {
         settings: SupervisorSettings,
         observed: Arc<Mutex<Observed>>,
         health: Arc<Mutex<HealthBook>>,
+        capacity: CapacityWanted,
     ) -> Services {
-        let autoscaler = super::autoscale::Autoscaler::from_config(&replica.config.autoscale);
         Services {
             replica,
             engines,
             settings,
             observed,
             health,
-            autoscaler,
+            capacity,
             crashes: Mutex::new(HashMap::new()),
             create_failures: Mutex::new(HashMap::new()),
             reported_unplaceable: Mutex::new(HashMap::new()),
             deadlines: Mutex::new(HashMap::new()),
-            load: tokio::sync::Mutex::new(LoadBook::default()),
+            book: tokio::sync::Mutex::new(PlacementBook::default()),
         }
     }
 }
@@ -198,26 +224,6 @@ fn needs_placement(
     })
 }
 
-/// What every node already carries (instances, CPU, memory).
-fn load_of(state: &State) -> BTreeMap<String, NodeLoad> {
-    let mut load: BTreeMap<String, NodeLoad> = BTreeMap::new();
-    for service in state.services.values() {
-        let resources = &service.spec.resources;
-        for instance in state.service_instances(&service.namespace, &service.name) {
-            if let Some(node) = &instance.node {
-                let entry = match load.get_mut(node) {
-                    Some(entry) => entry,
-                    None => load.entry(node.clone()).or_default(),
-                };
-                entry.instances += 1;
-                entry.cpu_millis += u64::from(resources.cpu_millis);
-                entry.memory_mb += resources.memory_mb;
-            }
-        }
-    }
-    load
-}
-
 impl Services {
     /// One reconcile of `key`; why it failed, if a write did not go through.
     async fn reconcile_service(&self, key: &ServiceKey) -> Option<String> {
@@ -240,7 +246,8 @@ impl Services {
                 .as_ref()
                 .is_some_and(|service| needs_placement(service, &instances, &s.nodes));
             let nodes = if placing {
-                s.nodes.clone()
+                // The placement book has every node.
+                BTreeMap::new()
             } else {
                 let names: BTreeSet<&str> = instances
                     .iter()
@@ -293,27 +300,34 @@ impl Services {
             (healthy, unhealthy)
         };
         let template = labels::template_fingerprint(&service.spec);
-        let input = |load| PlanInput {
+        // Planned under the book's lock when placing: the next placing
+        // reconcile sees these placements.
+        let mut book = if placing {
+            let mut book = self.book.lock().await;
+            book.refresh(&self.replica);
+            Some(book)
+        } else {
+            None
+        };
+        let nodes = match &book {
+            Some(book) => book.nodes.clone(),
+            None => Arc::new(nodes),
+        };
+        let input = PlanInput {
             service: &service,
             template: &template,
             instances: instances.iter().collect(),
             nodes: &nodes,
             observed: containers.iter().map(|(n, c)| (n.as_str(), c)).collect(),
             reachable: &reachable,
-            load,
             healthy: &healthy,
             unhealthy: &unhealthy,
         };
-        let actions = if placing {
-            // Planned under the book's lock: the next placing reconcile
-            // sees these placements.
-            let mut book = self.load.lock().await;
-            let actions = plan(&input(book.fresh(&self.replica)));
-            book.placed(&service, &actions);
-            actions
-        } else {
-            plan(&input(&BTreeMap::new()))
+        let actions = match book.as_mut() {
+            Some(book) => plan(&input, &mut book.loads),
+            None => plan(&input, &mut Loads::default()),
         };
+        drop(book);
         if !actions.is_empty() {
             tracing::debug!(actions = actions.len(), "executing the plan");
         }
@@ -381,8 +395,11 @@ impl Services {
                 needs_capacity,
             } => {
                 if needs_capacity {
-                    self.autoscaler.more_capacity(&self.replica);
+                    self.capacity.ask();
                 }
+                // Room freed by other services wakes nothing here: look
+                // again soon rather than at the resync.
+                self.requeue_at(&service_key(service), Instant::now() + UNPLACED_RETRY);
                 let key = ((service.namespace.clone(), service.name.clone()), slot);
                 let already = self
                     .reported_unplaceable

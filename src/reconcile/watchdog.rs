@@ -63,10 +63,19 @@ pub enum Loop {
     Nodes,
     Managers,
     Health,
+    Probes,
+    Autoscale,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 4] = [Loop::Services, Loop::Nodes, Loop::Managers, Loop::Health];
+    pub const ALL: [Loop; 6] = [
+        Loop::Services,
+        Loop::Nodes,
+        Loop::Managers,
+        Loop::Health,
+        Loop::Probes,
+        Loop::Autoscale,
+    ];
 
     fn index(self) -> usize {
         self as usize
@@ -78,6 +87,8 @@ impl Loop {
             Loop::Nodes => "nodes",
             Loop::Managers => "managers",
             Loop::Health => "health",
+            Loop::Probes => "probes",
+            Loop::Autoscale => "autoscale",
         }
     }
 }
@@ -409,7 +420,7 @@ mod tests {
         // The other loops keep going; the service loop hangs after one round.
         w.progress(Loop::Services, 2, t0 + ms(500));
         for i in 1..=30 {
-            for l in [Loop::Nodes, Loop::Managers, Loop::Health] {
+            for l in Loop::ALL.into_iter().filter(|l| *l != Loop::Services) {
                 w.progress(l, 2, t0 + ms(i * 500));
             }
         }
@@ -464,7 +475,7 @@ mod tests {
         let follower = Watchdog::new(2, Some(STALL));
         leader.leading(5, t0);
         leader.progress(Loop::Services, 5, t0 + ms(100));
-        for l in [Loop::Nodes, Loop::Managers, Loop::Health] {
+        for l in Loop::ALL.into_iter().filter(|l| *l != Loop::Services) {
             leader.progress(l, 5, t0 + ms(200));
         }
         assert_eq!(leader.header_for(4, t0 + ms(300)), None);

@@ -2,7 +2,8 @@
 //! (a single-member cluster that elects itself) supervising in-memory
 //! engines, its reconciles counted per key. A KV write reconciles no
 //! service; a change to one service reconciles that service and no other;
-//! a container that dies is restarted from its engine's event alone.
+//! a container that dies is restarted from its engine's event alone; an
+//! engine that keeps answering costs probe rounds, not node reconciles.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -246,4 +247,61 @@ async fn a_container_that_dies_is_restarted_on_its_engines_event() {
         },
     )
     .await;
+}
+
+fn node_state(replica: &Replica) -> Option<raftvisor::state::NodeState> {
+    replica.sm.read(|s| s.nodes.get("mem-0").map(|n| n.state))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_steady_node_is_probed_without_reconciling_it_and_a_silent_one_goes_down_and_back() {
+    use raftvisor::state::NodeState;
+    let world = start().await;
+    let probes = |n: u64| {
+        let counts = world.counts.clone();
+        async move {
+            match counts.total("probes") {
+                seen if seen >= n => Ok(()),
+                seen => Err(format!("{seen} probe rounds")),
+            }
+        }
+    };
+    eventually("the prober runs", Duration::from_secs(10), || probes(2)).await;
+    let node_before = world.counts.of("nodes", "mem-0");
+    let rounds = world.counts.total("probes");
+    eventually("four more probe rounds", Duration::from_secs(10), || {
+        probes(rounds + 4)
+    })
+    .await;
+    assert_eq!(
+        world.counts.of("nodes", "mem-0"),
+        node_before,
+        "an engine that keeps answering wakes no reconcile of its node"
+    );
+
+    world.engine.set_unreachable(true);
+    eventually(
+        "the silent node is down",
+        Duration::from_secs(10),
+        || async {
+            match node_state(&world.replica) {
+                Some(NodeState::Down) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    world.engine.set_unreachable(false);
+    eventually(
+        "the node answering again is ready",
+        Duration::from_secs(10),
+        || async {
+            match node_state(&world.replica) {
+                Some(NodeState::Ready) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    assert!(world.counts.of("nodes", "mem-0") > node_before);
 }
