@@ -23,8 +23,8 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    #[error("config {path} is not valid: {message}")]
-    Parse { path: PathBuf, message: String },
+    #[error("config {path} is not valid: {source}")]
+    Parse { path: PathBuf, source: TomlError },
     #[error("environment variable {name}={value:?} is not valid: {reason}")]
     Env {
         name: &'static str,
@@ -266,15 +266,23 @@ impl Default for AutoscaleConfig {
     }
 }
 
-/// Parses TOML text into `T`; the error (toml's is several lines, with a
-/// caret under the culprit) is folded into one line.
-pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
-    toml::from_str(text).map_err(|e| {
-        e.to_string()
+/// TOML that does not parse into what it should be, with toml's message
+/// (several lines, with a caret under the culprit) folded into one line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{line}")]
+pub struct TomlError {
+    line: String,
+}
+
+/// Parses TOML text into `T`.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, TomlError> {
+    toml::from_str(text).map_err(|e| TomlError {
+        line: e
+            .to_string()
             .lines()
             .filter(|l| !l.trim().is_empty())
             .collect::<Vec<_>>()
-            .join(" ")
+            .join(" "),
     })
 }
 
@@ -339,9 +347,9 @@ impl AgentConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        let mut config = Self::parse(&text).map_err(|message| ConfigError::Parse {
+        let mut config = Self::parse(&text).map_err(|source| ConfigError::Parse {
             path: path.to_path_buf(),
-            message,
+            source,
         })?;
         config.apply_env(|name| std::env::var(name).ok())?;
         config.validate()?;
@@ -391,7 +399,7 @@ impl AgentConfig {
     }
 
     /// Parses TOML text; the error is one line.
-    pub fn parse(text: &str) -> Result<AgentConfig, String> {
+    pub fn parse(text: &str) -> Result<AgentConfig, TomlError> {
         parse_toml(text)
     }
 
@@ -731,7 +739,9 @@ insecure = true
 
     #[test]
     fn bad_configs_fail_with_one_line() {
-        let unknown = AgentConfig::parse(&format!("{GOOD}\nbogus = 1\n")).unwrap_err();
+        let unknown = AgentConfig::parse(&format!("{GOOD}\nbogus = 1\n"))
+            .unwrap_err()
+            .to_string();
         assert!(
             unknown.contains("bogus") && !unknown.contains('\n'),
             "{unknown}"
@@ -819,7 +829,7 @@ insecure = true
             ),
         ];
         for (text, key) in cases {
-            let error = AgentConfig::parse(&text).expect_err(key);
+            let error = AgentConfig::parse(&text).expect_err(key).to_string();
             assert!(
                 error.contains(key) && !error.contains('\n'),
                 "{key}: {error}"

@@ -53,10 +53,16 @@ impl std::ops::DerefMut for ClusterFile {
 /// (or, for a file that parses, what is wrong in it).
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterFileError {
-    #[error("cannot read {}: {reason}", path.display())]
-    Read { path: PathBuf, reason: String },
-    #[error("{}: {reason}", path.display())]
-    Parse { path: PathBuf, reason: String },
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Parse {
+        path: PathBuf,
+        source: crate::config::TomlError,
+    },
     #[error("{0}")]
     Invalid(#[from] crate::state::validate::Invalid),
 }
@@ -65,14 +71,14 @@ impl ClusterFile {
     /// Reads and checks `path`; relative `state_dir` is resolved against
     /// the file's directory. The error is one line.
     pub fn load(path: &Path) -> Result<ClusterFile, ClusterFileError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ClusterFileError::Read {
+        let text = std::fs::read_to_string(path).map_err(|source| ClusterFileError::Read {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            source,
         })?;
         let mut file: ClusterFile =
-            crate::config::parse_toml(&text).map_err(|reason| ClusterFileError::Parse {
+            crate::config::parse_toml(&text).map_err(|source| ClusterFileError::Parse {
                 path: path.to_path_buf(),
-                reason,
+                source,
             })?;
         let base = path.parent().unwrap_or(Path::new("."));
         let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());

@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::cli::output::{print, Format, Table};
 use crate::client::{Client, ClientOptions};
 use crate::runtime::docker::DockerRuntime;
-use crate::runtime::{ContainerRuntime, ContainerState};
+use crate::runtime::{ContainerRuntime, ContainerState, RuntimeError};
 use crate::tls::certs::{self, Role};
 use cluster_file::{ClusterFile, Machine};
 
@@ -190,7 +190,8 @@ fn secrets(file: &ClusterFile, report: &mut Report) -> anyhow::Result<()> {
     };
     report.record(&bar, STEP, "cluster CA", outcome)?;
     for manager in &file.managers {
-        let outcome = ensure_certificate(file, manager).unwrap_or_else(Outcome::Failed);
+        let outcome =
+            ensure_certificate(file, manager).unwrap_or_else(|e| Outcome::Failed(e.to_string()));
         report.record(
             &bar,
             STEP,
@@ -227,11 +228,29 @@ fn secrets(file: &ClusterFile, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Why a step that makes or starts a manager failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerStepError {
+    #[error("cannot issue the certificate of {name}: {source}")]
+    Certificate {
+        name: String,
+        source: certs::CertError,
+    },
+    #[error("cannot {action} {}: {source}", path.display())]
+    File {
+        action: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Engine(#[from] RuntimeError),
+}
+
 /// The manager certificate of `manager`, issued by the cluster CA if missing.
 pub(crate) fn ensure_certificate(
     file: &ClusterFile,
     manager: &cluster_file::ManagerPlacement,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, ManagerStepError> {
     let certs_dir = file.certs_dir();
     let name = format!("replica-{}", manager.id);
     if certs_dir.join(format!("{name}.pem")).exists() {
@@ -245,7 +264,7 @@ pub(crate) fn ensure_certificate(
         Some(manager.id),
     )
     .map(|_| Outcome::Created)
-    .map_err(|e| e.to_string())
+    .map_err(|source| ManagerStepError::Certificate { name, source })
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -260,12 +279,11 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     out.sync_all()
 }
 
-pub(crate) fn engine_of(machine: &Machine) -> Result<DockerRuntime, String> {
+pub(crate) fn engine_of(machine: &Machine) -> Result<DockerRuntime, RuntimeError> {
     match &machine.docker_tls {
         Some(tls) => DockerRuntime::connect_tls(&machine.docker_endpoint, tls, Default::default()),
         None => DockerRuntime::connect(&machine.docker_endpoint),
     }
-    .map_err(|e| e.to_string())
 }
 
 /// Every machine exists and runs (a provider makes or starts the ones it
@@ -303,7 +321,7 @@ async fn machines(
                     Ok(()) => engines.push((machine.name.clone(), engine)),
                     Err(e) => outcome = Outcome::Failed(e.to_string()),
                 },
-                Err(e) => outcome = Outcome::Failed(e),
+                Err(e) => outcome = Outcome::Failed(e.to_string()),
             }
         }
         report.record(&bar, STEP, &format!("machine {}", machine.name), outcome)?;
@@ -383,7 +401,7 @@ async fn managers(
             .1;
         let outcome = match ensure_manager(file, manager, engine, false).await {
             Ok(outcome) => outcome,
-            Err(e) => Outcome::Failed(e),
+            Err(e) => Outcome::Failed(e.to_string()),
         };
         report.record(&bar, STEP, &format!("manager {}", manager.id), outcome)?;
     }
@@ -398,10 +416,13 @@ pub(crate) async fn ensure_manager(
     manager: &cluster_file::ManagerPlacement,
     engine: &DockerRuntime,
     joining: bool,
-) -> Result<Outcome, String> {
+) -> Result<Outcome, ManagerStepError> {
     let dir = file.manager_dir(manager.id);
-    std::fs::create_dir_all(dir.join("data"))
-        .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("data")).map_err(|source| ManagerStepError::File {
+        action: "create",
+        path: dir.clone(),
+        source,
+    })?;
     let config_path = dir.join("config.toml");
     let config = file.agent_config(manager, joining);
     // `[[members]]` only seeds a new cluster: once a manager has formed or
@@ -410,36 +431,26 @@ pub(crate) async fn ensure_manager(
         .ok()
         .is_none_or(|current| without_members(&current) != without_members(&config));
     if config_changed {
-        std::fs::write(&config_path, &config)
-            .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+        std::fs::write(&config_path, &config).map_err(|source| ManagerStepError::File {
+            action: "write",
+            path: config_path.clone(),
+            source,
+        })?;
     }
     let spec = file.manager_container(manager);
-    match engine
-        .inspect(&spec.name)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    match engine.inspect(&spec.name).await? {
         None => {
-            let id = engine.create(&spec).await.map_err(|e| e.to_string())?;
-            engine.start(&id).await.map_err(|e| e.to_string())?;
+            let id = engine.create(&spec).await?;
+            engine.start(&id).await?;
             Ok(Outcome::Created)
         }
         Some(container) if container.state != ContainerState::Running => {
-            engine
-                .start(&container.id)
-                .await
-                .map_err(|e| e.to_string())?;
+            engine.start(&container.id).await?;
             Ok(Outcome::Started)
         }
         Some(container) if config_changed => {
-            engine
-                .stop(&container.id, Duration::from_secs(10))
-                .await
-                .map_err(|e| e.to_string())?;
-            engine
-                .start(&container.id)
-                .await
-                .map_err(|e| e.to_string())?;
+            engine.stop(&container.id, Duration::from_secs(10)).await?;
+            engine.start(&container.id).await?;
             Ok(Outcome::Updated)
         }
         Some(_) => Ok(Outcome::Unchanged),

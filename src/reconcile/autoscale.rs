@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use super::controller::{Action, Limits, OnStop, Reason, ReconcileError, Reconciler, Trigger};
 use crate::config::AutoscaleConfig;
-use crate::provider::{MachineProvider, MachineRequest, ProviderConfig};
-use crate::replica::Replica;
+use crate::provider::{MachineProvider, MachineRequest, ProviderConfig, ProviderError};
+use crate::replica::{OpError, Replica};
 use crate::state::Command;
 
 /// Pause after a failed provisioning before trying again.
@@ -82,6 +82,7 @@ impl Autoscaler {
 #[async_trait::async_trait]
 impl Reconciler for Autoscaler {
     type Key = ();
+    type Error = ProvisionError;
 
     fn name(&self) -> &'static str {
         "autoscale"
@@ -101,7 +102,7 @@ impl Reconciler for Autoscaler {
         vec![()]
     }
 
-    async fn reconcile(&self, _: &(), _: Reason) -> Result<Action, ReconcileError> {
+    async fn reconcile(&self, _: &(), _: Reason) -> Result<Action, ProvisionError> {
         let Some(provider) = self.provider.clone() else {
             self.wanted.take();
             return Ok(Action::AwaitChange);
@@ -139,14 +140,12 @@ impl Reconciler for Autoscaler {
                 record(&self.replica, &name, format!("provisioning failed: {e}")).await;
                 // Still wanted: the slots that asked are still unplaced.
                 self.wanted.wanted.store(true, Ordering::Release);
-                Err(ReconcileError::Failed(format!(
-                    "provisioning {name} failed: {e}"
-                )))
+                Err(e)
             }
         }
     }
 
-    fn error_policy(&self, _: &(), _: &ReconcileError, _: u32) -> Action {
+    fn error_policy(&self, _: &(), _: &ReconcileError<ProvisionError>, _: u32) -> Action {
         Action::RequeueAfter(RETRY_AFTER)
     }
 }
@@ -169,11 +168,20 @@ fn next_name(config: &AutoscaleConfig, registered: &BTreeSet<String>) -> Option<
     }
 }
 
+/// Why a machine was not added.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    #[error("provisioning {name} failed: {source}")]
+    Provider { name: String, source: ProviderError },
+    #[error("registering {name} as a node failed: {source}")]
+    Register { name: String, source: OpError },
+}
+
 async fn provision(
     replica: &Replica,
     provider: &dyn MachineProvider,
     name: &str,
-) -> Result<(), String> {
+) -> Result<(), ProvisionError> {
     record(
         replica,
         name,
@@ -186,10 +194,14 @@ async fn provision(
         labels: [(AUTOSCALED.to_string(), "true".to_string())].into(),
         tags: [("raftvisor".to_string(), "autoscaled".to_string())].into(),
     };
-    let machine = provider
-        .provision(&request)
-        .await
-        .map_err(|e| e.to_string())?;
+    let machine =
+        provider
+            .provision(&request)
+            .await
+            .map_err(|source| ProvisionError::Provider {
+                name: name.to_string(),
+                source,
+            })?;
     let mut spec = machine.node;
     spec.labels
         .insert(AUTOSCALED.to_string(), "true".to_string());
@@ -200,7 +212,10 @@ async fn provision(
             expected_version: None,
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|source| ProvisionError::Register {
+            name: name.to_string(),
+            source,
+        })?;
     record(
         replica,
         name,

@@ -14,10 +14,11 @@
 //! at once, and a changed verdict wakes the instance's service.
 
 use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::controller::{Action, Limits, OnStop, Reason, ReconcileError, Reconciler, Trigger};
+use super::controller::{Action, Limits, OnStop, Reason, Reconciler, Trigger};
 use super::observed::ServiceKey;
 use crate::replica::Replica;
 use crate::state::{HealthCheck, InstanceState, ProbeKind, State};
@@ -85,17 +86,39 @@ impl HealthBook {
     }
 }
 
+/// Why an HTTP probe has no URL.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeUrlError {
+    #[error(transparent)]
+    Path(#[from] crate::state::validate::Invalid),
+    #[error("probe URL for path {path:?} is not valid: {source}")]
+    Url {
+        path: String,
+        source: <reqwest::Url as std::str::FromStr>::Err,
+    },
+    #[error("probe path {path:?} would leave the instance's address {host}:{port}")]
+    Leaves {
+        path: String,
+        host: String,
+        port: u16,
+    },
+}
+
 /// The URL of an HTTP probe of `path` on `address:port`, or why there is
 /// none: the path must be absolute and the URL must point at exactly that
 /// address and port (no user info, no other host).
-pub fn probe_url(address: &str, port: u16, path: &str) -> Result<reqwest::Url, String> {
+pub fn probe_url(address: &str, port: u16, path: &str) -> Result<reqwest::Url, ProbeUrlError> {
     crate::state::validate::health_path(path)?;
     let host = match address.parse::<std::net::IpAddr>() {
         Ok(std::net::IpAddr::V6(v6)) => format!("[{v6}]"),
         _ => address.to_string(),
     };
-    let url = reqwest::Url::parse(&format!("http://{host}:{port}{path}"))
-        .map_err(|e| format!("probe URL for path {path:?} is not valid: {e}"))?;
+    let url = reqwest::Url::parse(&format!("http://{host}:{port}{path}")).map_err(|source| {
+        ProbeUrlError::Url {
+            path: path.to_string(),
+            source,
+        }
+    })?;
     let same_target = url.scheme() == "http"
         && url.username().is_empty()
         && url.password().is_none()
@@ -104,9 +127,11 @@ pub fn probe_url(address: &str, port: u16, path: &str) -> Result<reqwest::Url, S
     if same_target {
         Ok(url)
     } else {
-        Err(format!(
-            "probe path {path:?} would leave the instance's address {host}:{port}"
-        ))
+        Err(ProbeUrlError::Leaves {
+            path: path.to_string(),
+            host,
+            port,
+        })
     }
 }
 
@@ -224,6 +249,7 @@ impl Health {
 #[async_trait::async_trait]
 impl Reconciler for Health {
     type Key = String;
+    type Error = Infallible;
 
     fn name(&self) -> &'static str {
         "health"
@@ -253,7 +279,7 @@ impl Reconciler for Health {
         })
     }
 
-    async fn reconcile(&self, id: &String, _: Reason) -> Result<Action, ReconcileError> {
+    async fn reconcile(&self, id: &String, _: Reason) -> Result<Action, Infallible> {
         let Some(target) = self.replica.sm.read(|s| target_of(s, id)) else {
             self.book().keep_only(id, None);
             return Ok(Action::AwaitChange);

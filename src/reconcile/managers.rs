@@ -14,13 +14,32 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::bootstrap::cluster_file::{ClusterFile, ManagerPlacement, Replacement};
-use crate::bootstrap::{engine_of, ensure_certificate, ensure_manager};
+use crate::bootstrap::{engine_of, ensure_certificate, ensure_manager, ManagerStepError};
 use crate::raft::PeerNode;
-use crate::replica::Replica;
+use crate::replica::{OpError, Replica};
 use crate::runtime::{ContainerRuntime, ContainerState, RuntimeError};
 use crate::state::Command;
 
-use super::controller::{Action, Limits, OnStop, Reason, ReconcileError, Reconciler};
+use super::controller::{Action, Limits, OnStop, Reason, Reconciler};
+
+/// Why a look at the managers, or a step of a replacement, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagersError {
+    #[error("this leader has no fresh quorum contact: not replacing managers now")]
+    NoLease,
+    #[error("the plan replaces {dead} by {new} but does not place {new}")]
+    NotPlaced { dead: u64, new: u64 },
+    #[error("recording the manager plan: {0}")]
+    Save(OpError),
+    #[error("adding manager {id}: {source}")]
+    Add { id: u64, source: OpError },
+    #[error("removing manager {id}: {source}")]
+    Remove { id: u64, source: OpError },
+    #[error(transparent)]
+    Step(#[from] ManagerStepError),
+    #[error(transparent)]
+    Engine(#[from] RuntimeError),
+}
 
 /// The manager controller of one term: a single key (the cluster's
 /// managers), looked at once a second and whenever the managers, their
@@ -48,6 +67,7 @@ impl Managers {
 #[async_trait::async_trait]
 impl Reconciler for Managers {
     type Key = ();
+    type Error = ManagersError;
 
     fn name(&self) -> &'static str {
         "managers"
@@ -69,7 +89,7 @@ impl Reconciler for Managers {
         vec![()]
     }
 
-    async fn reconcile(&self, _: &(), _: Reason) -> Result<Action, ReconcileError> {
+    async fn reconcile(&self, _: &(), _: Reason) -> Result<Action, ManagersError> {
         // One key never runs twice at once: the set is this run's alone.
         let mut reported =
             std::mem::take(&mut *self.reported.lock().unwrap_or_else(|e| e.into_inner()));
@@ -81,9 +101,7 @@ impl Reconciler for Managers {
         )
         .await;
         *self.reported.lock().unwrap_or_else(|e| e.into_inner()) = reported;
-        result
-            .map(|()| Action::RequeueAfter(Duration::from_secs(1)))
-            .map_err(ReconcileError::Failed)
+        result.map(|()| Action::RequeueAfter(Duration::from_secs(1)))
     }
 }
 
@@ -94,13 +112,13 @@ fn plan_of(replica: &Replica) -> Option<ClusterFile> {
         .map(ClusterFile::from)
 }
 
-async fn save(replica: &Replica, plan: &ClusterFile) -> Result<(), String> {
+async fn save(replica: &Replica, plan: &ClusterFile) -> Result<(), ManagersError> {
     replica
         .write_as_leader(Command::PutManagerTemplate {
             template: plan.template().clone(),
         })
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(ManagersError::Save)?;
     // The state directory is mounted in manager containers: the next
     // `raftvisor bootstrap` reads who the managers are now.
     if let Err(e) = plan.save_plan_file() {
@@ -124,7 +142,7 @@ async fn round(
     replace_after: Duration,
     leading_since: Instant,
     reported: &mut BTreeSet<u64>,
-) -> Result<(), String> {
+) -> Result<(), ManagersError> {
     let Some(mut plan) = plan_of(replica) else {
         return Ok(());
     };
@@ -164,7 +182,7 @@ async fn round(
             // The engine does not answer: only the machine's provider can
             // tell a dead machine from one that is merely cut off.
             Err(e) if e.is_unreachable() => machine_gone(machine).await,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         };
         if !gone {
             if reported.insert(voter) {
@@ -301,19 +319,19 @@ async fn replace(
     replica: &Replica,
     plan: &mut ClusterFile,
     replacement: Replacement,
-) -> Result<(), String> {
+) -> Result<(), ManagersError> {
     let Replacement { dead, new } = replacement;
     // Starting and removing manager containers are engine actions: only a
     // leader with a fresh quorum takes them.
     if !replica.holds_lease() {
-        return Err("this leader has no fresh quorum contact: not replacing managers now".into());
+        return Err(ManagersError::NoLease);
     }
     let placement = plan
         .managers
         .iter()
         .find(|m| m.id == new)
         .cloned()
-        .ok_or_else(|| format!("the plan replaces {dead} by {new} but does not place {new}"))?;
+        .ok_or(ManagersError::NotPlaced { dead, new })?;
     let voters = replica.voters();
     if !voters.contains(&new) {
         ensure_certificate(plan, &placement)?;
@@ -343,7 +361,7 @@ async fn replace(
         replica
             .add_member(new, node, true)
             .await
-            .map_err(|e| format!("adding manager {new}: {e}"))?;
+            .map_err(|source| ManagersError::Add { id: new, source })?;
         event(
             replica,
             format!("manager {new}"),
@@ -355,7 +373,7 @@ async fn replace(
         replica
             .remove_member(dead)
             .await
-            .map_err(|e| format!("removing manager {dead}: {e}"))?;
+            .map_err(|source| ManagersError::Remove { id: dead, source })?;
     }
     plan.managers.retain(|m| m.id != dead);
     if !plan.retired.contains(&dead) {

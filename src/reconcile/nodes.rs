@@ -21,15 +21,14 @@
 //!   from the inventory.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use futures::StreamExt;
 
-use super::controller::{
-    self, Action, Limits, OnStop, Reason, ReconcileError, Reconciler, Trigger,
-};
+use super::controller::{self, Action, Limits, OnStop, Reason, Reconciler, Trigger};
 use super::engines::Engines;
 use super::labels;
 use super::SupervisorSettings;
@@ -140,6 +139,7 @@ impl Prober {
 #[async_trait::async_trait]
 impl Reconciler for Prober {
     type Key = ();
+    type Error = Infallible;
 
     fn name(&self) -> &'static str {
         "probes"
@@ -159,7 +159,7 @@ impl Reconciler for Prober {
         vec![()]
     }
 
-    async fn reconcile(&self, _: &(), _: Reason) -> Result<Action, ReconcileError> {
+    async fn reconcile(&self, _: &(), _: Reason) -> Result<Action, Infallible> {
         let targets: Vec<Target> = self.replica.sm.read(|s| {
             s.nodes
                 .values()
@@ -221,6 +221,7 @@ impl Nodes {
 #[async_trait::async_trait]
 impl Reconciler for Nodes {
     type Key = String;
+    type Error = Infallible;
 
     fn name(&self) -> &'static str {
         "nodes"
@@ -242,7 +243,7 @@ impl Reconciler for Nodes {
         self.replica.sm.read(|s| s.nodes.keys().cloned().collect())
     }
 
-    async fn reconcile(&self, name: &String, _: Reason) -> Result<Action, ReconcileError> {
+    async fn reconcile(&self, name: &String, _: Reason) -> Result<Action, Infallible> {
         let (cluster, node) = self
             .replica
             .sm

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::autoscale::CapacityWanted;
 use super::backoff::{self, CRASH_LOOP_AFTER};
-use super::controller::{Action as Next, Limits, OnStop, Reason, ReconcileError, Reconciler};
+use super::controller::{Action as Next, Limits, OnStop, Reason, Reconciler};
 use super::engines::Engines;
 use super::health::HealthBook;
 use super::labels;
@@ -107,6 +107,17 @@ fn placed(state: &State) -> impl Iterator<Item = (&str, &Resources)> {
     })
 }
 
+/// Why a reconcile of a service failed: a Raft write its next steps
+/// depend on did not go through (engine failures are recorded on the
+/// instance and retried on their own schedule instead).
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("the placement of slot {slot} was not written")]
+    PlacementNotWritten { slot: u32 },
+    #[error("the removal of instance {id} was not written")]
+    RemovalNotWritten { id: String },
+}
+
 /// A failure to create that must not be retried in a hot loop.
 #[derive(Debug, Clone)]
 struct CreateFailure {
@@ -161,6 +172,7 @@ impl Services {
 #[async_trait::async_trait]
 impl Reconciler for Services {
     type Key = ServiceKey;
+    type Error = ServiceError;
 
     fn name(&self) -> &'static str {
         "services"
@@ -191,7 +203,7 @@ impl Reconciler for Services {
         keys.into_iter().collect()
     }
 
-    async fn reconcile(&self, key: &ServiceKey, _: Reason) -> Result<Next, ReconcileError> {
+    async fn reconcile(&self, key: &ServiceKey, _: Reason) -> Result<Next, ServiceError> {
         let failed = self.reconcile_service(key).await;
         let deadline = self
             .deadlines
@@ -199,7 +211,7 @@ impl Reconciler for Services {
             .unwrap_or_else(|e| e.into_inner())
             .remove(key);
         match failed {
-            Some(why) => Err(ReconcileError::Failed(why)),
+            Some(error) => Err(error),
             None => Ok(deadline.map_or(Next::AwaitChange, Next::at)),
         }
     }
@@ -226,7 +238,7 @@ fn needs_placement(
 
 impl Services {
     /// One reconcile of `key`; why it failed, if a write did not go through.
-    async fn reconcile_service(&self, key: &ServiceKey) -> Option<String> {
+    async fn reconcile_service(&self, key: &ServiceKey) -> Option<ServiceError> {
         let containers = self
             .observed
             .lock()
@@ -370,7 +382,7 @@ impl Services {
         nodes: &BTreeMap<String, Node>,
         template: &str,
         action: Action,
-    ) -> Result<(), String> {
+    ) -> Result<(), ServiceError> {
         match action {
             Action::Place { slot, node } => {
                 self.reported_unplaceable
@@ -386,7 +398,7 @@ impl Services {
                     })
                     .await;
                 if !placed {
-                    return Err(format!("the placement of slot {slot} was not written"));
+                    return Err(ServiceError::PlacementNotWritten { slot });
                 }
             }
             Action::Unplaceable {
@@ -471,7 +483,7 @@ impl Services {
                     })
                     .await
                 {
-                    return Err(format!("the removal of instance {id} was not written"));
+                    return Err(ServiceError::RemovalNotWritten { id });
                 }
             }
         }

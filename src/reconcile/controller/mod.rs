@@ -67,11 +67,12 @@ pub fn now() -> Instant {
     tokio::time::Instant::now().into_std()
 }
 
-/// Why a reconcile failed.
+/// Why a reconcile failed: the controller's own error, or what the runtime
+/// saw happen to it.
 #[derive(Debug, thiserror::Error)]
-pub enum ReconcileError {
-    #[error("{0}")]
-    Failed(String),
+pub enum ReconcileError<E> {
+    #[error(transparent)]
+    Failed(E),
     #[error("the reconcile did not finish within {0:?}")]
     TimedOut(Duration),
     #[error("the reconcile panicked")]
@@ -133,6 +134,9 @@ impl KeyName for () {
 #[async_trait::async_trait]
 pub trait Reconciler: Send + Sync + 'static {
     type Key: Clone + Eq + Hash + Ord + Debug + KeyName + Send + Sync + 'static;
+    /// Why one reconcile failed ([`std::convert::Infallible`] for a
+    /// controller whose failures are only what the runtime sees).
+    type Error: std::error::Error + Send + Sync + 'static;
 
     /// The controller's name (spans, metrics and the watchdog's loop).
     fn name(&self) -> &'static str;
@@ -144,11 +148,16 @@ pub trait Reconciler: Send + Sync + 'static {
     fn keys(&self) -> Vec<Self::Key>;
 
     /// Brings `key`'s object one step closer to what it should be.
-    async fn reconcile(&self, key: &Self::Key, reason: Reason) -> Result<Action, ReconcileError>;
+    async fn reconcile(&self, key: &Self::Key, reason: Reason) -> Result<Action, Self::Error>;
 
     /// What to do after a failed reconcile; `failures` counts the key's
     /// consecutive failures, this one included.
-    fn error_policy(&self, _key: &Self::Key, _error: &ReconcileError, failures: u32) -> Action {
+    fn error_policy(
+        &self,
+        _key: &Self::Key,
+        _error: &ReconcileError<Self::Error>,
+        failures: u32,
+    ) -> Action {
         Action::RequeueAfter(backoff::error_delay(failures))
     }
 }
@@ -245,6 +254,12 @@ impl Counts {
     }
 }
 
+/// What a reconcile task ends with: its key and how it went.
+type Finished<R> = (
+    <R as Reconciler>::Key,
+    Result<Action, ReconcileError<<R as Reconciler>::Error>>,
+);
+
 /// How often an idle runtime still turns (and reports progress).
 const IDLE_TURN: Duration = Duration::from_millis(250);
 
@@ -301,7 +316,7 @@ pub async fn run<R: Reconciler>(
     let mut queue: WorkQueue<R::Key> = WorkQueue::default();
     let mut failures: Failures<R::Key> = Failures::default();
     let mut started: HashMap<R::Key, Instant> = HashMap::new();
-    let mut tasks: JoinSet<(R::Key, Result<Action, ReconcileError>)> = JoinSet::new();
+    let mut tasks: JoinSet<Finished<R>> = JoinSet::new();
     // The key of each task, for the tasks a pause aborts.
     let mut task_keys: HashMap<tokio::task::Id, R::Key> = HashMap::new();
     let start = now();
@@ -362,7 +377,7 @@ pub async fn run<R: Reconciler>(
                     ))
                     .catch_unwind();
                     let result = match attempt.await {
-                        Ok(Ok(result)) => result,
+                        Ok(Ok(result)) => result.map_err(ReconcileError::Failed),
                         Ok(Err(_)) => Err(ReconcileError::TimedOut(timeout)),
                         Err(_) => Err(ReconcileError::Panicked),
                     };
@@ -509,9 +524,15 @@ mod tests {
         }
     }
 
+    /// The failure of the test controller's `bad` key.
+    #[derive(Debug, thiserror::Error)]
+    #[error("always fails")]
+    struct Always;
+
     #[async_trait::async_trait]
     impl Reconciler for Probe {
         type Key = String;
+        type Error = Always;
         fn name(&self) -> &'static str {
             "probe"
         }
@@ -526,7 +547,7 @@ mod tests {
         fn keys(&self) -> Vec<String> {
             Vec::new()
         }
-        async fn reconcile(&self, key: &String, _: Reason) -> Result<Action, ReconcileError> {
+        async fn reconcile(&self, key: &String, _: Reason) -> Result<Action, Always> {
             {
                 let mut running = self.running.lock().unwrap();
                 let now = running.entry(key.clone()).or_default();
@@ -546,7 +567,7 @@ mod tests {
             }
             *self.running.lock().unwrap().get_mut(key).unwrap() -= 1;
             if key == "bad" {
-                return Err(ReconcileError::Failed("always".into()));
+                return Err(Always);
             }
             Ok(Action::AwaitChange)
         }
