@@ -100,12 +100,7 @@ fn main() {
         eprintln!("PLACEMENT_SERVICES, PLACEMENT_NODES and PLACEMENT_CONCURRENCY must be positive");
         std::process::exit(2);
     }
-    if let Ok(filter) = std::env::var("RAFTVISOR_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    raftvisor::logging::to_stderr(None);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

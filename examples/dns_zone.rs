@@ -115,12 +115,7 @@ fn main() {
         eprintln!("--nodes must be 1-254 and at least --replicas (one instance per node)");
         std::process::exit(2);
     }
-    if let Ok(filter) = std::env::var("RAFTVISOR_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    raftvisor::logging::to_stderr(None);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -5,26 +5,6 @@
 use clap::Parser;
 use raftvisor::cli::{Cli, Command};
 
-fn init_tracing() {
-    // hickory-server logs every DNS query at info; that is a debug matter.
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("RAFTVISOR_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new("info,openraft=warn,hickory_server=warn")
-        });
-    // azure_core 0.21 logs each request at debug with its Authorization
-    // header in clear (its Debug redacts every header but that one): never
-    // let that through, whatever RAFTVISOR_LOG asks for.
-    let filter = filter.add_directive(
-        raftvisor::provider::azure::SDK_TRANSPORT_LOG_CAP
-            .parse()
-            .expect("a valid directive"),
-    );
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
 fn main() {
     let cli = Cli::parse();
     raftvisor::tls::install_default_provider();
@@ -35,7 +15,9 @@ fn main() {
     let result: anyhow::Result<()> = runtime.block_on(async move {
         match cli.command {
             Command::Agent { config } => {
-                init_tracing();
+                // hickory-server logs every DNS query at info; that is a
+                // debug matter.
+                raftvisor::logging::to_stderr(Some("info,openraft=warn,hickory_server=warn"));
                 let config = raftvisor::config::AgentConfig::load(&config)?;
                 let shutdown = tokio_util::sync::CancellationToken::new();
                 let running = raftvisor::agent::run(config, shutdown.clone()).await?;

@@ -91,12 +91,7 @@ fn main() {
         );
         std::process::exit(2);
     }
-    if let Ok(filter) = std::env::var("RAFTVISOR_LOG") {
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    raftvisor::logging::to_stderr(None);
     let driver = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("bench-driver")
