@@ -80,12 +80,26 @@ pub fn obtain(file: Option<&Path>) -> Result<(Token, Origin), FirstTokenError> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         crate::file_modes::create_dir_all(parent).map_err(write_error)?;
     }
+    // Written whole to a private name, then linked into place: a reader
+    // sees no file or the whole token, never a part of it; and the link,
+    // like create_new, fails when another replica sharing the file got
+    // there first — then its token is the one to use.
+    let staged = path.with_file_name(format!(
+        ".{}.{}.{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id(),
+        token.id()
+    ));
     let mut options = crate::file_modes::options();
-    // create_new: another replica sharing the file may be writing it now;
-    // then its token is the one to use.
     options.write(true).create_new(true);
-    let mut out = match options.open(path) {
-        Ok(out) => out,
+    let written = options.open(&staged).and_then(|mut out| {
+        out.write_all(format!("{}\n", token.reveal()).as_bytes())?;
+        out.sync_all()
+    });
+    let linked = written.and_then(|()| std::fs::hard_link(&staged, path));
+    let _ = std::fs::remove_file(&staged);
+    match linked {
+        Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             return match read_file(path)? {
                 Some(token) => Ok((token, Origin::File(path.to_path_buf()))),
@@ -93,10 +107,13 @@ pub fn obtain(file: Option<&Path>) -> Result<(Token, Origin), FirstTokenError> {
             };
         }
         Err(e) => return Err(write_error(e)),
-    };
-    out.write_all(format!("{}\n", token.reveal()).as_bytes())
-        .and_then(|()| out.sync_all())
-        .map_err(write_error)?;
+    }
+    // The new name itself must survive a crash.
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(write_error)?;
+    }
     Ok((token, Origin::Written(path.to_path_buf())))
 }
 
@@ -166,6 +183,34 @@ mod tests {
         let err = obtain(Some(&path)).unwrap_err();
         assert!(matches!(err, FirstTokenError::Malformed { .. }), "{err}");
         assert!(!err.to_string().contains("hunter2"));
+    }
+
+    /// Scripts and benchmarks read the file as soon as it appears.
+    #[test]
+    fn a_reader_sees_no_file_or_the_whole_token_never_a_part() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..200 {
+            let path = dir.path().join(format!("token-{round}"));
+            let writer = {
+                let path = path.clone();
+                std::thread::spawn(move || obtain(Some(&path)).unwrap().0)
+            };
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            let seen = loop {
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    break text;
+                }
+                assert!(std::time::Instant::now() < deadline, "no token file");
+            };
+            let token = writer.join().unwrap();
+            assert_eq!(seen, format!("{}\n", token.reveal()), "round {round}");
+        }
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|name| name.to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(left.is_empty(), "staged files left behind: {left:?}");
     }
 
     #[test]
