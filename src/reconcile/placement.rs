@@ -27,6 +27,15 @@ pub struct NodeLoad {
     pub memory_mb: u64,
 }
 
+impl NodeLoad {
+    /// Counts one more instance reserving `resources`.
+    fn carry(&mut self, resources: &Resources) {
+        self.instances += 1;
+        self.cpu_millis += u64::from(resources.cpu_millis);
+        self.memory_mb += resources.memory_mb;
+    }
+}
+
 /// What every node carries, with the nodes ordered by instance count.
 ///
 /// A *complete* book ([`Loads::for_nodes`]) holds every node of the
@@ -56,11 +65,13 @@ impl Loads {
         for (node, resources) in placed {
             // An instance on a node that left the inventory loads nothing.
             if let Some(load) = by_node.get_mut(node) {
-                load.instances += 1;
-                load.cpu_millis += u64::from(resources.cpu_millis);
-                load.memory_mb += resources.memory_mb;
+                load.carry(resources);
             }
         }
+        Loads::of(by_node, true)
+    }
+
+    fn of(by_node: BTreeMap<String, NodeLoad>, complete: bool) -> Loads {
         let lightest = by_node
             .iter()
             .map(|(name, load)| (load.instances, name.clone()))
@@ -68,7 +79,7 @@ impl Loads {
         Loads {
             by_node,
             lightest,
-            complete: true,
+            complete,
         }
     }
 
@@ -86,9 +97,7 @@ impl Loads {
             }
             None => self.by_node.entry(node.to_string()).or_default(),
         };
-        load.instances += 1;
-        load.cpu_millis += u64::from(resources.cpu_millis);
-        load.memory_mb += resources.memory_mb;
+        load.carry(resources);
         self.lightest.insert((load.instances, node.to_string()));
     }
 }
@@ -96,16 +105,7 @@ impl Loads {
 impl FromIterator<(String, NodeLoad)> for Loads {
     /// An incomplete book of the given loads (tests, partial views).
     fn from_iter<I: IntoIterator<Item = (String, NodeLoad)>>(loads: I) -> Loads {
-        let by_node: BTreeMap<String, NodeLoad> = loads.into_iter().collect();
-        let lightest = by_node
-            .iter()
-            .map(|(name, load)| (load.instances, name.clone()))
-            .collect();
-        Loads {
-            by_node,
-            lightest,
-            complete: false,
-        }
+        Loads::of(loads.into_iter().collect(), false)
     }
 }
 

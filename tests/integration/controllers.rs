@@ -249,8 +249,18 @@ async fn a_container_that_dies_is_restarted_on_its_engines_event() {
     .await;
 }
 
-fn node_state(replica: &Replica) -> Option<raftvisor::state::NodeState> {
-    replica.sm.read(|s| s.nodes.get("mem-0").map(|n| n.state))
+async fn wait_node_state(replica: &Replica, wanted: raftvisor::state::NodeState) {
+    eventually(
+        &format!("node mem-0 is {wanted:?}"),
+        Duration::from_secs(10),
+        || async {
+            match replica.sm.read(|s| s.nodes.get("mem-0").map(|n| n.state)) {
+                Some(state) if state == wanted => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -280,28 +290,8 @@ async fn a_steady_node_is_probed_without_reconciling_it_and_a_silent_one_goes_do
     );
 
     world.engine.set_unreachable(true);
-    eventually(
-        "the silent node is down",
-        Duration::from_secs(10),
-        || async {
-            match node_state(&world.replica) {
-                Some(NodeState::Down) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    wait_node_state(&world.replica, NodeState::Down).await;
     world.engine.set_unreachable(false);
-    eventually(
-        "the node answering again is ready",
-        Duration::from_secs(10),
-        || async {
-            match node_state(&world.replica) {
-                Some(NodeState::Ready) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    wait_node_state(&world.replica, NodeState::Ready).await;
     assert!(world.counts.of("nodes", "mem-0") > node_before);
 }
