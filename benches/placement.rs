@@ -172,8 +172,14 @@ async fn run(params: &Params, phase: Phase) -> bool {
             }
         };
 
-    // Leader, and the cluster id the controllers need (written by the
-    // replica's housekeeping once it leads).
+    // Leader, and the cluster id the controllers need (written by
+    // housekeeping once it leads).
+    let housekeeping = CancellationToken::new();
+    let _stop_housekeeping = housekeeping.clone().drop_guard();
+    tokio::spawn(raftvisor::reconcile::housekeeping::run(
+        replica.clone(),
+        housekeeping,
+    ));
     let ready_by = Instant::now() + Duration::from_secs(30);
     while replica.sm.read(|s| s.cluster_id.is_none()) {
         if Instant::now() > ready_by {

@@ -152,6 +152,13 @@ async fn run(args: &Args) -> Result<(), String> {
     let replica = Replica::start(config, raftvisor::raft::network::PeerNetwork::new(None))
         .await
         .map_err(|e| format!("the replica did not start: {e}"))?;
+    // The cluster id and the managers, written once it leads.
+    let housekeeping = tokio_util::sync::CancellationToken::new();
+    let _stop_housekeeping = housekeeping.clone().drop_guard();
+    tokio::spawn(raftvisor::reconcile::housekeeping::run(
+        replica.clone(),
+        housekeeping,
+    ));
 
     let setup = Duration::from_secs(args.setup_timeout_seconds);
     let started = Instant::now();

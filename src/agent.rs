@@ -374,6 +374,12 @@ pub async fn run_with(
         stop_on_fatal(replica.raft.metrics(), self_stop.clone()),
     );
     let stop_serving = CancellationToken::new();
+    // With or without the supervisor: a leader records the cluster's id,
+    // first token and managers.
+    tasks.spawn(
+        "housekeeping",
+        crate::reconcile::housekeeping::run(replica.clone(), stop_serving.clone()),
+    );
     tasks.add(
         "peer port",
         crate::tls::serve::spawn(

@@ -33,6 +33,7 @@ pub mod backoff;
 pub mod controller;
 pub mod engines;
 pub mod health;
+pub mod housekeeping;
 pub mod labels;
 pub mod managers;
 pub mod nodes;

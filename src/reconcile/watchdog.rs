@@ -65,16 +65,18 @@ pub enum Loop {
     Health,
     Probes,
     Autoscale,
+    Housekeeping,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 6] = [
+    pub const ALL: [Loop; 7] = [
         Loop::Services,
         Loop::Nodes,
         Loop::Managers,
         Loop::Health,
         Loop::Probes,
         Loop::Autoscale,
+        Loop::Housekeeping,
     ];
 
     fn index(self) -> usize {
@@ -89,6 +91,7 @@ impl Loop {
             Loop::Health => "health",
             Loop::Probes => "probes",
             Loop::Autoscale => "autoscale",
+            Loop::Housekeeping => "housekeeping",
         }
     }
 }

@@ -7,7 +7,7 @@
 //! it, so forwarding it again after a lost answer cannot apply it twice.
 
 pub mod elector;
-mod first_token;
+pub mod first_token;
 mod log_limit;
 pub mod messages;
 pub mod peer_identity;
@@ -81,7 +81,7 @@ pub struct Replica {
     pub watchdog: Watchdog,
     writer: Writer,
     request_timeout: Duration,
-    /// The replica's own tasks (housekeeping, elector, removal watch),
+    /// The replica's own tasks (elector, removal watch),
     /// ended by [`Replica::shutdown`].
     background: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
 }
@@ -155,7 +155,6 @@ impl Replica {
         });
         replica.initialize_if_first().await?;
         let background = [
-            tokio::spawn(housekeeping(replica.clone())),
             tokio::spawn(elector::run(replica.clone())),
             tokio::spawn(stop_when_removed(replica.clone())),
         ];
@@ -679,40 +678,11 @@ async fn stop_when_removed(replica: Arc<Replica>) {
     }
 }
 
-async fn housekeeping(replica: Arc<Replica>) {
-    let mut metrics = replica.raft.metrics();
-    // Metrics change on every heartbeat; act only when leadership or
-    // membership changed, or when the previous attempt failed.
-    let mut done_for = None;
-    let mut pending_token = None;
-    loop {
-        let (key, is_leader) = {
-            let m = metrics.borrow();
-            (
-                (
-                    m.current_term,
-                    m.membership_config.log_id().map(|l| l.index),
-                ),
-                m.state == ServerState::Leader,
-            )
-        };
-        if is_leader && done_for != Some(key) {
-            match ensure_identity_and_managers(&replica, &mut pending_token).await {
-                Ok(()) => done_for = Some(key),
-                Err(e) => {
-                    tracing::debug!(error = %e, "housekeeping write failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            }
-        }
-        if metrics.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
-async fn ensure_identity_and_managers(
+/// Leader-only housekeeping (run by [`crate::reconcile::housekeeping`]):
+/// the cluster has its id and its first admin token, and every member of
+/// the membership is recorded as a manager with its current addresses.
+/// `pending_token` carries a proposed first token across attempts.
+pub async fn ensure_identity_and_managers(
     replica: &Replica,
     pending_token: &mut Option<first_token::Pending>,
 ) -> Result<(), OpError> {

@@ -53,6 +53,11 @@ async fn start() -> InProcess {
     let replica = Replica::start(config, raftvisor::raft::network::PeerNetwork::new(None))
         .await
         .unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(raftvisor::reconcile::housekeeping::run(
+        replica.clone(),
+        stop.clone(),
+    ));
     eventually(
         "the replica leads with a cluster id",
         Duration::from_secs(30),
@@ -79,7 +84,6 @@ async fn start() -> InProcess {
         .await
         .unwrap();
     let counts = Counts::default();
-    let stop = CancellationToken::new();
     let settings = SupervisorSettings {
         resync: Duration::from_secs(3_600),
         ..SupervisorSettings::default()
