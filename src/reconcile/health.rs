@@ -267,13 +267,10 @@ impl Reconciler for Health {
 
     fn keys(&self) -> Vec<String> {
         self.replica.sm.read(|s| {
-            s.instances
+            s.services
                 .values()
-                .filter(|i| {
-                    s.services
-                        .get(&(i.namespace.clone(), i.service.clone()))
-                        .is_some_and(|svc| svc.spec.health.is_some())
-                })
+                .filter(|svc| svc.spec.health.is_some())
+                .flat_map(|svc| s.service_instances(&svc.namespace, &svc.name))
                 .map(|i| i.id.clone())
                 .collect()
         })

@@ -9,6 +9,7 @@
 //! No I/O here: [`super::watcher`] feeds it.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use super::labels;
 use crate::runtime::ContainerInfo;
@@ -25,7 +26,8 @@ pub fn service_of(container_labels: &BTreeMap<String, String>) -> ServiceKey {
 #[derive(Debug, Default)]
 struct NodeView {
     synced: bool,
-    containers: BTreeMap<String, ContainerInfo>,
+    /// Shared with the reconciles that read them: a look costs no copy.
+    containers: BTreeMap<String, Arc<ContainerInfo>>,
 }
 
 /// The containers of every watched node.
@@ -51,7 +53,8 @@ impl Observed {
                 .entry(node.to_string())
                 .or_default()
                 .insert(container.id.clone());
-            view.containers.insert(container.id.clone(), container);
+            view.containers
+                .insert(container.id.clone(), Arc::new(container));
             touched.insert(key);
         }
         touched
@@ -68,7 +71,7 @@ impl Observed {
         let mut touched = BTreeSet::from([key.clone()]);
         if let Some(old) = view
             .containers
-            .insert(container.id.clone(), container.clone())
+            .insert(container.id.clone(), Arc::new(container.clone()))
         {
             let old_key = service_of(&old.labels);
             if old_key != key {
@@ -127,7 +130,7 @@ impl Observed {
     }
 
     /// The containers of `service` on synced nodes, with their node.
-    pub fn of_service(&self, service: &ServiceKey) -> Vec<(String, ContainerInfo)> {
+    pub fn of_service(&self, service: &ServiceKey) -> Vec<(String, Arc<ContainerInfo>)> {
         let Some(nodes) = self.by_service.get(service) else {
             return Vec::new();
         };
@@ -152,7 +155,7 @@ impl Observed {
 
     /// One container on `node`, if known.
     pub fn container(&self, node: &str, id: &str) -> Option<&ContainerInfo> {
-        self.nodes.get(node)?.containers.get(id)
+        self.nodes.get(node)?.containers.get(id).map(|c| &**c)
     }
 }
 

@@ -142,6 +142,9 @@ pub struct Services {
     /// An async lock: a reconcile waiting for it yields its thread, which
     /// Raft's own tasks share.
     book: tokio::sync::Mutex<PlacementBook>,
+    /// Each service's template fingerprint, for the version of its spec
+    /// it was computed from.
+    fingerprints: Mutex<HashMap<ServiceKey, (u64, Arc<str>)>>,
 }
 
 impl Services {
@@ -165,6 +168,7 @@ impl Services {
             reported_unplaceable: Mutex::new(HashMap::new()),
             deadlines: Mutex::new(HashMap::new()),
             book: tokio::sync::Mutex::new(PlacementBook::default()),
+            fingerprints: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -237,6 +241,21 @@ fn needs_placement(
 }
 
 impl Services {
+    /// The template fingerprint of `service`'s spec, computed once per
+    /// version of it.
+    fn fingerprint(&self, service: &Service) -> Arc<str> {
+        let key = service_key(service);
+        let mut known = self.fingerprints.lock().unwrap_or_else(|e| e.into_inner());
+        match known.get(&key) {
+            Some((version, fingerprint)) if *version == service.version => fingerprint.clone(),
+            _ => {
+                let fingerprint: Arc<str> = labels::template_fingerprint(&service.spec).into();
+                known.insert(key, (service.version, fingerprint.clone()));
+                fingerprint
+            }
+        }
+    }
+
     /// One reconcile of `key`; why it failed, if a write did not go through.
     async fn reconcile_service(&self, key: &ServiceKey) -> Option<ServiceError> {
         let containers = self
@@ -311,7 +330,7 @@ impl Services {
             }
             (healthy, unhealthy)
         };
-        let template = labels::template_fingerprint(&service.spec);
+        let template = self.fingerprint(&service);
         // Planned under the book's lock when placing: the next placing
         // reconcile sees these placements.
         let mut book = if placing {
@@ -330,7 +349,7 @@ impl Services {
             template: &template,
             instances: instances.iter().collect(),
             nodes: &nodes,
-            observed: containers.iter().map(|(n, c)| (n.as_str(), c)).collect(),
+            observed: containers.iter().map(|(n, c)| (n.as_str(), &**c)).collect(),
             reachable: &reachable,
             healthy: &healthy,
             unhealthy: &unhealthy,

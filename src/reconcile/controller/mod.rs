@@ -300,8 +300,11 @@ fn stall_requested() -> Option<Option<Duration>> {
 /// whatever `triggers`, requeues, backoffs and the resync ask for — while
 /// `active` says so. A pause (`active` false: the leader's lease lapsed)
 /// starts nothing new and treats the reconciles in flight as a stop would
-/// ([`OnStop`]), but keeps the queue and its triggers; on resuming every
-/// key is reconciled again, since another leader may have acted meanwhile.
+/// ([`OnStop`]), but keeps the queue and its triggers; on resuming, the
+/// reconciles it cut off and the keys woken meanwhile run. No other
+/// leader can have acted in between: a pause ends only when a quorum
+/// answers this leader again in the same term, which a quorum that had
+/// elected another leader would refuse.
 pub async fn run<R: Reconciler>(
     reconciler: Arc<R>,
     mut triggers: Triggers<R::Key>,
@@ -337,19 +340,18 @@ pub async fn run<R: Reconciler>(
         let is_active = *active.borrow_and_update();
         if is_active != was_active {
             was_active = is_active;
-            if is_active {
-                for key in reconciler.keys() {
-                    queue.schedule(key, now, Reason::Resume);
-                }
-            } else if limits.on_stop == OnStop::Abort {
+            // Resuming needs no look at every key: the reconciles a pause
+            // cut off were requeued, and what was woken meanwhile waits
+            // in the queue.
+            if !is_active && limits.on_stop == OnStop::Abort {
                 tasks.abort_all();
             }
         }
         if is_active && next_resync.is_some_and(|at| at <= now) {
-            for key in reconciler.keys() {
-                queue.schedule(key, now, Reason::Resync);
+            if let Some(every) = limits.resync {
+                spread(&mut queue, reconciler.keys(), now, every);
+                next_resync = Some(now + every);
             }
-            next_resync = limits.resync.map(|every| now + every);
         }
         while is_active && tasks.len() < concurrency {
             let Some((key, reason)) = queue.pop_due(now) else {
@@ -467,6 +469,22 @@ fn action_at(action: Action, reason: Reason) -> Option<(Instant, Reason)> {
     }
 }
 
+/// Schedules a resync of `keys` spread evenly over `period` from `from`:
+/// the safety net costs the same every moment instead of a burst that
+/// would queue every change behind it. A key woken meanwhile runs at once
+/// (the earlier time wins).
+fn spread<K: Clone + Eq + Hash + Ord>(
+    queue: &mut WorkQueue<K>,
+    keys: Vec<K>,
+    from: Instant,
+    period: Duration,
+) {
+    let count = keys.len().max(1) as u32;
+    for (i, key) in keys.into_iter().enumerate() {
+        queue.schedule(key, from + period / count * i as u32, Reason::Resync);
+    }
+}
+
 fn apply<R: Reconciler>(queue: &mut WorkQueue<R::Key>, reconciler: &R, message: Message<R::Key>) {
     match message {
         Message::Key(key, at, reason) => queue.schedule(key, at, reason),
@@ -493,6 +511,8 @@ mod tests {
         overlapped: Mutex<u32>,
         gate: Semaphore,
         on_stop: OnStop,
+        /// What `keys()` answers.
+        known: Vec<String>,
     }
 
     impl Probe {
@@ -501,12 +521,17 @@ mod tests {
         }
 
         fn stopping(on_stop: OnStop) -> Arc<Probe> {
+            Probe::with(on_stop, &[])
+        }
+
+        fn with(on_stop: OnStop, known: &[&str]) -> Arc<Probe> {
             Arc::new(Probe {
                 runs: Mutex::new(BTreeMap::new()),
                 running: Mutex::new(BTreeMap::new()),
                 overlapped: Mutex::new(0),
                 gate: Semaphore::new(0),
                 on_stop,
+                known: known.iter().map(|k| k.to_string()).collect(),
             })
         }
 
@@ -545,7 +570,7 @@ mod tests {
             }
         }
         fn keys(&self) -> Vec<String> {
-            Vec::new()
+            self.known.clone()
         }
         async fn reconcile(&self, key: &String, _: Reason) -> Result<Action, Always> {
             {
@@ -631,9 +656,14 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_pause_aborts_in_flight_starts_nothing_and_resuming_runs_every_key_again() {
-        let probe = Probe::new();
+    async fn a_pause_aborts_in_flight_starts_nothing_and_resuming_runs_what_it_cut_off_or_was_woken(
+    ) {
+        let probe = Probe::with(OnStop::Abort, &["idle"]);
         let Spawned(trigger, token, _handle, active) = spawn(&probe, Counts::default());
+        until("every key runs at the start", || {
+            probe.runs("idle").len() == 1
+        })
+        .await;
         trigger.wake("slow".to_string(), Reason::Commit);
         until("slow runs", || probe.running("slow") == 1).await;
         active.send_replace(false);
@@ -651,7 +681,30 @@ mod tests {
             probe.runs("slow").len() == 2
         })
         .await;
+        // A key neither cut off nor woken is not looked at again: no
+        // other leader can have acted while this one was paused.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(probe.runs("idle").len(), 1);
         token.cancel();
+    }
+
+    /// The resync looks at every key once a period, spread over it.
+    #[test]
+    fn a_resync_is_spread_over_its_period() {
+        let mut queue: WorkQueue<u32> = WorkQueue::default();
+        let from = Instant::now();
+        let period = Duration::from_secs(10);
+        spread(&mut queue, (0..100).collect(), from, period);
+        let mut due_in_first_second = 0;
+        while queue.pop_due(from + Duration::from_secs(1)).is_some() {
+            due_in_first_second += 1;
+        }
+        assert_eq!(due_in_first_second, 11, "keys 0 to 10 of 100 over 10 s");
+        let mut rest = 0;
+        while queue.pop_due(from + period).is_some() {
+            rest += 1;
+        }
+        assert_eq!(rest, 89);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
