@@ -25,6 +25,9 @@
 //! RAFTVISOR_LOG (a tracing filter; off by default). Exit status 1 when the
 //! instances are not all placed and running in time or a write fails.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -44,16 +47,6 @@ use tokio_util::sync::CancellationToken;
 const GOAL_PER_S: f64 = 5_000.0;
 /// First port of the (never dialled) node endpoints.
 const FIRST_NODE_PORT: u16 = 29_001;
-
-fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(text) => text.trim().parse().unwrap_or_else(|_| {
-            eprintln!("{name}={text:?} is not a number");
-            std::process::exit(2)
-        }),
-        Err(_) => default,
-    }
-}
 
 struct Params {
     services: usize,
@@ -91,10 +84,10 @@ fn progress(replica: &Replica) -> Progress {
 
 fn main() {
     let params = Params {
-        services: env_number("PLACEMENT_SERVICES", 10_000),
-        nodes: env_number("PLACEMENT_NODES", 10),
-        concurrency: env_number("PLACEMENT_CONCURRENCY", 1024),
-        timeout: Duration::from_secs(env_number("PLACEMENT_TIMEOUT_S", 120)),
+        services: common::env_number("PLACEMENT_SERVICES", 10_000),
+        nodes: common::env_number("PLACEMENT_NODES", 10),
+        concurrency: common::env_number("PLACEMENT_CONCURRENCY", 1024),
+        timeout: Duration::from_secs(common::env_number("PLACEMENT_TIMEOUT_S", 120)),
     };
     if params.services == 0 || params.nodes == 0 || params.concurrency == 0 {
         eprintln!("PLACEMENT_SERVICES, PLACEMENT_NODES and PLACEMENT_CONCURRENCY must be positive");

@@ -46,6 +46,9 @@ mod etcd;
 mod phases;
 mod report;
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,29 +64,19 @@ use report::{Params, Placement, Report};
 const ENGINE_EVENT_BUFFER: usize = 64;
 pub const NAMESPACE: &str = "bench";
 
-fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(text) => text.trim().parse().unwrap_or_else(|_| {
-            eprintln!("{name}={text:?} is not a number");
-            std::process::exit(2)
-        }),
-        Err(_) => default,
-    }
-}
-
 fn main() {
     let params = Params {
-        nodes: env_number("SCALE_NODES", 5_000),
-        services: env_number("SCALE_SERVICES", 10_000),
-        replicas: env_number("SCALE_REPLICAS", 10),
-        in_flight: env_number("SCALE_IN_FLIGHT", 256),
-        changes: env_number("SCALE_CHANGES", 40),
-        cpu_window_s: env_number("SCALE_CPU_WINDOW_S", 10),
-        phase_timeout_s: env_number("SCALE_PHASE_TIMEOUT_S", 300),
-        port_base: env_number("SCALE_PORT_BASE", 31_000),
+        nodes: common::env_number("SCALE_NODES", 5_000),
+        services: common::env_number("SCALE_SERVICES", 10_000),
+        replicas: common::env_number("SCALE_REPLICAS", 10),
+        in_flight: common::env_number("SCALE_IN_FLIGHT", 256),
+        changes: common::env_number("SCALE_CHANGES", 40),
+        cpu_window_s: common::env_number("SCALE_CPU_WINDOW_S", 10),
+        phase_timeout_s: common::env_number("SCALE_PHASE_TIMEOUT_S", 300),
+        port_base: common::env_number("SCALE_PORT_BASE", 31_000),
         stall_after_ms: std::env::var("SCALE_STALL_AFTER_MS")
             .ok()
-            .map(|_| env_number("SCALE_STALL_AFTER_MS", 0)),
+            .map(|_| common::env_number("SCALE_STALL_AFTER_MS", 0)),
     };
     if params.nodes == 0 || params.services == 0 || params.replicas == 0 || params.in_flight == 0 {
         eprintln!(
