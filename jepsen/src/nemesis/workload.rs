@@ -30,22 +30,49 @@ pub async fn kill(ctx: &Arc<Context>, rng: &mut StdRng) -> anyhow::Result<Option
         .lock()
         .expect("killed workloads")
         .push((victim.id.clone(), ctx.recorder.now_us()));
+    let before = docker
+        .inspect_container(&victim.id, None)
+        .await?
+        .state
+        .unwrap_or_default()
+        .started_at;
     let options = KillContainerOptionsBuilder::new().signal("KILL").build();
     docker.kill_container(&victim.id, Some(options)).await?;
     let inspect = docker.inspect_container(&victim.id, None).await?;
     let state = inspect.state.unwrap_or_default();
-    // raftvisor may already have started it again: a start after our kill
-    // is proof too (the engine counts it as a restart of the same container).
-    let effective = state.exit_code == Some(137) || state.running != Some(true);
+    let effective = took_effect(
+        before.as_deref(),
+        state.started_at.as_deref(),
+        state.exit_code,
+        state.running,
+    );
     Ok(Some(Started {
         targets: json!({ "container": &victim.id[..12.min(victim.id.len())], "slot": victim.slot_key() }),
-        proof: json!({ "status": state.status.map(|s| s.to_string()), "exit_code": state.exit_code }),
+        proof: json!({
+            "status": state.status.map(|s| s.to_string()),
+            "exit_code": state.exit_code,
+            "started_at_before": before,
+            "started_at_after": state.started_at,
+        }),
         effective,
         undo: Undo::WorkloadRestart {
             slot: victim.slot_key(),
             container: victim.id,
         },
     }))
+}
+
+/// Whether a `kill -9` of a container shows in its state read just after:
+/// it died (exit code 137, or not running) — or raftvisor has already
+/// started it again, which resets the exit code; then its start time moved.
+fn took_effect(
+    started_before: Option<&str>,
+    started_after: Option<&str>,
+    exit_code: Option<i64>,
+    running: Option<bool>,
+) -> bool {
+    let restarted = started_after.is_some() && started_after != started_before;
+    exit_code == Some(137) || running != Some(true) || restarted
 }
 
 /// Waits up to 15 s for the killed container's slot to run again (the
@@ -70,4 +97,26 @@ pub async fn wait_restarted(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(json!({ "slot_running_again": false, "waited_ms": 15000 }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::took_effect;
+
+    #[test]
+    fn a_kill_shows_as_a_death_or_as_a_start_after_it() {
+        let before = Some("2026-12-03T14:00:00.1Z");
+        assert!(took_effect(before, before, Some(137), Some(false)));
+        assert!(took_effect(before, before, Some(0), Some(false)));
+        // Restarted by raftvisor between the kill and the look: running,
+        // exit code reset, but a new start time.
+        assert!(took_effect(
+            before,
+            Some("2026-12-03T14:00:00.9Z"),
+            Some(0),
+            Some(true)
+        ));
+        // Still running, same start: the kill did nothing.
+        assert!(!took_effect(before, before, Some(0), Some(true)));
+    }
 }
