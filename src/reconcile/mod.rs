@@ -410,9 +410,11 @@ async fn route_changes(
 /// them — aborting the reconciles in flight that may be aborted — once
 /// quorum contact is older than the lease, which is shorter than one
 /// election timeout. A leader cut off from its quorum may already have
-/// been replaced; it resumes when a quorum answers it again. A pause keeps
-/// what the term learnt (the observed containers, the queues): resuming
-/// costs one reconcile per key, not a relisting of every engine.
+/// been replaced; it resumes only when a quorum answers it again in this
+/// term, which proves it was not. A pause keeps what the term learnt (the
+/// observed containers, the queues): resuming runs what the pause cut off
+/// and what was woken meanwhile, not every key nor a relisting of every
+/// engine.
 async fn lead(
     replica: &Arc<Replica>,
     engines: &Engines,
