@@ -75,22 +75,9 @@ pub async fn run(replica: Arc<Replica>, shutdown: CancellationToken) {
         replica: replica.clone(),
         pending_token: Mutex::new(None),
     });
-    let mut metrics = replica.raft.metrics();
-    loop {
-        let leading = {
-            let m = metrics.borrow_and_update();
-            (m.state == ServerState::Leader).then_some(m.current_term)
-        };
-        if let Some(term) = leading {
-            lead(&housekeeping, term, &mut metrics, &shutdown).await;
-        }
-        if shutdown.is_cancelled() {
-            return;
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = metrics.changed() => if changed.is_err() { return },
-        }
+    let mut terms = super::LeadingTerms::new(&replica);
+    while let Some(term) = terms.next(&shutdown).await {
+        lead(&housekeeping, term, &mut terms.metrics, &shutdown).await;
     }
 }
 

@@ -122,30 +122,53 @@ pub async fn supervise(
     shutdown: CancellationToken,
 ) {
     let engines = engines.gated(lease_gate(replica.clone()));
-    let mut metrics = replica.raft.metrics();
-    loop {
-        let leading_term = {
-            let m = metrics.borrow();
-            (m.state == ServerState::Leader).then_some(m.current_term)
-        };
-        if let Some(term) = leading_term {
-            lead(
-                &replica,
-                &engines,
-                &settings,
-                &counts,
-                term,
-                &mut metrics,
-                &shutdown,
-            )
-            .await;
+    let mut terms = LeadingTerms::new(&replica);
+    while let Some(term) = terms.next(&shutdown).await {
+        lead(
+            &replica,
+            &engines,
+            &settings,
+            &counts,
+            term,
+            &mut terms.metrics,
+            &shutdown,
+        )
+        .await;
+    }
+}
+
+/// The terms this replica leads, one after another: what every leader-only
+/// loop waits on between its terms.
+pub(crate) struct LeadingTerms {
+    /// Raft's metrics, which a term's loop watches to see its term end.
+    pub(crate) metrics: tokio::sync::watch::Receiver<crate::raft::RaftMetrics>,
+}
+
+impl LeadingTerms {
+    pub(crate) fn new(replica: &Replica) -> LeadingTerms {
+        LeadingTerms {
+            metrics: replica.raft.metrics(),
         }
-        if shutdown.is_cancelled() {
-            return;
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            changed = metrics.changed() => if changed.is_err() { return },
+    }
+
+    /// The term this replica leads now, or the next one it comes to lead;
+    /// `None` once `shutdown` is cancelled or Raft has stopped.
+    pub(crate) async fn next(&mut self, shutdown: &CancellationToken) -> Option<u64> {
+        loop {
+            // A closed channel still shows its last value: never lead on it.
+            if shutdown.is_cancelled() || self.metrics.has_changed().is_err() {
+                return None;
+            }
+            {
+                let m = self.metrics.borrow_and_update();
+                if m.state == ServerState::Leader {
+                    return Some(m.current_term);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                changed = self.metrics.changed() => if changed.is_err() { return None },
+            }
         }
     }
 }
