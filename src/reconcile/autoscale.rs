@@ -52,6 +52,12 @@ impl CapacityWanted {
     fn take(&self) -> bool {
         self.wanted.swap(false, Ordering::AcqRel)
     }
+
+    /// Keeps an answered request standing without waking anyone: the
+    /// failed attempt is retried after its pause.
+    fn keep(&self) {
+        self.wanted.store(true, Ordering::Release);
+    }
 }
 
 /// Provisions nodes on demand; inert without a provider.
@@ -139,7 +145,7 @@ impl Reconciler for Autoscaler {
             Err(e) => {
                 record(&self.replica, &name, format!("provisioning failed: {e}")).await;
                 // Still wanted: the slots that asked are still unplaced.
-                self.wanted.wanted.store(true, Ordering::Release);
+                self.wanted.keep();
                 Err(e)
             }
         }

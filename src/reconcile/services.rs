@@ -431,7 +431,7 @@ impl Services {
                 // Room freed by other services wakes nothing here: look
                 // again soon rather than at the resync.
                 self.requeue_at(&service_key(service), Instant::now() + UNPLACED_RETRY);
-                let key = ((service.namespace.clone(), service.name.clone()), slot);
+                let key = (service_key(service), slot);
                 let already = self
                     .reported_unplaceable
                     .lock()
