@@ -442,6 +442,8 @@ pub async fn run_with(
             probe_interval: Duration::from_millis(config.supervisor.probe_interval_ms),
             resync: Duration::from_millis(config.supervisor.resync_ms),
             stop_grace: Duration::from_millis(config.supervisor.stop_grace_ms),
+            image_gc_after: (config.supervisor.image_gc_after_ms > 0)
+                .then(|| Duration::from_millis(config.supervisor.image_gc_after_ms)),
             container_dns: config
                 .dns
                 .container_resolvers

@@ -13,10 +13,11 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error_chain::root_cause;
+use crate::state::image_catalog::StoredImage;
 use crate::state::{Event, Instance, Node, NodeSpec, Role, Service, ServiceSpec};
 use crate::wire::{
     AddMember, ClusterStatus, ConsulEntry, CreateToken, CreatedToken, DrainBody, ErrorBody,
-    ScaleBody, ServiceReport, TokenInfo,
+    ImageEntry, RegistryInfo, RegistryLoginBody, ScaleBody, ServiceReport, TokenInfo,
 };
 
 /// How to reach and authenticate to the cluster.
@@ -86,6 +87,9 @@ pub enum Consistency {
     Linearizable,
     Stale,
 }
+
+/// Longest upload of an image archive or build context.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The API client.
 #[derive(Clone)]
@@ -546,12 +550,194 @@ impl Client {
             .map(drop)
     }
 
+    // ---- images ----
+
+    /// Sends the image archive at `path` (`docker save` format) for the
+    /// cluster to keep, as `name` (default: the archive's one tag).
+    pub async fn image_import(
+        &self,
+        path: &std::path::Path,
+        name: Option<&str>,
+    ) -> Result<StoredImage, ClientError> {
+        let query: Vec<(&str, String)> =
+            name.map(|n| ("name", n.to_string())).into_iter().collect();
+        let mut problems = Vec::new();
+        for base in &self.bases {
+            let file = tokio::fs::File::open(path)
+                .await
+                .map_err(|e| ClientError::Config(format!("cannot read {}: {e}", path.display())))?;
+            let mut request = self
+                .http
+                .post(format!("{base}/v1/images"))
+                .query(&query)
+                .timeout(TRANSFER_TIMEOUT)
+                .header("content-type", "application/x-tar")
+                .body(reqwest::Body::wrap_stream(
+                    tokio_util::io::ReaderStream::new(file),
+                ));
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            match request.send().await {
+                Ok(response) => return decode_json(base, response).await,
+                Err(e) if e.is_connect() => problems.push(format!("{base}: {}", root_cause(&e))),
+                Err(e) => return Err(ClientError::Connect(format!("{base}: {}", root_cause(&e)))),
+            }
+        }
+        Err(ClientError::Connect(problems.join("; ")))
+    }
+
+    /// Builds the context archive at `context` as `tag` on the cluster:
+    /// every line of the build's output goes to `line` as it comes; the
+    /// answer is the image the cluster then keeps. Asks the leader (a
+    /// follower names it).
+    pub async fn image_build(
+        &self,
+        context: &std::path::Path,
+        tag: &str,
+        mut line: impl FnMut(&str),
+    ) -> Result<StoredImage, ClientError> {
+        let mut bases: Vec<String> = self.bases.clone();
+        let mut problems = Vec::new();
+        let mut index = 0;
+        while index < bases.len() && index < 8 {
+            let base = bases[index].clone();
+            index += 1;
+            let file = tokio::fs::File::open(context).await.map_err(|e| {
+                ClientError::Config(format!("cannot read {}: {e}", context.display()))
+            })?;
+            let mut request = self
+                .http
+                .post(format!("{base}/v1/images/build"))
+                .query(&[("tag", tag)])
+                .timeout(TRANSFER_TIMEOUT)
+                .header("content-type", "application/x-tar")
+                .body(reqwest::Body::wrap_stream(
+                    tokio_util::io::ReaderStream::new(file),
+                ));
+            if let Some(token) = &self.token {
+                request = request.bearer_auth(token);
+            }
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(e) if e.is_connect() => {
+                    problems.push(format!("{base}: {}", root_cause(&e)));
+                    continue;
+                }
+                Err(e) => return Err(ClientError::Connect(format!("{base}: {}", root_cause(&e)))),
+            };
+            if response.status() == StatusCode::MISDIRECTED_REQUEST {
+                if let Some(leader) = response
+                    .headers()
+                    .get("x-raftvisor-leader")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    let scheme = base.split("://").next().unwrap_or("https");
+                    bases.insert(index, format!("{scheme}://{leader}"));
+                    continue;
+                }
+            }
+            if !response.status().is_success() {
+                return decode_json(&base, response).await;
+            }
+            return read_build_answer(&base, response, &mut line).await;
+        }
+        Err(ClientError::Connect(problems.join("; ")))
+    }
+
+    pub async fn image_list(&self) -> Result<Vec<ImageEntry>, ClientError> {
+        self.call(Method::GET, "/v1/images", &[], None, None).await
+    }
+
+    pub async fn image_remove(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/images/{name}");
+        self.delete::<serde_json::Value>(&path, &[], None)
+            .await
+            .map(drop)
+    }
+
+    // ---- registries ----
+
+    /// Stores the account the cluster pulls from `host` with.
+    pub async fn registry_login(
+        &self,
+        host: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<RegistryInfo, ClientError> {
+        let body = RegistryLoginBody {
+            username: username.into(),
+            password: password.into(),
+        };
+        let path = format!("/v1/registries/{}", urlencode(host));
+        self.call(Method::PUT, &path, &[], json(&body)?, None).await
+    }
+
+    pub async fn registry_list(&self) -> Result<Vec<RegistryInfo>, ClientError> {
+        self.call(Method::GET, "/v1/registries", &[], None, None)
+            .await
+    }
+
+    pub async fn registry_logout(&self, host: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/registries/{}", urlencode(host));
+        self.delete::<serde_json::Value>(&path, &[], None)
+            .await
+            .map(drop)
+    }
+
     pub async fn node_drain(&self, name: &str, cancel: bool) -> Result<Node, ClientError> {
         self.post(
             &format!("/v1/nodes/{name}/drain"),
             json(&DrainBody { cancel })?,
         )
         .await
+    }
+}
+
+/// Reads a build's answer: output lines, then one JSON line with the
+/// image or the error.
+async fn read_build_answer(
+    base: &str,
+    response: reqwest::Response,
+    line: &mut impl FnMut(&str),
+) -> Result<StoredImage, ClientError> {
+    use futures::StreamExt;
+    let mut body = response.bytes_stream();
+    let mut pending: Vec<u8> = Vec::new();
+    let mut last = String::new();
+    while let Some(chunk) = body.next().await {
+        let chunk =
+            chunk.map_err(|e| ClientError::Connect(format!("{base}: {}", root_cause(&e))))?;
+        pending.extend_from_slice(&chunk);
+        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+            let text = String::from_utf8_lossy(&pending[..end]).into_owned();
+            pending.drain(..=end);
+            if !last.is_empty() {
+                line(&last);
+            }
+            last = text;
+        }
+    }
+    #[derive(Deserialize)]
+    struct Last {
+        image: Option<StoredImage>,
+        error: Option<String>,
+    }
+    match serde_json::from_str::<Last>(&last) {
+        Ok(Last {
+            image: Some(image), ..
+        }) => Ok(image),
+        Ok(Last {
+            error: Some(error), ..
+        }) => Err(ClientError::Api {
+            status: 422,
+            code: "build_failed".into(),
+            message: error,
+            current_version: None,
+        }),
+        _ => Err(ClientError::Connect(format!(
+            "{base}: the build's answer ended without a result (last line: {last:?})"
+        ))),
     }
 }
 

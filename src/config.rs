@@ -125,6 +125,10 @@ pub struct SupervisorTuning {
     /// or container is gone or stopped, is replaced by a new manager (when
     /// the cluster has a manager plan from `raftvisor bootstrap`).
     pub replace_after_ms: u64,
+    /// An image the cluster brought to a node (pulled or loaded) that no
+    /// service has used — current or previous version — for this long is
+    /// removed from the node; 0 keeps every image.
+    pub image_gc_after_ms: u64,
     /// The directory (on every manager) holding the PEM files that nodes'
     /// `docker_tls` may name: relative names are resolved inside it, and
     /// paths outside it (`..`, symbolic links leading out, other absolute
@@ -140,6 +144,7 @@ impl Default for SupervisorTuning {
             probe_interval_ms: 250,
             resync_ms: 10_000,
             stop_grace_ms: 10_000,
+            image_gc_after_ms: 3_600_000,
             stall_after_ms: 10_000,
             replace_after_ms: 30_000,
             docker_tls_dir: None,

@@ -14,6 +14,7 @@ pub mod dates;
 pub mod dns;
 pub mod error_chain;
 pub mod file_modes;
+pub mod image_archive;
 pub mod logging;
 pub mod provider;
 pub mod raft;

@@ -131,6 +131,15 @@ pub struct ServiceReport {
     pub unhealthy: u32,
     pub crash_looping: u32,
     pub pending: u32,
+    /// Instances waiting for their image to be fetched onto their node.
+    #[serde(default)]
+    pub pulling: u32,
+    /// Instances whose image could not be fetched (retried with backoff).
+    #[serde(default)]
+    pub pull_failed: u32,
+    /// The image the current version runs: the tag's digest once resolved.
+    #[serde(default)]
+    pub image: Option<String>,
     pub restarts: u64,
     /// Instances still on an older template than the service's.
     pub outdated: u32,
@@ -200,6 +209,50 @@ pub struct CreatedToken {
     pub token: String,
     #[serde(flatten)]
     pub info: TokenInfo,
+}
+
+/// One image as `GET /v1/images` lists it: one the cluster keeps
+/// (imported or built), or one it pulled from a registry onto nodes.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct ImageEntry {
+    /// `name:tag` of a kept image; `repository@sha256:…` of a pulled one.
+    pub name: String,
+    /// The image id of a kept image, the registry digest of a pulled one.
+    pub digest: String,
+    /// Bytes of a kept image's archive (unknown for a pulled one).
+    pub size: Option<u64>,
+    /// `import`, `build` or `registry`.
+    pub source: String,
+    /// Nodes that hold it.
+    pub nodes: Vec<String>,
+    /// Managers that keep its archive (kept images only).
+    pub managers: Vec<u64>,
+}
+
+/// `PUT /v1/registries/{host}` body: the account raftvisor pulls with.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryLoginBody {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryLoginBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryLoginBody")
+            .field("username", &self.username)
+            .field("password", &crate::secrets::REDACTED)
+            .finish()
+    }
+}
+
+/// A registry login as `GET /v1/registries` shows it: never the password.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct RegistryInfo {
+    pub host: String,
+    pub username: String,
+    /// Raft index of the last change.
+    pub version: u64,
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ BENCHES = {
     "restart": "bench_restart",
     "node-loss": "bench_node_loss",
     "manager-loss": "bench_manager_loss",
+    "images": "bench_images",
     "dns-smoke": "dns_smoke",
 }
 

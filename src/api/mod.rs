@@ -10,8 +10,10 @@ pub mod cluster;
 pub mod debug;
 pub mod error;
 pub mod extract;
+pub mod images;
 pub mod kv;
 pub mod nodes;
+pub mod registries;
 pub mod services;
 pub mod tokens;
 
@@ -112,6 +114,26 @@ pub fn router(replica: Arc<Replica>) -> Router {
             get(nodes::get).put(nodes::put).delete(nodes::delete),
         )
         .route("/v1/nodes/{name}/drain", post(nodes::drain))
+        .route(
+            "/v1/images",
+            get(images::list)
+                .post(images::import)
+                .layer(DefaultBodyLimit::max(
+                    crate::replica::archives::MAX_ARCHIVE_BYTES as usize,
+                )),
+        )
+        .route(
+            "/v1/images/build",
+            post(images::build).layer(DefaultBodyLimit::max(
+                crate::replica::archives::MAX_ARCHIVE_BYTES as usize,
+            )),
+        )
+        .route("/v1/images/{*name}", axum::routing::delete(images::remove))
+        .route("/v1/registries", get(registries::list))
+        .route(
+            "/v1/registries/{host}",
+            axum::routing::put(registries::login).delete(registries::logout),
+        )
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/v1/kv", get(kv::get_root).delete(kv::delete_root))

@@ -137,6 +137,7 @@ pub async fn put(
         .map_err(ApiError::limit)?;
     validate::service_spec(&spec)
         .and_then(|_| validate::health_rules(&spec))
+        .and_then(|_| validate::image_rules(&spec))
         .map_err(ApiError::bad_request)?;
     seal_secrets(&replica, &namespace, &name, &mut spec)?;
     let expected_version = if_match(&headers)?;
@@ -273,15 +274,25 @@ pub async fn report(
             |state: InstanceState| instances.iter().filter(|i| i.state == state).count() as u32;
         let subject = format!("{namespace}/{name}");
         let prefix = format!("{namespace}-{name}-");
+        let pin = s
+            .images
+            .pin(&namespace, &name, service.version)
+            .map(str::to_string);
+        // The image's own events (pulls) concern the service too.
+        let image_subjects = [Some(service.spec.image.as_str()), pin.as_deref()];
         let recent_events: Vec<Event> = s
             .events
             .iter()
             .rev()
-            .filter(|e| e.subject == subject || e.subject.starts_with(&prefix))
+            .filter(|e| {
+                e.subject == subject
+                    || e.subject.starts_with(&prefix)
+                    || image_subjects.contains(&Some(e.subject.as_str()))
+            })
             .take(20)
             .cloned()
             .collect();
-        let template = crate::state::supervision::template_fingerprint(&service.spec);
+        let template = s.template_of(service);
         let outdated = instances.iter().filter(|i| i.template != template).count() as u32;
         let failing_new = instances.iter().find(|i| {
             i.template == template && matches!(i.state, InstanceState::CrashLoop | InstanceState::Unhealthy | InstanceState::Exited)
@@ -310,6 +321,9 @@ pub async fn report(
             unhealthy: count(InstanceState::Unhealthy),
             crash_looping: count(InstanceState::CrashLoop),
             pending: count(InstanceState::Pending) + count(InstanceState::Starting),
+            pulling: count(InstanceState::Pulling),
+            pull_failed: count(InstanceState::PullFailed),
+            image: pin,
             restarts: instances.iter().map(|i| u64::from(i.restarts)).sum(),
             last_exits: instances
                 .iter()

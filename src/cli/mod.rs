@@ -3,7 +3,9 @@
 //! Every failure becomes one line on stderr and a non-zero exit code (in
 //! `main`).
 
+pub mod image;
 pub mod output;
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -79,6 +81,12 @@ pub enum Command {
     /// Manage API tokens (needs an admin token).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Images the cluster keeps without a registry.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+    /// Registry logins the cluster pulls images with.
+    #[command(subcommand)]
+    Registry(registry::RegistryCommand),
     /// Create the cluster CA and issue certificates (no cluster needed).
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -413,6 +421,8 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
         Command::Cluster(cluster) => run_cluster(&client, format, cluster).await,
         Command::Dns(dns) => run_dns(format, dns).await,
         Command::Token(token) => run_token(&client, format, token).await,
+        Command::Registry(registry) => registry::run(&client, format, registry).await,
+        Command::Image(image) => image::run(&client, format, image).await,
     }
 }
 

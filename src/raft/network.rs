@@ -44,6 +44,8 @@ pub mod paths {
     pub const SNAPSHOT: &str = "/raft/snapshot";
     pub const LEADER: &str = "/raft/leader";
     pub const PREVOTE: &str = "/raft/prevote";
+    /// `/raft/archive/{sha256}`: PUT stores an image archive, GET reads one.
+    pub const ARCHIVE: &str = "/raft/archive";
 }
 
 /// Why a peer call failed at the transport level.
@@ -199,6 +201,65 @@ impl PeerNetwork {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, Instant::now());
+    }
+
+    /// Sends the image archive at `path` to the manager at `addr`, which
+    /// keeps it if its bytes hash to `sha256`.
+    pub async fn push_archive(
+        &self,
+        addr: &str,
+        sha256: &str,
+        path: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<(), PeerCallError> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| PeerCallError::BadReply {
+                addr: addr.to_string(),
+                reason: format!("cannot open the archive: {e}"),
+            })?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let url = format!("{}://{addr}{}/{sha256}", self.scheme, paths::ARCHIVE);
+        let mut put = self.http.put(url).timeout(timeout).body(body);
+        if let Some(id) = self.sender {
+            put = put.header(SENDER_HEADER, id.to_string());
+        }
+        let response = put.send().await.map_err(|e| classify(addr, timeout, e))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let text = response.text().await.unwrap_or_default();
+        Err(PeerCallError::BadReply {
+            addr: addr.to_string(),
+            reason: format!("HTTP {status}: {}", &text[..text.len().min(200)]),
+        })
+    }
+
+    /// The image archive `sha256` as the manager at `addr` streams it.
+    pub async fn fetch_archive(
+        &self,
+        addr: &str,
+        sha256: &str,
+        timeout: Duration,
+    ) -> Result<
+        impl futures::Stream<Item = Result<bytes::Bytes, reqwest::Error>> + Unpin,
+        PeerCallError,
+    > {
+        let url = format!("{}://{addr}{}/{sha256}", self.scheme, paths::ARCHIVE);
+        let mut get = self.http.get(url).timeout(timeout);
+        if let Some(id) = self.sender {
+            get = get.header(SENDER_HEADER, id.to_string());
+        }
+        let response = get.send().await.map_err(|e| classify(addr, timeout, e))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(PeerCallError::BadReply {
+                addr: addr.to_string(),
+                reason: format!("HTTP {status}"),
+            });
+        }
+        Ok(response.bytes_stream())
     }
 
     /// POSTs a codec-encoded `request` to `addr` + `path` and decodes the reply.

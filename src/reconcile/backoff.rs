@@ -38,9 +38,26 @@ pub fn error_delay(consecutive_errors: u32) -> Duration {
     Duration::from_millis((100u64 << exponent).min(10_000))
 }
 
+/// How long a failed pull (or copy) of an image waits before the next
+/// attempt: 2 s doubling up to a minute, so that a registry that is down
+/// or refuses the credentials is asked a few times a minute per node, not
+/// in a loop.
+pub fn pull_delay(consecutive_failures: u32) -> Duration {
+    let exponent = consecutive_failures.saturating_sub(1).min(5);
+    Duration::from_secs((2u64 << exponent).min(60))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pull_delays_grow_to_a_minute() {
+        assert_eq!(pull_delay(1), Duration::from_secs(2));
+        assert_eq!(pull_delay(2), Duration::from_secs(4));
+        assert_eq!(pull_delay(6), Duration::from_secs(60));
+        assert_eq!(pull_delay(60), Duration::from_secs(60));
+    }
 
     #[test]
     fn restart_delays_grow_and_cap() {

@@ -1,8 +1,9 @@
 //! One runtime client per Docker endpoint, shared by every controller and
 //! reused across reconciles (connection pools stay warm), optionally
 //! behind a [`Gate`] that every mutating call (create, start, stop,
-//! remove) must pass at the moment it is made — the leader's lease. Reads
-//! (list, inspect, events, ping) are never gated.
+//! remove; pull, load, build and remove of images) must pass at the moment
+//! it is made — the leader's lease. Reads (list, inspect, events, ping,
+//! saving an image) are never gated.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -11,7 +12,10 @@ use std::time::Duration;
 use futures::stream::BoxStream;
 
 use crate::runtime::docker::DockerRuntime;
-use crate::runtime::{ContainerInfo, ContainerRuntime, ContainerSpec, RuntimeError, RuntimeEvent};
+use crate::runtime::{
+    ByteStream, ContainerInfo, ContainerRuntime, ContainerSpec, ImageInfo, RegistryAuth,
+    RuntimeError, RuntimeEvent,
+};
 use crate::state::Node;
 
 /// Says whether engines may be changed right now, or why not.
@@ -122,7 +126,44 @@ impl ContainerRuntime for Gated {
     ) -> Result<BoxStream<'static, Result<RuntimeEvent, RuntimeError>>, RuntimeError> {
         self.inner.events(labels).await
     }
-    async fn image_exists(&self, image: &str) -> Result<bool, RuntimeError> {
-        self.inner.image_exists(image).await
+    async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError> {
+        self.inner.inspect_image(reference).await
+    }
+    async fn pull(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+        limit: Duration,
+    ) -> Result<ImageInfo, RuntimeError> {
+        self.pass("pull an image for")?;
+        self.inner.pull(reference, auth, limit).await
+    }
+    async fn resolve(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, RuntimeError> {
+        self.inner.resolve(reference, auth).await
+    }
+    async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
+        self.pass("remove an image for")?;
+        self.inner.remove_image(reference).await
+    }
+    async fn save_image(&self, reference: &str) -> Result<ByteStream, RuntimeError> {
+        self.inner.save_image(reference).await
+    }
+    async fn load_image(&self, archive: ByteStream, limit: Duration) -> Result<(), RuntimeError> {
+        self.pass("load an image for")?;
+        self.inner.load_image(archive, limit).await
+    }
+    async fn build_image(
+        &self,
+        context: ByteStream,
+        tag: &str,
+        log: tokio::sync::mpsc::UnboundedSender<String>,
+        limit: Duration,
+    ) -> Result<ImageInfo, RuntimeError> {
+        self.pass("build an image for")?;
+        self.inner.build_image(context, tag, log, limit).await
     }
 }

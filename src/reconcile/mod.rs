@@ -30,16 +30,19 @@
 
 pub mod autoscale;
 pub mod backoff;
+pub mod builder;
 pub mod controller;
 pub mod engines;
 pub mod health;
 pub mod housekeeping;
+pub mod image_gc;
 pub mod labels;
 pub mod managers;
 pub mod nodes;
 pub mod observed;
 pub mod placement;
 pub mod plan;
+pub mod pulls;
 pub mod services;
 pub mod triggers;
 pub mod watchdog;
@@ -79,6 +82,9 @@ pub struct SupervisorSettings {
     /// supervision and trip the [`watchdog`]. Half of `stall_after` (see
     /// [`round_budget`]).
     pub round_budget: Duration,
+    /// Images brought to nodes and unused this long are removed
+    /// ([`image_gc`]); `None`: never.
+    pub image_gc_after: Option<Duration>,
 }
 
 /// The [`SupervisorSettings::round_budget`] for a watchdog judging after
@@ -99,6 +105,7 @@ impl Default for SupervisorSettings {
             stop_grace: Duration::from_secs(10),
             container_dns: Vec::new(),
             round_budget: round_budget(Duration::from_secs(10)),
+            image_gc_after: None,
         }
     }
 }
@@ -204,6 +211,7 @@ struct Wake {
     nodes: Trigger<String>,
     managers: Trigger<()>,
     health: Trigger<String>,
+    pulls: pulls::Pulls,
 }
 
 impl Wake {
@@ -231,6 +239,9 @@ impl Wake {
         if wakes.managers {
             self.managers.wake((), Reason::Commit);
         }
+        if wakes.images {
+            self.pulls.retry_failures();
+        }
     }
 }
 
@@ -254,11 +265,14 @@ impl Controllers {
         let (nodes_trigger, nodes_rx) = controller::channel();
         let (managers_trigger, managers_rx) = controller::channel();
         let (health_trigger, health_rx) = controller::channel();
+        let (pulls_trigger, pulls_rx) = controller::channel();
+        let pulls = pulls::Pulls::new(pulls_trigger);
         let wake = Wake {
             services: services_trigger.clone(),
             nodes: nodes_trigger,
             managers: managers_trigger,
             health: health_trigger,
+            pulls: pulls.clone(),
         };
         let (synced_tx, synced) = tokio::sync::mpsc::unbounded_channel();
         let watchers = watcher::Watchers::new(
@@ -272,6 +286,12 @@ impl Controllers {
         let (autoscale_trigger, autoscale_rx) = controller::channel();
         let capacity = autoscale::CapacityWanted::new(autoscale_trigger);
         let autoscaler = autoscale::Autoscaler::new(replica.clone(), capacity.clone());
+        let puller = pulls::Puller::new(
+            replica.clone(),
+            engines.clone(),
+            pulls.clone(),
+            services_trigger.clone(),
+        );
         let services = services::Services::new(
             replica.clone(),
             engines.clone(),
@@ -279,6 +299,7 @@ impl Controllers {
             observed,
             book.clone(),
             capacity,
+            pulls,
         );
         let probes = Arc::new(Mutex::new(nodes::ProbeBook::new(controller::now())));
         let prober = nodes::Prober::new(
@@ -305,13 +326,19 @@ impl Controllers {
             counts: counts.clone(),
             token: token.clone(),
         };
-        let tasks = vec![
+        let mut tasks = vec![
             spawn(Loop::Services).run(services, services_rx),
             spawn(Loop::Nodes).run(nodes, nodes_rx),
             spawn(Loop::Managers).run(managers, managers_rx),
             spawn(Loop::Health).run(health, health_rx),
             spawn(Loop::Probes).run(prober, prober_rx),
             spawn(Loop::Autoscale).run(autoscaler, autoscale_rx),
+            spawn(Loop::Pulls).run(puller, pulls_rx),
+            tokio::spawn(builder::run(
+                replica.clone(),
+                engines.clone(),
+                token.clone(),
+            )),
             tokio::spawn(route_changes(
                 replica.clone(),
                 changes,
@@ -322,6 +349,13 @@ impl Controllers {
                 token.clone(),
             )),
         ];
+        // Always run, as every loop the watchdog judges; it does nothing
+        // when clean-up is off.
+        let (_, gc_rx) = controller::channel();
+        tasks.push(spawn(Loop::ImageGc).run(
+            image_gc::ImageGc::new(replica.clone(), engines.clone(), settings.image_gc_after),
+            gc_rx,
+        ));
         Controllers { token, tasks }
     }
 

@@ -34,6 +34,15 @@ impl NodeLoad {
         self.cpu_millis += u64::from(resources.cpu_millis);
         self.memory_mb += resources.memory_mb;
     }
+
+    /// Counts one instance fewer ([`NodeLoad::carry`] undone).
+    fn drop_one(&mut self, resources: &Resources) {
+        self.instances = self.instances.saturating_sub(1);
+        self.cpu_millis = self
+            .cpu_millis
+            .saturating_sub(u64::from(resources.cpu_millis));
+        self.memory_mb = self.memory_mb.saturating_sub(resources.memory_mb);
+    }
 }
 
 /// What every node carries, with the nodes ordered by instance count.
@@ -98,6 +107,17 @@ impl Loads {
             None => self.by_node.entry(node.to_string()).or_default(),
         };
         load.carry(resources);
+        self.lightest.insert((load.instances, node.to_string()));
+    }
+
+    /// Takes back an [`Loads::add`] whose placement was not made after all
+    /// (it waits for its image), so it does not count against the node.
+    pub fn take_back(&mut self, node: &str, resources: &Resources) {
+        let Some(load) = self.by_node.get_mut(node) else {
+            return;
+        };
+        self.lightest.remove(&(load.instances, node.to_string()));
+        load.drop_one(resources);
         self.lightest.insert((load.instances, node.to_string()));
     }
 }

@@ -66,7 +66,9 @@ pub enum RestartReason {
 /// Everything one service's plan looks at.
 pub struct PlanInput<'a> {
     pub service: &'a Service,
-    pub template: &'a str,
+    /// The template of the service's current version; `None` while its
+    /// image is being resolved: no container is outdated until it is.
+    pub template: Option<&'a str>,
     pub instances: Vec<&'a Instance>,
     pub nodes: &'a BTreeMap<String, Node>,
     /// Containers labelled with this service, with the node they are on.
@@ -196,8 +198,9 @@ pub fn plan(input: &PlanInput, loads: &mut Loads) -> Vec<Action> {
             });
             continue;
         };
-        let outdated =
-            container.labels.get(labels::TEMPLATE).map(String::as_str) != Some(input.template);
+        let outdated = input.template.is_some_and(|template| {
+            container.labels.get(labels::TEMPLATE).map(String::as_str) != Some(template)
+        });
         match container.state {
             ContainerState::Running | ContainerState::Restarting | ContainerState::Paused => {
                 if outdated {
@@ -408,7 +411,7 @@ mod tests {
             let template = self.template();
             let input = PlanInput {
                 service: &self.service,
-                template: &template,
+                template: Some(&template),
                 instances: self.instances.iter().collect(),
                 nodes: &self.nodes,
                 observed: self

@@ -8,7 +8,18 @@
 //! service that no longer exists has its containers removed. It is woken
 //! by commits touching the service or its instances, by engine events and
 //! probe verdicts of its containers, by its own crash-backoff and retry
-//! deadlines (a requeue, never a timer task), and by the resync.
+//! deadlines (a requeue, never a timer task), by the puller when an image
+//! it asked for arrived or failed, and by the resync.
+//!
+//! Images: a version's tag is resolved to a digest once (the version's
+//! pin, written through Raft) before any container of that version is
+//! created; until then nothing counts as outdated, so a registry that is
+//! down delays a rollout but never stops the running version. A slot is
+//! placed on a node only once the puller says the image is there (a
+//! rolling update therefore fetches before it replaces: a pull never
+//! lengthens an outage); a container is created only then too (an
+//! instance whose image went missing shows `pulling`, one whose fetch
+//! failed `pull_failed`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -23,11 +34,13 @@ use super::labels;
 use super::observed::{Observed, ServiceKey};
 use super::placement::Loads;
 use super::plan::{plan, Action, PlanInput, RestartReason};
+use super::pulls::{Pulls, Readiness};
 use super::SupervisorSettings;
 use crate::dates::parse_rfc3339_ms;
 use crate::replica::{now_ms, Replica};
 use crate::runtime::{ContainerInfo, ContainerSpec, PortBinding, RuntimeError};
 use crate::secrets::{SecretsError, SecretsKey};
+use crate::state::image_catalog::Reference;
 use crate::state::{
     Command, ExitInfo, Instance, InstanceState, InstanceStatus, Node, NodeState, PublishedPort,
     Resources, Service, ServiceKind, State,
@@ -133,6 +146,7 @@ pub struct Services {
     observed: Arc<Mutex<Observed>>,
     health: Arc<Mutex<HealthBook>>,
     capacity: CapacityWanted,
+    pulls: Pulls,
     crashes: Mutex<HashMap<(String, u64), CrashTrack>>,
     create_failures: Mutex<HashMap<(String, u64), CreateFailure>>,
     reported_unplaceable: Mutex<HashMap<(ServiceKey, u32), String>>,
@@ -143,8 +157,19 @@ pub struct Services {
     /// Raft's own tasks share.
     book: tokio::sync::Mutex<PlacementBook>,
     /// Each service's template fingerprint, for the version of its spec
-    /// it was computed from.
-    fingerprints: Mutex<HashMap<ServiceKey, (u64, Arc<str>)>>,
+    /// and the image pin it was computed from.
+    fingerprints: Mutex<HashMap<ServiceKey, KnownTemplate>>,
+}
+
+/// A template fingerprint with the spec version and pin it is of.
+type KnownTemplate = (u64, String, Arc<str>);
+
+/// Which image a reconcile's containers are created from.
+enum ImageChoice {
+    /// The version's pin.
+    Resolved(String),
+    /// Being resolved: what the resolving look said so far.
+    Unresolved(Readiness),
 }
 
 impl Services {
@@ -155,6 +180,7 @@ impl Services {
         observed: Arc<Mutex<Observed>>,
         health: Arc<Mutex<HealthBook>>,
         capacity: CapacityWanted,
+        pulls: Pulls,
     ) -> Services {
         Services {
             replica,
@@ -163,6 +189,7 @@ impl Services {
             observed,
             health,
             capacity,
+            pulls,
             crashes: Mutex::new(HashMap::new()),
             create_failures: Mutex::new(HashMap::new()),
             reported_unplaceable: Mutex::new(HashMap::new()),
@@ -243,15 +270,93 @@ fn needs_placement(
 impl Services {
     /// The template fingerprint of `service`'s spec, computed once per
     /// version of it.
-    fn fingerprint(&self, service: &Service) -> Arc<str> {
+    fn fingerprint(&self, service: &Service, pin: &str) -> Arc<str> {
         let key = service_key(service);
         let mut known = self.fingerprints.lock().unwrap_or_else(|e| e.into_inner());
         match known.get(&key) {
-            Some((version, fingerprint)) if *version == service.version => fingerprint.clone(),
+            Some((version, known_pin, fingerprint))
+                if *version == service.version && known_pin == pin =>
+            {
+                fingerprint.clone()
+            }
             _ => {
-                let fingerprint: Arc<str> = labels::template_fingerprint(&service.spec).into();
-                known.insert(key, (service.version, fingerprint.clone()));
+                let fingerprint: Arc<str> = crate::state::supervision::template_fingerprint_pinned(
+                    &service.spec,
+                    Some(pin),
+                )
+                .into();
+                known.insert(key, (service.version, pin.to_string(), fingerprint.clone()));
                 fingerprint
+            }
+        }
+    }
+
+    /// The image this reconcile creates containers from: the version's
+    /// pin, or — resolving it now — the look at `node` that will tell it.
+    async fn choose_image(
+        &self,
+        service: &Service,
+        pin: Option<String>,
+        node: Option<&str>,
+    ) -> ImageChoice {
+        if let Some(pin) = pin {
+            return ImageChoice::Resolved(pin);
+        }
+        let key = service_key(service);
+        // An image the cluster keeps resolves to its id from the state.
+        let kept = self.replica.sm.read(|s| {
+            s.images
+                .stored
+                .get(&service.spec.image)
+                .map(|image| image.id.clone())
+        });
+        let resolved = match (kept, node) {
+            (Some(id), _) => id,
+            (None, None) => {
+                return ImageChoice::Unresolved(Readiness::Failed {
+                    reason: "no ready node to resolve the image on".into(),
+                    retry_at: Instant::now() + UNPLACED_RETRY,
+                })
+            }
+            (None, Some(node)) => {
+                match self
+                    .pulls
+                    .resolution(node, &service.spec.image, service.spec.pull, &key)
+                {
+                    Readiness::Ready(info) => {
+                        self.pulls.forget_resolution(node, &service.spec.image);
+                        pin_for(&service.spec.image, &info.repo_digests)
+                    }
+                    other => return ImageChoice::Unresolved(other),
+                }
+            }
+        };
+        let written = self
+            .write(Command::PinImage {
+                namespace: service.namespace.clone(),
+                service: service.name.clone(),
+                version: service.version,
+                reference: resolved.clone(),
+            })
+            .await;
+        // The first pin of a version wins: read back what it is.
+        let pin = self.replica.sm.read(|s| {
+            s.images
+                .pin(&service.namespace, &service.name, service.version)
+                .map(str::to_string)
+        });
+        match pin {
+            Some(pin) => {
+                if pin != service.spec.image {
+                    tracing::info!(image = %service.spec.image, %pin, version = service.version, "image resolved");
+                }
+                ImageChoice::Resolved(pin)
+            }
+            None => {
+                if !written {
+                    tracing::debug!("the image pin was not written; resolving again later");
+                }
+                ImageChoice::Unresolved(Readiness::Pending)
             }
         }
     }
@@ -266,33 +371,60 @@ impl Services {
         // Every node only when a slot needs placing; otherwise just the
         // nodes this service's instances and containers are on, so a
         // reconcile costs what the service has, not what the cluster has.
-        let (cluster, service, instances, nodes, placing) = self.replica.sm.read(|s| {
-            let service = s.services.get(key).cloned();
-            let instances: Vec<Instance> = s
-                .service_instances(&key.0, &key.1)
-                .into_iter()
-                .cloned()
-                .collect();
-            let placing = service
-                .as_ref()
-                .is_some_and(|service| needs_placement(service, &instances, &s.nodes));
-            let nodes = if placing {
-                // The placement book has every node.
-                BTreeMap::new()
-            } else {
-                let names: BTreeSet<&str> = instances
-                    .iter()
-                    .filter_map(|i| i.node.as_deref())
-                    .chain(containers.iter().map(|(node, _)| node.as_str()))
-                    .collect();
-                names
+        let (cluster, service, instances, nodes, placing, pin, resolver) =
+            self.replica.sm.read(|s| {
+                let service = s.services.get(key).cloned();
+                let instances: Vec<Instance> = s
+                    .service_instances(&key.0, &key.1)
                     .into_iter()
-                    .filter_map(|name| s.nodes.get_key_value(name))
-                    .map(|(name, node)| (name.clone(), node.clone()))
-                    .collect::<BTreeMap<String, Node>>()
-            };
-            (s.cluster_id.clone(), service, instances, nodes, placing)
-        });
+                    .cloned()
+                    .collect();
+                let placing = service
+                    .as_ref()
+                    .is_some_and(|service| needs_placement(service, &instances, &s.nodes));
+                let nodes = if placing {
+                    // The placement book has every node.
+                    BTreeMap::new()
+                } else {
+                    let names: BTreeSet<&str> = instances
+                        .iter()
+                        .filter_map(|i| i.node.as_deref())
+                        .chain(containers.iter().map(|(node, _)| node.as_str()))
+                        .collect();
+                    names
+                        .into_iter()
+                        .filter_map(|name| s.nodes.get_key_value(name))
+                        .map(|(name, node)| (name.clone(), node.clone()))
+                        .collect::<BTreeMap<String, Node>>()
+                };
+                let pin = service.as_ref().and_then(|service| {
+                    s.images
+                        .pin(&service.namespace, &service.name, service.version)
+                        .map(str::to_string)
+                });
+                // Where to resolve an unpinned version: a ready node of its
+                // instances, or else any ready node.
+                let resolver = match (&service, &pin) {
+                    (Some(service), None) if service.spec.kind == ServiceKind::Container => {
+                        instances
+                            .iter()
+                            .filter_map(|i| i.node.as_deref())
+                            .chain(s.nodes.keys().map(String::as_str))
+                            .find(|n| s.nodes.get(*n).is_some_and(|n| n.state == NodeState::Ready))
+                            .map(str::to_string)
+                    }
+                    _ => None,
+                };
+                (
+                    s.cluster_id.clone(),
+                    service,
+                    instances,
+                    nodes,
+                    placing,
+                    pin,
+                    resolver,
+                )
+            });
         // The plan asks only about the nodes its instances are on.
         let reachable: BTreeSet<String> = {
             let observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
@@ -330,7 +462,15 @@ impl Services {
             }
             (healthy, unhealthy)
         };
-        let template = self.fingerprint(&service);
+        let image = if service.spec.kind == ServiceKind::Container {
+            self.choose_image(&service, pin, resolver.as_deref()).await
+        } else {
+            ImageChoice::Resolved(service.spec.image.clone())
+        };
+        let template = match &image {
+            ImageChoice::Resolved(pin) => Some(self.fingerprint(&service, pin)),
+            ImageChoice::Unresolved(_) => None,
+        };
         // Planned under the book's lock when placing: the next placing
         // reconcile sees these placements.
         let mut book = if placing {
@@ -346,7 +486,7 @@ impl Services {
         };
         let input = PlanInput {
             service: &service,
-            template: &template,
+            template: template.as_deref(),
             instances: instances.iter().collect(),
             nodes: &nodes,
             observed: containers.iter().map(|(n, c)| (n.as_str(), &**c)).collect(),
@@ -358,20 +498,74 @@ impl Services {
             Some(book) => plan(&input, &mut book.loads),
             None => plan(&input, &mut Loads::default()),
         };
+        // Placements that wait for their image are not made: the book
+        // takes them back, so they count against no node meanwhile.
+        let actions: Vec<Action> = actions
+            .into_iter()
+            .filter(|action| {
+                let held = self.held_for_image(&service, &instances, &image, action);
+                if let (true, Some(book), Action::Place { node, .. }) =
+                    (held, book.as_mut(), action)
+                {
+                    book.loads.take_back(node, &service.spec.resources);
+                }
+                !held
+            })
+            .collect();
         drop(book);
         if !actions.is_empty() {
             tracing::debug!(actions = actions.len(), "executing the plan");
         }
+        let template = template.as_deref().unwrap_or_default();
         let mut failed = None;
         for action in actions {
             if let Err(why) = self
-                .execute(&cluster, &service, &nodes, &template, action)
+                .execute(&cluster, &service, &nodes, template, &image, action)
                 .await
             {
                 failed.get_or_insert(why);
             }
         }
         failed
+    }
+
+    /// Whether the placement `action` waits for its image: a slot is
+    /// placed on a node only once the version's image is there (a node
+    /// that joined receives the images of the instances about to be
+    /// placed on it before they are), and a running instance is replaced
+    /// in place only then (the old one serves while the image is fetched).
+    /// A fetch that failed lets a new slot be placed, so the failure shows
+    /// on its instance, but never takes a running instance down.
+    fn held_for_image(
+        &self,
+        service: &Service,
+        instances: &[Instance],
+        image: &ImageChoice,
+        action: &Action,
+    ) -> bool {
+        let Action::Place { slot, node } = action else {
+            return false;
+        };
+        let replaces_in_place = instances
+            .iter()
+            .any(|i| i.slot == *slot && i.node.as_deref() == Some(node.as_str()));
+        let readiness = match image {
+            ImageChoice::Resolved(reference) => {
+                self.pulls
+                    .want(node, reference, service.spec.pull, &service_key(service))
+            }
+            ImageChoice::Unresolved(readiness) => readiness.clone(),
+        };
+        match readiness {
+            Readiness::Ready(_) => false,
+            Readiness::Pending => true,
+            Readiness::Failed { retry_at, .. } => {
+                if replaces_in_place {
+                    self.requeue_at(&service_key(service), retry_at);
+                }
+                replaces_in_place
+            }
+        }
     }
 
     /// Records what was observed about `instance` (fenced by its generation).
@@ -400,6 +594,7 @@ impl Services {
         service: &Service,
         nodes: &BTreeMap<String, Node>,
         template: &str,
+        image: &ImageChoice,
         action: Action,
     ) -> Result<(), ServiceError> {
         match action {
@@ -456,7 +651,7 @@ impl Services {
                 }
             }
             Action::Create { instance } => {
-                self.create(cluster, service, nodes, template, instance)
+                self.create(cluster, service, nodes, template, image, instance)
                     .await
             }
             Action::Restart {
@@ -526,6 +721,7 @@ impl Services {
         service: &Service,
         nodes: &BTreeMap<String, Node>,
         template: &str,
+        image: &ImageChoice,
         instance: Instance,
     ) {
         let failure_key = (instance.id.clone(), instance.generation);
@@ -546,10 +742,40 @@ impl Services {
         let Ok(engine) = self.engines.for_node(node) else {
             return;
         };
+        let readiness = match image {
+            ImageChoice::Resolved(reference) => self.pulls.want(
+                &node.name,
+                reference,
+                service.spec.pull,
+                &service_key(service),
+            ),
+            ImageChoice::Unresolved(readiness) => readiness.clone(),
+        };
+        let reference = match (image, readiness) {
+            (ImageChoice::Resolved(reference), Readiness::Ready(_)) => reference,
+            (_, Readiness::Failed { reason, retry_at }) => {
+                self.requeue_at(&service_key(service), retry_at);
+                self.show_pull(
+                    service,
+                    &instance,
+                    node,
+                    InstanceState::PullFailed,
+                    Some(reason),
+                )
+                .await;
+                return;
+            }
+            _ => {
+                self.show_pull(service, &instance, node, InstanceState::Pulling, None)
+                    .await;
+                return;
+            }
+        };
         let spec = container_spec(
             cluster,
             service,
             &instance,
+            reference,
             template,
             &self.settings.container_dns,
             self.replica.secrets.as_deref(),
@@ -599,11 +825,54 @@ impl Services {
             Err(e) if e.is_unreachable() => {
                 tracing::debug!(error = %e, "engine unreachable during create")
             }
+            // Removed since the puller saw it: fetched again.
+            Err(RuntimeError::ImageNotFound(_)) => {
+                self.pulls.forget(&node.name, reference);
+                self.requeue_at(&service_key(service), Instant::now());
+            }
             Err(e) => {
                 self.create_failed(service, &instance, node, failure_key, e.to_string())
                     .await
             }
         }
+    }
+
+    /// Shows on `instance` that its image is being fetched (`Pulling`) or
+    /// could not be (`PullFailed`, with the registry's reason as its last
+    /// exit); written only when that changes.
+    async fn show_pull(
+        &self,
+        service: &Service,
+        instance: &Instance,
+        node: &Node,
+        state: InstanceState,
+        reason: Option<String>,
+    ) {
+        let last_exit = match reason {
+            Some(reason) => {
+                let reason = crate::state::limits::truncate(
+                    reason,
+                    crate::state::limits::MAX_EVENT_MESSAGE_BYTES,
+                );
+                if instance.state == state
+                    && instance.last_exit.as_ref().map(|x| x.reason.as_str()) == Some(&reason)
+                {
+                    return;
+                }
+                Some(ExitInfo {
+                    code: -1,
+                    reason,
+                    at_ms: now_ms(),
+                })
+            }
+            None if instance.state == state => return,
+            None => instance.last_exit.clone(),
+        };
+        let status = InstanceStatus {
+            last_exit,
+            ..status_of(service, instance, None, Some(node), state)
+        };
+        self.write_status(instance, status).await;
     }
 
     /// Records a failed create: retried with growing delays, and shown as
@@ -869,12 +1138,25 @@ fn service_key(service: &Service) -> ServiceKey {
     (service.namespace.clone(), service.name.clone())
 }
 
-/// The engine-side description of an instance's container, with the
-/// service's secret env unsealed by `secrets`.
+/// The image a version runs: `repository@digest` when an engine's
+/// `RepoDigests` name one for the spec's repository, else the spec's own
+/// reference (already a digest, or an image no registry resolved).
+pub fn pin_for(image: &str, repo_digests: &[String]) -> String {
+    match Reference::parse(image) {
+        Ok(reference) if reference.digest.is_none() => reference
+            .digest_among(repo_digests)
+            .map_or_else(|| image.to_string(), |digest| reference.pinned(digest)),
+        _ => image.to_string(),
+    }
+}
+
+/// The engine-side description of an instance's container, created from
+/// `image`, with the service's secret env unsealed by `secrets`.
 pub fn container_spec(
     cluster: &str,
     service: &Service,
     instance: &Instance,
+    image: &str,
     template: &str,
     dns: &[String],
     secrets: Option<&SecretsKey>,
@@ -893,7 +1175,7 @@ pub fn container_spec(
     labelled.spec_version = service.version;
     Ok(ContainerSpec {
         name: labels::container_name(cluster, instance),
-        image: service.spec.image.clone(),
+        image: image.to_string(),
         command: service.spec.command.clone(),
         env,
         labels: labels::container_labels(cluster, &labelled, template),

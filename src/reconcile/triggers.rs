@@ -23,6 +23,8 @@ pub struct Wakes {
     /// Instances whose health probing may change.
     pub instances: BTreeSet<String>,
     pub managers: bool,
+    /// The images the cluster keeps, or the nodes that may hold them.
+    pub images: bool,
 }
 
 impl Wakes {
@@ -61,8 +63,10 @@ pub fn wakes(changes: &[Touched], state: &State) -> Wakes {
             Touched::Node(name) => {
                 nodes_changed.insert(name.as_str());
                 wakes.nodes.insert(name.clone());
+                wakes.images = true;
             }
             Touched::Managers => wakes.managers = true,
+            Touched::Images => wakes.images = true,
         }
     }
     if !nodes_changed.is_empty() {

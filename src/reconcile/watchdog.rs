@@ -66,10 +66,12 @@ pub enum Loop {
     Probes,
     Autoscale,
     Housekeeping,
+    Pulls,
+    ImageGc,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 7] = [
+    pub const ALL: [Loop; 9] = [
         Loop::Services,
         Loop::Nodes,
         Loop::Managers,
@@ -77,6 +79,8 @@ impl Loop {
         Loop::Probes,
         Loop::Autoscale,
         Loop::Housekeeping,
+        Loop::Pulls,
+        Loop::ImageGc,
     ];
 
     fn index(self) -> usize {
@@ -92,6 +96,8 @@ impl Loop {
             Loop::Probes => "probes",
             Loop::Autoscale => "autoscale",
             Loop::Housekeeping => "housekeeping",
+            Loop::Pulls => "pulls",
+            Loop::ImageGc => "image-gc",
         }
     }
 }

@@ -6,6 +6,8 @@
 //! A write gets its [`RequestId`] here, on the replica that first accepts
 //! it, so forwarding it again after a lost answer cannot apply it twice.
 
+pub mod archives;
+pub mod builds;
 pub mod elector;
 pub mod first_token;
 mod log_limit;
@@ -64,6 +66,38 @@ pub enum OpError {
     Overloaded(String),
 }
 
+/// Every so often, the archives no kept image names any more (removed
+/// images, a keeper replaced) are deleted from this manager's store.
+async fn sweep_archives(replica: Arc<Replica>) {
+    let mut tick = tokio::time::interval(ARCHIVE_SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        let keep: std::collections::BTreeSet<String> = replica.sm.read(|s| {
+            s.images
+                .stored
+                .values()
+                .map(|image| image.archive.clone())
+                .collect()
+        });
+        let store = replica.archives.clone();
+        let removed = tokio::task::spawn_blocking(move || store.sweep(&keep, ARCHIVE_SWEEP_GRACE))
+            .await
+            .unwrap_or(0);
+        if removed > 0 {
+            tracing::info!(removed, "image archives no image uses were deleted");
+        }
+    }
+}
+
+/// How often a manager looks for archives to delete.
+const ARCHIVE_SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// An archive younger than this is never deleted (its import may not be
+/// recorded yet).
+const ARCHIVE_SWEEP_GRACE: Duration = Duration::from_secs(3600);
+
+/// Longest transfer of one image archive between managers.
+pub const ARCHIVE_TRANSFER_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+
 /// A running replica.
 pub struct Replica {
     pub id: NodeId,
@@ -71,6 +105,10 @@ pub struct Replica {
     pub raft: Raft,
     pub sm: StateMachineStore,
     pub peers: PeerNetwork,
+    /// The image archives this manager keeps.
+    pub archives: archives::ArchiveStore,
+    /// Image builds waiting for this replica's builder (while it leads).
+    pub builds: builds::Builds,
     /// Seals and unseals services' secret env; `None` without a key file.
     pub secrets: Option<Arc<crate::secrets::SecretsKey>>,
     /// Set when the other members refuse this replica as a non-member:
@@ -140,6 +178,7 @@ impl Replica {
             .await
             .map_err(|e| StartError::Raft(e.to_string()))?;
         let writer = Writer::start(raft.clone());
+        let config_data_dir = config.data_dir.clone();
         let replica = Arc::new(Replica {
             id: config.id,
             request_timeout: Duration::from_millis(config.api.request_timeout_ms),
@@ -148,6 +187,8 @@ impl Replica {
             sm,
             peers,
             secrets,
+            archives: archives::ArchiveStore::new(&config_data_dir),
+            builds: builds::Builds::default(),
             removed: std::sync::OnceLock::new(),
             watchdog,
             writer,
@@ -157,6 +198,7 @@ impl Replica {
         let background = [
             tokio::spawn(elector::run(replica.clone())),
             tokio::spawn(stop_when_removed(replica.clone())),
+            tokio::spawn(sweep_archives(replica.clone())),
         ];
         replica
             .background
@@ -233,6 +275,88 @@ impl Replica {
 
     pub fn request_timeout(&self) -> Duration {
         self.request_timeout
+    }
+
+    /// The other members (voters and learners) with their peer addresses.
+    pub fn other_members(&self) -> Vec<(NodeId, String)> {
+        let metrics = self.metrics();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .filter(|(id, _)| **id != self.id)
+            .map(|(id, node)| (*id, node.peer_addr.clone()))
+            .collect()
+    }
+
+    /// Has one other member keep the archive `stored` as well: its id, or
+    /// `None` when this replica is the only member. Tries every member.
+    pub async fn keep_archive_elsewhere(
+        &self,
+        stored: &archives::Stored,
+    ) -> Result<Option<NodeId>, String> {
+        let others = self.other_members();
+        if others.is_empty() {
+            return Ok(None);
+        }
+        let mut reasons = Vec::new();
+        for (id, addr) in others {
+            match self
+                .peers
+                .push_archive(
+                    &addr,
+                    &stored.sha256,
+                    &stored.path,
+                    ARCHIVE_TRANSFER_TIMEOUT,
+                )
+                .await
+            {
+                Ok(()) => return Ok(Some(id)),
+                Err(e) => reasons.push(format!("manager {id}: {e}")),
+            }
+        }
+        Err(reasons.join("; "))
+    }
+
+    /// The local path of the archive `sha256`, fetched first from one of
+    /// `keepers` when this manager does not keep it.
+    pub async fn archive_from(
+        &self,
+        sha256: &str,
+        keepers: &std::collections::BTreeSet<NodeId>,
+    ) -> Result<std::path::PathBuf, String> {
+        if let Some(path) = self.archives.path(sha256) {
+            return Ok(path);
+        }
+        let members: std::collections::HashMap<NodeId, String> =
+            self.other_members().into_iter().collect();
+        let mut reasons = Vec::new();
+        for keeper in keepers {
+            let Some(addr) = members.get(keeper) else {
+                reasons.push(format!("manager {keeper} is not a member"));
+                continue;
+            };
+            let fetched = async {
+                let stream = self
+                    .peers
+                    .fetch_archive(addr, sha256, ARCHIVE_TRANSFER_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                self.archives
+                    .store(stream, archives::MAX_ARCHIVE_BYTES, Some(sha256))
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            .await;
+            match fetched {
+                Ok(stored) => return Ok(stored.path),
+                Err(e) => reasons.push(format!("manager {keeper}: {e}")),
+            }
+        }
+        Err(format!(
+            "no manager that keeps archive {sha256} could send it ({})",
+            reasons.join("; ")
+        ))
     }
 
     /// Applies `command` through Raft from any replica.

@@ -41,6 +41,14 @@ pub fn router(replica: Arc<Replica>) -> Router {
         .route(paths::SNAPSHOT, post(snapshot))
         .route(paths::LEADER, post(leader))
         .route(paths::PREVOTE, post(prevote))
+        .route(
+            &format!("{}/{{sha256}}", paths::ARCHIVE),
+            axum::routing::put(put_archive)
+                .get(get_archive)
+                .layer(DefaultBodyLimit::max(
+                    super::archives::MAX_ARCHIVE_BYTES as usize,
+                )),
+        )
         // Inside the body limit, which it honours when it reads a message.
         .layer(axum::middleware::from_fn_with_state(
             replica.clone(),
@@ -50,6 +58,46 @@ pub fn router(replica: Arc<Replica>) -> Router {
     #[cfg(feature = "failpoints")]
     let router = router.layer(axum::middleware::from_fn(drop_when_partitioned));
     router.with_state(replica)
+}
+
+/// Keeps the image archive a manager sends (see [`super::archives`]).
+async fn put_archive(
+    State(replica): State<Arc<Replica>>,
+    axum::extract::Path(sha256): axum::extract::Path<String>,
+    body: axum::body::Body,
+) -> Response {
+    use futures::TryStreamExt;
+    if !crate::state::image_catalog::is_sha256_hex(&sha256) {
+        return (StatusCode::BAD_REQUEST, "not a SHA-256").into_response();
+    }
+    if replica.archives.path(&sha256).is_some() {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let stream = body.into_data_stream().map_err(|e| e.to_string());
+    match replica
+        .archives
+        .store(stream, super::archives::MAX_ARCHIVE_BYTES, Some(&sha256))
+        .await
+    {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).into_response(),
+    }
+}
+
+/// Streams an image archive this manager keeps.
+async fn get_archive(
+    State(replica): State<Arc<Replica>>,
+    axum::extract::Path(sha256): axum::extract::Path<String>,
+) -> Response {
+    let Some(path) = replica.archives.path(&sha256) else {
+        return (StatusCode::NOT_FOUND, "no such archive").into_response();
+    };
+    match tokio::fs::File::open(&path).await {
+        Ok(file) => {
+            axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)).into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
 }
 
 /// Fail points `peer-deaf` (nothing reaches this replica's peer server:

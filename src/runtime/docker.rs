@@ -1,20 +1,22 @@
 //! The Docker Engine runtime: [`ContainerRuntime`] on bollard's HTTP client,
 //! over a unix socket or plain TCP. Every call runs under raftvisor's own
 //! timeout (bollard has a single client-wide one), engine errors are mapped
-//! to [`RuntimeError`] by status code, images are never pulled, and the API
-//! version is negotiated with the engine on first contact so old and new
-//! engines both answer.
+//! to [`RuntimeError`] by status code (a registry's refusal of a pull keeps
+//! the registry's own words), and the API version is negotiated with the
+//! engine on first contact so old and new engines both answer.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bollard::auth::DockerCredentials;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EventMessage,
     HostConfig, PortBinding as BollardPortBinding, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, EventsOptions, ListContainersOptions, RemoveContainerOptions,
+    BuildImageOptions, CreateContainerOptions, CreateImageOptions, EventsOptions,
+    ImportImageOptions, ListContainersOptions, RemoveContainerOptions, RemoveImageOptions,
     StopContainerOptions,
 };
 use bollard::{Docker, API_DEFAULT_VERSION};
@@ -22,7 +24,8 @@ use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::OnceCell;
 
 use super::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError, RuntimeEvent,
+    ByteStream, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ImageInfo,
+    RegistryAuth, RuntimeError, RuntimeEvent,
 };
 use crate::error_chain::error_chain;
 use crate::state::Protocol;
@@ -759,25 +762,245 @@ impl ContainerRuntime for DockerRuntime {
         Ok(stream.boxed())
     }
 
-    async fn image_exists(&self, image: &str) -> Result<bool, RuntimeError> {
+    async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError> {
         let result = self
             .call(
                 "image lookup",
                 self.timeouts.call,
-                |d| async move { d.inspect_image(image).await },
+                |d| async move { d.inspect_image(reference).await },
                 |e| match e {
                     bollard::errors::Error::DockerResponseServerError {
                         status_code: 404, ..
-                    } => RuntimeError::ImageNotFound(image.to_string()),
+                    } => RuntimeError::ImageNotFound(reference.to_string()),
                     other => self.map_error(other),
                 },
             )
             .await;
         match result {
-            Ok(_) => Ok(true),
-            Err(RuntimeError::ImageNotFound(_)) => Ok(false),
+            Ok(image) => Ok(Some(ImageInfo {
+                id: image.id.unwrap_or_default(),
+                repo_tags: image.repo_tags.unwrap_or_default(),
+                repo_digests: image.repo_digests.unwrap_or_default(),
+                size: image.size.unwrap_or(0).max(0) as u64,
+            })),
+            Err(RuntimeError::ImageNotFound(_)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    async fn pull(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+        limit: Duration,
+    ) -> Result<ImageInfo, RuntimeError> {
+        let options = CreateImageOptions {
+            from_image: Some(reference.to_string()),
+            ..Default::default()
+        };
+        let credentials = auth.map(|auth| DockerCredentials {
+            username: Some(auth.username.clone()),
+            password: Some(auth.password.clone()),
+            serveraddress: Some(auth.registry.clone()),
+            ..Default::default()
+        });
+        let refused = |reason: String| RuntimeError::Pull {
+            reference: reference.to_string(),
+            reason,
+        };
+        let work = async {
+            let client = self.client().await?;
+            let mut progress = client.create_image(Some(options), None, credentials);
+            while let Some(step) = progress.next().await {
+                if let Err(error) = step {
+                    return Err(match error {
+                        bollard::errors::Error::DockerStreamError { error } => refused(error),
+                        bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                            refused(message)
+                        }
+                        other => self.map_error(other),
+                    });
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(limit, work).await {
+            Ok(result) => result?,
+            Err(_) => return Err(refused(format!("no answer within {} s", limit.as_secs()))),
+        }
+        self.inspect_image(reference)
+            .await?
+            .ok_or_else(|| refused("the engine reports success but has no such image".into()))
+    }
+
+    async fn resolve(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, RuntimeError> {
+        let credentials = auth.map(|auth| DockerCredentials {
+            username: Some(auth.username.clone()),
+            password: Some(auth.password.clone()),
+            serveraddress: Some(auth.registry.clone()),
+            ..Default::default()
+        });
+        let refused = |reason: String| RuntimeError::Pull {
+            reference: reference.to_string(),
+            reason,
+        };
+        let inspected = self
+            .call(
+                "registry lookup",
+                self.timeouts.call.max(Duration::from_secs(30)),
+                |d| async move { d.inspect_registry_image(reference, credentials).await },
+                |e| match e {
+                    bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                        refused(message)
+                    }
+                    other => self.map_error(other),
+                },
+            )
+            .await?;
+        inspected
+            .descriptor
+            .digest
+            .ok_or_else(|| refused("the registry named no digest".into()))
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
+        let options = RemoveImageOptions {
+            force: false,
+            noprune: false,
+            ..Default::default()
+        };
+        let result = self
+            .call(
+                "image removal",
+                self.timeouts.call,
+                |d| async move { d.remove_image(reference, Some(options), None).await },
+                |e| match e {
+                    bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404, ..
+                    } => RuntimeError::ImageNotFound(reference.to_string()),
+                    bollard::errors::Error::DockerResponseServerError {
+                        status_code: 409, ..
+                    } => RuntimeError::Conflict(reference.to_string()),
+                    other => self.map_error(other),
+                },
+            )
+            .await;
+        match result {
+            Ok(_) | Err(RuntimeError::ImageNotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn save_image(&self, reference: &str) -> Result<ByteStream, RuntimeError> {
+        // Asking first turns a missing image into ImageNotFound rather
+        // than an error in the middle of a stream.
+        if self.inspect_image(reference).await?.is_none() {
+            return Err(RuntimeError::ImageNotFound(reference.to_string()));
+        }
+        let client = self.client().await?;
+        let endpoint = self.endpoint.clone();
+        let stream = client
+            .export_image(reference)
+            .map(move |chunk| chunk.map_err(|e| map_stream_error(&endpoint, e)));
+        Ok(stream.boxed())
+    }
+
+    async fn load_image(&self, archive: ByteStream, limit: Duration) -> Result<(), RuntimeError> {
+        let work = async {
+            let client = self.client().await?;
+            let mut answers = client.import_image_stream(
+                ImportImageOptions {
+                    quiet: true,
+                    ..Default::default()
+                },
+                archive,
+                None,
+            );
+            while let Some(answer) = answers.next().await {
+                if let Err(error) = answer {
+                    return Err(match error {
+                        bollard::errors::Error::DockerStreamError { error } => {
+                            RuntimeError::Invalid(format!(
+                                "the engine refused the archive: {error}"
+                            ))
+                        }
+                        bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                            RuntimeError::Invalid(format!(
+                                "the engine refused the archive: {message}"
+                            ))
+                        }
+                        other => self.map_error(other),
+                    });
+                }
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(limit, work).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timeout("image load", limit)),
+        }
+    }
+
+    async fn build_image(
+        &self,
+        context: ByteStream,
+        tag: &str,
+        log: tokio::sync::mpsc::UnboundedSender<String>,
+        limit: Duration,
+    ) -> Result<ImageInfo, RuntimeError> {
+        let options = BuildImageOptions {
+            dockerfile: "Dockerfile".into(),
+            t: Some(tag.to_string()),
+            rm: true,
+            forcerm: true,
+            ..Default::default()
+        };
+        let work = async {
+            let client = self.client().await?;
+            let body =
+                bollard::body_try_stream(context.map(|chunk| chunk.map_err(std::io::Error::other)));
+            let mut steps = client.build_image(options, None, Some(body));
+            let mut tail = String::new();
+            while let Some(step) = steps.next().await {
+                match step {
+                    Ok(info) => {
+                        if let Some(text) = info.stream.or(info.status) {
+                            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                                tail = line.to_string();
+                                let _ = log.send(line.to_string());
+                            }
+                        }
+                        if let Some(error) = info.error_detail.and_then(|d| d.message) {
+                            let _ = log.send(error.clone());
+                            return Err(RuntimeError::Build(error));
+                        }
+                    }
+                    Err(bollard::errors::Error::DockerStreamError { error }) => {
+                        let _ = log.send(error.clone());
+                        return Err(RuntimeError::Build(error));
+                    }
+                    Err(bollard::errors::Error::DockerResponseServerError { message, .. }) => {
+                        let _ = log.send(message.clone());
+                        return Err(RuntimeError::Build(message));
+                    }
+                    Err(other) => return Err(self.map_error(other)),
+                }
+            }
+            Ok(tail)
+        };
+        match tokio::time::timeout(limit, work).await {
+            Ok(result) => {
+                result?;
+            }
+            Err(_) => return Err(self.timeout("image build", limit)),
+        }
+        self.inspect_image(tag)
+            .await?
+            .ok_or_else(|| RuntimeError::Build(format!("the engine built nothing tagged {tag}")))
     }
 }
 

@@ -6,7 +6,9 @@
 //! [`MemoryRuntime::set_unreachable`] (every call fails as if the engine were
 //! gone, and open event streams end) and [`MemoryRuntime::set_images`]
 //! (which images "exist"); [`MemoryRuntime::set_latency`] adds a delay to
-//! create and start to imitate a real engine's cost.
+//! create and start to imitate a real engine's cost. Pulls come from a
+//! [`MemoryRegistry`] shared by engines ([`MemoryRuntime::set_registry`]);
+//! a saved "archive" is the image's name, which a load adds back.
 //!
 //! At scale (the scale benchmark runs thousands of these), each engine is
 //! small: its event buffer is sized with [`MemoryRuntime::with_event_buffer`]
@@ -19,12 +21,86 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
 use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::broadcast;
 
 use super::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError, RuntimeEvent,
+    ByteStream, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ImageInfo,
+    RegistryAuth, RuntimeError, RuntimeEvent,
 };
+
+/// A fake registry: tags and the digests they point at, the account it
+/// asks for, and a switch that makes it unreachable. Shared by engines.
+#[derive(Debug, Default)]
+pub struct MemoryRegistry {
+    inner: Mutex<RegistryInner>,
+}
+
+#[derive(Debug, Default)]
+struct RegistryInner {
+    /// `repository:tag` → digest.
+    tags: HashMap<String, String>,
+    account: Option<(String, String)>,
+    down: bool,
+    pulls: u64,
+}
+
+impl MemoryRegistry {
+    /// Points `repository:tag` at `digest` (a push).
+    pub fn publish(&self, tag: &str, digest: &str) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.tags.insert(tag.to_string(), digest.to_string());
+    }
+
+    /// Pulls need this account from now on.
+    pub fn require(&self, username: &str, password: &str) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).account =
+            Some((username.to_string(), password.to_string()));
+    }
+
+    pub fn set_down(&self, down: bool) {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).down = down;
+    }
+
+    /// Pulls answered so far (successful or not).
+    pub fn pulls(&self) -> u64 {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).pulls
+    }
+
+    /// `(repository, digest)` of `reference`, or the registry's refusal.
+    fn resolve(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<(String, String), String> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.pulls += 1;
+        if inner.down {
+            return Err("dial tcp: connection refused".into());
+        }
+        if let Some((username, password)) = &inner.account {
+            let given = auth.map(|a| (a.username.as_str(), a.password.as_str()));
+            if given != Some((username.as_str(), password.as_str())) {
+                return Err("unauthorized: authentication required".into());
+            }
+        }
+        let (repository, digest) = match reference.split_once('@') {
+            Some((repository, digest)) => (repository.to_string(), digest.to_string()),
+            None => {
+                let digest = inner.tags.get(reference).ok_or_else(|| {
+                    format!("manifest for {reference} not found: manifest unknown")
+                })?;
+                let repository = match reference.rfind(':') {
+                    Some(i) if !reference[i..].contains('/') => &reference[..i],
+                    _ => reference,
+                };
+                (repository.to_string(), digest.clone())
+            }
+        };
+        Ok((repository, digest))
+    }
+}
 
 /// Events buffered per subscriber before it lags, by default.
 pub const EVENT_BUFFER: usize = 4096;
@@ -75,6 +151,9 @@ struct Engine {
     names: HashMap<String, String>,
     /// `None`: every image exists.
     images: Option<HashSet<String>>,
+    /// Repo digests of pulled images, by every name they answer to.
+    digests: HashMap<String, Vec<String>>,
+    registry: Option<Arc<MemoryRegistry>>,
     unreachable: bool,
     latency: Duration,
     outlets: Outlets,
@@ -112,6 +191,8 @@ impl MemoryRuntime {
                 containers: HashMap::new(),
                 names: HashMap::new(),
                 images: None,
+                digests: HashMap::new(),
+                registry: None,
                 unreachable: false,
                 latency: Duration::ZERO,
                 outlets: Outlets {
@@ -165,6 +246,19 @@ impl MemoryRuntime {
     /// Restricts the images that exist; `None` (the default): all do.
     pub fn set_images(&self, images: Option<&[&str]>) {
         self.lock().images = images.map(|list| list.iter().map(|i| i.to_string()).collect());
+    }
+
+    /// Pulls of this engine go to `registry`.
+    pub fn set_registry(&self, registry: Arc<MemoryRegistry>) {
+        self.lock().registry = Some(registry);
+    }
+
+    /// Whether the engine has `reference` (with [`Self::set_images`]).
+    pub fn has_image(&self, reference: &str) -> bool {
+        self.lock()
+            .images
+            .as_ref()
+            .is_none_or(|images| images.contains(reference))
     }
 
     /// Sends every container event of this engine to `tap` too.
@@ -476,12 +570,132 @@ impl ContainerRuntime for MemoryRuntime {
         Ok(stream.boxed())
     }
 
-    async fn image_exists(&self, image: &str) -> Result<bool, RuntimeError> {
+    async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError> {
         let engine = self.reach()?;
-        Ok(engine
+        let present = engine
             .images
             .as_ref()
-            .is_none_or(|images| images.contains(image)))
+            .is_none_or(|images| images.contains(reference));
+        Ok(present.then(|| image_info(&engine, reference)))
+    }
+
+    async fn pull(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+        _limit: Duration,
+    ) -> Result<ImageInfo, RuntimeError> {
+        self.delay().await;
+        let registry = self.reach()?.registry.clone();
+        let refused = |reason: String| RuntimeError::Pull {
+            reference: reference.to_string(),
+            reason,
+        };
+        let registry = registry.ok_or_else(|| refused("no registry is reachable".into()))?;
+        let (repository, digest) = registry.resolve(reference, auth).map_err(refused)?;
+        let mut engine = self.reach()?;
+        let pinned = format!("{repository}@{digest}");
+        let names = [reference.to_string(), pinned.clone()];
+        for name in &names {
+            if let Some(images) = engine.images.as_mut() {
+                images.insert(name.clone());
+            }
+            let digests = engine.digests.entry(name.clone()).or_default();
+            if !digests.contains(&pinned) {
+                digests.push(pinned.clone());
+            }
+        }
+        Ok(image_info(&engine, reference))
+    }
+
+    async fn resolve(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, RuntimeError> {
+        let registry = self.reach()?.registry.clone();
+        let refused = |reason: String| RuntimeError::Pull {
+            reference: reference.to_string(),
+            reason,
+        };
+        let registry = registry.ok_or_else(|| refused("no registry is reachable".into()))?;
+        registry
+            .resolve(reference, auth)
+            .map(|(_, digest)| digest)
+            .map_err(refused)
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
+        let mut engine = self.reach()?;
+        if engine
+            .containers
+            .values()
+            .any(|c| c.spec.image == reference)
+        {
+            return Err(RuntimeError::Conflict(reference.to_string()));
+        }
+        if let Some(images) = engine.images.as_mut() {
+            images.remove(reference);
+        }
+        engine.digests.remove(reference);
+        Ok(())
+    }
+
+    async fn save_image(&self, reference: &str) -> Result<ByteStream, RuntimeError> {
+        if self.inspect_image(reference).await?.is_none() {
+            return Err(RuntimeError::ImageNotFound(reference.to_string()));
+        }
+        let archive = Bytes::from(reference.to_string());
+        Ok(futures::stream::once(async move { Ok(archive) }).boxed())
+    }
+
+    async fn load_image(&self, archive: ByteStream, _limit: Duration) -> Result<(), RuntimeError> {
+        let chunks: Vec<Bytes> = archive
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        let name = String::from_utf8(chunks.concat())
+            .map_err(|_| RuntimeError::Invalid("not an archive of this engine".into()))?;
+        if let Some(images) = self.reach()?.images.as_mut() {
+            images.insert(name);
+        }
+        Ok(())
+    }
+
+    async fn build_image(
+        &self,
+        context: ByteStream,
+        tag: &str,
+        log: tokio::sync::mpsc::UnboundedSender<String>,
+        limit: Duration,
+    ) -> Result<ImageInfo, RuntimeError> {
+        let _ = log.send(format!("Successfully tagged {tag}"));
+        let _ = context.collect::<Vec<_>>().await;
+        let name = Bytes::from(tag.to_string());
+        self.load_image(
+            futures::stream::once(async move { Ok(name) }).boxed(),
+            limit,
+        )
+        .await?;
+        let engine = self.reach()?;
+        Ok(image_info(&engine, tag))
+    }
+}
+
+/// What the fake engine tells of an image it has: a stable id made from
+/// its name, and the digests of its pulls.
+fn image_info(engine: &Engine, reference: &str) -> ImageInfo {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in reference.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    ImageInfo {
+        id: format!("sha256:{hash:064x}"),
+        repo_tags: vec![reference.to_string()],
+        repo_digests: engine.digests.get(reference).cloned().unwrap_or_default(),
+        size: 1,
     }
 }
 
@@ -645,8 +859,12 @@ mod tests {
     async fn images_and_host_ports() {
         let rt = MemoryRuntime::default();
         rt.set_images(Some(&["raftvisor-echo:local"]));
-        assert!(rt.image_exists("raftvisor-echo:local").await.unwrap());
-        assert!(!rt.image_exists("nginx").await.unwrap());
+        assert!(rt
+            .inspect_image("raftvisor-echo:local")
+            .await
+            .unwrap()
+            .is_some());
+        assert!(rt.inspect_image("nginx").await.unwrap().is_none());
         let mut missing = spec("m");
         missing.image = "nginx".into();
         assert_eq!(

@@ -1,6 +1,7 @@
 //! Container runtimes behind one trait. The supervisor asks a runtime to
-//! create, start, stop, remove, inspect and list containers on one node and
-//! to stream the engine's container events; it never talks to an engine any
+//! create, start, stop, remove, inspect and list containers on one node,
+//! to stream the engine's container events, and to pull, load, save,
+//! build, inspect and remove images; it never talks to an engine any
 //! other way. [`docker`] implements it on bollard; [`memory`] is an
 //! in-process runtime for unit tests and the placement benchmark.
 //!
@@ -13,6 +14,7 @@ pub mod memory;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +120,40 @@ pub struct RuntimeEvent {
     pub exit_code: Option<i64>,
 }
 
+/// What an engine knows of one image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// The image id (`sha256:…` of its config).
+    pub id: String,
+    pub repo_tags: Vec<String>,
+    /// `repository@sha256:…` for each registry it was pulled from or
+    /// pushed to.
+    pub repo_digests: Vec<String>,
+    pub size: u64,
+}
+
+/// Credentials for one registry. Its `Debug` never shows the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// `host[:port]` as image references name it.
+    pub registry: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("registry", &self.registry)
+            .field("username", &self.username)
+            .field("password", &crate::secrets::REDACTED)
+            .finish()
+    }
+}
+
+/// A stream of archive bytes (`docker save` format, or a build context).
+pub type ByteStream = BoxStream<'static, Result<Bytes, RuntimeError>>;
+
 /// Why a runtime call failed.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RuntimeError {
@@ -133,8 +169,15 @@ pub enum RuntimeError {
     NotFound(String),
     #[error("a container named {0} already exists")]
     Conflict(String),
-    #[error("image {0} is not present on the engine (images are never pulled)")]
+    #[error("image {0} is not present on the engine")]
     ImageNotFound(String),
+    /// The registry (or the engine on its behalf) refused or failed a
+    /// pull; the text is the registry's own reason.
+    #[error("pulling {reference} failed: {reason}")]
+    Pull { reference: String, reason: String },
+    /// A build failed: the step's own output.
+    #[error("the build failed: {0}")]
+    Build(String),
     /// The engine refused the request as invalid (bad port, bad resources, ...).
     #[error("the engine refused the container: {0}")]
     Invalid(String),
@@ -185,5 +228,43 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         &self,
         labels: &BTreeMap<String, String>,
     ) -> Result<BoxStream<'static, Result<RuntimeEvent, RuntimeError>>, RuntimeError>;
-    async fn image_exists(&self, image: &str) -> Result<bool, RuntimeError>;
+    /// What the engine knows of `reference` (a name, `name@digest` or an
+    /// image id); `None` when it does not have it.
+    async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError>;
+    /// Whether the engine has `reference`.
+    async fn image_exists(&self, reference: &str) -> Result<bool, RuntimeError> {
+        Ok(self.inspect_image(reference).await?.is_some())
+    }
+    /// Pulls `reference` from its registry (with `auth` when given) and
+    /// answers what the engine then has; bounded by `limit`.
+    async fn pull(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+        limit: Duration,
+    ) -> Result<ImageInfo, RuntimeError>;
+    /// Asks the registry (through the engine, which knows how to reach
+    /// it) which digest the tag `reference` points at now, without pulling.
+    async fn resolve(
+        &self,
+        reference: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, RuntimeError>;
+    /// Removes the image `reference` names, unless a container uses it
+    /// (then `Conflict`). Missing is not an error.
+    async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError>;
+    /// `docker save` of one image, as a stream.
+    async fn save_image(&self, reference: &str) -> Result<ByteStream, RuntimeError>;
+    /// `docker load` of an archive; bounded by `limit`.
+    async fn load_image(&self, archive: ByteStream, limit: Duration) -> Result<(), RuntimeError>;
+    /// Builds `context` (a tar with a Dockerfile at its root) as `tag`,
+    /// sending each line of the build's output to `log`; bounded by
+    /// `limit`.
+    async fn build_image(
+        &self,
+        context: ByteStream,
+        tag: &str,
+        log: tokio::sync::mpsc::UnboundedSender<String>,
+        limit: Duration,
+    ) -> Result<ImageInfo, RuntimeError>;
 }

@@ -188,6 +188,49 @@ pub enum Command {
         #[serde(with = "super::migrate::versioned")]
         template: ManagerTemplate,
     },
+    /// What `version` of a service's image resolved to (see
+    /// [`super::image_catalog`]); the first pin of a version wins.
+    PinImage {
+        namespace: String,
+        service: String,
+        version: u64,
+        reference: String,
+    },
+    /// `raftvisor registry login HOST`: `password` sealed by the API.
+    PutRegistryLogin {
+        host: String,
+        username: String,
+        password: String,
+    },
+    RemoveRegistryLogin {
+        host: String,
+    },
+    /// An image imported or built into the cluster, loaded on `holders`.
+    PutStoredImage {
+        image: super::image_catalog::StoredImage,
+    },
+    /// The nodes that hold a stored image now (fenced by its id).
+    SetImageHolders {
+        name: String,
+        id: String,
+        holders: std::collections::BTreeSet<String>,
+    },
+    RemoveStoredImage {
+        name: String,
+    },
+    /// The managers that keep a stored image's archive now.
+    SetImageKeepers {
+        name: String,
+        id: String,
+        keepers: std::collections::BTreeSet<u64>,
+    },
+    /// The cluster brought `reference` to `node` (`present`), or its
+    /// image clean-up removed it from there.
+    ImageOnNode {
+        node: String,
+        reference: String,
+        present: bool,
+    },
 }
 
 /// A command as it travels through Raft; a persisted record with a

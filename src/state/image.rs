@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::command::{Applied, RequestId};
+use super::image_catalog::ImageCatalog;
 use super::manager_template::ManagerTemplate;
 use super::migrate::{Migrate, Versioned};
 use super::types::{Event, Instance, KvEntry, Manager, Node, Service, TokenRecord};
@@ -30,38 +31,108 @@ pub struct StateImage {
     pub manager_template: Option<Versioned<ManagerTemplate>>,
     /// Raft ids removed from the membership.
     pub departed_managers: Vec<u64>,
+    /// Image pins, registry logins and the images the cluster keeps.
+    pub images: Versioned<ImageCatalog>,
 }
 
 impl Migrate for StateImage {
-    const VERSION_MARKER: &'static [u8] = b"SI02";
-    type Previous = v1::StateImage;
+    const VERSION_MARKER: &'static [u8] = b"SI03";
+    type Previous = v2::StateImage;
 
-    /// The manager template was JSON text; one that does not parse or
-    /// pass validation was unusable before too, and is dropped.
-    fn migrate(previous: v1::StateImage) -> StateImage {
-        let manager_template = previous.manager_plan.and_then(|json| {
-            ManagerTemplate::from_json(&json)
-                .inspect_err(|reason| {
-                    tracing::warn!(%reason, "the snapshot's manager template is dropped");
-                })
-                .ok()
-        });
+    /// Images were not part of the state: nothing pinned, logged in or kept.
+    fn migrate(previous: v2::StateImage) -> StateImage {
+        let v2::StateImage {
+            cluster_id,
+            services,
+            instances,
+            nodes,
+            managers,
+            kv,
+            kv_index,
+            kv_delete_index,
+            events,
+            applied_index,
+            dedup,
+            tokens,
+            tokens_bootstrapped,
+            manager_template,
+            departed_managers,
+        } = previous;
         StateImage {
-            cluster_id: previous.cluster_id,
-            services: previous.services,
-            instances: previous.instances,
-            nodes: previous.nodes,
-            managers: previous.managers,
-            kv: previous.kv,
-            kv_index: previous.kv_index,
-            kv_delete_index: previous.kv_delete_index,
-            events: previous.events,
-            applied_index: previous.applied_index,
-            dedup: previous.dedup,
-            tokens: previous.tokens,
-            tokens_bootstrapped: previous.tokens_bootstrapped,
-            manager_template: manager_template.map(Versioned),
-            departed_managers: previous.departed_managers,
+            cluster_id,
+            services,
+            instances,
+            nodes,
+            managers,
+            kv,
+            kv_index,
+            kv_delete_index,
+            events,
+            applied_index,
+            dedup,
+            tokens,
+            tokens_bootstrapped,
+            manager_template,
+            departed_managers,
+            images: Versioned(ImageCatalog::default()),
+        }
+    }
+}
+
+/// Frozen: the image as written before images were part of the state.
+pub mod v2 {
+    use super::*;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct StateImage {
+        pub cluster_id: Option<String>,
+        pub services: Vec<Service>,
+        pub instances: Vec<Instance>,
+        pub nodes: Vec<Node>,
+        pub managers: Vec<Manager>,
+        pub kv: Vec<(String, KvEntry)>,
+        pub kv_index: u64,
+        pub kv_delete_index: u64,
+        pub events: Vec<Event>,
+        pub applied_index: u64,
+        pub dedup: Vec<(RequestId, Applied)>,
+        pub tokens: Vec<TokenRecord>,
+        pub tokens_bootstrapped: bool,
+        pub manager_template: Option<Versioned<ManagerTemplate>>,
+        pub departed_managers: Vec<u64>,
+    }
+
+    impl Migrate for StateImage {
+        const VERSION_MARKER: &'static [u8] = b"SI02";
+        type Previous = v1::StateImage;
+
+        /// The manager template was JSON text; one that does not parse or
+        /// pass validation was unusable before too, and is dropped.
+        fn migrate(previous: v1::StateImage) -> StateImage {
+            let manager_template = previous.manager_plan.and_then(|json| {
+                ManagerTemplate::from_json(&json)
+                    .inspect_err(|reason| {
+                        tracing::warn!(%reason, "the snapshot's manager template is dropped");
+                    })
+                    .ok()
+            });
+            StateImage {
+                cluster_id: previous.cluster_id,
+                services: previous.services,
+                instances: previous.instances,
+                nodes: previous.nodes,
+                managers: previous.managers,
+                kv: previous.kv,
+                kv_index: previous.kv_index,
+                kv_delete_index: previous.kv_delete_index,
+                events: previous.events,
+                applied_index: previous.applied_index,
+                dedup: previous.dedup,
+                tokens: previous.tokens,
+                tokens_bootstrapped: previous.tokens_bootstrapped,
+                manager_template: manager_template.map(Versioned),
+                departed_managers: previous.departed_managers,
+            }
         }
     }
 }
@@ -139,11 +210,11 @@ mod tests {
             "{not json",
             r#"{"cluster":"demo","state_dir":"/x","machines":[],"managers":[]}"#,
         ] {
-            let image = StateImage::migrate(v1_image(Some(broken)));
+            let image = v2::StateImage::migrate(v1_image(Some(broken)));
             assert!(image.manager_template.is_none(), "{broken}");
             assert_eq!(image.cluster_id.as_deref(), Some("c"));
         }
-        assert!(StateImage::migrate(v1_image(None))
+        assert!(v2::StateImage::migrate(v1_image(None))
             .manager_template
             .is_none());
     }

@@ -11,6 +11,7 @@
 mod address;
 pub mod command;
 mod image;
+pub mod image_catalog;
 pub mod limits;
 pub mod manager_template;
 pub mod migrate;
@@ -87,6 +88,8 @@ pub struct State {
     /// Raft ids that were members once and were removed (and not added
     /// again): the peer port refuses their certificates.
     pub departed_managers: BTreeSet<u64>,
+    /// Image pins, registry logins and the images kept by the cluster.
+    pub images: image_catalog::ImageCatalog,
     dedup: Dedup,
 }
 
@@ -118,6 +121,7 @@ impl State {
             tokens_bootstrapped: self.tokens_bootstrapped,
             manager_template: self.manager_template.clone().map(migrate::Versioned),
             departed_managers: self.departed_managers.iter().copied().collect(),
+            images: migrate::Versioned(self.images.clone()),
         }
     }
 
@@ -160,6 +164,7 @@ impl State {
             manager_template: image.manager_template.map(|template| template.0),
             kv_bytes,
             departed_managers: image.departed_managers.into_iter().collect(),
+            images: image.images.0,
             dedup,
         }
     }
@@ -251,9 +256,12 @@ impl State {
                     return Outcome::NotFound;
                 };
                 let from = service.spec.replicas;
+                let previous = service.version;
                 service.spec.replicas = *replicas;
                 service.version = index;
                 let service = service.clone();
+                // Scaling runs more of the same image, never a newer one.
+                self.images.carry_pin(&key, previous, index);
                 self.event(
                     index,
                     time_ms,
@@ -416,6 +424,37 @@ impl State {
                 self.apply_limited(index, time_ms, limits, command)
             }
             Command::RemoveNode { name, force } => self.remove_node(index, time_ms, name, *force),
+            Command::PinImage {
+                namespace,
+                service,
+                version,
+                reference,
+            } => self.apply_pin_image(namespace, service, *version, reference),
+            Command::PutRegistryLogin {
+                host,
+                username,
+                password,
+            } => self.apply_put_registry_login(index, time_ms, host, username, password),
+            Command::RemoveRegistryLogin { host } => {
+                self.apply_remove_registry_login(index, time_ms, host)
+            }
+            Command::PutStoredImage { image } => {
+                self.apply_put_stored_image(index, time_ms, image.clone())
+            }
+            Command::SetImageHolders { name, id, holders } => {
+                self.apply_set_image_holders(name, id, holders, index)
+            }
+            Command::RemoveStoredImage { name } => {
+                self.apply_remove_stored_image(index, time_ms, name)
+            }
+            Command::SetImageKeepers { name, id, keepers } => {
+                self.apply_set_image_keepers(name, id, keepers, index)
+            }
+            Command::ImageOnNode {
+                node,
+                reference,
+                present,
+            } => self.apply_image_on_node(node, reference, *present),
         }
     }
 
@@ -496,6 +535,7 @@ impl State {
             }
         }
         self.services.remove(&key);
+        self.images.pins.remove(&key);
         let gone: Vec<String> = self
             .service_instances(namespace, name)
             .into_iter()

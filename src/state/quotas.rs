@@ -41,7 +41,9 @@ impl State {
                 ..
             } => {
                 limits.check_service_spec(spec, true).map_err(refused)?;
-                validate::health_rules(spec).map_err(|reason| Outcome::Rejected(reason.into()))?;
+                validate::health_rules(spec)
+                    .and_then(|_| validate::image_rules(spec))
+                    .map_err(|reason| Outcome::Rejected(reason.into()))?;
                 let key = (namespace.clone(), name.clone());
                 let current = self.services.get(&key);
                 if current.is_none() && self.services.len() >= limits.max_services as usize {

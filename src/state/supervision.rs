@@ -9,7 +9,19 @@ use super::{Instance, InstanceState, InstanceStatus, NodeState, Outcome, RunStat
 /// [`template_text`] and the sealed secret values. Scaling never changes
 /// it; a new image, command or environment does.
 pub fn template_fingerprint(spec: &super::ServiceSpec) -> String {
+    template_fingerprint_pinned(spec, None)
+}
+
+/// [`template_fingerprint`] of a spec whose image was resolved to `pin`
+/// (a digest reference, see [`super::image_catalog`]): a tag that moved between
+/// two versions of the spec changes the template, so it rolls; a pin
+/// equal to the spec's own reference (an image no registry resolved)
+/// leaves the fingerprint as it was.
+pub fn template_fingerprint_pinned(spec: &super::ServiceSpec, pin: Option<&str>) -> String {
     let mut text = template_text(spec);
+    if let Some(pin) = pin.filter(|pin| *pin != spec.image) {
+        text.push_str(&format!("\0image_pin\0{pin}"));
+    }
     // The text shows sealed secrets as `<redacted>`; the sealed texts make a
     // changed secret change the template. They are sealed under random
     // nonces, so the fingerprint (which read tokens see) depends on no
@@ -45,6 +57,8 @@ fn template_fields(spec: &super::ServiceSpec) -> Vec<(&'static str, String)> {
     let super::ServiceSpec {
         kind,
         image,
+        // How the image is fetched, not what runs: a change replaces nothing.
+        pull: _,
         command,
         env,
         secret_env,
@@ -215,9 +229,11 @@ impl State {
         if service.run_state == run_state {
             return Outcome::Service(Box::new(service.clone()));
         }
+        let previous = service.version;
         service.run_state = run_state;
         service.version = index;
         let service = service.clone();
+        self.images.carry_pin(&key, previous, index);
         let verb = match run_state {
             RunState::Running => "started",
             RunState::Stopped => "stopped",
@@ -243,9 +259,11 @@ impl State {
         let Some(service) = self.services.get_mut(&key) else {
             return Outcome::NotFound;
         };
+        let previous = service.version;
         service.restart_epoch = index;
         service.version = index;
         let service = service.clone();
+        self.images.carry_pin(&key, previous, index);
         self.event(
             index,
             time_ms,
@@ -293,7 +311,7 @@ impl State {
         }
         let spec_version = svc.version;
         let restart_epoch = svc.restart_epoch;
-        let template = template_fingerprint(&svc.spec);
+        let template = self.template_of(svc);
         let (id, legacy) = if unique_ids {
             let legacy = legacy_instance_id(namespace, service, slot);
             // Only the legacy instance of this very slot: under an
@@ -549,6 +567,8 @@ pub fn state_name(state: InstanceState) -> &'static str {
         InstanceState::Exited => "exited",
         InstanceState::CrashLoop => "crash_loop",
         InstanceState::Stopped => "stopped",
+        InstanceState::Pulling => "pulling",
+        InstanceState::PullFailed => "pull_failed",
     }
 }
 

@@ -23,6 +23,9 @@ pub enum Touched {
     Node(String),
     /// The managers, their plan or the membership.
     Managers,
+    /// The images kept by the cluster (imported or built), their holders,
+    /// or the registry logins pulls use.
+    Images,
 }
 
 fn service(namespace: &str, name: &str) -> Touched {
@@ -108,6 +111,18 @@ pub fn touched(command: &Command, outcome: &Outcome) -> Vec<Touched> {
         | Command::RemoveManager { .. }
         | Command::PutManagerTemplateJson { .. }
         | Command::PutManagerTemplate { .. } => vec![Touched::Managers],
+        Command::PinImage {
+            namespace,
+            service: name,
+            ..
+        } => vec![service(namespace, name)],
+        Command::PutStoredImage { .. }
+        | Command::SetImageHolders { .. }
+        | Command::RemoveStoredImage { .. }
+        | Command::SetImageKeepers { .. }
+        | Command::PutRegistryLogin { .. }
+        | Command::RemoveRegistryLogin { .. } => vec![Touched::Images],
+        Command::ImageOnNode { .. } => Vec::new(),
         Command::KvPut { .. }
         | Command::KvDelete { .. }
         | Command::RecordEvent { .. }

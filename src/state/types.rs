@@ -159,9 +159,15 @@ pub struct ServiceSpec {
     /// endpoint outside the cluster, known to DNS only.
     #[serde(default)]
     pub kind: ServiceKind,
-    /// The image of a container service (never pulled: it must be on the engine).
+    /// The image of a container service: any reference (`name:tag`,
+    /// `host:port/name:tag`, `name@sha256:…`). A tag is resolved to a
+    /// digest once per version of the spec ([`crate::state::image_catalog`]).
     #[serde(default)]
     pub image: String,
+    /// When the leader fetches the image onto a node before creating a
+    /// container there.
+    #[serde(default)]
+    pub pull: PullPolicy,
     #[serde(default)]
     pub command: Vec<String>,
     #[serde(default)]
@@ -192,8 +198,113 @@ pub struct ServiceSpec {
     pub hostname: Option<String>,
 }
 
-impl super::migrate::FirstVersion for ServiceSpec {
-    const VERSION_MARKER: &'static [u8] = b"SS01";
+impl super::migrate::Migrate for ServiceSpec {
+    const VERSION_MARKER: &'static [u8] = b"SS02";
+    type Previous = service_spec_v1::ServiceSpec;
+
+    /// Specs written before pull policies pulled nothing; `if-missing`
+    /// pulls only what an engine lacks, which a spec that ran had not.
+    fn migrate(previous: service_spec_v1::ServiceSpec) -> ServiceSpec {
+        let service_spec_v1::ServiceSpec {
+            kind,
+            image,
+            command,
+            env,
+            secret_env,
+            ports,
+            replicas,
+            resources,
+            placement,
+            health,
+            restart,
+            update,
+            addresses,
+            hostname,
+        } = previous;
+        ServiceSpec {
+            kind,
+            image,
+            pull: PullPolicy::default(),
+            command,
+            env,
+            secret_env,
+            ports,
+            replicas,
+            resources,
+            placement,
+            health,
+            restart,
+            update,
+            addresses,
+            hostname,
+        }
+    }
+}
+
+/// Frozen: the service spec as written before it had a pull policy.
+pub mod service_spec_v1 {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ServiceSpec {
+        #[serde(default)]
+        pub kind: ServiceKind,
+        #[serde(default)]
+        pub image: String,
+        #[serde(default)]
+        pub command: Vec<String>,
+        #[serde(default)]
+        pub env: BTreeMap<String, String>,
+        #[serde(default)]
+        pub secret_env: crate::secrets::SecretEnv,
+        #[serde(default)]
+        pub ports: Vec<PortSpec>,
+        #[serde(default = "default_replicas")]
+        pub replicas: u32,
+        #[serde(default)]
+        pub resources: Resources,
+        #[serde(default)]
+        pub placement: Placement,
+        #[serde(default)]
+        pub health: Option<HealthCheck>,
+        #[serde(default)]
+        pub restart: RestartPolicy,
+        #[serde(default)]
+        pub update: UpdateStrategy,
+        #[serde(default)]
+        pub addresses: Vec<String>,
+        #[serde(default)]
+        pub hostname: Option<String>,
+    }
+
+    impl crate::state::migrate::FirstVersion for ServiceSpec {
+        const VERSION_MARKER: &'static [u8] = b"SS01";
+    }
+}
+
+/// When the leader fetches a service's image onto a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Pull only when the node's engine does not have the image.
+    #[default]
+    IfMissing,
+    /// Ask the registry before every container created.
+    Always,
+    /// Never pull: the image must be on the engine (or imported into the
+    /// cluster).
+    Never,
+}
+
+impl PullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::IfMissing => "if-missing",
+            PullPolicy::Always => "always",
+            PullPolicy::Never => "never",
+        }
+    }
 }
 
 /// What a service is.
@@ -246,6 +357,12 @@ pub enum InstanceState {
     Exited,
     CrashLoop,
     Stopped,
+    // Variants are only ever appended: the log encodes them by position.
+    /// Placed; its image is being fetched onto its node.
+    Pulling,
+    /// Placed; fetching its image failed (the reason is its last exit),
+    /// retried with backoff.
+    PullFailed,
 }
 
 /// How a container ended.

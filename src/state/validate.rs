@@ -190,6 +190,18 @@ pub fn health_path(path: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// A container service's image must be a reference an engine can pull:
+/// checked like [`health_rules`] (the API, and entries under limits), so
+/// older entries replay as they were applied.
+pub fn image_rules(spec: &ServiceSpec) -> Result<(), Invalid> {
+    if spec.kind != ServiceKind::Container {
+        return Ok(());
+    }
+    super::image_catalog::Reference::parse(&spec.image)
+        .map(|_| ())
+        .map_err(|reason| Invalid(format!("spec.image: {reason}")))
+}
+
 /// Rules of a service spec added after the first release. The API checks
 /// them, and the state machine for entries written under limits
 /// ([`super::Command::WithLimits`]), so older log entries replay as they

@@ -39,6 +39,11 @@ impl Drop for InProcess {
 /// A leader with one in-memory node, supervising; the resync is an hour
 /// away, so every reconcile seen is one a trigger asked for.
 async fn start() -> InProcess {
+    start_with(None).await
+}
+
+/// [`start`], removing images unused for `image_gc_after`.
+async fn start_with(image_gc_after: Option<Duration>) -> InProcess {
     let dir = tempfile::Builder::new()
         .prefix("raftvisor-controllers.")
         .tempdir()
@@ -86,6 +91,7 @@ async fn start() -> InProcess {
     let counts = Counts::default();
     let settings = SupervisorSettings {
         resync: Duration::from_secs(3_600),
+        image_gc_after,
         ..SupervisorSettings::default()
     };
     tokio::spawn(supervise(
@@ -102,6 +108,19 @@ async fn start() -> InProcess {
         counts,
         stop,
     }
+}
+
+async fn deploy_image(replica: &Replica, name: &str, image: &str) {
+    replica
+        .write(Command::PutService {
+            namespace: "ctl".into(),
+            name: name.into(),
+            spec: serde_json::from_value(serde_json::json!({"image": image, "replicas": 1}))
+                .unwrap(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
 }
 
 async fn deploy(replica: &Replica, name: &str, replicas: u32) {
@@ -298,4 +317,103 @@ async fn a_steady_node_is_probed_without_reconciling_it_and_a_silent_one_goes_do
     world.engine.set_unreachable(false);
     wait_node_state(&world.replica, NodeState::Ready).await;
     assert!(world.counts.of("nodes", "mem-0") > node_before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rolling_update_fetches_its_image_before_it_stops_the_old_instance_and_unused_images_go()
+{
+    use raftvisor::runtime::memory::MemoryRegistry;
+    let world = start_with(Some(Duration::from_millis(300))).await;
+    let registry = Arc::new(MemoryRegistry::default());
+    world.engine.set_registry(registry.clone());
+    // An image the cluster did not bring: never removed.
+    world.engine.set_images(Some(&["local-only:1"]));
+    let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+    let pinned = |c: char| format!("reg.test:5000/app@{}", digest(c));
+    registry.publish("reg.test:5000/app:1", &digest('a'));
+    deploy_image(&world.replica, "roll", "reg.test:5000/app:1").await;
+    wait_running(&world.replica, "roll", 1).await;
+    let labels =
+        std::collections::BTreeMap::from([("raftvisor.service".to_string(), "roll".to_string())]);
+    let old = world.engine.list(&labels).await.unwrap().remove(0);
+    assert_eq!(old.image, pinned('a'));
+
+    // Version 2's image takes a while to arrive: the old instance runs
+    // until it is there.
+    registry.publish("reg.test:5000/app:2", &digest('b'));
+    world.engine.set_latency(Duration::from_millis(1500));
+    deploy_image(&world.replica, "roll", "reg.test:5000/app:2").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !world.engine.has_image(&pinned('b')) {
+        assert!(Instant::now() < deadline, "version 2's image never arrived");
+        let still = world.engine.inspect(&old.id).await.unwrap();
+        assert!(
+            still.is_some_and(|c| c.state == raftvisor::runtime::ContainerState::Running),
+            "the old instance stopped before the new image was on its node"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    world.engine.set_latency(Duration::ZERO);
+    let image_running = |want: String| {
+        let engine = world.engine.clone();
+        let labels = labels.clone();
+        async move {
+            let running: Vec<String> = engine
+                .list(&labels)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|c| c.state == raftvisor::runtime::ContainerState::Running)
+                .map(|c| c.image)
+                .collect();
+            if running == [want.clone()] {
+                Ok(())
+            } else {
+                Err(format!("running {running:?}, not {want}"))
+            }
+        }
+    };
+    eventually("version 2 runs", Duration::from_secs(20), || {
+        image_running(pinned('b'))
+    })
+    .await;
+
+    // Version 1 is kept while it is the previous version; version 3
+    // makes it unused, and it goes. What the cluster did not bring stays.
+    assert!(world.engine.has_image(&pinned('a')));
+    registry.publish("reg.test:5000/app:3", &digest('c'));
+    deploy_image(&world.replica, "roll", "reg.test:5000/app:3").await;
+    eventually("version 3 runs", Duration::from_secs(20), || {
+        image_running(pinned('c'))
+    })
+    .await;
+    eventually(
+        "version 1's image is removed",
+        Duration::from_secs(20),
+        || async {
+            if world.engine.has_image(&pinned('a')) {
+                Err("still there".to_string())
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    assert!(
+        world.engine.has_image(&pinned('b')),
+        "the previous version is kept"
+    );
+    assert!(world.engine.has_image("local-only:1"));
+    eventually("the removal is recorded", Duration::from_secs(10), || async {
+        let brought = world
+            .replica
+            .sm
+            .read(|s| s.images.brought.get("mem-0").cloned().unwrap_or_default());
+        if brought.contains(&pinned('a')) {
+            Err(format!("{brought:?}"))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
 }

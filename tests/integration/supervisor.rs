@@ -337,11 +337,14 @@ async fn impossible_work_is_a_clear_error_not_a_hot_loop() {
                 .await
                 .map_err(|e| e.to_string())?;
             match instances.first() {
+                // The engine has no such image and its registry does not
+                // answer for it: the pull's failure, in the engine's words.
                 Some(i)
-                    if i.state == InstanceState::CrashLoop
-                        && i.last_exit
-                            .as_ref()
-                            .is_some_and(|e| e.reason.contains("not present")) =>
+                    if i.state == InstanceState::PullFailed
+                        && i.last_exit.as_ref().is_some_and(|e| {
+                            e.reason
+                                .contains("pulling raftvisor-no-such-image:local failed")
+                        }) =>
                 {
                     Ok(())
                 }

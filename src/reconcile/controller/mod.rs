@@ -203,6 +203,20 @@ pub struct Triggers<K> {
     rx: mpsc::UnboundedReceiver<Message<K>>,
 }
 
+#[cfg(test)]
+impl<K> Triggers<K> {
+    /// The keys woken so far, in order (tests of controllers' handles).
+    pub fn drain_keys(&mut self) -> Vec<K> {
+        let mut keys = Vec::new();
+        while let Ok(message) = self.rx.try_recv() {
+            if let Message::Key(key, _, _) = message {
+                keys.push(key);
+            }
+        }
+        keys
+    }
+}
+
 /// A trigger and what it feeds.
 pub fn channel<K>() -> (Trigger<K>, Triggers<K>) {
     let (tx, rx) = mpsc::unbounded_channel();
