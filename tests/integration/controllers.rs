@@ -26,6 +26,8 @@ struct InProcess {
     _dir: tempfile::TempDir,
     replica: Arc<Replica>,
     engine: Arc<MemoryRuntime>,
+    /// Where more engines are installed.
+    engines: Engines,
     counts: Counts,
     stop: CancellationToken,
 }
@@ -96,7 +98,7 @@ async fn start_with(image_gc_after: Option<Duration>) -> InProcess {
     };
     tokio::spawn(supervise(
         replica.clone(),
-        engines,
+        engines.clone(),
         settings,
         counts.clone(),
         stop.clone(),
@@ -105,17 +107,22 @@ async fn start_with(image_gc_after: Option<Duration>) -> InProcess {
         _dir: dir,
         replica,
         engine,
+        engines,
         counts,
         stop,
     }
 }
 
 async fn deploy_image(replica: &Replica, name: &str, image: &str) {
+    deploy_replicas_of(replica, name, image, 1).await
+}
+
+async fn deploy_replicas_of(replica: &Replica, name: &str, image: &str, replicas: u32) {
     replica
         .write(Command::PutService {
             namespace: "ctl".into(),
             name: name.into(),
-            spec: serde_json::from_value(serde_json::json!({"image": image, "replicas": 1}))
+            spec: serde_json::from_value(serde_json::json!({"image": image, "replicas": replicas}))
                 .unwrap(),
             expected_version: None,
         })
@@ -404,16 +411,93 @@ async fn a_rolling_update_fetches_its_image_before_it_stops_the_old_instance_and
         "the previous version is kept"
     );
     assert!(world.engine.has_image("local-only:1"));
-    eventually("the removal is recorded", Duration::from_secs(10), || async {
-        let brought = world
-            .replica
-            .sm
-            .read(|s| s.images.brought.get("mem-0").cloned().unwrap_or_default());
-        if brought.contains(&pinned('a')) {
-            Err(format!("{brought:?}"))
-        } else {
-            Ok(())
-        }
-    })
+    eventually(
+        "the removal is recorded",
+        Duration::from_secs(10),
+        || async {
+            let brought = world
+                .replica
+                .sm
+                .read(|s| s.images.brought.get("mem-0").cloned().unwrap_or_default());
+            if brought.contains(&pinned('a')) {
+                Err(format!("{brought:?}"))
+            } else {
+                Ok(())
+            }
+        },
+    )
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_that_joins_receives_the_image_before_an_instance_is_placed_on_it() {
+    use raftvisor::runtime::memory::MemoryRegistry;
+    let world = start().await;
+    let registry = Arc::new(MemoryRegistry::default());
+    world.engine.set_registry(registry.clone());
+    registry.publish(
+        "reg.test:5000/join:1",
+        &format!("sha256:{}", "d".repeat(64)),
+    );
+    // The first node takes one instance; the second slot waits for room.
+    world
+        .replica
+        .write(Command::PutNode {
+            name: "mem-0".into(),
+            spec: NodeSpec {
+                address: Some("127.0.0.1".into()),
+                capacity: raftvisor::state::Capacity {
+                    max_instances: 1,
+                    ..Default::default()
+                },
+                ..NodeSpec::static_engine(ENDPOINT)
+            },
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    deploy_replicas_of(&world.replica, "join", "reg.test:5000/join:1", 2).await;
+    wait_running(&world.replica, "join", 1).await;
+
+    // A node joins with an engine that has no image and pulls slowly.
+    const SECOND: &str = "tcp://127.0.0.1:2";
+    let second = Arc::new(MemoryRuntime::new(SECOND));
+    second.set_images(Some(&[]));
+    second.set_registry(registry.clone());
+    second.set_latency(Duration::from_millis(500));
+    world.engines.install(SECOND, second.clone());
+    world
+        .replica
+        .write(Command::PutNode {
+            name: "mem-1".into(),
+            spec: NodeSpec {
+                address: Some("127.0.0.1".into()),
+                ..NodeSpec::static_engine(SECOND)
+            },
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    wait_running(&world.replica, "join", 2).await;
+    let (pulled, placed) = world.replica.sm.read(|s| {
+        let index_of = |kind: &str, on: &str| {
+            s.events
+                .iter()
+                .find(|e| e.kind == kind && e.message.contains(on))
+                .map(|e| e.index)
+        };
+        (
+            index_of("image.pulling", "onto node mem-1"),
+            index_of("instance.placed", "placed on mem-1"),
+        )
+    });
+    let (pulled, placed) = (
+        pulled.expect("a pull onto mem-1"),
+        placed.expect("a placement on mem-1"),
+    );
+    assert!(
+        pulled < placed,
+        "the instance was placed on mem-1 (entry {placed}) before its image was fetched there (entry {pulled})"
+    );
+    assert!(second.has_image(&format!("reg.test:5000/join@sha256:{}", "d".repeat(64))));
 }
