@@ -68,17 +68,23 @@ class SupervisorCluster:
         return self.run.dir
 
     def start(self, supervisor_lines):
-        """Starts the three replicas with these [supervisor] settings and
-        waits for a leader and the cluster id."""
+        """Starts the three replicas with these [supervisor] settings (and a
+        secrets key, for sealed values) and waits for a leader and the
+        cluster id."""
         token_file = self.run.path("bootstrap.token")
         self.token = replicas.write_token(token_file)
+        key_file = self.run.path("secrets.key")
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(os.urandom(32).hex())
         for i in (1, 2, 3):
             m = self.run.path(f"r{i}")
             os.makedirs(m)
             config = os.path.join(m, "config.toml")
             with open(config, "w") as f:
                 f.write(replicas.replica_config(i, os.path.join(m, "data"), PORTS, token_file,
-                                                sections={"supervisor": supervisor_lines}))
+                                                sections={"supervisor": supervisor_lines,
+                                                          "secrets": [f'key_file = "{key_file}"']}))
             env = replicas.agent_env("info,openraft=warn,hickory_server=warn")
             self.replicas.append(procs.spawn([self.binary, "agent", "--config", config], os.path.join(m, "log"),
                                              env=env, append=True))
