@@ -563,21 +563,10 @@ impl Client {
             name.map(|n| ("name", n.to_string())).into_iter().collect();
         let mut problems = Vec::new();
         for base in &self.bases {
-            let file = tokio::fs::File::open(path)
-                .await
-                .map_err(|e| ClientError::Config(format!("cannot read {}: {e}", path.display())))?;
-            let mut request = self
-                .http
-                .post(format!("{base}/v1/images"))
-                .query(&query)
-                .timeout(TRANSFER_TIMEOUT)
-                .header("content-type", "application/x-tar")
-                .body(reqwest::Body::wrap_stream(
-                    tokio_util::io::ReaderStream::new(file),
-                ));
-            if let Some(token) = &self.token {
-                request = request.bearer_auth(token);
-            }
+            let request = self
+                .upload(&format!("{base}/v1/images"), path)
+                .await?
+                .query(&query);
             match request.send().await {
                 Ok(response) => return decode_json(base, response).await,
                 Err(e) if e.is_connect() => problems.push(format!("{base}: {}", root_cause(&e))),
@@ -603,21 +592,10 @@ impl Client {
         while index < bases.len() && index < 8 {
             let base = bases[index].clone();
             index += 1;
-            let file = tokio::fs::File::open(context).await.map_err(|e| {
-                ClientError::Config(format!("cannot read {}: {e}", context.display()))
-            })?;
-            let mut request = self
-                .http
-                .post(format!("{base}/v1/images/build"))
-                .query(&[("tag", tag)])
-                .timeout(TRANSFER_TIMEOUT)
-                .header("content-type", "application/x-tar")
-                .body(reqwest::Body::wrap_stream(
-                    tokio_util::io::ReaderStream::new(file),
-                ));
-            if let Some(token) = &self.token {
-                request = request.bearer_auth(token);
-            }
+            let request = self
+                .upload(&format!("{base}/v1/images/build"), context)
+                .await?
+                .query(&[("tag", tag)]);
             let response = match request.send().await {
                 Ok(response) => response,
                 Err(e) if e.is_connect() => {
@@ -643,6 +621,29 @@ impl Client {
             return read_build_answer(&base, response, &mut line).await;
         }
         Err(ClientError::Connect(problems.join("; ")))
+    }
+
+    /// A POST of the tar at `path` to `url`, streamed, with the token.
+    async fn upload(
+        &self,
+        url: &str,
+        path: &std::path::Path,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| ClientError::Config(format!("cannot read {}: {e}", path.display())))?;
+        let mut request = self
+            .http
+            .post(url)
+            .timeout(TRANSFER_TIMEOUT)
+            .header("content-type", "application/x-tar")
+            .body(reqwest::Body::wrap_stream(
+                tokio_util::io::ReaderStream::new(file),
+            ));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        Ok(request)
     }
 
     pub async fn image_list(&self) -> Result<Vec<ImageEntry>, ClientError> {

@@ -89,6 +89,20 @@ struct Entry {
     waiters: BTreeSet<ServiceKey>,
 }
 
+impl Entry {
+    /// Asked for just now: a fetch (or resolution) is on its way.
+    fn asked(policy: PullPolicy) -> Entry {
+        Entry {
+            readiness: Readiness::Pending,
+            policy,
+            fetched_at: None,
+            failures: 0,
+            reported: None,
+            waiters: BTreeSet::new(),
+        }
+    }
+}
+
 /// What the services controller and this controller share.
 #[derive(Debug, Default)]
 pub struct PullBook {
@@ -144,14 +158,10 @@ impl Pulls {
         let now = controller::now();
         let mut book = self.book();
         let fresh = !book.entries.contains_key(&key);
-        let entry = book.entries.entry(key.clone()).or_insert_with(|| Entry {
-            readiness: Readiness::Pending,
-            policy,
-            fetched_at: None,
-            failures: 0,
-            reported: None,
-            waiters: BTreeSet::new(),
-        });
+        let entry = book
+            .entries
+            .entry(key.clone())
+            .or_insert_with(|| Entry::asked(policy));
         let start = fresh
             || match &entry.readiness {
                 Readiness::Ready(_) => {
@@ -220,17 +230,7 @@ impl Pulls {
         if book.entries.contains_key(&key) {
             return;
         }
-        book.entries.insert(
-            key.clone(),
-            Entry {
-                readiness: Readiness::Pending,
-                policy,
-                fetched_at: None,
-                failures: 0,
-                reported: None,
-                waiters: BTreeSet::new(),
-            },
-        );
+        book.entries.insert(key.clone(), Entry::asked(policy));
         drop(book);
         self.trigger.wake(key, Reason::Commit);
     }

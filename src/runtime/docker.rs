@@ -798,12 +798,7 @@ impl ContainerRuntime for DockerRuntime {
             from_image: Some(reference.to_string()),
             ..Default::default()
         };
-        let credentials = auth.map(|auth| DockerCredentials {
-            username: Some(auth.username.clone()),
-            password: Some(auth.password.clone()),
-            serveraddress: Some(auth.registry.clone()),
-            ..Default::default()
-        });
+        let credentials = auth.map(credentials);
         let refused = |reason: String| RuntimeError::Pull {
             reference: reference.to_string(),
             reason,
@@ -838,12 +833,7 @@ impl ContainerRuntime for DockerRuntime {
         reference: &str,
         auth: Option<&RegistryAuth>,
     ) -> Result<String, RuntimeError> {
-        let credentials = auth.map(|auth| DockerCredentials {
-            username: Some(auth.username.clone()),
-            password: Some(auth.password.clone()),
-            serveraddress: Some(auth.registry.clone()),
-            ..Default::default()
-        });
+        let credentials = auth.map(credentials);
         let refused = |reason: String| RuntimeError::Pull {
             reference: reference.to_string(),
             reason,
@@ -1001,6 +991,16 @@ impl ContainerRuntime for DockerRuntime {
         self.inspect_image(tag)
             .await?
             .ok_or_else(|| RuntimeError::Build(format!("the engine built nothing tagged {tag}")))
+    }
+}
+
+/// What the engine sends the registry for `auth`.
+fn credentials(auth: &RegistryAuth) -> DockerCredentials {
+    DockerCredentials {
+        username: Some(auth.username.clone()),
+        password: Some(auth.password.clone()),
+        serveraddress: Some(auth.registry.clone()),
+        ..Default::default()
     }
 }
 

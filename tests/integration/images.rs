@@ -53,6 +53,28 @@ fn login(env: &DockerCluster, host: &str, password: &str) -> (i32, String) {
     )
 }
 
+/// The reason an instance of `namespace/name` shows for its failed pull.
+async fn pull_failure(client: &raftvisor::client::Client, namespace: &str, name: &str) -> String {
+    eventually(
+        "the pull fails on the instance",
+        Duration::from_secs(30),
+        || async {
+            let report = client
+                .service_report(namespace, name)
+                .await
+                .map_err(|e| e.to_string())?;
+            report
+                .instances
+                .iter()
+                .find(|i| i.state == InstanceState::PullFailed)
+                .and_then(|i| i.last_exit.clone())
+                .map(|exit| exit.reason)
+                .ok_or_else(|| format!("no pull_failed instance yet: {:?}", report.instances))
+        },
+    )
+    .await
+}
+
 /// The images the running containers of `service` were created from.
 async fn images_of(env: &DockerCluster, service: &str) -> Vec<String> {
     env.running(service)
@@ -79,24 +101,7 @@ async fn a_registry_image_runs_with_the_login_only_and_each_version_runs_one_dig
         .service_put("img-a", "reg", &echo_spec(2, json!({"image": image})), None)
         .await
         .unwrap();
-    let reason = eventually(
-        "the pull fails on the instance",
-        Duration::from_secs(30),
-        || async {
-            let report = client
-                .service_report("img-a", "reg")
-                .await
-                .map_err(|e| e.to_string())?;
-            report
-                .instances
-                .iter()
-                .find(|i| i.state == InstanceState::PullFailed)
-                .and_then(|i| i.last_exit.clone())
-                .map(|exit| exit.reason)
-                .ok_or_else(|| format!("no pull_failed instance yet: {:?}", report.instances))
-        },
-    )
-    .await;
+    let reason = pull_failure(&client, "img-a", "reg").await;
     // The registry's (through the engine's) own words.
     assert!(
         [
@@ -214,24 +219,7 @@ async fn a_registry_that_is_down_shows_on_the_instance_and_its_return_is_picked_
         )
         .await
         .unwrap();
-    let reason = eventually(
-        "the pull fails on the instance",
-        Duration::from_secs(30),
-        || async {
-            let report = client
-                .service_report("img-b", "down")
-                .await
-                .map_err(|e| e.to_string())?;
-            report
-                .instances
-                .iter()
-                .find(|i| i.state == InstanceState::PullFailed)
-                .and_then(|i| i.last_exit.clone())
-                .map(|exit| exit.reason)
-                .ok_or_else(|| format!("no pull_failed instance yet: {:?}", report.instances))
-        },
-    )
-    .await;
+    let reason = pull_failure(&client, "img-b", "down").await;
     assert!(reason.contains("connection refused"), "{reason}");
     registry.resume();
     env.wait_running("down", 1, Duration::from_secs(90)).await;
@@ -268,30 +256,7 @@ async fn a_registry_that_is_down_shows_on_the_instance_and_its_return_is_picked_
 
 /// Runs `docker` on the local engine; panics with its stderr on failure.
 fn docker(args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut child = std::process::Command::new("docker")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run docker");
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    drop(child.stdin.take());
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
+    crate::registry_env::run_docker(args, stdin, None)
 }
 
 #[tokio::test(flavor = "multi_thread")]

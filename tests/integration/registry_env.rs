@@ -149,30 +149,7 @@ impl Registry {
 
     /// `docker` with this registry's private client config.
     pub fn docker(&self, args: &[&str], stdin: Option<&str>) -> String {
-        let mut child = Command::new("docker")
-            .args(args)
-            .env("DOCKER_CONFIG", self.dir.path().join("docker-config"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run docker");
-        if let Some(text) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        }
-        drop(child.stdin.take());
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            output.status.success(),
-            "docker {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
+        run_docker(args, stdin, Some(&self.dir.path().join("docker-config")))
     }
 
     /// Pushes the local image `local` as `<host>/<target>` and removes that
@@ -197,6 +174,37 @@ impl Registry {
         );
         tag
     }
+}
+
+/// Runs the docker CLI (with `config` as its `DOCKER_CONFIG` when given)
+/// and answers its stdout; panics with its stderr when it fails.
+pub fn run_docker(args: &[&str], stdin: Option<&str>, config: Option<&std::path::Path>) -> String {
+    let mut command = Command::new("docker");
+    command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(config) = config {
+        command.env("DOCKER_CONFIG", config);
+    }
+    let mut child = command.spawn().expect("run docker");
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "docker {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 impl Drop for Registry {

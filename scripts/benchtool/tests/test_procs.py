@@ -36,6 +36,9 @@ class ProcessTest(unittest.TestCase):
 
     def test_each_process_leads_its_own_group(self):
         p = self.sleeper()
+        # Until it has exec'd, the child still shows this test's command
+        # line, and stop() leaves what is not marked alone.
+        self.assertTrue(procs.wait_until(5, lambda: procs.is_ours(p.pid, self.run.dir), 0.05))
         try:
             self.assertEqual(os.getpgid(p.pid), p.pid)
         finally:
