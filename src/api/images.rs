@@ -175,6 +175,32 @@ pub async fn remove(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     Reference::parse(&name).map_err(ApiError::bad_request)?;
+    let users: Vec<String> = replica.sm.read(|s| {
+        let Some(image) = s.images.stored.get(&name) else {
+            return Vec::new();
+        };
+        s.services
+            .values()
+            .filter(|service| {
+                service.spec.image == name
+                    || s.images
+                        .pins
+                        .get(&(service.namespace.clone(), service.name.clone()))
+                        .is_some_and(|pins| pins.iter().any(|p| p.reference == image.id))
+            })
+            .map(|service| format!("{}/{}", service.namespace, service.name))
+            .collect()
+    });
+    if !users.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "image_in_use",
+            format!(
+                "{name} is used by {} (now or as the version to roll back to); change or remove them first",
+                users.join(", ")
+            ),
+        ));
+    }
     match replica
         .write(Command::RemoveStoredImage { name: name.clone() })
         .await?

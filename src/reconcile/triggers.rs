@@ -63,7 +63,6 @@ pub fn wakes(changes: &[Touched], state: &State) -> Wakes {
             Touched::Node(name) => {
                 nodes_changed.insert(name.as_str());
                 wakes.nodes.insert(name.clone());
-                wakes.images = true;
             }
             Touched::Managers => wakes.managers = true,
             Touched::Images => wakes.images = true,

@@ -326,6 +326,11 @@ async fn an_imported_image_runs_where_it_never_was_and_outlives_its_first_node_a
     .await;
     let first_keeper = listed[0].managers[0];
 
+    // A kept image a service uses is not forgotten.
+    let (code, _, stderr) = env.cluster.cli(1, &["image", "rm", &tag]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("img-c/kept"), "{stderr}");
+
     // The node that first held it goes, and with it the image; one of the
     // managers that kept the archive dies too.
     client.service_delete("img-c", "kept", None).await.unwrap();
