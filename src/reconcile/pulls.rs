@@ -189,6 +189,27 @@ impl Pulls {
         entry.readiness.clone()
     }
 
+    /// What is known of `reference` on `node`, asking nothing.
+    pub fn known(&self, node: &str, reference: &str) -> Option<Readiness> {
+        self.book()
+            .entries
+            .get(&PullKey::new(node, reference, false))
+            .map(|entry| entry.readiness.clone())
+    }
+
+    /// A look at the engine (by the services controller) found the image:
+    /// no fetch is needed.
+    pub fn note_present(&self, node: &str, reference: &str, info: ImageInfo) {
+        let mut book = self.book();
+        let entry = book
+            .entries
+            .entry(PullKey::new(node, reference, false))
+            .or_insert_with(|| Entry::asked(PullPolicy::IfMissing));
+        entry.readiness = Readiness::Ready(info);
+        entry.fetched_at = Some(controller::now());
+        entry.failures = 0;
+    }
+
     /// The engine said it lacks an image thought to be there (a create
     /// failed with "no such image"): the next [`Pulls::want`] looks again.
     pub fn forget(&self, node: &str, reference: &str) {

@@ -159,10 +159,25 @@ pub struct Services {
     /// Each service's template fingerprint, for the version of its spec
     /// and the image pin it was computed from.
     fingerprints: Mutex<HashMap<ServiceKey, KnownTemplate>>,
+    /// Service versions whose image names itself (an image only on the
+    /// engines, or a digest): resolved without a pin in the state.
+    self_named: Mutex<HashMap<ServiceKey, u64>>,
 }
 
 /// A template fingerprint with the spec version and pin it is of.
 type KnownTemplate = (u64, String, Arc<str>);
+
+/// What one reconcile of a service acts with.
+#[derive(Clone, Copy)]
+struct Round<'a> {
+    cluster: &'a str,
+    service: &'a Service,
+    nodes: &'a BTreeMap<String, Node>,
+    instances: &'a [Instance],
+    /// The template of the service's current version ("" while resolving).
+    template: &'a str,
+    image: &'a ImageChoice,
+}
 
 /// Which image a reconcile's containers are created from.
 enum ImageChoice {
@@ -196,6 +211,7 @@ impl Services {
             deadlines: Mutex::new(HashMap::new()),
             book: tokio::sync::Mutex::new(PlacementBook::default()),
             fingerprints: Mutex::new(HashMap::new()),
+            self_named: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -292,17 +308,29 @@ impl Services {
     }
 
     /// The image this reconcile creates containers from: the version's
-    /// pin, or — resolving it now — the look at `node` that will tell it.
+    /// pin; or, resolving it now, what the state (a kept image), a look at
+    /// `node`'s engine (an image only on engines names itself) or the
+    /// registry (through the puller) says. Only a resolution that differs
+    /// from the spec's own reference is written as the version's pin.
     async fn choose_image(
         &self,
         service: &Service,
         pin: Option<String>,
-        node: Option<&str>,
+        node: Option<&Node>,
     ) -> ImageChoice {
         if let Some(pin) = pin {
             return ImageChoice::Resolved(pin);
         }
         let key = service_key(service);
+        let self_named = self
+            .self_named
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            == Some(&service.version);
+        if self_named {
+            return ImageChoice::Resolved(service.spec.image.clone());
+        }
         // An image the cluster keeps resolves to its id from the state.
         let kept = self.replica.sm.read(|s| {
             s.images
@@ -318,19 +346,30 @@ impl Services {
                     retry_at: Instant::now() + UNPLACED_RETRY,
                 })
             }
-            (None, Some(node)) => {
-                match self
-                    .pulls
-                    .resolution(node, &service.spec.image, service.spec.pull, &key)
-                {
+            (None, Some(node)) => match self.look_at_engine(service, node).await {
+                Some(resolved) => resolved,
+                None => match self.pulls.resolution(
+                    &node.name,
+                    &service.spec.image,
+                    service.spec.pull,
+                    &key,
+                ) {
                     Readiness::Ready(info) => {
-                        self.pulls.forget_resolution(node, &service.spec.image);
+                        self.pulls
+                            .forget_resolution(&node.name, &service.spec.image);
                         pin_for(&service.spec.image, &info.repo_digests)
                     }
                     other => return ImageChoice::Unresolved(other),
-                }
-            }
+                },
+            },
         };
+        if resolved == service.spec.image {
+            self.self_named
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, service.version);
+            return ImageChoice::Resolved(resolved);
+        }
         let written = self
             .write(Command::PinImage {
                 namespace: service.namespace.clone(),
@@ -347,9 +386,7 @@ impl Services {
         });
         match pin {
             Some(pin) => {
-                if pin != service.spec.image {
-                    tracing::info!(image = %service.spec.image, %pin, version = service.version, "image resolved");
-                }
+                tracing::info!(image = %service.spec.image, %pin, version = service.version, "image resolved");
                 ImageChoice::Resolved(pin)
             }
             None => {
@@ -358,6 +395,56 @@ impl Services {
                 }
                 ImageChoice::Unresolved(Readiness::Pending)
             }
+        }
+    }
+
+    /// The spec's own reference when `node`'s engine has an image that no
+    /// registry gave it (built or loaded there), or any copy with `pull =
+    /// "never"`: no registry is asked. `None`: the registry must say.
+    async fn look_at_engine(&self, service: &Service, node: &Node) -> Option<String> {
+        let reference = Reference::parse(&service.spec.image).ok()?;
+        let engine = self.engines.for_node(node).ok()?;
+        let info = engine.inspect_image(&service.spec.image).await.ok()??;
+        let names_itself = reference.digest.is_some()
+            || reference.digest_among(&info.repo_digests).is_none()
+            || service.spec.pull == crate::state::PullPolicy::Never;
+        if !names_itself {
+            return None;
+        }
+        self.pulls
+            .note_present(&node.name, &service.spec.image, info);
+        Some(service.spec.image.clone())
+    }
+
+    /// Whether `reference` is on `node` now, asking its engine when the
+    /// pull book does not know; when it is not, the puller is asked to
+    /// fetch it (and wakes this service). A fetch that failed lets a new
+    /// slot be placed, so the failure shows on its instance.
+    async fn image_on(
+        &self,
+        service: &Service,
+        node: &Node,
+        reference: &str,
+        replaces_in_place: bool,
+    ) -> bool {
+        if service.spec.pull != crate::state::PullPolicy::Always {
+            if let Ok(engine) = self.engines.for_node(node) {
+                if let Ok(Some(info)) = engine.inspect_image(reference).await {
+                    self.pulls.note_present(&node.name, reference, info);
+                    return true;
+                }
+            }
+        }
+        match self.pulls.want(
+            &node.name,
+            reference,
+            service.spec.pull,
+            &service_key(service),
+        ) {
+            Readiness::Ready(_) => true,
+            // A running instance is never replaced by one that cannot start.
+            Readiness::Failed { .. } => !replaces_in_place,
+            Readiness::Pending => false,
         }
     }
 
@@ -410,8 +497,9 @@ impl Services {
                             .iter()
                             .filter_map(|i| i.node.as_deref())
                             .chain(s.nodes.keys().map(String::as_str))
-                            .find(|n| s.nodes.get(*n).is_some_and(|n| n.state == NodeState::Ready))
-                            .map(str::to_string)
+                            .filter_map(|n| s.nodes.get(n))
+                            .find(|n| n.state == NodeState::Ready)
+                            .cloned()
                     }
                     _ => None,
                 };
@@ -463,7 +551,7 @@ impl Services {
             (healthy, unhealthy)
         };
         let image = if service.spec.kind == ServiceKind::Container {
-            self.choose_image(&service, pin, resolver.as_deref()).await
+            self.choose_image(&service, pin, resolver.as_ref()).await
         } else {
             ImageChoice::Resolved(service.spec.image.clone())
         };
@@ -516,13 +604,17 @@ impl Services {
         if !actions.is_empty() {
             tracing::debug!(actions = actions.len(), "executing the plan");
         }
-        let template = template.as_deref().unwrap_or_default();
+        let round = Round {
+            cluster: &cluster,
+            service: &service,
+            nodes: &nodes,
+            instances: &instances,
+            template: template.as_deref().unwrap_or_default(),
+            image: &image,
+        };
         let mut failed = None;
         for action in actions {
-            if let Err(why) = self
-                .execute(&cluster, &service, &nodes, template, &image, action)
-                .await
-            {
+            if let Err(why) = self.execute(&round, action).await {
                 failed.get_or_insert(why);
             }
         }
@@ -550,10 +642,16 @@ impl Services {
             .iter()
             .any(|i| i.slot == *slot && i.node.as_deref() == Some(node.as_str()));
         let readiness = match image {
-            ImageChoice::Resolved(reference) => {
-                self.pulls
-                    .want(node, reference, service.spec.pull, &service_key(service))
-            }
+            ImageChoice::Resolved(reference) => match self.pulls.known(node, reference) {
+                // Not known yet: the placement looks at the engine itself.
+                None => return false,
+                // Asked again once its retry is due.
+                Some(Readiness::Failed { .. }) if replaces_in_place => {
+                    self.pulls
+                        .want(node, reference, service.spec.pull, &service_key(service))
+                }
+                Some(readiness) => readiness,
+            },
             ImageChoice::Unresolved(readiness) => readiness.clone(),
         };
         match readiness {
@@ -588,17 +686,32 @@ impl Services {
         }
     }
 
-    async fn execute(
-        &self,
-        cluster: &str,
-        service: &Service,
-        nodes: &BTreeMap<String, Node>,
-        template: &str,
-        image: &ImageChoice,
-        action: Action,
-    ) -> Result<(), ServiceError> {
+    async fn execute(&self, round: &Round<'_>, action: Action) -> Result<(), ServiceError> {
+        let Round {
+            cluster,
+            service,
+            nodes,
+            instances,
+            template,
+            image,
+        } = *round;
         match action {
             Action::Place { slot, node } => {
+                if let (ImageChoice::Resolved(reference), Some(target)) = (image, nodes.get(&node))
+                {
+                    let unknown = self.pulls.known(&node, reference).is_none();
+                    let replaces_in_place = instances
+                        .iter()
+                        .any(|i| i.slot == slot && i.node.as_deref() == Some(node.as_str()));
+                    if unknown
+                        && !self
+                            .image_on(service, target, reference, replaces_in_place)
+                            .await
+                    {
+                        // Placed once the image is there (the puller wakes it).
+                        return Ok(());
+                    }
+                }
                 self.reported_unplaceable
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
