@@ -28,6 +28,7 @@
 //! leader that replaced it. Decisions are pure ([`plan`], [`placement`],
 //! [`backoff`]); the controllers only observe and act.
 
+pub mod archive_keepers;
 pub mod autoscale;
 pub mod backoff;
 pub mod builder;
@@ -212,6 +213,7 @@ struct Wake {
     managers: Trigger<()>,
     health: Trigger<String>,
     pulls: pulls::Pulls,
+    archives: Trigger<()>,
 }
 
 impl Wake {
@@ -220,6 +222,7 @@ impl Wake {
         self.nodes.wake_all(reason);
         self.managers.wake_all(reason);
         self.health.wake_all(reason);
+        self.archives.wake_all(reason);
     }
 
     fn keys(&self, wakes: triggers::Wakes) {
@@ -238,9 +241,11 @@ impl Wake {
         }
         if wakes.managers {
             self.managers.wake((), Reason::Commit);
+            self.archives.wake((), Reason::Commit);
         }
         if wakes.images {
             self.pulls.retry_failures();
+            self.archives.wake((), Reason::Commit);
         }
     }
 }
@@ -267,12 +272,14 @@ impl Controllers {
         let (health_trigger, health_rx) = controller::channel();
         let (pulls_trigger, pulls_rx) = controller::channel();
         let pulls = pulls::Pulls::new(pulls_trigger);
+        let (archives_trigger, archives_rx) = controller::channel();
         let wake = Wake {
             services: services_trigger.clone(),
             nodes: nodes_trigger,
             managers: managers_trigger,
             health: health_trigger,
             pulls: pulls.clone(),
+            archives: archives_trigger,
         };
         let (synced_tx, synced) = tokio::sync::mpsc::unbounded_channel();
         let watchers = watcher::Watchers::new(
@@ -355,6 +362,10 @@ impl Controllers {
         tasks.push(spawn(Loop::ImageGc).run(
             image_gc::ImageGc::new(replica.clone(), engines.clone(), settings.image_gc_after),
             gc_rx,
+        ));
+        tasks.push(spawn(Loop::ArchiveKeepers).run(
+            archive_keepers::ArchiveKeepers::new(replica.clone()),
+            archives_rx,
         ));
         Controllers { token, tasks }
     }

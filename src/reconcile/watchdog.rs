@@ -68,10 +68,11 @@ pub enum Loop {
     Housekeeping,
     Pulls,
     ImageGc,
+    ArchiveKeepers,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 9] = [
+    pub const ALL: [Loop; 10] = [
         Loop::Services,
         Loop::Nodes,
         Loop::Managers,
@@ -81,6 +82,7 @@ impl Loop {
         Loop::Housekeeping,
         Loop::Pulls,
         Loop::ImageGc,
+        Loop::ArchiveKeepers,
     ];
 
     fn index(self) -> usize {
@@ -98,6 +100,7 @@ impl Loop {
             Loop::Housekeeping => "housekeeping",
             Loop::Pulls => "pulls",
             Loop::ImageGc => "image-gc",
+            Loop::ArchiveKeepers => "archive-keepers",
         }
     }
 }

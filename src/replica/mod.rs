@@ -295,7 +295,22 @@ impl Replica {
         &self,
         stored: &archives::Stored,
     ) -> Result<Option<NodeId>, String> {
-        let others = self.other_members();
+        let others: Vec<NodeId> = self.other_members().into_iter().map(|(id, _)| id).collect();
+        self.keep_archive_on(stored, &others).await
+    }
+
+    /// Has one of `candidates` (members other than this replica) keep the
+    /// archive `stored`: its id, or `None` when there is no candidate.
+    pub async fn keep_archive_on(
+        &self,
+        stored: &archives::Stored,
+        candidates: &[NodeId],
+    ) -> Result<Option<NodeId>, String> {
+        let others: Vec<(NodeId, String)> = self
+            .other_members()
+            .into_iter()
+            .filter(|(id, _)| candidates.contains(id))
+            .collect();
         if others.is_empty() {
             return Ok(None);
         }

@@ -374,6 +374,24 @@ async fn an_imported_image_runs_where_it_never_was_and_outlives_its_first_node_a
         .unwrap();
     let running = env.wait_running("again", 1, Duration::from_secs(90)).await;
     assert_eq!(running[0].image, id);
+
+    // The dead keeper is removed from the cluster for good: the archive is
+    // kept on two managers again, both members.
+    client.remove_member(first_keeper).await.unwrap();
+    eventually(
+        "two members keep the archive again",
+        Duration::from_secs(90),
+        || async {
+            let images = client.image_list().await.map_err(|e| e.to_string())?;
+            let managers = &images[0].managers;
+            if managers.len() == 2 && !managers.contains(&first_keeper) {
+                Ok(())
+            } else {
+                Err(format!("{images:?}"))
+            }
+        },
+    )
+    .await;
     let _ = std::process::Command::new("docker")
         .args(["rmi", &tag])
         .output();
