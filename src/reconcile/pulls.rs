@@ -243,18 +243,6 @@ impl Pulls {
             .entries
             .remove(&PullKey::new(node, reference, true));
     }
-
-    /// Fetches started ahead of need (a node that joined): nobody waits.
-    pub fn prefetch(&self, node: &str, reference: &str, policy: PullPolicy) {
-        let key = PullKey::new(node, reference, false);
-        let mut book = self.book();
-        if book.entries.contains_key(&key) {
-            return;
-        }
-        book.entries.insert(key.clone(), Entry::asked(policy));
-        drop(book);
-        self.trigger.wake(key, Reason::Commit);
-    }
 }
 
 /// The puller of one term.
@@ -427,16 +415,8 @@ impl Puller {
             .inspect_image(reference)
             .await
             .map_err(|e| e.to_string())?;
-        if parsed.digest.is_some() {
-            if let Some(local) = local {
-                return Ok(local);
-            }
-        }
-        match &local {
-            Some(local) if policy == PullPolicy::Never => return Ok(local.clone()),
-            Some(local) if parsed.digest_among(&local.repo_digests).is_none() => {
-                return Ok(local.clone())
-            }
+        match local {
+            Some(local) if names_itself(&parsed, &local, policy) => return Ok(local),
             None if policy == PullPolicy::Never => {
                 return Err(format!(
                 "image {reference} is not on node {} and the service's pull policy is \"never\"",
@@ -565,9 +545,19 @@ impl Puller {
     }
 }
 
+/// Whether the engine's copy `local` of `reference` is what the reference
+/// names, with no registry to ask: a digest names itself, so does an image
+/// no registry gave the engine (built or loaded there), and any copy when
+/// the policy is `never`.
+pub fn names_itself(reference: &Reference, local: &ImageInfo, policy: PullPolicy) -> bool {
+    reference.digest.is_some()
+        || reference.digest_among(&local.repo_digests).is_none()
+        || policy == PullPolicy::Never
+}
+
 /// Streams `name` from `from`'s engine into `to` (engine to engine, through
 /// this manager, never whole in memory) and answers what `to` then has.
-pub async fn copy_image(
+async fn copy_image(
     engines: &Engines,
     name: &str,
     from: &Node,

@@ -405,10 +405,7 @@ impl Services {
         let reference = Reference::parse(&service.spec.image).ok()?;
         let engine = self.engines.for_node(node).ok()?;
         let info = engine.inspect_image(&service.spec.image).await.ok()??;
-        let names_itself = reference.digest.is_some()
-            || reference.digest_among(&info.repo_digests).is_none()
-            || service.spec.pull == crate::state::PullPolicy::Never;
-        if !names_itself {
+        if !super::pulls::names_itself(&reference, &info, service.spec.pull) {
             return None;
         }
         self.pulls
