@@ -15,7 +15,7 @@ set -euo pipefail
 . "$(dirname "$0")/lib/common.sh"
 cd "$RAFTVISOR_ROOT"
 
-if ! docker info >/dev/null 2>&1; then
+if ! ensure_docker; then
     echo "error: the Docker Engine is not reachable ('docker info' fails):" >&2
     docker info 2>&1 | sed 's/^/    /' | tail -n 5 >&2 || true
     echo "start dockerd (or set DOCKER_HOST) and re-run scripts/build-images.sh" >&2

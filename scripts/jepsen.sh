@@ -26,9 +26,7 @@ fi
 if [ "$(id -u)" -ne 0 ]; then
     die "the harness sets iptables rules inside containers' network namespaces: run it as root"
 fi
-if ! docker info >/dev/null 2>&1; then
-    die "the Docker Engine is not reachable ('docker info' fails): start dockerd and re-run"
-fi
+ensure_docker || die "the Docker Engine does not answer ('docker info' fails; see /tmp/raftvisor-dockerd.log)"
 ensure_rust
 ensure_packages iptables iproute2 util-linux
 

@@ -9,13 +9,7 @@ set -euo pipefail
 cd "$RAFTVISOR_ROOT"
 
 ensure_packages curl
-if ! docker info >/dev/null 2>&1; then
-    ensure_packages docker.io
-    if ! docker info >/dev/null 2>&1; then
-        echo "the Docker Engine does not answer ('docker info' fails): start dockerd and re-run" >&2
-        exit 1
-    fi
-fi
+ensure_docker || die "the Docker Engine does not answer ('docker info' fails; see /tmp/raftvisor-dockerd.log)"
 scripts/build-images.sh
 scripts/dev-cluster.sh up
 # The local cluster serves its API over HTTPS with a CA of its own.

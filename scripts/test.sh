@@ -27,12 +27,12 @@ log "cargo clippy"
 cargo clippy --locked --workspace --all-targets --target "$RAFTVISOR_TARGET" -- -D warnings
 cargo clippy --locked --all-targets --target "$RAFTVISOR_TARGET" --features failpoints -- -D warnings
 have_docker=false
-if docker info >/dev/null 2>&1; then
+if ensure_docker; then
     have_docker=true
     scripts/build-images.sh
 elif [ -n "${CI:-}" ]; then
     echo "error: CI is set but the Docker Engine is not reachable ('docker info' fails);" >&2
-    echo "the runtime tests need it: start dockerd (or set DOCKER_HOST) and re-run" >&2
+    echo "the runtime tests need it and it did not start within a minute (see /tmp/raftvisor-dockerd.log)" >&2
     exit 1
 else
     echo "warning: the Docker Engine is not reachable ('docker info' fails):" >&2

@@ -32,6 +32,32 @@ ensure_packages() {
     fi
 }
 
+# Makes the local Docker Engine answer: waits for a daemon that is starting,
+# starts an installed one that is not running, installs Debian's docker.io
+# when there is none. Returns non-zero (the caller decides how loudly) when
+# the engine still does not answer after a minute. Never starts a second
+# daemon beside one that runs: two daemons fight over the bridge network.
+ensure_docker() {
+    docker info >/dev/null 2>&1 && return 0
+    [ -n "${DOCKER_HOST:-}" ] && return 1
+    if ! pgrep -x dockerd >/dev/null 2>&1; then
+        command -v dockerd >/dev/null 2>&1 || ensure_packages docker.io
+        command -v dockerd >/dev/null 2>&1 || return 1
+        log "starting the Docker Engine (log: /tmp/raftvisor-dockerd.log)"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo sh -c 'nohup dockerd >/tmp/raftvisor-dockerd.log 2>&1 &'
+    else
+        log "waiting for the Docker Engine to answer"
+    fi
+    local deadline=$((SECONDS + 60))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        docker info >/dev/null 2>&1 && return 0
+        sleep 1
+    done
+    return 1
+}
+
 ensure_rust() {
     if ! command -v cargo >/dev/null 2>&1; then
         echo "cargo is required: install Rust with rustup (https://rustup.rs) and re-run" >&2
