@@ -301,7 +301,7 @@ pub async fn run_with(
     options: Options,
     shutdown: CancellationToken,
 ) -> Result<Running, AgentError> {
-    crate::api::install_metrics_recorder();
+    crate::api::metrics::install_recorder();
     // A bootstrap token file that exists but holds no token is a mistake
     // better reported now than when the cluster is first initialised.
     if let Some(path) = &config.auth.bootstrap_token_file {

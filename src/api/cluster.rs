@@ -1,6 +1,6 @@
 //! `/v1/health`, `/v1/cluster` (status and membership changes),
-//! `/v1/events` and `/metrics`: what an operator asks about the control
-//! plane itself.
+//! and `/v1/events`: what an operator asks about the control plane
+//! itself (its metrics are [`super::metrics`]).
 
 use std::sync::Arc;
 
@@ -8,7 +8,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use openraft::ServerState;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
@@ -152,37 +151,6 @@ pub async fn events(
 }
 
 /// Prometheus text: the process-wide recorder plus Raft gauges read now.
-pub async fn metrics(State(replica): State<Arc<Replica>>) -> Response {
-    let m = replica.metrics();
-    metrics::gauge!("raftvisor_raft_term").set(m.current_term as f64);
-    metrics::gauge!("raftvisor_raft_is_leader").set(if m.state == ServerState::Leader {
-        1.0
-    } else {
-        0.0
-    });
-    metrics::gauge!("raftvisor_raft_last_log_index").set(m.last_log_index.unwrap_or(0) as f64);
-    metrics::gauge!("raftvisor_raft_applied_index").set(replica.sm.applied_index() as f64);
-    metrics::gauge!("raftvisor_raft_voters").set(replica.voters().len() as f64);
-    metrics::gauge!("raftvisor_kv_keys").set(replica.sm.read(|s| s.kv.len()) as f64);
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    for (id, expires) in replica.peers.cert_expiries.all() {
-        metrics::gauge!("raftvisor_certificate_expiry_seconds", "member" => id.to_string())
-            .set((expires - now) as f64);
-    }
-    match super::prometheus() {
-        Some(handle) => (
-            [("content-type", "text/plain; version=0.0.4")],
-            handle.render(),
-        )
-            .into_response(),
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "metrics recorder not installed",
-        )
-            .into_response(),
-    }
-}
-
 /// `GET /v1/cluster/plan`: the manager template (the cluster file
 /// bootstrap recorded, kept current by manager replacement).
 pub async fn plan(

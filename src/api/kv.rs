@@ -5,24 +5,20 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 
+use super::blocking::{consul_headers, Blocking};
 use super::error::{ApiError, ApiResult};
 use super::extract::Params;
 use crate::replica::Replica;
 use crate::state::{validate, Command, KvEntry, Outcome, State as Model};
 use crate::wire::ConsulEntry;
-
-/// Longest blocking read, as in Consul.
-const MAX_WAIT: Duration = Duration::from_secs(600);
-const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 
 /// `entry` at `key` as Consul shows it.
 fn consul_entry<'a>(key: &'a str, entry: &KvEntry) -> ConsulEntry<'a> {
@@ -35,28 +31,6 @@ fn consul_entry<'a>(key: &'a str, entry: &KvEntry) -> ConsulEntry<'a> {
         create_index: entry.create_index,
         modify_index: entry.modify_index,
     }
-}
-
-/// Parses a Consul duration (`30s`, `5m`, `250ms`, `1h`; bare numbers are seconds).
-pub fn parse_wait(text: &str) -> Result<Duration, ApiError> {
-    let bad = || {
-        ApiError::bad_request(format!(
-            "wait={text:?} is not a duration like 30s, 5m or 250ms"
-        ))
-    };
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let amount: u64 = digits.parse().map_err(|_| bad())?;
-    let duration = match unit {
-        "" | "s" => Duration::from_secs(amount),
-        "ms" => Duration::from_millis(amount),
-        "m" => Duration::from_secs(amount.saturating_mul(60)),
-        "h" => Duration::from_secs(amount.saturating_mul(3600)),
-        _ => return Err(bad()),
-    };
-    Ok(duration.min(MAX_WAIT))
 }
 
 fn reject_unsupported(params: &Params) -> ApiResult<()> {
@@ -90,26 +64,11 @@ pub async fn get(
             "a key is required unless ?recurse or ?keys is given",
         ));
     }
-    let min_index = params.number("index")?;
-    let wait = match params.get("wait") {
-        Some(text) => parse_wait(text)?,
-        None => DEFAULT_WAIT,
-    };
+    let blocking = Blocking::from_params(&params)?;
     params.read_barrier(&replica).await?;
-    if let Some(min_index) = min_index.filter(|i| *i > 0) {
-        let mut applied = replica.sm.watch_applied();
-        let _ = tokio::time::timeout(wait, async {
-            loop {
-                if replica.sm.read(|s| s.kv_read_index(&key, recurse)) > min_index {
-                    return;
-                }
-                if applied.changed().await.is_err() {
-                    return;
-                }
-            }
-        })
+    blocking
+        .wait(&replica, |model| model.kv_read_index(&key, recurse))
         .await;
-    }
     let response = replica
         .sm
         .read(|model| render_read(model, &key, &params, recurse));
@@ -159,10 +118,7 @@ fn render_read(model: &Model, key: &str, params: &Params, recurse: bool) -> Resp
             Some(entry) => Json(vec![consul_entry(key, entry)]).into_response(),
         }
     };
-    let headers = response.headers_mut();
-    headers.insert("x-consul-index", HeaderValue::from(index));
-    headers.insert("x-consul-knownleader", HeaderValue::from_static("true"));
-    headers.insert("x-consul-lastcontact", HeaderValue::from_static("0"));
+    consul_headers(&mut response, index);
     response
 }
 
@@ -222,21 +178,5 @@ fn answer_bool(outcome: Outcome) -> ApiResult<Response> {
             "internal",
             format!("unexpected outcome {other:?}"),
         )),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn waits_parse_like_consul() {
-        assert_eq!(parse_wait("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_wait("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_wait("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_wait("7").unwrap(), Duration::from_secs(7));
-        assert_eq!(parse_wait("99h").unwrap(), MAX_WAIT);
-        assert!(parse_wait("soon").is_err());
-        assert!(parse_wait("5x").is_err());
     }
 }

@@ -5,6 +5,8 @@
 //! the leader. Handlers never touch Raft storage directly. Every route but
 //! `GET /v1/health` is behind [`crate::auth::middleware`] (token and role).
 
+pub mod blocking;
+pub mod catalog;
 pub mod cluster;
 #[cfg(feature = "failpoints")]
 pub mod debug;
@@ -12,36 +14,22 @@ pub mod error;
 pub mod extract;
 pub mod images;
 pub mod kv;
+pub mod metrics;
 pub mod nodes;
+pub mod prometheus_sd;
 pub mod registries;
 pub mod services;
 pub mod tokens;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::routing::{get, post};
 use axum::Router;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::replica::Replica;
 use error::ApiError;
 use services::Lifecycle;
-
-static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
-
-/// Installs the process-wide Prometheus recorder (once).
-pub fn install_metrics_recorder() {
-    PROMETHEUS.get_or_init(|| {
-        PrometheusBuilder::new()
-            .install_recorder()
-            .expect("the metrics recorder is installed once per process")
-    });
-}
-
-fn prometheus() -> Option<&'static PrometheusHandle> {
-    PROMETHEUS.get()
-}
 
 fn lifecycle_route(operation: Lifecycle) -> axum::routing::MethodRouter<Arc<Replica>> {
     post(
@@ -76,7 +64,7 @@ pub fn router(replica: Arc<Replica>) -> Router {
             axum::routing::delete(cluster::remove_member),
         )
         .route("/v1/events", get(cluster::events))
-        .route("/metrics", get(cluster::metrics))
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/services", get(services::list))
         .route(
             "/v1/services/{namespace}/{name}",
@@ -134,6 +122,14 @@ pub fn router(replica: Arc<Replica>) -> Router {
             "/v1/registries/{host}",
             axum::routing::put(registries::login).delete(registries::logout),
         )
+        .route("/v1/catalog/services", get(catalog::services))
+        .route("/v1/catalog/service/{name}", get(catalog::service))
+        .route("/v1/catalog/nodes", get(catalog::nodes))
+        .route("/v1/health/service/{name}", get(catalog::health_service))
+        .route("/v1/agent/self", get(catalog::agent_self))
+        .route("/v1/prometheus/targets", get(prometheus_sd::targets))
+        .route("/v1/status/leader", get(catalog::status_leader))
+        .route("/v1/status/peers", get(catalog::status_peers))
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/v1/kv", get(kv::get_root).delete(kv::delete_root))
@@ -151,6 +147,7 @@ pub fn router(replica: Arc<Replica>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(metrics::track_requests))
         // Last, so it runs first and covers every route and the fallbacks.
         .layer(axum::middleware::from_fn_with_state(
             replica.clone(),

@@ -4,6 +4,9 @@
 //! - `GET /health` → 200 `ok`, or 503 `unhealthy` once told so;
 //! - `POST /unhealthy`, `POST /healthy` → toggle that answer;
 //! - `POST /exit?code=N` → the process exits with code N (default 0);
+//! - `GET /metrics` → Prometheus text: `echo_requests_total` (requests
+//!   answered by the echo route) and `echo_healthy`, so a Prometheus that
+//!   discovers the instances has something real to scrape;
 //! - any other request → JSON `{hostname, path, method, instance}` where
 //!   `instance` is `$RAFTVISOR_INSTANCE` (null when unset).
 //!
@@ -14,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +35,7 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
 struct Echo {
     healthy: AtomicBool,
+    requests: AtomicU64,
     hostname: String,
     instance: Option<String>,
 }
@@ -94,7 +98,24 @@ async fn exit(Query(query): Query<HashMap<String, String>>) -> impl IntoResponse
     (StatusCode::OK, format!("exiting with code {code}\n"))
 }
 
+async fn metrics(State(echo): State<Arc<Echo>>) -> impl IntoResponse {
+    let requests = echo.requests.load(Ordering::Relaxed);
+    let healthy = u8::from(echo.healthy.load(Ordering::SeqCst));
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        format!(
+            "# HELP echo_requests_total Requests answered by the echo route.\n\
+             # TYPE echo_requests_total counter\n\
+             echo_requests_total {requests}\n\
+             # HELP echo_healthy Whether /health answers 200.\n\
+             # TYPE echo_healthy gauge\n\
+             echo_healthy {healthy}\n"
+        ),
+    )
+}
+
 async fn echo(State(echo): State<Arc<Echo>>, method: Method, uri: Uri) -> impl IntoResponse {
+    echo.requests.fetch_add(1, Ordering::Relaxed);
     Json(json!({
         "hostname": echo.hostname,
         "path": uri.path(),
@@ -129,6 +150,7 @@ async fn main() {
     let port: u16 = env_number("PORT").unwrap_or(8080);
     let state = Arc::new(Echo {
         healthy: AtomicBool::new(!env_flag("ECHO_UNHEALTHY")),
+        requests: AtomicU64::new(0),
         hostname: hostname(),
         instance: std::env::var("RAFTVISOR_INSTANCE").ok(),
     });
@@ -146,6 +168,7 @@ async fn main() {
         .route("/healthy", post(set_healthy))
         .route("/unhealthy", post(set_unhealthy))
         .route("/exit", post(exit))
+        .route("/metrics", get(metrics))
         .fallback(echo)
         .with_state(state);
 

@@ -183,6 +183,32 @@ impl Handler {
     pub async fn respond<R: ResponseHandler>(
         &self,
         request: &Request,
+        response_handle: R,
+        admission: Option<Admission>,
+    ) -> ResponseInfo {
+        let started = std::time::Instant::now();
+        let info = self
+            .respond_unmeasured(request, response_handle, admission)
+            .await;
+        let query_type = request
+            .queries
+            .queries()
+            .first()
+            .map_or_else(|| "none".to_string(), |q| q.query_type().to_string());
+        metrics::counter!(
+            "raftvisor_dns_queries_total",
+            "type" => query_type,
+            "rcode" => info.response_code.to_str()
+        )
+        .increment(1);
+        metrics::histogram!("raftvisor_dns_query_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        info
+    }
+
+    async fn respond_unmeasured<R: ResponseHandler>(
+        &self,
+        request: &Request,
         mut response_handle: R,
         admission: Option<Admission>,
     ) -> ResponseInfo {

@@ -190,6 +190,7 @@ impl StateMachineStore {
         }
         std::fs::rename(&tmp_path, &final_path)?;
         std::fs::File::open(dir)?.sync_all()?;
+        metrics::gauge!("raftvisor_raft_snapshot_bytes").set(bytes.len() as f64);
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
             if path != final_path {
@@ -314,6 +315,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let started = std::time::Instant::now();
         let mut responses = Vec::new();
         let mut last = 0;
         let mut changed = Vec::new();
@@ -334,7 +336,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                     EntryPayload::Normal(batch) => {
                         let response = guard.state.apply_batch(index, &batch);
                         for (request, result) in batch.requests.iter().zip(&response.results) {
-                            changed.extend(touched(&request.command, &result.outcome));
+                            let touched = touched(&request.command, &result.outcome);
+                            guard.state.note_catalog_change(index, &touched);
+                            changed.extend(touched);
                         }
                         responses.push(response);
                     }
@@ -346,6 +350,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         let current = ids(&membership);
                         guard.membership = StoredMembership::new(Some(entry.log_id), membership);
                         guard.state.apply_membership(index, &previous, &current);
+                        guard.state.note_catalog_change(index, &[Touched::Managers]);
                         changed.push(Touched::Managers);
                         responses.push(BatchResponse::default());
                     }
@@ -353,6 +358,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 last = index;
             }
         }
+        metrics::histogram!("raftvisor_raft_apply_seconds").record(started.elapsed().as_secs_f64());
         self.publish_applied(last);
         self.publish_changes(changed);
         Ok(responses)

@@ -724,6 +724,7 @@ impl Services {
                 if !placed {
                     return Err(ServiceError::PlacementNotWritten { slot });
                 }
+                metrics::counter!("raftvisor_placements_total").increment(1);
             }
             Action::Unplaceable {
                 slot,

@@ -199,6 +199,7 @@ impl Replica {
             tokio::spawn(elector::run(replica.clone())),
             tokio::spawn(stop_when_removed(replica.clone())),
             tokio::spawn(sweep_archives(replica.clone())),
+            tokio::spawn(count_leader_changes(replica.clone())),
         ];
         replica
             .background
@@ -814,6 +815,21 @@ async fn stop_when_removed(replica: Arc<Replica>) {
             tracing::warn!(error = %e, "raft shutdown after removal failed");
         }
         return;
+    }
+}
+
+/// Counts leader changes this replica observed, from Raft's metrics.
+pub async fn count_leader_changes(replica: Arc<Replica>) {
+    let mut watch = replica.raft.metrics();
+    let mut leader = watch.borrow().current_leader;
+    while watch.changed().await.is_ok() {
+        let now = watch.borrow().current_leader;
+        if now != leader {
+            if now.is_some() {
+                metrics::counter!("raftvisor_raft_leader_changes_total").increment(1);
+            }
+            leader = now;
+        }
     }
 }
 

@@ -132,12 +132,18 @@ async fn run(raft: Raft, mut receiver: mpsc::Receiver<Pending>, queued: Arc<Atom
         let (requests, waiters): (Vec<Request>, Vec<_>) =
             pending.into_iter().map(|p| (p.request, p.answer)).unzip();
         metrics::histogram!("raftvisor_write_batch_size").record(requests.len() as f64);
+        let proposed = std::time::Instant::now();
         let proposal = raft.client_write_ff(Batch { requests }).await;
         let queued = queued.clone();
         tokio::spawn(async move {
             let outcome = match proposal {
                 Ok(receiver) => match receiver.await {
-                    Ok(Ok(response)) => Ok(response.data.results),
+                    Ok(Ok(response)) => {
+                        // Proposed, replicated to a quorum, fsynced, applied.
+                        metrics::histogram!("raftvisor_raft_commit_seconds")
+                            .record(proposed.elapsed().as_secs_f64());
+                        Ok(response.data.results)
+                    }
                     Ok(Err(error)) => Err(map_write_error(error)),
                     Err(_) => Err(LeaderError::Unavailable("raft dropped the proposal".into())),
                 },

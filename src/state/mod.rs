@@ -90,6 +90,11 @@ pub struct State {
     pub departed_managers: BTreeSet<u64>,
     /// Image pins, registry logins and the images kept by the cluster.
     pub images: image_catalog::ImageCatalog,
+    /// Raft index of the last change to a service, an instance, a node or
+    /// the managers (derived, not in snapshots: a restored state starts at
+    /// its applied index): the index Consul's catalog and health reads
+    /// report and block on.
+    pub catalog_index: u64,
     dedup: Dedup,
 }
 
@@ -165,6 +170,7 @@ impl State {
             kv_bytes,
             departed_managers: image.departed_managers.into_iter().collect(),
             images: image.images.0,
+            catalog_index: image.applied_index,
             dedup,
         }
     }
@@ -674,15 +680,40 @@ impl State {
     }
 
     /// The index a KV read of `key` (or of the prefix, with `recurse`)
-    /// reports in `X-Consul-Index`: the newest change among the entries it
-    /// returns, or the newest deletion, never 0.
+    /// reports in `X-Consul-Index`, as Consul does: an existing key's own
+    /// `ModifyIndex` (clients such as Patroni block on it and compare it
+    /// with what they passed, so a deletion elsewhere must not move it);
+    /// for a prefix the newest change among its entries or the newest
+    /// deletion; for a missing key the newest change or deletion of any
+    /// key. Never 0.
     pub fn kv_read_index(&self, key: &str, recurse: bool) -> u64 {
-        let newest = if recurse {
-            self.kv_prefix(key).map(|(_, e)| e.modify_index).max()
-        } else {
-            self.kv.get(key).map(|e| e.modify_index)
-        };
-        newest.unwrap_or(0).max(self.kv_delete_index).max(1)
+        if recurse {
+            let newest = self.kv_prefix(key).map(|(_, e)| e.modify_index).max();
+            return newest.unwrap_or(0).max(self.kv_delete_index).max(1);
+        }
+        match self.kv.get(key) {
+            Some(entry) => entry.modify_index.max(1),
+            None => self.kv_index.max(self.kv_delete_index).max(1),
+        }
+    }
+
+    /// Records that the entry at `index` changed what the catalog shows
+    /// (the caller knows from [`touched::touched`]).
+    pub fn note_catalog_change(&mut self, index: u64, changed: &[touched::Touched]) {
+        use touched::Touched;
+        let shows = changed.iter().any(|t| {
+            matches!(
+                t,
+                Touched::Everything
+                    | Touched::Service { .. }
+                    | Touched::Instance { .. }
+                    | Touched::Node(_)
+                    | Touched::Managers
+            )
+        });
+        if shows {
+            self.catalog_index = self.catalog_index.max(index);
+        }
     }
 
     /// Instances of one service, by slot.

@@ -59,6 +59,37 @@ fn kv_put_sets_indexes_and_cas_follows_consul() {
 }
 
 #[test]
+fn a_single_key_reports_its_own_modify_index_whatever_else_is_deleted() {
+    let mut state = State::default();
+    state.apply(5, &req(1, put("service/pg/leader", "pg1", None)));
+    state.apply(6, &req(2, put("service/pg/other", "x", None)));
+    state.apply(
+        7,
+        &req(
+            3,
+            Command::KvDelete {
+                key: "service/pg/other".into(),
+                cas: None,
+                recurse: false,
+            },
+        ),
+    );
+    // Patroni blocks on the leader key with its ModifyIndex and loops at
+    // once whenever the answer's index differs.
+    assert_eq!(state.kv_read_index("service/pg/leader", false), 5);
+    assert_eq!(
+        state.kv_read_index("service/pg/other", false),
+        7,
+        "a missing key: the newest change"
+    );
+    assert_eq!(
+        state.kv_read_index("service/pg/", true),
+        7,
+        "a prefix: includes its deletions"
+    );
+}
+
+#[test]
 fn kv_delete_cas_and_recurse() {
     let mut state = State::default();
     state.apply(1, &req(1, put("app/a", "1", None)));

@@ -15,6 +15,7 @@ mod corruption;
 mod dns;
 mod docker_env;
 mod docker_tls;
+mod ecosystem;
 mod file_modes;
 mod format_upgrade;
 mod harness;

@@ -177,7 +177,10 @@ impl<NID: NodeId> Disk<NID> {
                 .next_back()
                 .expect("active segment")
                 .path;
+            let started = std::time::Instant::now();
             file.sync_data().map_err(io_error("fsync", path))?;
+            metrics::histogram!("raftvisor_raft_fsync_seconds", "file" => "segment")
+                .record(started.elapsed().as_secs_f64());
         }
         Ok(())
     }

@@ -175,9 +175,12 @@ impl<NID: NodeId> MetaFile<NID> {
         self.file
             .write_all_at(&buf, (slot * META_SLOT_BYTES) as u64)
             .map_err(io_error("write", &self.path))?;
+        let started = std::time::Instant::now();
         self.file
             .sync_data()
             .map_err(io_error("fsync", &self.path))?;
+        metrics::histogram!("raftvisor_raft_fsync_seconds", "file" => "meta")
+            .record(started.elapsed().as_secs_f64());
         self.seq = seq;
         self.slot = slot;
         self.state = state;

@@ -403,6 +403,8 @@ pub async fn run<R: Reconciler>(
             );
             task_keys.insert(handle.id(), task_key);
         }
+        metrics::gauge!("raftvisor_reconcile_queue_depth", "controller" => name)
+            .set(queue.pending() as f64);
         let overrun = started
             .values()
             .any(|at| now.saturating_duration_since(*at) > limits.timeout + OVERRUN_SLACK);
@@ -435,7 +437,10 @@ pub async fn run<R: Reconciler>(
                         continue;
                     }
                 };
-                started.remove(&key);
+                if let Some(at) = started.remove(&key) {
+                    metrics::histogram!("raftvisor_reconcile_duration_seconds", "controller" => name)
+                        .record(self::now().saturating_duration_since(at).as_secs_f64());
+                }
                 let requeue = match result {
                     Ok(action) => {
                         failures.succeeded(&key);
