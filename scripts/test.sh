@@ -12,7 +12,8 @@ set -euo pipefail
 cd "$RAFTVISOR_ROOT"
 
 ensure_rust
-ensure_packages curl python3-pip nsd docker-registry apache2-utils prometheus
+ensure_packages curl python3-pip nsd docker-registry apache2-utils prometheus \
+    patroni postgresql python3-consul
 if ! python3 -c 'import consul' 2>/dev/null; then
     log "installing py-consul (a Consul client library the KV tests drive)"
     python3 -m pip install --quiet --disable-pip-version-check py-consul 2>/dev/null \

@@ -170,6 +170,9 @@ pub struct ConsulEntry<'a> {
     pub value: Option<String>,
     pub create_index: u64,
     pub modify_index: u64,
+    /// The session holding the key's lock, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<Cow<'a, str>>,
 }
 
 /// A token as `GET /v1/tokens` shows it.
@@ -268,6 +271,7 @@ mod tests {
             value: Some("aGk=".into()),
             create_index: 3,
             modify_index: 5,
+            session: Some(Cow::Borrowed("0b5e4f6a-1")),
         };
         let json = serde_json::to_value(&written).unwrap();
         assert_eq!(json["Key"], "app/x");

@@ -1,7 +1,9 @@
 //! Consul's KV HTTP API on `/v1/kv/{key}`, so Consul clients work
 //! unchanged: JSON entries with a base64 `Value`, `?raw`, `?keys`
 //! (with `?separator`), `?recurse`, `?cas`, `?flags`, `X-Consul-Index`
-//! and blocking reads (`?index=N&wait=30s`). Indexes are Raft log indexes.
+//! blocking reads (`?index=N&wait=30s`) and locks (`?acquire=<session>`,
+//! `?release=<session>`; entries show `Session` and `LockIndex`; sessions
+//! are [`super::sessions`]). Indexes are Raft log indexes.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -20,28 +22,19 @@ use crate::replica::Replica;
 use crate::state::{validate, Command, KvEntry, Outcome, State as Model};
 use crate::wire::ConsulEntry;
 
-/// `entry` at `key` as Consul shows it.
-fn consul_entry<'a>(key: &'a str, entry: &KvEntry) -> ConsulEntry<'a> {
+/// `entry` at `key` as Consul shows it, with its lock when it has one.
+fn consul_entry<'a>(model: &'a Model, key: &'a str, entry: &KvEntry) -> ConsulEntry<'a> {
+    let lock = model.sessions.lock_of(key);
     ConsulEntry {
-        lock_index: 0,
+        lock_index: lock.map_or(0, |l| l.lock_index),
         key: Cow::Borrowed(key),
         flags: entry.flags,
         value: (!entry.value.is_empty())
             .then(|| base64::engine::general_purpose::STANDARD.encode(&entry.value)),
         create_index: entry.create_index,
         modify_index: entry.modify_index,
+        session: lock.and_then(|l| l.session.as_deref()).map(Cow::Borrowed),
     }
-}
-
-fn reject_unsupported(params: &Params) -> ApiResult<()> {
-    for unsupported in ["acquire", "release"] {
-        if params.has(unsupported) {
-            return Err(ApiError::bad_request(format!(
-                "?{unsupported} (sessions and locks) is not supported by raftvisor"
-            )));
-        }
-    }
-    Ok(())
 }
 
 pub async fn get_root(
@@ -100,7 +93,7 @@ fn render_read(model: &Model, key: &str, params: &Params, recurse: bool) -> Resp
     } else if recurse {
         let entries: Vec<ConsulEntry> = model
             .kv_prefix(key)
-            .map(|(k, e)| consul_entry(k, e))
+            .map(|(k, e)| consul_entry(model, k, e))
             .collect();
         if entries.is_empty() {
             StatusCode::NOT_FOUND.into_response()
@@ -115,7 +108,7 @@ fn render_read(model: &Model, key: &str, params: &Params, recurse: bool) -> Resp
                 entry.value.clone(),
             )
                 .into_response(),
-            Some(entry) => Json(vec![consul_entry(key, entry)]).into_response(),
+            Some(entry) => Json(vec![consul_entry(model, key, entry)]).into_response(),
         }
     };
     consul_headers(&mut response, index);
@@ -128,7 +121,6 @@ pub async fn put(
     params: Params,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<Response> {
-    reject_unsupported(&params)?;
     let body = body?;
     validate::kv_key(&key).map_err(ApiError::bad_request)?;
     replica.config.limits.check_kv(&key, &body).map_err(|e| {
@@ -138,11 +130,39 @@ pub async fn put(
             ApiError::limit(e)
         }
     })?;
-    let command = Command::KvPut {
-        key,
-        value: body.to_vec(),
-        flags: params.number("flags")?.unwrap_or(0),
-        cas: params.number("cas")?,
+    let value = body.to_vec();
+    let flags = params.number("flags")?.unwrap_or(0);
+    let session = |name: &str| -> ApiResult<Option<String>> {
+        match params.get(name) {
+            None => Ok(None),
+            Some("") => Err(ApiError::bad_request(format!(
+                "?{name}= needs a session id"
+            ))),
+            Some(id) => Ok(Some(id.to_string())),
+        }
+    };
+    let command = match (session("acquire")?, session("release")?) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::bad_request("?acquire and ?release are exclusive"))
+        }
+        (Some(session), None) => Command::KvAcquire {
+            key,
+            value,
+            flags,
+            session,
+        },
+        (None, Some(session)) => Command::KvRelease {
+            key,
+            value,
+            flags,
+            session,
+        },
+        (None, None) => Command::KvPut {
+            key,
+            value,
+            flags,
+            cas: params.number("cas")?,
+        },
     };
     answer_bool(replica.write(command).await?.outcome)
 }
@@ -171,6 +191,11 @@ pub async fn delete(
 fn answer_bool(outcome: Outcome) -> ApiResult<Response> {
     match outcome {
         Outcome::Kv(ok) => Ok(Json(ok).into_response()),
+        // Consul's words and status, which clients (Patroni) match on to
+        // create a new session.
+        Outcome::Rejected(reason) if reason.starts_with("invalid session") => {
+            Ok((StatusCode::INTERNAL_SERVER_ERROR, reason).into_response())
+        }
         Outcome::Rejected(reason) => Err(ApiError::bad_request(reason)),
         Outcome::Refused { code, message } => Err(super::error::refused(&code, message)),
         other => Err(ApiError::new(

@@ -19,6 +19,7 @@ pub mod nodes;
 pub mod prometheus_sd;
 pub mod registries;
 pub mod services;
+pub mod sessions;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -130,6 +131,19 @@ pub fn router(replica: Arc<Replica>) -> Router {
         .route("/v1/prometheus/targets", get(prometheus_sd::targets))
         .route("/v1/status/leader", get(catalog::status_leader))
         .route("/v1/status/peers", get(catalog::status_peers))
+        .route("/v1/session/create", axum::routing::put(sessions::create))
+        .route(
+            "/v1/session/destroy/{id}",
+            axum::routing::put(sessions::destroy),
+        )
+        .route(
+            "/v1/session/renew/{id}",
+            axum::routing::put(sessions::renew),
+        )
+        .route("/v1/session/info/{id}", get(sessions::info))
+        .route("/v1/session/node/{node}", get(sessions::of_node))
+        .route("/v1/session/list", get(sessions::list))
+        .route("/v1/txn", axum::routing::put(sessions::txn))
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/v1/kv", get(kv::get_root).delete(kv::delete_root))

@@ -45,6 +45,7 @@ pub mod placement;
 pub mod plan;
 pub mod pulls;
 pub mod services;
+pub mod session_ttl;
 pub mod triggers;
 pub mod watchdog;
 pub mod watcher;
@@ -367,6 +368,10 @@ impl Controllers {
             archive_keepers::ArchiveKeepers::new(replica.clone()),
             archives_rx,
         ));
+        let (_, sessions_rx) = controller::channel();
+        tasks.push(
+            spawn(Loop::SessionTtl).run(session_ttl::SessionTtl::new(replica.clone()), sessions_rx),
+        );
         Controllers { token, tasks }
     }
 

@@ -69,10 +69,11 @@ pub enum Loop {
     Pulls,
     ImageGc,
     ArchiveKeepers,
+    SessionTtl,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 10] = [
+    pub const ALL: [Loop; 11] = [
         Loop::Services,
         Loop::Nodes,
         Loop::Managers,
@@ -83,6 +84,7 @@ impl Loop {
         Loop::Pulls,
         Loop::ImageGc,
         Loop::ArchiveKeepers,
+        Loop::SessionTtl,
     ];
 
     fn index(self) -> usize {
@@ -101,6 +103,7 @@ impl Loop {
             Loop::Pulls => "pulls",
             Loop::ImageGc => "image-gc",
             Loop::ArchiveKeepers => "archive-keepers",
+            Loop::SessionTtl => "session-ttl",
         }
     }
 }

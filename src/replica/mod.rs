@@ -591,7 +591,10 @@ impl Replica {
             Command::PutService { .. }
             | Command::ScaleService { .. }
             | Command::PutNode { .. }
-            | Command::KvPut { .. } => Command::WithLimits {
+            | Command::KvPut { .. }
+            | Command::KvAcquire { .. }
+            | Command::KvRelease { .. }
+            | Command::KvTxn { .. } => Command::WithLimits {
                 limits: self.config.limits.clone(),
                 command: Box::new(command),
             },

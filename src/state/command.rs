@@ -231,6 +231,41 @@ pub enum Command {
         reference: String,
         present: bool,
     },
+    /// Consul `PUT /v1/session/create` (the id chosen by the API).
+    CreateSession {
+        request: super::sessions::SessionRequest,
+    },
+    /// Consul `PUT /v1/session/renew/{id}`: counted, so the leader's
+    /// expiry of the same session can be fenced against it.
+    RenewSession {
+        id: String,
+    },
+    /// Invalidates a session (destroyed, or its TTL ran out: then
+    /// `if_renewals` fences a renewal that raced the expiry) and frees the
+    /// keys it held by its behaviour.
+    DestroySession {
+        id: String,
+        if_renewals: Option<u64>,
+        reason: String,
+    },
+    /// Consul `PUT /v1/kv/<key>?acquire=<session>`.
+    KvAcquire {
+        key: String,
+        value: Vec<u8>,
+        flags: u64,
+        session: String,
+    },
+    /// Consul `PUT /v1/kv/<key>?release=<session>`.
+    KvRelease {
+        key: String,
+        value: Vec<u8>,
+        flags: u64,
+        session: String,
+    },
+    /// Consul `PUT /v1/txn` (KV operations), all or nothing.
+    KvTxn {
+        ops: Vec<super::kv_txn::Op>,
+    },
 }
 
 /// A command as it travels through Raft; a persisted record with a
@@ -275,6 +310,10 @@ pub enum Outcome {
         code: String,
         message: String,
     },
+    /// A session as it is after the command (a renewal).
+    Session(Box<super::sessions::Session>),
+    /// A KV transaction's results or the operation that failed.
+    Txn(super::kv_txn::TxnOutcome),
 }
 
 /// Outcome of one request plus the Raft index it was applied at.

@@ -9,6 +9,7 @@ use super::command::{Applied, RequestId};
 use super::image_catalog::ImageCatalog;
 use super::manager_template::ManagerTemplate;
 use super::migrate::{Migrate, Versioned};
+use super::sessions::SessionBook;
 use super::types::{Event, Instance, KvEntry, Manager, Node, Service, TokenRecord};
 
 /// Serializable image of the state, used for snapshots.
@@ -33,15 +34,17 @@ pub struct StateImage {
     pub departed_managers: Vec<u64>,
     /// Image pins, registry logins and the images the cluster keeps.
     pub images: Versioned<ImageCatalog>,
+    /// Consul sessions and the locks they hold.
+    pub sessions: Versioned<SessionBook>,
 }
 
 impl Migrate for StateImage {
-    const VERSION_MARKER: &'static [u8] = b"SI03";
-    type Previous = v2::StateImage;
+    const VERSION_MARKER: &'static [u8] = b"SI04";
+    type Previous = v3::StateImage;
 
-    /// Images were not part of the state: nothing pinned, logged in or kept.
-    fn migrate(previous: v2::StateImage) -> StateImage {
-        let v2::StateImage {
+    /// Sessions were not part of the state: none existed, no key was locked.
+    fn migrate(previous: v3::StateImage) -> StateImage {
+        let v3::StateImage {
             cluster_id,
             services,
             instances,
@@ -57,6 +60,7 @@ impl Migrate for StateImage {
             tokens_bootstrapped,
             manager_template,
             departed_managers,
+            images,
         } = previous;
         StateImage {
             cluster_id,
@@ -74,7 +78,80 @@ impl Migrate for StateImage {
             tokens_bootstrapped,
             manager_template,
             departed_managers,
-            images: Versioned(ImageCatalog::default()),
+            images,
+            sessions: Versioned(SessionBook::default()),
+        }
+    }
+}
+
+/// Frozen: the image as written before sessions were part of the state.
+pub mod v3 {
+    use super::*;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct StateImage {
+        pub cluster_id: Option<String>,
+        pub services: Vec<Service>,
+        pub instances: Vec<Instance>,
+        pub nodes: Vec<Node>,
+        pub managers: Vec<Manager>,
+        pub kv: Vec<(String, KvEntry)>,
+        pub kv_index: u64,
+        pub kv_delete_index: u64,
+        pub events: Vec<Event>,
+        pub applied_index: u64,
+        pub dedup: Vec<(RequestId, Applied)>,
+        pub tokens: Vec<TokenRecord>,
+        pub tokens_bootstrapped: bool,
+        /// Where the managers run, when bootstrap recorded it.
+        pub manager_template: Option<Versioned<ManagerTemplate>>,
+        /// Raft ids removed from the membership.
+        pub departed_managers: Vec<u64>,
+        /// Image pins, registry logins and the images the cluster keeps.
+        pub images: Versioned<ImageCatalog>,
+    }
+
+    impl Migrate for StateImage {
+        const VERSION_MARKER: &'static [u8] = b"SI03";
+        type Previous = v2::StateImage;
+
+        /// Images were not part of the state: nothing pinned, logged in or kept.
+        fn migrate(previous: v2::StateImage) -> StateImage {
+            let v2::StateImage {
+                cluster_id,
+                services,
+                instances,
+                nodes,
+                managers,
+                kv,
+                kv_index,
+                kv_delete_index,
+                events,
+                applied_index,
+                dedup,
+                tokens,
+                tokens_bootstrapped,
+                manager_template,
+                departed_managers,
+            } = previous;
+            StateImage {
+                cluster_id,
+                services,
+                instances,
+                nodes,
+                managers,
+                kv,
+                kv_index,
+                kv_delete_index,
+                events,
+                applied_index,
+                dedup,
+                tokens,
+                tokens_bootstrapped,
+                manager_template,
+                departed_managers,
+                images: Versioned(ImageCatalog::default()),
+            }
         }
     }
 }

@@ -12,10 +12,12 @@ mod address;
 pub mod command;
 mod image;
 pub mod image_catalog;
+pub mod kv_txn;
 pub mod limits;
 pub mod manager_template;
 pub mod migrate;
 mod quotas;
+pub mod sessions;
 pub mod supervision;
 pub mod tokens;
 pub mod touched;
@@ -95,6 +97,8 @@ pub struct State {
     /// its applied index): the index Consul's catalog and health reads
     /// report and block on.
     pub catalog_index: u64,
+    /// Consul sessions and the locks they hold on KV keys.
+    pub sessions: sessions::SessionBook,
     dedup: Dedup,
 }
 
@@ -127,6 +131,7 @@ impl State {
             manager_template: self.manager_template.clone().map(migrate::Versioned),
             departed_managers: self.departed_managers.iter().copied().collect(),
             images: migrate::Versioned(self.images.clone()),
+            sessions: migrate::Versioned(self.sessions.clone()),
         }
     }
 
@@ -171,6 +176,7 @@ impl State {
             departed_managers: image.departed_managers.into_iter().collect(),
             images: image.images.0,
             catalog_index: image.applied_index,
+            sessions: image.sessions.0,
             dedup,
         }
     }
@@ -461,7 +467,139 @@ impl State {
                 reference,
                 present,
             } => self.apply_image_on_node(node, reference, *present),
+            Command::CreateSession { request } => match self.sessions.create(index, request) {
+                Ok(()) => {
+                    self.sessions.index = index;
+                    Outcome::Done
+                }
+                Err(reason) => Outcome::Rejected(reason),
+            },
+            Command::RenewSession { id } => {
+                if self.sessions.renew(id) {
+                    let session = self.sessions.sessions[id].clone();
+                    Outcome::Session(Box::new(session))
+                } else {
+                    Outcome::NotFound
+                }
+            }
+            Command::DestroySession {
+                id,
+                if_renewals,
+                reason,
+            } => self.destroy_session(index, time_ms, id, *if_renewals, reason),
+            Command::KvAcquire {
+                key,
+                value,
+                flags,
+                session,
+            } => self.kv_acquire(index, time_ms, key, value, *flags, session),
+            Command::KvRelease {
+                key,
+                value,
+                flags,
+                session,
+            } => {
+                if let Err(reason) = validate::kv_key(key).and(validate::kv_value(value)) {
+                    return Outcome::Rejected(reason.into());
+                }
+                if !self.sessions.holds(key, session) {
+                    return Outcome::Kv(false);
+                }
+                self.kv_store(index, key, value, *flags);
+                self.sessions.release(key);
+                Outcome::Kv(true)
+            }
+            Command::KvTxn { ops } => Outcome::Txn(self.apply_txn(index, time_ms, ops)),
         }
+    }
+
+    fn kv_acquire(
+        &mut self,
+        index: u64,
+        time_ms: u64,
+        key: &str,
+        value: &[u8],
+        flags: u64,
+        session: &str,
+    ) -> Outcome {
+        if let Err(reason) = validate::kv_key(key).and(validate::kv_value(value)) {
+            return Outcome::Rejected(reason.into());
+        }
+        match self.sessions.may_acquire(time_ms, key, session) {
+            Err(reason) => Outcome::Rejected(reason),
+            Ok(false) => Outcome::Kv(false),
+            Ok(true) => {
+                self.kv_store(index, key, value, flags);
+                self.sessions.acquire(key, session);
+                Outcome::Kv(true)
+            }
+        }
+    }
+
+    fn destroy_session(
+        &mut self,
+        index: u64,
+        time_ms: u64,
+        id: &str,
+        if_renewals: Option<u64>,
+        reason: &str,
+    ) -> Outcome {
+        let Some(freed) = self.sessions.invalidate(time_ms, id, if_renewals) else {
+            return Outcome::NotFound;
+        };
+        self.sessions.index = index;
+        for key in &freed {
+            match key.behavior {
+                sessions::Behavior::Release => {
+                    if let Some(entry) = self.kv.get_mut(&key.key) {
+                        entry.modify_index = index;
+                        self.kv_index = index;
+                    }
+                }
+                sessions::Behavior::Delete => self.kv_remove(index, &key.key),
+            }
+        }
+        if !freed.is_empty() {
+            self.event(
+                index,
+                time_ms,
+                "session",
+                id,
+                format!(
+                    "session invalidated ({reason}); {} key(s) freed",
+                    freed.len()
+                ),
+            );
+        }
+        Outcome::Done
+    }
+
+    /// Writes `value` at `key` (no checks): the one place a KV value is stored.
+    fn kv_store(&mut self, index: u64, key: &str, value: &[u8], flags: u64) {
+        let existing = self.kv.get(key);
+        let create_index = existing.map_or(index, |e| e.create_index);
+        let replaced = existing.map_or(0, |e| e.value.len() as u64);
+        self.kv_bytes = self.kv_bytes.saturating_sub(replaced) + value.len() as u64;
+        self.kv.insert(
+            key.to_string(),
+            KvEntry {
+                value: value.to_vec(),
+                flags,
+                create_index,
+                modify_index: index,
+            },
+        );
+        self.kv_index = index;
+    }
+
+    /// Removes `key` and its lock (no checks): the one place a key goes.
+    fn kv_remove(&mut self, index: u64, key: &str) {
+        if let Some(gone) = self.kv.remove(key) {
+            self.kv_bytes = self.kv_bytes.saturating_sub(gone.value.len() as u64);
+            self.kv_index = index;
+            self.kv_delete_index = index;
+        }
+        self.sessions.forget_key(key);
     }
 
     /// Records a validated manager template.
@@ -621,33 +759,15 @@ impl State {
                 return Outcome::Kv(false);
             }
         }
-        let create_index = existing.map_or(index, |e| e.create_index);
-        let replaced = existing.map_or(0, |e| e.value.len() as u64);
-        self.kv_bytes = self.kv_bytes.saturating_sub(replaced) + value.len() as u64;
-        self.kv.insert(
-            key.to_string(),
-            KvEntry {
-                value: value.to_vec(),
-                flags,
-                create_index,
-                modify_index: index,
-            },
-        );
-        self.kv_index = index;
+        self.kv_store(index, key, value, flags);
         Outcome::Kv(true)
     }
 
     fn kv_delete(&mut self, index: u64, key: &str, cas: Option<u64>, recurse: bool) -> Outcome {
         if recurse {
             let doomed: Vec<String> = self.kv_prefix(key).map(|(k, _)| k.clone()).collect();
-            if !doomed.is_empty() {
-                for k in doomed {
-                    if let Some(gone) = self.kv.remove(&k) {
-                        self.kv_bytes = self.kv_bytes.saturating_sub(gone.value.len() as u64);
-                    }
-                }
-                self.kv_index = index;
-                self.kv_delete_index = index;
+            for k in doomed {
+                self.kv_remove(index, &k);
             }
             return Outcome::Kv(true);
         }
@@ -658,11 +778,7 @@ impl State {
                 return Outcome::Kv(false);
             }
         }
-        if let Some(gone) = self.kv.remove(key) {
-            self.kv_bytes = self.kv_bytes.saturating_sub(gone.value.len() as u64);
-            self.kv_index = index;
-            self.kv_delete_index = index;
-        }
+        self.kv_remove(index, key);
         Outcome::Kv(true)
     }
 

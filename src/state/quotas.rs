@@ -83,29 +83,44 @@ impl State {
                     )));
                 }
             }
-            Command::KvPut { key, value, .. } => {
-                limits.check_kv(key, value).map_err(refused)?;
-                let existing = self.kv.get(key);
-                if existing.is_none() && self.kv.len() >= limits.max_kv_keys as usize {
-                    return Err(refused(LimitError::quota(
-                        "max_kv_keys",
-                        "the number of keys",
-                        self.kv.len() as u64 + 1,
-                        u64::from(limits.max_kv_keys),
-                    )));
-                }
-                let replaced = existing.map_or(0, |e| e.value.len() as u64);
-                let total = self.kv_bytes.saturating_sub(replaced) + value.len() as u64;
-                if value.len() as u64 > replaced && total > limits.max_kv_bytes {
-                    return Err(refused(LimitError::quota(
-                        "max_kv_bytes",
-                        "the bytes of all values",
-                        total,
-                        limits.max_kv_bytes,
-                    )));
+            Command::KvPut { key, value, .. }
+            | Command::KvAcquire { key, value, .. }
+            | Command::KvRelease { key, value, .. } => self.kv_quota(limits, key, value)?,
+            Command::KvTxn { ops } => {
+                for op in ops
+                    .iter()
+                    .filter(|op| op.verb.writes() && !op.value.is_empty())
+                {
+                    self.kv_quota(limits, &op.key, &op.value)?;
                 }
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Refuses a KV write of `value` at `key` over the size limits, the
+    /// number of keys or the bytes of all values.
+    fn kv_quota(&self, limits: &Limits, key: &str, value: &[u8]) -> Result<(), Outcome> {
+        limits.check_kv(key, value).map_err(refused)?;
+        let existing = self.kv.get(key);
+        if existing.is_none() && self.kv.len() >= limits.max_kv_keys as usize {
+            return Err(refused(LimitError::quota(
+                "max_kv_keys",
+                "the number of keys",
+                self.kv.len() as u64 + 1,
+                u64::from(limits.max_kv_keys),
+            )));
+        }
+        let replaced = existing.map_or(0, |e| e.value.len() as u64);
+        let total = self.kv_bytes.saturating_sub(replaced) + value.len() as u64;
+        if value.len() as u64 > replaced && total > limits.max_kv_bytes {
+            return Err(refused(LimitError::quota(
+                "max_kv_bytes",
+                "the bytes of all values",
+                total,
+                limits.max_kv_bytes,
+            )));
         }
         Ok(())
     }

@@ -250,6 +250,135 @@ fn snapshot_image_round_trips_through_the_codec() {
     assert_eq!(again.index, 2);
 }
 
+fn session(id: &str, behavior: sessions::Behavior, lock_delay_ms: u64) -> Command {
+    Command::CreateSession {
+        request: sessions::SessionRequest {
+            id: id.into(),
+            name: id.into(),
+            node: "manager-1".into(),
+            lock_delay_ms,
+            behavior,
+            ttl_ms: Some(10_000),
+            checks: Vec::new(),
+        },
+    }
+}
+
+fn acquire(key: &str, value: &str, session: &str) -> Command {
+    Command::KvAcquire {
+        key: key.into(),
+        value: value.as_bytes().to_vec(),
+        flags: 0,
+        session: session.into(),
+    }
+}
+
+#[test]
+fn locks_survive_a_snapshot_and_an_invalidated_session_frees_them_by_behaviour() {
+    use sessions::Behavior;
+    let mut state = State::default();
+    state.apply(1, &req(1, session("keep", Behavior::Release, 0)));
+    state.apply(2, &req(2, session("drop", Behavior::Delete, 1_000)));
+    assert_eq!(
+        state
+            .apply(3, &req(3, acquire("pg/leader", "pg1", "drop")))
+            .outcome,
+        Outcome::Kv(true)
+    );
+    assert_eq!(
+        state
+            .apply(4, &req(4, acquire("pg/leader", "pg2", "keep")))
+            .outcome,
+        Outcome::Kv(false)
+    );
+    assert_eq!(
+        state
+            .apply(5, &req(5, acquire("pg/config", "c", "keep")))
+            .outcome,
+        Outcome::Kv(true)
+    );
+    let unknown = state
+        .apply(6, &req(6, acquire("pg/x", "x", "nope")))
+        .outcome;
+    assert!(
+        matches!(&unknown, Outcome::Rejected(r) if r.starts_with("invalid session")),
+        "{unknown:?}"
+    );
+
+    let bytes = crate::codec::encode(&state.to_image()).unwrap();
+    let mut state = State::from_image(crate::codec::decode(&bytes).unwrap());
+    assert_eq!(
+        state
+            .sessions
+            .lock_of("pg/leader")
+            .unwrap()
+            .session
+            .as_deref(),
+        Some("drop")
+    );
+
+    // A renewal that raced the leader's expiry wins.
+    state.apply(7, &req(7, Command::RenewSession { id: "drop".into() }));
+    let expire = |renewals| Command::DestroySession {
+        id: "drop".into(),
+        if_renewals: Some(renewals),
+        reason: "its TTL ran out".into(),
+    };
+    assert_eq!(
+        state.apply(8, &req(8, expire(0))).outcome,
+        Outcome::NotFound
+    );
+    assert!(state.kv.contains_key("pg/leader"));
+    let mut at = |index: u64, time_ms: u64, command: Command| {
+        state.apply(
+            index,
+            &Request {
+                id: RequestId(u128::from(index)),
+                time_ms,
+                command,
+            },
+        )
+    };
+    assert_eq!(at(9, 50_000, expire(1)).outcome, Outcome::Done);
+    // Deleted with its session (Patroni's leader key), then under lock-delay.
+    assert_eq!(
+        at(10, 50_500, acquire("pg/leader", "pg2", "keep")).outcome,
+        Outcome::Kv(false)
+    );
+    assert_eq!(
+        at(11, 51_000, acquire("pg/leader", "pg2", "keep")).outcome,
+        Outcome::Kv(true)
+    );
+    assert_eq!(state.kv["pg/leader"].value, b"pg2");
+    assert!(state
+        .events
+        .iter()
+        .any(|e| e.kind == "session" && e.subject == "drop"));
+
+    // Destroying "keep" releases its keys and keeps them.
+    state.apply(
+        12,
+        &req(
+            12,
+            Command::DestroySession {
+                id: "keep".into(),
+                if_renewals: None,
+                reason: "destroyed".into(),
+            },
+        ),
+    );
+    assert_eq!(
+        state.kv["pg/config"].modify_index, 12,
+        "a release is a change"
+    );
+    assert!(state
+        .sessions
+        .lock_of("pg/config")
+        .unwrap()
+        .session
+        .is_none());
+}
+
 #[test]
 fn event_log_is_bounded() {
     let mut state = State::default();

@@ -43,7 +43,9 @@ fn applied(outcome: &Outcome) -> bool {
         | Outcome::Node(_)
         | Outcome::Instance(_)
         | Outcome::Deleted
-        | Outcome::Token(_) => true,
+        | Outcome::Token(_)
+        | Outcome::Session(_) => true,
+        Outcome::Txn(outcome) => matches!(outcome, super::kv_txn::TxnOutcome::Committed(_)),
         Outcome::Kv(changed) => *changed,
         Outcome::NotFound
         | Outcome::VersionMismatch { .. }
@@ -125,6 +127,12 @@ pub fn touched(command: &Command, outcome: &Outcome) -> Vec<Touched> {
         Command::ImageOnNode { .. } => Vec::new(),
         Command::KvPut { .. }
         | Command::KvDelete { .. }
+        | Command::KvAcquire { .. }
+        | Command::KvRelease { .. }
+        | Command::KvTxn { .. }
+        | Command::CreateSession { .. }
+        | Command::RenewSession { .. }
+        | Command::DestroySession { .. }
         | Command::RecordEvent { .. }
         | Command::PutToken { .. }
         | Command::RevokeToken { .. }

@@ -26,6 +26,7 @@ mod ingress;
 mod large_writes;
 mod limits;
 mod partitions;
+mod patroni;
 mod peer_identity;
 mod registry_env;
 mod replication;

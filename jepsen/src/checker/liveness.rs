@@ -183,6 +183,7 @@ mod tests {
             value: Some(value.into()),
             create_index,
             modify_index,
+            session: None,
         }
     }
 
