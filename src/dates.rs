@@ -2,7 +2,8 @@
 //! RFC 3339 in UTC for the API and the runtimes' container times (with as
 //! many fractional digits as the time has, none for a whole second), the
 //! engines' RFC 3339 timestamps read back into milliseconds, and the CLI's
-//! short `YYYY-MM-DD HH:MM:SS` form. It never reads the clock.
+//! short `YYYY-MM-DD HH:MM:SS` form; and durations as Consul and the CLI
+//! write them (`30s`, `5m`, `0.001s`). It never reads the clock.
 
 use std::time::SystemTime;
 
@@ -52,6 +53,33 @@ fn format(at: OffsetDateTime) -> String {
     // Rfc3339 refuses only years outside 0..=9999, far from any clock here.
     at.format(&Rfc3339)
         .unwrap_or_else(|_| at.unix_timestamp().to_string())
+}
+
+/// Parses a Consul duration (`30s`, `5m`, `250ms`, `1h`, fractions such as
+/// `9.87s` or `0.001s` as Patroni sends them; bare numbers are seconds).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{text:?} is not a duration like 30s, 5m, 250ms or 0.5s");
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let amount: f64 = number.parse().map_err(|_| bad())?;
+    let seconds_per_unit = match unit {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "us" | "µs" => 0.000_001,
+        "ns" => 0.000_000_001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    let seconds = amount * seconds_per_unit;
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs_f64(
+        seconds.min(u32::MAX as f64),
+    ))
 }
 
 #[cfg(test)]

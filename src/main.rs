@@ -1,6 +1,7 @@
 //! The `raftvisor` binary: parse the command line, set up logging, run the
 //! agent or a client command, and turn any failure into one line on stderr
-//! and exit code 1 (2 for usage errors, from clap).
+//! and an exit code telling the kind of failure apart
+//! ([`raftvisor::cli::exit_codes`]; 2 for usage errors, also from clap).
 
 use clap::Parser;
 use raftvisor::cli::{Cli, Command};
@@ -47,6 +48,6 @@ fn main() {
         }
         line.retain(|c| c != '\n');
         eprintln!("raftvisor: {line}");
-        std::process::exit(1);
+        std::process::exit(raftvisor::cli::exit_codes::of(&error));
     }
 }

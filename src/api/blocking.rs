@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+pub use crate::dates::parse_duration;
+
 use super::error::ApiError;
 use super::extract::Params;
 use crate::replica::Replica;
@@ -15,31 +17,6 @@ use crate::state::State as Model;
 /// Longest blocking read, as in Consul.
 pub const MAX_WAIT: Duration = Duration::from_secs(600);
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
-
-/// Parses a Consul duration (`30s`, `5m`, `250ms`, `1h`, fractions such as
-/// `9.87s` or `0.001s` as Patroni sends them; bare numbers are seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("{text:?} is not a duration like 30s, 5m, 250ms or 0.5s");
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let amount: f64 = number.parse().map_err(|_| bad())?;
-    let seconds_per_unit = match unit {
-        "" | "s" => 1.0,
-        "ms" => 0.001,
-        "us" | "µs" => 0.000_001,
-        "ns" => 0.000_000_001,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(bad()),
-    };
-    let seconds = amount * seconds_per_unit;
-    if !seconds.is_finite() || seconds < 0.0 {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(seconds.min(u32::MAX as f64)))
-}
 
 /// A blocking read's `?wait=`, at most [`MAX_WAIT`].
 pub fn parse_wait(text: &str) -> Result<Duration, ApiError> {

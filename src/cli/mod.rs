@@ -3,9 +3,11 @@
 //! Every failure becomes one line on stderr and a non-zero exit code (in
 //! `main`).
 
+pub mod exit_codes;
 pub mod image;
 pub mod output;
 pub mod registry;
+pub mod rollout;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -96,6 +98,9 @@ pub enum Command {
         /// The cluster file, e.g. cluster-config/docker-3.toml.
         file: PathBuf,
     },
+    /// Print a shell completion script, e.g.
+    /// `raftvisor completion bash > /etc/bash_completion.d/raftvisor`.
+    Completion { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand, Debug)]
@@ -209,11 +214,23 @@ pub enum ServiceCommand {
         /// Only if the service is at this version (0: only if new).
         #[arg(long)]
         if_match: Option<u64>,
+        /// Follow the rollout (a progress bar) until it converges, or fail
+        /// with its reason.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits (e.g. 90s, 5m); exit code 5 when it runs out.
+        #[arg(long, default_value = "5m", value_parser = parse_cli_duration)]
+        timeout: std::time::Duration,
     },
     /// List services.
     Ls,
     /// Show one service and its instances.
-    Show { service: String },
+    Show {
+        service: String,
+        /// Show again every second until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
     /// Set the number of replicas.
     Scale { service: String, replicas: u32 },
     /// Remove a service.
@@ -225,7 +242,12 @@ pub enum ServiceCommand {
     /// Restart every instance of a service once.
     Restart { service: String },
     /// Desired vs running, restarts, last exits and recent events.
-    Report { service: String },
+    Report {
+        service: String,
+        /// Show again every second until interrupted.
+        #[arg(long)]
+        watch: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -407,12 +429,26 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
     match command {
         Command::Certs(certs) => return run_certs(global.output, certs),
         Command::Bootstrap { file } => return crate::bootstrap::run(&file, global.output).await,
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            use std::io::Write;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "raftvisor", &mut script);
+            // A reader that stops early (`| head`) is not a failure.
+            return match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            };
+        }
         _ => {}
     }
     let client = client(&global)?;
     let format = global.output;
     match command {
-        Command::Agent { .. } | Command::Certs(_) | Command::Bootstrap { .. } => {
+        Command::Agent { .. }
+        | Command::Certs(_)
+        | Command::Bootstrap { .. }
+        | Command::Completion { .. } => {
             unreachable!("dispatched above")
         }
         Command::Kv(kv) => run_kv(&client, format, kv).await,
@@ -553,11 +589,43 @@ async fn run_service(
     command: ServiceCommand,
 ) -> anyhow::Result<()> {
     match command {
-        ServiceCommand::Deploy { file, if_match } => {
+        ServiceCommand::Deploy {
+            file,
+            if_match,
+            wait,
+            timeout,
+        } => {
             let parsed = read_service_file(&file)?;
             let service = client
                 .service_put(&parsed.namespace, &parsed.name, &parsed.spec, if_match)
                 .await?;
+            if wait {
+                let show_bar =
+                    format == Format::Human && std::io::IsTerminal::is_terminal(&std::io::stderr());
+                let report = rollout::wait(
+                    client,
+                    &parsed.namespace,
+                    &parsed.name,
+                    service.version,
+                    timeout,
+                    show_bar,
+                )
+                .await?;
+                print(format, &report, || {
+                    let mut table = Table::new(&["SERVICE", "VERSION", "RUNNING", "IMAGE"]);
+                    table.row(vec![
+                        report.service.clone(),
+                        report.version.to_string(),
+                        format!("{}/{}", report.running, report.desired),
+                        report
+                            .image
+                            .clone()
+                            .unwrap_or_else(|| service.spec.image.clone()),
+                    ]);
+                    table
+                });
+                return Ok(());
+            }
             print(format, &service, || {
                 let mut table = Table::new(&["SERVICE", "VERSION", "REPLICAS", "IMAGE"]);
                 table.row(vec![
@@ -585,34 +653,11 @@ async fn run_service(
                 table
             });
         }
-        ServiceCommand::Show { service } => {
-            let (ns, name) = split_service(&service)?;
-            let found = client.service_get(ns, name).await?;
-            let instances = client.service_instances(ns, name).await?;
-            let json = serde_json::json!({ "service": found, "instances": instances });
-            print(format, &json, || {
-                let mut table =
-                    Table::new(&["INSTANCE", "SLOT", "GEN", "NODE", "STATE", "RESTARTS"]);
-                for i in &instances {
-                    table.row(vec![
-                        i.id.clone(),
-                        i.slot.to_string(),
-                        i.generation.to_string(),
-                        i.node.clone().unwrap_or_else(|| "-".into()),
-                        format!("{:?}", i.state).to_lowercase(),
-                        i.restarts.to_string(),
-                    ]);
-                }
-                println!(
-                    "{}/{}  version {}  replicas {}  image {}",
-                    found.namespace,
-                    found.name,
-                    found.version,
-                    found.spec.replicas,
-                    found.spec.image
-                );
-                table
-            });
+        ServiceCommand::Show { service, watch } => {
+            if watch {
+                return watching(|| show_service(client, format, &service)).await;
+            }
+            show_service(client, format, &service).await?;
         }
         ServiceCommand::Scale { service, replicas } => {
             let (ns, name) = split_service(&service)?;
@@ -632,31 +677,11 @@ async fn run_service(
         ServiceCommand::Restart { service } => {
             run_action(client, format, &service, "restart").await?
         }
-        ServiceCommand::Report { service } => {
-            let (ns, name) = split_service(&service)?;
-            let report = client.service_report(ns, name).await?;
-            print(format, &report, || {
-                println!(
-                    "{}  version {}  {:?}  desired {}  running {}  unhealthy {}  crash-looping {}  pending {}  restarts {}",
-                    report.service, report.version, report.run_state, report.desired, report.running, report.unhealthy, report.crash_looping, report.pending, report.restarts
-                );
-                if let Some(reason) = &report.rollout_paused {
-                    println!("{reason}");
-                }
-                for (id, exit) in &report.last_exits {
-                    println!("last exit of {id}: code {} ({})", exit.code, exit.reason);
-                }
-                let mut table = Table::new(&["INDEX", "EVENT", "SUBJECT", "MESSAGE"]);
-                for e in &report.recent_events {
-                    table.row(vec![
-                        e.index.to_string(),
-                        e.kind.clone(),
-                        e.subject.clone(),
-                        e.message.clone(),
-                    ]);
-                }
-                table
-            });
+        ServiceCommand::Report { service, watch } => {
+            if watch {
+                return watching(|| show_report(client, format, &service)).await;
+            }
+            show_report(client, format, &service).await?;
         }
         ServiceCommand::Rm { service } => {
             let (ns, name) = split_service(&service)?;
@@ -665,6 +690,84 @@ async fn run_service(
         }
     }
     Ok(())
+}
+
+async fn show_service(client: &Client, format: Format, service: &str) -> anyhow::Result<()> {
+    let (ns, name) = split_service(service)?;
+    let found = client.service_get(ns, name).await?;
+    let instances = client.service_instances(ns, name).await?;
+    let json = serde_json::json!({ "service": found, "instances": instances });
+    print(format, &json, || {
+        let mut table = Table::new(&["INSTANCE", "SLOT", "GEN", "NODE", "STATE", "RESTARTS"]);
+        for i in &instances {
+            table.row(vec![
+                i.id.clone(),
+                i.slot.to_string(),
+                i.generation.to_string(),
+                i.node.clone().unwrap_or_else(|| "-".into()),
+                format!("{:?}", i.state).to_lowercase(),
+                i.restarts.to_string(),
+            ]);
+        }
+        println!(
+            "{}/{}  version {}  replicas {}  image {}",
+            found.namespace, found.name, found.version, found.spec.replicas, found.spec.image
+        );
+        table
+    });
+    Ok(())
+}
+
+async fn show_report(client: &Client, format: Format, service: &str) -> anyhow::Result<()> {
+    let (ns, name) = split_service(service)?;
+    let report = client.service_report(ns, name).await?;
+    print(format, &report, || {
+        println!(
+            "{}  version {}  {:?}  desired {}  running {}  unhealthy {}  crash-looping {}  pending {}  restarts {}",
+            report.service, report.version, report.run_state, report.desired, report.running, report.unhealthy, report.crash_looping, report.pending, report.restarts
+        );
+        if let Some(reason) = &report.rollout_paused {
+            println!("{reason}");
+        }
+        for (id, exit) in &report.last_exits {
+            println!("last exit of {id}: code {} ({})", exit.code, exit.reason);
+        }
+        let mut table = Table::new(&["INDEX", "EVENT", "SUBJECT", "MESSAGE"]);
+        for e in &report.recent_events {
+            table.row(vec![
+                e.index.to_string(),
+                e.kind.clone(),
+                e.subject.clone(),
+                e.message.clone(),
+            ]);
+        }
+        table
+    });
+    Ok(())
+}
+/// Runs `show` every second, clearing the terminal between runs, until
+/// interrupted; a failed run is shown and retried (the cluster may be
+/// between leaders).
+async fn watching<F, Fut>(show: F) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    loop {
+        print!("\x1b[2J\x1b[H");
+        if let Err(error) = show().await {
+            eprintln!("raftvisor: {error:#}");
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// A duration on the command line: `90s`, `5m`, `1h`, `500ms`.
+fn parse_cli_duration(text: &str) -> Result<std::time::Duration, String> {
+    crate::dates::parse_duration(text)
 }
 
 async fn run_action(

@@ -413,3 +413,126 @@ async fn prometheus_discovers_scrapes_and_drops_echo_instances_and_scrapes_the_m
     .await;
     let _ = prometheus.child.kill().await;
 }
+
+/// Runs the CLI against replica 1 of `env` with the admin token.
+async fn cli(env: &DockerCluster, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec![
+        "--addr".to_string(),
+        env.cluster.replica(1).api_addr.clone(),
+    ];
+    all.extend(env.cluster.certs.cli_args());
+    all.extend(args.iter().map(|a| a.to_string()));
+    tokio::task::spawn_blocking(move || crate::harness::run_cli(&all, ADMIN_TOKEN))
+        .await
+        .expect("the CLI runs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_waits_for_rollouts_and_tells_failures_apart_by_exit_code() {
+    let Some(env) = DockerCluster::start(3).await else {
+        return;
+    };
+    env.add_node("local", LOCAL_ENGINE, "a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, extra: &str| {
+        let file = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &file,
+            format!(
+                "namespace = \"cli\"\nname = \"{name}\"\n[spec]\nimage = \"raftvisor-echo:local\"\nreplicas = 2\n{extra}[[spec.ports]]\nname = \"http\"\ncontainer_port = 8080\n"
+            ),
+        )
+        .unwrap();
+        file.display().to_string()
+    };
+
+    // A good rollout: --wait returns once both instances run, exit 0.
+    let good = write("good", "");
+    let (code, out, err) = cli(
+        &env,
+        &[
+            "--output",
+            "json",
+            "service",
+            "deploy",
+            &good,
+            "--wait",
+            "--timeout",
+            "90s",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: Value = serde_json::from_str(&out).expect("the final report as JSON");
+    assert_eq!(
+        (report["running"].as_u64(), report["desired"].as_u64()),
+        (Some(2), Some(2)),
+        "{report}"
+    );
+
+    // A crash-looping rollout fails with its reason, exit 1.
+    let bad = write(
+        "bad",
+        "restart = { initial_backoff_ms = 200, max_backoff_ms = 1000, reset_after_ms = 10000 }\n[spec.env]\nECHO_CRASH_AFTER_MS = \"50\"\n",
+    );
+    let (code, _, err) = cli(
+        &env,
+        &["service", "deploy", &bad, "--wait", "--timeout", "90s"],
+    )
+    .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("rollout of cli/bad failed") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+
+    // A wait that runs out: exit 5 (unavailable), saying what was under way.
+    let slow = write("slow", "");
+    let (code, _, err) = cli(
+        &env,
+        &["service", "deploy", &slow, "--wait", "--timeout", "0s"],
+    )
+    .await;
+    assert_eq!(code, 5, "{err}");
+    assert!(err.contains("did not converge"), "{err}");
+
+    // Not found, conflict, usage, denied, unavailable.
+    let (code, _, err) = cli(&env, &["service", "show", "cli/nope"]).await;
+    assert_eq!(code, 3, "{err}");
+    let (code, _, err) = cli(&env, &["service", "deploy", &good, "--if-match", "1"]).await;
+    assert_eq!(code, 4, "{err}");
+    let (code, _, err) = cli(&env, &["service", "scale", "cli/good"]).await;
+    assert_eq!(code, 2, "{err}");
+    let mut denied = vec![
+        "--addr".to_string(),
+        env.cluster.replica(1).api_addr.clone(),
+    ];
+    denied.extend(env.cluster.certs.cli_args());
+    denied.extend(["service".to_string(), "ls".to_string()]);
+    let (code, _, err) =
+        tokio::task::spawn_blocking(move || crate::harness::run_cli(&denied, "rv_nobody.wrong"))
+            .await
+            .unwrap();
+    assert_eq!(code, 6, "{err}");
+    let unreachable = vec![
+        "--addr".to_string(),
+        format!("127.0.0.1:{}", free_port()),
+        "service".to_string(),
+        "ls".to_string(),
+    ];
+    let (code, _, err) =
+        tokio::task::spawn_blocking(move || crate::harness::run_cli(&unreachable, ADMIN_TOKEN))
+            .await
+            .unwrap();
+    assert_eq!(code, 5, "{err}");
+
+    // Shell completion for the three shells.
+    for shell in ["bash", "zsh", "fish"] {
+        let (code, out, err) = cli(&env, &["completion", shell]).await;
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("deploy") && out.contains("raftvisor"),
+            "{shell}: {out}"
+        );
+    }
+}

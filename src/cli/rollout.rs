@@ -1,0 +1,231 @@
+//! `service deploy --wait` and `--watch`: following a service's report
+//! until its rollout converges or fails, with a progress bar for people
+//! and the final report for scripts. The judgement of a report
+//! ([`judge`]) is pure; this module only ever reads from the cluster.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use crate::client::Client;
+use crate::state::RunState;
+use crate::wire::ServiceReport;
+
+/// How often a waiting or watching CLI asks for the report.
+pub const POLL: Duration = Duration::from_millis(500);
+
+/// Where a rollout stands, judged from one report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Progress {
+    /// Every wanted instance runs the current version and passes.
+    Converged,
+    /// It stopped progressing, for this reason.
+    Failed(String),
+    /// `done` of `total` instances run the current version; `doing` says
+    /// what is under way.
+    Rolling {
+        done: u64,
+        total: u64,
+        doing: String,
+    },
+}
+
+/// Judges `report` for a deploy that produced `version`.
+pub fn judge(report: &ServiceReport, version: u64) -> Progress {
+    if report.version < version {
+        return Progress::Rolling {
+            done: 0,
+            total: u64::from(report.desired),
+            doing: format!("waiting for version {version} to be read"),
+        };
+    }
+    if let Some(reason) = &report.rollout_paused {
+        return Progress::Failed(reason.clone());
+    }
+    let last_exit = |state: &str| {
+        report
+            .last_exits
+            .first()
+            .map(|(id, exit)| format!("{state}: {id} exited with {} ({})", exit.code, exit.reason))
+            .unwrap_or_else(|| state.to_string())
+    };
+    if report.crash_looping > 0 {
+        return Progress::Failed(last_exit(&format!(
+            "{} instance(s) crash-looping",
+            report.crash_looping
+        )));
+    }
+    if report.pull_failed > 0 {
+        return Progress::Failed(last_exit(&format!(
+            "{} instance(s) cannot fetch their image",
+            report.pull_failed
+        )));
+    }
+    let wanted = match report.run_state {
+        RunState::Running => report.desired,
+        RunState::Stopped => 0,
+    };
+    let current = report.running.saturating_sub(report.outdated);
+    let settled = report.pending == 0
+        && report.pulling == 0
+        && report.unhealthy == 0
+        && report.outdated == 0
+        && report.running == wanted;
+    if settled {
+        return Progress::Converged;
+    }
+    let mut doing = Vec::new();
+    if report.pulling > 0 {
+        doing.push(format!("{} fetching images", report.pulling));
+    }
+    if report.pending > 0 {
+        doing.push(format!("{} pending", report.pending));
+    }
+    if report.outdated > 0 {
+        doing.push(format!("{} on the previous version", report.outdated));
+    }
+    if report.unhealthy > 0 {
+        doing.push(format!("{} unhealthy", report.unhealthy));
+    }
+    if doing.is_empty() {
+        doing.push(format!("{} of {wanted} running", report.running));
+    }
+    Progress::Rolling {
+        done: u64::from(current.min(wanted)),
+        total: u64::from(wanted),
+        doing: doing.join(", "),
+    }
+}
+
+/// The wait ran out before the rollout converged.
+#[derive(Debug, thiserror::Error)]
+#[error("{service} did not converge within {waited:?} ({doing})")]
+pub struct TimedOut {
+    pub service: String,
+    pub waited: Duration,
+    pub doing: String,
+}
+
+/// Follows `namespace/name` until version `version` converges (returns
+/// the last report) or fails (an error with the reason); a bar is drawn
+/// when `show_bar`.
+pub async fn wait(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    version: u64,
+    timeout: Duration,
+    show_bar: bool,
+) -> anyhow::Result<ServiceReport> {
+    let started = Instant::now();
+    let bar = show_bar.then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{namespace}/{name} v{version}"));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let mut doing;
+    loop {
+        // A replica that is briefly unreachable (a leader change) is not
+        // a failed rollout: keep asking until the wait runs out.
+        match client.service_report(namespace, name).await {
+            Ok(report) => match judge(&report, version) {
+                Progress::Converged => {
+                    if let Some(bar) = &bar {
+                        bar.set_length(u64::from(report.desired));
+                        bar.set_position(u64::from(report.running));
+                        bar.finish_with_message("converged");
+                    }
+                    return Ok(report);
+                }
+                Progress::Failed(reason) => {
+                    if let Some(bar) = &bar {
+                        bar.abandon_with_message("failed");
+                    }
+                    bail!("rollout of {namespace}/{name} failed: {reason}");
+                }
+                Progress::Rolling {
+                    done,
+                    total,
+                    doing: now,
+                } => {
+                    if let Some(bar) = &bar {
+                        bar.set_length(total);
+                        bar.set_position(done);
+                        bar.set_message(now.clone());
+                    }
+                    doing = now;
+                }
+            },
+            Err(error) if error.status().is_none() || error.status() == Some(503) => {
+                doing = error.to_string();
+            }
+            Err(error) => return Err(error.into()),
+        }
+        if started.elapsed() >= timeout {
+            if let Some(bar) = &bar {
+                bar.abandon_with_message("timed out");
+            }
+            return Err(TimedOut {
+                service: format!("{namespace}/{name}"),
+                waited: timeout,
+                doing,
+            }
+            .into());
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(desired: u32, running: u32, outdated: u32) -> ServiceReport {
+        serde_json::from_value(serde_json::json!({
+            "service": "demo/echo", "version": 7, "run_state": "running",
+            "desired": desired, "running": running, "unhealthy": 0, "crash_looping": 0,
+            "pending": desired.saturating_sub(running), "restarts": 0, "outdated": outdated,
+            "rollout_paused": null, "instances": [], "last_exits": [], "recent_events": []
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_rollout_converges_when_every_instance_runs_the_new_version() {
+        assert_eq!(judge(&report(3, 3, 0), 7), Progress::Converged);
+        assert!(matches!(
+            judge(&report(3, 3, 2), 7),
+            Progress::Rolling {
+                done: 1,
+                total: 3,
+                ..
+            }
+        ));
+        assert!(
+            matches!(judge(&report(3, 3, 0), 8), Progress::Rolling { .. }),
+            "an older version is not converged"
+        );
+    }
+
+    #[test]
+    fn a_paused_or_crash_looping_rollout_fails_with_its_reason() {
+        let mut paused = report(3, 2, 1);
+        paused.rollout_paused =
+            Some("rollout paused: new instance demo.echo.0 is crash_loop".into());
+        assert_eq!(
+            judge(&paused, 7),
+            Progress::Failed("rollout paused: new instance demo.echo.0 is crash_loop".into())
+        );
+        let mut looping = report(3, 2, 0);
+        looping.crash_looping = 1;
+        assert!(matches!(judge(&looping, 7), Progress::Failed(r) if r.contains("crash-looping")));
+    }
+}
