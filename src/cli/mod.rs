@@ -3,6 +3,7 @@
 //! Every failure becomes one line on stderr and a non-zero exit code (in
 //! `main`).
 
+pub mod compose;
 pub mod exit_codes;
 pub mod image;
 pub mod output;
@@ -98,9 +99,37 @@ pub enum Command {
         /// The cluster file, e.g. cluster-config/docker-3.toml.
         file: PathBuf,
     },
+    /// Run a docker-compose file's services in one namespace.
+    #[command(subcommand)]
+    Compose(ComposeCommand),
     /// Print a shell completion script, e.g.
     /// `raftvisor completion bash > /etc/bash_completion.d/raftvisor`.
     Completion { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ComposeCommand {
+    /// Deploy the file's services (dependencies first, each once what it
+    /// depends on converged). Keys that cannot be mapped are listed and
+    /// refused unless --ignore-unmapped.
+    Up {
+        file: PathBuf,
+        /// The namespace (default: the file's `name`).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Deploy without the keys that cannot be mapped (still listed).
+        #[arg(long)]
+        ignore_unmapped: bool,
+        /// How long to wait for a dependency to converge.
+        #[arg(long, default_value = "5m", value_parser = parse_cli_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Remove the file's services (dependents first).
+    Down {
+        file: PathBuf,
+        #[arg(long)]
+        namespace: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -453,6 +482,7 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
         }
         Command::Kv(kv) => run_kv(&client, format, kv).await,
         Command::Service(service) => run_service(&client, format, service).await,
+        Command::Compose(compose) => run_compose(&client, format, compose).await,
         Command::Node(node) => run_node(&client, format, node).await,
         Command::Cluster(cluster) => run_cluster(&client, format, cluster).await,
         Command::Dns(dns) => run_dns(format, dns).await,
@@ -768,6 +798,53 @@ where
 /// A duration on the command line: `90s`, `5m`, `1h`, `500ms`.
 fn parse_cli_duration(text: &str) -> Result<std::time::Duration, String> {
     crate::dates::parse_duration(text)
+}
+
+async fn run_compose(
+    client: &Client,
+    format: Format,
+    command: ComposeCommand,
+) -> anyhow::Result<()> {
+    let (plan, action) = match command {
+        ComposeCommand::Up {
+            file,
+            namespace,
+            ignore_unmapped,
+            timeout,
+        } => (
+            compose::up(
+                client,
+                &file,
+                namespace.as_deref(),
+                ignore_unmapped,
+                timeout,
+            )
+            .await?,
+            "deployed",
+        ),
+        ComposeCommand::Down { file, namespace } => (
+            compose::down(client, &file, namespace.as_deref()).await?,
+            "removed",
+        ),
+    };
+    let json = json!({
+        "namespace": plan.namespace,
+        action: plan.services.iter().map(|s| format!("{}/{}", plan.namespace, s.name)).collect::<Vec<_>>(),
+        "unmapped": plan.unmapped.iter().map(|(key, why)| json!({"key": key, "reason": why})).collect::<Vec<_>>(),
+    });
+    print(format, &json, || {
+        let mut table = Table::new(&["SERVICE", "COMPOSE NAME", "REPLICAS", "DEPENDS ON"]);
+        for s in &plan.services {
+            table.row(vec![
+                format!("{}/{}", plan.namespace, s.name),
+                s.compose_name.clone(),
+                s.spec.replicas.to_string(),
+                s.depends_on.join(","),
+            ]);
+        }
+        table
+    });
+    Ok(())
 }
 
 async fn run_action(

@@ -536,3 +536,131 @@ async fn the_cli_waits_for_rollouts_and_tells_failures_apart_by_exit_code() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compose_up_runs_three_services_in_dependency_order_and_down_removes_them() {
+    let Some(env) = DockerCluster::start(3).await else {
+        return;
+    };
+    env.add_node("local", LOCAL_ENGINE, "a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yaml");
+    let services = r#"
+services:
+  db:
+    image: raftvisor-echo:local
+    environment: [ROLE=db]
+    ports: ["8080"]
+    healthcheck:
+      test: ["CMD", "curl", "-f", "http://localhost:8080/health"]
+      interval: 1s
+  api:
+    image: raftvisor-echo:local
+    environment: { ROLE: api }
+    ports: ["8080"]
+    depends_on: [db]
+    deploy: { replicas: 2 }
+  web:
+    image: raftvisor-echo:local
+    ports: ["18080:8080"]
+    depends_on:
+      api: { condition: service_started }
+"#;
+    std::fs::write(&file, format!("name: shop\n{services}")).unwrap();
+    let path = file.display().to_string();
+
+    // The published host port cannot be kept: named, and refused by default.
+    let (code, _, err) = cli(&env, &["compose", "up", &path]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("services.web.ports[0] (published 18080)") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert!(
+        env.cluster
+            .client()
+            .service_list()
+            .await
+            .unwrap()
+            .is_empty(),
+        "nothing deployed"
+    );
+
+    let (code, out, err) = cli(
+        &env,
+        &[
+            "--output",
+            "json",
+            "compose",
+            "up",
+            &path,
+            "--ignore-unmapped",
+            "--timeout",
+            "90s",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let result: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        result["deployed"],
+        json!(["shop/db", "shop/api", "shop/web"]),
+        "{result}"
+    );
+    // Dependencies were running before their dependents were deployed.
+    let order: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("deployed shop/"))
+        .collect();
+    assert_eq!(order.len(), 3, "{err}");
+    let client = env.cluster.client();
+    let created = |name: &'static str| {
+        let client = client.clone();
+        async move { client.service_get("shop", name).await.unwrap().create_index }
+    };
+    let (db, api, web) = (
+        created("db").await,
+        created("api").await,
+        created("web").await,
+    );
+    assert!(db < api && api < web, "deploy order {db} {api} {web}");
+    let db_running_at = env
+        .cluster
+        .client()
+        .service_report("shop", "db")
+        .await
+        .unwrap();
+    assert!(db_running_at.running >= 1);
+    let db_spec = client.service_get("shop", "db").await.unwrap().spec;
+    assert_eq!(db_spec.env["ROLE"], "db");
+    assert_eq!(
+        db_spec.health.as_ref().map(|h| h.path.as_str()),
+        Some("/health")
+    );
+    for (name, replicas) in [("db", 1), ("api", 2), ("web", 1)] {
+        env.wait_running(name, replicas, Duration::from_secs(60))
+            .await;
+    }
+
+    let (code, out, err) = cli(&env, &["--output", "json", "compose", "down", &path]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    eventually(
+        "compose down removed every container",
+        Duration::from_secs(60),
+        || async {
+            let left = env.containers(None).await.len();
+            let services = env
+                .cluster
+                .client()
+                .service_list()
+                .await
+                .map_err(|e| e.to_string())?;
+            if left == 0 && services.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left} containers, {} services", services.len()))
+            }
+        },
+    )
+    .await;
+}
