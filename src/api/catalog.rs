@@ -72,6 +72,22 @@ fn registered(instance: &Instance) -> bool {
         )
 }
 
+/// A registered instance with its service and node; `None` for one that
+/// is not registered or whose service or node is gone.
+fn registration<'a>(
+    state: &'a Model,
+    instance: &'a Instance,
+) -> Option<(&'a Service, &'a Instance, &'a Node)> {
+    if !registered(instance) {
+        return None;
+    }
+    let service = state
+        .services
+        .get(&(instance.namespace.clone(), instance.service.clone()))?;
+    let node = state.nodes.get(instance.node.as_deref()?)?;
+    Some((service, instance, node))
+}
+
 /// A Consul check status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -254,14 +270,7 @@ impl<'a> Catalog<'a> {
         state
             .instances
             .values()
-            .filter(|i| registered(i))
-            .filter_map(move |i| {
-                let service = state
-                    .services
-                    .get(&(i.namespace.clone(), i.service.clone()))?;
-                let node = state.nodes.get(i.node.as_deref()?)?;
-                Some((service, i, node))
-            })
+            .filter_map(move |i| registration(state, i))
     }
 
     fn tags(service: &Service, instance: &Instance) -> Vec<String> {
@@ -354,14 +363,7 @@ impl<'a> Catalog<'a> {
         state
             .service_instances(&namespace, &name)
             .into_iter()
-            .filter(|i| registered(i))
-            .filter_map(move |i| {
-                let service = state
-                    .services
-                    .get(&(i.namespace.clone(), i.service.clone()))?;
-                let node = state.nodes.get(i.node.as_deref()?)?;
-                Some((service, i, node))
-            })
+            .filter_map(move |i| registration(state, i))
             .filter(move |(service, instance, _)| {
                 tag.as_ref()
                     .is_none_or(|tag| Self::tags(service, instance).contains(tag))
