@@ -17,8 +17,9 @@ use axum::response::{IntoResponse, Response};
 use super::policy::required_role;
 use super::token::{public_id, Token};
 use crate::api::error::ApiError;
+use crate::replica::actor::acting_as;
 use crate::replica::Replica;
-use crate::state::Role;
+use crate::state::{Actor, Role};
 
 /// Consul's token header.
 pub const CONSUL_TOKEN_HEADER: &str = "x-consul-token";
@@ -34,10 +35,11 @@ pub async fn require_token(
     };
     let presented = presented_token(request.headers());
     let verdict = check(&replica, presented.as_deref(), needed);
-    if verdict.is_ok() {
-        return next.run(request).await;
-    }
-    let refusal = verdict.unwrap_err();
+    let refusal = match verdict {
+        // The request's writes name this token in their events.
+        Ok((_, actor)) => return acting_as(actor, next.run(request)).await,
+        Err(refusal) => refusal,
+    };
     let remote = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -131,19 +133,31 @@ pub fn presented_token(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Checks `presented` against this replica's tokens.
-fn check(replica: &Replica, presented: Option<&str>, needed: Role) -> Result<Role, Refusal> {
+/// Checks `presented` against this replica's tokens: its role and who it is.
+fn check(
+    replica: &Replica,
+    presented: Option<&str>,
+    needed: Role,
+) -> Result<(Role, Actor), Refusal> {
     let presented = presented.ok_or(Refusal::Missing)?;
     let token = Token::parse(presented).map_err(|_| Refusal::Malformed)?;
-    let stored = replica
-        .sm
-        .read(|s| s.tokens.get(token.id()).map(|t| (t.hash, t.role)));
-    let role = match stored {
-        Some((hash, role)) if token.matches(&hash) => role,
+    let stored = replica.sm.read(|s| {
+        s.tokens
+            .get(token.id())
+            .map(|t| (t.hash, t.role, t.name.clone()))
+    });
+    let (role, name) = match stored {
+        Some((hash, role, name)) if token.matches(&hash) => (role, name),
         _ => return Err(Refusal::Invalid),
     };
     if role >= needed {
-        Ok(role)
+        Ok((
+            role,
+            Actor {
+                token_id: token.id().to_string(),
+                token_name: name,
+            },
+        ))
     } else {
         Err(Refusal::Forbidden { needed, has: role })
     }

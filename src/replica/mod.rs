@@ -6,6 +6,7 @@
 //! A write gets its [`RequestId`] here, on the replica that first accepts
 //! it, so forwarding it again after a lost answer cannot apply it twice.
 
+pub mod actor;
 pub mod archives;
 pub mod builds;
 pub mod elector;
@@ -380,7 +381,7 @@ impl Replica {
         let request = Request {
             id: RequestId::random(),
             time_ms: now_ms(),
-            command,
+            command: actor::attributed(command),
         };
         match self
             .to_leader(LeaderRequest::Write(Box::new(request)))
@@ -583,11 +584,15 @@ impl Replica {
     /// ([`Command::WithLimits`]), so every replica checks the same quotas;
     /// limits a forwarding replica put there are replaced.
     fn under_limits(&self, mut request: Request) -> Request {
-        let command = match request.command {
+        let (actor, command) = match request.command {
+            Command::As { actor, command } => (Some(actor), *command),
+            command => (None, command),
+        };
+        let command = match command {
             Command::WithLimits { command, .. } => *command,
             command => command,
         };
-        request.command = match command {
+        let limited = match command {
             Command::PutService { .. }
             | Command::ScaleService { .. }
             | Command::PutNode { .. }
@@ -599,6 +604,13 @@ impl Replica {
                 command: Box::new(command),
             },
             command => command,
+        };
+        request.command = match actor {
+            Some(actor) => Command::As {
+                actor,
+                command: Box::new(limited),
+            },
+            None => limited,
         };
         request
     }

@@ -266,6 +266,12 @@ pub enum Command {
     KvTxn {
         ops: Vec<super::kv_txn::Op>,
     },
+    /// `command` as asked by `actor` (an API token): applied as `command`,
+    /// its events name the actor (the audit trail).
+    As {
+        actor: super::Actor,
+        command: Box<Command>,
+    },
 }
 
 /// A command as it travels through Raft; a persisted record with a

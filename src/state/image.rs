@@ -39,12 +39,13 @@ pub struct StateImage {
 }
 
 impl Migrate for StateImage {
-    const VERSION_MARKER: &'static [u8] = b"SI04";
-    type Previous = v3::StateImage;
+    const VERSION_MARKER: &'static [u8] = b"SI05";
+    type Previous = v4::StateImage;
 
-    /// Sessions were not part of the state: none existed, no key was locked.
-    fn migrate(previous: v3::StateImage) -> StateImage {
-        let v3::StateImage {
+    /// Events did not name who caused them: the actor of every earlier
+    /// event is unknown.
+    fn migrate(previous: v4::StateImage) -> StateImage {
+        let v4::StateImage {
             cluster_id,
             services,
             instances,
@@ -61,6 +62,7 @@ impl Migrate for StateImage {
             manager_template,
             departed_managers,
             images,
+            sessions,
         } = previous;
         StateImage {
             cluster_id,
@@ -71,7 +73,7 @@ impl Migrate for StateImage {
             kv,
             kv_index,
             kv_delete_index,
-            events,
+            events: events.into_iter().map(Event::from).collect(),
             applied_index,
             dedup,
             tokens,
@@ -79,7 +81,84 @@ impl Migrate for StateImage {
             manager_template,
             departed_managers,
             images,
-            sessions: Versioned(SessionBook::default()),
+            sessions,
+        }
+    }
+}
+
+/// Frozen: the image as written before events named their actor.
+pub mod v4 {
+    use super::*;
+    use crate::state::types::event_v1::Event;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct StateImage {
+        pub cluster_id: Option<String>,
+        pub services: Vec<Service>,
+        pub instances: Vec<Instance>,
+        pub nodes: Vec<Node>,
+        pub managers: Vec<Manager>,
+        pub kv: Vec<(String, KvEntry)>,
+        pub kv_index: u64,
+        pub kv_delete_index: u64,
+        pub events: Vec<Event>,
+        pub applied_index: u64,
+        pub dedup: Vec<(RequestId, Applied)>,
+        pub tokens: Vec<TokenRecord>,
+        pub tokens_bootstrapped: bool,
+        /// Where the managers run, when bootstrap recorded it.
+        pub manager_template: Option<Versioned<ManagerTemplate>>,
+        /// Raft ids removed from the membership.
+        pub departed_managers: Vec<u64>,
+        /// Image pins, registry logins and the images the cluster keeps.
+        pub images: Versioned<ImageCatalog>,
+        /// Consul sessions and the locks they hold.
+        pub sessions: Versioned<SessionBook>,
+    }
+
+    impl Migrate for StateImage {
+        const VERSION_MARKER: &'static [u8] = b"SI04";
+        type Previous = v3::StateImage;
+
+        /// Sessions were not part of the state: none existed, no key was locked.
+        fn migrate(previous: v3::StateImage) -> StateImage {
+            let v3::StateImage {
+                cluster_id,
+                services,
+                instances,
+                nodes,
+                managers,
+                kv,
+                kv_index,
+                kv_delete_index,
+                events,
+                applied_index,
+                dedup,
+                tokens,
+                tokens_bootstrapped,
+                manager_template,
+                departed_managers,
+                images,
+            } = previous;
+            StateImage {
+                cluster_id,
+                services,
+                instances,
+                nodes,
+                managers,
+                kv,
+                kv_index,
+                kv_delete_index,
+                events,
+                applied_index,
+                dedup,
+                tokens,
+                tokens_bootstrapped,
+                manager_template,
+                departed_managers,
+                images,
+                sessions: Versioned(SessionBook::default()),
+            }
         }
     }
 }
@@ -87,6 +166,7 @@ impl Migrate for StateImage {
 /// Frozen: the image as written before sessions were part of the state.
 pub mod v3 {
     use super::*;
+    use crate::state::types::event_v1::Event;
 
     #[derive(Debug, Clone, Serialize, Deserialize)]
     pub struct StateImage {
@@ -159,6 +239,7 @@ pub mod v3 {
 /// Frozen: the image as written before images were part of the state.
 pub mod v2 {
     use super::*;
+    use crate::state::types::event_v1::Event;
 
     #[derive(Debug, Clone, Serialize, Deserialize)]
     pub struct StateImage {
@@ -217,6 +298,7 @@ pub mod v2 {
 /// Frozen: the image as written until the manager template was typed.
 pub mod v1 {
     use super::*;
+    use crate::state::types::event_v1::Event;
 
     #[derive(Debug, Clone, Serialize, Deserialize)]
     pub struct StateImage {

@@ -99,6 +99,9 @@ pub struct State {
     pub catalog_index: u64,
     /// Consul sessions and the locks they hold on KV keys.
     pub sessions: sessions::SessionBook,
+    /// Who asked for the command being applied ([`Command::As`]); only
+    /// set while it is applied, so its events name them.
+    actor: Option<Actor>,
     dedup: Dedup,
 }
 
@@ -177,6 +180,7 @@ impl State {
             images: image.images.0,
             catalog_index: image.applied_index,
             sessions: image.sessions.0,
+            actor: None,
             dedup,
         }
     }
@@ -510,6 +514,12 @@ impl State {
                 Outcome::Kv(true)
             }
             Command::KvTxn { ops } => Outcome::Txn(self.apply_txn(index, time_ms, ops)),
+            Command::As { actor, command } => {
+                let outer = self.actor.replace(actor.clone());
+                let outcome = self.apply_command(index, time_ms, command);
+                self.actor = outer;
+                outcome
+            }
         }
     }
 
@@ -875,6 +885,7 @@ impl State {
             kind: limits::truncate(kind.to_string(), limits::MAX_EVENT_FIELD_BYTES),
             subject: limits::truncate(subject.to_string(), limits::MAX_EVENT_FIELD_BYTES),
             message: limits::truncate(message, limits::MAX_EVENT_MESSAGE_BYTES),
+            actor: self.actor.clone(),
         });
         while self.events.len() > EVENT_LOG_CAPACITY {
             self.events.pop_front();

@@ -31,8 +31,10 @@ impl State {
 
     fn within_limits(&self, limits: &Limits, command: &Command) -> Result<(), Outcome> {
         match command {
-            Command::WithLimits { .. } => {
-                return Err(Outcome::Rejected("limits cannot be nested".into()))
+            Command::WithLimits { .. } | Command::As { .. } => {
+                return Err(Outcome::Rejected(
+                    "limits wrap the command itself, not limits or an actor".into(),
+                ))
             }
             Command::PutService {
                 namespace,

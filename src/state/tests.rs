@@ -380,6 +380,49 @@ fn locks_survive_a_snapshot_and_an_invalidated_session_frees_them_by_behaviour()
 }
 
 #[test]
+fn events_name_the_actor_of_a_command_and_keep_it_in_a_snapshot() {
+    let mut state = State::default();
+    let actor = Actor {
+        token_id: "3f9a0c12d4e5".into(),
+        token_name: "deployer".into(),
+    };
+    state.apply(
+        1,
+        &req(
+            1,
+            Command::As {
+                actor: actor.clone(),
+                command: Box::new(Command::PutService {
+                    namespace: "demo".into(),
+                    name: "echo".into(),
+                    spec: spec(1),
+                    expected_version: None,
+                }),
+            },
+        ),
+    );
+    state.apply(
+        2,
+        &req(
+            2,
+            Command::RecordEvent {
+                kind: "x".into(),
+                subject: "y".into(),
+                message: "the control plane's own".into(),
+            },
+        ),
+    );
+    assert_eq!(state.events[0].actor.as_ref(), Some(&actor));
+    assert_eq!(
+        state.events[1].actor, None,
+        "the actor is the command's only"
+    );
+    let bytes = crate::codec::encode(&state.to_image()).unwrap();
+    let restored = State::from_image(crate::codec::decode(&bytes).unwrap());
+    assert_eq!(restored.events, state.events);
+}
+
+#[test]
 fn event_log_is_bounded() {
     let mut state = State::default();
     for i in 0..(EVENT_LOG_CAPACITY as u128 + 10) {

@@ -60,7 +60,9 @@ pub fn touched(command: &Command, outcome: &Outcome) -> Vec<Touched> {
         return Vec::new();
     }
     match command {
-        Command::WithLimits { command, .. } => touched(command, outcome),
+        Command::WithLimits { command, .. } | Command::As { command, .. } => {
+            touched(command, outcome)
+        }
         Command::InitCluster { .. } => vec![Touched::Everything],
         Command::PutService {
             namespace, name, ..

@@ -534,6 +534,44 @@ pub struct Event {
     pub kind: String,
     pub subject: String,
     pub message: String,
+    /// The API token whose request caused it; `None` for the control
+    /// plane's own work (the supervisor, expiries, bootstrap).
+    #[serde(default)]
+    pub actor: Option<Actor>,
+}
+
+/// Who asked for a change: an API token's public id and its name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub token_id: String,
+    pub token_name: String,
+}
+
+/// Frozen: events as written before they named their actor.
+pub mod event_v1 {
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Event {
+        pub index: u64,
+        pub time_ms: u64,
+        pub kind: String,
+        pub subject: String,
+        pub message: String,
+    }
+
+    impl From<Event> for super::Event {
+        fn from(e: Event) -> super::Event {
+            super::Event {
+                index: e.index,
+                time_ms: e.time_ms,
+                kind: e.kind,
+                subject: e.subject,
+                message: e.message,
+                actor: None,
+            }
+        }
+    }
 }
 
 /// What an API token may do. Ordered: each role includes the ones before it.

@@ -478,3 +478,45 @@ async fn a_named_missing_bootstrap_file_is_written_once_per_cluster() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_name_the_token_that_caused_each_change() {
+    let cluster = Cluster::start(3).await;
+    let admin = cluster.client();
+    let deployer = admin
+        .token_create(Role::Operator, "deployer")
+        .await
+        .unwrap();
+    // Through a follower: the actor travels with the forwarded write.
+    let mut ids: Vec<u64> = vec![1, 2, 3];
+    let status = admin.cluster_status().await.unwrap();
+    ids.retain(|id| Some(*id) != status.leader_id);
+    let as_deployer = cluster.client_with_token(&ids, Some(deployer.token.clone()));
+    let spec: raftvisor::state::ServiceSpec =
+        serde_json::from_value(serde_json::json!({"image": "raftvisor-echo:local", "replicas": 0}))
+            .unwrap();
+    as_deployer
+        .service_put("audit", "web", &spec, None)
+        .await
+        .unwrap();
+    let events = admin.events(0).await.unwrap();
+    let deployed = events
+        .iter()
+        .find(|e| e.subject == "audit/web")
+        .unwrap_or_else(|| panic!("no event of audit/web in {events:?}"));
+    let actor = deployed.actor.as_ref().expect("the deploy names its token");
+    assert_eq!(
+        (actor.token_id.as_str(), actor.token_name.as_str()),
+        (deployer.info.id.as_str(), "deployer")
+    );
+    // The token itself was created by the bootstrap admin token.
+    let created = events
+        .iter()
+        .find(|e| e.subject.contains(&deployer.info.id))
+        .unwrap_or_else(|| panic!("no token event in {events:?}"));
+    assert_eq!(
+        created.actor.as_ref().map(|a| a.token_id.as_str()),
+        Some("harness"),
+        "{created:?}"
+    );
+}
