@@ -47,7 +47,9 @@ fn due(
     sessions: &[(String, u64, u64)],
     now: Instant,
 ) -> (Vec<(String, u64)>, Option<Instant>) {
-    deadlines.retain(|id, _| sessions.iter().any(|(s, _, _)| s == id));
+    let alive: std::collections::HashSet<&str> =
+        sessions.iter().map(|(id, _, _)| id.as_str()).collect();
+    deadlines.retain(|id, _| alive.contains(id.as_str()));
     let mut expired = Vec::new();
     let mut next: Option<Instant> = None;
     for (id, renewals, ttl_ms) in sessions {
