@@ -531,12 +531,14 @@ impl Client {
     // ---- tokens (admin) ----
 
     /// Creates a token; the answer holds its secret, shown only this once.
-    pub async fn token_create(&self, role: Role, name: &str) -> Result<CreatedToken, ClientError> {
-        let body = CreateToken {
-            role,
-            name: name.into(),
-        };
-        self.post("/v1/tokens", json(&body)?).await
+    pub async fn token_create(&self, body: &CreateToken) -> Result<CreatedToken, ClientError> {
+        self.post("/v1/tokens", json(body)?).await
+    }
+
+    /// The record of the token this client presents.
+    pub async fn token_self(&self) -> Result<TokenInfo, ClientError> {
+        self.call(Method::GET, "/v1/tokens/self", &[], None, None)
+            .await
     }
 
     pub async fn token_list(&self) -> Result<Vec<TokenInfo>, ClientError> {

@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Event, ExitInfo, Instance, Role, RunState, TokenRecord};
+use crate::state::{Event, ExitInfo, Instance, Role, RunState, TokenLimits, TokenRecord};
 
 /// Every error answer: `{"error": "...", "code": "..."}`, and the current
 /// version on a 412 `version_mismatch`.
@@ -183,27 +183,75 @@ pub struct TokenInfo {
     pub role: Role,
     pub created_ms: u64,
     pub create_index: u64,
+    /// The namespaces a limited token reaches; absent for a token that
+    /// reaches the whole cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Vec<String>>,
+    /// The KV prefixes a limited token reaches; absent for a token that
+    /// reaches the whole cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_prefixes: Option<Vec<String>>,
 }
 
-impl From<&TokenRecord> for TokenInfo {
-    fn from(record: &TokenRecord) -> TokenInfo {
+impl TokenInfo {
+    pub fn new(record: &TokenRecord, limits: Option<&TokenLimits>) -> TokenInfo {
         TokenInfo {
             id: record.id.clone(),
             name: record.name.clone(),
             role: record.role,
             created_ms: record.created_ms,
             create_index: record.create_index,
+            namespaces: limits.map(|l| l.namespaces.clone()),
+            kv_prefixes: limits.map(|l| l.kv_prefixes.clone()),
         }
     }
 }
 
-/// `POST /v1/tokens` body.
+/// `POST /v1/tokens` body. `namespaces` and `kv_prefixes` make a limited
+/// token; `kv_prefixes` defaults to `<namespace>/` for each namespace.
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub role: Role,
     #[serde(default)]
     pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kv_prefixes: Option<Vec<String>>,
+}
+
+impl CreateToken {
+    /// A token of `role` named `name` that reaches the whole cluster.
+    pub fn new(role: Role, name: &str) -> CreateToken {
+        CreateToken {
+            role,
+            name: name.into(),
+            namespaces: None,
+            kv_prefixes: None,
+        }
+    }
+
+    /// The limits this body asks for (sorted, without duplicates), or
+    /// `None` for a token that reaches the whole cluster.
+    pub fn limits(&self) -> Option<TokenLimits> {
+        if self.namespaces.is_none() && self.kv_prefixes.is_none() {
+            return None;
+        }
+        let sorted = |list: Vec<String>| {
+            let set: std::collections::BTreeSet<String> = list.into_iter().collect();
+            set.into_iter().collect::<Vec<_>>()
+        };
+        let namespaces = sorted(self.namespaces.clone().unwrap_or_default());
+        let kv_prefixes = match &self.kv_prefixes {
+            Some(prefixes) => sorted(prefixes.clone()),
+            None => sorted(namespaces.iter().map(|n| format!("{n}/")).collect()),
+        };
+        Some(TokenLimits {
+            namespaces,
+            kv_prefixes,
+        })
+    }
 }
 
 /// `POST /v1/tokens` answer: the token, once, and its public record.

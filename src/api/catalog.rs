@@ -34,6 +34,7 @@ use serde::Serialize;
 use super::blocking::{consul_headers, Blocking};
 use super::error::{ApiError, ApiResult};
 use super::extract::Params;
+use crate::auth::scope::Scope;
 use crate::replica::Replica;
 use crate::state::{Instance, InstanceState, Node, NodeState, Service, State as Model};
 
@@ -516,18 +517,40 @@ async fn blocking_read<T: Serialize>(
     Ok(response)
 }
 
-pub async fn services(State(replica): State<Arc<Replica>>, params: Params) -> ApiResult<Response> {
-    blocking_read(&replica, &params, |catalog| catalog.services()).await
+/// Whether the Consul service `consul` lies in the token's namespaces (a
+/// limited token sees the catalog of its namespaces only, as if nothing
+/// else were registered).
+fn visible(scope: &Scope, consul: &str) -> bool {
+    scope.allows_namespace(&from_consul_name(consul).0)
+}
+
+pub async fn services(
+    State(replica): State<Arc<Replica>>,
+    scope: Scope,
+    params: Params,
+) -> ApiResult<Response> {
+    blocking_read(&replica, &params, |catalog| {
+        let mut services = catalog.services();
+        services.retain(|name, _| visible(&scope, name));
+        services
+    })
+    .await
 }
 
 pub async fn service(
     State(replica): State<Arc<Replica>>,
     Path(name): Path<String>,
+    scope: Scope,
     params: Params,
 ) -> ApiResult<Response> {
     let tag = params.get("tag").map(str::to_string);
+    let visible = visible(&scope, &name);
     blocking_read(&replica, &params, |catalog| {
-        catalog.service(&name, tag.as_deref())
+        if visible {
+            catalog.service(&name, tag.as_deref())
+        } else {
+            Vec::new()
+        }
     })
     .await
 }
@@ -539,14 +562,20 @@ pub async fn nodes(State(replica): State<Arc<Replica>>, params: Params) -> ApiRe
 pub async fn health_service(
     State(replica): State<Arc<Replica>>,
     Path(name): Path<String>,
+    scope: Scope,
     params: Params,
 ) -> ApiResult<Response> {
+    let visible = visible(&scope, &name);
     let tag = params.get("tag").map(str::to_string);
     let passing = params
         .get("passing")
         .is_some_and(|v| v != "false" && v != "0");
     blocking_read(&replica, &params, |catalog| {
-        catalog.health(&name, tag.as_deref(), passing)
+        if visible {
+            catalog.health(&name, tag.as_deref(), passing)
+        } else {
+            Vec::new()
+        }
     })
     .await
 }

@@ -11,6 +11,7 @@ use axum::Json;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
+use crate::auth::scope::Scope;
 use crate::raft::PeerNode;
 use crate::replica::{now_ms, Replica};
 use crate::state::{Event, ManagerTemplate};
@@ -137,6 +138,7 @@ pub async fn remove_member(
 
 pub async fn events(
     State(replica): State<Arc<Replica>>,
+    scope: Scope,
     params: Params,
 ) -> ApiResult<Json<Vec<Event>>> {
     params.read_barrier(&replica).await?;
@@ -144,7 +146,7 @@ pub async fn events(
     Ok(Json(replica.sm.read(|s| {
         s.events
             .iter()
-            .filter(|e| e.index > since)
+            .filter(|e| e.index > since && scope.allows_event(e))
             .cloned()
             .collect()
     })))

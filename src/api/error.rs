@@ -37,6 +37,15 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// 403: `what` lies outside what a limited token reaches.
+    pub fn out_of_reach(scope: &crate::auth::scope::Scope, what: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{what} is outside this token's reach; {}", scope.describe()),
+        )
+    }
+
     /// A write over a size limit (400 `limit_exceeded`) or a quota (409
     /// `quota_exceeded`); the message names the `[limits]` key.
     pub fn limit(error: crate::state::limits::LimitError) -> ApiError {

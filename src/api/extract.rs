@@ -8,6 +8,7 @@ use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
+use crate::auth::scope::Scope;
 use crate::replica::Replica;
 
 /// JSON body whose errors are API errors. The content type is not
@@ -45,6 +46,24 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             )
         })?;
         Ok(JsonBody(value))
+    }
+}
+
+/// The reach of the request's token, as the auth layer found it. Every
+/// route behind that layer has one; a request without one (a route
+/// outside the layer by mistake) is refused, never served with the
+/// whole cluster's reach.
+impl<S: Send + Sync> FromRequestParts<S> for Scope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Scope>().cloned().ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "this route is not behind the token check",
+            )
+        })
     }
 }
 

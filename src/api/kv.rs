@@ -18,6 +18,7 @@ use base64::Engine;
 use super::blocking::{consul_headers, Blocking};
 use super::error::{ApiError, ApiResult};
 use super::extract::Params;
+use crate::auth::scope::Scope;
 use crate::replica::Replica;
 use crate::state::{validate, Command, KvEntry, Outcome, State as Model};
 use crate::wire::ConsulEntry;
@@ -39,15 +40,27 @@ fn consul_entry<'a>(model: &'a Model, key: &'a str, entry: &KvEntry) -> ConsulEn
 
 pub async fn get_root(
     state: State<Arc<Replica>>,
+    scope: Scope,
     params: Params,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    get(state, Path(String::new()), params, headers).await
+    get(state, Path(String::new()), scope, params, headers).await
+}
+
+/// Refuses a write (or a single-key read) of `key` outside the token's
+/// prefixes. Listings of a wider prefix are filtered instead.
+fn reach(scope: &Scope, key: &str) -> ApiResult<()> {
+    if scope.allows_key(key) {
+        Ok(())
+    } else {
+        Err(ApiError::out_of_reach(scope, &format!("KV key {key:?}")))
+    }
 }
 
 pub async fn get(
     State(replica): State<Arc<Replica>>,
     Path(key): Path<String>,
+    scope: Scope,
     params: Params,
     _headers: HeaderMap,
 ) -> ApiResult<Response> {
@@ -57,6 +70,9 @@ pub async fn get(
             "a key is required unless ?recurse or ?keys is given",
         ));
     }
+    if !recurse {
+        reach(&scope, &key)?;
+    }
     let blocking = Blocking::from_params(&params)?;
     params.read_barrier(&replica).await?;
     blocking
@@ -64,16 +80,22 @@ pub async fn get(
         .await;
     let response = replica
         .sm
-        .read(|model| render_read(model, &key, &params, recurse));
+        .read(|model| render_read(model, &key, &params, recurse, &scope));
     Ok(response)
 }
 
-fn render_read(model: &Model, key: &str, params: &Params, recurse: bool) -> Response {
+fn render_read(
+    model: &Model,
+    key: &str,
+    params: &Params,
+    recurse: bool,
+    scope: &Scope,
+) -> Response {
     let index = model.kv_read_index(key, recurse);
     let mut response = if params.has("keys") {
         let separator = params.get("separator").filter(|s| !s.is_empty());
         let mut names: Vec<String> = Vec::new();
-        for (name, _) in model.kv_prefix(key) {
+        for (name, _) in model.kv_prefix(key).filter(|(k, _)| scope.allows_key(k)) {
             let shown = match separator {
                 Some(sep) => match name[key.len()..].find(sep) {
                     Some(at) => name[..key.len() + at + sep.len()].to_string(),
@@ -93,6 +115,7 @@ fn render_read(model: &Model, key: &str, params: &Params, recurse: bool) -> Resp
     } else if recurse {
         let entries: Vec<ConsulEntry> = model
             .kv_prefix(key)
+            .filter(|(k, _)| scope.allows_key(k))
             .map(|(k, e)| consul_entry(model, k, e))
             .collect();
         if entries.is_empty() {
@@ -118,11 +141,13 @@ fn render_read(model: &Model, key: &str, params: &Params, recurse: bool) -> Resp
 pub async fn put(
     State(replica): State<Arc<Replica>>,
     Path(key): Path<String>,
+    scope: Scope,
     params: Params,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<Response> {
     let body = body?;
     validate::kv_key(&key).map_err(ApiError::bad_request)?;
+    reach(&scope, &key)?;
     replica.config.limits.check_kv(&key, &body).map_err(|e| {
         if e.limit == "max_kv_value_bytes" {
             ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", e.message)
@@ -167,19 +192,27 @@ pub async fn put(
     answer_bool(replica.write(command).await?.outcome)
 }
 
-pub async fn delete_root(state: State<Arc<Replica>>, params: Params) -> ApiResult<Response> {
-    delete(state, Path(String::new()), params).await
+pub async fn delete_root(
+    state: State<Arc<Replica>>,
+    scope: Scope,
+    params: Params,
+) -> ApiResult<Response> {
+    delete(state, Path(String::new()), scope, params).await
 }
 
 pub async fn delete(
     State(replica): State<Arc<Replica>>,
     Path(key): Path<String>,
+    scope: Scope,
     params: Params,
 ) -> ApiResult<Response> {
     let recurse = params.has("recurse");
     if !recurse {
         validate::kv_key(&key).map_err(ApiError::bad_request)?;
     }
+    // A recursive delete removes every key under `key`: all of them are
+    // within reach exactly when `key` itself lies under a prefix.
+    reach(&scope, &key)?;
     let command = Command::KvDelete {
         key,
         cas: params.number("cas")?,

@@ -145,6 +145,7 @@ pub fn router(replica: Arc<Replica>) -> Router {
         .route("/v1/session/list", get(sessions::list))
         .route("/v1/txn", axum::routing::put(sessions::txn))
         .route("/v1/tokens", get(tokens::list).post(tokens::create))
+        .route("/v1/tokens/self", get(tokens::own))
         .route("/v1/tokens/{id}", axum::routing::delete(tokens::revoke))
         .route("/v1/kv", get(kv::get_root).delete(kv::delete_root))
         .route("/v1/kv/", get(kv::get_root).delete(kv::delete_root))

@@ -20,8 +20,9 @@ use axum::Json;
 use serde::Serialize;
 
 use super::catalog::{passing, Catalog};
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::extract::Params;
+use crate::auth::scope::Scope;
 use crate::replica::Replica;
 use crate::state::{Protocol, State as Model};
 
@@ -117,10 +118,14 @@ pub fn manager_targets(state: &Model) -> Vec<TargetGroup> {
 
 pub async fn targets(
     State(replica): State<Arc<Replica>>,
+    scope: Scope,
     params: Params,
 ) -> ApiResult<Json<Vec<TargetGroup>>> {
     params.read_barrier(&replica).await?;
     if params.has("managers") {
+        if scope.limits().is_some() {
+            return Err(ApiError::out_of_reach(&scope, "the managers' targets"));
+        }
         return Ok(Json(replica.sm.read(manager_targets)));
     }
     let filter = Filter {
@@ -128,9 +133,14 @@ pub async fn targets(
         service: params.get("service").map(str::to_string),
         port: params.get("port").map(str::to_string),
     };
-    Ok(Json(
-        replica.sm.read(|state| workload_targets(state, &filter)),
-    ))
+    let mut groups = replica.sm.read(|state| workload_targets(state, &filter));
+    groups.retain(|group| {
+        group
+            .labels
+            .get("namespace")
+            .is_some_and(|namespace| scope.allows_namespace(namespace))
+    });
+    Ok(Json(groups))
 }
 
 #[cfg(test)]

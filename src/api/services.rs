@@ -11,6 +11,7 @@ use axum::Json;
 
 use super::error::{outcome_response, ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
+use crate::auth::scope::Scope;
 use crate::replica::Replica;
 use crate::secrets;
 use crate::state::{
@@ -91,6 +92,7 @@ fn service_outcome(what: &str, outcome: Outcome) -> ApiResult<Response> {
 
 pub async fn list(
     State(replica): State<Arc<Replica>>,
+    scope: Scope,
     params: Params,
 ) -> ApiResult<Json<Vec<Service>>> {
     params.read_barrier(&replica).await?;
@@ -99,6 +101,7 @@ pub async fn list(
         s.services
             .values()
             .filter(|svc| namespace.as_ref().is_none_or(|ns| &svc.namespace == ns))
+            .filter(|svc| scope.allows_namespace(&svc.namespace))
             .cloned()
             .collect()
     })))

@@ -26,6 +26,7 @@ use serde_json::Value;
 use super::blocking::{consul_headers, parse_duration, Blocking};
 use super::error::{ApiError, ApiResult};
 use super::extract::Params;
+use crate::auth::scope::Scope;
 use crate::replica::Replica;
 use crate::state::kv_txn::{Op, TxnOutcome, Verb, MAX_OPS};
 use crate::state::sessions::{Behavior, Session, SessionRequest, DEFAULT_LOCK_DELAY_MS};
@@ -363,6 +364,7 @@ fn txn_entry_json(entry: &crate::state::kv_txn::TxnEntry) -> Value {
 /// `Errors` naming the operation that failed.
 pub async fn txn(
     State(replica): State<Arc<Replica>>,
+    scope: Scope,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<Response> {
     let body = body?;
@@ -384,6 +386,18 @@ pub async fn txn(
         .enumerate()
         .map(|(i, item)| txn_op(i, item))
         .collect::<Result<Vec<Op>, ApiError>>()?;
+    // Every verb reads or writes `key` (or, for the tree verbs, the keys
+    // under the prefix `key`): one key out of reach refuses them all.
+    if let Some((position, op)) = ops
+        .iter()
+        .enumerate()
+        .find(|(_, op)| !scope.allows_key(&op.key))
+    {
+        return Err(ApiError::out_of_reach(
+            &scope,
+            &format!("operation {position}: KV key {:?}", op.key),
+        ));
+    }
     for op in ops
         .iter()
         .filter(|op| op.verb.writes() && !op.value.is_empty())

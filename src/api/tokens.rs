@@ -1,17 +1,20 @@
-//! `/v1/tokens` (admin only): create a token (the answer is the only time
-//! its secret is shown), list tokens (ids, names, roles — never secrets or
-//! hashes) and revoke one. The secret is generated on the replica that
+//! `/v1/tokens` (admin only): create a token, limited to namespaces and KV
+//! prefixes or not (the answer is the only time its secret is shown), list
+//! tokens (ids, names, roles, limits — never secrets or hashes) and revoke
+//! one; `GET /v1/tokens/self` (any role) shows the presented token's own
+//! record. The secret is generated on the replica that
 //! takes the request; only its hash goes through Raft.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
+use crate::auth::middleware::presented_token;
 use crate::auth::Token;
 use crate::replica::Replica;
 use crate::state::{validate, Command, Outcome};
@@ -22,21 +25,34 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateToken>,
 ) -> ApiResult<Response> {
     validate::token_name(&body.name).map_err(ApiError::bad_request)?;
+    let limits = body.limits();
+    if let Some(limits) = &limits {
+        validate::token_limits(body.role, limits).map_err(ApiError::bad_request)?;
+    }
     // A new id colliding with an existing one (48 random bits) is refused by
     // the state machine; a second draw settles it.
     for _ in 0..3 {
         let token = Token::generate();
-        let command = Command::PutToken {
-            id: token.id().to_string(),
-            name: body.name.clone(),
-            role: body.role,
-            hash: token.hash(),
+        let command = match &limits {
+            None => Command::PutToken {
+                id: token.id().to_string(),
+                name: body.name.clone(),
+                role: body.role,
+                hash: token.hash(),
+            },
+            Some(limits) => Command::PutLimitedToken {
+                id: token.id().to_string(),
+                name: body.name.clone(),
+                role: body.role,
+                hash: token.hash(),
+                limits: limits.clone(),
+            },
         };
         match replica.write(command).await?.outcome {
             Outcome::Token(record) => {
                 let created = CreatedToken {
                     token: token.reveal().to_string(),
-                    info: TokenInfo::from(&*record),
+                    info: TokenInfo::new(&record, limits.as_ref()),
                 };
                 return Ok((StatusCode::CREATED, Json(created)).into_response());
             }
@@ -64,8 +80,38 @@ pub async fn list(
 ) -> ApiResult<Json<Vec<TokenInfo>>> {
     params.read_barrier(&replica).await?;
     Ok(Json(replica.sm.read(|s| {
-        s.tokens.values().map(TokenInfo::from).collect()
+        s.tokens
+            .values()
+            .map(|t| TokenInfo::new(t, s.token_limits.get(&t.id)))
+            .collect()
     })))
+}
+
+/// `GET /v1/tokens/self`: the record of the token this request presents
+/// (the auth layer has checked it), so a client — the dashboard — knows
+/// its role and reach.
+pub async fn own(
+    State(replica): State<Arc<Replica>>,
+    headers: HeaderMap,
+) -> ApiResult<Json<TokenInfo>> {
+    let token = presented_token(&headers)
+        .and_then(|presented| Token::parse(&presented).ok())
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "no valid token"))?;
+    replica
+        .sm
+        .read(|s| {
+            s.tokens
+                .get(token.id())
+                .map(|t| TokenInfo::new(t, s.token_limits.get(&t.id)))
+        })
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the API token is not valid (unknown, revoked or malformed)",
+            )
+        })
 }
 
 pub async fn revoke(

@@ -1,9 +1,11 @@
 //! The axum layer in front of every API route: finds the token of a
 //! request (`Authorization: Bearer …`, or Consul's `X-Consul-Token` so
 //! Consul clients work), checks it against this replica's state and the
-//! role [`super::policy`] asks for, and answers 401 (missing, malformed,
-//! unknown or revoked token) or 403 (role too weak) in the API's JSON error
-//! shape. Every refusal is logged with the remote address, method, path
+//! role [`super::policy`] asks for and, for a limited token, the routes
+//! [`super::scope`] allows; answers 401 (missing, malformed, unknown or
+//! revoked token) or 403 (role too weak, route out of the token's reach) in
+//! the API's JSON error shape. The request carries the token's [`Scope`]
+//! to its handler. Every refusal is logged with the remote address, method, path
 //! and the token's public id — never the token, never the query string.
 
 use std::net::SocketAddr;
@@ -15,6 +17,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::policy::required_role;
+use super::scope::{limited_route, Scope};
 use super::token::{public_id, Token};
 use crate::api::error::ApiError;
 use crate::replica::actor::acting_as;
@@ -27,17 +30,26 @@ pub const CONSUL_TOKEN_HEADER: &str = "x-consul-token";
 /// Checks the request's token before the route runs.
 pub async fn require_token(
     State(replica): State<Arc<Replica>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
     let Some(needed) = required_role(request.method(), request.uri().path()) else {
         return next.run(request).await;
     };
     let presented = presented_token(request.headers());
-    let verdict = check(&replica, presented.as_deref(), needed);
+    let verdict = check(&replica, presented.as_deref(), needed).and_then(|granted| {
+        if let Scope::Limited(limits) = &granted.scope {
+            limited_route(request.method(), request.uri().path(), limits)
+                .map_err(Refusal::OutOfReach)?;
+        }
+        Ok(granted)
+    });
     let refusal = match verdict {
-        // The request's writes name this token in their events.
-        Ok((_, actor)) => return acting_as(actor, next.run(request)).await,
+        Ok(granted) => {
+            request.extensions_mut().insert(granted.scope);
+            // The request's writes name this token in their events.
+            return acting_as(granted.actor, next.run(request)).await;
+        }
         Err(refusal) => refusal,
     };
     let remote = request
@@ -66,6 +78,8 @@ pub enum Refusal {
         needed: Role,
         has: Role,
     },
+    /// A limited token asked for something outside its namespaces.
+    OutOfReach(String),
 }
 
 impl Refusal {
@@ -75,6 +89,7 @@ impl Refusal {
             Refusal::Malformed => "malformed token",
             Refusal::Invalid => "unknown, wrong or revoked token",
             Refusal::Forbidden { .. } => "role too weak",
+            Refusal::OutOfReach(_) => "outside the token's namespaces",
         }
     }
 }
@@ -101,6 +116,7 @@ impl IntoResponse for Refusal {
                     has.as_str()
                 ),
             ),
+            Refusal::OutOfReach(why) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", why),
         };
         let unauthorized = error.status == StatusCode::UNAUTHORIZED;
         let mut response = error.into_response();
@@ -133,34 +149,41 @@ pub fn presented_token(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Checks `presented` against this replica's tokens: its role and who it is.
-fn check(
-    replica: &Replica,
-    presented: Option<&str>,
-    needed: Role,
-) -> Result<(Role, Actor), Refusal> {
+/// What a valid token of sufficient role grants a request.
+struct Granted {
+    actor: Actor,
+    scope: Scope,
+}
+
+/// Checks `presented` against this replica's tokens: its role, who it is
+/// and what it reaches.
+fn check(replica: &Replica, presented: Option<&str>, needed: Role) -> Result<Granted, Refusal> {
     let presented = presented.ok_or(Refusal::Missing)?;
     let token = Token::parse(presented).map_err(|_| Refusal::Malformed)?;
     let stored = replica.sm.read(|s| {
-        s.tokens
-            .get(token.id())
-            .map(|t| (t.hash, t.role, t.name.clone()))
+        s.tokens.get(token.id()).map(|t| {
+            (
+                t.hash,
+                t.role,
+                t.name.clone(),
+                s.token_limits.get(token.id()).cloned(),
+            )
+        })
     });
-    let (role, name) = match stored {
-        Some((hash, role, name)) if token.matches(&hash) => (role, name),
+    let (role, name, limits) = match stored {
+        Some((hash, role, name, limits)) if token.matches(&hash) => (role, name, limits),
         _ => return Err(Refusal::Invalid),
     };
-    if role >= needed {
-        Ok((
-            role,
-            Actor {
-                token_id: token.id().to_string(),
-                token_name: name,
-            },
-        ))
-    } else {
-        Err(Refusal::Forbidden { needed, has: role })
+    if role < needed {
+        return Err(Refusal::Forbidden { needed, has: role });
     }
+    Ok(Granted {
+        actor: Actor {
+            token_id: token.id().to_string(),
+            token_name: name,
+        },
+        scope: limits.map_or(Scope::Cluster, Scope::Limited),
+    })
 }
 
 #[cfg(test)]

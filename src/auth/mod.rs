@@ -8,6 +8,8 @@
 //!
 //! - [`token`]: generating, parsing, hashing and verifying tokens (pure).
 //! - [`policy`]: which role each method and path needs (pure).
+//! - [`scope`]: what a token limited to namespaces and KV prefixes may
+//!   reach (pure).
 //! - [`middleware`]: the axum layer that answers 401/403 and logs refusals.
 //! - [`first_token`]: the first admin token of a new cluster, from or to
 //!   the configured file, or generated and printed once.
@@ -17,6 +19,7 @@
 pub mod first_token;
 pub mod middleware;
 pub mod policy;
+pub mod scope;
 pub mod token;
 
 pub use token::Token;

@@ -1,5 +1,6 @@
 //! Which role a request needs, from its method and path alone (pure):
-//! `GET /v1/health` needs none; tokens, cluster membership, registering,
+//! `GET /v1/health` and the dashboard's assets (`/ui`) need none;
+//! `GET /v1/tokens/self` (a token's own record) needs `read`; tokens, cluster membership, registering,
 //! changing or deleting nodes (a node's engine receives services' secrets,
 //! and its `docker_tls` names files on the managers) and the debug
 //! endpoints (fail points) need `admin`; other reads need `read`; other
@@ -14,8 +15,11 @@ use crate::state::Role;
 /// The role `method path` needs; `None` for the one public endpoint.
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     let read_only = method == Method::GET || method == Method::HEAD;
-    if path == "/v1/health" && read_only {
+    if (path == "/v1/health" || path == "/ui" || path.starts_with("/ui/")) && read_only {
         return None;
+    }
+    if path == "/v1/tokens/self" && read_only {
+        return Some(Role::Read);
     }
     if under(path, "/v1/tokens") || under(path, "/v1/debug") {
         return Some(Role::Admin);
@@ -61,6 +65,12 @@ mod tests {
             (Method::POST, "/v1/cluster/members", Some(Role::Admin)),
             (Method::DELETE, "/v1/cluster/members/3", Some(Role::Admin)),
             (Method::GET, "/v1/tokens", Some(Role::Admin)),
+            (Method::GET, "/v1/tokens/self", Some(Role::Read)),
+            (Method::DELETE, "/v1/tokens/self", Some(Role::Admin)),
+            (Method::GET, "/ui", None),
+            (Method::GET, "/ui/app.js", None),
+            (Method::POST, "/ui/app.js", Some(Role::Operator)),
+            (Method::GET, "/uix", Some(Role::Read)),
             (Method::POST, "/v1/tokens", Some(Role::Admin)),
             (Method::DELETE, "/v1/tokens/abc", Some(Role::Admin)),
             (Method::GET, "/v1/events", Some(Role::Read)),

@@ -20,6 +20,7 @@ use serde_json::json;
 
 use crate::client::{Client, ClientOptions, Consistency};
 use crate::state::{DockerTls, NodeSpec, ServiceSpec};
+use crate::wire::{CreateToken, TokenInfo};
 use output::{print, Format, Table};
 
 #[derive(Parser, Debug)]
@@ -142,8 +143,18 @@ pub enum TokenCommand {
         /// A label for people, e.g. what or who uses the token.
         #[arg(long, default_value = "")]
         name: String,
+        /// Limit the token to these namespaces (comma-separated): it sees
+        /// and changes their services, instances, events and catalog
+        /// entries and nothing of the rest of the cluster.
+        #[arg(long, value_delimiter = ',')]
+        namespace: Option<Vec<String>>,
+        /// Limit the token's KV reach to keys under these prefixes
+        /// (comma-separated); with --namespace it defaults to `<namespace>/`
+        /// for each namespace.
+        #[arg(long = "kv-prefix", value_delimiter = ',')]
+        kv_prefix: Option<Vec<String>>,
     },
-    /// List tokens: id, name, role, creation time (never secrets).
+    /// List tokens: id, name, role, creation time, limits (never secrets).
     Ls,
     /// Revoke a token by its id.
     Revoke { id: String },
@@ -494,8 +505,20 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
 
 async fn run_token(client: &Client, format: Format, command: TokenCommand) -> anyhow::Result<()> {
     match command {
-        TokenCommand::Create { role, name } => {
-            let created = client.token_create(role, &name).await?;
+        TokenCommand::Create {
+            role,
+            name,
+            namespace,
+            kv_prefix,
+        } => {
+            let created = client
+                .token_create(&CreateToken {
+                    role,
+                    name,
+                    namespaces: namespace,
+                    kv_prefixes: kv_prefix,
+                })
+                .await?;
             match format {
                 Format::Json => print(format, &created, || unreachable!()),
                 Format::Human => {
@@ -510,13 +533,16 @@ async fn run_token(client: &Client, format: Format, command: TokenCommand) -> an
                         },
                         created.info.id
                     );
+                    if let Some(reach) = token_reach(&created.info) {
+                        eprintln!("it reaches {reach}");
+                    }
                 }
             }
         }
         TokenCommand::Ls => {
             let tokens = client.token_list().await?;
             print(format, &tokens, || {
-                let mut table = Table::new(&["ID", "ROLE", "CREATED", "NAME"]);
+                let mut table = Table::new(&["ID", "ROLE", "CREATED", "NAME", "REACH"]);
                 for t in &tokens {
                     table.row(vec![
                         t.id.clone(),
@@ -527,6 +553,7 @@ async fn run_token(client: &Client, format: Format, command: TokenCommand) -> an
                         } else {
                             t.name.clone()
                         },
+                        token_reach(t).unwrap_or_else(|| "cluster".into()),
                     ]);
                 }
                 table
@@ -538,6 +565,18 @@ async fn run_token(client: &Client, format: Format, command: TokenCommand) -> an
         }
     }
     Ok(())
+}
+
+/// A limited token's reach in words; `None` for the whole cluster.
+fn token_reach(info: &TokenInfo) -> Option<String> {
+    let list = |items: &Option<Vec<String>>| items.as_deref().unwrap_or_default().join(",");
+    (info.namespaces.is_some() || info.kv_prefixes.is_some()).then(|| {
+        format!(
+            "namespaces={} kv={}",
+            list(&info.namespaces),
+            list(&info.kv_prefixes)
+        )
+    })
 }
 
 fn done(format: Format, ok: bool, what: &str) -> anyhow::Result<()> {

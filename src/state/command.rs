@@ -272,6 +272,15 @@ pub enum Command {
         actor: super::Actor,
         command: Box<Command>,
     },
+    /// Adds an API token that reaches only `limits` (see
+    /// [`super::TokenLimits`]); otherwise as [`Command::PutToken`].
+    PutLimitedToken {
+        id: String,
+        name: String,
+        role: Role,
+        hash: [u8; 32],
+        limits: super::TokenLimits,
+    },
 }
 
 /// A command as it travels through Raft; a persisted record with a

@@ -10,7 +10,7 @@ use super::image_catalog::ImageCatalog;
 use super::manager_template::ManagerTemplate;
 use super::migrate::{Migrate, Versioned};
 use super::sessions::SessionBook;
-use super::types::{Event, Instance, KvEntry, Manager, Node, Service, TokenRecord};
+use super::types::{Event, Instance, KvEntry, Manager, Node, Service, TokenLimits, TokenRecord};
 
 /// Serializable image of the state, used for snapshots.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -28,6 +28,8 @@ pub struct StateImage {
     pub dedup: Vec<(RequestId, Applied)>,
     pub tokens: Vec<TokenRecord>,
     pub tokens_bootstrapped: bool,
+    /// The limits of limited tokens, by token id.
+    pub token_limits: Vec<(String, TokenLimits)>,
     /// Where the managers run, when bootstrap recorded it.
     pub manager_template: Option<Versioned<ManagerTemplate>>,
     /// Raft ids removed from the membership.
@@ -39,13 +41,13 @@ pub struct StateImage {
 }
 
 impl Migrate for StateImage {
-    const VERSION_MARKER: &'static [u8] = b"SI05";
-    type Previous = v4::StateImage;
+    const VERSION_MARKER: &'static [u8] = b"SI06";
+    type Previous = v5::StateImage;
 
-    /// Events did not name who caused them: the actor of every earlier
-    /// event is unknown.
-    fn migrate(previous: v4::StateImage) -> StateImage {
-        let v4::StateImage {
+    /// Tokens could not be limited: every earlier token reaches the whole
+    /// cluster.
+    fn migrate(previous: v5::StateImage) -> StateImage {
+        let v5::StateImage {
             cluster_id,
             services,
             instances,
@@ -73,15 +75,94 @@ impl Migrate for StateImage {
             kv,
             kv_index,
             kv_delete_index,
-            events: events.into_iter().map(Event::from).collect(),
+            events,
             applied_index,
             dedup,
             tokens,
             tokens_bootstrapped,
+            token_limits: Vec::new(),
             manager_template,
             departed_managers,
             images,
             sessions,
+        }
+    }
+}
+
+/// Frozen: the image as written before tokens could be limited.
+pub mod v5 {
+    use super::*;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct StateImage {
+        pub cluster_id: Option<String>,
+        pub services: Vec<Service>,
+        pub instances: Vec<Instance>,
+        pub nodes: Vec<Node>,
+        pub managers: Vec<Manager>,
+        pub kv: Vec<(String, KvEntry)>,
+        pub kv_index: u64,
+        pub kv_delete_index: u64,
+        pub events: Vec<Event>,
+        pub applied_index: u64,
+        pub dedup: Vec<(RequestId, Applied)>,
+        pub tokens: Vec<TokenRecord>,
+        pub tokens_bootstrapped: bool,
+        /// Where the managers run, when bootstrap recorded it.
+        pub manager_template: Option<Versioned<ManagerTemplate>>,
+        /// Raft ids removed from the membership.
+        pub departed_managers: Vec<u64>,
+        /// Image pins, registry logins and the images the cluster keeps.
+        pub images: Versioned<ImageCatalog>,
+        /// Consul sessions and the locks they hold.
+        pub sessions: Versioned<SessionBook>,
+    }
+
+    impl Migrate for StateImage {
+        const VERSION_MARKER: &'static [u8] = b"SI05";
+        type Previous = super::v4::StateImage;
+
+        /// Events did not name who caused them: the actor of every earlier
+        /// event is unknown.
+        fn migrate(previous: super::v4::StateImage) -> StateImage {
+            let super::v4::StateImage {
+                cluster_id,
+                services,
+                instances,
+                nodes,
+                managers,
+                kv,
+                kv_index,
+                kv_delete_index,
+                events,
+                applied_index,
+                dedup,
+                tokens,
+                tokens_bootstrapped,
+                manager_template,
+                departed_managers,
+                images,
+                sessions,
+            } = previous;
+            StateImage {
+                cluster_id,
+                services,
+                instances,
+                nodes,
+                managers,
+                kv,
+                kv_index,
+                kv_delete_index,
+                events: events.into_iter().map(Event::from).collect(),
+                applied_index,
+                dedup,
+                tokens,
+                tokens_bootstrapped,
+                manager_template,
+                departed_managers,
+                images,
+                sessions,
+            }
         }
     }
 }
@@ -361,6 +442,7 @@ mod tests {
         assert_eq!(template.image, "raftvisor:local");
         assert_eq!((image.kv_index, image.applied_index), (3, 9));
         assert_eq!(image.departed_managers, [4]);
+        assert!(image.token_limits.is_empty());
     }
 
     #[test]

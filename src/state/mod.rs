@@ -82,6 +82,9 @@ pub struct State {
     /// Whether the bootstrap admin token was ever applied (it may since
     /// have been revoked); makes the bootstrap once per cluster.
     pub tokens_bootstrapped: bool,
+    /// The limits of limited tokens, by token id (tokens absent here reach
+    /// the whole cluster).
+    pub token_limits: BTreeMap<String, TokenLimits>,
     /// Where the managers run and how to start more, when bootstrap
     /// recorded it; always validated.
     pub manager_template: Option<ManagerTemplate>,
@@ -131,6 +134,11 @@ impl State {
                 .collect(),
             tokens: self.tokens.values().cloned().collect(),
             tokens_bootstrapped: self.tokens_bootstrapped,
+            token_limits: self
+                .token_limits
+                .iter()
+                .map(|(id, limits)| (id.clone(), limits.clone()))
+                .collect(),
             manager_template: self.manager_template.clone().map(migrate::Versioned),
             departed_managers: self.departed_managers.iter().copied().collect(),
             images: migrate::Versioned(self.images.clone()),
@@ -174,6 +182,7 @@ impl State {
                 .map(|t| (t.id.clone(), t))
                 .collect(),
             tokens_bootstrapped: image.tokens_bootstrapped,
+            token_limits: image.token_limits.into_iter().collect(),
             manager_template: image.manager_template.map(|template| template.0),
             kv_bytes,
             departed_managers: image.departed_managers.into_iter().collect(),
@@ -420,6 +429,13 @@ impl State {
                 role,
                 hash,
             } => self.put_token(index, time_ms, id, name, *role, hash),
+            Command::PutLimitedToken {
+                id,
+                name,
+                role,
+                hash,
+                limits,
+            } => self.put_limited_token(index, time_ms, id, name, *role, hash, limits),
             Command::RevokeToken { id } => self.revoke_token(index, time_ms, id),
             Command::BootstrapToken { id, hash } => self.bootstrap_token(index, time_ms, id, hash),
             Command::PutManagerTemplateJson { json } => match ManagerTemplate::from_json(json) {

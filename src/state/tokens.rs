@@ -1,8 +1,9 @@
-//! API tokens in the replicated model: adding, revoking and the one-time
-//! bootstrap admin token. Only ids, roles and SHA-256 hashes are stored;
+//! API tokens in the replicated model: adding (with or without limits to
+//! namespaces and KV prefixes), revoking and the one-time bootstrap admin
+//! token. Only ids, roles and SHA-256 hashes are stored;
 //! the secrets never reach the log. Pure, like the rest of `apply`.
 
-use super::{validate, Outcome, Role, State, TokenRecord};
+use super::{validate, Outcome, Role, State, TokenLimits, TokenRecord};
 
 impl State {
     pub(super) fn put_token(
@@ -39,6 +40,37 @@ impl State {
         Outcome::Token(Box::new(record))
     }
 
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn put_limited_token(
+        &mut self,
+        index: u64,
+        time_ms: u64,
+        id: &str,
+        name: &str,
+        role: Role,
+        hash: &[u8; 32],
+        limits: &TokenLimits,
+    ) -> Outcome {
+        if let Err(reason) = validate::token_limits(role, limits) {
+            return Outcome::Rejected(reason.into());
+        }
+        // The token and its limits appear in one apply: no reader ever
+        // sees the token without them.
+        let outcome = self.put_token(index, time_ms, id, name, role, hash);
+        if matches!(outcome, Outcome::Token(_)) {
+            self.token_limits.insert(id.to_string(), limits.clone());
+            if let Some(event) = self.events.back_mut() {
+                event.message = format!(
+                    "{}, limited to namespaces [{}] and KV prefixes [{}]",
+                    event.message,
+                    limits.namespaces.join(", "),
+                    limits.kv_prefixes.join(", ")
+                );
+            }
+        }
+        outcome
+    }
+
     pub(super) fn revoke_token(&mut self, index: u64, time_ms: u64, id: &str) -> Outcome {
         let Some(token) = self.tokens.get(id) else {
             return Outcome::NotFound;
@@ -58,6 +90,7 @@ impl State {
             ));
         }
         self.tokens.remove(id);
+        self.token_limits.remove(id);
         self.event(index, time_ms, "token.revoked", id, "token revoked".into());
         Outcome::Deleted
     }
@@ -131,6 +164,77 @@ mod tests {
             Outcome::Rejected(_)
         ));
         assert_eq!(state.tokens.len(), 1);
+    }
+
+    fn limits(namespaces: &[&str], kv_prefixes: &[&str]) -> TokenLimits {
+        TokenLimits {
+            namespaces: namespaces.iter().map(|n| n.to_string()).collect(),
+            kv_prefixes: kv_prefixes.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    fn put_limited(id: &str, role: Role, limits: TokenLimits) -> Command {
+        Command::PutLimitedToken {
+            id: id.into(),
+            name: format!("{id} name"),
+            role,
+            hash: [9; 32],
+            limits,
+        }
+    }
+
+    #[test]
+    fn a_limited_token_keeps_its_limits_until_revoked() {
+        let mut state = State::default();
+        state.apply(1, &req(1, put("admin1", Role::Admin)));
+        let team = limits(&["a", "b"], &["a/", "b/"]);
+        let outcome = state
+            .apply(2, &req(2, put_limited("team1", Role::Operator, team.clone())))
+            .outcome;
+        assert!(matches!(outcome, Outcome::Token(_)), "{outcome:?}");
+        assert_eq!(state.token_limits["team1"], team);
+        let created = state.events.back().unwrap();
+        assert!(
+            created.message.contains("namespaces [a, b]") && created.message.contains("[a/, b/]"),
+            "{}",
+            created.message
+        );
+        // The limits travel with snapshots.
+        let restored = State::from_image(state.to_image());
+        assert_eq!(restored.token_limits, state.token_limits);
+        state.apply(3, &req(3, Command::RevokeToken { id: "team1".into() }));
+        assert!(state.token_limits.is_empty());
+    }
+
+    #[test]
+    fn limits_that_reach_nothing_or_an_admin_are_refused() {
+        let mut state = State::default();
+        let refused = [
+            put_limited("x1", Role::Admin, limits(&["a"], &[])),
+            put_limited("x2", Role::Read, limits(&[], &[])),
+            put_limited("x3", Role::Read, limits(&["B"], &[])),
+            put_limited("x4", Role::Read, limits(&["b", "a"], &[])),
+            put_limited("x5", Role::Read, limits(&["a", "a"], &[])),
+            put_limited("x6", Role::Read, limits(&[], &["/abs"])),
+        ];
+        for (seq, command) in refused.into_iter().enumerate() {
+            let outcome = state.apply(seq as u64 + 1, &req(seq as u128 + 1, command)).outcome;
+            assert!(matches!(outcome, Outcome::Rejected(_)), "{outcome:?}");
+        }
+        assert!(state.tokens.is_empty() && state.token_limits.is_empty());
+        // KV prefixes alone make a KV-only token.
+        let outcome = state
+            .apply(9, &req(9, put_limited("kv1", Role::Operator, limits(&[], &["pg/"]))))
+            .outcome;
+        assert!(matches!(outcome, Outcome::Token(_)), "{outcome:?}");
+    }
+
+    #[test]
+    fn limits_match_namespaces_exactly_and_keys_by_prefix() {
+        let team = limits(&["a"], &["a/", "shared/x"]);
+        assert!(team.allows_namespace("a") && !team.allows_namespace("ab"));
+        assert!(team.allows_key("a/k") && team.allows_key("a/") && team.allows_key("shared/xy"));
+        assert!(!team.allows_key("a") && !team.allows_key("ab/k") && !team.allows_key(""));
     }
 
     #[test]

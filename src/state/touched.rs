@@ -137,6 +137,7 @@ pub fn touched(command: &Command, outcome: &Outcome) -> Vec<Touched> {
         | Command::DestroySession { .. }
         | Command::RecordEvent { .. }
         | Command::PutToken { .. }
+        | Command::PutLimitedToken { .. }
         | Command::RevokeToken { .. }
         | Command::BootstrapToken { .. } => Vec::new(),
     }

@@ -611,6 +611,28 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// What a limited token may reach: the services, instances, events and
+/// catalog entries of `namespaces`, and the KV keys under `kv_prefixes`
+/// (either may be empty, not both). A token without limits reaches the
+/// whole cluster as its role allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenLimits {
+    pub namespaces: Vec<String>,
+    pub kv_prefixes: Vec<String>,
+}
+
+impl TokenLimits {
+    pub fn allows_namespace(&self, namespace: &str) -> bool {
+        self.namespaces.iter().any(|n| n == namespace)
+    }
+
+    /// Whether `key` — or, for recursive operations, every key under the
+    /// prefix `key` — lies under one of the token's prefixes.
+    pub fn allows_key(&self, key: &str) -> bool {
+        self.kv_prefixes.iter().any(|p| key.starts_with(p.as_str()))
+    }
+}
+
 /// One API token as the cluster stores it: the public id and the SHA-256
 /// of the whole token, never the token itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

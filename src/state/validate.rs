@@ -292,6 +292,45 @@ pub fn token_id(id: &str) -> Result<(), Invalid> {
 }
 
 /// Checks a token's name (a free-text label for people).
+/// At most this many namespaces, and as many KV prefixes, per token.
+pub const MAX_TOKEN_LIMITS: usize = 32;
+
+/// A limited token's namespaces and KV prefixes: DNS labels and key
+/// prefixes, sorted without duplicates, not both empty, and never on an
+/// admin token (it manages tokens and membership, which no namespace holds).
+pub fn token_limits(role: super::Role, limits: &super::TokenLimits) -> Result<(), Invalid> {
+    if role == super::Role::Admin {
+        return Err(Invalid::new(
+            "an admin token cannot be limited to namespaces or KV prefixes",
+        ));
+    }
+    if limits.namespaces.is_empty() && limits.kv_prefixes.is_empty() {
+        return Err(Invalid::new(
+            "a limited token needs at least one namespace or KV prefix",
+        ));
+    }
+    for (what, list) in [
+        ("namespaces", &limits.namespaces),
+        ("KV prefixes", &limits.kv_prefixes),
+    ] {
+        if list.len() > MAX_TOKEN_LIMITS {
+            return Err(Invalid(format!(
+                "a token may be limited to at most {MAX_TOKEN_LIMITS} {what}"
+            )));
+        }
+        if list.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(Invalid(format!("{what} must be sorted and distinct")));
+        }
+    }
+    for namespace in &limits.namespaces {
+        dns_label("namespace", namespace)?;
+    }
+    for prefix in &limits.kv_prefixes {
+        kv_key(prefix).map_err(|e| Invalid(format!("KV prefix {prefix:?}: {}", e.0)))?;
+    }
+    Ok(())
+}
+
 pub fn token_name(name: &str) -> Result<(), Invalid> {
     if name.chars().count() > MAX_TOKEN_NAME_CHARS {
         return Err(Invalid(format!(

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use raftvisor::state::Role;
+use raftvisor::wire::CreateToken;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -133,9 +134,9 @@ async fn roles_limit_what_a_token_may_do() {
     // Trusts the cluster CA, sends no token of its own.
     let http = cluster.certs.http_builder().build().unwrap();
     let admin = cluster.client();
-    let reader = admin.token_create(Role::Read, "reader").await.unwrap();
+    let reader = admin.token_create(&CreateToken::new(Role::Read, "reader")).await.unwrap();
     let operator = admin
-        .token_create(Role::Operator, "operator")
+        .token_create(&CreateToken::new(Role::Operator, "operator"))
         .await
         .unwrap();
     assert_eq!(reader.info.role, Role::Read);
@@ -484,7 +485,7 @@ async fn events_name_the_token_that_caused_each_change() {
     let cluster = Cluster::start(3).await;
     let admin = cluster.client();
     let deployer = admin
-        .token_create(Role::Operator, "deployer")
+        .token_create(&CreateToken::new(Role::Operator, "deployer"))
         .await
         .unwrap();
     // Through a follower: the actor travels with the forwarded write.
@@ -519,4 +520,124 @@ async fn events_name_the_token_that_caused_each_change() {
         Some("harness"),
         "{created:?}"
     );
+}
+
+/// A token limited to namespace `a` (created with the CLI) sees and changes
+/// the services, events, catalog and KV keys of `a` only; cluster-wide
+/// routes refuse it, and nothing outside its reach changes when it tries.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_limited_to_namespaces_reaches_nothing_else() {
+    let cluster = Cluster::start(1).await;
+    let base = cluster.api_url(1);
+    let http = cluster.certs.http_builder().build().unwrap();
+    let admin = cluster.client();
+    let spec = json!({"image": "raftvisor-echo:local", "replicas": 0});
+    for namespace in ["a", "b"] {
+        let admin_headers = [("authorization", &*bearer(ADMIN_TOKEN))];
+        let path = format!("/v1/services/{namespace}/echo");
+        let (status, body) = call(&http, &base, Method::PUT, &path, &admin_headers, Some(spec.clone())).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(admin.kv_put(&format!("{namespace}/k"), b"1", 0, None).await.unwrap());
+    }
+    assert!(admin.kv_put("top", b"1", 0, None).await.unwrap());
+
+    let addr = cluster.replica(1).api_addr.clone();
+    let ca = cluster.certs.ca.display().to_string();
+    let (code, out, err) = tokio::task::spawn_blocking(move || {
+        cli(
+            &addr,
+            &ca,
+            ADMIN_TOKEN,
+            &["--output", "json", "token", "create", "--role", "operator", "--name", "team-a", "--namespace", "a"],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let created: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(created["namespaces"], json!(["a"]), "{created}");
+    assert_eq!(created["kv_prefixes"], json!(["a/"]), "{created}");
+    let auth = bearer(created["token"].as_str().unwrap());
+    let team = [("authorization", auth.as_str())];
+
+    // Its own record; listings show only namespace `a`.
+    let (status, own) = call(&http, &base, Method::GET, "/v1/tokens/self", &team, None).await;
+    assert_eq!((status, &own["namespaces"]), (200, &json!(["a"])), "{own}");
+    let (_, services) = call(&http, &base, Method::GET, "/v1/services", &team, None).await;
+    let namespaces: Vec<&str> = services.as_array().unwrap().iter().map(|s| s["namespace"].as_str().unwrap()).collect();
+    assert_eq!(namespaces, ["a"], "{services}");
+    let (_, catalog) = call(&http, &base, Method::GET, "/v1/catalog/services", &team, None).await;
+    assert_eq!(catalog.as_object().unwrap().keys().collect::<Vec<_>>(), ["echo.a"], "{catalog}");
+    let (status, health) = call(&http, &base, Method::GET, "/v1/health/service/echo.b", &team, None).await;
+    assert_eq!((status, health), (200, json!([])));
+    let (_, events) = call(&http, &base, Method::GET, "/v1/events", &team, None).await;
+    let events = events.as_array().unwrap();
+    assert!(!events.is_empty());
+    for event in events {
+        assert!(event["subject"].as_str().unwrap().starts_with("a/"), "{event}");
+    }
+    let (_, keys) = call(&http, &base, Method::GET, "/v1/kv/?keys", &team, None).await;
+    assert_eq!(keys, json!(["a/k"]));
+    let (_, entries) = call(&http, &base, Method::GET, "/v1/kv/?recurse", &team, None).await;
+    assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
+
+    // Inside its reach it changes things.
+    let (status, body) = call(&http, &base, Method::PUT, "/v1/services/a/web", &team, Some(spec.clone())).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(&http, &base, Method::PUT, "/v1/kv/a/new", &team, Some(json!("v"))).await;
+    assert_eq!((status, body), (200, json!(true)));
+
+    // Outside: refused with a reason, and nothing changes.
+    let txn = json!([
+        {"KV": {"Verb": "set", "Key": "a/t", "Value": "MQ=="}},
+        {"KV": {"Verb": "set", "Key": "b/t", "Value": "MQ=="}},
+    ]);
+    for (method, path, body) in [
+        (Method::GET, "/v1/services/b/echo", None),
+        (Method::PUT, "/v1/services/b/echo", Some(json!({"image": "x", "replicas": 3}))),
+        (Method::DELETE, "/v1/services/b/echo", None),
+        (Method::POST, "/v1/services/b/echo/scale", Some(json!({"replicas": 2}))),
+        (Method::GET, "/v1/kv/b/k", None),
+        (Method::GET, "/v1/kv/top", None),
+        (Method::PUT, "/v1/kv/b/k", Some(json!("x"))),
+        (Method::DELETE, "/v1/kv/b/k", None),
+        (Method::DELETE, "/v1/kv/?recurse", None),
+        (Method::DELETE, "/v1/kv/a?recurse", None),
+        (Method::PUT, "/v1/txn", Some(txn)),
+        (Method::GET, "/v1/nodes", None),
+        (Method::GET, "/v1/cluster", None),
+        (Method::GET, "/metrics", None),
+        (Method::GET, "/v1/images", None),
+        (Method::GET, "/v1/catalog/nodes", None),
+        (Method::GET, "/v1/session/list", None),
+        (Method::GET, "/v1/prometheus/targets?managers", None),
+    ] {
+        let (status, answer) = call(&http, &base, method.clone(), path, &team, body).await;
+        assert_eq!(status, 403, "limited token on {method} {path}: {answer}");
+        assert_eq!(answer["code"], "forbidden", "{method} {path}: {answer}");
+    }
+    let b = admin.service_get("b", "echo").await.unwrap();
+    assert_eq!(b.spec.replicas, 0);
+    for (key, present) in [("b/k", true), ("top", true), ("a/k", true), ("a/t", false)] {
+        let found = admin
+            .kv_get(key, raftvisor::client::Consistency::Linearizable)
+            .await
+            .unwrap()
+            .is_some();
+        assert_eq!(found, present, "{key}");
+    }
+
+    // The admin's listing names the token's reach.
+    let tokens = admin.token_list().await.unwrap();
+    let listed = tokens.iter().find(|t| t.name == "team-a").unwrap();
+    assert_eq!(listed.kv_prefixes.as_deref(), Some(&["a/".to_string()][..]));
+    // An admin token cannot be limited.
+    let refused = admin
+        .token_create(&CreateToken {
+            namespaces: Some(vec!["a".into()]),
+            ..CreateToken::new(Role::Admin, "x")
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(400), "{refused}");
 }

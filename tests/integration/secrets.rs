@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use raftvisor::state::{Role, ServiceSpec};
+use raftvisor::wire::CreateToken;
 use serde_json::json;
 
 use crate::docker_env::{DockerCluster, ECHO_IMAGE, LOCAL_ENGINE};
@@ -129,7 +130,7 @@ async fn a_secret_reaches_the_container_and_nothing_else() {
     // secret is kept — the rolled container gets the real value — and the
     // operator never sees it.
     let operator = client
-        .token_create(Role::Operator, "deployer")
+        .token_create(&CreateToken::new(Role::Operator, "deployer"))
         .await
         .unwrap();
     let ids = env.cluster.running_ids();
