@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error_chain::root_cause;
 use crate::state::image_catalog::StoredImage;
-use crate::state::{Event, Instance, Node, NodeSpec, Role, Service, ServiceSpec};
+use crate::state::{Event, Instance, Node, NodeSpec, Service, ServiceSpec};
 use crate::wire::{
     AddMember, ClusterStatus, ConsulEntry, CreateToken, CreatedToken, DrainBody, ErrorBody,
     ImageEntry, RegistryInfo, RegistryLoginBody, ScaleBody, ServiceReport, TokenInfo,

@@ -72,7 +72,10 @@ pub fn event_namespace(event: &Event) -> Option<&str> {
         return Some(namespace);
     }
     if instance_event {
-        return event.subject.split_once('.').map(|(namespace, _)| namespace);
+        return event
+            .subject
+            .split_once('.')
+            .map(|(namespace, _)| namespace);
     }
     None
 }
@@ -120,7 +123,9 @@ pub fn limited_route(method: &Method, path: &str, limits: &TokenLimits) -> Resul
         return if limits.allows_namespace(namespace) {
             Ok(())
         } else {
-            Err(format!("namespace {namespace:?} is outside this token's namespaces"))
+            Err(format!(
+                "namespace {namespace:?} is outside this token's namespaces"
+            ))
         };
     }
     Err(format!("{path} reaches beyond this token's namespaces"))
@@ -158,7 +163,11 @@ mod tests {
             (Method::GET, "/v1/tokens/self"),
         ];
         for (method, path) in allowed {
-            assert_eq!(limited_route(&method, path, &team()), Ok(()), "{method} {path}");
+            assert_eq!(
+                limited_route(&method, path, &team()),
+                Ok(()),
+                "{method} {path}"
+            );
         }
         let refused = [
             (Method::GET, "/v1/services/c/web"),
@@ -180,7 +189,10 @@ mod tests {
             (Method::GET, "/v1/eventsx"),
         ];
         for (method, path) in refused {
-            assert!(limited_route(&method, path, &team()).is_err(), "{method} {path}");
+            assert!(
+                limited_route(&method, path, &team()).is_err(),
+                "{method} {path}"
+            );
         }
     }
 
@@ -210,7 +222,11 @@ mod tests {
             ("token.created", "a", false),
             ("manager", "a/web", false),
         ] {
-            assert_eq!(scope.allows_event(&event(kind, subject)), shown, "{kind} {subject}");
+            assert_eq!(
+                scope.allows_event(&event(kind, subject)),
+                shown,
+                "{kind} {subject}"
+            );
             assert!(Scope::Cluster.allows_event(&event(kind, subject)));
         }
     }

@@ -189,7 +189,10 @@ mod tests {
         state.apply(1, &req(1, put("admin1", Role::Admin)));
         let team = limits(&["a", "b"], &["a/", "b/"]);
         let outcome = state
-            .apply(2, &req(2, put_limited("team1", Role::Operator, team.clone())))
+            .apply(
+                2,
+                &req(2, put_limited("team1", Role::Operator, team.clone())),
+            )
             .outcome;
         assert!(matches!(outcome, Outcome::Token(_)), "{outcome:?}");
         assert_eq!(state.token_limits["team1"], team);
@@ -218,13 +221,18 @@ mod tests {
             put_limited("x6", Role::Read, limits(&[], &["/abs"])),
         ];
         for (seq, command) in refused.into_iter().enumerate() {
-            let outcome = state.apply(seq as u64 + 1, &req(seq as u128 + 1, command)).outcome;
+            let outcome = state
+                .apply(seq as u64 + 1, &req(seq as u128 + 1, command))
+                .outcome;
             assert!(matches!(outcome, Outcome::Rejected(_)), "{outcome:?}");
         }
         assert!(state.tokens.is_empty() && state.token_limits.is_empty());
         // KV prefixes alone make a KV-only token.
         let outcome = state
-            .apply(9, &req(9, put_limited("kv1", Role::Operator, limits(&[], &["pg/"]))))
+            .apply(
+                9,
+                &req(9, put_limited("kv1", Role::Operator, limits(&[], &["pg/"]))),
+            )
             .outcome;
         assert!(matches!(outcome, Outcome::Token(_)), "{outcome:?}");
     }

@@ -134,7 +134,10 @@ async fn roles_limit_what_a_token_may_do() {
     // Trusts the cluster CA, sends no token of its own.
     let http = cluster.certs.http_builder().build().unwrap();
     let admin = cluster.client();
-    let reader = admin.token_create(&CreateToken::new(Role::Read, "reader")).await.unwrap();
+    let reader = admin
+        .token_create(&CreateToken::new(Role::Read, "reader"))
+        .await
+        .unwrap();
     let operator = admin
         .token_create(&CreateToken::new(Role::Operator, "operator"))
         .await
@@ -535,9 +538,20 @@ async fn a_token_limited_to_namespaces_reaches_nothing_else() {
     for namespace in ["a", "b"] {
         let admin_headers = [("authorization", &*bearer(ADMIN_TOKEN))];
         let path = format!("/v1/services/{namespace}/echo");
-        let (status, body) = call(&http, &base, Method::PUT, &path, &admin_headers, Some(spec.clone())).await;
+        let (status, body) = call(
+            &http,
+            &base,
+            Method::PUT,
+            &path,
+            &admin_headers,
+            Some(spec.clone()),
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
-        assert!(admin.kv_put(&format!("{namespace}/k"), b"1", 0, None).await.unwrap());
+        assert!(admin
+            .kv_put(&format!("{namespace}/k"), b"1", 0, None)
+            .await
+            .unwrap());
     }
     assert!(admin.kv_put("top", b"1", 0, None).await.unwrap());
 
@@ -548,7 +562,18 @@ async fn a_token_limited_to_namespaces_reaches_nothing_else() {
             &addr,
             &ca,
             ADMIN_TOKEN,
-            &["--output", "json", "token", "create", "--role", "operator", "--name", "team-a", "--namespace", "a"],
+            &[
+                "--output",
+                "json",
+                "token",
+                "create",
+                "--role",
+                "operator",
+                "--name",
+                "team-a",
+                "--namespace",
+                "a",
+            ],
         )
     })
     .await
@@ -564,17 +589,45 @@ async fn a_token_limited_to_namespaces_reaches_nothing_else() {
     let (status, own) = call(&http, &base, Method::GET, "/v1/tokens/self", &team, None).await;
     assert_eq!((status, &own["namespaces"]), (200, &json!(["a"])), "{own}");
     let (_, services) = call(&http, &base, Method::GET, "/v1/services", &team, None).await;
-    let namespaces: Vec<&str> = services.as_array().unwrap().iter().map(|s| s["namespace"].as_str().unwrap()).collect();
+    let namespaces: Vec<&str> = services
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["namespace"].as_str().unwrap())
+        .collect();
     assert_eq!(namespaces, ["a"], "{services}");
-    let (_, catalog) = call(&http, &base, Method::GET, "/v1/catalog/services", &team, None).await;
-    assert_eq!(catalog.as_object().unwrap().keys().collect::<Vec<_>>(), ["echo.a"], "{catalog}");
-    let (status, health) = call(&http, &base, Method::GET, "/v1/health/service/echo.b", &team, None).await;
+    let (_, catalog) = call(
+        &http,
+        &base,
+        Method::GET,
+        "/v1/catalog/services",
+        &team,
+        None,
+    )
+    .await;
+    assert_eq!(
+        catalog.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["echo.a"],
+        "{catalog}"
+    );
+    let (status, health) = call(
+        &http,
+        &base,
+        Method::GET,
+        "/v1/health/service/echo.b",
+        &team,
+        None,
+    )
+    .await;
     assert_eq!((status, health), (200, json!([])));
     let (_, events) = call(&http, &base, Method::GET, "/v1/events", &team, None).await;
     let events = events.as_array().unwrap();
     assert!(!events.is_empty());
     for event in events {
-        assert!(event["subject"].as_str().unwrap().starts_with("a/"), "{event}");
+        assert!(
+            event["subject"].as_str().unwrap().starts_with("a/"),
+            "{event}"
+        );
     }
     let (_, keys) = call(&http, &base, Method::GET, "/v1/kv/?keys", &team, None).await;
     assert_eq!(keys, json!(["a/k"]));
@@ -582,9 +635,25 @@ async fn a_token_limited_to_namespaces_reaches_nothing_else() {
     assert_eq!(entries.as_array().unwrap().len(), 1, "{entries}");
 
     // Inside its reach it changes things.
-    let (status, body) = call(&http, &base, Method::PUT, "/v1/services/a/web", &team, Some(spec.clone())).await;
+    let (status, body) = call(
+        &http,
+        &base,
+        Method::PUT,
+        "/v1/services/a/web",
+        &team,
+        Some(spec.clone()),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = call(&http, &base, Method::PUT, "/v1/kv/a/new", &team, Some(json!("v"))).await;
+    let (status, body) = call(
+        &http,
+        &base,
+        Method::PUT,
+        "/v1/kv/a/new",
+        &team,
+        Some(json!("v")),
+    )
+    .await;
     assert_eq!((status, body), (200, json!(true)));
 
     // Outside: refused with a reason, and nothing changes.
@@ -594,9 +663,17 @@ async fn a_token_limited_to_namespaces_reaches_nothing_else() {
     ]);
     for (method, path, body) in [
         (Method::GET, "/v1/services/b/echo", None),
-        (Method::PUT, "/v1/services/b/echo", Some(json!({"image": "x", "replicas": 3}))),
+        (
+            Method::PUT,
+            "/v1/services/b/echo",
+            Some(json!({"image": "x", "replicas": 3})),
+        ),
         (Method::DELETE, "/v1/services/b/echo", None),
-        (Method::POST, "/v1/services/b/echo/scale", Some(json!({"replicas": 2}))),
+        (
+            Method::POST,
+            "/v1/services/b/echo/scale",
+            Some(json!({"replicas": 2})),
+        ),
         (Method::GET, "/v1/kv/b/k", None),
         (Method::GET, "/v1/kv/top", None),
         (Method::PUT, "/v1/kv/b/k", Some(json!("x"))),
