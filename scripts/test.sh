@@ -13,12 +13,15 @@ cd "$RAFTVISOR_ROOT"
 
 ensure_rust
 ensure_packages curl python3-pip nsd docker-registry apache2-utils prometheus \
-    patroni postgresql python3-consul
-if ! python3 -c 'import consul' 2>/dev/null; then
-    log "installing py-consul (a Consul client library the KV tests drive)"
-    python3 -m pip install --quiet --disable-pip-version-check py-consul 2>/dev/null \
-        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages py-consul
-fi
+    patroni postgresql python3-consul chromium chromium-driver python3-selenium
+pip_install() { # MODULE PACKAGE: installs PACKAGE from PyPI unless python3 imports MODULE
+    python3 -c "import $1" 2>/dev/null && return 0
+    log "installing $2 from PyPI"
+    python3 -m pip install --quiet --disable-pip-version-check "$2" 2>/dev/null \
+        || python3 -m pip install --quiet --disable-pip-version-check --break-system-packages "$2"
+}
+pip_install consul py-consul         # a Consul client library the KV tests drive
+pip_install schemathesis schemathesis  # fuzzes the API against its OpenAPI description
 
 log "benchmark tool: unit tests (scripts/benchtool)"
 (cd scripts && python3 -m unittest discover -s benchtool/tests -t .)

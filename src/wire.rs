@@ -13,7 +13,7 @@ use crate::state::{Event, ExitInfo, Instance, Role, RunState, TokenLimits, Token
 
 /// Every error answer: `{"error": "...", "code": "..."}`, and the current
 /// version on a 412 `version_mismatch`.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: String,
     pub code: String,
@@ -22,7 +22,7 @@ pub struct ErrorBody {
 }
 
 /// `GET /v1/health`.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Health {
     /// `ok`, `removed` (taken out of the cluster) or `failed`.
     pub status: String,
@@ -33,7 +33,7 @@ pub struct Health {
 }
 
 /// One member as `GET /v1/cluster` shows it.
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone, utoipa::ToSchema)]
 pub struct MemberStatus {
     pub id: u64,
     pub api_addr: String,
@@ -50,7 +50,7 @@ pub struct MemberStatus {
 }
 
 /// `GET /v1/cluster`.
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone, utoipa::ToSchema)]
 pub struct ClusterStatus {
     pub this_id: u64,
     pub cluster_id: Option<String>,
@@ -91,7 +91,7 @@ pub struct ClusterStatus {
 }
 
 /// `POST /v1/cluster/members` body.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     pub id: u64,
@@ -108,20 +108,20 @@ fn default_voter() -> bool {
 }
 
 /// Answer of a membership change: the log index it committed at.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
 pub struct MembershipChanged {
     pub index: u64,
 }
 
 /// `POST /v1/services/{ns}/{name}/scale` body.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScaleBody {
     pub replicas: u32,
 }
 
 /// `GET /v1/services/{ns}/{name}/report`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceReport {
     pub service: String,
     pub version: u64,
@@ -146,12 +146,14 @@ pub struct ServiceReport {
     /// Why a rolling update is not progressing, if it is paused.
     pub rollout_paused: Option<String>,
     pub instances: Vec<Instance>,
+    /// `[instance id, exit]` pairs.
+    #[schema(value_type = Vec<Vec<Object>>)]
     pub last_exits: Vec<(String, ExitInfo)>,
     pub recent_events: Vec<Event>,
 }
 
 /// `POST /v1/nodes/{name}/drain` body (optional).
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DrainBody {
     #[serde(default)]
@@ -160,11 +162,12 @@ pub struct DrainBody {
 
 /// One KV entry as Consul shows it (`GET /v1/kv/{key}`); `value` is the
 /// base64 of the bytes, absent for an empty value.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct ConsulEntry<'a> {
     #[serde(default)]
     pub lock_index: u64,
+    #[schema(value_type = String)]
     pub key: Cow<'a, str>,
     pub flags: u64,
     pub value: Option<String>,
@@ -172,11 +175,12 @@ pub struct ConsulEntry<'a> {
     pub modify_index: u64,
     /// The session holding the key's lock, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
     pub session: Option<Cow<'a, str>>,
 }
 
 /// A token as `GET /v1/tokens` shows it.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
 pub struct TokenInfo {
     pub id: String,
     pub name: String,
@@ -209,7 +213,7 @@ impl TokenInfo {
 
 /// `POST /v1/tokens` body. `namespaces` and `kv_prefixes` make a limited
 /// token; `kv_prefixes` defaults to `<namespace>/` for each namespace.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     pub role: Role,
@@ -255,7 +259,7 @@ impl CreateToken {
 }
 
 /// `POST /v1/tokens` answer: the token, once, and its public record.
-#[derive(Serialize, Deserialize, Debug, Clone)]
+#[derive(Serialize, Deserialize, Debug, Clone, utoipa::ToSchema)]
 pub struct CreatedToken {
     pub token: String,
     #[serde(flatten)]
@@ -264,7 +268,7 @@ pub struct CreatedToken {
 
 /// One image as `GET /v1/images` lists it: one the cluster keeps
 /// (imported or built), or one it pulled from a registry onto nodes.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ImageEntry {
     /// `name:tag` of a kept image; `repository@sha256:…` of a pulled one.
     pub name: String,
@@ -281,7 +285,7 @@ pub struct ImageEntry {
 }
 
 /// `PUT /v1/registries/{host}` body: the account raftvisor pulls with.
-#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryLoginBody {
     pub username: String,
@@ -298,7 +302,7 @@ impl std::fmt::Debug for RegistryLoginBody {
 }
 
 /// A registry login as `GET /v1/registries` shows it: never the password.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
 pub struct RegistryInfo {
     pub host: String,
     pub username: String,

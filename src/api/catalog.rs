@@ -34,6 +34,7 @@ use serde::Serialize;
 use super::blocking::{consul_headers, Blocking};
 use super::error::{ApiError, ApiResult};
 use super::extract::Params;
+use super::openapi::Refusals;
 use crate::auth::scope::Scope;
 use crate::replica::Replica;
 use crate::state::{Instance, InstanceState, Node, NodeState, Service, State as Model};
@@ -90,7 +91,7 @@ fn registration<'a>(
 }
 
 /// A Consul check status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CheckStatus {
     Passing,
@@ -120,13 +121,14 @@ fn node_status(node: &Node) -> CheckStatus {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct CatalogNode {
     #[serde(rename = "ID")]
     pub id: String,
     pub node: String,
     pub address: String,
+    #[schema(value_type = String)]
     pub datacenter: &'static str,
     pub tagged_addresses: BTreeMap<String, String>,
     pub meta: BTreeMap<String, String>,
@@ -134,14 +136,14 @@ pub struct CatalogNode {
     pub modify_index: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct Weights {
     pub passing: u32,
     pub warning: u32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct AgentService {
     #[serde(rename = "ID")]
@@ -158,13 +160,14 @@ pub struct AgentService {
 }
 
 /// One entry of `/v1/catalog/service/{name}`: node and service flattened.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct CatalogService {
     #[serde(rename = "ID")]
     pub id: String,
     pub node: String,
     pub address: String,
+    #[schema(value_type = String)]
     pub datacenter: &'static str,
     pub tagged_addresses: BTreeMap<String, String>,
     pub node_meta: BTreeMap<String, String>,
@@ -181,7 +184,7 @@ pub struct CatalogService {
     pub modify_index: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct Check {
     pub node: String,
@@ -202,7 +205,7 @@ pub struct Check {
 }
 
 /// One entry of `/v1/health/service/{name}`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct HealthEntry {
     pub node: CatalogNode,
@@ -524,6 +527,11 @@ fn visible(scope: &Scope, consul: &str) -> bool {
     scope.allows_namespace(&from_consul_name(consul).0)
 }
 
+#[utoipa::path(
+    get, path = "/v1/catalog/services", tag = "consul", params(("index" = Option<u64>, Query, description = "Blocking query: wait until the index passes this"),
+        ("wait" = Option<String>, Query, description = "Blocking query: at most this long (e.g. `30s`, at most 10m)"), ("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier")),
+    responses((status = 200, description = "Consul service names and their tags", body = std::collections::BTreeMap<String, Vec<String>>), Refusals)
+)]
 pub async fn services(
     State(replica): State<Arc<Replica>>,
     scope: Scope,
@@ -537,6 +545,12 @@ pub async fn services(
     .await
 }
 
+#[utoipa::path(
+    get, path = "/v1/catalog/service/{name}", tag = "consul",
+    params(("name" = String, Path, description = "`<name>` in namespace default, `<name>.<namespace>` elsewhere"), ("tag" = Option<String>, Query, description = "Only instances with this tag"), ("index" = Option<u64>, Query, description = "Blocking query: wait until the index passes this"),
+        ("wait" = Option<String>, Query, description = "Blocking query: at most this long (e.g. `30s`, at most 10m)"), ("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier")),
+    responses((status = 200, description = "The service's registrations", body = Vec<CatalogService>), Refusals)
+)]
 pub async fn service(
     State(replica): State<Arc<Replica>>,
     Path(name): Path<String>,
@@ -555,10 +569,21 @@ pub async fn service(
     .await
 }
 
+#[utoipa::path(
+    get, path = "/v1/catalog/nodes", tag = "consul", params(("index" = Option<u64>, Query, description = "Blocking query: wait until the index passes this"),
+        ("wait" = Option<String>, Query, description = "Blocking query: at most this long (e.g. `30s`, at most 10m)"), ("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier")),
+    responses((status = 200, description = "Nodes", body = Vec<CatalogNode>), Refusals)
+)]
 pub async fn nodes(State(replica): State<Arc<Replica>>, params: Params) -> ApiResult<Response> {
     blocking_read(&replica, &params, |catalog| catalog.nodes()).await
 }
 
+#[utoipa::path(
+    get, path = "/v1/health/service/{name}", tag = "consul",
+    params(("name" = String, Path, description = "`<name>` in namespace default, `<name>.<namespace>` elsewhere"), ("tag" = Option<String>, Query, description = "Only instances with this tag"), ("passing" = Option<bool>, Query, description = "Only instances whose checks pass"), ("index" = Option<u64>, Query, description = "Blocking query: wait until the index passes this"),
+        ("wait" = Option<String>, Query, description = "Blocking query: at most this long (e.g. `30s`, at most 10m)"), ("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier")),
+    responses((status = 200, description = "Instances with their node and checks", body = Vec<HealthEntry>), Refusals)
+)]
 pub async fn health_service(
     State(replica): State<Arc<Replica>>,
     Path(name): Path<String>,
@@ -582,6 +607,10 @@ pub async fn health_service(
 
 /// `/v1/agent/self`, as far as clients read it: the datacenter, this
 /// replica's name and address, that it is a server, the API version.
+#[utoipa::path(
+    get, path = "/v1/agent/self", tag = "consul",
+    responses((status = 200, description = "This replica as a Consul agent", body = Object), Refusals)
+)]
 pub async fn agent_self(State(replica): State<Arc<Replica>>) -> Json<serde_json::Value> {
     let name = format!("manager-{}", replica.id);
     let api_addr = replica.config.api_addr;
@@ -608,6 +637,10 @@ pub async fn agent_self(State(replica): State<Arc<Replica>>) -> Json<serde_json:
 
 /// `/v1/status/leader`: the leader's API address as a JSON string (empty
 /// without a leader, as Consul answers).
+#[utoipa::path(
+    get, path = "/v1/status/leader", tag = "consul",
+    responses((status = 200, description = "The leader's address (empty without one)", body = String), Refusals)
+)]
 pub async fn status_leader(State(replica): State<Arc<Replica>>) -> Json<String> {
     let metrics = replica.metrics();
     let leader = metrics.current_leader.and_then(|id| {
@@ -621,6 +654,10 @@ pub async fn status_leader(State(replica): State<Arc<Replica>>) -> Json<String> 
 }
 
 /// `/v1/status/peers`: the voters' API addresses.
+#[utoipa::path(
+    get, path = "/v1/status/peers", tag = "consul",
+    responses((status = 200, description = "The voters' addresses", body = Vec<String>), Refusals)
+)]
 pub async fn status_peers(State(replica): State<Arc<Replica>>) -> Json<Vec<String>> {
     let metrics = replica.metrics();
     let membership = metrics.membership_config.membership();

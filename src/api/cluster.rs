@@ -11,6 +11,7 @@ use axum::Json;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
+use super::openapi::Refusals;
 use crate::auth::scope::Scope;
 use crate::raft::PeerNode;
 use crate::replica::{now_ms, Replica};
@@ -21,6 +22,13 @@ use crate::wire::{AddMember, ClusterStatus, Health, MemberStatus, MembershipChan
 /// for a replica taken out of the cluster), 503 `failed` once its Raft core
 /// stopped on a storage error or a panic (the agent then exits, see
 /// [`crate::raft::fatal::exit_code_of`]).
+#[utoipa::path(
+    get, path = "/v1/health", tag = "cluster", security(()),
+    responses(
+        (status = 200, description = "This replica serves (`ok`, or `removed` from the cluster)", body = Health),
+        (status = 503, description = "This replica's Raft core stopped", body = Health),
+    )
+)]
 pub async fn health(State(replica): State<Arc<Replica>>) -> Response {
     let fatal = replica.metrics().running_state.err();
     if let Some(fatal) = fatal.filter(|f| crate::raft::fatal::exit_code_of(f).is_some()) {
@@ -47,6 +55,10 @@ pub async fn health(State(replica): State<Arc<Replica>>) -> Response {
     .into_response()
 }
 
+#[utoipa::path(
+    get, path = "/v1/cluster", tag = "cluster",
+    responses((status = 200, description = "This replica's view of the cluster", body = ClusterStatus), Refusals)
+)]
 pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> {
     let metrics = replica.metrics();
     let contacts = replica.peers.last_contact();
@@ -103,6 +115,10 @@ pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> 
     })
 }
 
+#[utoipa::path(
+    post, path = "/v1/cluster/members", tag = "cluster", request_body = AddMember,
+    responses((status = 200, description = "Committed at this log index", body = MembershipChanged), Refusals)
+)]
 pub async fn add_member(
     State(replica): State<Arc<Replica>>,
     JsonBody(body): JsonBody<AddMember>,
@@ -125,6 +141,11 @@ pub async fn add_member(
     Ok(Json(MembershipChanged { index }))
 }
 
+#[utoipa::path(
+    delete, path = "/v1/cluster/members/{id}", tag = "cluster",
+    params(("id" = String, Path, description = "Raft id of the member")),
+    responses((status = 200, description = "Committed at this log index", body = MembershipChanged), Refusals)
+)]
 pub async fn remove_member(
     State(replica): State<Arc<Replica>>,
     Path(id): Path<String>,
@@ -136,6 +157,11 @@ pub async fn remove_member(
     Ok(Json(MembershipChanged { index }))
 }
 
+#[utoipa::path(
+    get, path = "/v1/events", tag = "cluster",
+    params(("since" = Option<u64>, Query, description = "Only events after this index"), ("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier")),
+    responses((status = 200, description = "Recent events, oldest first", body = Vec<Event>), Refusals)
+)]
 pub async fn events(
     State(replica): State<Arc<Replica>>,
     scope: Scope,
@@ -155,6 +181,10 @@ pub async fn events(
 /// Prometheus text: the process-wide recorder plus Raft gauges read now.
 /// `GET /v1/cluster/plan`: the manager template (the cluster file
 /// bootstrap recorded, kept current by manager replacement).
+#[utoipa::path(
+    get, path = "/v1/cluster/plan", tag = "cluster", params(("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier")),
+    responses((status = 200, description = "The manager template", body = ManagerTemplate), Refusals)
+)]
 pub async fn plan(
     State(replica): State<Arc<Replica>>,
     params: Params,
@@ -172,6 +202,10 @@ pub async fn plan(
 }
 
 /// `PUT /v1/cluster/plan` (admin): records the manager template.
+#[utoipa::path(
+    put, path = "/v1/cluster/plan", tag = "cluster", request_body = ManagerTemplate,
+    responses((status = 200, description = "Recorded at this log index", body = MembershipChanged), Refusals)
+)]
 pub async fn put_plan(
     State(replica): State<Arc<Replica>>,
     JsonBody(template): JsonBody<ManagerTemplate>,

@@ -67,6 +67,25 @@ impl<S: Send + Sync> FromRequestParts<S> for Scope {
     }
 }
 
+/// Whether the request speaks Consul's dialect: it authenticated with
+/// Consul's `X-Consul-Token` and no bearer token, as Consul clients do.
+/// Such clients get Consul's own answers where they match on them (a 500
+/// whose text names an invalid session or TTL, a 404 in text); every other
+/// client gets raftvisor's answer, a 4xx with a JSON reason.
+pub struct ConsulDialect(pub bool);
+
+impl<S: Send + Sync> FromRequestParts<S> for ConsulDialect {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let headers = &parts.headers;
+        Ok(ConsulDialect(
+            headers.contains_key(crate::auth::middleware::CONSUL_TOKEN_HEADER)
+                && !headers.contains_key(axum::http::header::AUTHORIZATION),
+        ))
+    }
+}
+
 /// Query parameters as a map; flags without a value (`?stale`, `?raw`)
 /// are present with an empty string, as Consul clients send them.
 pub struct Params(pub HashMap<String, String>);

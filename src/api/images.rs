@@ -21,6 +21,7 @@ use futures::TryStreamExt;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::Params;
+use super::openapi::Refusals;
 use crate::replica::archives::MAX_ARCHIVE_BYTES;
 use crate::replica::Replica;
 use crate::state::image_catalog::{ImageSource, Reference, StoredImage};
@@ -28,6 +29,10 @@ use crate::state::{Command, Outcome};
 use crate::wire::ImageEntry;
 
 /// The kept images, then the images pulled from registries onto nodes.
+#[utoipa::path(
+    get, path = "/v1/images", tag = "images", params(("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier")),
+    responses((status = 200, description = "Kept and pulled images", body = Vec<ImageEntry>), Refusals)
+)]
 pub async fn list(
     State(replica): State<Arc<Replica>>,
     params: Params,
@@ -74,6 +79,12 @@ pub async fn list(
     })))
 }
 
+#[utoipa::path(
+    post, path = "/v1/images", tag = "images",
+    params(("name" = Option<String>, Query, description = "The name:tag to keep it as, when the archive names several")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A `docker save` archive (tar)"),
+    responses((status = 201, description = "Kept", body = Vec<ImageEntry>), Refusals)
+)]
 pub async fn import(
     State(replica): State<Arc<Replica>>,
     params: Params,
@@ -170,6 +181,11 @@ pub async fn import(
     }
 }
 
+#[utoipa::path(
+    delete, path = "/v1/images/{name}", tag = "images",
+    params(("name" = String, Path, description = "name:tag of a kept image")),
+    responses((status = 204, description = "Removed"), Refusals)
+)]
 pub async fn remove(
     State(replica): State<Arc<Replica>>,
     Path(name): Path<String>,
@@ -227,6 +243,12 @@ pub const LEADER_HEADER: &str = "x-raftvisor-leader";
 /// answer streams the build's output line by line and ends with one JSON
 /// line, `{"image": …}` or `{"error": "…"}`. Only the leader builds: another
 /// replica answers 421 `not_leader` with the leader in [`LEADER_HEADER`].
+#[utoipa::path(
+    post, path = "/v1/images/build", tag = "images",
+    params(("tag" = String, Query, description = "name:tag of the image to build")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "A build context (tar) with a Dockerfile at its root"),
+    responses((status = 200, description = "The build's output, line by line, ending in one JSON line", content_type = "text/plain", body = String), Refusals)
+)]
 pub async fn build(
     State(replica): State<Arc<Replica>>,
     params: Params,

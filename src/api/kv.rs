@@ -14,14 +14,26 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
+use serde::Serialize;
 
 use super::blocking::{consul_headers, Blocking};
 use super::error::{ApiError, ApiResult};
-use super::extract::Params;
+use super::extract::{ConsulDialect, Params};
+use super::openapi::{ConsulRefusals, Refusals};
 use crate::auth::scope::Scope;
 use crate::replica::Replica;
 use crate::state::{validate, Command, KvEntry, Outcome, State as Model};
 use crate::wire::ConsulEntry;
+
+/// What a KV read answers in JSON: the entries, or with `?keys` their
+/// names (the description's type; answers are built from the state).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum KvRead {
+    Entries(Vec<ConsulEntry<'static>>),
+    Keys(Vec<String>),
+}
 
 /// `entry` at `key` as Consul shows it, with its lock when it has one.
 fn consul_entry<'a>(model: &'a Model, key: &'a str, entry: &KvEntry) -> ConsulEntry<'a> {
@@ -57,6 +69,23 @@ fn reach(scope: &Scope, key: &str) -> ApiResult<()> {
     }
 }
 
+#[utoipa::path(
+    get, path = "/v1/kv/{key}", tag = "kv",
+    params(("key" = String, Path, description = "The key (or prefix)"),
+        ("recurse" = Option<bool>, Query, description = "Every key under the prefix"),
+        ("keys" = Option<bool>, Query, description = "Only the key names"),
+        ("separator" = Option<String>, Query, description = "With `keys`: group names up to this"),
+        ("raw" = Option<bool>, Query, description = "The bare value"),
+        ("index" = Option<u64>, Query, description = "Blocking query: wait until the index passes this"),
+        ("wait" = Option<String>, Query, description = "Blocking query: at most this long (e.g. `30s`, at most 10m)"), ("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier")),
+    responses(
+        (status = 200, description = "Entries (`?keys`: names; `?raw`: the value)",
+            content((KvRead = "application/json"), (Vec<u8> = "application/octet-stream")),
+            headers(("X-Consul-Index" = u64, description = "Raft index of the answer"))),
+        (status = 404, description = "No such key (an empty answer, as Consul's)"),
+        ConsulRefusals,
+    )
+)]
 pub async fn get(
     State(replica): State<Arc<Replica>>,
     Path(key): Path<String>,
@@ -138,10 +167,23 @@ fn render_read(
     response
 }
 
+#[utoipa::path(
+    put, path = "/v1/kv/{key}", tag = "kv",
+    params(
+        ("key" = String, Path, description = "The key"),
+        ("cas" = Option<u64>, Query, description = "Only if the key's ModifyIndex is this (0: only if absent)"),
+        ("flags" = Option<u64>, Query, description = "Opaque flags stored with the value"),
+        ("acquire" = Option<String>, Query, description = "Take the key's lock for this session"),
+        ("release" = Option<String>, Query, description = "Give the key's lock back"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The value"),
+    responses((status = 200, description = "Whether the write happened", body = bool), Refusals)
+)]
 pub async fn put(
     State(replica): State<Arc<Replica>>,
     Path(key): Path<String>,
     scope: Scope,
+    ConsulDialect(consul): ConsulDialect,
     params: Params,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<Response> {
@@ -189,7 +231,7 @@ pub async fn put(
             cas: params.number("cas")?,
         },
     };
-    answer_bool(replica.write(command).await?.outcome)
+    answer_bool(replica.write(command).await?.outcome, consul)
 }
 
 pub async fn delete_root(
@@ -200,6 +242,15 @@ pub async fn delete_root(
     delete(state, Path(String::new()), scope, params).await
 }
 
+#[utoipa::path(
+    delete, path = "/v1/kv/{key}", tag = "kv",
+    params(
+        ("key" = String, Path, description = "The key (or prefix)"),
+        ("recurse" = Option<bool>, Query, description = "Every key under the prefix"),
+        ("cas" = Option<u64>, Query, description = "Only if the key's ModifyIndex is this"),
+    ),
+    responses((status = 200, description = "Whether the delete happened", body = bool), Refusals)
+)]
 pub async fn delete(
     State(replica): State<Arc<Replica>>,
     Path(key): Path<String>,
@@ -218,15 +269,16 @@ pub async fn delete(
         cas: params.number("cas")?,
         recurse,
     };
-    answer_bool(replica.write(command).await?.outcome)
+    answer_bool(replica.write(command).await?.outcome, false)
 }
 
-fn answer_bool(outcome: Outcome) -> ApiResult<Response> {
+/// A KV write's answer; `consul`: the client speaks Consul's dialect.
+fn answer_bool(outcome: Outcome, consul: bool) -> ApiResult<Response> {
     match outcome {
         Outcome::Kv(ok) => Ok(Json(ok).into_response()),
         // Consul's words and status, which clients (Patroni) match on to
         // create a new session.
-        Outcome::Rejected(reason) if reason.starts_with("invalid session") => {
+        Outcome::Rejected(reason) if consul && reason.starts_with("invalid session") => {
             Ok((StatusCode::INTERNAL_SERVER_ERROR, reason).into_response())
         }
         Outcome::Rejected(reason) => Err(ApiError::bad_request(reason)),

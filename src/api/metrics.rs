@@ -19,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use openraft::ServerState;
 
+use super::openapi::Refusals;
 use crate::replica::Replica;
 use crate::state::{InstanceState, NodeState, State as Model};
 
@@ -154,6 +155,10 @@ pub async fn track_requests(request: Request, next: Next) -> Response {
     response
 }
 
+#[utoipa::path(
+    get, path = "/metrics", tag = "prometheus",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String), Refusals)
+)]
 pub async fn metrics(State(replica): State<Arc<Replica>>) -> Response {
     let m = replica.metrics();
     metrics::gauge!("raftvisor_raft_term").set(m.current_term as f64);

@@ -3,7 +3,8 @@
 //! Handlers read from the local state machine (after a read-index barrier
 //! unless `?stale`) and write through [`Replica::write`], which forwards to
 //! the leader. Handlers never touch Raft storage directly. Every route but
-//! `GET /v1/health` is behind [`crate::auth::middleware`] (token and role).
+//! `GET /v1/health`, `GET /v1/openapi.json` and the dashboard's assets
+//! (`/ui`) is behind [`crate::auth::middleware`] (token and role).
 
 pub mod blocking;
 pub mod catalog;
@@ -16,30 +17,22 @@ pub mod images;
 pub mod kv;
 pub mod metrics;
 pub mod nodes;
+pub mod openapi;
 pub mod prometheus_sd;
 pub mod registries;
 pub mod services;
 pub mod sessions;
 pub mod tokens;
+pub mod ui;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
 use crate::replica::Replica;
 use error::ApiError;
-use services::Lifecycle;
-
-fn lifecycle_route(operation: Lifecycle) -> axum::routing::MethodRouter<Arc<Replica>> {
-    post(
-        move |State(replica): State<Arc<Replica>>,
-              Path((namespace, name)): Path<(String, String)>| {
-            services::lifecycle(replica, namespace, name, operation)
-        },
-    )
-}
 
 /// The `/v1` router for `replica`.
 pub fn router(replica: Arc<Replica>) -> Router {
@@ -54,6 +47,7 @@ pub fn router(replica: Arc<Replica>) -> Router {
         );
     router
         .route("/v1/health", get(cluster::health))
+        .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/cluster", get(cluster::status))
         .route("/v1/cluster/members", post(cluster::add_member))
         .route(
@@ -87,15 +81,12 @@ pub fn router(replica: Arc<Replica>) -> Router {
         )
         .route(
             "/v1/services/{namespace}/{name}/start",
-            lifecycle_route(Lifecycle::Start),
+            post(services::start),
         )
-        .route(
-            "/v1/services/{namespace}/{name}/stop",
-            lifecycle_route(Lifecycle::Stop),
-        )
+        .route("/v1/services/{namespace}/{name}/stop", post(services::stop))
         .route(
             "/v1/services/{namespace}/{name}/restart",
-            lifecycle_route(Lifecycle::Restart),
+            post(services::restart),
         )
         .route("/v1/nodes", get(nodes::list))
         .route(
@@ -153,6 +144,7 @@ pub fn router(replica: Arc<Replica>) -> Router {
             "/v1/kv/{*key}",
             get(kv::get).put(kv::put).delete(kv::delete),
         )
+        .merge(ui::router())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

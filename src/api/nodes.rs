@@ -13,6 +13,7 @@ use axum::Json;
 
 use super::error::{outcome_response, ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
+use super::openapi::Refusals;
 use super::services::if_match;
 use crate::replica::Replica;
 use crate::state::{validate, Command, DockerTls, Node, NodeSpec, Outcome};
@@ -26,6 +27,10 @@ fn node_outcome(name: &str, outcome: Outcome) -> ApiResult<Response> {
     outcome_response(&format!("node {name}"), outcome)
 }
 
+#[utoipa::path(
+    get, path = "/v1/nodes", tag = "nodes", params(("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier")),
+    responses((status = 200, description = "Nodes", body = Vec<Node>), Refusals)
+)]
 pub async fn list(
     State(replica): State<Arc<Replica>>,
     params: Params,
@@ -36,6 +41,11 @@ pub async fn list(
     ))
 }
 
+#[utoipa::path(
+    get, path = "/v1/nodes/{name}", tag = "nodes",
+    params(("name" = String, Path, description = "Node name"), ("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier")),
+    responses((status = 200, description = "The node", body = Node), Refusals)
+)]
 pub async fn get(
     State(replica): State<Arc<Replica>>,
     Path(name): Path<String>,
@@ -50,6 +60,12 @@ pub async fn get(
         .ok_or_else(|| ApiError::not_found(format!("node {name} does not exist")))
 }
 
+#[utoipa::path(
+    put, path = "/v1/nodes/{name}", tag = "nodes",
+    params(("name" = String, Path, description = "Node name"), ("If-Match" = Option<String>, Header, description = "Only if the current version is this")),
+    request_body = NodeSpec,
+    responses((status = 200, description = "The node as registered", body = Node), Refusals)
+)]
 pub async fn put(
     State(replica): State<Arc<Replica>>,
     Path(name): Path<String>,
@@ -184,6 +200,11 @@ pub fn docker_tls_in_dir(
 /// `node_not_drained` while instances are placed on it (or it is down);
 /// with `force`, 202 and the node, now `retired`: its instances move, its
 /// containers are removed, then the node itself.
+#[utoipa::path(
+    delete, path = "/v1/nodes/{name}", tag = "nodes",
+    params(("name" = String, Path, description = "Node name"), ("force" = Option<bool>, Query, description = "Retire a node that still has instances")),
+    responses((status = 204, description = "Removed"), (status = 202, description = "Retired: its instances move", body = Node), Refusals)
+)]
 pub async fn delete(
     State(replica): State<Arc<Replica>>,
     Path(name): Path<String>,
@@ -212,6 +233,12 @@ pub async fn delete(
 }
 
 /// `POST /v1/nodes/{name}/drain`, optional body `{"cancel": true}`.
+#[utoipa::path(
+    post, path = "/v1/nodes/{name}/drain", tag = "nodes",
+    params(("name" = String, Path, description = "Node name")),
+    request_body(content = Option<DrainBody>, description = "Optional; `{\"cancel\": true}` ends a drain"),
+    responses((status = 200, description = "The node", body = Node), Refusals)
+)]
 pub async fn drain(
     State(replica): State<Arc<Replica>>,
     Path(name): Path<String>,

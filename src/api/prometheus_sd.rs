@@ -22,12 +22,13 @@ use serde::Serialize;
 use super::catalog::{passing, Catalog};
 use super::error::{ApiError, ApiResult};
 use super::extract::Params;
+use super::openapi::Refusals;
 use crate::auth::scope::Scope;
 use crate::replica::Replica;
 use crate::state::{Protocol, State as Model};
 
 /// One group of Prometheus's HTTP SD answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct TargetGroup {
     pub targets: Vec<String>,
     pub labels: BTreeMap<String, String>,
@@ -116,6 +117,17 @@ pub fn manager_targets(state: &Model) -> Vec<TargetGroup> {
         .collect()
 }
 
+#[utoipa::path(
+    get, path = "/v1/prometheus/targets", tag = "prometheus",
+    params(
+        ("namespace" = Option<String>, Query, description = "Only this namespace"),
+        ("service" = Option<String>, Query, description = "Only this service"),
+        ("port" = Option<String>, Query, description = "Only this port name"),
+        ("managers" = Option<bool>, Query, description = "The managers' API instead of the workloads"),
+        ("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier"),
+    ),
+    responses((status = 200, description = "Prometheus HTTP SD target groups", body = Vec<TargetGroup>), Refusals)
+)]
 pub async fn targets(
     State(replica): State<Arc<Replica>>,
     scope: Scope,

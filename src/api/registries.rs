@@ -11,6 +11,7 @@ use axum::Json;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
+use super::openapi::Refusals;
 use crate::replica::Replica;
 use crate::state::image_catalog::{login_secret_name, valid_registry_host};
 use crate::state::{Command, Outcome};
@@ -19,6 +20,10 @@ use crate::wire::{RegistryInfo, RegistryLoginBody};
 /// Longest username or password accepted.
 const MAX_CREDENTIAL_BYTES: usize = 4096;
 
+#[utoipa::path(
+    get, path = "/v1/registries", tag = "images", params(("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier")),
+    responses((status = 200, description = "Registry logins (never passwords)", body = Vec<RegistryInfo>), Refusals)
+)]
 pub async fn list(
     State(replica): State<Arc<Replica>>,
     params: Params,
@@ -37,6 +42,11 @@ pub async fn list(
     })))
 }
 
+#[utoipa::path(
+    put, path = "/v1/registries/{host}", tag = "images",
+    params(("host" = String, Path, description = "Registry host[:port]")), request_body = RegistryLoginBody,
+    responses((status = 200, description = "Stored", body = RegistryInfo), Refusals)
+)]
 pub async fn login(
     State(replica): State<Arc<Replica>>,
     Path(host): Path<String>,
@@ -84,6 +94,11 @@ pub async fn login(
     }
 }
 
+#[utoipa::path(
+    delete, path = "/v1/registries/{host}", tag = "images",
+    params(("host" = String, Path, description = "Registry host[:port]")),
+    responses((status = 204, description = "Removed"), Refusals)
+)]
 pub async fn logout(
     State(replica): State<Arc<Replica>>,
     Path(host): Path<String>,

@@ -11,6 +11,7 @@ use axum::Json;
 
 use super::error::{outcome_response, ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
+use super::openapi::Refusals;
 use crate::auth::scope::Scope;
 use crate::replica::Replica;
 use crate::secrets;
@@ -90,6 +91,11 @@ fn service_outcome(what: &str, outcome: Outcome) -> ApiResult<Response> {
     outcome_response(&format!("service {what}"), outcome)
 }
 
+#[utoipa::path(
+    get, path = "/v1/services", tag = "services",
+    params(("namespace" = Option<String>, Query, description = "Only this namespace"), ("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier")),
+    responses((status = 200, description = "Services", body = Vec<Service>), Refusals)
+)]
 pub async fn list(
     State(replica): State<Arc<Replica>>,
     scope: Scope,
@@ -107,6 +113,13 @@ pub async fn list(
     })))
 }
 
+#[utoipa::path(
+    get, path = "/v1/services/{namespace}/{name}", tag = "services", params(
+        ("namespace" = String, Path, description = "Namespace (a DNS label)", example = "demo"),
+        ("name" = String, Path, description = "Service name (a DNS label)", example = "echo"),    ("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier"),
+    ),
+    responses((status = 200, description = "The service; `ETag` is its version", body = Service), Refusals)
+)]
 pub async fn get(
     State(replica): State<Arc<Replica>>,
     Path((namespace, name)): Path<(String, String)>,
@@ -126,6 +139,14 @@ pub async fn get(
     }
 }
 
+#[utoipa::path(
+    put, path = "/v1/services/{namespace}/{name}", tag = "services", params(
+        ("namespace" = String, Path, description = "Namespace (a DNS label)", example = "demo"),
+        ("name" = String, Path, description = "Service name (a DNS label)", example = "echo"),    ("If-Match" = Option<String>, Header, description = "Only if the current version is this"),
+    ),
+    request_body = ServiceSpec,
+    responses((status = 200, description = "The service as deployed", body = Service), Refusals)
+)]
 pub async fn put(
     State(replica): State<Arc<Replica>>,
     Path((namespace, name)): Path<(String, String)>,
@@ -156,6 +177,13 @@ pub async fn put(
     service_outcome(&what, applied.outcome)
 }
 
+#[utoipa::path(
+    delete, path = "/v1/services/{namespace}/{name}", tag = "services", params(
+        ("namespace" = String, Path, description = "Namespace (a DNS label)", example = "demo"),
+        ("name" = String, Path, description = "Service name (a DNS label)", example = "echo"),    ("If-Match" = Option<String>, Header, description = "Only if the current version is this"),
+    ),
+    responses((status = 204, description = "Deleted"), Refusals)
+)]
 pub async fn delete(
     State(replica): State<Arc<Replica>>,
     Path((namespace, name)): Path<(String, String)>,
@@ -173,6 +201,13 @@ pub async fn delete(
     service_outcome(&what, applied.outcome)
 }
 
+#[utoipa::path(
+    post, path = "/v1/services/{namespace}/{name}/scale", tag = "services", params(
+        ("namespace" = String, Path, description = "Namespace (a DNS label)", example = "demo"),
+        ("name" = String, Path, description = "Service name (a DNS label)", example = "echo"),
+    ), request_body = ScaleBody,
+    responses((status = 200, description = "The service, scaled", body = Service), Refusals)
+)]
 pub async fn scale(
     State(replica): State<Arc<Replica>>,
     Path((namespace, name)): Path<(String, String)>,
@@ -196,6 +231,13 @@ pub async fn scale(
     service_outcome(&what, applied.outcome)
 }
 
+#[utoipa::path(
+    get, path = "/v1/services/{namespace}/{name}/instances", tag = "services", params(
+        ("namespace" = String, Path, description = "Namespace (a DNS label)", example = "demo"),
+        ("name" = String, Path, description = "Service name (a DNS label)", example = "echo"),    ("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier"),
+    ),
+    responses((status = 200, description = "The service's instances", body = Vec<Instance>), Refusals)
+)]
 pub async fn instances(
     State(replica): State<Arc<Replica>>,
     Path((namespace, name)): Path<(String, String)>,
@@ -229,8 +271,50 @@ pub enum Lifecycle {
     Restart,
 }
 
+#[utoipa::path(
+    post, path = "/v1/services/{namespace}/{name}/start", tag = "services", params(
+        ("namespace" = String, Path, description = "Namespace (a DNS label)", example = "demo"),
+        ("name" = String, Path, description = "Service name (a DNS label)", example = "echo"),
+    ),
+    responses((status = 200, description = "Runs the service again after a stop", body = Service), Refusals)
+)]
+pub async fn start(
+    State(replica): State<Arc<Replica>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    lifecycle(replica, namespace, name, Lifecycle::Start).await
+}
+
+#[utoipa::path(
+    post, path = "/v1/services/{namespace}/{name}/stop", tag = "services", params(
+        ("namespace" = String, Path, description = "Namespace (a DNS label)", example = "demo"),
+        ("name" = String, Path, description = "Service name (a DNS label)", example = "echo"),
+    ),
+    responses((status = 200, description = "Stops every instance (containers are kept)", body = Service), Refusals)
+)]
+pub async fn stop(
+    State(replica): State<Arc<Replica>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    lifecycle(replica, namespace, name, Lifecycle::Stop).await
+}
+
+#[utoipa::path(
+    post, path = "/v1/services/{namespace}/{name}/restart", tag = "services", params(
+        ("namespace" = String, Path, description = "Namespace (a DNS label)", example = "demo"),
+        ("name" = String, Path, description = "Service name (a DNS label)", example = "echo"),
+    ),
+    responses((status = 200, description = "Restarts every instance once", body = Service), Refusals)
+)]
+pub async fn restart(
+    State(replica): State<Arc<Replica>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    lifecycle(replica, namespace, name, Lifecycle::Restart).await
+}
+
 /// `POST /v1/services/{ns}/{name}/start|stop|restart`.
-pub async fn lifecycle(
+async fn lifecycle(
     replica: Arc<Replica>,
     namespace: String,
     name: String,
@@ -254,6 +338,28 @@ pub async fn lifecycle(
     service_outcome(&what, applied.outcome)
 }
 
+/// Whether `event` is about the service `namespace/name` or one of its
+/// instances (ids `<namespace>.<name>.<slot>`, or the ids of instances
+/// placed before ids were unique, `<namespace>-<name>-<slot>`).
+fn concerns_service(event: &Event, namespace: &str, name: &str) -> bool {
+    let subject = event.subject.as_str();
+    let slot_of = |prefix: String| {
+        subject
+            .strip_prefix(&prefix)
+            .is_some_and(|slot| !slot.is_empty() && slot.bytes().all(|b| b.is_ascii_digit()))
+    };
+    subject == format!("{namespace}/{name}")
+        || slot_of(format!("{namespace}.{name}."))
+        || slot_of(format!("{namespace}-{name}-"))
+}
+
+#[utoipa::path(
+    get, path = "/v1/services/{namespace}/{name}/report", tag = "services", params(
+        ("namespace" = String, Path, description = "Namespace (a DNS label)", example = "demo"),
+        ("name" = String, Path, description = "Service name (a DNS label)", example = "echo"),    ("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier"),
+    ),
+    responses((status = 200, description = "Progress and health of the service", body = ServiceReport), Refusals)
+)]
 pub async fn report(
     State(replica): State<Arc<Replica>>,
     Path((namespace, name)): Path<(String, String)>,
@@ -275,8 +381,6 @@ pub async fn report(
             .collect();
         let count =
             |state: InstanceState| instances.iter().filter(|i| i.state == state).count() as u32;
-        let subject = format!("{namespace}/{name}");
-        let prefix = format!("{namespace}-{name}-");
         let pin = s
             .images
             .pin(&namespace, &name, service.version)
@@ -288,8 +392,7 @@ pub async fn report(
             .iter()
             .rev()
             .filter(|e| {
-                e.subject == subject
-                    || e.subject.starts_with(&prefix)
+                concerns_service(e, &namespace, &name)
                     || image_subjects.contains(&Some(e.subject.as_str()))
             })
             .take(20)
@@ -312,7 +415,7 @@ pub async fn report(
         Ok(Json(ServiceReport {
             outdated,
             rollout_paused,
-            service: subject,
+            service: format!("{namespace}/{name}"),
             version: service.version,
             run_state: service.run_state,
             desired: if service.run_state == RunState::Running && service.spec.kind == crate::state::ServiceKind::Container {
@@ -336,4 +439,41 @@ pub async fn report(
             recent_events,
         }))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(subject: &str) -> Event {
+        Event {
+            index: 1,
+            time_ms: 1,
+            kind: "instance.state".into(),
+            subject: subject.into(),
+            message: String::new(),
+            actor: None,
+        }
+    }
+
+    #[test]
+    fn a_report_gathers_the_events_of_the_service_and_its_instances() {
+        for (subject, concerns) in [
+            ("demo/echo", true),
+            ("demo.echo.0", true),
+            ("demo.echo.12", true),
+            ("demo-echo-3", true),
+            ("demo/echo2", false),
+            ("demo.echo2.0", false),
+            ("demo.echo.", false),
+            ("demo.echo.x", false),
+            ("other.echo.0", false),
+        ] {
+            assert_eq!(
+                concerns_service(&event(subject), "demo", "echo"),
+                concerns,
+                "{subject}"
+            );
+        }
+    }
 }

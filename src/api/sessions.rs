@@ -7,9 +7,11 @@
 //! ([`crate::reconcile::session_ttl`]).
 //!
 //! Where Consul's clients depend on Consul's own error shapes, these
-//! routes answer them rather than raftvisor's JSON errors: an unknown
+//! routes answer them to clients that speak Consul's dialect
+//! ([`ConsulDialect`]) rather than raftvisor's JSON errors: an unknown
 //! session on renewal is a 404 with text, an invalid TTL a 500 whose text
-//! starts with `Invalid Session TTL`, as clients match on those.
+//! starts with `Invalid Session TTL`, as clients match on those. Other
+//! clients get a 404 or 400 with a JSON reason.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,7 +27,8 @@ use serde_json::Value;
 
 use super::blocking::{consul_headers, parse_duration, Blocking};
 use super::error::{ApiError, ApiResult};
-use super::extract::Params;
+use super::extract::{ConsulDialect, Params};
+use super::openapi::Refusals;
 use crate::auth::scope::Scope;
 use crate::replica::Replica;
 use crate::state::kv_txn::{Op, TxnOutcome, Verb, MAX_OPS};
@@ -33,7 +36,7 @@ use crate::state::sessions::{Behavior, Session, SessionRequest, DEFAULT_LOCK_DEL
 use crate::state::{Command, Outcome, State as Model};
 
 /// A session as Consul shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "PascalCase")]
 pub struct SessionView {
     #[serde(rename = "ID")]
@@ -175,13 +178,19 @@ fn invalid_ttl(reason: String) -> Response {
     (StatusCode::INTERNAL_SERVER_ERROR, reason).into_response()
 }
 
+#[utoipa::path(
+    put, path = "/v1/session/create", tag = "consul",
+    request_body(content = Option<Object>, description = "Consul's session body: Name, Node, TTL, LockDelay, Behavior, Checks"),
+    responses((status = 200, description = "The new session's id", body = Object), Refusals)
+)]
 pub async fn create(
     State(replica): State<Arc<Replica>>,
+    ConsulDialect(consul): ConsulDialect,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<Response> {
     let request = session_request(&replica, &body?)?;
     if let Err(reason) = request.check() {
-        if reason.starts_with("Invalid Session TTL") {
+        if consul && reason.starts_with("Invalid Session TTL") {
             return Ok(invalid_ttl(reason));
         }
         return Err(ApiError::bad_request(reason));
@@ -207,6 +216,11 @@ fn unexpected(outcome: Outcome) -> ApiError {
     )
 }
 
+#[utoipa::path(
+    put, path = "/v1/session/destroy/{id}", tag = "consul",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, description = "Destroyed (or already gone)", body = bool), Refusals)
+)]
 pub async fn destroy(
     State(replica): State<Arc<Replica>>,
     Path(id): Path<String>,
@@ -225,8 +239,14 @@ pub async fn destroy(
     }
 }
 
+#[utoipa::path(
+    put, path = "/v1/session/renew/{id}", tag = "consul",
+    params(("id" = String, Path, description = "Session id")),
+    responses((status = 200, description = "The renewed session", body = Vec<SessionView>), Refusals)
+)]
 pub async fn renew(
     State(replica): State<Arc<Replica>>,
+    ConsulDialect(consul): ConsulDialect,
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     match replica
@@ -237,11 +257,12 @@ pub async fn renew(
         Outcome::Session(session) => {
             Ok(Json(vec![SessionView::from(session.as_ref())]).into_response())
         }
-        Outcome::NotFound => Ok((
+        Outcome::NotFound if consul => Ok((
             StatusCode::NOT_FOUND,
             format!("Session id '{id}' not found"),
         )
             .into_response()),
+        Outcome::NotFound => Err(ApiError::not_found(format!("Session id '{id}' not found"))),
         other => Err(unexpected(other)),
     }
 }
@@ -272,6 +293,12 @@ async fn read_sessions(
     Ok(response)
 }
 
+#[utoipa::path(
+    get, path = "/v1/session/info/{id}", tag = "consul",
+    params(("id" = String, Path, description = "Session id"), ("index" = Option<u64>, Query, description = "Blocking query: wait until the index passes this"),
+        ("wait" = Option<String>, Query, description = "Blocking query: at most this long (e.g. `30s`, at most 10m)"), ("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier")),
+    responses((status = 200, description = "The session (empty when unknown)", body = Vec<SessionView>), Refusals)
+)]
 pub async fn info(
     State(replica): State<Arc<Replica>>,
     Path(id): Path<String>,
@@ -280,6 +307,12 @@ pub async fn info(
     read_sessions(&replica, &params, |s| s.id == id).await
 }
 
+#[utoipa::path(
+    get, path = "/v1/session/node/{node}", tag = "consul",
+    params(("node" = String, Path, description = "Node name"), ("index" = Option<u64>, Query, description = "Blocking query: wait until the index passes this"),
+        ("wait" = Option<String>, Query, description = "Blocking query: at most this long (e.g. `30s`, at most 10m)"), ("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier")),
+    responses((status = 200, description = "The node's sessions", body = Vec<SessionView>), Refusals)
+)]
 pub async fn of_node(
     State(replica): State<Arc<Replica>>,
     Path(node): Path<String>,
@@ -288,6 +321,12 @@ pub async fn of_node(
     read_sessions(&replica, &params, |s| s.node == node).await
 }
 
+#[utoipa::path(
+    get, path = "/v1/session/list", tag = "consul",
+    params(("index" = Option<u64>, Query, description = "Blocking query: wait until the index passes this"),
+        ("wait" = Option<String>, Query, description = "Blocking query: at most this long (e.g. `30s`, at most 10m)"), ("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier")),
+    responses((status = 200, description = "Every session", body = Vec<SessionView>), Refusals)
+)]
 pub async fn list(State(replica): State<Arc<Replica>>, params: Params) -> ApiResult<Response> {
     read_sessions(&replica, &params, |_| true).await
 }
@@ -362,6 +401,15 @@ fn txn_entry_json(entry: &crate::state::kv_txn::TxnEntry) -> Value {
 
 /// `PUT /v1/txn`: all operations or none; 200 with `Results`, or 409 with
 /// `Errors` naming the operation that failed.
+#[utoipa::path(
+    put, path = "/v1/txn", tag = "consul",
+    request_body(content = Vec<Object>, description = "Consul's KV operations: `[{\"KV\": {\"Verb\", \"Key\", ...}}]`"),
+    responses(
+        (status = 200, description = "All operations applied: `Results`", body = Object),
+        (status = 409, description = "None applied: `Errors` names the failed operation", body = Object),
+        Refusals,
+    )
+)]
 pub async fn txn(
     State(replica): State<Arc<Replica>>,
     scope: Scope,

@@ -14,12 +14,17 @@ use axum::Json;
 
 use super::error::{ApiError, ApiResult};
 use super::extract::{JsonBody, Params};
+use super::openapi::Refusals;
 use crate::auth::middleware::presented_token;
 use crate::auth::Token;
 use crate::replica::Replica;
 use crate::state::{validate, Command, Outcome};
 use crate::wire::{CreateToken, CreatedToken, TokenInfo};
 
+#[utoipa::path(
+    post, path = "/v1/tokens", tag = "tokens", request_body = CreateToken,
+    responses((status = 201, description = "The token, shown only this once", body = CreatedToken), Refusals)
+)]
 pub async fn create(
     State(replica): State<Arc<Replica>>,
     JsonBody(body): JsonBody<CreateToken>,
@@ -74,6 +79,10 @@ pub async fn create(
     ))
 }
 
+#[utoipa::path(
+    get, path = "/v1/tokens", tag = "tokens", params(("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier")),
+    responses((status = 200, description = "Tokens (never secrets)", body = Vec<TokenInfo>), Refusals)
+)]
 pub async fn list(
     State(replica): State<Arc<Replica>>,
     params: Params,
@@ -90,6 +99,10 @@ pub async fn list(
 /// `GET /v1/tokens/self`: the record of the token this request presents
 /// (the auth layer has checked it), so a client — the dashboard — knows
 /// its role and reach.
+#[utoipa::path(
+    get, path = "/v1/tokens/self", tag = "tokens",
+    responses((status = 200, description = "The presented token's record", body = TokenInfo), Refusals)
+)]
 pub async fn own(
     State(replica): State<Arc<Replica>>,
     headers: HeaderMap,
@@ -114,6 +127,11 @@ pub async fn own(
         })
 }
 
+#[utoipa::path(
+    delete, path = "/v1/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "The token's public id")),
+    responses((status = 204, description = "Revoked"), Refusals)
+)]
 pub async fn revoke(
     State(replica): State<Arc<Replica>>,
     Path(id): Path<String>,

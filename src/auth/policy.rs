@@ -1,5 +1,6 @@
 //! Which role a request needs, from its method and path alone (pure):
-//! `GET /v1/health` and the dashboard's assets (`/ui`) need none;
+//! `GET /v1/health`, the API's description (`/v1/openapi.json`) and the
+//! dashboard's assets (`/ui`) need none;
 //! `GET /v1/tokens/self` (a token's own record) needs `read`; tokens, cluster membership, registering,
 //! changing or deleting nodes (a node's engine receives services' secrets,
 //! and its `docker_tls` names files on the managers) and the debug
@@ -15,7 +16,11 @@ use crate::state::Role;
 /// The role `method path` needs; `None` for the one public endpoint.
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     let read_only = method == Method::GET || method == Method::HEAD;
-    if (path == "/v1/health" || path == "/ui" || path.starts_with("/ui/")) && read_only {
+    let public = path == "/v1/health"
+        || path == "/v1/openapi.json"
+        || path == "/ui"
+        || path.starts_with("/ui/");
+    if public && read_only {
         return None;
     }
     if path == "/v1/tokens/self" && read_only {
@@ -68,6 +73,7 @@ mod tests {
             (Method::GET, "/v1/tokens/self", Some(Role::Read)),
             (Method::DELETE, "/v1/tokens/self", Some(Role::Admin)),
             (Method::GET, "/ui", None),
+            (Method::GET, "/v1/openapi.json", None),
             (Method::GET, "/ui/app.js", None),
             (Method::POST, "/ui/app.js", Some(Role::Operator)),
             (Method::GET, "/uix", Some(Role::Read)),

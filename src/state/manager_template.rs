@@ -17,12 +17,13 @@ use super::validate::Invalid;
 
 /// Where the managers run and how to start more (the shape of the cluster
 /// file, `cluster-config/docker-3.toml`, and of `GET /v1/cluster/plan`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ManagerTemplate {
     /// Names the cluster's containers and its directory of secrets.
     pub cluster: String,
     /// CA, certificates, admin token, secrets key and the managers' data.
+    #[schema(value_type = String)]
     pub state_dir: PathBuf,
     #[serde(default = "default_image")]
     pub image: String,
@@ -47,7 +48,7 @@ impl super::migrate::FirstVersion for ManagerTemplate {
 }
 
 /// Manager `dead` is being replaced by manager `new`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Replacement {
     pub dead: u64,
@@ -59,7 +60,7 @@ fn default_image() -> String {
 }
 
 /// A machine with a Docker Engine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Machine {
     pub name: String,
@@ -79,6 +80,7 @@ pub struct Machine {
     pub address: String,
     /// The provider's settings, for machines it makes.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub provider_file: Option<PathBuf>,
 }
 
@@ -95,7 +97,7 @@ fn default_provider() -> String {
 
 /// One manager: its Raft id (never reused), machine and ports. Managers use
 /// the machine's network (`--network host`), so ports must be free there.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ManagerPlacement {
     pub id: u64,
@@ -106,7 +108,7 @@ pub struct ManagerPlacement {
 }
 
 /// A workload node to register, on one of the machines.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodePlacement {
     pub name: String,

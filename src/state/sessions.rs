@@ -24,7 +24,7 @@ pub const MAX_LOCK_DELAY_MS: u64 = 60_000;
 pub const MAX_SESSIONS: usize = 10_000;
 
 /// What happens to the keys a session holds when it is invalidated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Behavior {
     /// The keys stay, unlocked.

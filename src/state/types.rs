@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// Transport protocol of a service port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     #[default]
@@ -33,7 +33,7 @@ impl Protocol {
 }
 
 /// One port a service's containers listen on.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortSpec {
     pub name: String,
@@ -50,7 +50,7 @@ fn default_weight() -> u16 {
 }
 
 /// Resources reserved for each instance; zero means "not limited".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Resources {
     /// Thousandths of a CPU.
@@ -59,7 +59,7 @@ pub struct Resources {
 }
 
 /// How replicas are spread across the nodes that match.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Spread {
     #[default]
@@ -69,7 +69,7 @@ pub enum Spread {
 }
 
 /// Where a service's instances may run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Placement {
     pub region: Option<String>,
@@ -79,7 +79,7 @@ pub struct Placement {
 }
 
 /// Kind of health probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProbeKind {
     #[default]
@@ -88,7 +88,7 @@ pub enum ProbeKind {
 }
 
 /// Health check run by the leader against every running instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
     #[serde(default)]
@@ -120,7 +120,7 @@ fn default_retries() -> u32 {
 }
 
 /// Restart backoff owned by raftvisor (not the engine's restart policy).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RestartPolicy {
     pub initial_backoff_ms: u64,
@@ -139,7 +139,7 @@ impl Default for RestartPolicy {
 }
 
 /// How a changed spec rolls out.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpdateStrategy {
     pub max_parallel: u32,
@@ -152,7 +152,7 @@ impl Default for UpdateStrategy {
 }
 
 /// What a user asks for when deploying a service.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceSpec {
     /// `container` (default): raftvisor runs it; `external`: a third-party
@@ -175,6 +175,7 @@ pub struct ServiceSpec {
     /// Environment variables whose values are secret: sealed before they
     /// enter the log, shown as `<redacted>`, unsealed only for the engine.
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, String>)]
     pub secret_env: crate::secrets::SecretEnv,
     #[serde(default)]
     pub ports: Vec<PortSpec>,
@@ -284,7 +285,9 @@ pub mod service_spec_v1 {
 }
 
 /// When the leader fetches a service's image onto a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum PullPolicy {
     /// Pull only when the node's engine does not have the image.
@@ -308,7 +311,7 @@ impl PullPolicy {
 }
 
 /// What a service is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ServiceKind {
     #[default]
@@ -321,7 +324,7 @@ fn default_replicas() -> u32 {
 }
 
 /// Whether a service's instances should be running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
     #[default]
@@ -330,7 +333,7 @@ pub enum RunState {
 }
 
 /// A deployed service as replicated.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Service {
     pub namespace: String,
     pub name: String,
@@ -346,7 +349,7 @@ pub struct Service {
 }
 
 /// Lifecycle of one instance (one slot of a service on one node).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InstanceState {
     #[default]
@@ -366,7 +369,7 @@ pub enum InstanceState {
 }
 
 /// How a container ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExitInfo {
     pub code: i64,
     pub reason: String,
@@ -374,7 +377,7 @@ pub struct ExitInfo {
 }
 
 /// A published port of a running instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PublishedPort {
     pub name: String,
     pub container_port: u16,
@@ -383,7 +386,7 @@ pub struct PublishedPort {
 }
 
 /// One slot of a service placed on a node; ids are generated by raftvisor.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Instance {
     pub id: String,
     pub namespace: String,
@@ -406,7 +409,7 @@ pub struct Instance {
 }
 
 /// What the leader observed about an instance, written back through Raft.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InstanceStatus {
     pub state: InstanceState,
     pub container_id: Option<String>,
@@ -419,7 +422,7 @@ pub struct InstanceStatus {
 }
 
 /// Lifecycle of a machine in the inventory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NodeState {
     Provisioning,
@@ -431,7 +434,7 @@ pub enum NodeState {
 }
 
 /// Capacity a node offers to instances; zero means "not limited".
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Capacity {
     pub cpu_millis: u32,
@@ -440,7 +443,7 @@ pub struct Capacity {
 }
 
 /// What a user gives when registering a node.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NodeSpec {
     #[serde(default = "default_provider")]
@@ -481,7 +484,7 @@ impl NodeSpec {
 /// How the managers reach a Docker engine over TLS: PEM files present at
 /// these paths on every manager. The engine's certificate must be signed by
 /// `ca_cert` and name the endpoint's host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DockerTls {
     pub ca_cert: String,
@@ -498,7 +501,7 @@ fn default_provider() -> String {
 }
 
 /// A machine (VM or Docker host) in the inventory.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Node {
     pub name: String,
     #[serde(with = "super::migrate::versioned")]
@@ -509,7 +512,7 @@ pub struct Node {
 }
 
 /// Which replica runs where.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Manager {
     pub raft_id: u64,
     pub peer_addr: String,
@@ -518,7 +521,7 @@ pub struct Manager {
 }
 
 /// One key of the KV store, Consul-shaped.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KvEntry {
     pub value: Vec<u8>,
     pub flags: u64,
@@ -527,7 +530,7 @@ pub struct KvEntry {
 }
 
 /// One entry of the bounded, replicated log of what the control plane did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub index: u64,
     pub time_ms: u64,
@@ -541,7 +544,7 @@ pub struct Event {
 }
 
 /// Who asked for a change: an API token's public id and its name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Actor {
     pub token_id: String,
     pub token_name: String,
@@ -575,7 +578,19 @@ pub mod event_v1 {
 }
 
 /// What an API token may do. Ordered: each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Reads only (GET).
@@ -615,7 +630,7 @@ impl std::str::FromStr for Role {
 /// catalog entries of `namespaces`, and the KV keys under `kv_prefixes`
 /// (either may be empty, not both). A token without limits reaches the
 /// whole cluster as its role allows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TokenLimits {
     pub namespaces: Vec<String>,
     pub kv_prefixes: Vec<String>,

@@ -318,6 +318,29 @@ async fn bad_input_gets_a_4xx_with_a_json_reason() {
             vec![],
             400,
         ),
+        // Clients with a bearer token get JSON reasons where Consul's
+        // dialect (X-Consul-Token alone) gets Consul's 500s and text.
+        (
+            reqwest::Method::PUT,
+            "/v1/session/create".into(),
+            Some(r#"{"TTL":"1s"}"#.into()),
+            vec![],
+            400,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/kv/k?acquire=00000000-0000-0000-0000-000000000000".into(),
+            Some("v".into()),
+            vec![],
+            400,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/session/renew/00000000-0000-0000-0000-000000000000".into(),
+            None,
+            vec![],
+            404,
+        ),
         (
             reqwest::Method::PUT,
             "/v1/txn".into(),
