@@ -589,6 +589,15 @@ impl Client {
         mut line: impl FnMut(&str),
     ) -> Result<StoredImage, ClientError> {
         let mut bases: Vec<String> = self.bases.clone();
+        // Only the leader builds. A follower answers 421 at once, without
+        // reading the context, and closes: a context still being sent then
+        // fails with a broken pipe before the 421 is read. So the context
+        // goes to the leader first; the 421 remains for a leader that
+        // changed meanwhile.
+        if let Some(leader) = self.leader_base().await {
+            bases.retain(|b| *b != leader);
+            bases.insert(0, leader);
+        }
         let mut problems = Vec::new();
         let mut index = 0;
         while index < bases.len() && index < 8 {
@@ -623,6 +632,20 @@ impl Client {
             return read_build_answer(&base, response, &mut line).await;
         }
         Err(ClientError::Connect(problems.join("; ")))
+    }
+
+    /// The API base of the leader, as the first replica that answers
+    /// knows it; `None` without a leader or an answer.
+    async fn leader_base(&self) -> Option<String> {
+        let (base, response) = self
+            .send(Method::GET, "/v1/cluster", &[], None, None)
+            .await
+            .ok()?;
+        let status: ClusterStatus = decode_json(&base, response).await.ok()?;
+        let leader = status.leader_id?;
+        let member = status.members.iter().find(|m| m.id == leader)?;
+        let scheme = base.split("://").next().unwrap_or("https");
+        Some(format!("{scheme}://{}", member.api_addr))
     }
 
     /// A POST of the tar at `path` to `url`, streamed, with the token.

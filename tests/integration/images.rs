@@ -407,6 +407,12 @@ async fn an_image_built_from_a_context_directory_runs_and_its_log_reaches_the_cl
     std::fs::create_dir_all(&context).unwrap();
     let marker = format!("built-for-{}", env.cluster_id);
     std::fs::write(context.join("marker.txt"), &marker).unwrap();
+    // A context of some size: a follower's early 421 (it does not read the
+    // context) must not cut the upload with a broken pipe.
+    let filler: Vec<u8> = (0..8 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    std::fs::write(context.join("filler.bin"), filler).unwrap();
     std::fs::write(
         context.join("Dockerfile"),
         format!(
@@ -427,6 +433,27 @@ async fn an_image_built_from_a_context_directory_runs_and_its_log_reaches_the_cl
             "the build log reached the CLI: {stderr}"
         );
         assert!(stdout.contains(&tag), "{stdout}");
+    }
+    // The CLI sent every context to the leader: no follower had to turn
+    // one away (its 421 comes before it reads the context, and a context
+    // still being written then breaks the pipe).
+    for id in [1, 2, 3] {
+        let metrics = env
+            .cluster
+            .http()
+            .get(format!("{}/metrics", env.cluster.api_url(id)))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let misdirected = metrics.lines().find(|line| {
+            line.starts_with("raftvisor_api_requests_total")
+                && line.contains("route=\"/v1/images/build\"")
+                && line.contains("code=\"421\"")
+        });
+        assert_eq!(misdirected, None, "replica {id} turned a build away");
     }
     let client = env.cluster.client();
     let kept = client.image_list().await.unwrap();
