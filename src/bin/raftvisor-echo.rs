@@ -7,8 +7,11 @@
 //! - `GET /metrics` → Prometheus text: `echo_requests_total` (requests
 //!   answered by the echo route) and `echo_healthy`, so a Prometheus that
 //!   discovers the instances has something real to scrape;
-//! - any other request → JSON `{hostname, path, method, instance}` where
-//!   `instance` is `$RAFTVISOR_INSTANCE` (null when unset).
+//! - any other request → JSON `{hostname, path, method, instance, starts}`
+//!   where `instance` is `$RAFTVISOR_INSTANCE` (null when unset) and
+//!   `starts` counts the starts recorded in `$ECHO_STATE_DIR/starts` (null
+//!   without a state directory): with a volume there, it shows what a
+//!   container found of the ones before it.
 //!
 //! Knobs: `ECHO_CRASH_AFTER_MS=N` exits after N ms with `$ECHO_EXIT_CODE`
 //! (default 1), a crash-looping workload; `ECHO_UNHEALTHY=1` starts
@@ -38,6 +41,28 @@ struct Echo {
     requests: AtomicU64,
     hostname: String,
     instance: Option<String>,
+    starts: Option<u64>,
+}
+
+/// Counts this start in `dir/starts` and answers the new count; `None`
+/// (and a line on stderr) when the directory cannot be written.
+fn record_start(dir: &str) -> Option<u64> {
+    let path = std::path::Path::new(dir).join("starts");
+    let before: u64 = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(0);
+    let now = before + 1;
+    match std::fs::write(&path, format!("{now}\n")) {
+        Ok(()) => Some(now),
+        Err(e) => {
+            eprintln!(
+                "raftvisor-echo: cannot record the start in {}: {e}",
+                path.display()
+            );
+            None
+        }
+    }
 }
 
 fn env_flag(name: &str) -> bool {
@@ -121,6 +146,7 @@ async fn echo(State(echo): State<Arc<Echo>>, method: Method, uri: Uri) -> impl I
         "path": uri.path(),
         "method": method.as_str(),
         "instance": echo.instance,
+        "starts": echo.starts,
     }))
 }
 
@@ -153,6 +179,9 @@ async fn main() {
         requests: AtomicU64::new(0),
         hostname: hostname(),
         instance: std::env::var("RAFTVISOR_INSTANCE").ok(),
+        starts: std::env::var("ECHO_STATE_DIR")
+            .ok()
+            .and_then(|dir| record_start(&dir)),
     });
     if let Some(after) = env_number::<u64>("ECHO_CRASH_AFTER_MS") {
         let code: i32 = env_number("ECHO_EXIT_CODE").unwrap_or(1);

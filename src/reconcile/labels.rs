@@ -1,5 +1,6 @@
-//! The Docker labels and names raftvisor puts on every container it
-//! manages (the contract in ARCHITECTURE.md), and reading them back. A
+//! The Docker labels and names raftvisor puts on every container and
+//! volume it manages (the contract in ARCHITECTURE.md), and reading them
+//! back. A
 //! container belongs to an instance only if cluster, instance, generation
 //! and node all match; anything else carrying this cluster's and node's
 //! labels is an orphan.
@@ -19,6 +20,36 @@ pub const SPEC_VERSION: &str = "raftvisor.spec-version";
 /// Fingerprint of the container template (everything but the replica
 /// count), so scaling never replaces containers but a new image does.
 pub const TEMPLATE: &str = "raftvisor.template";
+/// On a volume: the name of the service's volume it is one slot's copy of.
+pub const VOLUME: &str = "raftvisor.volume";
+
+/// The Docker volume of `namespace/service`'s slot `slot` for the
+/// service's volume `volume`: `rv-<cluster>-<ns>.<service>.<slot>-<volume>`,
+/// the same for every generation of the slot (its next container finds the
+/// data) and unique per cluster, slot and volume (the slot's instance id
+/// is unambiguous and volume names are DNS labels).
+pub fn volume_name(
+    cluster: &str,
+    namespace: &str,
+    service: &str,
+    slot: u32,
+    volume: &str,
+) -> String {
+    let slot_id = crate::state::supervision::instance_id(namespace, service, slot);
+    format!("rv-{cluster}-{slot_id}-{volume}")
+}
+
+/// The labels of a slot's volume: whose it is and the node it was made on.
+pub fn volume_labels(cluster: &str, instance: &Instance, volume: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (CLUSTER.to_string(), cluster.to_string()),
+        (NAMESPACE.to_string(), instance.namespace.clone()),
+        (SERVICE.to_string(), instance.service.clone()),
+        (SLOT.to_string(), instance.slot.to_string()),
+        (VOLUME.to_string(), volume.to_string()),
+        (NODE.to_string(), instance.node.clone().unwrap_or_default()),
+    ])
+}
 
 /// Deterministic container name: a second create of the same instance and
 /// generation is refused by the engine instead of duplicated.
@@ -85,6 +116,25 @@ pub fn owner(labels: &BTreeMap<String, String>) -> Option<(String, u64)> {
 mod tests {
     use super::*;
     use crate::state::ServiceSpec;
+
+    #[test]
+    fn a_slot_s_volume_is_named_for_the_slot_not_the_generation() {
+        assert_eq!(
+            volume_name("c0ffee", "demo", "db", 2, "data"),
+            "rv-c0ffee-demo.db.2-data"
+        );
+        // x-y/z and x/y-z: different slots, different volumes.
+        assert_ne!(
+            volume_name("c", "x-y", "z", 0, "v"),
+            volume_name("c", "x", "y-z", 0, "v")
+        );
+        // Slot 1's volume "0-a" and slot 10's volume "a" cannot meet:
+        // volume names are DNS labels, the slot is the part before them.
+        assert_ne!(
+            volume_name("c", "n", "s", 1, "0-a"),
+            volume_name("c", "n", "s", 10, "a")
+        );
+    }
 
     #[test]
     fn scaling_keeps_the_template_and_an_image_change_does_not() {

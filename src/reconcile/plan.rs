@@ -162,10 +162,21 @@ pub fn plan(input: &PlanInput, loads: &mut Loads) -> Vec<Action> {
             continue;
         };
         let node_name = instance.node.as_deref().unwrap_or("");
-        let node_ready = input
-            .nodes
-            .get(node_name)
-            .is_some_and(|n| n.state == NodeState::Ready);
+        let node = input.nodes.get(node_name);
+        let node_ready = node.is_some_and(|n| n.state == NodeState::Ready);
+        if let Some(lost) = node.filter(|_| !node_ready && service.spec.waits_for_its_node()) {
+            // Its data is on that node: the slot stays and waits for it,
+            // unless the spec says to start again elsewhere, empty.
+            actions.push(Action::Unplaceable {
+                slot,
+                reason: format!(
+                    "waits for node {node_name} ({}): its local volumes are there (on_node_loss = \"wait\")",
+                    format!("{:?}", lost.state).to_lowercase()
+                ),
+                needs_capacity: false,
+            });
+            continue;
+        }
         if !node_ready {
             if let Some(n) = counts.get_mut(node_name) {
                 *n = n.saturating_sub(1);
@@ -527,6 +538,54 @@ mod tests {
                 node: "b".into()
             }]
         );
+    }
+
+    #[test]
+    fn a_slot_with_local_volumes_waits_for_its_lost_node_unless_told_to_move_empty() {
+        for (volumes, on_node_loss, waits) in [
+            (
+                serde_json::json!([{"name": "data", "mount": "/data"}]),
+                "wait",
+                true,
+            ),
+            (
+                serde_json::json!([{"name": "data", "mount": "/data"}]),
+                "move-empty",
+                false,
+            ),
+            // Shared storage re-binds on the next node.
+            (
+                serde_json::json!([{"name": "data", "mount": "/data", "driver": "nfs-plugin"}]),
+                "wait",
+                false,
+            ),
+        ] {
+            for lost in [NodeState::Down, NodeState::Draining] {
+                let mut world = World::new(1);
+                world.service.spec.volumes = serde_json::from_value(volumes.clone()).unwrap();
+                world.service.spec.on_node_loss =
+                    serde_json::from_value(serde_json::json!(on_node_loss)).unwrap();
+                world.instances = vec![instance(0, 1, "a", InstanceState::Running)];
+                world.nodes.get_mut("a").unwrap().state = lost;
+                let actions = world.plan();
+                if waits {
+                    assert!(
+                        matches!(&actions[..], [Action::Unplaceable { slot: 0, needs_capacity: false, reason }]
+                            if reason.contains("waits for node a")),
+                        "{lost:?} {on_node_loss}: {actions:?}"
+                    );
+                } else {
+                    assert_eq!(
+                        actions,
+                        vec![Action::Place {
+                            slot: 0,
+                            node: "b".into()
+                        }],
+                        "{lost:?} {on_node_loss} {volumes}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

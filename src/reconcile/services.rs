@@ -38,7 +38,7 @@ use super::pulls::{Pulls, Readiness};
 use super::SupervisorSettings;
 use crate::dates::parse_rfc3339_ms;
 use crate::replica::{now_ms, Replica};
-use crate::runtime::{ContainerInfo, ContainerSpec, PortBinding, RuntimeError};
+use crate::runtime::{ContainerInfo, ContainerSpec, NamedVolume, PortBinding, RuntimeError};
 use crate::secrets::{SecretsError, SecretsKey};
 use crate::state::image_catalog::Reference;
 use crate::state::{
@@ -1304,6 +1304,24 @@ pub fn container_spec(
         cpu_millis: service.spec.resources.cpu_millis,
         memory_mb: service.spec.resources.memory_mb,
         volumes: Vec::new(),
+        named_volumes: service
+            .spec
+            .volumes
+            .iter()
+            .map(|volume| NamedVolume {
+                name: labels::volume_name(
+                    cluster,
+                    &instance.namespace,
+                    &instance.service,
+                    instance.slot,
+                    &volume.name,
+                ),
+                target: volume.mount.clone(),
+                driver: volume.driver.clone(),
+                options: volume.options.clone(),
+                labels: labels::volume_labels(cluster, instance, &volume.name),
+            })
+            .collect(),
         dns: dns.to_vec(),
         network: None,
         restart_unless_stopped: false,

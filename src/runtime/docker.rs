@@ -12,7 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bollard::auth::DockerCredentials;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EventMessage,
-    HostConfig, PortBinding as BollardPortBinding, RestartPolicy, RestartPolicyNameEnum,
+    HostConfig, Mount, MountType, PortBinding as BollardPortBinding, RestartPolicy,
+    RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     BuildImageOptions, CreateContainerOptions, CreateImageOptions, EventsOptions,
@@ -367,6 +368,17 @@ fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
                 .map(|(source, target)| format!("{source}:{target}"))
                 .collect()
         }),
+        mounts: (!spec.named_volumes.is_empty()).then(|| {
+            spec.named_volumes
+                .iter()
+                .map(|volume| Mount {
+                    target: Some(volume.target.clone()),
+                    source: Some(volume.name.clone()),
+                    typ: Some(MountType::VOLUME),
+                    ..Default::default()
+                })
+                .collect()
+        }),
         dns: (!spec.dns.is_empty()).then(|| spec.dns.clone()),
         network_mode: spec.network.clone(),
         restart_policy: Some(RestartPolicy {
@@ -577,6 +589,29 @@ impl ContainerRuntime for DockerRuntime {
     async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
         if spec.name.is_empty() {
             return Err(RuntimeError::Invalid("a container needs a name".into()));
+        }
+        // Docker answers a create of an existing volume with that volume
+        // (same driver): the slot's next container finds its data.
+        for volume in &spec.named_volumes {
+            let request = VolumeCreateRequest {
+                name: Some(volume.name.clone()),
+                driver: Some(volume.driver.clone()),
+                driver_opts: Some(volume.options.clone().into_iter().collect()),
+                labels: Some(volume.labels.clone().into_iter().collect()),
+                ..Default::default()
+            };
+            self.call(
+                "create volume",
+                self.timeouts.call,
+                |d| async move { d.create_volume(request).await },
+                |e| match e {
+                    bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                        RuntimeError::Invalid(format!("volume {}: {message}", volume.name))
+                    }
+                    other => self.map_error(other),
+                },
+            )
+            .await?;
         }
         let options = CreateContainerOptions {
             name: Some(spec.name.clone()),
@@ -1076,6 +1111,7 @@ mod tests {
             cpu_millis: 500,
             memory_mb: 64,
             volumes: vec![("data".into(), "/data".into())],
+            named_volumes: Vec::new(),
             dns: vec!["10.0.0.2".into()],
             network: Some("rv-net".into()),
             restart_unless_stopped: true,

@@ -35,8 +35,12 @@ pub struct ContainerSpec {
     pub cpu_millis: u32,
     /// 0 = unlimited.
     pub memory_mb: u64,
-    /// `(host path or volume name, container path)`.
+    /// `(host path or volume name, container path)`: the managers' own
+    /// containers (bootstrap); services' containers mount `named_volumes`.
     pub volumes: Vec<(String, String)>,
+    /// Named volumes, created on the engine before the container when
+    /// they do not exist yet.
+    pub named_volumes: Vec<NamedVolume>,
     /// DNS servers for the container.
     pub dns: Vec<String>,
     /// Docker network to attach; `None` = the engine's default bridge.
@@ -57,11 +61,23 @@ impl std::fmt::Debug for ContainerSpec {
             .field("cpu_millis", &self.cpu_millis)
             .field("memory_mb", &self.memory_mb)
             .field("volumes", &self.volumes)
+            .field("named_volumes", &self.named_volumes)
             .field("dns", &self.dns)
             .field("network", &self.network)
             .field("restart_unless_stopped", &self.restart_unless_stopped)
             .finish()
     }
+}
+
+/// A named volume a container mounts at `target`: made with `driver`,
+/// `options` and `labels` when the engine does not have it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamedVolume {
+    pub name: String,
+    pub target: String,
+    pub driver: String,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A published port.

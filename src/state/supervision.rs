@@ -71,6 +71,9 @@ fn template_fields(spec: &super::ServiceSpec) -> Vec<(&'static str, String)> {
         update,
         addresses,
         hostname,
+        volumes,
+        // Where a slot goes when its node is lost, not what runs.
+        on_node_loss: _,
     } = spec;
     let ports: Vec<String> = ports
         .iter()
@@ -126,7 +129,7 @@ fn template_fields(spec: &super::ServiceSpec) -> Vec<(&'static str, String)> {
         reset_after_ms,
     } = restart;
     let super::UpdateStrategy { max_parallel } = update;
-    vec![
+    let mut fields = vec![
         ("kind", json(kind)),
         ("image", json(image)),
         ("command", json(command)),
@@ -164,14 +167,14 @@ fn template_fields(spec: &super::ServiceSpec) -> Vec<(&'static str, String)> {
         ("update", object(&[("max_parallel", json(max_parallel))])),
         ("addresses", json(addresses)),
         ("hostname", json(hostname)),
-    ]
+    ];
+    push_unless_default(&mut fields, "volumes", volumes);
+    fields
 }
 
 /// Appends `(name, value)` to a template's fields unless `value` is its
 /// type's default: how a field added to the spec enters the template
 /// without changing the fingerprint of specs that leave it unset.
-// No field was added to the spec since the encoding was pinned.
-#[cfg_attr(not(test), allow(dead_code))]
 fn push_unless_default<T: serde::Serialize + Default + PartialEq>(
     fields: &mut Vec<(&'static str, String)>,
     name: &'static str,

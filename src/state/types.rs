@@ -197,18 +197,83 @@ pub struct ServiceSpec {
     /// External services: a host name DNS answers with (as a CNAME).
     #[serde(default)]
     pub hostname: Option<String>,
+    /// Named volumes, one set per slot: a slot's next instance (restarted,
+    /// replaced or moved) mounts the same volumes.
+    #[serde(default)]
+    pub volumes: Vec<VolumeSpec>,
+    /// What a slot with `local` volumes does when its node is lost.
+    #[serde(default)]
+    pub on_node_loss: OnNodeLoss,
+}
+
+/// One named volume of a service: each slot gets its own
+/// (`rv-<cluster>-<namespace>.<service>.<slot>-<name>`), mounted at `mount`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeSpec {
+    /// A DNS label, unique within the service.
+    pub name: String,
+    /// The absolute path inside the container.
+    pub mount: String,
+    /// The Docker volume driver: `local` (the default) keeps the data on
+    /// one node; any other driver is taken to reach shared storage from
+    /// every node.
+    #[serde(default = "default_volume_driver")]
+    pub driver: String,
+    /// The driver's options (e.g. the `local` driver's `type`, `o`,
+    /// `device` naming an NFS export, which makes it shared).
+    #[serde(default)]
+    pub options: BTreeMap<String, String>,
+}
+
+fn default_volume_driver() -> String {
+    "local".to_string()
+}
+
+impl VolumeSpec {
+    /// Whether the volume's data lives on one node only: the `local`
+    /// driver without options that mount network storage.
+    pub fn is_node_local(&self) -> bool {
+        let network_mount = self
+            .options
+            .get("type")
+            .is_some_and(|t| matches!(t.as_str(), "nfs" | "nfs4" | "cifs" | "ceph" | "glusterfs"));
+        self.driver == "local" && !network_mount
+    }
+}
+
+/// What a slot whose volumes are local to its node does when that node is
+/// down, draining or retired.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnNodeLoss {
+    /// Stay with the data: the slot waits for its node to be ready again.
+    #[default]
+    Wait,
+    /// Start again elsewhere with empty volumes.
+    MoveEmpty,
+}
+
+impl ServiceSpec {
+    /// Whether a slot of this service stays on its node: it has a volume
+    /// whose data lives there and is told to wait for it.
+    pub fn waits_for_its_node(&self) -> bool {
+        self.on_node_loss == OnNodeLoss::Wait && self.volumes.iter().any(VolumeSpec::is_node_local)
+    }
 }
 
 impl super::migrate::Migrate for ServiceSpec {
-    const VERSION_MARKER: &'static [u8] = b"SS02";
-    type Previous = service_spec_v1::ServiceSpec;
+    const VERSION_MARKER: &'static [u8] = b"SS03";
+    type Previous = service_spec_v2::ServiceSpec;
 
-    /// Specs written before pull policies pulled nothing; `if-missing`
-    /// pulls only what an engine lacks, which a spec that ran had not.
-    fn migrate(previous: service_spec_v1::ServiceSpec) -> ServiceSpec {
-        let service_spec_v1::ServiceSpec {
+    /// Specs written before volumes had none.
+    fn migrate(previous: service_spec_v2::ServiceSpec) -> ServiceSpec {
+        let service_spec_v2::ServiceSpec {
             kind,
             image,
+            pull,
             command,
             env,
             secret_env,
@@ -225,7 +290,7 @@ impl super::migrate::Migrate for ServiceSpec {
         ServiceSpec {
             kind,
             image,
-            pull: PullPolicy::default(),
+            pull,
             command,
             env,
             secret_env,
@@ -238,6 +303,91 @@ impl super::migrate::Migrate for ServiceSpec {
             update,
             addresses,
             hostname,
+            volumes: Vec::new(),
+            on_node_loss: OnNodeLoss::default(),
+        }
+    }
+}
+
+/// Frozen: the service spec as written before it had volumes.
+pub mod service_spec_v2 {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ServiceSpec {
+        #[serde(default)]
+        pub kind: ServiceKind,
+        #[serde(default)]
+        pub image: String,
+        #[serde(default)]
+        pub pull: PullPolicy,
+        #[serde(default)]
+        pub command: Vec<String>,
+        #[serde(default)]
+        pub env: BTreeMap<String, String>,
+        #[serde(default)]
+        pub secret_env: crate::secrets::SecretEnv,
+        #[serde(default)]
+        pub ports: Vec<PortSpec>,
+        #[serde(default = "default_replicas")]
+        pub replicas: u32,
+        #[serde(default)]
+        pub resources: Resources,
+        #[serde(default)]
+        pub placement: Placement,
+        #[serde(default)]
+        pub health: Option<HealthCheck>,
+        #[serde(default)]
+        pub restart: RestartPolicy,
+        #[serde(default)]
+        pub update: UpdateStrategy,
+        #[serde(default)]
+        pub addresses: Vec<String>,
+        #[serde(default)]
+        pub hostname: Option<String>,
+    }
+
+    impl crate::state::migrate::Migrate for ServiceSpec {
+        const VERSION_MARKER: &'static [u8] = b"SS02";
+        type Previous = super::service_spec_v1::ServiceSpec;
+
+        /// Specs written before pull policies pulled nothing; `if-missing`
+        /// pulls only what an engine lacks, which a spec that ran had not.
+        fn migrate(previous: super::service_spec_v1::ServiceSpec) -> ServiceSpec {
+            let super::service_spec_v1::ServiceSpec {
+                kind,
+                image,
+                command,
+                env,
+                secret_env,
+                ports,
+                replicas,
+                resources,
+                placement,
+                health,
+                restart,
+                update,
+                addresses,
+                hostname,
+            } = previous;
+            ServiceSpec {
+                kind,
+                image,
+                pull: PullPolicy::default(),
+                command,
+                env,
+                secret_env,
+                ports,
+                replicas,
+                resources,
+                placement,
+                health,
+                restart,
+                update,
+                addresses,
+                hostname,
+            }
         }
     }
 }

@@ -169,6 +169,106 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), Invalid> {
     if let Some(region) = &spec.placement.region {
         dns_label("placement.region", region)?;
     }
+    volumes(spec)
+}
+
+/// At most this many volumes per service.
+pub const MAX_VOLUMES: usize = 16;
+/// At most this many driver options per volume, each (name and value) at
+/// most this long.
+const MAX_VOLUME_OPTIONS: usize = 32;
+const MAX_VOLUME_OPTION_BYTES: usize = 1024;
+
+/// The types of storage the `local` volume driver may mount: network file
+/// systems and memory. Anything else (`none` with `o=bind`, a block
+/// device) would hand a container a piece of the node's own disk.
+const LOCAL_DRIVER_TYPES: &[&str] = &["nfs", "nfs4", "cifs", "tmpfs"];
+
+/// Checks a service's volumes: named volumes only — DNS-label names and
+/// absolute mount paths, each once — whose driver and options never
+/// mount a path of the node itself.
+fn volumes(spec: &ServiceSpec) -> Result<(), Invalid> {
+    if spec.volumes.len() > MAX_VOLUMES {
+        return Err(Invalid(format!(
+            "a service has at most {MAX_VOLUMES} volumes"
+        )));
+    }
+    let mut names = BTreeSet::new();
+    let mut mounts = BTreeSet::new();
+    for volume in &spec.volumes {
+        dns_label("volume name", &volume.name)?;
+        if !names.insert(volume.name.as_str()) {
+            return Err(Invalid(format!("volume {:?} is named twice", volume.name)));
+        }
+        let what = format!("volume {:?}", volume.name);
+        let mount = volume.mount.as_str();
+        let clean = mount.starts_with('/')
+            && mount != "/"
+            && mount.len() <= 255
+            && !mount.ends_with('/')
+            && !mount
+                .chars()
+                .any(|c| c.is_control() || c == ':' || c == ',' || c == '\\')
+            && mount
+                .split('/')
+                .skip(1)
+                .all(|part| !part.is_empty() && part != "." && part != "..");
+        if !clean {
+            return Err(Invalid(format!(
+                "{what}: mount {mount:?} must be an absolute path inside the container (not \"/\", no \"..\", ':' or ',')"
+            )));
+        }
+        if !mounts.insert(mount) {
+            return Err(Invalid(format!("{what}: mount {mount:?} is used twice")));
+        }
+        let driver_ok = !volume.driver.is_empty()
+            && volume.driver.len() <= 128
+            && volume
+                .driver
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-/:".contains(&b));
+        if !driver_ok {
+            return Err(Invalid(format!(
+                "{what}: driver {:?} is not a volume driver name",
+                volume.driver
+            )));
+        }
+        if volume.options.len() > MAX_VOLUME_OPTIONS {
+            return Err(Invalid(format!(
+                "{what}: at most {MAX_VOLUME_OPTIONS} driver options"
+            )));
+        }
+        for (key, value) in &volume.options {
+            if key.len() + value.len() > MAX_VOLUME_OPTION_BYTES {
+                return Err(Invalid(format!(
+                    "{what}: option {key:?} is longer than {MAX_VOLUME_OPTION_BYTES} bytes"
+                )));
+            }
+            if key.is_empty() || key.chars().chain(value.chars()).any(char::is_control) {
+                return Err(Invalid(format!(
+                    "{what}: option {key:?} must be a non-empty name without control characters"
+                )));
+            }
+        }
+        if volume.driver == "local" && !volume.options.is_empty() {
+            let kind = volume.options.get("type").map(String::as_str);
+            if !kind.is_some_and(|k| LOCAL_DRIVER_TYPES.contains(&k)) {
+                return Err(Invalid(format!(
+                    "{what}: the local driver's options may only mount network storage or memory (type {}); a path of the node is never mounted",
+                    LOCAL_DRIVER_TYPES.join(", ")
+                )));
+            }
+            if volume
+                .options
+                .get("o")
+                .is_some_and(|o| o.split(',').any(|flag| flag.trim().ends_with("bind")))
+            {
+                return Err(Invalid(format!(
+                    "{what}: bind mounts of the node's paths are not volumes"
+                )));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -223,9 +323,13 @@ pub fn health_rules(spec: &ServiceSpec) -> Result<(), Invalid> {
 }
 
 fn external_spec(spec: &ServiceSpec) -> Result<(), Invalid> {
-    if !spec.image.is_empty() || !spec.command.is_empty() || spec.health.is_some() {
+    if !spec.image.is_empty()
+        || !spec.command.is_empty()
+        || spec.health.is_some()
+        || !spec.volumes.is_empty()
+    {
         return Err(Invalid::new(
-            "an external service runs no containers: no image, command or health check",
+            "an external service runs no containers: no image, command, health check or volumes",
         ));
     }
     match (&spec.hostname, spec.addresses.is_empty()) {
@@ -411,6 +515,60 @@ pub fn secrets_sealed(spec: &ServiceSpec) -> Result<(), Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_volumes(volumes: serde_json::Value) -> Result<(), Invalid> {
+        let spec: ServiceSpec =
+            serde_json::from_value(serde_json::json!({"image": "x", "volumes": volumes})).unwrap();
+        service_spec(&spec)
+    }
+
+    #[test]
+    fn volumes_are_named_and_never_a_path_of_the_node() {
+        let good = serde_json::json!([
+            {"name": "data", "mount": "/var/lib/data"},
+            {"name": "cache", "mount": "/cache", "driver": "local", "options": {"type": "tmpfs", "device": "tmpfs"}},
+            {"name": "shared", "mount": "/shared", "options": {"type": "nfs", "o": "addr=10.0.0.5,rw", "device": ":/export/app"}},
+            {"name": "plugin", "mount": "/p", "driver": "rexray/ebs", "options": {"size": "10"}},
+        ]);
+        assert_eq!(with_volumes(good), Ok(()));
+        for bad in [
+            serde_json::json!([{"name": "Data", "mount": "/d"}]),
+            serde_json::json!([{"name": "d", "mount": "d"}]),
+            serde_json::json!([{"name": "d", "mount": "/"}]),
+            serde_json::json!([{"name": "d", "mount": "/a/../etc"}]),
+            serde_json::json!([{"name": "d", "mount": "/a:/b"}]),
+            serde_json::json!([{"name": "d", "mount": "/a"}, {"name": "d", "mount": "/b"}]),
+            serde_json::json!([{"name": "d", "mount": "/a"}, {"name": "e", "mount": "/a"}]),
+            serde_json::json!([{"name": "d", "mount": "/a", "driver": ""}]),
+            // A bind mount of the node's own path through the local driver.
+            serde_json::json!([{"name": "d", "mount": "/a", "options": {"type": "none", "o": "bind", "device": "/etc"}}]),
+            serde_json::json!([{"name": "d", "mount": "/a", "options": {"type": "nfs", "o": "rbind", "device": "/etc"}}]),
+            serde_json::json!([{"name": "d", "mount": "/a", "options": {"device": "/dev/sda1"}}]),
+        ] {
+            assert!(with_volumes(bad.clone()).is_err(), "{bad}");
+        }
+        // Host paths are no field at all.
+        let host: Result<ServiceSpec, _> = serde_json::from_value(
+            serde_json::json!({"image": "x", "volumes": [{"name": "d", "mount": "/a", "host_path": "/etc"}]}),
+        );
+        assert!(host.is_err());
+    }
+
+    #[test]
+    fn a_slot_waits_for_its_node_only_with_local_data_and_no_move_empty() {
+        let spec = |volumes: serde_json::Value, on_node_loss: &str| -> ServiceSpec {
+            serde_json::from_value(
+                serde_json::json!({"image": "x", "volumes": volumes, "on_node_loss": on_node_loss}),
+            )
+            .unwrap()
+        };
+        let local = serde_json::json!([{"name": "d", "mount": "/d"}]);
+        let nfs = serde_json::json!([{"name": "d", "mount": "/d", "options": {"type": "nfs", "device": ":/x"}}]);
+        assert!(spec(local.clone(), "wait").waits_for_its_node());
+        assert!(!spec(local, "move-empty").waits_for_its_node());
+        assert!(!spec(nfs, "wait").waits_for_its_node());
+        assert!(!spec(serde_json::json!([]), "wait").waits_for_its_node());
+    }
 
     #[test]
     fn dns_labels() {

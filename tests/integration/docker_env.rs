@@ -204,6 +204,29 @@ impl Drop for DockerCluster {
                 .args(&ids)
                 .output();
         }
+        // Then the slots' volumes, which outlive containers by design.
+        let volumes = Command::new("docker")
+            .args([
+                "volume",
+                "ls",
+                "-q",
+                "--filter",
+                &format!("label=raftvisor.cluster={}", self.cluster_id),
+            ])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if !volumes.is_empty() {
+            let _ = Command::new("docker")
+                .args(["volume", "rm", "-f"])
+                .args(&volumes)
+                .output();
+        }
     }
 }
 

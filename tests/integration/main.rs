@@ -38,4 +38,5 @@ mod secrets;
 mod static_provider;
 mod supervisor;
 mod tls;
+mod volumes;
 mod watchdog;
