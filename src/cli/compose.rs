@@ -43,7 +43,7 @@ fn top_level_reason(key: &str) -> Option<&'static str> {
     Some(match key {
         "services" | "name" => return None,
         "version" => "obsolete in the compose specification; nothing to map",
-        "volumes" => "named volumes arrive with stateful services; none are created",
+        "volumes" => return None,
         "networks" => {
             "services reach each other by DNS (<name>.<namespace>.svc), not compose networks"
         }
@@ -253,9 +253,108 @@ fn health(
 }
 
 /// Maps one compose service; keys it cannot map go to `unmapped`.
+/// A named volume the file declares at the top level: its driver and
+/// driver options (`None`: the `local` driver without options).
+#[derive(Debug, Clone, Default)]
+struct DeclaredVolume {
+    driver: Option<String>,
+    options: BTreeMap<String, String>,
+}
+
+/// The top-level `volumes:` of the file: what each named volume is made
+/// with. Keys raftvisor cannot honour (`external`, `name`, `labels`) are
+/// named in `unmapped`.
+fn declared_volumes(
+    top: &serde_norway::Mapping,
+    unmapped: &mut Vec<(String, String)>,
+) -> BTreeMap<String, DeclaredVolume> {
+    let mut declared = BTreeMap::new();
+    let Some(Yaml::Mapping(volumes)) = top.get(Yaml::String("volumes".into())) else {
+        return declared;
+    };
+    for (name, body) in volumes {
+        let name = text(name).unwrap_or_default();
+        let mut volume = DeclaredVolume::default();
+        if let Yaml::Mapping(body) = body {
+            for (key, value) in body {
+                let key = text(key).unwrap_or_default();
+                match (key.as_str(), value) {
+                    ("driver", value) => volume.driver = text(value),
+                    ("driver_opts", Yaml::Mapping(options)) => {
+                        volume.options = options
+                            .iter()
+                            .filter_map(|(k, v)| Some((text(k)?, text(v)?)))
+                            .collect();
+                    }
+                    _ => unmapped.push((
+                        format!("volumes.{name}.{key}"),
+                        "each slot gets a volume of its own, made and named by raftvisor".into(),
+                    )),
+                }
+            }
+        }
+        declared.insert(name, volume);
+    }
+    declared
+}
+
+/// One entry of a service's `volumes:` as a spec volume, or why not: only
+/// a named volume the file declares maps; a host path never does.
+fn volume(item: &Yaml, declared: &BTreeMap<String, DeclaredVolume>) -> Result<Value, String> {
+    let (source, target, read_only) = match item {
+        Yaml::String(short) => {
+            let parts: Vec<&str> = short.split(':').collect();
+            match parts[..] {
+                [source, target] => (source.to_string(), target.to_string(), false),
+                [source, target, mode] => (
+                    source.to_string(),
+                    target.to_string(),
+                    mode.split(',').any(|m| m == "ro"),
+                ),
+                _ => return Err("an anonymous volume has no name to keep its data under".into()),
+            }
+        }
+        Yaml::Mapping(long) => {
+            let field = |name: &str| long.get(Yaml::String(name.into())).and_then(text);
+            if field("type").as_deref().unwrap_or("volume") != "volume" {
+                return Err(
+                    "only named volumes map; host paths and tmpfs are never mounted".into(),
+                );
+            }
+            (
+                field("source").unwrap_or_default(),
+                field("target").unwrap_or_default(),
+                field("read_only").as_deref() == Some("true"),
+            )
+        }
+        _ => return Err("a volume is a string or a mapping".into()),
+    };
+    if source.starts_with('.') || source.starts_with('/') || source.starts_with('~') {
+        return Err("a host path is never mounted; declare a named volume".into());
+    }
+    if read_only {
+        return Err("read-only mounts are not supported".into());
+    }
+    let Some(declared) = declared.get(&source) else {
+        return Err(format!(
+            "volume {source:?} is not declared under the top-level volumes"
+        ));
+    };
+    let name = service_name(&source).map_err(|e| format!("volume {source:?}: {e}"))?;
+    let mut volume = serde_json::json!({"name": name, "mount": target});
+    if let Some(driver) = &declared.driver {
+        volume["driver"] = Value::String(driver.clone());
+    }
+    if !declared.options.is_empty() {
+        volume["options"] = serde_json::to_value(&declared.options).unwrap_or_default();
+    }
+    Ok(volume)
+}
+
 fn service(
     compose_name: &str,
     body: &serde_norway::Mapping,
+    declared: &BTreeMap<String, DeclaredVolume>,
     unmapped: &mut Vec<(String, String)>,
 ) -> Result<Planned, String> {
     let at = format!("services.{compose_name}");
@@ -432,10 +531,21 @@ fn service(
                 here,
                 "build it with `raftvisor image build` and name it in image".into(),
             )),
-            "volumes" => unmapped.push((
-                here,
-                "volumes arrive with stateful services; host paths are never mounted".into(),
-            )),
+            "volumes" => {
+                let Yaml::Sequence(items) = value else {
+                    return Err(format!("{here} is a list"));
+                };
+                let mut volumes = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    match volume(item, declared) {
+                        Ok(volume) => volumes.push(volume),
+                        Err(why) => unmapped.push((format!("{here}[{i}]"), why)),
+                    }
+                }
+                if !volumes.is_empty() {
+                    spec.insert("volumes".into(), Value::Array(volumes));
+                }
+            }
             other => unmapped.push((
                 format!("{at}.{other}"),
                 "not part of what raftvisor maps".into(),
@@ -502,13 +612,14 @@ pub fn plan(text: &str, namespace: Option<&str>) -> Result<Plan, String> {
     let Some(Yaml::Mapping(services)) = top.get(Yaml::String("services".into())) else {
         return Err("the file has no services".into());
     };
+    let declared = declared_volumes(&top, &mut unmapped);
     let mut planned = BTreeMap::new();
     for (name, body) in services {
         let name = self::text(name).unwrap_or_default();
         let Yaml::Mapping(body) = body else {
             return Err(format!("services.{name} is a mapping"));
         };
-        let service = service(&name, body, &mut unmapped)?;
+        let service = service(&name, body, &declared, &mut unmapped)?;
         if planned.insert(service.name.clone(), service).is_some() {
             return Err(format!(
                 "two compose services map to the same name as {name:?}"
@@ -655,6 +766,7 @@ services:
     healthcheck:
       test: ["CMD", "nc", "-z", "localhost", "6379"]
       interval: 2s
+    volumes: ["data:/data", {type: volume, source: cache, target: /cache}]
   web_api:
     image: raftvisor-echo:local
     environment:
@@ -677,9 +789,13 @@ services:
       resources:
         limits: { cpus: "0.5", memory: 256M }
       placement: { constraints: ["node.role==worker"] }
-    volumes: ["./data:/data"]
+    volumes: ["./data:/data", "data:/ro:ro"]
 volumes:
   data: {}
+  cache:
+    driver: local
+    driver_opts: {type: tmpfs, device: tmpfs}
+    labels: {team: shop}
 "#;
 
     #[test]
@@ -690,6 +806,17 @@ volumes:
         assert_eq!(names, ["db", "web-api"]);
         let db = &plan.services[0].spec;
         assert_eq!(db.command, ["redis-server", "--appendonly", "yes please"]);
+        // Named volumes become the slots' volumes, with the declared driver.
+        let volumes: Vec<(&str, &str, &str)> = db
+            .volumes
+            .iter()
+            .map(|v| (v.name.as_str(), v.mount.as_str(), v.driver.as_str()))
+            .collect();
+        assert_eq!(
+            volumes,
+            [("data", "/data", "local"), ("cache", "/cache", "local")]
+        );
+        assert_eq!(db.volumes[1].options["type"], "tmpfs");
         let db_health = db.health.as_ref().unwrap();
         assert_eq!(
             (db_health.port.as_str(), db_health.interval_ms),
@@ -730,11 +857,13 @@ volumes:
         let keys: Vec<&str> = plan.unmapped.iter().map(|(k, _)| k.as_str()).collect();
         for expected in [
             "version",
-            "volumes",
+            "volumes.cache.labels",
             "services.web_api.environment.FROM_SHELL",
             "services.web_api.ports[0] (published 8081)",
             "services.web_api.deploy.placement",
-            "services.web_api.volumes",
+            // A host path, and a read-only mount.
+            "services.web_api.volumes[0]",
+            "services.web_api.volumes[1]",
         ] {
             assert!(keys.contains(&expected), "{expected} missing from {keys:?}");
         }
