@@ -525,6 +525,37 @@ async fn events_name_the_token_that_caused_each_change() {
     );
 }
 
+/// A refused request whose body is still being sent gets its answer: the
+/// replica reads the body (within its limit) before the 403, instead of
+/// closing the connection under the client's upload.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_upload_gets_its_answer_not_a_broken_connection() {
+    let cluster = Cluster::start(1).await;
+    let base = cluster.api_url(1);
+    let http = cluster.certs.http_builder().build().unwrap();
+    let reader = cluster
+        .client()
+        .token_create(&CreateToken::new(Role::Read, "reader"))
+        .await
+        .unwrap();
+    for attempt in 0..5 {
+        // Just under the body limit (1 MiB), sent in small pieces.
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            (0..250).map(|_| Ok(vec![b' '; 4096])).collect();
+        let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+        let response = http
+            .put(format!("{base}/v1/nodes/n{attempt}"))
+            .bearer_auth(&reader.token)
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("attempt {attempt}: the refusal was not received: {e:?}"));
+        assert_eq!(response.status(), 403, "attempt {attempt}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "forbidden");
+    }
+}
+
 /// A token limited to namespace `a` (created with the CLI) sees and changes
 /// the services, events, catalog and KV keys of `a` only; cluster-wide
 /// routes refuse it, and nothing outside its reach changes when it tries.
