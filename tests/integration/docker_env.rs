@@ -183,21 +183,8 @@ impl Drop for DockerCluster {
         for id in ids {
             self.cluster.kill(id);
         }
-        let ids = Command::new("docker")
-            .args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=raftvisor.cluster={}", self.cluster_id),
-            ])
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
+        let label = format!("label=raftvisor.cluster={}", self.cluster_id);
+        let ids = docker_words(&["ps", "-aq", "--filter", &label]);
         if !ids.is_empty() {
             let _ = Command::new("docker")
                 .args(["rm", "-f"])
@@ -205,22 +192,7 @@ impl Drop for DockerCluster {
                 .output();
         }
         // Then the slots' volumes, which outlive containers by design.
-        let volumes = Command::new("docker")
-            .args([
-                "volume",
-                "ls",
-                "-q",
-                "--filter",
-                &format!("label=raftvisor.cluster={}", self.cluster_id),
-            ])
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
+        let volumes = docker_words(&["volume", "ls", "-q", "--filter", &label]);
         if !volumes.is_empty() {
             let _ = Command::new("docker")
                 .args(["volume", "rm", "-f"])
@@ -228,6 +200,20 @@ impl Drop for DockerCluster {
                 .output();
         }
     }
+}
+
+/// The words `docker ARGS` prints (ids, names); none when it fails.
+fn docker_words(args: &[&str]) -> Vec<String> {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Kills the main process of a container from the host (a crash, not a
