@@ -637,14 +637,10 @@ impl Client {
     /// The API base of the leader, as the first replica that answers
     /// knows it; `None` without a leader or an answer.
     async fn leader_base(&self) -> Option<String> {
-        let (base, response) = self
-            .send(Method::GET, "/v1/cluster", &[], None, None)
-            .await
-            .ok()?;
-        let status: ClusterStatus = decode_json(&base, response).await.ok()?;
+        let status = self.cluster_status().await.ok()?;
         let leader = status.leader_id?;
         let member = status.members.iter().find(|m| m.id == leader)?;
-        let scheme = base.split("://").next().unwrap_or("https");
+        let scheme = self.bases.first()?.split("://").next()?;
         Some(format!("{scheme}://{}", member.api_addr))
     }
 

@@ -32,9 +32,8 @@ use axum::Json;
 use serde::Serialize;
 
 use super::blocking::{consul_headers, Blocking};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Refusals};
 use super::extract::Params;
-use super::openapi::Refusals;
 use crate::auth::scope::Scope;
 use crate::replica::Replica;
 use crate::state::{Instance, InstanceState, Node, NodeState, Service, State as Model};

@@ -9,9 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Refusals};
 use super::extract::{JsonBody, Params};
-use super::openapi::Refusals;
 use crate::auth::scope::Scope;
 use crate::raft::PeerNode;
 use crate::replica::{now_ms, Replica};

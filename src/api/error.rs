@@ -1,6 +1,7 @@
 //! The one JSON error shape of the API (`{"error": "...", "code": "..."}`)
-//! and the mapping from every failure to a fitting HTTP status. Bad input
-//! is always a 4xx; only a broken replica answers 5xx.
+//! and the mapping from every failure to a fitting HTTP status, and their
+//! description for the OpenAPI document ([`Refusals`]). Bad input is
+//! always a 4xx; only a broken replica answers 5xx.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
@@ -185,4 +186,72 @@ pub fn outcome_response(
             format!("unexpected outcome {other:?}"),
         )),
     }
+}
+
+/// The error answers every authenticated route may give, each with the
+/// API's JSON error body (`code` names the case).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Refusals {
+    /// Malformed or invalid input; the reason names what is wrong.
+    #[response(status = 400, description = "Invalid input")]
+    Invalid(ErrorBody),
+    #[response(
+        status = 401,
+        description = "No token, or an unknown, malformed or revoked one"
+    )]
+    Unauthorized(ErrorBody),
+    #[response(
+        status = 403,
+        description = "The token's role is too weak, or the request lies outside its namespaces"
+    )]
+    Forbidden(ErrorBody),
+    #[response(status = 404, description = "No such thing")]
+    NotFound(ErrorBody),
+    #[response(status = 405, description = "Method not allowed on this endpoint")]
+    MethodNotAllowed(ErrorBody),
+    #[response(
+        status = 409,
+        description = "Conflicts with the current state (in use, quota, rejected)"
+    )]
+    Conflict(ErrorBody),
+    #[response(
+        status = 412,
+        description = "If-Match did not match the current version"
+    )]
+    VersionMismatch(ErrorBody),
+    #[response(status = 413, description = "The body is over its limit")]
+    TooLarge(ErrorBody),
+    #[response(
+        status = 421,
+        description = "Only the leader does this, or this replica was removed"
+    )]
+    Misdirected(ErrorBody),
+    #[response(status = 422, description = "JSON of the wrong shape")]
+    Unprocessable(ErrorBody),
+    #[response(status = 429, description = "Too many writes waiting; retry")]
+    Overloaded(ErrorBody),
+}
+
+/// [`Refusals`] but a 404, for routes whose 404 is Consul's: an empty
+/// answer that clients read as "no such key".
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ConsulRefusals {
+    #[response(status = 400, description = "Invalid input")]
+    Invalid(ErrorBody),
+    #[response(
+        status = 401,
+        description = "No token, or an unknown, malformed or revoked one"
+    )]
+    Unauthorized(ErrorBody),
+    #[response(
+        status = 403,
+        description = "The token's role is too weak, or the key lies outside its prefixes"
+    )]
+    Forbidden(ErrorBody),
+    #[response(status = 405, description = "Method not allowed on this endpoint")]
+    MethodNotAllowed(ErrorBody),
+    #[response(status = 429, description = "Too many writes waiting; retry")]
+    Overloaded(ErrorBody),
 }

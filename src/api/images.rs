@@ -19,9 +19,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::TryStreamExt;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Refusals};
 use super::extract::Params;
-use super::openapi::Refusals;
 use crate::replica::archives::MAX_ARCHIVE_BYTES;
 use crate::replica::Replica;
 use crate::state::image_catalog::{ImageSource, Reference, StoredImage};

@@ -17,9 +17,8 @@ use base64::Engine;
 use serde::Serialize;
 
 use super::blocking::{consul_headers, Blocking};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ConsulRefusals, Refusals};
 use super::extract::{ConsulDialect, Params};
-use super::openapi::{ConsulRefusals, Refusals};
 use crate::auth::scope::Scope;
 use crate::replica::Replica;
 use crate::state::{validate, Command, KvEntry, Outcome, State as Model};

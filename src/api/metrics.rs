@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use openraft::ServerState;
 
-use super::openapi::Refusals;
+use super::error::Refusals;
 use crate::replica::Replica;
 use crate::state::{InstanceState, NodeState, State as Model};
 

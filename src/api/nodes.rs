@@ -11,9 +11,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::error::{outcome_response, ApiError, ApiResult};
+use super::error::{outcome_response, ApiError, ApiResult, Refusals};
 use super::extract::{JsonBody, Params};
-use super::openapi::Refusals;
 use super::services::if_match;
 use crate::replica::Replica;
 use crate::state::{validate, Command, DockerTls, Node, NodeSpec, Outcome};

@@ -20,9 +20,8 @@ use axum::Json;
 use serde::Serialize;
 
 use super::catalog::{passing, Catalog};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Refusals};
 use super::extract::Params;
-use super::openapi::Refusals;
 use crate::auth::scope::Scope;
 use crate::replica::Replica;
 use crate::state::{Protocol, State as Model};

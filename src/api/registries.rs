@@ -9,9 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Refusals};
 use super::extract::{JsonBody, Params};
-use super::openapi::Refusals;
 use crate::replica::Replica;
 use crate::state::image_catalog::{login_secret_name, valid_registry_host};
 use crate::state::{Command, Outcome};

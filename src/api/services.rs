@@ -9,9 +9,8 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use axum::Json;
 
-use super::error::{outcome_response, ApiError, ApiResult};
+use super::error::{outcome_response, ApiError, ApiResult, Refusals};
 use super::extract::{JsonBody, Params};
-use super::openapi::Refusals;
 use crate::auth::scope::Scope;
 use crate::replica::Replica;
 use crate::secrets;
@@ -342,15 +341,19 @@ async fn lifecycle(
 /// instances (ids `<namespace>.<name>.<slot>`, or the ids of instances
 /// placed before ids were unique, `<namespace>-<name>-<slot>`).
 fn concerns_service(event: &Event, namespace: &str, name: &str) -> bool {
-    let subject = event.subject.as_str();
-    let slot_of = |prefix: String| {
-        subject
-            .strip_prefix(&prefix)
+    let Some(rest) = event.subject.strip_prefix(namespace) else {
+        return false;
+    };
+    let slot_after = |separator: char, rest: &str| {
+        rest.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(separator))
             .is_some_and(|slot| !slot.is_empty() && slot.bytes().all(|b| b.is_ascii_digit()))
     };
-    subject == format!("{namespace}/{name}")
-        || slot_of(format!("{namespace}.{name}."))
-        || slot_of(format!("{namespace}-{name}-"))
+    match rest.chars().next() {
+        Some('/') => &rest[1..] == name,
+        Some(separator @ ('.' | '-')) => slot_after(separator, &rest[1..]),
+        _ => false,
+    }
 }
 
 #[utoipa::path(

@@ -26,9 +26,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::blocking::{consul_headers, parse_duration, Blocking};
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Refusals};
 use super::extract::{ConsulDialect, Params};
-use super::openapi::Refusals;
 use crate::auth::scope::Scope;
 use crate::replica::Replica;
 use crate::state::kv_txn::{Op, TxnOutcome, Verb, MAX_OPS};

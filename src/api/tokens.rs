@@ -8,17 +8,16 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Refusals};
 use super::extract::{JsonBody, Params};
-use super::openapi::Refusals;
-use crate::auth::middleware::presented_token;
 use crate::auth::Token;
 use crate::replica::Replica;
-use crate::state::{validate, Command, Outcome};
+use crate::state::{validate, Actor, Command, Outcome};
 use crate::wire::{CreateToken, CreatedToken, TokenInfo};
 
 #[utoipa::path(
@@ -105,16 +104,13 @@ pub async fn list(
 )]
 pub async fn own(
     State(replica): State<Arc<Replica>>,
-    headers: HeaderMap,
+    Extension(actor): Extension<Actor>,
 ) -> ApiResult<Json<TokenInfo>> {
-    let token = presented_token(&headers)
-        .and_then(|presented| Token::parse(&presented).ok())
-        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "no valid token"))?;
     replica
         .sm
         .read(|s| {
             s.tokens
-                .get(token.id())
+                .get(&actor.token_id)
                 .map(|t| TokenInfo::new(t, s.token_limits.get(&t.id)))
         })
         .map(Json)

@@ -36,53 +36,29 @@ const HTML: &str = "text/html; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 
+/// The embedded file `ui/<name>`: its name is its path, so the two cannot
+/// drift apart.
+macro_rules! embedded {
+    ($name:literal, $content_type:expr) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            body: include_str!(concat!("../../ui/", $name)),
+        }
+    };
+}
+
 /// Every file the dashboard consists of; nothing else is served under `/ui/`.
 pub const ASSETS: &[Asset] = &[
-    Asset {
-        name: "index.html",
-        content_type: HTML,
-        body: include_str!("../../ui/index.html"),
-    },
-    Asset {
-        name: "app.css",
-        content_type: CSS,
-        body: include_str!("../../ui/app.css"),
-    },
-    Asset {
-        name: "app.js",
-        content_type: JS,
-        body: include_str!("../../ui/app.js"),
-    },
-    Asset {
-        name: "api.js",
-        content_type: JS,
-        body: include_str!("../../ui/api.js"),
-    },
-    Asset {
-        name: "dom.js",
-        content_type: JS,
-        body: include_str!("../../ui/dom.js"),
-    },
-    Asset {
-        name: "common.js",
-        content_type: JS,
-        body: include_str!("../../ui/common.js"),
-    },
-    Asset {
-        name: "views.js",
-        content_type: JS,
-        body: include_str!("../../ui/views.js"),
-    },
-    Asset {
-        name: "kv.js",
-        content_type: JS,
-        body: include_str!("../../ui/kv.js"),
-    },
-    Asset {
-        name: "events.js",
-        content_type: JS,
-        body: include_str!("../../ui/events.js"),
-    },
+    embedded!("index.html", HTML),
+    embedded!("app.css", CSS),
+    embedded!("app.js", JS),
+    embedded!("api.js", JS),
+    embedded!("dom.js", JS),
+    embedded!("common.js", JS),
+    embedded!("views.js", JS),
+    embedded!("kv.js", JS),
+    embedded!("events.js", JS),
 ];
 
 /// The embedded file called `name`, if there is one.

@@ -47,6 +47,7 @@ pub async fn require_token(
     let refusal = match verdict {
         Ok(granted) => {
             request.extensions_mut().insert(granted.scope);
+            request.extensions_mut().insert(granted.actor.clone());
             // The request's writes name this token in their events.
             return acting_as(granted.actor, next.run(request)).await;
         }
