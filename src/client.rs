@@ -433,6 +433,14 @@ impl Client {
             .map(drop)
     }
 
+    /// Deletes the service and removes its volumes (`service rm --purge`).
+    pub async fn service_purge(&self, namespace: &str, name: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/services/{namespace}/{name}");
+        self.delete::<serde_json::Value>(&path, &[("purge", "true".to_string())], None)
+            .await
+            .map(drop)
+    }
+
     pub async fn service_scale(
         &self,
         namespace: &str,
@@ -673,6 +681,29 @@ impl Client {
 
     pub async fn image_remove(&self, name: &str) -> Result<(), ClientError> {
         let path = format!("/v1/images/{name}");
+        self.delete::<serde_json::Value>(&path, &[], None)
+            .await
+            .map(drop)
+    }
+
+    // ---- volumes ----
+
+    /// The slots' volumes, all or one namespace's.
+    pub async fn volume_list(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<Vec<crate::wire::VolumeEntry>, ClientError> {
+        let query: Vec<(&str, String)> = namespace
+            .map(|ns| ("namespace", ns.to_string()))
+            .into_iter()
+            .collect();
+        self.call(Method::GET, "/v1/volumes", &query, None, None)
+            .await
+    }
+
+    /// Asks for a volume no slot uses to be removed from every node.
+    pub async fn volume_remove(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/volumes/{name}");
         self.delete::<serde_json::Value>(&path, &[], None)
             .await
             .map(drop)

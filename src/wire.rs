@@ -137,6 +137,9 @@ pub struct ServiceReport {
     /// Instances whose image could not be fetched (retried with backoff).
     #[serde(default)]
     pub pull_failed: u32,
+    /// Instances whose slot waits for its node (its local volumes are there).
+    #[serde(default)]
+    pub waiting: u32,
     /// The image the current version runs: the tag's digest once resolved.
     #[serde(default)]
     pub image: Option<String>,
@@ -282,6 +285,25 @@ pub struct ImageEntry {
     pub nodes: Vec<String>,
     /// Managers that keep its archive (kept images only).
     pub managers: Vec<u64>,
+}
+
+/// One slot's volume as `GET /v1/volumes` lists it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+pub struct VolumeEntry {
+    /// The Docker volume's name, `rv-<cluster>-<ns>.<service>.<slot>-<volume>`.
+    pub name: String,
+    pub namespace: String,
+    pub service: String,
+    pub slot: u32,
+    /// The volume's name in the service's spec.
+    pub volume: String,
+    pub driver: String,
+    /// Nodes whose engine holds it.
+    pub nodes: Vec<String>,
+    pub created_ms: u64,
+    /// `in-use` (a slot of its service mounts it), `kept` (its service or
+    /// slot is gone: `volume rm` removes it) or `removing`.
+    pub state: String,
 }
 
 /// `PUT /v1/registries/{host}` body: the account raftvisor pulls with.

@@ -277,6 +277,7 @@ export const serviceView = {
               ["pending", report.pending],
               ["pulling", report.pulling ?? 0],
               ["pull failed", report.pull_failed ?? 0],
+              ["waiting for its node", report.waiting ?? 0],
               ["restarts", report.restarts, "svc-restarts"],
               ["state", badge(report.run_state)],
               ["version", report.version, "svc-version"],

@@ -150,10 +150,12 @@ pub type ApiResult<T> = Result<T, ApiError>;
 pub fn refused(code: &str, message: String) -> ApiError {
     use crate::state::limits::{LIMIT_EXCEEDED, QUOTA_EXCEEDED};
     use crate::state::supervision::NODE_NOT_DRAINED;
+    use crate::state::volumes::VOLUME_IN_USE;
     match code {
         LIMIT_EXCEEDED => ApiError::new(StatusCode::BAD_REQUEST, LIMIT_EXCEEDED, message),
         QUOTA_EXCEEDED => ApiError::new(StatusCode::CONFLICT, QUOTA_EXCEEDED, message),
         NODE_NOT_DRAINED => ApiError::new(StatusCode::CONFLICT, NODE_NOT_DRAINED, message),
+        VOLUME_IN_USE => ApiError::new(StatusCode::CONFLICT, VOLUME_IN_USE, message),
         _ => ApiError::new(StatusCode::CONFLICT, "rejected", message),
     }
 }

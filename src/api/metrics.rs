@@ -51,6 +51,7 @@ const INSTANCE_STATES: &[InstanceState] = &[
     InstanceState::Exited,
     InstanceState::CrashLoop,
     InstanceState::Stopped,
+    InstanceState::Waiting,
 ];
 
 const NODE_STATES: &[NodeState] = &[

@@ -24,6 +24,7 @@ pub mod services;
 pub mod sessions;
 pub mod tokens;
 pub mod ui;
+pub mod volumes;
 
 use std::sync::Arc;
 
@@ -109,6 +110,8 @@ pub fn router(replica: Arc<Replica>) -> Router {
             )),
         )
         .route("/v1/images/{*name}", axum::routing::delete(images::remove))
+        .route("/v1/volumes", get(volumes::list))
+        .route("/v1/volumes/{name}", axum::routing::delete(volumes::remove))
         .route("/v1/registries", get(registries::list))
         .route(
             "/v1/registries/{host}",

@@ -180,6 +180,7 @@ pub async fn put(
     delete, path = "/v1/services/{namespace}/{name}", tag = "services", params(
         ("namespace" = String, Path, description = "Namespace (a DNS label)", example = "demo"),
         ("name" = String, Path, description = "Service name (a DNS label)", example = "echo"),    ("If-Match" = Option<String>, Header, description = "Only if the current version is this"),
+        ("purge" = Option<bool>, Query, description = "Remove the service's volumes too (they are kept otherwise)"),
     ),
     responses((status = 204, description = "Deleted"), Refusals)
 )]
@@ -187,16 +188,34 @@ pub async fn delete(
     State(replica): State<Arc<Replica>>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
+    params: Params,
 ) -> ApiResult<Response> {
     check_names(&namespace, &name)?;
     let what = format!("{namespace}/{name}");
-    let applied = replica
-        .write(Command::DeleteService {
+    let expected_version = if_match(&headers)?;
+    let purge = match params.get("purge") {
+        None | Some("false") => false,
+        Some("" | "true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "query parameter purge={other:?} is not true or false"
+            )))
+        }
+    };
+    let command = if purge {
+        Command::DeleteServiceAndVolumes {
             namespace,
             name,
-            expected_version: if_match(&headers)?,
-        })
-        .await?;
+            expected_version,
+        }
+    } else {
+        Command::DeleteService {
+            namespace,
+            name,
+            expected_version,
+        }
+    };
+    let applied = replica.write(command).await?;
     service_outcome(&what, applied.outcome)
 }
 
@@ -432,6 +451,7 @@ pub async fn report(
             pending: count(InstanceState::Pending) + count(InstanceState::Starting),
             pulling: count(InstanceState::Pulling),
             pull_failed: count(InstanceState::PullFailed),
+            waiting: count(InstanceState::Waiting),
             image: pin,
             restarts: instances.iter().map(|i| u64::from(i.restarts)).sum(),
             last_exits: instances

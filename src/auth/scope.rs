@@ -178,6 +178,8 @@ mod tests {
             (Method::POST, "/v1/nodes/n1/drain"),
             (Method::GET, "/v1/cluster"),
             (Method::GET, "/v1/images"),
+            (Method::GET, "/v1/volumes"),
+            (Method::DELETE, "/v1/volumes/rv-c-a.web.0-data"),
             (Method::GET, "/v1/registries"),
             (Method::GET, "/metrics"),
             (Method::GET, "/v1/catalog/nodes"),

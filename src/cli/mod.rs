@@ -9,6 +9,7 @@ pub mod image;
 pub mod output;
 pub mod registry;
 pub mod rollout;
+pub mod volume;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -91,6 +92,9 @@ pub enum Command {
     /// Registry logins the cluster pulls images with.
     #[command(subcommand)]
     Registry(registry::RegistryCommand),
+    /// The slots' volumes: list them, remove one no slot uses.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
     /// Create the cluster CA and issue certificates (no cluster needed).
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -273,8 +277,14 @@ pub enum ServiceCommand {
     },
     /// Set the number of replicas.
     Scale { service: String, replicas: u32 },
-    /// Remove a service.
-    Rm { service: String },
+    /// Remove a service; its volumes are kept (`volume ls`) unless
+    /// --purge.
+    Rm {
+        service: String,
+        /// Remove its volumes too: their data is gone for good.
+        #[arg(long)]
+        purge: bool,
+    },
     /// Start a stopped service.
     Start { service: String },
     /// Stop a service's containers (kept for a later start).
@@ -500,6 +510,7 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
         Command::Token(token) => run_token(&client, format, token).await,
         Command::Registry(registry) => registry::run(&client, format, registry).await,
         Command::Image(image) => image::run(&client, format, image).await,
+        Command::Volume(volume) => volume::run(&client, format, volume).await,
     }
 }
 
@@ -752,10 +763,15 @@ async fn run_service(
             }
             show_report(client, format, &service).await?;
         }
-        ServiceCommand::Rm { service } => {
+        ServiceCommand::Rm { service, purge } => {
             let (ns, name) = split_service(&service)?;
-            client.service_delete(ns, name, None).await?;
-            done(format, true, &format!("removed {service}"))?;
+            if purge {
+                client.service_purge(ns, name).await?;
+                done(format, true, &format!("removed {service} and its volumes"))?;
+            } else {
+                client.service_delete(ns, name, None).await?;
+                done(format, true, &format!("removed {service}"))?;
+            }
         }
     }
     Ok(())

@@ -145,6 +145,10 @@ impl ContainerRuntime for Gated {
     ) -> Result<String, RuntimeError> {
         self.inner.resolve(reference, auth).await
     }
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        self.pass("remove a volume for")?;
+        self.inner.remove_volume(name).await
+    }
     async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
         self.pass("remove an image for")?;
         self.inner.remove_image(reference).await

@@ -47,6 +47,7 @@ pub mod pulls;
 pub mod services;
 pub mod session_ttl;
 pub mod triggers;
+pub mod volume_gc;
 pub mod watchdog;
 pub mod watcher;
 
@@ -215,6 +216,7 @@ struct Wake {
     health: Trigger<String>,
     pulls: pulls::Pulls,
     archives: Trigger<()>,
+    volumes: Trigger<String>,
 }
 
 impl Wake {
@@ -224,6 +226,7 @@ impl Wake {
         self.managers.wake_all(reason);
         self.health.wake_all(reason);
         self.archives.wake_all(reason);
+        self.volumes.wake_all(reason);
     }
 
     fn keys(&self, wakes: triggers::Wakes) {
@@ -247,6 +250,9 @@ impl Wake {
         if wakes.images {
             self.pulls.retry_failures();
             self.archives.wake((), Reason::Commit);
+        }
+        if wakes.volumes {
+            self.volumes.wake_all(Reason::Commit);
         }
     }
 }
@@ -274,6 +280,7 @@ impl Controllers {
         let (pulls_trigger, pulls_rx) = controller::channel();
         let pulls = pulls::Pulls::new(pulls_trigger);
         let (archives_trigger, archives_rx) = controller::channel();
+        let (volumes_trigger, volumes_rx) = controller::channel();
         let wake = Wake {
             services: services_trigger.clone(),
             nodes: nodes_trigger,
@@ -281,6 +288,7 @@ impl Controllers {
             health: health_trigger,
             pulls: pulls.clone(),
             archives: archives_trigger,
+            volumes: volumes_trigger,
         };
         let (synced_tx, synced) = tokio::sync::mpsc::unbounded_channel();
         let watchers = watcher::Watchers::new(
@@ -372,6 +380,10 @@ impl Controllers {
         tasks.push(
             spawn(Loop::SessionTtl).run(session_ttl::SessionTtl::new(replica.clone()), sessions_rx),
         );
+        tasks.push(spawn(Loop::VolumeGc).run(
+            volume_gc::VolumeGc::new(replica.clone(), engines.clone()),
+            volumes_rx,
+        ));
         Controllers { token, tasks }
     }
 

@@ -97,6 +97,10 @@ pub fn plan(input: &PlanInput, loads: &mut Loads) -> Vec<Action> {
 
     // Containers: which belong to a current instance, which are orphans.
     let mut owned: BTreeMap<&str, (&str, &ContainerInfo)> = BTreeMap::new();
+    // Slots with a container of an earlier generation still there: one
+    // with volumes creates its next container only once that one is gone,
+    // so a volume is mounted by one container at a time.
+    let mut stale_slots: BTreeSet<u32> = BTreeSet::new();
     for (node, container) in &input.observed {
         let current = labels::owner(&container.labels).and_then(|(id, generation)| {
             input.instances.iter().find(|i| {
@@ -110,14 +114,20 @@ pub fn plan(input: &PlanInput, loads: &mut Loads) -> Vec<Action> {
             Some(instance) if !owned.contains_key(instance.id.as_str()) => {
                 owned.insert(instance.id.as_str(), (node, container));
             }
-            _ => actions.push(Action::Remove {
-                node: node.to_string(),
-                container_id: container.id.clone(),
-                why: format!(
-                    "container {} belongs to no current instance",
-                    container.name
-                ),
-            }),
+            _ => {
+                let slot = labels::owner(&container.labels).and_then(|(id, _)| {
+                    input.instances.iter().find(|i| i.id == id).map(|i| i.slot)
+                });
+                stale_slots.extend(slot);
+                actions.push(Action::Remove {
+                    node: node.to_string(),
+                    container_id: container.id.clone(),
+                    why: format!(
+                        "container {} belongs to no current instance",
+                        container.name
+                    ),
+                })
+            }
         }
     }
 
@@ -164,6 +174,7 @@ pub fn plan(input: &PlanInput, loads: &mut Loads) -> Vec<Action> {
         let node_name = instance.node.as_deref().unwrap_or("");
         let node = input.nodes.get(node_name);
         let node_ready = node.is_some_and(|n| n.state == NodeState::Ready);
+        let mut stays_on_draining_node = false;
         if let Some(lost) = node.filter(|_| !node_ready && service.spec.waits_for_its_node()) {
             // Its data is on that node: the slot stays and waits for it,
             // unless the spec says to start again elsewhere, empty.
@@ -175,9 +186,21 @@ pub fn plan(input: &PlanInput, loads: &mut Loads) -> Vec<Action> {
                 ),
                 needs_capacity: false,
             });
-            continue;
+            // A draining node still runs it: it serves and is supervised
+            // there as before. A node that is down shows it waiting.
+            stays_on_draining_node = lost.state == NodeState::Draining;
+            if !stays_on_draining_node {
+                if instance.state != InstanceState::Waiting {
+                    actions.push(Action::Report {
+                        instance: instance.clone(),
+                        container: None,
+                        state: InstanceState::Waiting,
+                    });
+                }
+                continue;
+            }
         }
-        if !node_ready {
+        if !node_ready && !stays_on_draining_node {
             if let Some(n) = counts.get_mut(node_name) {
                 *n = n.saturating_sub(1);
             }
@@ -204,9 +227,13 @@ pub fn plan(input: &PlanInput, loads: &mut Loads) -> Vec<Action> {
             continue;
         }
         let Some(container) = container else {
-            actions.push(Action::Create {
-                instance: instance.clone(),
-            });
+            // Its earlier container is being removed (above): the next
+            // round, woken by its removal, creates this one.
+            if service.spec.volumes.is_empty() || !stale_slots.contains(&slot) {
+                actions.push(Action::Create {
+                    instance: instance.clone(),
+                });
+            }
             continue;
         };
         let outdated = input.template.is_some_and(|template| {
@@ -568,11 +595,30 @@ mod tests {
                 world.instances = vec![instance(0, 1, "a", InstanceState::Running)];
                 world.nodes.get_mut("a").unwrap().state = lost;
                 let actions = world.plan();
-                if waits {
+                if waits && lost == NodeState::Draining {
+                    // It says why; its container on the draining node
+                    // serves and is supervised as before.
                     assert!(
-                        matches!(&actions[..], [Action::Unplaceable { slot: 0, needs_capacity: false, reason }]
-                            if reason.contains("waits for node a")),
+                        matches!(&actions[..], [
+                            Action::Unplaceable { slot: 0, needs_capacity: false, reason },
+                            Action::Create { .. },
+                        ] if reason.contains("waits for node a (draining)")),
                         "{lost:?} {on_node_loss}: {actions:?}"
+                    );
+                } else if waits {
+                    // It says why, and shows it on the instance.
+                    assert!(
+                        matches!(&actions[..], [
+                            Action::Unplaceable { slot: 0, needs_capacity: false, reason },
+                            Action::Report { container: None, state: InstanceState::Waiting, .. },
+                        ] if reason.contains("waits for node a (down)")),
+                        "{lost:?} {on_node_loss}: {actions:?}"
+                    );
+                    // Already shown: said again, not written again.
+                    world.instances[0].state = InstanceState::Waiting;
+                    assert!(
+                        matches!(&world.plan()[..], [Action::Unplaceable { .. }]),
+                        "{lost:?} {on_node_loss}"
                     );
                 } else {
                     assert_eq!(
@@ -585,6 +631,44 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_slot_with_volumes_starts_its_next_container_only_once_the_last_is_gone() {
+        for with_volumes in [true, false] {
+            let mut world = World::new(1);
+            if with_volumes {
+                world.service.spec.volumes = serde_json::from_value(
+                    serde_json::json!([{"name": "data", "mount": "/data", "driver": "shared"}]),
+                )
+                .unwrap();
+            }
+            let template = world.template();
+            // Moved from a to b (generation 2): the generation-1 container
+            // is still on a.
+            let old = instance(0, 1, "a", InstanceState::Running);
+            world.containers = vec![(
+                "a".into(),
+                container(&old, ContainerState::Running, &template),
+            )];
+            world.instances = vec![instance(0, 2, "b", InstanceState::Pending)];
+            let actions = world.plan();
+            assert!(
+                matches!(&actions[0], Action::Remove { node, .. } if node == "a"),
+                "{actions:?}"
+            );
+            let creates = actions
+                .iter()
+                .filter(|a| matches!(a, Action::Create { .. }))
+                .count();
+            assert_eq!(creates, usize::from(!with_volumes), "{actions:?}");
+            // Gone: the next container is created.
+            world.containers.clear();
+            assert!(
+                matches!(&world.plan()[..], [Action::Create { .. }]),
+                "with volumes: {with_volumes}"
+            );
         }
     }
 

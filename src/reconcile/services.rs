@@ -41,9 +41,10 @@ use crate::replica::{now_ms, Replica};
 use crate::runtime::{ContainerInfo, ContainerSpec, NamedVolume, PortBinding, RuntimeError};
 use crate::secrets::{SecretsError, SecretsKey};
 use crate::state::image_catalog::Reference;
+use crate::state::volumes::VolumeMade;
 use crate::state::{
-    Command, ExitInfo, Instance, InstanceState, InstanceStatus, Node, NodeState, PublishedPort,
-    Resources, Service, ServiceKind, State,
+    Command, ExitInfo, Instance, InstanceState, InstanceStatus, Node, NodeState, Outcome,
+    PublishedPort, Resources, Service, ServiceKind, State,
 };
 
 /// Reconciles of different services running at once.
@@ -899,6 +900,9 @@ impl Services {
                 return;
             }
         };
+        if !self.record_volumes(service, &instance, node, &spec).await {
+            return;
+        }
         let result = match engine.create(&spec).await {
             Ok(id) => engine.start(&id).await.map(|_| id),
             // The name is taken: adopted (recorded as observed, and the
@@ -946,6 +950,57 @@ impl Services {
                     .await
             }
         }
+    }
+
+    /// Records the slot's volumes that `node` does not hold yet, before the
+    /// container that makes them is created (so `volume ls` and `service
+    /// rm --purge` know every volume the cluster made). False while one
+    /// cannot be: a volume being removed is not made again until it is
+    /// gone (retried soon), or the write failed.
+    async fn record_volumes(
+        &self,
+        service: &Service,
+        instance: &Instance,
+        node: &Node,
+        spec: &ContainerSpec,
+    ) -> bool {
+        let missing: Vec<VolumeMade> = self.replica.sm.read(|s| {
+            service
+                .spec
+                .volumes
+                .iter()
+                .zip(&spec.named_volumes)
+                .filter(|(_, made)| !s.volumes.holds(&made.name, &node.name))
+                .map(|(volume, made)| VolumeMade {
+                    name: made.name.clone(),
+                    node: node.name.clone(),
+                    namespace: service.namespace.clone(),
+                    service: service.name.clone(),
+                    slot: instance.slot,
+                    volume: volume.name.clone(),
+                    driver: volume.driver.clone(),
+                })
+                .collect()
+        });
+        for made in missing {
+            match self
+                .replica
+                .write_as_leader(Command::RecordVolume { made })
+                .await
+            {
+                Ok(applied) if applied.outcome == Outcome::Done => {}
+                Ok(applied) => {
+                    tracing::info!(instance = %instance.id, outcome = ?applied.outcome, "its volume cannot be made yet");
+                    self.requeue_at(&service_key(service), Instant::now() + UNPLACED_RETRY);
+                    return false;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "supervisor write failed");
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Shows on `instance` that its image is being fetched (`Pulling`) or

@@ -25,6 +25,8 @@ pub struct Wakes {
     pub managers: bool,
     /// The images the cluster keeps, or the nodes that may hold them.
     pub images: bool,
+    /// Volumes to remove.
+    pub volumes: bool,
 }
 
 impl Wakes {
@@ -66,6 +68,7 @@ pub fn wakes(changes: &[Touched], state: &State) -> Wakes {
             }
             Touched::Managers => wakes.managers = true,
             Touched::Images => wakes.images = true,
+            Touched::Volumes => wakes.volumes = true,
         }
     }
     if !nodes_changed.is_empty() {

@@ -70,10 +70,11 @@ pub enum Loop {
     ImageGc,
     ArchiveKeepers,
     SessionTtl,
+    VolumeGc,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 11] = [
+    pub const ALL: [Loop; 12] = [
         Loop::Services,
         Loop::Nodes,
         Loop::Managers,
@@ -85,6 +86,7 @@ impl Loop {
         Loop::ImageGc,
         Loop::ArchiveKeepers,
         Loop::SessionTtl,
+        Loop::VolumeGc,
     ];
 
     fn index(self) -> usize {
@@ -104,6 +106,7 @@ impl Loop {
             Loop::ImageGc => "image-gc",
             Loop::ArchiveKeepers => "archive-keepers",
             Loop::SessionTtl => "session-ttl",
+            Loop::VolumeGc => "volume-gc",
         }
     }
 }

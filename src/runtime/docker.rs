@@ -892,6 +892,33 @@ impl ContainerRuntime for DockerRuntime {
             .ok_or_else(|| refused("the registry named no digest".into()))
     }
 
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        let result = self
+            .call(
+                "volume removal",
+                self.timeouts.call,
+                |d| async move {
+                    d.remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                        .await
+                },
+                |e| match e {
+                    bollard::errors::Error::DockerResponseServerError {
+                        status_code: 404, ..
+                    } => RuntimeError::NotFound(name.to_string()),
+                    bollard::errors::Error::DockerResponseServerError {
+                        status_code: 409,
+                        message,
+                    } => RuntimeError::Conflict(format!("{name}: {message}")),
+                    other => self.map_error(other),
+                },
+            )
+            .await;
+        match result {
+            Ok(_) | Err(RuntimeError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {
         let options = RemoveImageOptions {
             force: false,

@@ -17,7 +17,7 @@
 //! gives one place to watch every container event with the instant it
 //! happened.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -154,6 +154,8 @@ struct Engine {
     /// Repo digests of pulled images, by every name they answer to.
     digests: HashMap<String, Vec<String>>,
     registry: Option<Arc<MemoryRegistry>>,
+    /// Named volumes made for containers (they outlive them).
+    volumes: BTreeSet<String>,
     unreachable: bool,
     latency: Duration,
     outlets: Outlets,
@@ -176,6 +178,15 @@ impl Default for MemoryRuntime {
 }
 
 impl MemoryRuntime {
+    /// The named volumes the engine holds.
+    pub fn volumes(&self) -> BTreeSet<String> {
+        self.engine
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .volumes
+            .clone()
+    }
+
     /// A fake engine whose [`ContainerRuntime::endpoint`] is `endpoint`.
     pub fn new(endpoint: &str) -> MemoryRuntime {
         MemoryRuntime::with_event_buffer(endpoint, EVENT_BUFFER)
@@ -193,6 +204,7 @@ impl MemoryRuntime {
                 images: None,
                 digests: HashMap::new(),
                 registry: None,
+                volumes: BTreeSet::new(),
                 unreachable: false,
                 latency: Duration::ZERO,
                 outlets: Outlets {
@@ -413,6 +425,9 @@ impl ContainerRuntime for MemoryRuntime {
         if spec.ports.iter().any(|p| p.container_port == 0) {
             return Err(RuntimeError::Invalid("container port 0".into()));
         }
+        engine
+            .volumes
+            .extend(spec.named_volumes.iter().map(|v| v.name.clone()));
         let id = format!("{:064x}", engine.next_id);
         engine.next_id += 1;
         let container = Container {
@@ -623,6 +638,19 @@ impl ContainerRuntime for MemoryRuntime {
             .resolve(reference, auth)
             .map(|(_, digest)| digest)
             .map_err(refused)
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        let mut engine = self.reach()?;
+        let mounted = engine
+            .containers
+            .values()
+            .any(|c| c.spec.named_volumes.iter().any(|v| v.name == name));
+        if mounted {
+            return Err(RuntimeError::Conflict(name.to_string()));
+        }
+        engine.volumes.remove(name);
+        Ok(())
     }
 
     async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {

@@ -231,6 +231,9 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError>;
     /// Removes (forcibly, with its anonymous volumes). Missing is not an error.
     async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+    /// Removes the named volume, unless a container mounts it (then
+    /// `Conflict`). Missing is not an error.
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError>;
     /// `None` when the container does not exist.
     async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError>;
     /// All containers (running or not) carrying every label in `labels`.

@@ -281,6 +281,27 @@ pub enum Command {
         hash: [u8; 32],
         limits: super::TokenLimits,
     },
+    /// `service rm --purge`: deletes the service as
+    /// [`Command::DeleteService`] and marks its volumes for removal.
+    DeleteServiceAndVolumes {
+        namespace: String,
+        name: String,
+        expected_version: Option<u64>,
+    },
+    /// The leader is about to make a slot's volume on a node (written
+    /// before the container that mounts it is created).
+    RecordVolume {
+        made: super::volumes::VolumeMade,
+    },
+    /// `volume rm`: marks a volume no slot uses for removal.
+    RemoveVolume {
+        name: String,
+    },
+    /// The leader removed the volume from the node's engine.
+    VolumeRemovedFrom {
+        name: String,
+        node: String,
+    },
 }
 
 /// A command as it travels through Raft; a persisted record with a

@@ -11,6 +11,7 @@ use super::manager_template::ManagerTemplate;
 use super::migrate::{Migrate, Versioned};
 use super::sessions::SessionBook;
 use super::types::{Event, Instance, KvEntry, Manager, Node, Service, TokenLimits, TokenRecord};
+use super::volumes::VolumeBook;
 
 /// Serializable image of the state, used for snapshots.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,16 +39,17 @@ pub struct StateImage {
     pub images: Versioned<ImageCatalog>,
     /// Consul sessions and the locks they hold.
     pub sessions: Versioned<SessionBook>,
+    /// The slots' volumes.
+    pub volumes: Versioned<VolumeBook>,
 }
 
 impl Migrate for StateImage {
-    const VERSION_MARKER: &'static [u8] = b"SI06";
-    type Previous = v5::StateImage;
+    const VERSION_MARKER: &'static [u8] = b"SI07";
+    type Previous = v6::StateImage;
 
-    /// Tokens could not be limited: every earlier token reaches the whole
-    /// cluster.
-    fn migrate(previous: v5::StateImage) -> StateImage {
-        let v5::StateImage {
+    /// Volumes were not recorded: the book starts empty.
+    fn migrate(previous: v6::StateImage) -> StateImage {
+        let v6::StateImage {
             cluster_id,
             services,
             instances,
@@ -61,6 +63,7 @@ impl Migrate for StateImage {
             dedup,
             tokens,
             tokens_bootstrapped,
+            token_limits,
             manager_template,
             departed_managers,
             images,
@@ -80,11 +83,93 @@ impl Migrate for StateImage {
             dedup,
             tokens,
             tokens_bootstrapped,
-            token_limits: Vec::new(),
+            token_limits,
             manager_template,
             departed_managers,
             images,
             sessions,
+            volumes: Versioned(VolumeBook::default()),
+        }
+    }
+}
+
+/// Frozen: the image as written before volumes were recorded.
+pub mod v6 {
+    use super::*;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct StateImage {
+        pub cluster_id: Option<String>,
+        pub services: Vec<Service>,
+        pub instances: Vec<Instance>,
+        pub nodes: Vec<Node>,
+        pub managers: Vec<Manager>,
+        pub kv: Vec<(String, KvEntry)>,
+        pub kv_index: u64,
+        pub kv_delete_index: u64,
+        pub events: Vec<Event>,
+        pub applied_index: u64,
+        pub dedup: Vec<(RequestId, Applied)>,
+        pub tokens: Vec<TokenRecord>,
+        pub tokens_bootstrapped: bool,
+        /// The limits of limited tokens, by token id.
+        pub token_limits: Vec<(String, TokenLimits)>,
+        /// Where the managers run, when bootstrap recorded it.
+        pub manager_template: Option<Versioned<ManagerTemplate>>,
+        /// Raft ids removed from the membership.
+        pub departed_managers: Vec<u64>,
+        /// Image pins, registry logins and the images the cluster keeps.
+        pub images: Versioned<ImageCatalog>,
+        /// Consul sessions and the locks they hold.
+        pub sessions: Versioned<SessionBook>,
+    }
+
+    impl Migrate for StateImage {
+        const VERSION_MARKER: &'static [u8] = b"SI06";
+        type Previous = super::v5::StateImage;
+
+        /// Tokens could not be limited: every earlier token reaches the whole
+        /// cluster.
+        fn migrate(previous: super::v5::StateImage) -> StateImage {
+            let super::v5::StateImage {
+                cluster_id,
+                services,
+                instances,
+                nodes,
+                managers,
+                kv,
+                kv_index,
+                kv_delete_index,
+                events,
+                applied_index,
+                dedup,
+                tokens,
+                tokens_bootstrapped,
+                manager_template,
+                departed_managers,
+                images,
+                sessions,
+            } = previous;
+            StateImage {
+                cluster_id,
+                services,
+                instances,
+                nodes,
+                managers,
+                kv,
+                kv_index,
+                kv_delete_index,
+                events,
+                applied_index,
+                dedup,
+                tokens,
+                tokens_bootstrapped,
+                token_limits: Vec::new(),
+                manager_template,
+                departed_managers,
+                images,
+                sessions,
+            }
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod tokens;
 pub mod touched;
 pub mod types;
 pub mod validate;
+pub mod volumes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
@@ -102,6 +103,8 @@ pub struct State {
     pub catalog_index: u64,
     /// Consul sessions and the locks they hold on KV keys.
     pub sessions: sessions::SessionBook,
+    /// The slots' volumes and which nodes hold them.
+    pub volumes: volumes::VolumeBook,
     /// Who asked for the command being applied ([`Command::As`]); only
     /// set while it is applied, so its events name them.
     actor: Option<Actor>,
@@ -143,6 +146,7 @@ impl State {
             departed_managers: self.departed_managers.iter().copied().collect(),
             images: migrate::Versioned(self.images.clone()),
             sessions: migrate::Versioned(self.sessions.clone()),
+            volumes: migrate::Versioned(self.volumes.clone()),
         }
     }
 
@@ -189,6 +193,7 @@ impl State {
             images: image.images.0,
             catalog_index: image.applied_index,
             sessions: image.sessions.0,
+            volumes: image.volumes.0,
             actor: None,
             dedup,
         }
@@ -530,6 +535,50 @@ impl State {
                 Outcome::Kv(true)
             }
             Command::KvTxn { ops } => Outcome::Txn(self.apply_txn(index, time_ms, ops)),
+            Command::DeleteServiceAndVolumes {
+                namespace,
+                name,
+                expected_version,
+            } => {
+                let outcome =
+                    self.delete_service(index, time_ms, namespace, name, *expected_version);
+                if outcome == Outcome::Deleted {
+                    self.volumes.purge_service(namespace, name);
+                }
+                outcome
+            }
+            Command::RecordVolume { made } => self.volumes.record(made, time_ms),
+            Command::RemoveVolume { name } => {
+                let services = &self.services;
+                let outcome = self.volumes.remove(name, |record| {
+                    services
+                        .get(&(record.namespace.clone(), record.service.clone()))
+                        .is_some_and(|s| record.slot < s.spec.replicas)
+                });
+                if matches!(outcome, Outcome::Done | Outcome::Deleted) {
+                    self.event(
+                        index,
+                        time_ms,
+                        "volume.removing",
+                        name,
+                        format!("volume {name} is to be removed from every node"),
+                    );
+                }
+                outcome
+            }
+            Command::VolumeRemovedFrom { name, node } => {
+                let outcome = self.volumes.removed_from(name, node);
+                if outcome == Outcome::Deleted {
+                    self.event(
+                        index,
+                        time_ms,
+                        "volume.removed",
+                        name,
+                        format!("volume {name} removed (last from node {node})"),
+                    );
+                }
+                outcome
+            }
             Command::As { actor, command } => {
                 let outer = self.actor.replace(actor.clone());
                 let outcome = self.apply_command(index, time_ms, command);

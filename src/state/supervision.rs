@@ -572,6 +572,7 @@ pub fn state_name(state: InstanceState) -> &'static str {
         InstanceState::Stopped => "stopped",
         InstanceState::Pulling => "pulling",
         InstanceState::PullFailed => "pull_failed",
+        InstanceState::Waiting => "waiting",
     }
 }
 

@@ -26,6 +26,8 @@ pub enum Touched {
     /// The images kept by the cluster (imported or built), their holders,
     /// or the registry logins pulls use.
     Images,
+    /// A volume was marked for removal.
+    Volumes,
 }
 
 fn service(namespace: &str, name: &str) -> Touched {
@@ -77,6 +79,11 @@ pub fn touched(command: &Command, outcome: &Outcome) -> Vec<Touched> {
             namespace, name, ..
         }
         | Command::RestartService { namespace, name } => vec![service(namespace, name)],
+        Command::DeleteServiceAndVolumes {
+            namespace, name, ..
+        } => vec![service(namespace, name), Touched::Volumes],
+        Command::RemoveVolume { .. } => vec![Touched::Volumes],
+        Command::RecordVolume { .. } | Command::VolumeRemovedFrom { .. } => Vec::new(),
         Command::PlaceInstance {
             namespace,
             service: name,

@@ -516,6 +516,9 @@ pub enum InstanceState {
     /// Placed; fetching its image failed (the reason is its last exit),
     /// retried with backoff.
     PullFailed,
+    /// Its node is down, draining or retired and its local volumes are
+    /// there: the slot waits for the node rather than start empty elsewhere.
+    Waiting,
 }
 
 /// How a container ended.

@@ -501,3 +501,131 @@ async fn a_node_that_joins_receives_the_image_before_an_instance_is_placed_on_it
     );
     assert!(second.has_image(&format!("reg.test:5000/join@sha256:{}", "d".repeat(64))));
 }
+
+/// The volumes of `ctl/name` the state records, by name.
+fn recorded_volumes(replica: &Replica, name: &str) -> Vec<(String, bool)> {
+    replica.sm.read(|s| {
+        s.volumes
+            .volumes
+            .iter()
+            .filter(|(_, r)| r.namespace == "ctl" && r.service == name)
+            .map(|(volume, r)| (volume.clone(), r.removing))
+            .collect()
+    })
+}
+
+async fn deploy_with_volume(replica: &Replica, name: &str, replicas: u32) {
+    replica
+        .write(Command::PutService {
+            namespace: "ctl".into(),
+            name: name.into(),
+            spec: serde_json::from_value(serde_json::json!({
+                "image": "raftvisor-echo:dev",
+                "replicas": replicas,
+                "volumes": [{"name": "data", "mount": "/data"}],
+            }))
+            .unwrap(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn volumes_outlive_their_service_until_removed_or_purged() {
+    use raftvisor::state::Outcome;
+    let world = start().await;
+    let engine_volumes = |prefix: String| {
+        world
+            .engine
+            .volumes()
+            .into_iter()
+            .filter(|v| v.contains(&prefix))
+            .collect::<Vec<_>>()
+    };
+    deploy_with_volume(&world.replica, "kept", 2).await;
+    wait_running(&world.replica, "kept", 2).await;
+    let recorded = recorded_volumes(&world.replica, "kept");
+    assert_eq!(recorded.len(), 2, "one volume per slot: {recorded:?}");
+    assert_eq!(engine_volumes("ctl.kept.".into()).len(), 2);
+    let (slot0, slot1) = (recorded[0].0.clone(), recorded[1].0.clone());
+
+    // A slot that runs keeps its volume.
+    let refused = world
+        .replica
+        .write(Command::RemoveVolume {
+            name: slot0.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(&refused.outcome, Outcome::Refused { code, .. } if code == "volume_in_use"),
+        "{refused:?}"
+    );
+
+    // The service goes, its containers with it; the volumes stay.
+    world
+        .replica
+        .write(Command::DeleteService {
+            namespace: "ctl".into(),
+            name: "kept".into(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    let labels = std::collections::BTreeMap::new();
+    eventually(
+        "its containers are removed",
+        Duration::from_secs(10),
+        || async {
+            match world.engine.list(&labels).await.unwrap().len() {
+                0 => Ok(()),
+                n => Err(format!("{n} left")),
+            }
+        },
+    )
+    .await;
+    assert_eq!(recorded_volumes(&world.replica, "kept").len(), 2);
+    assert_eq!(engine_volumes("ctl.kept.".into()).len(), 2);
+
+    // `volume rm` of one: gone from the engine and the book; the other stays.
+    let removing = world
+        .replica
+        .write(Command::RemoveVolume {
+            name: slot0.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(removing.outcome, Outcome::Done);
+    eventually("the volume is removed", Duration::from_secs(10), || async {
+        match recorded_volumes(&world.replica, "kept").len() {
+            1 => Ok(()),
+            n => Err(format!("{n} recorded")),
+        }
+    })
+    .await;
+    assert_eq!(engine_volumes("ctl.kept.".into()), vec![slot1.clone()]);
+
+    // `service rm --purge`: the service and its volumes go together.
+    deploy_with_volume(&world.replica, "purged", 1).await;
+    wait_running(&world.replica, "purged", 1).await;
+    assert_eq!(engine_volumes("ctl.purged.".into()).len(), 1);
+    world
+        .replica
+        .write(Command::DeleteServiceAndVolumes {
+            namespace: "ctl".into(),
+            name: "purged".into(),
+            expected_version: None,
+        })
+        .await
+        .unwrap();
+    eventually("its volume is removed", Duration::from_secs(10), || async {
+        let left = engine_volumes("ctl.purged.".into());
+        match (left.len(), recorded_volumes(&world.replica, "purged").len()) {
+            (0, 0) => Ok(()),
+            other => Err(format!("{other:?} left: {left:?}")),
+        }
+    })
+    .await;
+    assert_eq!(engine_volumes("ctl.kept.".into()), vec![slot1]);
+}

@@ -297,3 +297,51 @@ pub fn echo_spec(replicas: u32, extra: serde_json::Value) -> raftvisor::state::S
     );
     serde_json::from_value(spec).expect("a valid service spec")
 }
+
+/// The Docker volume driver whose volumes every node of a test cluster
+/// reaches ([`tests/volume_plugin/shared_dir.py`]): the tests' network
+/// storage.
+pub const SHARED_DRIVER: &str = "raftvisor-test-shared";
+
+/// Starts the shared volume driver unless it answers already, and answers
+/// its name. It is left running: the engine keeps a driver it once used
+/// and asks it on every volume listing, which waits 15 s for a driver that
+/// went away.
+pub async fn shared_volume_driver() -> &'static str {
+    let socket = format!("/run/docker/plugins/{SHARED_DRIVER}.sock");
+    let answers =
+        |socket: String| async move { tokio::net::UnixStream::connect(&socket).await.is_ok() };
+    if !answers(socket.clone()).await {
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/volume_plugin/shared_dir.py"
+        );
+        let root = std::env::temp_dir().join(SHARED_DRIVER);
+        // `setsid -f` forks the driver into its own session and returns.
+        let started = Command::new("setsid")
+            .arg("-f")
+            .arg("python3")
+            .arg(script)
+            .arg(&root)
+            .arg(&socket)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .expect("start the shared volume driver");
+        assert!(started.success(), "setsid -f python3 {script}: {started}");
+        eventually(
+            "the shared volume driver answers",
+            Duration::from_secs(10),
+            || async {
+                if answers(socket.clone()).await {
+                    Ok(())
+                } else {
+                    Err(format!("nothing at {socket}"))
+                }
+            },
+        )
+        .await;
+    }
+    SHARED_DRIVER
+}

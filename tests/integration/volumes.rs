@@ -1,14 +1,19 @@
 //! Volumes bound to slots, on real containers: a slot's named volume
-//! outlives its container (a replacement finds the data), and a slot whose
-//! data is local to its node waits for that node instead of starting empty
-//! elsewhere.
+//! outlives its container (a replacement finds the data); a slot whose
+//! data is local to its node stays with it through a drain and waits for
+//! it when it is lost, instead of starting empty elsewhere; a slot on
+//! shared storage moves with its data; volumes outlive their service
+//! until `volume rm` or `service rm --purge`.
 
 use std::process::Command;
 use std::time::Duration;
 
+use raftvisor::runtime::ContainerRuntime;
 use serde_json::{json, Value};
 
-use crate::docker_env::{echo_spec, DockerCluster, EngineProxy, LOCAL_ENGINE};
+use crate::docker_env::{
+    crash, echo_spec, shared_volume_driver, DockerCluster, EngineProxy, LOCAL_ENGINE,
+};
 use crate::harness::eventually;
 
 /// What the echo instance behind `container` answers (its published port
@@ -104,9 +109,36 @@ async fn a_slot_keeps_its_volume_across_containers_and_waits_for_its_lost_node()
         "the volume carried the first start: {answer}"
     );
 
-    // Its node is lost while another is ready: the slot waits for it (its
-    // data is there), says so, and runs nowhere else.
+    // Its node is drained while another is ready: the slot stays (its data
+    // is there), says so, and keeps serving from the same container.
     env.add_node("n2", LOCAL_ENGINE, "b").await;
+    client.node_drain("n1", false).await.unwrap();
+    eventually(
+        "the slot says it stays on draining n1",
+        Duration::from_secs(30),
+        || async {
+            let events = client.events(0).await.map_err(|e| e.to_string())?;
+            events
+                .iter()
+                .find(|e| {
+                    e.kind == "instance.unplaceable"
+                        && e.message.contains("waits for node n1 (draining)")
+                })
+                .map(|_| ())
+                .ok_or_else(|| "no such event yet".to_string())
+        },
+    )
+    .await;
+    let running = env.running("store").await;
+    assert_eq!(
+        running.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        vec![second.id.as_str()],
+        "the same container serves on n1"
+    );
+    client.node_drain("n1", true).await.unwrap();
+
+    // Its node is lost: the slot waits for it (its data is there), says
+    // so, shows it, and runs nowhere else.
     proxy.cut();
     eventually(
         "the slot says it waits for n1",
@@ -116,7 +148,8 @@ async fn a_slot_keeps_its_volume_across_containers_and_waits_for_its_lost_node()
             events
                 .iter()
                 .find(|e| {
-                    e.kind == "instance.unplaceable" && e.message.contains("waits for node n1")
+                    e.kind == "instance.unplaceable"
+                        && e.message.contains("waits for node n1 (down)")
                 })
                 .map(|_| ())
                 .ok_or_else(|| "no such event yet".to_string())
@@ -127,7 +160,21 @@ async fn a_slot_keeps_its_volume_across_containers_and_waits_for_its_lost_node()
         client.node_get("n1").await.unwrap().state,
         raftvisor::state::NodeState::Down
     );
-    let instances = client.service_instances("vol", "store").await.unwrap();
+    let instances = eventually(
+        "the instance shows it waits",
+        Duration::from_secs(10),
+        || async {
+            let instances = client
+                .service_instances("vol", "store")
+                .await
+                .map_err(|e| e.to_string())?;
+            match instances.first().map(|i| i.state) {
+                Some(raftvisor::state::InstanceState::Waiting) => Ok(instances),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
     assert_eq!(instances.len(), 1);
     assert_eq!(instances[0].node.as_deref(), Some("n1"), "{instances:?}");
     let elsewhere: Vec<_> = env
@@ -159,4 +206,157 @@ async fn a_slot_keeps_its_volume_across_containers_and_waits_for_its_lost_node()
     })
     .await;
     assert!(answer["starts"].as_u64().unwrap() >= 2, "{answer}");
+}
+
+/// `raftvisor volume ls` as JSON, as the CLI prints it.
+fn volume_ls(env: &DockerCluster) -> Vec<Value> {
+    let (code, out, err) = env.cluster.cli(1, &["--output", "json", "volume", "ls"]);
+    assert_eq!(code, 0, "volume ls: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slot_on_shared_storage_moves_with_its_data_and_its_volume_outlives_the_service() {
+    let Some(env) = DockerCluster::start(3).await else {
+        return;
+    };
+    let driver = shared_volume_driver().await;
+    let proxy = EngineProxy::start().await;
+    env.add_node("n1", &proxy.endpoint(), "a").await;
+    env.add_node("n2", LOCAL_ENGINE, "b").await;
+    let client = env.cluster.client();
+    let spec = echo_spec(
+        1,
+        json!({
+            "env": {"ECHO_STATE_DIR": "/data"},
+            "volumes": [{"name": "data", "mount": "/data", "driver": driver}],
+        }),
+    );
+    client
+        .service_put("shr", "store", &spec, None)
+        .await
+        .unwrap();
+    let first = env.wait_running("store", 1, Duration::from_secs(30)).await[0].clone();
+    let answer = eventually("the slot answers", Duration::from_secs(10), || {
+        echo_answer(&first)
+    })
+    .await;
+    assert_eq!(answer["starts"], 1, "{answer}");
+
+    // Its process is killed: restarted in the same container, same data.
+    crash(&first);
+    env.wait_restarted(&first, "the slot").await;
+    // Its ports are published anew.
+    let restarted = env.engine.inspect(&first.id).await.unwrap().unwrap();
+    let answer = eventually(
+        "the restarted slot answers",
+        Duration::from_secs(10),
+        || echo_answer(&restarted),
+    )
+    .await;
+    assert_eq!(answer["starts"], 2, "{answer}");
+
+    // Its node is drained: the slot moves, and finds its data there.
+    let from = first.labels["raftvisor.node"].clone();
+    let to = if from == "n1" { "n2" } else { "n1" };
+    client.node_drain(&from, false).await.unwrap();
+    let moved = eventually(
+        "the slot runs on the other node",
+        Duration::from_secs(30),
+        || async {
+            match env.running("store").await.first() {
+                Some(c) if c.labels["raftvisor.node"] == to => Ok(c.clone()),
+                other => Err(format!("{:?}", other.map(|c| &c.labels["raftvisor.node"]))),
+            }
+        },
+    )
+    .await;
+    let answer = eventually("the moved slot answers", Duration::from_secs(10), || {
+        echo_answer(&moved)
+    })
+    .await;
+    assert_eq!(
+        answer["starts"], 3,
+        "the data moved with the slot: {answer}"
+    );
+    assert!(
+        env.containers(Some("store")).await.len() == 1,
+        "one container mounts the volume"
+    );
+
+    // Listed, used, on both nodes.
+    let volume = format!("rv-{}-shr.store.0-data", env.cluster_id);
+    let listed = volume_ls(&env);
+    let entry = listed
+        .iter()
+        .find(|v| v["name"] == volume.as_str())
+        .unwrap_or_else(|| panic!("{volume} listed: {listed:?}"));
+    assert_eq!(entry["state"], "in-use", "{entry}");
+    assert_eq!(entry["driver"], driver, "{entry}");
+    assert_eq!(entry["nodes"], json!(["n1", "n2"]), "{entry}");
+    let (code, _, err) = env.cluster.cli(1, &["volume", "rm", &volume]);
+    assert_ne!(code, 0, "a volume in use is not removed");
+    assert!(err.contains("slot 0 of shr/store"), "{err}");
+
+    // The service goes; its volume and data stay.
+    let (code, _, err) = env.cluster.cli(1, &["service", "rm", "shr/store"]);
+    assert_eq!(code, 0, "{err}");
+    eventually(
+        "its container is removed",
+        Duration::from_secs(30),
+        || async {
+            match env.containers(Some("store")).await.len() {
+                0 => Ok(()),
+                n => Err(format!("{n} left")),
+            }
+        },
+    )
+    .await;
+    let listed = volume_ls(&env);
+    assert!(
+        listed
+            .iter()
+            .any(|v| v["name"] == volume.as_str() && v["state"] == "kept"),
+        "{listed:?}"
+    );
+    assert!(
+        volume_labels(&volume).is_some(),
+        "the engine still has {volume}"
+    );
+
+    // `volume rm`: gone from the engine, then from the list.
+    let (code, _, err) = env.cluster.cli(1, &["volume", "rm", &volume]);
+    assert_eq!(code, 0, "{err}");
+    eventually("the volume is removed", Duration::from_secs(30), || async {
+        let listed = volume_ls(&env);
+        match (volume_labels(&volume), listed.is_empty()) {
+            (None, true) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+
+    // `service rm --purge` takes a service's volumes with it.
+    client
+        .service_put("shr", "gone", &spec, None)
+        .await
+        .unwrap();
+    env.wait_running("gone", 1, Duration::from_secs(30)).await;
+    let gone = format!("rv-{}-shr.gone.0-data", env.cluster_id);
+    assert!(volume_labels(&gone).is_some());
+    let (code, _, err) = env
+        .cluster
+        .cli(1, &["service", "rm", "--purge", "shr/gone"]);
+    assert_eq!(code, 0, "{err}");
+    eventually(
+        "the purged volume is removed",
+        Duration::from_secs(30),
+        || async {
+            match (volume_labels(&gone), volume_ls(&env).is_empty()) {
+                (None, true) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
 }
