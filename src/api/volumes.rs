@@ -13,17 +13,8 @@ use axum::Json;
 use super::error::{refused, ApiError, ApiResult, Refusals};
 use super::extract::Params;
 use crate::replica::Replica;
-use crate::state::volumes::VolumeRecord;
-use crate::state::{Command, Outcome, State as ClusterState};
+use crate::state::{Command, Outcome};
 use crate::wire::VolumeEntry;
-
-/// Whether a slot of an existing service mounts the volume.
-pub fn in_use(state: &ClusterState, record: &VolumeRecord) -> bool {
-    state
-        .services
-        .get(&(record.namespace.clone(), record.service.clone()))
-        .is_some_and(|service| record.slot < service.spec.replicas)
-}
 
 /// Every volume, by name; `?namespace=` keeps one namespace's.
 #[utoipa::path(
@@ -55,7 +46,7 @@ pub async fn list(
                 created_ms: r.created_ms,
                 state: if r.removing {
                     "removing"
-                } else if in_use(s, r) {
+                } else if r.in_use(&s.services) {
                     "in-use"
                 } else {
                     "kept"

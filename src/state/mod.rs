@@ -550,11 +550,7 @@ impl State {
             Command::RecordVolume { made } => self.volumes.record(made, time_ms),
             Command::RemoveVolume { name } => {
                 let services = &self.services;
-                let outcome = self.volumes.remove(name, |record| {
-                    services
-                        .get(&(record.namespace.clone(), record.service.clone()))
-                        .is_some_and(|s| record.slot < s.spec.replicas)
-                });
+                let outcome = self.volumes.remove(name, |record| record.in_use(services));
                 if matches!(outcome, Outcome::Done | Outcome::Deleted) {
                     self.event(
                         index,

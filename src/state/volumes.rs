@@ -37,6 +37,16 @@ pub struct VolumeRecord {
     pub removing: bool,
 }
 
+impl VolumeRecord {
+    /// Whether a slot of an existing service mounts it: its service still
+    /// exists and still has its slot.
+    pub fn in_use(&self, services: &BTreeMap<(String, String), super::Service>) -> bool {
+        services
+            .get(&(self.namespace.clone(), self.service.clone()))
+            .is_some_and(|service| self.slot < service.spec.replicas)
+    }
+}
+
 /// The volumes of every slot, by Docker volume name.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VolumeBook {

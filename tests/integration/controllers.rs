@@ -117,34 +117,39 @@ async fn deploy_image(replica: &Replica, name: &str, image: &str) {
     deploy_replicas_of(replica, name, image, 1).await
 }
 
-async fn deploy_replicas_of(replica: &Replica, name: &str, image: &str, replicas: u32) {
+/// Deploys `ctl/name` with the spec `spec` (JSON).
+async fn deploy_spec(replica: &Replica, name: &str, spec: serde_json::Value) {
     replica
         .write(Command::PutService {
             namespace: "ctl".into(),
             name: name.into(),
-            spec: serde_json::from_value(serde_json::json!({"image": image, "replicas": replicas}))
-                .unwrap(),
+            spec: serde_json::from_value(spec).unwrap(),
             expected_version: None,
         })
         .await
         .unwrap();
 }
 
+async fn deploy_replicas_of(replica: &Replica, name: &str, image: &str, replicas: u32) {
+    deploy_spec(
+        replica,
+        name,
+        serde_json::json!({"image": image, "replicas": replicas}),
+    )
+    .await
+}
+
 async fn deploy(replica: &Replica, name: &str, replicas: u32) {
-    replica
-        .write(Command::PutService {
-            namespace: "ctl".into(),
-            name: name.into(),
-            spec: serde_json::from_value(serde_json::json!({
-                "image": "raftvisor-echo:dev",
-                "replicas": replicas,
-                "ports": [{"name": "http", "container_port": 8080}]
-            }))
-            .unwrap(),
-            expected_version: None,
-        })
-        .await
-        .unwrap();
+    deploy_spec(
+        replica,
+        name,
+        serde_json::json!({
+            "image": "raftvisor-echo:dev",
+            "replicas": replicas,
+            "ports": [{"name": "http", "container_port": 8080}]
+        }),
+    )
+    .await
 }
 
 /// Running instances of `ctl/name`.
@@ -503,32 +508,28 @@ async fn a_node_that_joins_receives_the_image_before_an_instance_is_placed_on_it
 }
 
 /// The volumes of `ctl/name` the state records, by name.
-fn recorded_volumes(replica: &Replica, name: &str) -> Vec<(String, bool)> {
+fn recorded_volumes(replica: &Replica, name: &str) -> Vec<String> {
     replica.sm.read(|s| {
         s.volumes
             .volumes
             .iter()
             .filter(|(_, r)| r.namespace == "ctl" && r.service == name)
-            .map(|(volume, r)| (volume.clone(), r.removing))
+            .map(|(volume, _)| volume.clone())
             .collect()
     })
 }
 
 async fn deploy_with_volume(replica: &Replica, name: &str, replicas: u32) {
-    replica
-        .write(Command::PutService {
-            namespace: "ctl".into(),
-            name: name.into(),
-            spec: serde_json::from_value(serde_json::json!({
-                "image": "raftvisor-echo:dev",
-                "replicas": replicas,
-                "volumes": [{"name": "data", "mount": "/data"}],
-            }))
-            .unwrap(),
-            expected_version: None,
-        })
-        .await
-        .unwrap();
+    deploy_spec(
+        replica,
+        name,
+        serde_json::json!({
+            "image": "raftvisor-echo:dev",
+            "replicas": replicas,
+            "volumes": [{"name": "data", "mount": "/data"}],
+        }),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -548,7 +549,7 @@ async fn volumes_outlive_their_service_until_removed_or_purged() {
     let recorded = recorded_volumes(&world.replica, "kept");
     assert_eq!(recorded.len(), 2, "one volume per slot: {recorded:?}");
     assert_eq!(engine_volumes("ctl.kept.".into()).len(), 2);
-    let (slot0, slot1) = (recorded[0].0.clone(), recorded[1].0.clone());
+    let (slot0, slot1) = (recorded[0].clone(), recorded[1].clone());
 
     // A slot that runs keeps its volume.
     let refused = world

@@ -45,6 +45,23 @@ fn volume_labels(name: &str) -> Option<Value> {
         .flatten()
 }
 
+/// Waits until an `instance.unplaceable` event says `text`.
+async fn said_unplaceable(client: &raftvisor::client::Client, text: &str) {
+    eventually(
+        &format!("an event says {text:?}"),
+        Duration::from_secs(30),
+        || async {
+            let events = client.events(0).await.map_err(|e| e.to_string())?;
+            events
+                .iter()
+                .find(|e| e.kind == "instance.unplaceable" && e.message.contains(text))
+                .map(|_| ())
+                .ok_or_else(|| "no such event yet".to_string())
+        },
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slot_keeps_its_volume_across_containers_and_waits_for_its_lost_node() {
     let Some(env) = DockerCluster::start(3).await else {
@@ -113,22 +130,7 @@ async fn a_slot_keeps_its_volume_across_containers_and_waits_for_its_lost_node()
     // is there), says so, and keeps serving from the same container.
     env.add_node("n2", LOCAL_ENGINE, "b").await;
     client.node_drain("n1", false).await.unwrap();
-    eventually(
-        "the slot says it stays on draining n1",
-        Duration::from_secs(30),
-        || async {
-            let events = client.events(0).await.map_err(|e| e.to_string())?;
-            events
-                .iter()
-                .find(|e| {
-                    e.kind == "instance.unplaceable"
-                        && e.message.contains("waits for node n1 (draining)")
-                })
-                .map(|_| ())
-                .ok_or_else(|| "no such event yet".to_string())
-        },
-    )
-    .await;
+    said_unplaceable(&client, "waits for node n1 (draining)").await;
     let running = env.running("store").await;
     assert_eq!(
         running.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
@@ -140,22 +142,7 @@ async fn a_slot_keeps_its_volume_across_containers_and_waits_for_its_lost_node()
     // Its node is lost: the slot waits for it (its data is there), says
     // so, shows it, and runs nowhere else.
     proxy.cut();
-    eventually(
-        "the slot says it waits for n1",
-        Duration::from_secs(30),
-        || async {
-            let events = client.events(0).await.map_err(|e| e.to_string())?;
-            events
-                .iter()
-                .find(|e| {
-                    e.kind == "instance.unplaceable"
-                        && e.message.contains("waits for node n1 (down)")
-                })
-                .map(|_| ())
-                .ok_or_else(|| "no such event yet".to_string())
-        },
-    )
-    .await;
+    said_unplaceable(&client, "waits for node n1 (down)").await;
     assert_eq!(
         client.node_get("n1").await.unwrap().state,
         raftvisor::state::NodeState::Down
