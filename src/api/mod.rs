@@ -1,5 +1,6 @@
 //! The client API (HTTP/JSON, prefix `/v1`) every replica serves on
-//! `api_addr`: routing, body limits and JSON errors for unknown routes.
+//! `api_addr`: routing, body limits, JSON errors for unknown routes and the
+//! reading of bodies left unread ([`drain`]).
 //! Handlers read from the local state machine (after a read-index barrier
 //! unless `?stale`) and write through [`Replica::write`], which forwards to
 //! the leader. Handlers never touch Raft storage directly. Every route but
@@ -11,6 +12,7 @@ pub mod catalog;
 pub mod cluster;
 #[cfg(feature = "failpoints")]
 pub mod debug;
+pub mod drain;
 pub mod error;
 pub mod extract;
 pub mod images;
@@ -163,5 +165,7 @@ pub fn router(replica: Arc<Replica>) -> Router {
             replica.clone(),
             crate::auth::middleware::require_token,
         ))
+        // Outermost: a body left unread by any layer or route is read here.
+        .layer(axum::middleware::from_fn(drain::drain_unread_body))
         .with_state(replica)
 }

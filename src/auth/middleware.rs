@@ -65,21 +65,11 @@ pub async fn require_token(
         reason = refusal.reason(),
         "API request refused"
     );
-    // Read what the client is still sending (within the body limit, for a
-    // moment) before answering: a refusal answered over an unread body is
-    // followed by the connection closing, and a client still writing its
-    // body sees a broken connection instead of the 401 or 403.
-    let limit = replica.config.api.max_body_bytes;
-    let _ = tokio::time::timeout(
-        DRAIN_REFUSED_BODY,
-        axum::body::to_bytes(request.into_body(), limit),
-    )
-    .await;
+    // The body this refusal leaves unread is read by the outer
+    // `api::drain` layer before the answer goes out.
+    drop(request);
     refusal.into_response()
 }
-
-/// How long a refused request's body is read before the answer goes out.
-const DRAIN_REFUSED_BODY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Why a request was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -525,9 +525,10 @@ async fn events_name_the_token_that_caused_each_change() {
     );
 }
 
-/// A refused request whose body is still being sent gets its answer: the
-/// replica reads the body (within its limit) before the 403, instead of
-/// closing the connection under the client's upload.
+/// A refused request whose body is still being sent gets its answer, refused
+/// by the auth layer or by its route: the replica reads the body (bounded)
+/// before the 403 or 400, instead of closing the connection under the
+/// client's upload.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_upload_gets_its_answer_not_a_broken_connection() {
     let cluster = Cluster::start(1).await;
@@ -553,6 +554,22 @@ async fn a_refused_upload_gets_its_answer_not_a_broken_connection() {
         assert_eq!(response.status(), 403, "attempt {attempt}");
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["code"], "forbidden");
+    }
+    // A route that refuses on its query, before reading the upload.
+    for attempt in 0..5 {
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            (0..250).map(|_| Ok(vec![b' '; 4096])).collect();
+        let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
+        let response = http
+            .post(format!("{base}/v1/images?name=Not%20A%20Name"))
+            .bearer_auth(ADMIN_TOKEN)
+            .body(body)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("attempt {attempt}: the refusal was not received: {e:?}"));
+        assert_eq!(response.status(), 400, "attempt {attempt}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "invalid", "{body}");
     }
 }
 
