@@ -2,7 +2,8 @@
 # Builds raftvisor's local images from binaries this project builds (no
 # registry is ever contacted):
 #   raftvisor:local       the agent (/raftvisor) with a static busybox shell
-#   raftvisor-echo:local  the HTTP echo/health server of the tests and demo
+#   raftvisor-echo:local  the HTTP echo/health server of the tests and demo,
+#                         with a static busybox shell for services' hooks
 # With --failpoints, only:
 #   raftvisor:failpoints  the agent built with the `failpoints` feature, for
 #                         the failure harness's canary runs (jepsen/)
@@ -108,5 +109,5 @@ if $failpoints; then
     build_image raftvisor:failpoints images/raftvisor/Dockerfile "$bin_dir/raftvisor" "$busybox"
 else
     build_image raftvisor:local images/raftvisor/Dockerfile "$bin_dir/raftvisor" "$busybox"
-    build_image raftvisor-echo:local images/echo/Dockerfile "$bin_dir/raftvisor-echo"
+    build_image raftvisor-echo:local images/echo/Dockerfile "$bin_dir/raftvisor-echo" "$busybox"
 fi

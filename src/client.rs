@@ -709,6 +709,63 @@ impl Client {
             .map(drop)
     }
 
+    // ---- backups ----
+
+    /// Asks for a backup of a service (it runs after the answer).
+    pub async fn backup_start(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<crate::wire::BackupEntry, ClientError> {
+        self.post(&format!("/v1/services/{namespace}/{name}/backups"), None)
+            .await
+    }
+
+    /// A service's backups, oldest first.
+    pub async fn backup_list(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<crate::wire::BackupEntry>, ClientError> {
+        let path = format!("/v1/services/{namespace}/{name}/backups");
+        self.call(Method::GET, &path, &[], None, None).await
+    }
+
+    pub async fn backup(&self, id: &str) -> Result<crate::wire::BackupEntry, ClientError> {
+        let path = format!("/v1/backups/{}", urlencode(id));
+        self.call(Method::GET, &path, &[], None, None).await
+    }
+
+    /// Forgets a backup (its artifacts are then deleted).
+    pub async fn backup_remove(&self, id: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/backups/{}", urlencode(id));
+        self.delete::<serde_json::Value>(&path, &[], None)
+            .await
+            .map(drop)
+    }
+
+    /// Asks for a restore of a service from backup `from`.
+    pub async fn restore_start(
+        &self,
+        namespace: &str,
+        name: &str,
+        from: &str,
+    ) -> Result<crate::wire::RestoreEntry, ClientError> {
+        let body = crate::wire::RestoreBody {
+            from: from.to_string(),
+        };
+        self.post(
+            &format!("/v1/services/{namespace}/{name}/restore"),
+            json(&body)?,
+        )
+        .await
+    }
+
+    pub async fn restore(&self, id: &str) -> Result<crate::wire::RestoreEntry, ClientError> {
+        let path = format!("/v1/restores/{}", urlencode(id));
+        self.call(Method::GET, &path, &[], None, None).await
+    }
+
     // ---- registries ----
 
     /// Stores the account the cluster pulls from `host` with.

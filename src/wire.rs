@@ -146,13 +146,22 @@ pub struct ServiceReport {
     pub restarts: u64,
     /// Instances still on an older template than the service's.
     pub outdated: u32,
-    /// Why a rolling update is not progressing, if it is paused.
+    /// Why a rolling update is not progressing, if it is paused (or failed
+    /// its test hook).
     pub rollout_paused: Option<String>,
+    /// The current version's test hook: `none` (the spec has none),
+    /// `pending`, `passed` or `failed`.
+    #[serde(default = "no_test")]
+    pub test: String,
     pub instances: Vec<Instance>,
     /// `[instance id, exit]` pairs.
     #[schema(value_type = Vec<Vec<Object>>)]
     pub last_exits: Vec<(String, ExitInfo)>,
     pub recent_events: Vec<Event>,
+}
+
+fn no_test() -> String {
+    "none".to_string()
 }
 
 /// `POST /v1/nodes/{name}/drain` body (optional).
@@ -366,4 +375,86 @@ mod tests {
             r#"{"error":"no","code":"invalid"}"#
         );
     }
+}
+
+/// A backup as `GET /v1/backups/{id}` and a service's list show it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+pub struct BackupEntry {
+    pub id: String,
+    pub namespace: String,
+    pub service: String,
+    /// The version of the service's spec when it was asked for.
+    pub version: u64,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    /// Why it failed.
+    pub reason: Option<String>,
+    pub created_ms: u64,
+    /// When it ended (0 while running).
+    pub finished_ms: u64,
+    /// Each slot's artifact: its SHA-256 and size.
+    pub slots: Vec<crate::state::hooks::SlotBackup>,
+    /// The bytes of every slot's artifact.
+    pub bytes: u64,
+    /// The managers (Raft ids) that keep its artifacts.
+    pub keepers: Vec<u64>,
+}
+
+impl From<&crate::state::hooks::BackupRecord> for BackupEntry {
+    fn from(record: &crate::state::hooks::BackupRecord) -> BackupEntry {
+        let (state, reason) = record.state.describe();
+        BackupEntry {
+            id: record.id.clone(),
+            namespace: record.namespace.clone(),
+            service: record.service.clone(),
+            version: record.version,
+            state: state.to_string(),
+            reason: reason.map(str::to_string),
+            created_ms: record.created_ms,
+            finished_ms: record.finished_ms,
+            slots: record.slots.clone(),
+            bytes: record.slots.iter().map(|s| s.bytes).sum(),
+            keepers: record.keepers.iter().copied().collect(),
+        }
+    }
+}
+
+/// A restore as `GET /v1/restores/{id}` shows it.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+pub struct RestoreEntry {
+    pub id: String,
+    pub namespace: String,
+    pub service: String,
+    /// The backup whose artifacts it feeds to the same slots.
+    pub backup: String,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    pub reason: Option<String>,
+    pub created_ms: u64,
+    pub finished_ms: u64,
+}
+
+impl From<&crate::state::hooks::RestoreRecord> for RestoreEntry {
+    fn from(record: &crate::state::hooks::RestoreRecord) -> RestoreEntry {
+        let (state, reason) = record.state.describe();
+        RestoreEntry {
+            id: record.id.clone(),
+            namespace: record.namespace.clone(),
+            service: record.service.clone(),
+            backup: record.backup.clone(),
+            state: state.to_string(),
+            reason: reason.map(str::to_string),
+            created_ms: record.created_ms,
+            finished_ms: record.finished_ms,
+        }
+    }
+}
+
+/// `POST /v1/services/{namespace}/{name}/restore` body.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreBody {
+    /// The id of a finished backup (of this service or another with the
+    /// same slots): slot N's artifact goes to slot N's restore hook.
+    pub from: String,
 }

@@ -148,10 +148,13 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// 400 for a size limit and 409 for what depends on the state (a quota, a
 /// node not drained).
 pub fn refused(code: &str, message: String) -> ApiError {
+    use crate::state::hooks::{BACKUP_UNUSABLE, JOB_RUNNING};
     use crate::state::limits::{LIMIT_EXCEEDED, QUOTA_EXCEEDED};
     use crate::state::supervision::NODE_NOT_DRAINED;
     use crate::state::volumes::VOLUME_IN_USE;
     match code {
+        JOB_RUNNING => ApiError::new(StatusCode::CONFLICT, JOB_RUNNING, message),
+        BACKUP_UNUSABLE => ApiError::new(StatusCode::CONFLICT, BACKUP_UNUSABLE, message),
         LIMIT_EXCEEDED => ApiError::new(StatusCode::BAD_REQUEST, LIMIT_EXCEEDED, message),
         QUOTA_EXCEEDED => ApiError::new(StatusCode::CONFLICT, QUOTA_EXCEEDED, message),
         NODE_NOT_DRAINED => ApiError::new(StatusCode::CONFLICT, NODE_NOT_DRAINED, message),

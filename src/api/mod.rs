@@ -7,6 +7,7 @@
 //! `GET /v1/health`, `GET /v1/openapi.json` and the dashboard's assets
 //! (`/ui`) is behind [`crate::auth::middleware`] (token and role).
 
+pub mod backups;
 pub mod blocking;
 pub mod catalog;
 pub mod cluster;
@@ -112,6 +113,19 @@ pub fn router(replica: Arc<Replica>) -> Router {
             )),
         )
         .route("/v1/images/{*name}", axum::routing::delete(images::remove))
+        .route(
+            "/v1/services/{namespace}/{name}/backups",
+            get(backups::list).post(backups::start),
+        )
+        .route(
+            "/v1/services/{namespace}/{name}/restore",
+            post(backups::restore),
+        )
+        .route(
+            "/v1/backups/{id}",
+            get(backups::get).delete(backups::remove),
+        )
+        .route("/v1/restores/{id}", get(backups::get_restore))
         .route("/v1/volumes", get(volumes::list))
         .route("/v1/volumes/{name}", axum::routing::delete(volumes::remove))
         .route("/v1/registries", get(registries::list))

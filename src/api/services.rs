@@ -19,7 +19,7 @@ use crate::state::{
 };
 use crate::wire::{ScaleBody, ServiceReport};
 
-fn check_names(namespace: &str, name: &str) -> ApiResult<()> {
+pub(super) fn check_names(namespace: &str, name: &str) -> ApiResult<()> {
     validate::dns_label("namespace", namespace)
         .and_then(|_| validate::dns_label("service name", name))
         .map_err(ApiError::bad_request)
@@ -425,8 +425,20 @@ pub async fn report(
         let failing_new = instances.iter().find(|i| {
             i.template == template && matches!(i.state, InstanceState::CrashLoop | InstanceState::Unhealthy | InstanceState::Exited)
         });
-        let rollout_paused = match failing_new {
-            Some(i) if outdated > 0 => Some(format!(
+        let verdict = s.hooks.verdict(&namespace, &name, service.version);
+        let test = match (&service.spec.hooks.test, verdict) {
+            (None, _) => "none",
+            (Some(_), None) => "pending",
+            (Some(_), Some(v)) if v.passed => "passed",
+            (Some(_), Some(_)) => "failed",
+        }
+        .to_string();
+        let rollout_paused = match (failing_new, verdict) {
+            (_, Some(v)) if !v.passed => Some(format!(
+                "rollout failed: the test hook of version {} {} on {}; {outdated} instance(s) keep the previous version",
+                v.version, v.summary, v.instance
+            )),
+            (Some(i), _) if outdated > 0 => Some(format!(
                 "rollout paused: new instance {} is {}{}; {outdated} instance(s) keep the previous version",
                 i.id,
                 crate::state::supervision::state_name(i.state),
@@ -437,6 +449,7 @@ pub async fn report(
         Ok(Json(ServiceReport {
             outdated,
             rollout_paused,
+            test,
             service: format!("{namespace}/{name}"),
             version: service.version,
             run_state: service.run_state,

@@ -58,12 +58,15 @@ impl Scope {
     }
 }
 
-/// The namespace an event belongs to: services' events name
-/// `<namespace>/<service>`, instances' events the instance id
+/// The namespace an event belongs to: services' events (and their hooks',
+/// backups' and restores') name `<namespace>/<service>`, instances' events the instance id
 /// `<namespace>.<service>.<slot>` (or the service). Other events (nodes,
 /// managers, images, tokens, sessions) belong to no namespace.
 pub fn event_namespace(event: &Event) -> Option<&str> {
-    let service_event = event.kind.starts_with("service.");
+    // Hooks, backups and restores name their service as `<ns>/<service>`.
+    let service_event = ["service.", "hook.", "backup.", "restore."]
+        .iter()
+        .any(|kind| event.kind.starts_with(kind));
     let instance_event = event.kind.starts_with("instance.");
     if !service_event && !instance_event {
         return None;
@@ -149,6 +152,8 @@ mod tests {
             (Method::GET, "/v1/services/a/web"),
             (Method::PUT, "/v1/services/b/web"),
             (Method::POST, "/v1/services/a/web/scale"),
+            (Method::POST, "/v1/services/a/web/backups"),
+            (Method::POST, "/v1/services/b/web/restore"),
             (Method::GET, "/v1/events"),
             (Method::GET, "/v1/kv/a/x"),
             (Method::GET, "/v1/kv"),
@@ -180,6 +185,10 @@ mod tests {
             (Method::GET, "/v1/images"),
             (Method::GET, "/v1/volumes"),
             (Method::DELETE, "/v1/volumes/rv-c-a.web.0-data"),
+            (Method::GET, "/v1/backups/a.web.1"),
+            (Method::DELETE, "/v1/backups/a.web.1"),
+            (Method::GET, "/v1/restores/a.web.1.restore"),
+            (Method::POST, "/v1/services/c/web/backups"),
             (Method::GET, "/v1/registries"),
             (Method::GET, "/metrics"),
             (Method::GET, "/v1/catalog/nodes"),

@@ -38,7 +38,9 @@ pub fn of(error: &anyhow::Error) -> i32 {
                 ClientError::Decode { .. } => FAILURE,
             };
         }
-        if cause.downcast_ref::<super::rollout::TimedOut>().is_some() {
+        if cause.downcast_ref::<super::rollout::TimedOut>().is_some()
+            || cause.downcast_ref::<super::backup::JobTimedOut>().is_some()
+        {
             return UNAVAILABLE;
         }
     }

@@ -3,6 +3,7 @@
 //! Every failure becomes one line on stderr and a non-zero exit code (in
 //! `main`).
 
+pub mod backup;
 pub mod compose;
 pub mod exit_codes;
 pub mod image;
@@ -95,6 +96,9 @@ pub enum Command {
     /// The slots' volumes: list them, remove one no slot uses.
     #[command(subcommand)]
     Volume(volume::VolumeCommand),
+    /// Backups taken by `service backup`: show or remove one.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Create the cluster CA and issue certificates (no cluster needed).
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -297,6 +301,33 @@ pub enum ServiceCommand {
         /// Show again every second until interrupted.
         #[arg(long)]
         watch: bool,
+    },
+    /// Run the service's backup hook in every slot and keep what each
+    /// writes to stdout; waits until it ends.
+    Backup {
+        service: String,
+        /// Answer once it started instead of waiting for it to end.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait (e.g. 90s, 1h); exit code 5 when it runs out.
+        #[arg(long, default_value = "1h", value_parser = parse_cli_duration)]
+        timeout: std::time::Duration,
+    },
+    /// List a service's backups.
+    Backups { service: String },
+    /// Feed each slot's part of a backup to the service's restore hook in
+    /// the same slot; waits until it ends.
+    Restore {
+        service: String,
+        /// The backup's id (`service backups`).
+        #[arg(long)]
+        from: String,
+        /// Answer once it started instead of waiting for it to end.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait (e.g. 90s, 1h); exit code 5 when it runs out.
+        #[arg(long, default_value = "1h", value_parser = parse_cli_duration)]
+        timeout: std::time::Duration,
     },
 }
 
@@ -511,6 +542,7 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
         Command::Registry(registry) => registry::run(&client, format, registry).await,
         Command::Image(image) => image::run(&client, format, image).await,
         Command::Volume(volume) => volume::run(&client, format, volume).await,
+        Command::Backup(command) => backup::run(&client, format, command).await,
     }
 }
 
@@ -762,6 +794,27 @@ async fn run_service(
                 return watching(|| show_report(client, format, &service)).await;
             }
             show_report(client, format, &service).await?;
+        }
+        ServiceCommand::Backup {
+            service,
+            no_wait,
+            timeout,
+        } => {
+            let (ns, name) = split_service(&service)?;
+            backup::backup(client, format, ns, name, !no_wait, timeout).await?;
+        }
+        ServiceCommand::Backups { service } => {
+            let (ns, name) = split_service(&service)?;
+            backup::list(client, format, ns, name).await?;
+        }
+        ServiceCommand::Restore {
+            service,
+            from,
+            no_wait,
+            timeout,
+        } => {
+            let (ns, name) = split_service(&service)?;
+            backup::restore(client, format, ns, name, &from, !no_wait, timeout).await?;
         }
         ServiceCommand::Rm { service, purge } => {
             let (ns, name) = split_service(&service)?;

@@ -23,6 +23,14 @@ pub fn print<T: Serialize>(format: Format, value: &T, table: impl FnOnce() -> Ta
     }
 }
 
+/// Prints `value` as JSON, or `line` for a human.
+pub fn print_line<T: Serialize>(format: Format, value: &T, line: impl FnOnce() -> String) {
+    match format {
+        Format::Json => print(format, value, || Table::new(&[])),
+        Format::Human => println!("{}", line()),
+    }
+}
+
 /// A table with a header row.
 pub struct Table {
     header: Vec<String>,

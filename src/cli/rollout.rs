@@ -66,11 +66,14 @@ pub fn judge(report: &ServiceReport, version: u64) -> Progress {
         RunState::Stopped => 0,
     };
     let current = report.running.saturating_sub(report.outdated);
+    // A version with a test hook has rolled out once its test passed.
+    let tested = report.test != "pending" || wanted == 0;
     let settled = report.pending == 0
         && report.pulling == 0
         && report.unhealthy == 0
         && report.outdated == 0
-        && report.running == wanted;
+        && report.running == wanted
+        && tested;
     if settled {
         return Progress::Converged;
     }
@@ -86,6 +89,9 @@ pub fn judge(report: &ServiceReport, version: u64) -> Progress {
     }
     if report.unhealthy > 0 {
         doing.push(format!("{} unhealthy", report.unhealthy));
+    }
+    if !tested {
+        doing.push("testing".to_string());
     }
     if doing.is_empty() {
         doing.push(format!("{} of {wanted} running", report.running));
@@ -212,6 +218,24 @@ mod tests {
         assert!(
             matches!(judge(&report(3, 3, 0), 8), Progress::Rolling { .. }),
             "an older version is not converged"
+        );
+    }
+
+    #[test]
+    fn a_version_under_test_converges_once_its_test_passed() {
+        let mut testing = report(2, 2, 0);
+        testing.test = "pending".into();
+        assert!(
+            matches!(judge(&testing, 7), Progress::Rolling { ref doing, .. } if doing == "testing"),
+            "{:?}",
+            judge(&testing, 7)
+        );
+        testing.test = "passed".into();
+        assert_eq!(judge(&testing, 7), Progress::Converged);
+        assert_eq!(
+            report(2, 2, 0).test,
+            "none",
+            "a report without the field has no test"
         );
     }
 

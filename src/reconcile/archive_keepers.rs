@@ -1,10 +1,10 @@
-//! Keeps every image archive the cluster keeps on two managers (one in a
-//! one-manager cluster): a controller with one key (the cluster), run
+//! Keeps every archive the cluster keeps (images imported or built, and
+//! backups' artifacts) on two managers (one in a one-manager cluster): a controller with one key (the cluster), run
 //! every [`PERIOD`] and when the kept images or the managers change. When
 //! a manager that kept an archive is no longer a member, the leader takes
 //! a copy itself (from a keeper that is left) and, if that is not enough,
 //! sends one to another member, then records the new keepers through Raft.
-//! It never deletes an archive (each manager sweeps what no image names).
+//! It never deletes an archive (each manager sweeps what nothing names).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -16,6 +16,28 @@ use crate::state::Command;
 
 /// How often the keepers are looked at when nothing wakes the controller.
 const PERIOD: Duration = Duration::from_secs(30);
+
+/// What keeps archives on the managers.
+enum Owner {
+    Image { name: String, id: String },
+    Backup(String),
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Image { name, .. } => write!(f, "image {name}"),
+            Owner::Backup(id) => write!(f, "backup {id}"),
+        }
+    }
+}
+
+/// The archives of one image or backup and the managers that keep them.
+struct Kept {
+    owner: Owner,
+    archives: Vec<String>,
+    keepers: BTreeSet<u64>,
+}
 
 /// The archive keeping of one term.
 pub struct ArchiveKeepers {
@@ -86,42 +108,71 @@ impl Reconciler for ArchiveKeepers {
             .map(|(id, _)| *id)
             .collect();
         let wanted = members.len().min(2);
-        let short: Vec<_> = self.replica.sm.read(|s| {
-            s.images
-                .stored
+        let short: Vec<Kept> = self.replica.sm.read(|s| {
+            let images = s.images.stored.values().map(|image| Kept {
+                owner: Owner::Image {
+                    name: image.name.clone(),
+                    id: image.id.clone(),
+                },
+                archives: vec![image.archive.clone()],
+                keepers: image.keepers.clone(),
+            });
+            let backups = s
+                .hooks
+                .backups
                 .values()
-                .filter(|image| {
-                    image.keepers.intersection(&members).count() < wanted
-                        || !image.keepers.is_subset(&members)
-                })
-                .map(|image| {
-                    (
-                        image.name.clone(),
-                        image.id.clone(),
-                        image.archive.clone(),
-                        image.keepers.clone(),
-                    )
+                .filter(|b| b.state == crate::state::hooks::JobState::Done)
+                .map(|backup| Kept {
+                    owner: Owner::Backup(backup.id.clone()),
+                    archives: backup.slots.iter().map(|s| s.archive.clone()).collect(),
+                    keepers: backup.keepers.clone(),
+                });
+            images
+                .chain(backups)
+                .filter(|kept| {
+                    kept.keepers.intersection(&members).count() < wanted
+                        || !kept.keepers.is_subset(&members)
                 })
                 .collect()
         });
-        for (name, id, archive, keepers) in short {
-            let live: BTreeSet<u64> = keepers.intersection(&members).copied().collect();
+        for kept in short {
+            let live: BTreeSet<u64> = kept.keepers.intersection(&members).copied().collect();
             let keepers = if live.len() < wanted {
-                match self.restore(&archive, &live, &members, wanted).await {
-                    Ok(keepers) => keepers,
-                    Err(reason) => {
-                        tracing::warn!(image = %name, %reason, "cannot restore the keepers of an image archive");
+                let mut restored: Option<BTreeSet<u64>> = None;
+                let mut failed = None;
+                for archive in &kept.archives {
+                    match self.restore(archive, &live, &members, wanted).await {
+                        // Every archive of a backup is kept by the keepers
+                        // of all of them.
+                        Ok(keepers) => {
+                            restored = Some(match restored {
+                                Some(so_far) => so_far.intersection(&keepers).copied().collect(),
+                                None => keepers,
+                            })
+                        }
+                        Err(reason) => {
+                            failed = Some(reason);
+                            break;
+                        }
+                    }
+                }
+                match (failed, restored) {
+                    (None, Some(keepers)) => keepers,
+                    (None, None) => live,
+                    (Some(reason), _) => {
+                        tracing::warn!(archive_of = %kept.owner, %reason, "cannot restore the keepers of an archive");
                         continue;
                     }
                 }
             } else {
                 live
             };
-            tracing::info!(image = %name, ?keepers, "image archive keepers restored");
-            let _ = self
-                .replica
-                .write_as_leader(Command::SetImageKeepers { name, id, keepers })
-                .await;
+            tracing::info!(archive_of = %kept.owner, ?keepers, "archive keepers restored");
+            let command = match kept.owner {
+                Owner::Image { name, id } => Command::SetImageKeepers { name, id, keepers },
+                Owner::Backup(id) => Command::SetBackupKeepers { id, keepers },
+            };
+            let _ = self.replica.write_as_leader(command).await;
         }
         Ok(Action::RequeueAfter(PERIOD))
     }

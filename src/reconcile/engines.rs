@@ -13,8 +13,8 @@ use futures::stream::BoxStream;
 
 use crate::runtime::docker::DockerRuntime;
 use crate::runtime::{
-    ByteStream, ContainerInfo, ContainerRuntime, ContainerSpec, ImageInfo, RegistryAuth,
-    RuntimeError, RuntimeEvent,
+    ByteStream, CommandOutput, CommandRequest, ContainerInfo, ContainerRuntime, ContainerSpec,
+    ImageInfo, RegistryAuth, RuntimeError, RuntimeEvent,
 };
 use crate::state::Node;
 
@@ -159,6 +159,22 @@ impl ContainerRuntime for Gated {
     async fn load_image(&self, archive: ByteStream, limit: Duration) -> Result<(), RuntimeError> {
         self.pass("load an image for")?;
         self.inner.load_image(archive, limit).await
+    }
+    async fn exec(
+        &self,
+        id: &str,
+        request: &CommandRequest,
+    ) -> Result<CommandOutput, RuntimeError> {
+        self.pass("run a hook in")?;
+        self.inner.exec(id, request).await
+    }
+    async fn run_once(
+        &self,
+        spec: &ContainerSpec,
+        request: &CommandRequest,
+    ) -> Result<CommandOutput, RuntimeError> {
+        self.pass("run a one-shot hook")?;
+        self.inner.run_once(spec, request).await
     }
     async fn build_image(
         &self,

@@ -22,6 +22,11 @@ pub const SPEC_VERSION: &str = "raftvisor.spec-version";
 pub const TEMPLATE: &str = "raftvisor.template";
 /// On a volume: the name of the service's volume it is one slot's copy of.
 pub const VOLUME: &str = "raftvisor.volume";
+/// On a hook's one-shot container: the hook it runs. It carries none of
+/// an instance's labels, so no service ever takes it for its own.
+pub const HOOK: &str = "raftvisor.hook";
+/// On a hook's one-shot container: the instance whose slot it serves.
+pub const HOOK_OF: &str = "raftvisor.hook-of";
 
 /// The Docker volume of `namespace/service`'s slot `slot` for the
 /// service's volume `volume`: `rv-<cluster>-<ns>.<service>.<slot>-<volume>`,

@@ -35,6 +35,8 @@ pub mod builder;
 pub mod controller;
 pub mod engines;
 pub mod health;
+pub mod hook_run;
+pub mod hooks;
 pub mod housekeeping;
 pub mod image_gc;
 pub mod labels;
@@ -217,6 +219,7 @@ struct Wake {
     pulls: pulls::Pulls,
     archives: Trigger<()>,
     volumes: Trigger<String>,
+    hooks: Trigger<hooks::HookKey>,
 }
 
 impl Wake {
@@ -227,12 +230,24 @@ impl Wake {
         self.health.wake_all(reason);
         self.archives.wake_all(reason);
         self.volumes.wake_all(reason);
+        self.hooks.wake_all(reason);
     }
 
     fn keys(&self, wakes: triggers::Wakes) {
         if wakes.everything {
             self.all(Reason::Commit);
             return;
+        }
+        for (namespace, name) in &wakes.services {
+            // A new version, or an instance of it running, may be tested,
+            // and a new container may have a start hook to run.
+            self.hooks.wake(
+                hooks::HookKey::Service(namespace.clone(), name.clone()),
+                Reason::Commit,
+            );
+        }
+        for id in wakes.hook_jobs {
+            self.hooks.wake(hooks::HookKey::Job(id), Reason::Commit);
         }
         for key in wakes.services {
             self.services.wake(key, Reason::Commit);
@@ -281,6 +296,7 @@ impl Controllers {
         let pulls = pulls::Pulls::new(pulls_trigger);
         let (archives_trigger, archives_rx) = controller::channel();
         let (volumes_trigger, volumes_rx) = controller::channel();
+        let (hooks_trigger, hooks_rx) = controller::channel();
         let wake = Wake {
             services: services_trigger.clone(),
             nodes: nodes_trigger,
@@ -289,6 +305,7 @@ impl Controllers {
             pulls: pulls.clone(),
             archives: archives_trigger,
             volumes: volumes_trigger,
+            hooks: hooks_trigger,
         };
         let (synced_tx, synced) = tokio::sync::mpsc::unbounded_channel();
         let watchers = watcher::Watchers::new(
@@ -383,6 +400,10 @@ impl Controllers {
         tasks.push(spawn(Loop::VolumeGc).run(
             volume_gc::VolumeGc::new(replica.clone(), engines.clone()),
             volumes_rx,
+        ));
+        tasks.push(spawn(Loop::Hooks).run(
+            hooks::Hooks::new(replica.clone(), engines.clone()),
+            hooks_rx,
         ));
         Controllers { token, tasks }
     }

@@ -79,6 +79,10 @@ pub struct PlanInput<'a> {
     pub healthy: &'a BTreeSet<String>,
     /// Instances whose current container failed its health check past the retries.
     pub unhealthy: &'a BTreeSet<String>,
+    /// The service's test hook has not passed for its current version: its
+    /// running instances of the current template still count as a
+    /// replacement in flight, so no further one starts.
+    pub held_for_test: bool,
 }
 
 /// Plans one service. Each slot it places is counted into `loads` at
@@ -160,10 +164,15 @@ pub fn plan(input: &PlanInput, loads: &mut Loads) -> Vec<Action> {
                 | InstanceState::Unhealthy
         )
     };
+    let untested = |i: &Instance| {
+        input.held_for_test
+            && i.state == InstanceState::Running
+            && input.template == Some(i.template.as_str())
+    };
     let mut updating = input
         .instances
         .iter()
-        .filter(|i| i.slot < replicas && in_flight(i))
+        .filter(|i| i.slot < replicas && (in_flight(i) || untested(i)))
         .count();
 
     for slot in 0..replicas {
@@ -424,6 +433,7 @@ mod tests {
         reachable: BTreeSet<String>,
         instances: Vec<Instance>,
         containers: Vec<(String, ContainerInfo)>,
+        held_for_test: bool,
     }
 
     impl World {
@@ -438,6 +448,7 @@ mod tests {
                 nodes,
                 instances: vec![],
                 containers: vec![],
+                held_for_test: false,
             }
         }
 
@@ -460,6 +471,7 @@ mod tests {
                 reachable: &self.reachable,
                 healthy: &BTreeSet::new(),
                 unhealthy: &BTreeSet::new(),
+                held_for_test: self.held_for_test,
             };
             plan(&input, &mut Loads::default())
         }
@@ -757,6 +769,48 @@ mod tests {
             .filter(|a| matches!(a, Action::Place { .. }))
             .collect();
         assert!(places.is_empty(), "{places:?}");
+    }
+
+    #[test]
+    fn a_rollout_waits_for_its_versions_test_before_the_next_replacement() {
+        let mut world = World::new(2);
+        let old_template = world.template();
+        world.instances = (0..2)
+            .map(|slot| instance(slot, 1, "a", InstanceState::Running))
+            .collect();
+        world.service.spec.image = "echo:v2".into();
+        let new_template = world.template();
+        // Slot 0 was replaced and runs the new version; slot 1 the old.
+        world.instances[0] = instance(0, 2, "a", InstanceState::Running);
+        world.instances[0].template = new_template.clone();
+        world.containers = vec![
+            (
+                "a".into(),
+                container(&world.instances[0], ContainerState::Running, &new_template),
+            ),
+            (
+                "a".into(),
+                container(&world.instances[1], ContainerState::Running, &old_template),
+            ),
+        ];
+        let places = |world: &World| -> Vec<Action> {
+            world
+                .plan()
+                .into_iter()
+                .filter(|a| matches!(a, Action::Place { .. }))
+                .collect()
+        };
+        world.held_for_test = true;
+        assert!(places(&world).is_empty(), "the test has not passed yet");
+        world.held_for_test = false;
+        assert_eq!(
+            places(&world),
+            vec![Action::Place {
+                slot: 1,
+                node: "a".into()
+            }],
+            "once it passed, the next slot is replaced"
+        );
     }
 
     #[test]

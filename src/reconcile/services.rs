@@ -30,6 +30,7 @@ use super::backoff::{self, CRASH_LOOP_AFTER};
 use super::controller::{Action as Next, Limits, OnStop, Reason, Reconciler};
 use super::engines::Engines;
 use super::health::HealthBook;
+use super::hook_run::{run_hook, HookCall};
 use super::labels;
 use super::observed::{Observed, ServiceKey};
 use super::placement::Loads;
@@ -38,13 +39,15 @@ use super::pulls::{Pulls, Readiness};
 use super::SupervisorSettings;
 use crate::dates::parse_rfc3339_ms;
 use crate::replica::{now_ms, Replica};
-use crate::runtime::{ContainerInfo, ContainerSpec, NamedVolume, PortBinding, RuntimeError};
+use crate::runtime::{
+    ContainerInfo, ContainerSpec, ContainerState, NamedVolume, PortBinding, RuntimeError,
+};
 use crate::secrets::{SecretsError, SecretsKey};
 use crate::state::image_catalog::Reference;
 use crate::state::volumes::VolumeMade;
 use crate::state::{
-    Command, ExitInfo, Instance, InstanceState, InstanceStatus, Node, NodeState, Outcome,
-    PublishedPort, Resources, Service, ServiceKind, State,
+    Command, ExitInfo, HookKind, HookRun, Instance, InstanceState, InstanceStatus, Node, NodeState,
+    Outcome, PublishedPort, Resources, Service, ServiceKind, State,
 };
 
 /// Reconciles of different services running at once.
@@ -456,7 +459,7 @@ impl Services {
         // Every node only when a slot needs placing; otherwise just the
         // nodes this service's instances and containers are on, so a
         // reconcile costs what the service has, not what the cluster has.
-        let (cluster, service, instances, nodes, placing, pin, resolver) =
+        let (cluster, service, instances, nodes, placing, pin, resolver, held_for_test) =
             self.replica.sm.read(|s| {
                 let service = s.services.get(key).cloned();
                 let instances: Vec<Instance> = s
@@ -501,6 +504,15 @@ impl Services {
                     }
                     _ => None,
                 };
+                // A version with a test hook goes on replacing only once
+                // its test passed.
+                let held_for_test = service.as_ref().is_some_and(|service| {
+                    service.spec.hooks.test.is_some()
+                        && !s
+                            .hooks
+                            .verdict(&service.namespace, &service.name, service.version)
+                            .is_some_and(|verdict| verdict.passed)
+                });
                 (
                     s.cluster_id.clone(),
                     service,
@@ -509,6 +521,7 @@ impl Services {
                     placing,
                     pin,
                     resolver,
+                    held_for_test,
                 )
             });
         // The plan asks only about the nodes its instances are on.
@@ -579,6 +592,7 @@ impl Services {
             reachable: &reachable,
             healthy: &healthy,
             unhealthy: &unhealthy,
+            held_for_test,
         };
         let actions = match book.as_mut() {
             Some(book) => plan(&input, &mut book.loads),
@@ -786,7 +800,10 @@ impl Services {
             Action::Stop { node, container_id } => {
                 if let Some(node) = nodes.get(&node) {
                     if let Ok(engine) = self.engines.for_node(node) {
-                        if let Err(e) = engine.stop(&container_id, self.settings.stop_grace).await {
+                        let grace = self
+                            .stop_hook(service, instances, node, &container_id)
+                            .await;
+                        if let Err(e) = engine.stop(&container_id, grace).await {
                             tracing::warn!(error = %e, "stop failed");
                         }
                     }
@@ -798,6 +815,8 @@ impl Services {
                 why,
             } => {
                 if let Some(node) = nodes.get(&node) {
+                    self.stop_hook(service, instances, node, &container_id)
+                        .await;
                     self.remove_container(node, &container_id, &why).await;
                 }
             }
@@ -814,6 +833,53 @@ impl Services {
             }
         }
         Ok(())
+    }
+
+    /// Runs the service's stop hook for the container about to be stopped
+    /// or removed, within the stop grace period: inside it while it runs
+    /// (`instance`), or beside it with the slot's volumes (`oneshot`). Its
+    /// failure is an event, never a reason to keep the container. Answers
+    /// the grace period left for the stop itself.
+    async fn stop_hook(
+        &self,
+        service: &Service,
+        instances: &[Instance],
+        node: &Node,
+        container_id: &str,
+    ) -> Duration {
+        let grace = self.settings.stop_grace;
+        let Some(hook) = service.spec.hooks.stop.as_ref() else {
+            return grace;
+        };
+        let Ok(engine) = self.engines.for_node(node) else {
+            return grace;
+        };
+        let Ok(Some(container)) = engine.inspect(container_id).await else {
+            return grace;
+        };
+        let Some((id, _)) = labels::owner(&container.labels) else {
+            return grace;
+        };
+        let Some(mut instance) = instances.iter().find(|i| i.id == id).cloned() else {
+            return grace;
+        };
+        // The slot as it is on this node, in this container.
+        instance.node = Some(node.name.clone());
+        instance.container_id = Some(container.id.clone());
+        let running = container.state == ContainerState::Running;
+        if hook.run == HookRun::Instance && !running {
+            return grace;
+        }
+        let started = Instant::now();
+        let call = HookCall {
+            container: running.then_some(container.id.as_str()),
+            within: Some(grace),
+            ..HookCall::on_instance(HookKind::Stop, service, &instance)
+        };
+        if let Err(failure) = run_hook(&self.replica, &self.engines, call).await {
+            tracing::info!(instance = %instance.id, reason = %failure, "stop hook failed");
+        }
+        grace.saturating_sub(started.elapsed())
     }
 
     async fn remove_container(&self, node: &Node, container_id: &str, why: &str) {
@@ -901,6 +967,21 @@ impl Services {
             }
         };
         if !self.record_volumes(service, &instance, node, &spec).await {
+            return;
+        }
+        // A one-shot start hook runs before the container is made (the
+        // hooks controller runs it; its record wakes this service).
+        let waits_for_start_hook = service
+            .spec
+            .hooks
+            .start
+            .as_ref()
+            .is_some_and(|hook| hook.run == HookRun::Oneshot)
+            && !self
+                .replica
+                .sm
+                .read(|s| s.hooks.started(&instance.id, instance.generation));
+        if waits_for_start_hook {
             return;
         }
         let result = match engine.create(&spec).await {

@@ -27,6 +27,8 @@ pub struct Wakes {
     pub images: bool,
     /// Volumes to remove.
     pub volumes: bool,
+    /// Backups and restores asked for.
+    pub hook_jobs: BTreeSet<String>,
 }
 
 impl Wakes {
@@ -69,6 +71,9 @@ pub fn wakes(changes: &[Touched], state: &State) -> Wakes {
             Touched::Managers => wakes.managers = true,
             Touched::Images => wakes.images = true,
             Touched::Volumes => wakes.volumes = true,
+            Touched::HookJob(id) => {
+                wakes.hook_jobs.insert(id.clone());
+            }
         }
     }
     if !nodes_changed.is_empty() {

@@ -71,10 +71,11 @@ pub enum Loop {
     ArchiveKeepers,
     SessionTtl,
     VolumeGc,
+    Hooks,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 12] = [
+    pub const ALL: [Loop; 13] = [
         Loop::Services,
         Loop::Nodes,
         Loop::Managers,
@@ -87,6 +88,7 @@ impl Loop {
         Loop::ArchiveKeepers,
         Loop::SessionTtl,
         Loop::VolumeGc,
+        Loop::Hooks,
     ];
 
     fn index(self) -> usize {
@@ -107,6 +109,7 @@ impl Loop {
             Loop::ArchiveKeepers => "archive-keepers",
             Loop::SessionTtl => "session-ttl",
             Loop::VolumeGc => "volume-gc",
+            Loop::Hooks => "hooks",
         }
     }
 }

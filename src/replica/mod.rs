@@ -67,25 +67,20 @@ pub enum OpError {
     Overloaded(String),
 }
 
-/// Every so often, the archives no kept image names any more (removed
-/// images, a keeper replaced) are deleted from this manager's store.
+/// Every so often, the archives no kept image or backup names any more
+/// (removed images and backups, a keeper replaced) are deleted from this
+/// manager's store.
 async fn sweep_archives(replica: Arc<Replica>) {
     let mut tick = tokio::time::interval(ARCHIVE_SWEEP_EVERY);
     loop {
         tick.tick().await;
-        let keep: std::collections::BTreeSet<String> = replica.sm.read(|s| {
-            s.images
-                .stored
-                .values()
-                .map(|image| image.archive.clone())
-                .collect()
-        });
+        let keep = replica.sm.read(crate::state::State::kept_archives);
         let store = replica.archives.clone();
         let removed = tokio::task::spawn_blocking(move || store.sweep(&keep, ARCHIVE_SWEEP_GRACE))
             .await
             .unwrap_or(0);
         if removed > 0 {
-            tracing::info!(removed, "image archives no image uses were deleted");
+            tracing::info!(removed, "archives no image or backup uses were deleted");
         }
     }
 }

@@ -10,6 +10,8 @@ use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::auth::DockerCredentials;
+use bollard::container::LogOutput;
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EventMessage,
     HostConfig, Mount, MountType, PortBinding as BollardPortBinding, RestartPolicy,
@@ -25,8 +27,8 @@ use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::OnceCell;
 
 use super::{
-    ByteStream, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ImageInfo,
-    RegistryAuth, RuntimeError, RuntimeEvent,
+    ByteStream, CommandChunk, CommandOutput, CommandRequest, ContainerInfo, ContainerRuntime,
+    ContainerSpec, ContainerState, ImageInfo, RegistryAuth, RuntimeError, RuntimeEvent,
 };
 use crate::error_chain::error_chain;
 use crate::state::Protocol;
@@ -170,6 +172,71 @@ impl DockerRuntime {
 
     /// Runs `work` on the client (made first if need be) under `limit`,
     /// mapping bollard's errors with `map`.
+    /// Makes the named volumes `spec` mounts. Docker answers a create of
+    /// an existing volume with that volume (same driver): the slot's next
+    /// container finds its data.
+    async fn make_volumes(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        for volume in &spec.named_volumes {
+            let request = VolumeCreateRequest {
+                name: Some(volume.name.clone()),
+                driver: Some(volume.driver.clone()),
+                driver_opts: Some(volume.options.clone().into_iter().collect()),
+                labels: Some(volume.labels.clone().into_iter().collect()),
+                ..Default::default()
+            };
+            self.call(
+                "create volume",
+                self.timeouts.call,
+                |d| async move { d.create_volume(request).await },
+                |e| match e {
+                    bollard::errors::Error::DockerResponseServerError { message, .. } => {
+                        RuntimeError::Invalid(format!("volume {}: {message}", volume.name))
+                    }
+                    other => self.map_error(other),
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Feeds `stdin` to a started command (then closes it) while its output
+    /// is collected, until the output ends.
+    async fn collect_output(
+        &self,
+        mut output: std::pin::Pin<
+            Box<dyn futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+        >,
+        mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+        request: &CommandRequest,
+    ) -> Result<CommandOutput, RuntimeError> {
+        use tokio::io::AsyncWriteExt;
+        let feed = async {
+            if let Some(stdin) = &request.stdin {
+                // A command that exits without reading all of its stdin is
+                // not an error: its exit code says how it went.
+                let _ = input.write_all(stdin).await;
+                let _ = input.shutdown().await;
+            }
+            input
+        };
+        let read = async {
+            let mut collected = CommandOutput::default();
+            while let Some(chunk) = output.next().await {
+                let chunk = match chunk.map_err(|e| self.map_error(e))? {
+                    LogOutput::StdOut { message } => CommandChunk::Stdout(message),
+                    LogOutput::StdErr { message } => CommandChunk::Stderr(message),
+                    LogOutput::Console { message } => CommandChunk::Stdout(message),
+                    LogOutput::StdIn { .. } => continue,
+                };
+                collected.take(chunk, request.max_stdout)?;
+            }
+            Ok::<_, RuntimeError>(collected)
+        };
+        let (_input, collected) = tokio::join!(feed, read);
+        collected
+    }
+
     async fn call<T, F, Fut>(
         &self,
         operation: &'static str,
@@ -590,29 +657,7 @@ impl ContainerRuntime for DockerRuntime {
         if spec.name.is_empty() {
             return Err(RuntimeError::Invalid("a container needs a name".into()));
         }
-        // Docker answers a create of an existing volume with that volume
-        // (same driver): the slot's next container finds its data.
-        for volume in &spec.named_volumes {
-            let request = VolumeCreateRequest {
-                name: Some(volume.name.clone()),
-                driver: Some(volume.driver.clone()),
-                driver_opts: Some(volume.options.clone().into_iter().collect()),
-                labels: Some(volume.labels.clone().into_iter().collect()),
-                ..Default::default()
-            };
-            self.call(
-                "create volume",
-                self.timeouts.call,
-                |d| async move { d.create_volume(request).await },
-                |e| match e {
-                    bollard::errors::Error::DockerResponseServerError { message, .. } => {
-                        RuntimeError::Invalid(format!("volume {}: {message}", volume.name))
-                    }
-                    other => self.map_error(other),
-                },
-            )
-            .await?;
-        }
+        self.make_volumes(spec).await?;
         let options = CreateContainerOptions {
             name: Some(spec.name.clone()),
             ..Default::default()
@@ -995,6 +1040,136 @@ impl ContainerRuntime for DockerRuntime {
             Ok(result) => result,
             Err(_) => Err(self.timeout("image load", limit)),
         }
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        request: &CommandRequest,
+    ) -> Result<CommandOutput, RuntimeError> {
+        let work = async {
+            let client = self.client().await?;
+            let options = CreateExecOptions::<String> {
+                attach_stdin: Some(request.stdin.is_some()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                cmd: Some(request.command.clone()),
+                ..Default::default()
+            };
+            let created = client.create_exec(id, options).await.map_err(|e| match e {
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                } => RuntimeError::NotFound(id.to_string()),
+                // "container ... is not running"
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409,
+                    message,
+                } => RuntimeError::Invalid(message),
+                other => self.map_error(other),
+            })?;
+            let started = client
+                .start_exec(
+                    &created.id,
+                    Some(StartExecOptions {
+                        detach: false,
+                        tty: false,
+                        output_capacity: Some(64 * 1024),
+                    }),
+                )
+                .await
+                .map_err(|e| self.map_error(e))?;
+            let StartExecResults::Attached { output, input } = started else {
+                return Err(RuntimeError::Engine(
+                    "the engine started the command detached".into(),
+                ));
+            };
+            let mut collected = self.collect_output(output, input, request).await?;
+            // The output ends as the command does; its exit code follows.
+            loop {
+                let inspected = client
+                    .inspect_exec(&created.id)
+                    .await
+                    .map_err(|e| self.map_error(e))?;
+                if inspected.running != Some(true) {
+                    collected.exit_code = inspected.exit_code.unwrap_or(-1);
+                    return Ok(collected);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        match tokio::time::timeout(request.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timeout("exec", request.timeout)),
+        }
+    }
+
+    async fn run_once(
+        &self,
+        spec: &ContainerSpec,
+        request: &CommandRequest,
+    ) -> Result<CommandOutput, RuntimeError> {
+        self.remove(&spec.name).await?;
+        self.make_volumes(spec).await?;
+        let mut body = create_body(spec);
+        body.entrypoint = Some(request.command.clone());
+        body.cmd = None;
+        body.attach_stdin = Some(request.stdin.is_some());
+        body.open_stdin = Some(request.stdin.is_some());
+        body.stdin_once = Some(true);
+        body.attach_stdout = Some(true);
+        body.attach_stderr = Some(true);
+        body.tty = Some(false);
+        let options = CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            ..Default::default()
+        };
+        let id = self
+            .call(
+                "create",
+                self.timeouts.call,
+                |d| async move { d.create_container(Some(options), body).await },
+                |e| self.map_spec_error(spec, e),
+            )
+            .await?
+            .id;
+        let work = async {
+            let client = self.client().await?;
+            let attach = bollard::query_parameters::AttachContainerOptionsBuilder::new()
+                .stream(true)
+                .stdin(request.stdin.is_some())
+                .stdout(true)
+                .stderr(true)
+                .build();
+            let attached = client
+                .attach_container(&id, Some(attach))
+                .await
+                .map_err(|e| self.map_error(e))?;
+            self.start(&id).await?;
+            let mut collected = self
+                .collect_output(attached.output, attached.input, request)
+                .await?;
+            loop {
+                match self.inspect(&id).await? {
+                    Some(info) if info.state == ContainerState::Running => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Some(info) => {
+                        collected.exit_code = info.exit_code.unwrap_or(-1);
+                        return Ok(collected);
+                    }
+                    None => return Err(RuntimeError::NotFound(id.clone())),
+                }
+            }
+        };
+        let outcome = match tokio::time::timeout(request.timeout, work).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timeout("one-shot run", request.timeout)),
+        };
+        // Whatever happened, the one-shot container goes.
+        let removed = self.remove(&id).await;
+        let output = outcome?;
+        removed?;
+        Ok(output)
     }
 
     async fn build_image(

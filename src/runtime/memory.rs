@@ -26,8 +26,8 @@ use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::broadcast;
 
 use super::{
-    ByteStream, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, ImageInfo,
-    RegistryAuth, RuntimeError, RuntimeEvent,
+    ByteStream, CommandOutput, CommandRequest, ContainerInfo, ContainerRuntime, ContainerSpec,
+    ContainerState, ImageInfo, RegistryAuth, RuntimeError, RuntimeEvent,
 };
 
 /// A fake registry: tags and the digests they point at, the account it
@@ -169,6 +169,39 @@ struct Engine {
 pub struct MemoryRuntime {
     endpoint: String,
     engine: Mutex<Engine>,
+    commands: Mutex<Commands>,
+}
+
+/// A command the fake engine was asked to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RanCommand {
+    /// The container it ran in (`exec`), or the name of the one-shot
+    /// container made for it (`run_once`).
+    pub container: String,
+    pub one_shot: bool,
+    /// The named volumes a one-shot container mounted.
+    pub volumes: Vec<String>,
+    pub command: Vec<String>,
+    pub stdin: Option<Bytes>,
+}
+
+/// What answers the commands the fake engine runs.
+pub type CommandAnswer = Arc<dyn Fn(&RanCommand) -> CommandOutput + Send + Sync>;
+
+/// The commands run, and what answers them (none: every run is refused).
+#[derive(Default)]
+struct Commands {
+    answer: Option<CommandAnswer>,
+    ran: Vec<RanCommand>,
+}
+
+impl std::fmt::Debug for Commands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Commands")
+            .field("answer", &self.answer.as_ref().map(|_| "set"))
+            .field("ran", &self.ran)
+            .finish()
+    }
 }
 
 impl Default for MemoryRuntime {
@@ -178,6 +211,34 @@ impl Default for MemoryRuntime {
 }
 
 impl MemoryRuntime {
+    /// Answers the commands run from now on (`exec`, `run_once`) with
+    /// `answer`; without one, a run is refused as the engine cannot run
+    /// programs.
+    pub fn answer_commands(&self, answer: CommandAnswer) {
+        self.commands_lock().answer = Some(answer);
+    }
+
+    /// Every command run so far, in order.
+    pub fn ran_commands(&self) -> Vec<RanCommand> {
+        self.commands_lock().ran.clone()
+    }
+
+    fn commands_lock(&self) -> std::sync::MutexGuard<'_, Commands> {
+        self.commands.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records `ran` and answers it.
+    fn run_command(&self, ran: RanCommand) -> Result<CommandOutput, RuntimeError> {
+        let mut commands = self.commands_lock();
+        commands.ran.push(ran.clone());
+        let answer = commands
+            .answer
+            .clone()
+            .ok_or_else(|| RuntimeError::Invalid("the in-memory engine runs no programs".into()))?;
+        drop(commands);
+        Ok(answer(&ran))
+    }
+
     /// The named volumes the engine holds.
     pub fn volumes(&self) -> BTreeSet<String> {
         self.engine
@@ -217,6 +278,7 @@ impl MemoryRuntime {
                 next_port: FIRST_HOST_PORT,
                 next_pid: 1000,
             }),
+            commands: Mutex::default(),
         }
     }
 
@@ -651,6 +713,60 @@ impl ContainerRuntime for MemoryRuntime {
         }
         engine.volumes.remove(name);
         Ok(())
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        request: &CommandRequest,
+    ) -> Result<CommandOutput, RuntimeError> {
+        self.delay().await;
+        let name = {
+            let engine = self.reach()?;
+            let key = resolve(&engine.containers, &engine.names, id)
+                .ok_or_else(|| RuntimeError::NotFound(id.into()))?;
+            let container = &engine.containers[&key];
+            if container.state != ContainerState::Running {
+                return Err(RuntimeError::Invalid(format!(
+                    "container {} is not running",
+                    container.spec.name
+                )));
+            }
+            container.spec.name.clone()
+        };
+        self.run_command(RanCommand {
+            container: name,
+            one_shot: false,
+            volumes: Vec::new(),
+            command: request.command.clone(),
+            stdin: request.stdin.clone(),
+        })
+    }
+
+    async fn run_once(
+        &self,
+        spec: &ContainerSpec,
+        request: &CommandRequest,
+    ) -> Result<CommandOutput, RuntimeError> {
+        self.delay().await;
+        {
+            let mut engine = self.reach()?;
+            if let Some(images) = &engine.images {
+                if !images.contains(&spec.image) {
+                    return Err(RuntimeError::ImageNotFound(spec.image.clone()));
+                }
+            }
+            engine
+                .volumes
+                .extend(spec.named_volumes.iter().map(|v| v.name.clone()));
+        }
+        self.run_command(RanCommand {
+            container: spec.name.clone(),
+            one_shot: true,
+            volumes: spec.named_volumes.iter().map(|v| v.name.clone()).collect(),
+            command: request.command.clone(),
+            stdin: request.stdin.clone(),
+        })
     }
 
     async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {

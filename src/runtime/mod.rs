@@ -167,6 +167,61 @@ impl std::fmt::Debug for RegistryAuth {
     }
 }
 
+/// A command run inside a container or in a one-shot container (a hook).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRequest {
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// Fed to its stdin, which is then closed; `None`: no stdin.
+    pub stdin: Option<Bytes>,
+    /// Longest run: a command still running then fails with `Timeout`.
+    pub timeout: Duration,
+    /// Most stdout bytes kept: more fails the run (`Invalid`).
+    pub max_stdout: usize,
+}
+
+/// What a finished command left.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CommandOutput {
+    pub exit_code: i64,
+    /// Everything it wrote to stdout (at most the request's `max_stdout`).
+    pub stdout: Vec<u8>,
+    /// The last [`OUTPUT_TAIL_BYTES`] of its stderr.
+    pub stderr_tail: Vec<u8>,
+}
+
+/// How much of a command's stderr is kept.
+pub const OUTPUT_TAIL_BYTES: usize = 4096;
+
+impl CommandOutput {
+    /// Collects one chunk of output; `Err` when stdout outgrows `max_stdout`.
+    pub fn take(&mut self, chunk: CommandChunk, max_stdout: usize) -> Result<(), RuntimeError> {
+        match chunk {
+            CommandChunk::Stdout(bytes) => {
+                if self.stdout.len() + bytes.len() > max_stdout {
+                    return Err(RuntimeError::Invalid(format!(
+                        "the command wrote more than {max_stdout} bytes to stdout"
+                    )));
+                }
+                self.stdout.extend_from_slice(&bytes);
+            }
+            CommandChunk::Stderr(bytes) => {
+                self.stderr_tail.extend_from_slice(&bytes);
+                let over = self.stderr_tail.len().saturating_sub(OUTPUT_TAIL_BYTES);
+                self.stderr_tail.drain(..over);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One piece of a command's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandChunk {
+    Stdout(Bytes),
+    Stderr(Bytes),
+}
+
 /// A stream of archive bytes (`docker save` format, or a build context).
 pub type ByteStream = BoxStream<'static, Result<Bytes, RuntimeError>>;
 
@@ -276,6 +331,19 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn save_image(&self, reference: &str) -> Result<ByteStream, RuntimeError>;
     /// `docker load` of an archive; bounded by `limit`.
     async fn load_image(&self, archive: ByteStream, limit: Duration) -> Result<(), RuntimeError>;
+    /// Runs a command inside the running container `id` (an exec), feeding
+    /// it `request.stdin`; its exit code and output.
+    async fn exec(&self, id: &str, request: &CommandRequest)
+        -> Result<CommandOutput, RuntimeError>;
+    /// Runs a command in a new container made from `spec` (its image, env,
+    /// labels and volumes; the command replaces its entrypoint), then
+    /// removes that container, whatever happened. A container left with
+    /// the same name (a run cut short) is removed first.
+    async fn run_once(
+        &self,
+        spec: &ContainerSpec,
+        request: &CommandRequest,
+    ) -> Result<CommandOutput, RuntimeError>;
     /// Builds `context` (a tar with a Dockerfile at its root) as `tag`,
     /// sending each line of the build's output to `log`; bounded by
     /// `limit`.

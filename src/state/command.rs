@@ -302,6 +302,59 @@ pub enum Command {
         name: String,
         node: String,
     },
+    /// `service backup`: the leader runs the service's backup hook in
+    /// every slot (a [`super::hooks::BackupRecord`] in state `running`).
+    RequestBackup {
+        id: String,
+        namespace: String,
+        service: String,
+    },
+    /// A backup ended: every slot's artifact and the managers that keep
+    /// them, or why it failed.
+    FinishBackup {
+        id: String,
+        result: Result<
+            (
+                Vec<super::hooks::SlotBackup>,
+                std::collections::BTreeSet<u64>,
+            ),
+            String,
+        >,
+    },
+    /// `service backups rm`: forgets a backup (each manager then deletes
+    /// its archives).
+    RemoveBackup {
+        id: String,
+    },
+    /// The managers that keep a backup's archives changed.
+    SetBackupKeepers {
+        id: String,
+        keepers: std::collections::BTreeSet<u64>,
+    },
+    /// `service restore --from BACKUP`: the leader runs the service's
+    /// restore hook per slot with that slot's artifact on its stdin.
+    RequestRestore {
+        id: String,
+        namespace: String,
+        service: String,
+        backup: String,
+    },
+    /// A restore ended.
+    FinishRestore {
+        id: String,
+        result: Result<(), String>,
+    },
+    /// The start hook of an instance's generation succeeded.
+    StartHookRan {
+        instance: String,
+        generation: u64,
+    },
+    /// A version's `test` hook ran.
+    RecordTestVerdict {
+        namespace: String,
+        service: String,
+        verdict: super::hooks::TestVerdict,
+    },
 }
 
 /// A command as it travels through Raft; a persisted record with a

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::command::{Applied, RequestId};
+use super::hooks::HookBook;
 use super::image_catalog::ImageCatalog;
 use super::manager_template::ManagerTemplate;
 use super::migrate::{Migrate, Versioned};
@@ -41,15 +42,17 @@ pub struct StateImage {
     pub sessions: Versioned<SessionBook>,
     /// The slots' volumes.
     pub volumes: Versioned<VolumeBook>,
+    /// Backups and the verdicts of test hooks.
+    pub hooks: Versioned<HookBook>,
 }
 
 impl Migrate for StateImage {
-    const VERSION_MARKER: &'static [u8] = b"SI07";
-    type Previous = v6::StateImage;
+    const VERSION_MARKER: &'static [u8] = b"SI08";
+    type Previous = v7::StateImage;
 
-    /// Volumes were not recorded: the book starts empty.
-    fn migrate(previous: v6::StateImage) -> StateImage {
-        let v6::StateImage {
+    /// Hooks had left nothing: the book starts empty.
+    fn migrate(previous: v7::StateImage) -> StateImage {
+        let v7::StateImage {
             cluster_id,
             services,
             instances,
@@ -68,6 +71,7 @@ impl Migrate for StateImage {
             departed_managers,
             images,
             sessions,
+            volumes,
         } = previous;
         StateImage {
             cluster_id,
@@ -88,7 +92,92 @@ impl Migrate for StateImage {
             departed_managers,
             images,
             sessions,
-            volumes: Versioned(VolumeBook::default()),
+            volumes,
+            hooks: Versioned(HookBook::default()),
+        }
+    }
+}
+
+/// Frozen: the image as written before hooks left anything.
+pub mod v7 {
+    use super::*;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct StateImage {
+        pub cluster_id: Option<String>,
+        pub services: Vec<Service>,
+        pub instances: Vec<Instance>,
+        pub nodes: Vec<Node>,
+        pub managers: Vec<Manager>,
+        pub kv: Vec<(String, KvEntry)>,
+        pub kv_index: u64,
+        pub kv_delete_index: u64,
+        pub events: Vec<Event>,
+        pub applied_index: u64,
+        pub dedup: Vec<(RequestId, Applied)>,
+        pub tokens: Vec<TokenRecord>,
+        pub tokens_bootstrapped: bool,
+        /// The limits of limited tokens, by token id.
+        pub token_limits: Vec<(String, TokenLimits)>,
+        /// Where the managers run, when bootstrap recorded it.
+        pub manager_template: Option<Versioned<ManagerTemplate>>,
+        /// Raft ids removed from the membership.
+        pub departed_managers: Vec<u64>,
+        /// Image pins, registry logins and the images the cluster keeps.
+        pub images: Versioned<ImageCatalog>,
+        /// Consul sessions and the locks they hold.
+        pub sessions: Versioned<SessionBook>,
+        /// The slots' volumes.
+        pub volumes: Versioned<VolumeBook>,
+    }
+
+    impl crate::state::migrate::Migrate for StateImage {
+        const VERSION_MARKER: &'static [u8] = b"SI07";
+        type Previous = super::v6::StateImage;
+
+        /// Volumes were not recorded: the book starts empty.
+        fn migrate(previous: super::v6::StateImage) -> StateImage {
+            let super::v6::StateImage {
+                cluster_id,
+                services,
+                instances,
+                nodes,
+                managers,
+                kv,
+                kv_index,
+                kv_delete_index,
+                events,
+                applied_index,
+                dedup,
+                tokens,
+                tokens_bootstrapped,
+                token_limits,
+                manager_template,
+                departed_managers,
+                images,
+                sessions,
+            } = previous;
+            StateImage {
+                cluster_id,
+                services,
+                instances,
+                nodes,
+                managers,
+                kv,
+                kv_index,
+                kv_delete_index,
+                events,
+                applied_index,
+                dedup,
+                tokens,
+                tokens_bootstrapped,
+                token_limits,
+                manager_template,
+                departed_managers,
+                images,
+                sessions,
+                volumes: Versioned(VolumeBook::default()),
+            }
         }
     }
 }

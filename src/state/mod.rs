@@ -10,6 +10,7 @@
 
 mod address;
 pub mod command;
+pub mod hooks;
 mod image;
 pub mod image_catalog;
 pub mod kv_txn;
@@ -105,6 +106,8 @@ pub struct State {
     pub sessions: sessions::SessionBook,
     /// The slots' volumes and which nodes hold them.
     pub volumes: volumes::VolumeBook,
+    /// Backups and the verdicts of test hooks.
+    pub hooks: hooks::HookBook,
     /// Who asked for the command being applied ([`Command::As`]); only
     /// set while it is applied, so its events name them.
     actor: Option<Actor>,
@@ -112,6 +115,18 @@ pub struct State {
 }
 
 impl State {
+    /// The archives the managers keep: the images kept by the cluster and
+    /// the artifacts of backups (a running backup's are not named yet, and
+    /// are protected by the sweep's grace period).
+    pub fn kept_archives(&self) -> BTreeSet<String> {
+        self.images
+            .stored
+            .values()
+            .map(|image| image.archive.clone())
+            .chain(self.hooks.archives().map(str::to_string))
+            .collect()
+    }
+
     /// Copies the state into its snapshot image.
     pub fn to_image(&self) -> StateImage {
         StateImage {
@@ -147,6 +162,7 @@ impl State {
             images: migrate::Versioned(self.images.clone()),
             sessions: migrate::Versioned(self.sessions.clone()),
             volumes: migrate::Versioned(self.volumes.clone()),
+            hooks: migrate::Versioned(self.hooks.clone()),
         }
     }
 
@@ -194,6 +210,7 @@ impl State {
             catalog_index: image.applied_index,
             sessions: image.sessions.0,
             volumes: image.volumes.0,
+            hooks: image.hooks.0,
             actor: None,
             dedup,
         }
@@ -413,7 +430,11 @@ impl State {
                 status,
             } => self.set_instance_status(index, time_ms, id, *generation, status),
             Command::RemoveInstance { id, generation } => {
-                self.remove_instance(index, time_ms, id, *generation)
+                let outcome = self.remove_instance(index, time_ms, id, *generation);
+                if outcome == Outcome::Deleted {
+                    self.hooks.instance_removed(id);
+                }
+                outcome
             }
             Command::SetNodeState {
                 name,
@@ -574,6 +595,147 @@ impl State {
                     );
                 }
                 outcome
+            }
+            Command::StartHookRan {
+                instance,
+                generation,
+            } => {
+                if !self.instances.contains_key(instance) {
+                    return Outcome::NotFound;
+                }
+                self.hooks.start_hook_ran(instance, *generation);
+                Outcome::Done
+            }
+            Command::RequestBackup {
+                id,
+                namespace,
+                service,
+            } => {
+                let Some(target) = self.services.get(&(namespace.clone(), service.clone())) else {
+                    return Outcome::NotFound;
+                };
+                if target.spec.hooks.backup.is_none() {
+                    return Outcome::Rejected(format!(
+                        "{namespace}/{service} has no backup hook (hooks.backup in its spec)"
+                    ));
+                }
+                let outcome = self.hooks.request_backup(hooks::BackupRecord {
+                    id: id.clone(),
+                    namespace: namespace.clone(),
+                    service: service.clone(),
+                    version: target.version,
+                    created_ms: time_ms,
+                    state: hooks::JobState::Running,
+                    finished_ms: 0,
+                    slots: Vec::new(),
+                    keepers: Default::default(),
+                });
+                if outcome == Outcome::Done {
+                    self.event(
+                        index,
+                        time_ms,
+                        "backup.started",
+                        &format!("{namespace}/{service}"),
+                        format!("backup {id} started"),
+                    );
+                }
+                outcome
+            }
+            Command::FinishBackup { id, result } => {
+                let outcome = self.hooks.finish_backup(id, result, time_ms);
+                if let (Outcome::Done, Some(backup)) = (&outcome, self.hooks.backups.get(id)) {
+                    let subject = format!("{}/{}", backup.namespace, backup.service);
+                    let (kind, message) = match result {
+                        Ok((slots, _)) => (
+                            "backup.done",
+                            format!(
+                                "backup {id} done: {} slot(s), {} bytes",
+                                slots.len(),
+                                slots.iter().map(|s| s.bytes).sum::<u64>()
+                            ),
+                        ),
+                        Err(reason) => ("backup.failed", format!("backup {id} failed: {reason}")),
+                    };
+                    self.event(index, time_ms, kind, &subject, message);
+                }
+                outcome
+            }
+            Command::RemoveBackup { id } => {
+                let outcome = self.hooks.remove_backup(id);
+                if outcome == Outcome::Deleted {
+                    self.event(
+                        index,
+                        time_ms,
+                        "backup.removed",
+                        id,
+                        format!("backup {id} removed"),
+                    );
+                }
+                outcome
+            }
+            Command::SetBackupKeepers { id, keepers } => self.hooks.set_backup_keepers(id, keepers),
+            Command::RequestRestore {
+                id,
+                namespace,
+                service,
+                backup,
+            } => {
+                let Some(target) = self.services.get(&(namespace.clone(), service.clone())) else {
+                    return Outcome::NotFound;
+                };
+                if target.spec.hooks.restore.is_none() {
+                    return Outcome::Rejected(format!(
+                        "{namespace}/{service} has no restore hook (hooks.restore in its spec)"
+                    ));
+                }
+                let outcome = self.hooks.request_restore(hooks::RestoreRecord {
+                    id: id.clone(),
+                    namespace: namespace.clone(),
+                    service: service.clone(),
+                    backup: backup.clone(),
+                    created_ms: time_ms,
+                    state: hooks::JobState::Running,
+                    finished_ms: 0,
+                });
+                if outcome == Outcome::Done {
+                    self.event(
+                        index,
+                        time_ms,
+                        "restore.started",
+                        &format!("{namespace}/{service}"),
+                        format!("restore {id} from backup {backup} started"),
+                    );
+                }
+                outcome
+            }
+            Command::FinishRestore { id, result } => {
+                let outcome = self.hooks.finish_restore(id, result, time_ms);
+                if let (Outcome::Done, Some(restore)) = (&outcome, self.hooks.restores.get(id)) {
+                    let subject = format!("{}/{}", restore.namespace, restore.service);
+                    let (kind, message) = match result {
+                        Ok(()) => (
+                            "restore.done",
+                            format!("restore {id} from backup {} done", restore.backup),
+                        ),
+                        Err(reason) => ("restore.failed", format!("restore {id} failed: {reason}")),
+                    };
+                    self.event(index, time_ms, kind, &subject, message);
+                }
+                outcome
+            }
+            Command::RecordTestVerdict {
+                namespace,
+                service,
+                verdict,
+            } => {
+                if !self
+                    .services
+                    .contains_key(&(namespace.clone(), service.clone()))
+                {
+                    return Outcome::NotFound;
+                }
+                self.hooks.record_verdict(namespace, service, verdict);
+                Outcome::Done
             }
             Command::As { actor, command } => {
                 let outer = self.actor.replace(actor.clone());
@@ -751,6 +913,7 @@ impl State {
         }
         self.services.remove(&key);
         self.images.pins.remove(&key);
+        self.hooks.service_deleted(namespace, name);
         let gone: Vec<String> = self
             .service_instances(namespace, name)
             .into_iter()
@@ -758,6 +921,7 @@ impl State {
             .collect();
         for id in gone {
             self.instances.remove(&id);
+            self.hooks.instance_removed(&id);
         }
         self.event(
             index,

@@ -74,6 +74,8 @@ fn template_fields(spec: &super::ServiceSpec) -> Vec<(&'static str, String)> {
         volumes,
         // Where a slot goes when its node is lost, not what runs.
         on_node_loss: _,
+        // Run beside the containers, not in what they run.
+        hooks: _,
     } = spec;
     let ports: Vec<String> = ports
         .iter()

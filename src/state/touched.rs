@@ -28,6 +28,8 @@ pub enum Touched {
     Images,
     /// A volume was marked for removal.
     Volumes,
+    /// A backup or restore was asked for.
+    HookJob(String),
 }
 
 fn service(namespace: &str, name: &str) -> Touched {
@@ -84,6 +86,26 @@ pub fn touched(command: &Command, outcome: &Outcome) -> Vec<Touched> {
         } => vec![service(namespace, name), Touched::Volumes],
         Command::RemoveVolume { .. } => vec![Touched::Volumes],
         Command::RecordVolume { .. } | Command::VolumeRemovedFrom { .. } => Vec::new(),
+        // A one-shot start hook lets the instance's container be made.
+        Command::StartHookRan { instance, .. } => vec![Touched::Instance {
+            id: instance.clone(),
+            service: None,
+        }],
+        // A verdict lets a held rollout go on (or says it failed).
+        Command::RecordTestVerdict {
+            namespace,
+            service: name,
+            ..
+        } => vec![service(namespace, name)],
+        Command::RequestBackup { id, .. } | Command::RequestRestore { id, .. } => {
+            vec![Touched::HookJob(id.clone())]
+        }
+        // Their archives are kept from the start; the keepers' controller
+        // looks again on its own period.
+        Command::FinishBackup { .. }
+        | Command::FinishRestore { .. }
+        | Command::RemoveBackup { .. }
+        | Command::SetBackupKeepers { .. } => Vec::new(),
         Command::PlaceInstance {
             namespace,
             service: name,

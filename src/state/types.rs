@@ -204,6 +204,115 @@ pub struct ServiceSpec {
     /// What a slot with `local` volumes does when its node is lost.
     #[serde(default)]
     pub on_node_loss: OnNodeLoss,
+    /// Commands run at points of an instance's life, and on request.
+    #[serde(default)]
+    pub hooks: Hooks,
+}
+
+/// A service's lifecycle hooks (each optional).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// Run once per new container: inside it once it started (`instance`),
+    /// or before it is created, in a one-shot container with the slot's
+    /// volumes (`oneshot`). A failure counts as the container's exit.
+    #[serde(default)]
+    pub start: Option<Hook>,
+    /// Run before a container is stopped or removed (`instance`), or after
+    /// it is gone, with the slot's volumes (`oneshot`).
+    #[serde(default)]
+    pub stop: Option<Hook>,
+    /// `service backup`: run per slot; what it writes to stdout is the
+    /// slot's part of the backup.
+    #[serde(default)]
+    pub backup: Option<Hook>,
+    /// `service restore --from ID`: run per slot with that slot's part of
+    /// the backup on stdin.
+    #[serde(default)]
+    pub restore: Option<Hook>,
+    /// Run once per version of the spec, against its first running
+    /// instance; the rollout goes on only once it exits 0.
+    #[serde(default)]
+    pub test: Option<Hook>,
+}
+
+/// One hook: a command and where it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Hook {
+    /// The program and its arguments (no shell unless you name one).
+    pub command: Vec<String>,
+    #[serde(default)]
+    pub run: HookRun,
+    /// Longest run; a hook still running then is killed and failed.
+    #[serde(default = "default_hook_timeout")]
+    pub timeout_secs: u32,
+}
+
+fn default_hook_timeout() -> u32 {
+    60
+}
+
+/// Where a hook's command runs.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum HookRun {
+    /// Inside the slot's running container (an exec).
+    #[default]
+    Instance,
+    /// In a one-shot container of the service's image, env and the slot's
+    /// volumes, on the slot's node, removed afterwards.
+    Oneshot,
+}
+
+/// The hooks by name, for events and errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HookKind {
+    Start,
+    Stop,
+    Backup,
+    Restore,
+    Test,
+}
+
+impl HookKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            HookKind::Start => "start",
+            HookKind::Stop => "stop",
+            HookKind::Backup => "backup",
+            HookKind::Restore => "restore",
+            HookKind::Test => "test",
+        }
+    }
+}
+
+impl Hooks {
+    /// The hook of `kind`, if the spec has one.
+    pub fn get(&self, kind: HookKind) -> Option<&Hook> {
+        match kind {
+            HookKind::Start => self.start.as_ref(),
+            HookKind::Stop => self.stop.as_ref(),
+            HookKind::Backup => self.backup.as_ref(),
+            HookKind::Restore => self.restore.as_ref(),
+            HookKind::Test => self.test.as_ref(),
+        }
+    }
+
+    /// Every hook the spec has, with its kind.
+    pub fn all(&self) -> impl Iterator<Item = (HookKind, &Hook)> {
+        [
+            HookKind::Start,
+            HookKind::Stop,
+            HookKind::Backup,
+            HookKind::Restore,
+            HookKind::Test,
+        ]
+        .into_iter()
+        .filter_map(|kind| self.get(kind).map(|hook| (kind, hook)))
+    }
 }
 
 /// One named volume of a service: each slot gets its own
@@ -265,12 +374,12 @@ impl ServiceSpec {
 }
 
 impl super::migrate::Migrate for ServiceSpec {
-    const VERSION_MARKER: &'static [u8] = b"SS03";
-    type Previous = service_spec_v2::ServiceSpec;
+    const VERSION_MARKER: &'static [u8] = b"SS04";
+    type Previous = service_spec_v3::ServiceSpec;
 
-    /// Specs written before volumes had none.
-    fn migrate(previous: service_spec_v2::ServiceSpec) -> ServiceSpec {
-        let service_spec_v2::ServiceSpec {
+    /// Specs written before hooks had none.
+    fn migrate(previous: service_spec_v3::ServiceSpec) -> ServiceSpec {
+        let service_spec_v3::ServiceSpec {
             kind,
             image,
             pull,
@@ -286,6 +395,8 @@ impl super::migrate::Migrate for ServiceSpec {
             update,
             addresses,
             hostname,
+            volumes,
+            on_node_loss,
         } = previous;
         ServiceSpec {
             kind,
@@ -303,8 +414,98 @@ impl super::migrate::Migrate for ServiceSpec {
             update,
             addresses,
             hostname,
-            volumes: Vec::new(),
-            on_node_loss: OnNodeLoss::default(),
+            volumes,
+            on_node_loss,
+            hooks: Hooks::default(),
+        }
+    }
+}
+
+/// Frozen: the service spec as written before it had hooks.
+pub mod service_spec_v3 {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ServiceSpec {
+        #[serde(default)]
+        pub kind: ServiceKind,
+        #[serde(default)]
+        pub image: String,
+        #[serde(default)]
+        pub pull: PullPolicy,
+        #[serde(default)]
+        pub command: Vec<String>,
+        #[serde(default)]
+        pub env: BTreeMap<String, String>,
+        #[serde(default)]
+        pub secret_env: crate::secrets::SecretEnv,
+        #[serde(default)]
+        pub ports: Vec<PortSpec>,
+        #[serde(default = "default_replicas")]
+        pub replicas: u32,
+        #[serde(default)]
+        pub resources: Resources,
+        #[serde(default)]
+        pub placement: Placement,
+        #[serde(default)]
+        pub health: Option<HealthCheck>,
+        #[serde(default)]
+        pub restart: RestartPolicy,
+        #[serde(default)]
+        pub update: UpdateStrategy,
+        #[serde(default)]
+        pub addresses: Vec<String>,
+        #[serde(default)]
+        pub hostname: Option<String>,
+        #[serde(default)]
+        pub volumes: Vec<VolumeSpec>,
+        #[serde(default)]
+        pub on_node_loss: OnNodeLoss,
+    }
+
+    impl crate::state::migrate::Migrate for ServiceSpec {
+        const VERSION_MARKER: &'static [u8] = b"SS03";
+        type Previous = super::service_spec_v2::ServiceSpec;
+
+        /// Specs written before volumes had none.
+        fn migrate(previous: super::service_spec_v2::ServiceSpec) -> ServiceSpec {
+            let super::service_spec_v2::ServiceSpec {
+                kind,
+                image,
+                pull,
+                command,
+                env,
+                secret_env,
+                ports,
+                replicas,
+                resources,
+                placement,
+                health,
+                restart,
+                update,
+                addresses,
+                hostname,
+            } = previous;
+            ServiceSpec {
+                kind,
+                image,
+                pull,
+                command,
+                env,
+                secret_env,
+                ports,
+                replicas,
+                resources,
+                placement,
+                health,
+                restart,
+                update,
+                addresses,
+                hostname,
+                volumes: Vec::new(),
+                on_node_loss: OnNodeLoss::default(),
+            }
         }
     }
 }

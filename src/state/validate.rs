@@ -169,7 +169,44 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), Invalid> {
     if let Some(region) = &spec.placement.region {
         dns_label("placement.region", region)?;
     }
-    volumes(spec)
+    volumes(spec)?;
+    hooks(spec)
+}
+
+/// Longest a hook may run.
+pub const MAX_HOOK_TIMEOUT_SECS: u32 = 3600;
+/// At most this many words in a hook's command, each at most this long.
+const MAX_HOOK_ARGS: usize = 64;
+const MAX_HOOK_ARG_BYTES: usize = 4096;
+
+/// Checks a service's hooks: a command to run, a timeout within reach, and
+/// one-shot runs only where they have something to work on.
+fn hooks(spec: &ServiceSpec) -> Result<(), Invalid> {
+    for (kind, hook) in spec.hooks.all() {
+        let what = format!("hooks.{}", kind.name());
+        if hook.command.is_empty() || hook.command[0].is_empty() {
+            return Err(Invalid(format!("{what}.command names no program")));
+        }
+        if hook.command.len() > MAX_HOOK_ARGS
+            || hook
+                .command
+                .iter()
+                .any(|arg| arg.len() > MAX_HOOK_ARG_BYTES)
+        {
+            return Err(Invalid(format!(
+                "{what}.command has at most {MAX_HOOK_ARGS} words of at most {MAX_HOOK_ARG_BYTES} bytes"
+            )));
+        }
+        if hook.command.iter().any(|arg| arg.contains('\0')) {
+            return Err(Invalid(format!("{what}.command holds a NUL byte")));
+        }
+        if hook.timeout_secs == 0 || hook.timeout_secs > MAX_HOOK_TIMEOUT_SECS {
+            return Err(Invalid(format!(
+                "{what}.timeout_secs must be between 1 and {MAX_HOOK_TIMEOUT_SECS}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// At most this many volumes per service.
@@ -327,9 +364,10 @@ fn external_spec(spec: &ServiceSpec) -> Result<(), Invalid> {
         || !spec.command.is_empty()
         || spec.health.is_some()
         || !spec.volumes.is_empty()
+        || spec.hooks.all().next().is_some()
     {
         return Err(Invalid::new(
-            "an external service runs no containers: no image, command, health check or volumes",
+            "an external service runs no containers: no image, command, health check, volumes or hooks",
         ));
     }
     match (&spec.hostname, spec.addresses.is_empty()) {
@@ -520,6 +558,43 @@ mod tests {
         let spec: ServiceSpec =
             serde_json::from_value(serde_json::json!({"image": "x", "volumes": volumes})).unwrap();
         service_spec(&spec)
+    }
+
+    #[test]
+    fn hooks_name_a_program_and_a_bounded_timeout() {
+        let with_hooks = |hooks: serde_json::Value| -> Result<(), Invalid> {
+            let spec: ServiceSpec =
+                serde_json::from_value(serde_json::json!({"image": "x", "hooks": hooks})).unwrap();
+            service_spec(&spec)
+        };
+        let good = serde_json::json!({
+            "backup": {"command": ["sh", "-c", "cat /data/f"]},
+            "restore": {"command": ["sh", "-c", "cat > /data/f"], "run": "oneshot", "timeout_secs": 600},
+        });
+        assert_eq!(with_hooks(good), Ok(()));
+        for bad in [
+            serde_json::json!({"test": {"command": []}}),
+            serde_json::json!({"test": {"command": [""]}}),
+            serde_json::json!({"stop": {"command": ["x"], "timeout_secs": 0}}),
+            serde_json::json!({"start": {"command": ["x"], "timeout_secs": 3601}}),
+            serde_json::json!({"start": {"command": ["a\u{0}b"]}}),
+        ] {
+            let err = with_hooks(bad.clone()).unwrap_err();
+            assert!(err.to_string().starts_with("hooks."), "{bad}: {err}");
+        }
+        let unknown: Result<ServiceSpec, _> = serde_json::from_value(
+            serde_json::json!({"image": "x", "hooks": {"upgrade": {"command": ["x"]}}}),
+        );
+        assert!(unknown.is_err(), "an unknown hook is refused");
+        let external: ServiceSpec = serde_json::from_value(serde_json::json!({
+            "kind": "external", "addresses": ["10.0.0.1"],
+            "hooks": {"test": {"command": ["true"]}},
+        }))
+        .unwrap();
+        assert!(
+            service_spec(&external).is_err(),
+            "an external service runs no hooks"
+        );
     }
 
     #[test]

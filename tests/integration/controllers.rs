@@ -630,3 +630,71 @@ async fn volumes_outlive_their_service_until_removed_or_purged() {
     .await;
     assert_eq!(engine_volumes("ctl.kept.".into()), vec![slot1]);
 }
+
+/// A `oneshot` start hook runs before the slot's container is made, in a
+/// one-shot container with the slot's volume; while it fails, no container
+/// is made (each failure an event); once it passes, the slot starts and
+/// the hook does not run again for that generation.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_one_shot_start_hook_runs_before_the_container_and_holds_it_while_it_fails() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let world = start().await;
+    let failing = Arc::new(AtomicBool::new(true));
+    let answer = failing.clone();
+    world
+        .engine
+        .answer_commands(Arc::new(move |_| raftvisor::runtime::CommandOutput {
+            exit_code: if answer.load(Ordering::SeqCst) { 4 } else { 0 },
+            stdout: Vec::new(),
+            stderr_tail: b"not ready".to_vec(),
+        }));
+    deploy_spec(
+        &world.replica,
+        "init",
+        serde_json::json!({
+            "image": "raftvisor-echo:dev",
+            "volumes": [{"name": "data", "mount": "/data"}],
+            "hooks": {"start": {"command": ["prepare", "/data"], "run": "oneshot"}},
+        }),
+    )
+    .await;
+    eventually(
+        "the failed start hook is an event",
+        Duration::from_secs(10),
+        || async {
+            let said = world.replica.sm.read(|s| {
+                s.events.iter().any(|e| {
+                    e.kind == "hook.start"
+                        && e.message.contains("exited 4")
+                        && e.message.contains("not ready")
+                })
+            });
+            said.then_some(()).ok_or_else(|| "not yet".to_string())
+        },
+    )
+    .await;
+    let containers = world.engine.list(&Default::default()).await.unwrap();
+    assert!(
+        containers.is_empty(),
+        "no container while its start hook fails: {containers:?}"
+    );
+    let ran = world.engine.ran_commands();
+    assert!(
+        ran.iter().all(|r| r.one_shot
+            && r.command == ["prepare", "/data"]
+            && r.volumes.len() == 1
+            && r.volumes[0].contains("ctl.init.0-data")),
+        "{ran:?}"
+    );
+
+    failing.store(false, Ordering::SeqCst);
+    wait_running(&world.replica, "init", 1).await;
+    let runs = world.engine.ran_commands().len();
+    assert!(runs >= 2, "retried until it passed: {runs}");
+    settled(&world.counts).await;
+    assert_eq!(
+        world.engine.ran_commands().len(),
+        runs,
+        "a passed start hook does not run again"
+    );
+}

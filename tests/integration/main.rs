@@ -21,6 +21,7 @@ mod file_modes;
 mod format_upgrade;
 mod harness;
 mod harness_tls;
+mod hooks;
 mod images;
 mod in_process;
 mod ingress;
