@@ -38,26 +38,50 @@ pub struct JobFailed {
     pub reason: String,
 }
 
-/// Waits until `look` shows the job ended: `Ok` when done.
-async fn follow<T, F, Fut>(
+/// A backup or restore as the API shows it.
+trait Job: Sized {
+    /// `running`, `done` or `failed`, and why it failed.
+    fn progress(&self) -> (&str, Option<&str>);
+}
+
+impl Job for BackupEntry {
+    fn progress(&self) -> (&str, Option<&str>) {
+        (&self.state, self.reason.as_deref())
+    }
+}
+
+impl Job for RestoreEntry {
+    fn progress(&self) -> (&str, Option<&str>) {
+        (&self.state, self.reason.as_deref())
+    }
+}
+
+/// `started` as it is once it ended (`Ok` when done), looking again with
+/// `look` until then; `started` itself unless `wait`.
+async fn follow<J: Job, F, Fut>(
     what: &str,
     follow_with: &str,
+    started: J,
+    wait: bool,
     timeout: Duration,
-    mut look: F,
-) -> anyhow::Result<T>
+    look: F,
+) -> anyhow::Result<J>
 where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<(T, String, Option<String>)>>,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<J, crate::client::ClientError>>,
 {
+    if !wait {
+        return Ok(started);
+    }
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut job = started;
     loop {
-        let (entry, state, reason) = look().await?;
-        match state.as_str() {
-            "done" => return Ok(entry),
-            "failed" => {
+        match job.progress() {
+            ("done", _) => return Ok(job),
+            ("failed", reason) => {
                 return Err(JobFailed {
                     what: what.to_string(),
-                    reason: reason.unwrap_or_default(),
+                    reason: reason.unwrap_or_default().to_string(),
                 }
                 .into())
             }
@@ -71,6 +95,7 @@ where
             }
             _ => tokio::time::sleep(POLL).await,
         }
+        job = look().await?;
     }
 }
 
@@ -101,22 +126,16 @@ pub async fn backup(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let started = client.backup_start(namespace, name).await?;
-    let entry = if wait {
-        let id = started.id.clone();
-        follow(
-            &format!("backup {id}"),
-            &format!("raftvisor backup show {id}"),
-            timeout,
-            || async {
-                let entry = client.backup(&id).await?;
-                let (state, reason) = (entry.state.clone(), entry.reason.clone());
-                Ok((entry, state, reason))
-            },
-        )
-        .await?
-    } else {
-        started
-    };
+    let id = started.id.clone();
+    let entry = follow(
+        &format!("backup {id}"),
+        &format!("raftvisor backup show {id}"),
+        started,
+        wait,
+        timeout,
+        || client.backup(&id),
+    )
+    .await?;
     print_line(format, &entry, || backup_line(&entry));
     Ok(())
 }
@@ -160,22 +179,16 @@ pub async fn restore(
     timeout: Duration,
 ) -> anyhow::Result<()> {
     let started = client.restore_start(namespace, name, from).await?;
-    let entry: RestoreEntry = if wait {
-        let id = started.id.clone();
-        follow(
-            &format!("restore {id}"),
-            &format!("raftvisor service restore (GET /v1/restores/{id})"),
-            timeout,
-            || async {
-                let entry = client.restore(&id).await?;
-                let (state, reason) = (entry.state.clone(), entry.reason.clone());
-                Ok((entry, state, reason))
-            },
-        )
-        .await?
-    } else {
-        started
-    };
+    let id = started.id.clone();
+    let entry = follow(
+        &format!("restore {id}"),
+        &format!("GET /v1/restores/{id}"),
+        started,
+        wait,
+        timeout,
+        || client.restore(&id),
+    )
+    .await?;
     print_line(format, &entry, || {
         format!(
             "restore {} of {namespace}/{name} from backup {from}: {}",

@@ -109,39 +109,37 @@ impl super::migrate::FirstVersion for HookBook {
 }
 
 impl HookBook {
-    /// Whether a backup or restore of the service is running.
-    fn busy(&self, namespace: &str, service: &str) -> Option<String> {
+    /// Why a new job `id` of the service cannot be recorded: its id is
+    /// taken, or a backup or restore of the service is running.
+    fn refusal(&self, id: &str, namespace: &str, service: &str) -> Option<Outcome> {
+        if self.backups.contains_key(id) || self.restores.contains_key(id) {
+            return Some(Outcome::Rejected(format!("id {id} is taken")));
+        }
+        let of_service = |state: &JobState, ns: &str, name: &str| {
+            *state == JobState::Running && ns == namespace && name == service
+        };
         let backups = self
             .backups
             .values()
-            .filter(|b| {
-                b.state == JobState::Running && b.namespace == namespace && b.service == service
-            })
+            .filter(|b| of_service(&b.state, &b.namespace, &b.service))
             .map(|b| format!("backup {}", b.id));
         let restores = self
             .restores
             .values()
-            .filter(|r| {
-                r.state == JobState::Running && r.namespace == namespace && r.service == service
-            })
+            .filter(|r| of_service(&r.state, &r.namespace, &r.service))
             .map(|r| format!("restore {}", r.id));
-        backups.chain(restores).next()
+        let running = backups.chain(restores).next()?;
+        Some(Outcome::Refused {
+            code: JOB_RUNNING.into(),
+            message: format!("{running} of {namespace}/{service} is running; wait for it to end"),
+        })
     }
 
     /// Records a backup asked for; refused while another backup or restore
     /// of the service runs, or when its id is taken.
     pub fn request_backup(&mut self, backup: BackupRecord) -> Outcome {
-        if self.backups.contains_key(&backup.id) || self.restores.contains_key(&backup.id) {
-            return Outcome::Rejected(format!("id {} is taken", backup.id));
-        }
-        if let Some(running) = self.busy(&backup.namespace, &backup.service) {
-            return Outcome::Refused {
-                code: JOB_RUNNING.into(),
-                message: format!(
-                    "{running} of {}/{} is running; wait for it to end",
-                    backup.namespace, backup.service
-                ),
-            };
+        if let Some(refusal) = self.refusal(&backup.id, &backup.namespace, &backup.service) {
+            return refusal;
         }
         self.backups.insert(backup.id.clone(), backup);
         Outcome::Done
@@ -150,9 +148,6 @@ impl HookBook {
     /// Records a restore asked for: its backup must have finished, and no
     /// other backup or restore of the service may be running.
     pub fn request_restore(&mut self, restore: RestoreRecord) -> Outcome {
-        if self.backups.contains_key(&restore.id) || self.restores.contains_key(&restore.id) {
-            return Outcome::Rejected(format!("id {} is taken", restore.id));
-        }
         match self.backups.get(&restore.backup).map(|b| &b.state) {
             None => return Outcome::NotFound,
             Some(JobState::Done) => {}
@@ -166,14 +161,8 @@ impl HookBook {
                 }
             }
         }
-        if let Some(running) = self.busy(&restore.namespace, &restore.service) {
-            return Outcome::Refused {
-                code: JOB_RUNNING.into(),
-                message: format!(
-                    "{running} of {}/{} is running; wait for it to end",
-                    restore.namespace, restore.service
-                ),
-            };
+        if let Some(refusal) = self.refusal(&restore.id, &restore.namespace, &restore.service) {
+            return refusal;
         }
         self.restores.insert(restore.id.clone(), restore);
         Outcome::Done

@@ -187,7 +187,9 @@ async fn a_failing_test_hook_stops_a_rollout_and_a_passing_one_lets_it_finish() 
     };
     env.add_node("n1", LOCAL_ENGINE, "a").await;
     let dir = tempfile::tempdir().unwrap();
-    let spec_file = |version: &str| {
+    // Deploys the version whose env says `version`, waiting for its
+    // rollout: the CLI's exit code and stderr, and the report after it.
+    let deploy = |version: &str| {
         let spec = echo_spec(
             3,
             json!({
@@ -201,54 +203,36 @@ async fn a_failing_test_hook_stops_a_rollout_and_a_passing_one_lets_it_finish() 
             json!({"namespace": "rl", "name": "web", "spec": spec}).to_string(),
         )
         .unwrap();
-        path.display().to_string()
+        let file = path.display().to_string();
+        let env = &env;
+        async move {
+            let (code, _, err) = env.cluster.cli(
+                1,
+                &["service", "deploy", &file, "--wait", "--timeout", "120s"],
+            );
+            let report = env
+                .cluster
+                .client()
+                .service_report("rl", "web")
+                .await
+                .unwrap();
+            (code, err, report)
+        }
     };
 
     // v1 passes its test: deployed.
-    let (code, _, err) = env.cluster.cli(
-        1,
-        &[
-            "service",
-            "deploy",
-            &spec_file("good"),
-            "--wait",
-            "--timeout",
-            "90s",
-        ],
-    );
+    let (code, err, report) = deploy("good").await;
     assert_eq!(code, 0, "{err}");
-    let report = env
-        .cluster
-        .client()
-        .service_report("rl", "web")
-        .await
-        .unwrap();
     assert_eq!(report.test, "passed", "{report:?}");
 
     // v2 fails its test: the rollout stops after its first replacement.
-    let (code, _, err) = env.cluster.cli(
-        1,
-        &[
-            "service",
-            "deploy",
-            &spec_file("bad"),
-            "--wait",
-            "--timeout",
-            "90s",
-        ],
-    );
+    let (code, err, report) = deploy("bad").await;
     assert_eq!(code, 1, "{err}");
     assert!(
         err.contains("test hook") && err.contains("exited 3"),
         "{err}"
     );
     assert!(err.contains("version is bad"), "the output's tail: {err}");
-    let report = env
-        .cluster
-        .client()
-        .service_report("rl", "web")
-        .await
-        .unwrap();
     assert_eq!(report.test, "failed", "{report:?}");
     assert_eq!(
         report.outdated, 2,
@@ -270,24 +254,8 @@ async fn a_failing_test_hook_stops_a_rollout_and_a_passing_one_lets_it_finish() 
     assert!(tests.iter().any(|m| m.contains("exited 3")), "{tests:?}");
 
     // v3 passes: the rollout finishes.
-    let (code, _, err) = env.cluster.cli(
-        1,
-        &[
-            "service",
-            "deploy",
-            &spec_file("fixed"),
-            "--wait",
-            "--timeout",
-            "120s",
-        ],
-    );
+    let (code, err, report) = deploy("fixed").await;
     assert_eq!(code, 0, "{err}");
-    let report = env
-        .cluster
-        .client()
-        .service_report("rl", "web")
-        .await
-        .unwrap();
     assert_eq!(
         (report.test.as_str(), report.outdated, report.running),
         ("passed", 0, 3),
