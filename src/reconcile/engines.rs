@@ -160,18 +160,14 @@ impl ContainerRuntime for Gated {
         self.pass("load an image for")?;
         self.inner.load_image(archive, limit).await
     }
-    async fn exec(
-        &self,
-        id: &str,
-        request: &CommandRequest,
-    ) -> Result<CommandOutput, RuntimeError> {
+    async fn exec(&self, id: &str, request: CommandRequest) -> Result<CommandOutput, RuntimeError> {
         self.pass("run a hook in")?;
         self.inner.exec(id, request).await
     }
     async fn run_once(
         &self,
         spec: &ContainerSpec,
-        request: &CommandRequest,
+        request: CommandRequest,
     ) -> Result<CommandOutput, RuntimeError> {
         self.pass("run a one-shot hook")?;
         self.inner.run_once(spec, request).await

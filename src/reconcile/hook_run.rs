@@ -10,16 +10,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use super::engines::Engines;
 use super::services::container_spec;
 use crate::replica::Replica;
-use crate::runtime::{CommandOutput, CommandRequest, ContainerRuntime};
+use crate::runtime::{ByteStream, CommandOutput, CommandRequest, ContainerRuntime, StdoutTo};
 use crate::state::{Command, HookKind, HookRun, Instance, Service};
-
-/// Most bytes a hook may write to stdout (a backup's artifact).
-pub const MAX_HOOK_STDOUT: usize = 256 << 20;
 
 /// How much of a hook's output its event carries.
 const EVENT_TAIL_CHARS: usize = 300;
@@ -32,7 +27,10 @@ pub struct HookCall<'a> {
     pub instance: &'a Instance,
     /// The running container an `instance` hook runs in.
     pub container: Option<&'a str>,
-    pub stdin: Option<Bytes>,
+    /// Fed to its stdin (a restore's artifact).
+    pub stdin: Option<ByteStream>,
+    /// Where its stdout goes (a backup's is sent to the artifact's store).
+    pub stdout: StdoutTo,
     /// A bound tighter than the hook's own timeout (a stop hook runs
     /// within the stop grace period).
     pub within: Option<Duration>,
@@ -54,6 +52,7 @@ impl<'a> HookCall<'a> {
                 .as_deref()
                 .filter(|_| instance.state == crate::state::InstanceState::Running),
             stdin: None,
+            stdout: StdoutTo::Tail,
             within: None,
         }
     }
@@ -103,38 +102,47 @@ fn engine_of(
 /// Runs `call`'s hook and records its event. `Err` says why it failed (a
 /// non-zero exit, a timeout, no running container), in one line.
 pub async fn run_hook(replica: &Replica, engines: &Engines, call: HookCall<'_>) -> HookResult {
-    let Some(hook) = call.service.spec.hooks.get(call.kind) else {
+    let HookCall {
+        kind,
+        service,
+        instance,
+        container,
+        stdin,
+        stdout,
+        within,
+    } = call;
+    let Some(hook) = service.spec.hooks.get(kind) else {
         return Err(HookFailure::could_not_run(format!(
             "{}/{} has no {} hook",
-            call.service.namespace,
-            call.service.name,
-            call.kind.name()
+            service.namespace,
+            service.name,
+            kind.name()
         )));
     };
     let own = Duration::from_secs(u64::from(hook.timeout_secs));
     let request = CommandRequest {
         command: hook.command.clone(),
-        stdin: call.stdin.clone(),
-        timeout: call.within.map_or(own, |within| within.min(own)),
-        max_stdout: MAX_HOOK_STDOUT,
+        stdin,
+        stdout,
+        timeout: within.map_or(own, |within| within.min(own)),
     };
     let started = Instant::now();
     let ran = async {
-        let engine = engine_of(replica, engines, call.instance)?;
+        let engine = engine_of(replica, engines, instance)?;
         let output = match hook.run {
             HookRun::Instance => {
-                let container = call.container.ok_or_else(|| {
+                let container = container.ok_or_else(|| {
                     format!(
                         "{} has no running container to run its {} hook in",
-                        call.instance.id,
-                        call.kind.name()
+                        instance.id,
+                        kind.name()
                     )
                 })?;
-                engine.exec(container, &request).await
+                engine.exec(container, request).await
             }
             HookRun::Oneshot => {
-                let spec = one_shot_spec(replica, call.service, call.instance, call.kind)?;
-                engine.run_once(&spec, &request).await
+                let spec = one_shot_spec(replica, service, instance, kind)?;
+                engine.run_once(&spec, request).await
             }
         };
         output.map_err(|e| e.to_string())
@@ -148,7 +156,7 @@ pub async fn run_hook(replica: &Replica, engines: &Engines, call: HookCall<'_>) 
             reason: format!(
                 "exited {}{}",
                 output.exit_code,
-                tail_of(&output, call.kind)
+                tail_of(&output)
                     .map(|t| format!(": {t}"))
                     .unwrap_or_default()
             ),
@@ -158,23 +166,23 @@ pub async fn run_hook(replica: &Replica, engines: &Engines, call: HookCall<'_>) 
     let message = match &result {
         Ok(output) => format!(
             "{} hook of {} exited 0 in {:.1} s{}",
-            call.kind.name(),
-            call.instance.id,
+            kind.name(),
+            instance.id,
             took.as_secs_f64(),
-            tail_of(output, call.kind)
+            tail_of(output)
                 .map(|t| format!(": {t}"))
                 .unwrap_or_default()
         ),
         Err(reason) => format!(
             "{} hook of {} failed after {:.1} s: {reason}",
-            call.kind.name(),
-            call.instance.id,
+            kind.name(),
+            instance.id,
             took.as_secs_f64()
         ),
     };
     let event = Command::RecordEvent {
-        kind: format!("hook.{}", call.kind.name()),
-        subject: format!("{}/{}", call.service.namespace, call.service.name),
+        kind: format!("hook.{}", kind.name()),
+        subject: format!("{}/{}", service.namespace, service.name),
         message,
     };
     if let Err(e) = replica.write_as_leader(event).await {
@@ -184,12 +192,12 @@ pub async fn run_hook(replica: &Replica, engines: &Engines, call: HookCall<'_>) 
 }
 
 /// The last line(s) of a run's output for its event: stderr, else stdout
-/// (never a backup's stdout, which is its artifact).
-fn tail_of(output: &CommandOutput, kind: HookKind) -> Option<String> {
-    let source = if !output.stderr_tail.is_empty() || kind == HookKind::Backup {
-        &output.stderr_tail
+/// (a backup's stdout is its artifact and was never kept).
+fn tail_of(output: &CommandOutput) -> Option<String> {
+    let source = if output.stderr_tail.is_empty() {
+        &output.stdout_tail
     } else {
-        &output.stdout
+        &output.stderr_tail
     };
     let text = String::from_utf8_lossy(source);
     let text = text.trim();
@@ -246,24 +254,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_event_shows_the_end_of_stderr_and_never_a_backup() {
+    fn an_event_shows_the_end_of_stderr_else_of_stdout() {
         let output = CommandOutput {
             exit_code: 0,
-            stdout: b"secret data".to_vec(),
+            stdout_tail: b"all good".to_vec(),
             stderr_tail: Vec::new(),
         };
-        assert_eq!(tail_of(&output, HookKind::Backup), None);
-        assert_eq!(
-            tail_of(&output, HookKind::Test).as_deref(),
-            Some("secret data")
-        );
+        assert_eq!(tail_of(&output).as_deref(), Some("all good"));
         let long = CommandOutput {
             exit_code: 1,
-            stdout: Vec::new(),
+            stdout_tail: b"ignored".to_vec(),
             stderr_tail: format!("{}\nlast line", "x".repeat(1000)).into_bytes(),
         };
-        let tail = tail_of(&long, HookKind::Test).unwrap();
+        let tail = tail_of(&long).unwrap();
         assert_eq!(tail.chars().count(), EVENT_TAIL_CHARS);
         assert!(tail.ends_with(" last line"), "{tail}");
+        assert_eq!(tail_of(&CommandOutput::default()), None);
     }
 }

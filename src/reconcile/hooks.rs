@@ -18,13 +18,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures::StreamExt;
 
 use super::controller::{Action, KeyName, Limits, OnStop, Reason, Reconciler};
 use super::engines::Engines;
-use super::hook_run::{run_hook, HookCall, MAX_HOOK_STDOUT};
+use super::hook_run::{run_hook, HookCall};
+use crate::replica::archives::MAX_ARCHIVE_BYTES;
 use crate::replica::Replica;
+use crate::runtime::{RuntimeError, StdoutTo};
 use crate::state::hooks::{JobState, SlotBackup, TestVerdict};
 use crate::state::{Command, HookKind, HookRun, Instance, InstanceState, Service};
+
+/// Chunks of a backup's artifact in flight between the hook and the store.
+const ARTIFACT_CHUNKS: usize = 16;
 
 /// How soon a test that could not run (no running instance of the version
 /// yet, an engine error) is tried again.
@@ -138,18 +144,26 @@ impl Hooks {
         let mut keepers = BTreeSet::from([self.replica.id]);
         for slot in 0..service.spec.replicas {
             let instance = slot_instance(service, instances, slot)?;
-            let call = HookCall::on_instance(HookKind::Backup, service, instance);
-            let output = run_hook(&self.replica, &self.engines, call)
-                .await
-                .map_err(|e| format!("slot {slot}: {e}"))?;
-            let artifact =
-                futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from(output.stdout))]);
-            let stored = self
-                .replica
-                .archives
-                .store(artifact, MAX_HOOK_STDOUT as u64, None)
-                .await
-                .map_err(|e| format!("slot {slot}: keeping its artifact: {e}"))?;
+            // The hook's stdout streams into the archive store as it comes.
+            let (sender, receiver) = tokio::sync::mpsc::channel::<Bytes>(ARTIFACT_CHUNKS);
+            let call = HookCall {
+                stdout: StdoutTo::Send(sender),
+                ..HookCall::on_instance(HookKind::Backup, service, instance)
+            };
+            let artifact = Box::pin(futures::stream::unfold(receiver, |mut receiver| async {
+                let chunk = receiver.recv().await?;
+                Some((Ok::<_, std::io::Error>(chunk), receiver))
+            }));
+            let (ran, stored) = tokio::join!(
+                run_hook(&self.replica, &self.engines, call),
+                self.replica
+                    .archives
+                    .store(artifact, MAX_ARCHIVE_BYTES, None),
+            );
+            // A store that stopped reading (too large, a full disk) is why
+            // the hook could not write on: its reason comes first.
+            let stored = stored.map_err(|e| format!("slot {slot}: keeping its artifact: {e}"))?;
+            ran.map_err(|e| format!("slot {slot}: {e}"))?;
             // Kept on a second manager before the backup is recorded, so
             // losing this one loses no backup.
             if let Some(peer) = self
@@ -184,11 +198,16 @@ impl Hooks {
                 .archive_from(&part.archive, keepers)
                 .await
                 .map_err(|e| format!("slot {}: the backup's artifact: {e}", part.slot))?;
-            let artifact = tokio::fs::read(&path)
+            let file = tokio::fs::File::open(&path)
                 .await
                 .map_err(|e| format!("slot {}: reading {}: {e}", part.slot, path.display()))?;
+            let artifact = tokio_util::io::ReaderStream::new(file)
+                .map(|chunk| {
+                    chunk.map_err(|e| RuntimeError::Engine(format!("reading the artifact: {e}")))
+                })
+                .boxed();
             let call = HookCall {
-                stdin: Some(Bytes::from(artifact)),
+                stdin: Some(artifact),
                 ..HookCall::on_instance(HookKind::Restore, service, instance)
             };
             run_hook(&self.replica, &self.engines, call)

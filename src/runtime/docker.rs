@@ -28,7 +28,7 @@ use tokio::sync::OnceCell;
 
 use super::{
     ByteStream, CommandChunk, CommandOutput, CommandRequest, ContainerInfo, ContainerRuntime,
-    ContainerSpec, ContainerState, ImageInfo, RegistryAuth, RuntimeError, RuntimeEvent,
+    ContainerSpec, ContainerState, ImageInfo, RegistryAuth, RuntimeError, RuntimeEvent, StdoutTo,
 };
 use crate::error_chain::error_chain;
 use crate::state::Protocol;
@@ -201,24 +201,29 @@ impl DockerRuntime {
     }
 
     /// Feeds `stdin` to a started command (then closes it) while its output
-    /// is collected, until the output ends.
+    /// is taken, until the output ends.
     async fn collect_output(
         &self,
         mut output: std::pin::Pin<
             Box<dyn futures::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
         >,
         mut input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
-        request: &CommandRequest,
+        stdin: Option<ByteStream>,
+        stdout: &StdoutTo,
     ) -> Result<CommandOutput, RuntimeError> {
         use tokio::io::AsyncWriteExt;
         let feed = async {
-            if let Some(stdin) = &request.stdin {
-                // A command that exits without reading all of its stdin is
-                // not an error: its exit code says how it went.
-                let _ = input.write_all(stdin).await;
+            if let Some(mut stdin) = stdin {
+                while let Some(chunk) = stdin.next().await {
+                    // A command that exits without reading all of its
+                    // stdin is not an error: its exit code says how it went.
+                    if input.write_all(&chunk?).await.is_err() {
+                        break;
+                    }
+                }
                 let _ = input.shutdown().await;
             }
-            input
+            Ok::<_, RuntimeError>(input)
         };
         let read = async {
             let mut collected = CommandOutput::default();
@@ -229,11 +234,12 @@ impl DockerRuntime {
                     LogOutput::Console { message } => CommandChunk::Stdout(message),
                     LogOutput::StdIn { .. } => continue,
                 };
-                collected.take(chunk, request.max_stdout)?;
+                collected.take(chunk, stdout).await?;
             }
             Ok::<_, RuntimeError>(collected)
         };
-        let (_input, collected) = tokio::join!(feed, read);
+        let (fed, collected) = tokio::join!(feed, read);
+        fed?;
         collected
     }
 
@@ -1042,18 +1048,20 @@ impl ContainerRuntime for DockerRuntime {
         }
     }
 
-    async fn exec(
-        &self,
-        id: &str,
-        request: &CommandRequest,
-    ) -> Result<CommandOutput, RuntimeError> {
+    async fn exec(&self, id: &str, request: CommandRequest) -> Result<CommandOutput, RuntimeError> {
+        let CommandRequest {
+            command,
+            stdin,
+            stdout,
+            timeout,
+        } = request;
         let work = async {
             let client = self.client().await?;
             let options = CreateExecOptions::<String> {
-                attach_stdin: Some(request.stdin.is_some()),
+                attach_stdin: Some(stdin.is_some()),
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
-                cmd: Some(request.command.clone()),
+                cmd: Some(command),
                 ..Default::default()
             };
             let created = client.create_exec(id, options).await.map_err(|e| match e {
@@ -1083,7 +1091,7 @@ impl ContainerRuntime for DockerRuntime {
                     "the engine started the command detached".into(),
                 ));
             };
-            let mut collected = self.collect_output(output, input, request).await?;
+            let mut collected = self.collect_output(output, input, stdin, &stdout).await?;
             // The output ends as the command does; its exit code follows.
             loop {
                 let inspected = client
@@ -1097,24 +1105,30 @@ impl ContainerRuntime for DockerRuntime {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         };
-        match tokio::time::timeout(request.timeout, work).await {
+        match tokio::time::timeout(timeout, work).await {
             Ok(result) => result,
-            Err(_) => Err(self.timeout("exec", request.timeout)),
+            Err(_) => Err(self.timeout("exec", timeout)),
         }
     }
 
     async fn run_once(
         &self,
         spec: &ContainerSpec,
-        request: &CommandRequest,
+        request: CommandRequest,
     ) -> Result<CommandOutput, RuntimeError> {
+        let CommandRequest {
+            command,
+            stdin,
+            stdout,
+            timeout,
+        } = request;
         self.remove(&spec.name).await?;
         self.make_volumes(spec).await?;
         let mut body = create_body(spec);
-        body.entrypoint = Some(request.command.clone());
+        body.entrypoint = Some(command);
         body.cmd = None;
-        body.attach_stdin = Some(request.stdin.is_some());
-        body.open_stdin = Some(request.stdin.is_some());
+        body.attach_stdin = Some(stdin.is_some());
+        body.open_stdin = Some(stdin.is_some());
         body.stdin_once = Some(true);
         body.attach_stdout = Some(true);
         body.attach_stderr = Some(true);
@@ -1136,7 +1150,7 @@ impl ContainerRuntime for DockerRuntime {
             let client = self.client().await?;
             let attach = bollard::query_parameters::AttachContainerOptionsBuilder::new()
                 .stream(true)
-                .stdin(request.stdin.is_some())
+                .stdin(stdin.is_some())
                 .stdout(true)
                 .stderr(true)
                 .build();
@@ -1146,7 +1160,7 @@ impl ContainerRuntime for DockerRuntime {
                 .map_err(|e| self.map_error(e))?;
             self.start(&id).await?;
             let mut collected = self
-                .collect_output(attached.output, attached.input, request)
+                .collect_output(attached.output, attached.input, stdin, &stdout)
                 .await?;
             loop {
                 match self.inspect(&id).await? {
@@ -1161,9 +1175,9 @@ impl ContainerRuntime for DockerRuntime {
                 }
             }
         };
-        let outcome = match tokio::time::timeout(request.timeout, work).await {
+        let outcome = match tokio::time::timeout(timeout, work).await {
             Ok(result) => result,
-            Err(_) => Err(self.timeout("one-shot run", request.timeout)),
+            Err(_) => Err(self.timeout("one-shot run", timeout)),
         };
         // Whatever happened, the one-shot container goes.
         let removed = self.remove(&id).await;

@@ -26,8 +26,8 @@ use futures::stream::{BoxStream, StreamExt};
 use tokio::sync::broadcast;
 
 use super::{
-    ByteStream, CommandOutput, CommandRequest, ContainerInfo, ContainerRuntime, ContainerSpec,
-    ContainerState, ImageInfo, RegistryAuth, RuntimeError, RuntimeEvent,
+    ByteStream, CommandChunk, CommandOutput, CommandRequest, ContainerInfo, ContainerRuntime,
+    ContainerSpec, ContainerState, ImageInfo, RegistryAuth, RuntimeError, RuntimeEvent,
 };
 
 /// A fake registry: tags and the digests they point at, the account it
@@ -185,7 +185,8 @@ pub struct RanCommand {
     pub stdin: Option<Bytes>,
 }
 
-/// What answers the commands the fake engine runs.
+/// What answers the commands the fake engine runs: the exit code, and
+/// what the command writes (`stdout_tail` is its whole stdout).
 pub type CommandAnswer = Arc<dyn Fn(&RanCommand) -> CommandOutput + Send + Sync>;
 
 /// The commands run, and what answers them (none: every run is refused).
@@ -227,16 +228,56 @@ impl MemoryRuntime {
         self.commands.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records `ran` and answers it.
-    fn run_command(&self, ran: RanCommand) -> Result<CommandOutput, RuntimeError> {
-        let mut commands = self.commands_lock();
-        commands.ran.push(ran.clone());
-        let answer = commands
-            .answer
-            .clone()
-            .ok_or_else(|| RuntimeError::Invalid("the in-memory engine runs no programs".into()))?;
-        drop(commands);
-        Ok(answer(&ran))
+    /// Records the command `request` runs in `container` and answers it:
+    /// the answer's stdout goes where the request says.
+    async fn run_command(
+        &self,
+        container: String,
+        one_shot: bool,
+        volumes: Vec<String>,
+        request: CommandRequest,
+    ) -> Result<CommandOutput, RuntimeError> {
+        let CommandRequest {
+            command,
+            stdin,
+            stdout,
+            timeout: _,
+        } = request;
+        let stdin = match stdin {
+            Some(stream) => {
+                let chunks: Vec<Bytes> = stream
+                    .collect::<Vec<_>>()
+                    .await
+                    .into_iter()
+                    .collect::<Result<_, _>>()?;
+                Some(Bytes::from(chunks.concat()))
+            }
+            None => None,
+        };
+        let ran = RanCommand {
+            one_shot,
+            container,
+            volumes,
+            command,
+            stdin,
+        };
+        let answer = {
+            let mut commands = self.commands_lock();
+            commands.ran.push(ran.clone());
+            commands.answer.clone().ok_or_else(|| {
+                RuntimeError::Invalid("the in-memory engine runs no programs".into())
+            })?
+        };
+        let answered = answer(&ran);
+        let mut output = CommandOutput {
+            exit_code: answered.exit_code,
+            stdout_tail: Vec::new(),
+            stderr_tail: answered.stderr_tail,
+        };
+        output
+            .take(CommandChunk::Stdout(answered.stdout_tail.into()), &stdout)
+            .await?;
+        Ok(output)
     }
 
     /// The named volumes the engine holds.
@@ -715,11 +756,7 @@ impl ContainerRuntime for MemoryRuntime {
         Ok(())
     }
 
-    async fn exec(
-        &self,
-        id: &str,
-        request: &CommandRequest,
-    ) -> Result<CommandOutput, RuntimeError> {
+    async fn exec(&self, id: &str, request: CommandRequest) -> Result<CommandOutput, RuntimeError> {
         self.delay().await;
         let name = {
             let engine = self.reach()?;
@@ -734,19 +771,13 @@ impl ContainerRuntime for MemoryRuntime {
             }
             container.spec.name.clone()
         };
-        self.run_command(RanCommand {
-            container: name,
-            one_shot: false,
-            volumes: Vec::new(),
-            command: request.command.clone(),
-            stdin: request.stdin.clone(),
-        })
+        self.run_command(name, false, Vec::new(), request).await
     }
 
     async fn run_once(
         &self,
         spec: &ContainerSpec,
-        request: &CommandRequest,
+        request: CommandRequest,
     ) -> Result<CommandOutput, RuntimeError> {
         self.delay().await;
         {
@@ -760,13 +791,9 @@ impl ContainerRuntime for MemoryRuntime {
                 .volumes
                 .extend(spec.named_volumes.iter().map(|v| v.name.clone()));
         }
-        self.run_command(RanCommand {
-            container: spec.name.clone(),
-            one_shot: true,
-            volumes: spec.named_volumes.iter().map(|v| v.name.clone()).collect(),
-            command: request.command.clone(),
-            stdin: request.stdin.clone(),
-        })
+        let volumes = spec.named_volumes.iter().map(|v| v.name.clone()).collect();
+        self.run_command(spec.name.clone(), true, volumes, request)
+            .await
     }
 
     async fn remove_image(&self, reference: &str) -> Result<(), RuntimeError> {

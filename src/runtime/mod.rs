@@ -168,48 +168,63 @@ impl std::fmt::Debug for RegistryAuth {
 }
 
 /// A command run inside a container or in a one-shot container (a hook).
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommandRequest {
     /// The program and its arguments.
     pub command: Vec<String>,
     /// Fed to its stdin, which is then closed; `None`: no stdin.
-    pub stdin: Option<Bytes>,
+    pub stdin: Option<ByteStream>,
+    /// Where its stdout goes.
+    pub stdout: StdoutTo,
     /// Longest run: a command still running then fails with `Timeout`.
     pub timeout: Duration,
-    /// Most stdout bytes kept: more fails the run (`Invalid`).
-    pub max_stdout: usize,
+}
+
+/// Where a command's stdout goes.
+pub enum StdoutTo {
+    /// Its last [`OUTPUT_TAIL_BYTES`] are kept in the output.
+    Tail,
+    /// Every chunk is sent, in order (a backup's artifact); a receiver
+    /// that is gone fails the run.
+    Send(tokio::sync::mpsc::Sender<Bytes>),
 }
 
 /// What a finished command left.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CommandOutput {
     pub exit_code: i64,
-    /// Everything it wrote to stdout (at most the request's `max_stdout`).
-    pub stdout: Vec<u8>,
+    /// The last [`OUTPUT_TAIL_BYTES`] of its stdout (nothing when it was
+    /// sent on).
+    pub stdout_tail: Vec<u8>,
     /// The last [`OUTPUT_TAIL_BYTES`] of its stderr.
     pub stderr_tail: Vec<u8>,
 }
 
-/// How much of a command's stderr is kept.
+/// How much of a command's stdout and stderr is kept.
 pub const OUTPUT_TAIL_BYTES: usize = 4096;
 
+fn keep_tail(tail: &mut Vec<u8>, bytes: &[u8]) {
+    tail.extend_from_slice(bytes);
+    let over = tail.len().saturating_sub(OUTPUT_TAIL_BYTES);
+    tail.drain(..over);
+}
+
 impl CommandOutput {
-    /// Collects one chunk of output; `Err` when stdout outgrows `max_stdout`.
-    pub fn take(&mut self, chunk: CommandChunk, max_stdout: usize) -> Result<(), RuntimeError> {
-        match chunk {
-            CommandChunk::Stdout(bytes) => {
-                if self.stdout.len() + bytes.len() > max_stdout {
-                    return Err(RuntimeError::Invalid(format!(
-                        "the command wrote more than {max_stdout} bytes to stdout"
-                    )));
-                }
-                self.stdout.extend_from_slice(&bytes);
+    /// Takes one chunk of output: kept, or sent where `stdout` says.
+    pub async fn take(
+        &mut self,
+        chunk: CommandChunk,
+        stdout: &StdoutTo,
+    ) -> Result<(), RuntimeError> {
+        match (chunk, stdout) {
+            (CommandChunk::Stdout(bytes), StdoutTo::Send(sender)) => {
+                sender.send(bytes).await.map_err(|_| {
+                    RuntimeError::Invalid("the command's stdout is no longer read".into())
+                })?;
             }
-            CommandChunk::Stderr(bytes) => {
-                self.stderr_tail.extend_from_slice(&bytes);
-                let over = self.stderr_tail.len().saturating_sub(OUTPUT_TAIL_BYTES);
-                self.stderr_tail.drain(..over);
+            (CommandChunk::Stdout(bytes), StdoutTo::Tail) => {
+                keep_tail(&mut self.stdout_tail, &bytes)
             }
+            (CommandChunk::Stderr(bytes), _) => keep_tail(&mut self.stderr_tail, &bytes),
         }
         Ok(())
     }
@@ -333,8 +348,7 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn load_image(&self, archive: ByteStream, limit: Duration) -> Result<(), RuntimeError>;
     /// Runs a command inside the running container `id` (an exec), feeding
     /// it `request.stdin`; its exit code and output.
-    async fn exec(&self, id: &str, request: &CommandRequest)
-        -> Result<CommandOutput, RuntimeError>;
+    async fn exec(&self, id: &str, request: CommandRequest) -> Result<CommandOutput, RuntimeError>;
     /// Runs a command in a new container made from `spec` (its image, env,
     /// labels and volumes; the command replaces its entrypoint), then
     /// removes that container, whatever happened. A container left with
@@ -342,7 +356,7 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     async fn run_once(
         &self,
         spec: &ContainerSpec,
-        request: &CommandRequest,
+        request: CommandRequest,
     ) -> Result<CommandOutput, RuntimeError>;
     /// Builds `context` (a tar with a Dockerfile at its root) as `tag`,
     /// sending each line of the build's output to `log`; bounded by

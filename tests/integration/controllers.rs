@@ -645,7 +645,7 @@ async fn a_one_shot_start_hook_runs_before_the_container_and_holds_it_while_it_f
         .engine
         .answer_commands(Arc::new(move |_| raftvisor::runtime::CommandOutput {
             exit_code: if answer.load(Ordering::SeqCst) { 4 } else { 0 },
-            stdout: Vec::new(),
+            stdout_tail: Vec::new(),
             stderr_tail: b"not ready".to_vec(),
         }));
     deploy_spec(
@@ -697,4 +697,125 @@ async fn a_one_shot_start_hook_runs_before_the_container_and_holds_it_while_it_f
         runs,
         "a passed start hook does not run again"
     );
+}
+
+/// A backup streams each slot's stdout into an archive the replica keeps;
+/// a restore from it feeds each slot's archive to the restore hook of the
+/// same slot.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_keeps_each_slots_stdout_and_a_restore_feeds_it_back() {
+    use raftvisor::state::hooks::JobState;
+    let world = start().await;
+    world
+        .engine
+        .answer_commands(Arc::new(|ran| raftvisor::runtime::CommandOutput {
+            exit_code: 0,
+            // The backup writes whose data it is.
+            stdout_tail: if ran.command[0] == "dump" {
+                format!("data of {}", ran.container).into_bytes()
+            } else {
+                Vec::new()
+            },
+            stderr_tail: Vec::new(),
+        }));
+    deploy_spec(
+        &world.replica,
+        "db",
+        serde_json::json!({
+            "image": "raftvisor-echo:dev",
+            "replicas": 2,
+            "volumes": [{"name": "data", "mount": "/data"}],
+            "hooks": {
+                "backup": {"command": ["dump"]},
+                "restore": {"command": ["load"], "run": "oneshot"},
+            },
+        }),
+    )
+    .await;
+    wait_running(&world.replica, "db", 2).await;
+    let job = |id: &str, command: Command| {
+        let replica = world.replica.clone();
+        let id = id.to_string();
+        async move {
+            replica.write(command).await.unwrap();
+            eventually(
+                &format!("job {id} ends"),
+                Duration::from_secs(10),
+                || async {
+                    let state = replica.sm.read(|s| {
+                        s.hooks
+                            .backups
+                            .get(&id)
+                            .map(|b| b.state.clone())
+                            .or_else(|| s.hooks.restores.get(&id).map(|r| r.state.clone()))
+                    });
+                    match state {
+                        Some(JobState::Running) | None => Err(format!("{state:?}")),
+                        Some(ended) => Ok(ended),
+                    }
+                },
+            )
+            .await
+        }
+    };
+    let ended = job(
+        "b1",
+        Command::RequestBackup {
+            id: "b1".into(),
+            namespace: "ctl".into(),
+            service: "db".into(),
+        },
+    )
+    .await;
+    assert_eq!(ended, JobState::Done);
+    let backup = world.replica.sm.read(|s| s.hooks.backups["b1"].clone());
+    assert_eq!(backup.slots.len(), 2);
+    for part in &backup.slots {
+        let path = world
+            .replica
+            .archives
+            .path(&part.archive)
+            .expect("the replica keeps the artifact");
+        let text = std::fs::read_to_string(path).unwrap();
+        assert!(
+            text.starts_with("data of rv-") && text.contains(&format!("ctl.db.{}", part.slot)),
+            "slot {}: {text}",
+            part.slot
+        );
+        assert_eq!(part.bytes, text.len() as u64);
+    }
+
+    let ended = job(
+        "r1",
+        Command::RequestRestore {
+            id: "r1".into(),
+            namespace: "ctl".into(),
+            service: "db".into(),
+            backup: "b1".into(),
+        },
+    )
+    .await;
+    assert_eq!(ended, JobState::Done);
+    let loads: Vec<_> = world
+        .engine
+        .ran_commands()
+        .into_iter()
+        .filter(|r| r.command == ["load"])
+        .collect();
+    assert_eq!(loads.len(), 2, "{loads:?}");
+    for load in &loads {
+        let stdin = String::from_utf8(load.stdin.clone().unwrap().to_vec()).unwrap();
+        assert!(load.one_shot && load.volumes.len() == 1, "{load:?}");
+        let slot = load.volumes[0]
+            .split("ctl.db.")
+            .nth(1)
+            .unwrap()
+            .split('-')
+            .next()
+            .unwrap();
+        assert!(
+            stdin.contains(&format!("ctl.db.{slot}")),
+            "slot {slot} got its own artifact: {stdin}"
+        );
+    }
 }
