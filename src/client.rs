@@ -766,6 +766,36 @@ impl Client {
         self.call(Method::GET, &path, &[], None, None).await
     }
 
+    // ---- templates ----
+
+    pub async fn template_list(&self) -> Result<Vec<crate::wire::TemplateEntry>, ClientError> {
+        self.call(Method::GET, "/v1/templates", &[], None, None)
+            .await
+    }
+
+    pub async fn template(&self, name: &str) -> Result<crate::wire::TemplateEntry, ClientError> {
+        let path = format!("/v1/templates/{}", urlencode(name));
+        self.call(Method::GET, &path, &[], None, None).await
+    }
+
+    /// Adds (or replaces) the template `text` defines, named `name`.
+    pub async fn template_put(
+        &self,
+        name: &str,
+        text: &str,
+    ) -> Result<crate::wire::TemplateEntry, ClientError> {
+        let path = format!("/v1/templates/{}", urlencode(name));
+        let body = Some(Body::Raw(text.as_bytes().to_vec()));
+        self.call(Method::PUT, &path, &[], body, None).await
+    }
+
+    pub async fn template_remove(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/templates/{}", urlencode(name));
+        self.delete::<serde_json::Value>(&path, &[], None)
+            .await
+            .map(drop)
+    }
+
     // ---- registries ----
 
     /// Stores the account the cluster pulls from `host` with.

@@ -458,3 +458,32 @@ pub struct RestoreBody {
     /// same slots): slot N's artifact goes to slot N's restore hook.
     pub from: String,
 }
+
+/// A template the cluster keeps (`GET /v1/templates`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+pub struct TemplateEntry {
+    pub name: String,
+    pub description: String,
+    /// The members' image.
+    pub image: String,
+    pub added_ms: u64,
+    /// The TOML text as it was added.
+    pub text: String,
+}
+
+impl TemplateEntry {
+    /// The entry of `record`, read through its parsed template.
+    pub fn of(record: &crate::state::templates::TemplateRecord) -> TemplateEntry {
+        let parsed = crate::state::templates::Template::parse(&record.text).ok();
+        TemplateEntry {
+            name: record.name.clone(),
+            description: parsed
+                .as_ref()
+                .map(|t| t.description.clone())
+                .unwrap_or_default(),
+            image: parsed.map(|t| t.image).unwrap_or_default(),
+            added_ms: record.added_ms,
+            text: record.text.clone(),
+        }
+    }
+}

@@ -25,6 +25,7 @@ pub mod prometheus_sd;
 pub mod registries;
 pub mod services;
 pub mod sessions;
+pub mod templates;
 pub mod tokens;
 pub mod ui;
 pub mod volumes;
@@ -126,6 +127,13 @@ pub fn router(replica: Arc<Replica>) -> Router {
             get(backups::get).delete(backups::remove),
         )
         .route("/v1/restores/{id}", get(backups::get_restore))
+        .route("/v1/templates", get(templates::list))
+        .route(
+            "/v1/templates/{name}",
+            get(templates::get)
+                .put(templates::put)
+                .delete(templates::remove),
+        )
         .route("/v1/volumes", get(volumes::list))
         .route("/v1/volumes/{name}", axum::routing::delete(volumes::remove))
         .route("/v1/registries", get(registries::list))

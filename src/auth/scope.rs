@@ -188,6 +188,8 @@ mod tests {
             (Method::GET, "/v1/backups/a.web.1"),
             (Method::DELETE, "/v1/backups/a.web.1"),
             (Method::GET, "/v1/restores/a.web.1.restore"),
+            (Method::GET, "/v1/templates"),
+            (Method::PUT, "/v1/templates/etcd"),
             (Method::POST, "/v1/services/c/web/backups"),
             (Method::GET, "/v1/registries"),
             (Method::GET, "/metrics"),

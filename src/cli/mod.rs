@@ -10,6 +10,7 @@ pub mod image;
 pub mod output;
 pub mod registry;
 pub mod rollout;
+pub mod template;
 pub mod volume;
 
 use std::collections::BTreeMap;
@@ -99,6 +100,9 @@ pub enum Command {
     /// Backups taken by `service backup`: show or remove one.
     #[command(subcommand)]
     Backup(backup::BackupCommand),
+    /// Templates of clustered third-party services (TOML).
+    #[command(subcommand)]
+    Template(template::TemplateCommand),
     /// Create the cluster CA and issue certificates (no cluster needed).
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -543,6 +547,7 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
         Command::Image(image) => image::run(&client, format, image).await,
         Command::Volume(volume) => volume::run(&client, format, volume).await,
         Command::Backup(command) => backup::run(&client, format, command).await,
+        Command::Template(command) => template::run(&client, format, command).await,
     }
 }
 

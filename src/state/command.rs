@@ -355,6 +355,15 @@ pub enum Command {
         service: String,
         verdict: super::hooks::TestVerdict,
     },
+    /// `template add`: keeps (or replaces) a template, checked first.
+    PutTemplate {
+        name: String,
+        text: String,
+    },
+    /// `template rm`.
+    RemoveTemplate {
+        name: String,
+    },
 }
 
 /// A command as it travels through Raft; a persisted record with a

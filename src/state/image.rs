@@ -11,6 +11,7 @@ use super::image_catalog::ImageCatalog;
 use super::manager_template::ManagerTemplate;
 use super::migrate::{Migrate, Versioned};
 use super::sessions::SessionBook;
+use super::templates::TemplateBook;
 use super::types::{Event, Instance, KvEntry, Manager, Node, Service, TokenLimits, TokenRecord};
 use super::volumes::VolumeBook;
 
@@ -44,13 +45,16 @@ pub struct StateImage {
     pub volumes: Versioned<VolumeBook>,
     /// Backups and the verdicts of test hooks.
     pub hooks: Versioned<HookBook>,
+    /// Templates of clustered third-party services.
+    pub templates: Versioned<TemplateBook>,
 }
 
 impl Migrate for StateImage {
     const VERSION_MARKER: &'static [u8] = b"SI08";
     type Previous = v7::StateImage;
 
-    /// Hooks had left nothing: the book starts empty.
+    /// Hooks had left nothing and there were no templates: both books
+    /// start empty.
     fn migrate(previous: v7::StateImage) -> StateImage {
         let v7::StateImage {
             cluster_id,
@@ -94,6 +98,7 @@ impl Migrate for StateImage {
             sessions,
             volumes,
             hooks: Versioned(HookBook::default()),
+            templates: Versioned(TemplateBook::default()),
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod migrate;
 mod quotas;
 pub mod sessions;
 pub mod supervision;
+pub mod templates;
 pub mod tokens;
 pub mod touched;
 pub mod types;
@@ -108,6 +109,8 @@ pub struct State {
     pub volumes: volumes::VolumeBook,
     /// Backups and the verdicts of test hooks.
     pub hooks: hooks::HookBook,
+    /// Templates of clustered third-party services.
+    pub templates: templates::TemplateBook,
     /// Who asked for the command being applied ([`Command::As`]); only
     /// set while it is applied, so its events name them.
     actor: Option<Actor>,
@@ -163,6 +166,7 @@ impl State {
             sessions: migrate::Versioned(self.sessions.clone()),
             volumes: migrate::Versioned(self.volumes.clone()),
             hooks: migrate::Versioned(self.hooks.clone()),
+            templates: migrate::Versioned(self.templates.clone()),
         }
     }
 
@@ -211,6 +215,7 @@ impl State {
             sessions: image.sessions.0,
             volumes: image.volumes.0,
             hooks: image.hooks.0,
+            templates: image.templates.0,
             actor: None,
             dedup,
         }
@@ -736,6 +741,32 @@ impl State {
                 }
                 self.hooks.record_verdict(namespace, service, verdict);
                 Outcome::Done
+            }
+            Command::PutTemplate { name, text } => match self.templates.put(name, text, time_ms) {
+                Ok(template) => {
+                    self.event(
+                        index,
+                        time_ms,
+                        "template.added",
+                        name,
+                        format!("template {name} (image {}) added", template.image),
+                    );
+                    Outcome::Done
+                }
+                Err(reason) => Outcome::Rejected(reason.to_string()),
+            },
+            Command::RemoveTemplate { name } => {
+                if !self.templates.remove(name) {
+                    return Outcome::NotFound;
+                }
+                self.event(
+                    index,
+                    time_ms,
+                    "template.removed",
+                    name,
+                    format!("template {name} removed"),
+                );
+                Outcome::Deleted
             }
             Command::As { actor, command } => {
                 let outer = self.actor.replace(actor.clone());

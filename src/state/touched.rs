@@ -156,6 +156,7 @@ pub fn touched(command: &Command, outcome: &Outcome) -> Vec<Touched> {
         | Command::PutRegistryLogin { .. }
         | Command::RemoveRegistryLogin { .. } => vec![Touched::Images],
         Command::ImageOnNode { .. } => Vec::new(),
+        Command::PutTemplate { .. } | Command::RemoveTemplate { .. } => Vec::new(),
         Command::KvPut { .. }
         | Command::KvDelete { .. }
         | Command::KvAcquire { .. }

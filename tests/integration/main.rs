@@ -38,6 +38,7 @@ mod scripts;
 mod secrets;
 mod static_provider;
 mod supervisor;
+mod templates;
 mod tls;
 mod volumes;
 mod watchdog;
