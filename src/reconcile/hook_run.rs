@@ -222,12 +222,17 @@ fn one_shot_spec(
     instance: &Instance,
     kind: HookKind,
 ) -> Result<crate::runtime::ContainerSpec, String> {
-    let (cluster, image) = replica.sm.read(|s| {
+    let (cluster, image, address) = replica.sm.read(|s| {
         let image = s
             .images
             .pin(&service.namespace, &service.name, service.version)
             .map_or_else(|| service.spec.image.clone(), str::to_string);
-        (s.cluster_id.clone().unwrap_or_default(), image)
+        let address = instance
+            .node
+            .as_ref()
+            .and_then(|node| s.nodes.get(node))
+            .map(|node| node.published_address());
+        (s.cluster_id.clone().unwrap_or_default(), image, address)
     });
     let mut spec = container_spec(
         &cluster,
@@ -239,6 +244,10 @@ fn one_shot_spec(
         replica.secrets.as_deref(),
     )
     .map_err(|e| e.to_string())?;
+    if let Some(address) = address {
+        spec.env
+            .insert(super::services::NODE_ADDRESS_ENV.into(), address);
+    }
     spec.name = format!("{}-hook-{}", spec.name, kind.name());
     spec.labels = [
         (super::labels::HOOK.to_string(), kind.name().to_string()),

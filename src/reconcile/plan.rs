@@ -237,8 +237,10 @@ pub fn plan(input: &PlanInput, loads: &mut Loads) -> Vec<Action> {
         }
         let Some(container) = container else {
             // Its earlier container is being removed (above): the next
-            // round, woken by its removal, creates this one.
-            if service.spec.volumes.is_empty() || !stale_slots.contains(&slot) {
+            // round, woken by its removal, creates this one — at once,
+            // unless the two would share a volume or a fixed host port.
+            let exclusive = !service.spec.volumes.is_empty() || service.spec.holds_host_ports();
+            if !exclusive || !stale_slots.contains(&slot) {
                 actions.push(Action::Create {
                     instance: instance.clone(),
                 });
@@ -337,7 +339,18 @@ fn place(
     loads: &mut Loads,
 ) {
     let spec = &input.service.spec;
-    match choose_node(spec, input.nodes, loads, counts, exclude) {
+    // Two slots publishing the same fixed host port cannot share a node.
+    let taken: Vec<&str> = if spec.holds_host_ports() {
+        counts
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(node, _)| node.as_str())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let exclude: Vec<&str> = exclude.iter().copied().chain(taken).collect();
+    match choose_node(spec, input.nodes, loads, counts, &exclude) {
         Ok(node) => {
             *counts.entry(node.clone()).or_default() += 1;
             loads.add(&node, &spec.resources);
@@ -769,6 +782,36 @@ mod tests {
             .filter(|a| matches!(a, Action::Place { .. }))
             .collect();
         assert!(places.is_empty(), "{places:?}");
+    }
+
+    #[test]
+    fn slots_with_a_fixed_host_port_go_to_different_nodes() {
+        let mut world = World::new(3);
+        world.service.spec.ports = vec![crate::state::PortSpec {
+            name: "peer".into(),
+            container_port: 2380,
+            protocol: Protocol::Tcp,
+            weight: 1,
+            host_port: Some(12380),
+        }];
+        let actions = world.plan();
+        let places: Vec<&str> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Place { node, .. } => Some(node.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut distinct = places.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!((places.len(), distinct.len()), (2, 2), "{actions:?}");
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Unplaceable { slot: 2, .. })),
+            "a third slot has no node left: {actions:?}"
+        );
     }
 
     #[test]

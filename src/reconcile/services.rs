@@ -958,7 +958,7 @@ impl Services {
             &self.settings.container_dns,
             self.replica.secrets.as_deref(),
         );
-        let spec = match spec {
+        let mut spec = match spec {
             Ok(spec) => spec,
             Err(e) => {
                 self.create_failed(service, &instance, node, failure_key, e.to_string())
@@ -966,6 +966,8 @@ impl Services {
                 return;
             }
         };
+        spec.env
+            .insert(NODE_ADDRESS_ENV.into(), node.published_address());
         if !self.record_volumes(service, &instance, node, &spec).await {
             return;
         }
@@ -1397,6 +1399,10 @@ pub fn pin_for(image: &str, repo_digests: &[String]) -> String {
     }
 }
 
+/// The container env variable that holds the address its node publishes
+/// (with a fixed host port, where others reach it).
+pub const NODE_ADDRESS_ENV: &str = "RAFTVISOR_NODE_ADDRESS";
+
 /// The engine-side description of an instance's container, created from
 /// `image`, with the service's secret env unsealed by `secrets`.
 pub fn container_spec(
@@ -1433,7 +1439,7 @@ pub fn container_spec(
             .map(|p| PortBinding {
                 container_port: p.container_port,
                 protocol: p.protocol,
-                host_port: None,
+                host_port: p.host_port,
                 host_ip: None,
             })
             .collect(),

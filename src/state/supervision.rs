@@ -85,13 +85,16 @@ fn template_fields(spec: &super::ServiceSpec) -> Vec<(&'static str, String)> {
                 container_port,
                 protocol,
                 weight,
+                host_port,
             } = port;
-            object(&[
+            let mut fields = vec![
                 ("name", json(name)),
                 ("container_port", json(container_port)),
                 ("protocol", json(protocol)),
                 ("weight", json(weight)),
-            ])
+            ];
+            push_unless_default(&mut fields, "host_port", host_port);
+            object(&fields)
         })
         .collect();
     let super::Resources {

@@ -43,10 +43,50 @@ pub struct PortSpec {
     /// SRV weight of this port.
     #[serde(default = "default_weight")]
     pub weight: u16,
+    /// Publish on this port of the node (every address) instead of one the
+    /// engine picks: a member of a clustered service can then name its own
+    /// address before it starts. The slots of a service with a fixed host
+    /// port run on different nodes.
+    #[serde(default)]
+    pub host_port: Option<u16>,
 }
 
 fn default_weight() -> u16 {
     1
+}
+
+/// Frozen: a port as specs wrote it before fixed host ports.
+pub mod port_spec_v1 {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct PortSpec {
+        pub name: String,
+        pub container_port: u16,
+        #[serde(default)]
+        pub protocol: Protocol,
+        #[serde(default = "default_weight")]
+        pub weight: u16,
+    }
+
+    impl From<PortSpec> for super::PortSpec {
+        fn from(port: PortSpec) -> super::PortSpec {
+            let PortSpec {
+                name,
+                container_port,
+                protocol,
+                weight,
+            } = port;
+            super::PortSpec {
+                name,
+                container_port,
+                protocol,
+                weight,
+                host_port: None,
+            }
+        }
+    }
 }
 
 /// Resources reserved for each instance; zero means "not limited".
@@ -371,6 +411,12 @@ impl ServiceSpec {
     pub fn waits_for_its_node(&self) -> bool {
         self.on_node_loss == OnNodeLoss::Wait && self.volumes.iter().any(VolumeSpec::is_node_local)
     }
+
+    /// Whether a slot publishes a port of its node that no other container
+    /// there may hold (a fixed host port).
+    pub fn holds_host_ports(&self) -> bool {
+        self.ports.iter().any(|port| port.host_port.is_some())
+    }
 }
 
 impl super::migrate::Migrate for ServiceSpec {
@@ -405,7 +451,7 @@ impl super::migrate::Migrate for ServiceSpec {
             command,
             env,
             secret_env,
-            ports,
+            ports: ports.into_iter().map(Into::into).collect(),
             replicas,
             resources,
             placement,
@@ -441,7 +487,7 @@ pub mod service_spec_v3 {
         #[serde(default)]
         pub secret_env: crate::secrets::SecretEnv,
         #[serde(default)]
-        pub ports: Vec<PortSpec>,
+        pub ports: Vec<port_spec_v1::PortSpec>,
         #[serde(default = "default_replicas")]
         pub replicas: u32,
         #[serde(default)]
@@ -530,7 +576,7 @@ pub mod service_spec_v2 {
         #[serde(default)]
         pub secret_env: crate::secrets::SecretEnv,
         #[serde(default)]
-        pub ports: Vec<PortSpec>,
+        pub ports: Vec<port_spec_v1::PortSpec>,
         #[serde(default = "default_replicas")]
         pub replicas: u32,
         #[serde(default)]
@@ -611,7 +657,7 @@ pub mod service_spec_v1 {
         #[serde(default)]
         pub secret_env: crate::secrets::SecretEnv,
         #[serde(default)]
-        pub ports: Vec<PortSpec>,
+        pub ports: Vec<port_spec_v1::PortSpec>,
         #[serde(default = "default_replicas")]
         pub replicas: u32,
         #[serde(default)]

@@ -120,6 +120,7 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), Invalid> {
         )));
     }
     let mut names = BTreeSet::new();
+    let mut host_ports = BTreeSet::new();
     for port in &spec.ports {
         dns_label("port name", &port.name)?;
         if port.container_port == 0 {
@@ -130,6 +131,20 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), Invalid> {
         }
         if !names.insert(port.name.as_str()) {
             return Err(Invalid(format!("port name {:?} is used twice", port.name)));
+        }
+        if let Some(host_port) = port.host_port {
+            if host_port == 0 {
+                return Err(Invalid(format!(
+                    "port {:?}: host_port must be 1-65535",
+                    port.name
+                )));
+            }
+            if !host_ports.insert((host_port, port.protocol.as_str())) {
+                return Err(Invalid(format!(
+                    "port {:?}: host_port {host_port} is published twice",
+                    port.name
+                )));
+            }
         }
     }
     for key in spec.env.keys().chain(spec.secret_env.0.keys()) {
@@ -558,6 +573,30 @@ mod tests {
         let spec: ServiceSpec =
             serde_json::from_value(serde_json::json!({"image": "x", "volumes": volumes})).unwrap();
         service_spec(&spec)
+    }
+
+    #[test]
+    fn fixed_host_ports_are_ports_and_published_once() {
+        let with_ports = |ports: serde_json::Value| -> Result<(), Invalid> {
+            let spec: ServiceSpec =
+                serde_json::from_value(serde_json::json!({"image": "x", "ports": ports})).unwrap();
+            service_spec(&spec)
+        };
+        let good = serde_json::json!([
+            {"name": "client", "container_port": 2379, "host_port": 12379},
+            {"name": "dns", "container_port": 53, "protocol": "udp", "host_port": 12379},
+        ]);
+        assert_eq!(with_ports(good), Ok(()));
+        let twice = serde_json::json!([
+            {"name": "a", "container_port": 1, "host_port": 9000},
+            {"name": "b", "container_port": 2, "host_port": 9000},
+        ]);
+        assert!(with_ports(twice)
+            .unwrap_err()
+            .to_string()
+            .contains("published twice"));
+        let zero = serde_json::json!([{"name": "a", "container_port": 1, "host_port": 0}]);
+        assert!(with_ports(zero).is_err());
     }
 
     #[test]

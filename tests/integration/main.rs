@@ -31,6 +31,7 @@ mod openapi;
 mod partitions;
 mod patroni;
 mod peer_identity;
+mod ports;
 mod registry_env;
 mod replication;
 mod runtime;
