@@ -4,6 +4,10 @@
 #   raftvisor:local       the agent (/raftvisor) with a static busybox shell
 #   raftvisor-echo:local  the HTTP echo/health server of the tests and demo,
 #                         with a static busybox shell for services' hooks
+#   raftvisor-etcd:local  etcd and etcdctl from Debian's packages, for the
+#                         etcd template (cluster-config/templates/etcd.toml)
+#   raftvisor-redis:local redis-server and redis-cli from Debian's packages,
+#                         for the Redis template (templates/redis.toml)
 # With --failpoints, only:
 #   raftvisor:failpoints  the agent built with the `failpoints` feature, for
 #                         the failure harness's canary runs (jepsen/)
@@ -105,9 +109,62 @@ build_image() {
     log "built $tag in $((SECONDS - started)) s ($(docker image inspect -f '{{ .Size }}' "$tag" | awk '{printf "%.1f MB", $1/1e6}'))"
 }
 
+# unpack_debs DIR PACKAGE...: Debian's packages downloaded and unpacked
+# into DIR (not installed).
+unpack_debs() {
+    local dir="$1"
+    shift
+    mkdir -p "$dir/.debs"
+    if ! (cd "$dir/.debs" && apt-get download "$@" >/dev/null 2>&1); then
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        (cd "$dir/.debs" && apt-get download "$@" >/dev/null)
+    fi
+    local deb
+    for deb in "$dir"/.debs/*.deb; do dpkg-deb -x "$deb" "$dir"; done
+}
+
+# stage_libraries DIR BINARY...: copies the shared libraries the binaries
+# link (as the loader finds them, the unpacked packages' first) into DIR
+# under the names they are linked by; prints their paths.
+stage_libraries() {
+    local dir="$1"
+    shift
+    mkdir -p "$dir"
+    local listing
+    listing="$(LD_LIBRARY_PATH="$debs/usr/lib/x86_64-linux-gnu:$debs/lib/x86_64-linux-gnu" ldd "$@")"
+    if grep -q "not found" <<<"$listing"; then
+        echo "$listing" >&2
+        die "a library of $* is missing (see above)"
+    fi
+    local name path
+    while read -r name path; do
+        cp -L "$path" "$dir/$name"
+        echo "$dir/$name"
+    done < <(awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 } $1 ~ /^\/.*ld-linux/ { n = split($1, p, "/"); print p[n], $1 }' <<<"$listing" | sort -u)
+}
+
 if $failpoints; then
     build_image raftvisor:failpoints images/raftvisor/Dockerfile "$bin_dir/raftvisor" "$busybox"
 else
     build_image raftvisor:local images/raftvisor/Dockerfile "$bin_dir/raftvisor" "$busybox"
     build_image raftvisor-echo:local images/echo/Dockerfile "$bin_dir/raftvisor-echo" "$busybox"
+    # etcd's and Redis's binaries, unpacked from Debian's packages (not
+    # installed: no etcd or Redis service starts on this machine), each
+    # image with the shared libraries its binaries link.
+    debs="$context_root/debs"
+    unpack_debs "$debs" etcd-server etcd-client \
+        redis-server redis-tools libjemalloc2 liblzf1 libatomic1
+    etcd_libs="$(stage_libraries "$context_root/etcd-libs" "$debs/usr/bin/etcd" "$debs/usr/bin/etcdctl")"
+    # shellcheck disable=SC2086 # one path per word
+    build_image raftvisor-etcd:local images/etcd/Dockerfile \
+        "$debs/usr/bin/etcd" "$debs/usr/bin/etcdctl" "$busybox" $etcd_libs
+    redis_libs="$(stage_libraries "$context_root/redis-libs" "$debs/usr/bin/redis-check-rdb" "$debs/usr/bin/redis-cli")"
+    # redis-server is a link to redis-check-rdb: the binary picks its role
+    # from the name it was started by.
+    cp "$debs/usr/bin/redis-check-rdb" "$context_root/redis-server"
+    # shellcheck disable=SC2086
+    build_image raftvisor-redis:local images/redis/Dockerfile \
+        "$context_root/redis-server" "$debs/usr/bin/redis-cli" "$busybox" $redis_libs
 fi

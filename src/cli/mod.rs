@@ -11,6 +11,7 @@ pub mod output;
 pub mod registry;
 pub mod rollout;
 pub mod template;
+pub mod tps;
 pub mod volume;
 
 use std::collections::BTreeMap;
@@ -103,6 +104,9 @@ pub enum Command {
     /// Templates of clustered third-party services (TOML).
     #[command(subcommand)]
     Template(template::TemplateCommand),
+    /// Clustered third-party services made from templates.
+    #[command(subcommand)]
+    Tps(tps::TpsCommand),
     /// Create the cluster CA and issue certificates (no cluster needed).
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -548,6 +552,7 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
         Command::Volume(volume) => volume::run(&client, format, volume).await,
         Command::Backup(command) => backup::run(&client, format, command).await,
         Command::Template(command) => template::run(&client, format, command).await,
+        Command::Tps(command) => tps::run(&client, command).await,
     }
 }
 

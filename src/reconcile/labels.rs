@@ -110,6 +110,11 @@ pub fn node_selector(cluster: &str, node: &str) -> BTreeMap<String, String> {
 
 pub use crate::state::supervision::template_fingerprint;
 
+/// The version of its service's spec a container was made from.
+pub fn spec_version(labels: &BTreeMap<String, String>) -> Option<u64> {
+    labels.get(SPEC_VERSION)?.parse().ok()
+}
+
 /// `(instance id, generation)` a container's labels claim, if any.
 pub fn owner(labels: &BTreeMap<String, String>) -> Option<(String, u64)> {
     let id = labels.get(INSTANCE)?.clone();

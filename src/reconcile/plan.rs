@@ -106,9 +106,15 @@ pub fn plan(input: &PlanInput, loads: &mut Loads) -> Vec<Action> {
     // so a volume is mounted by one container at a time.
     let mut stale_slots: BTreeSet<u32> = BTreeSet::new();
     for (node, container) in &input.observed {
+        // A service deleted and made again under the same name has the
+        // same instance ids and generations: a container made from a spec
+        // older than this service is its predecessor's, never its own.
+        let this_service = labels::spec_version(&container.labels)
+            .is_none_or(|version| version >= service.create_index);
         let current = labels::owner(&container.labels).and_then(|(id, generation)| {
             input.instances.iter().find(|i| {
-                i.id == id
+                this_service
+                    && i.id == id
                     && i.generation == generation
                     && i.node.as_deref() == Some(*node)
                     && i.slot < replicas
@@ -782,6 +788,39 @@ mod tests {
             .filter(|a| matches!(a, Action::Place { .. }))
             .collect();
         assert!(places.is_empty(), "{places:?}");
+    }
+
+    #[test]
+    fn a_container_of_a_deleted_service_of_the_same_name_is_not_taken_for_its_own() {
+        // The service was deleted and made again (create index 50): its
+        // slot 0 has the same id and generation as its predecessor's,
+        // whose container (spec version 10) is still being removed.
+        let mut world = World::new(1);
+        world.service.create_index = 50;
+        world.service.version = 50;
+        world.service.spec.volumes = vec![crate::state::VolumeSpec {
+            name: "data".into(),
+            mount: "/data".into(),
+            driver: "local".into(),
+            options: Default::default(),
+        }];
+        let template = world.template();
+        world.instances = vec![instance(0, 1, "a", InstanceState::Pending)];
+        world.containers = vec![(
+            "a".into(),
+            container(&world.instances[0], ContainerState::Running, &template),
+        )];
+        let actions = world.plan();
+        assert!(
+            actions.iter().any(
+                |a| matches!(a, Action::Remove { container_id, .. } if container_id == "c-0-1")
+            ),
+            "the predecessor's container goes: {actions:?}"
+        );
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Report { .. } | Action::Create { .. })),
+            "it is not reported as this slot's, and the slot's own waits for it to be gone: {actions:?}"
+        );
     }
 
     #[test]

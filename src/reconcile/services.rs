@@ -1505,8 +1505,7 @@ fn status_of(
         address: node.map(Node::published_address),
         ports,
         spec_version: container
-            .and_then(|c| c.labels.get(labels::SPEC_VERSION))
-            .and_then(|v| v.parse().ok())
+            .and_then(|c| labels::spec_version(&c.labels))
             .unwrap_or(instance.spec_version),
         restart_epoch: instance.restart_epoch,
     }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::validate::{self, Invalid};
-use super::{PortSpec, ServiceSpec, VolumeSpec};
+use super::{HookRun, PortSpec, ServiceSpec, VolumeSpec};
 
 /// Largest template text.
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
@@ -48,9 +48,15 @@ pub struct TemplateCommands {
     pub join: Vec<String>,
     /// Run inside a member until it exits 0: the member has joined.
     pub check: Vec<String>,
-    /// Run inside a member before it is removed: it leaves the cluster.
+    /// Run for a member before it is removed: it leaves the cluster.
     #[serde(default)]
     pub leave: Vec<String>,
+    /// Where `leave` runs: inside the member (`instance`, the default), or
+    /// in a one-shot container of its image, env and volumes beside it
+    /// (`oneshot`) — for a product whose member stops as soon as the
+    /// cluster let it go, taking an exec inside it along.
+    #[serde(default)]
+    pub leave_run: HookRun,
 }
 
 impl Template {

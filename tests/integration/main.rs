@@ -41,5 +41,6 @@ mod static_provider;
 mod supervisor;
 mod templates;
 mod tls;
+mod tps;
 mod volumes;
 mod watchdog;
