@@ -454,6 +454,39 @@ impl Client {
         .await
     }
 
+    /// The versions of a service's spec, oldest first.
+    pub async fn service_history(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<crate::wire::Revision>, ClientError> {
+        self.call(
+            Method::GET,
+            &format!("/v1/services/{namespace}/{name}/history"),
+            &[],
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// Back to version `to` (the one before the newest if none).
+    pub async fn service_rollback(
+        &self,
+        namespace: &str,
+        name: &str,
+        to: Option<u64>,
+    ) -> Result<Service, ClientError> {
+        self.post(
+            &format!("/v1/services/{namespace}/{name}/rollback"),
+            json(&crate::wire::RollbackBody {
+                to,
+                expected_version: None,
+            })?,
+        )
+        .await
+    }
+
     /// `start`, `stop` or `restart` a service.
     pub async fn service_action(
         &self,

@@ -9,7 +9,9 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use crate::state::{Event, ExitInfo, Instance, Role, RunState, TokenLimits, TokenRecord};
+use crate::state::{
+    Event, ExitInfo, Instance, Role, RunState, ServiceSpec, TokenLimits, TokenRecord,
+};
 
 /// Every error answer: `{"error": "...", "code": "..."}`, and the current
 /// version on a 412 `version_mismatch`.
@@ -120,6 +122,51 @@ pub struct ScaleBody {
     pub replicas: u32,
 }
 
+/// `POST /v1/services/{ns}/{name}/rollback` body.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    /// The version to go back to (`service history`); the one before the
+    /// newest if none.
+    #[serde(default)]
+    pub to: Option<u64>,
+    /// Compare-and-set: the service's current version.
+    #[serde(default)]
+    pub expected_version: Option<u64>,
+}
+
+/// One version of a service's spec (`GET /v1/services/{ns}/{name}/history`).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Revision {
+    /// The service version it was written as.
+    pub version: u64,
+    pub at_ms: u64,
+    /// `deploy`, `rollback` (a user went back to `to`) or `revert` (the
+    /// rollout of `from` failed, for `reason`, and went back to `to`).
+    pub cause: String,
+    #[serde(default)]
+    pub from: Option<u64>,
+    #[serde(default)]
+    pub to: Option<u64>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The spec's image reference.
+    pub image: String,
+    /// What it resolved to, once it did.
+    #[serde(default)]
+    pub pin: Option<String>,
+    /// When its rollout finished, if it did.
+    #[serde(default)]
+    pub settled_ms: Option<u64>,
+    /// The name of the token that wrote it, when a user did.
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// The version deployed now.
+    pub current: bool,
+    /// The spec (secret values shown as `<redacted>`).
+    pub spec: ServiceSpec,
+}
+
 /// `GET /v1/services/{ns}/{name}/report`.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ServiceReport {
@@ -153,11 +200,30 @@ pub struct ServiceReport {
     /// `pending`, `passed` or `failed`.
     #[serde(default = "no_test")]
     pub test: String,
+    /// The newest version is a revert: the rollout of `from` failed and
+    /// the service went back by itself.
+    #[serde(default)]
+    pub reverted: Option<Reverted>,
+    /// A failure of the newest version's rollout makes the service go
+    /// back by itself (`update.on_failure = "revert"` and an earlier
+    /// version that rolled out): a failure is not where it ends.
+    #[serde(default)]
+    pub revert_armed: bool,
     pub instances: Vec<Instance>,
     /// `[instance id, exit]` pairs.
     #[schema(value_type = Vec<Vec<Object>>)]
     pub last_exits: Vec<(String, ExitInfo)>,
     pub recent_events: Vec<Event>,
+}
+
+/// An automatic revert, in a service's report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Reverted {
+    /// The version whose rollout failed.
+    pub from: u64,
+    /// The version it went back to.
+    pub to: u64,
+    pub reason: String,
 }
 
 fn no_test() -> String {

@@ -77,6 +77,14 @@ pub fn router(replica: Arc<Replica>) -> Router {
             post(services::scale),
         )
         .route(
+            "/v1/services/{namespace}/{name}/history",
+            get(services::history),
+        )
+        .route(
+            "/v1/services/{namespace}/{name}/rollback",
+            post(services::rollback),
+        )
+        .route(
             "/v1/services/{namespace}/{name}/instances",
             get(services::instances),
         )

@@ -56,6 +56,8 @@ impl Modify for TokenSecurity {
         super::services::put,
         super::services::delete,
         super::services::scale,
+        super::services::history,
+        super::services::rollback,
         super::services::instances,
         super::services::report,
         super::services::start,

@@ -14,10 +14,11 @@ use super::extract::{JsonBody, Params};
 use crate::auth::scope::Scope;
 use crate::replica::Replica;
 use crate::secrets;
+use crate::state::history::Cause;
 use crate::state::{
     validate, Command, Event, Instance, InstanceState, Outcome, RunState, Service, ServiceSpec,
 };
-use crate::wire::{ScaleBody, ServiceReport};
+use crate::wire::{Reverted, Revision, RollbackBody, ScaleBody, ServiceReport};
 
 pub(super) fn check_names(namespace: &str, name: &str) -> ApiResult<()> {
     validate::dns_label("namespace", namespace)
@@ -216,6 +217,86 @@ pub async fn delete(
         }
     };
     let applied = replica.write(command).await?;
+    service_outcome(&what, applied.outcome)
+}
+
+#[utoipa::path(
+    get, path = "/v1/services/{namespace}/{name}/history", tag = "services", params(
+        ("namespace" = String, Path, description = "Namespace (a DNS label)", example = "demo"),
+        ("name" = String, Path, description = "Service name (a DNS label)", example = "echo"),
+        ("stale" = Option<bool>, Query, description = "Answer from this replica's copy without a read barrier"),
+    ),
+    responses((status = 200, description = "The versions of the service's spec, oldest first", body = Vec<Revision>), Refusals)
+)]
+pub async fn history(
+    State(replica): State<Arc<Replica>>,
+    Path((namespace, name)): Path<(String, String)>,
+    params: Params,
+) -> ApiResult<Json<Vec<Revision>>> {
+    check_names(&namespace, &name)?;
+    params.read_barrier(&replica).await?;
+    replica.sm.read(|s| {
+        if !s.services.contains_key(&(namespace.clone(), name.clone())) {
+            return Err(ApiError::not_found(format!(
+                "service {namespace}/{name} does not exist"
+            )));
+        }
+        let revisions = s.history.revisions(&namespace, &name);
+        let newest = revisions.last().map(|r| r.version);
+        Ok(Json(
+            revisions
+                .iter()
+                .map(|r| {
+                    let (cause, from, to, reason) = match &r.cause {
+                        Cause::Deploy => ("deploy", None, None, None),
+                        Cause::Rollback { to } => ("rollback", None, Some(*to), None),
+                        Cause::Revert { from, to, reason } => {
+                            ("revert", Some(*from), Some(*to), Some(reason.clone()))
+                        }
+                    };
+                    Revision {
+                        version: r.version,
+                        at_ms: r.at_ms,
+                        cause: cause.to_string(),
+                        from,
+                        to,
+                        reason,
+                        image: r.spec.image.clone(),
+                        pin: r.pin.clone(),
+                        settled_ms: r.settled_ms,
+                        actor: r.actor.as_ref().map(|a| a.token_name.clone()),
+                        current: Some(r.version) == newest,
+                        spec: r.spec.clone(),
+                    }
+                })
+                .collect(),
+        ))
+    })
+}
+
+#[utoipa::path(
+    post, path = "/v1/services/{namespace}/{name}/rollback", tag = "services", params(
+        ("namespace" = String, Path, description = "Namespace (a DNS label)", example = "demo"),
+        ("name" = String, Path, description = "Service name (a DNS label)", example = "echo"),
+    ), request_body = RollbackBody,
+    responses((status = 200, description = "The service at the earlier version's spec and image, as a new version", body = Service), Refusals)
+)]
+pub async fn rollback(
+    State(replica): State<Arc<Replica>>,
+    Path((namespace, name)): Path<(String, String)>,
+    JsonBody(body): JsonBody<RollbackBody>,
+) -> ApiResult<Response> {
+    check_names(&namespace, &name)?;
+    let what = format!("{namespace}/{name}");
+    let applied = replica
+        .write(Command::RollbackService {
+            namespace,
+            name,
+            to: body.to,
+            expected_version: body.expected_version,
+            revert: None,
+        })
+        .await?;
     service_outcome(&what, applied.outcome)
 }
 
@@ -446,10 +527,26 @@ pub async fn report(
             )),
             _ => None,
         };
+        let reverted = s
+            .history
+            .newest(&namespace, &name)
+            .and_then(|newest| match &newest.cause {
+                Cause::Revert { from, to, reason } => Some(Reverted {
+                    from: *from,
+                    to: *to,
+                    reason: reason.clone(),
+                }),
+                _ => None,
+            });
+        let revert_armed = service.spec.update.on_failure == crate::state::OnFailure::Revert
+            && reverted.is_none()
+            && s.history.revert_target(&namespace, &name).is_some();
         Ok(Json(ServiceReport {
             outdated,
             rollout_paused,
             test,
+            reverted,
+            revert_armed,
             service: format!("{namespace}/{name}"),
             version: service.version,
             run_state: service.run_state,

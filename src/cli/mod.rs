@@ -289,6 +289,24 @@ pub enum ServiceCommand {
     },
     /// Set the number of replicas.
     Scale { service: String, replicas: u32 },
+    /// The versions of a service's spec, oldest first (`update.history`
+    /// of them are kept, 20 by default).
+    History { service: String },
+    /// Back to an earlier version's spec and image (with the current
+    /// replica count), as a new version.
+    Rollback {
+        service: String,
+        /// The version to go back to (`service history`); the one before
+        /// the newest if not given.
+        #[arg(long)]
+        to: Option<u64>,
+        /// Follow the rollout until it converges, or fail with its reason.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits; exit code 5 when it runs out.
+        #[arg(long, default_value = "5m", value_parser = parse_cli_duration)]
+        timeout: std::time::Duration,
+    },
     /// Remove a service; its volumes are kept (`volume ls`) unless
     /// --purge.
     Rm {
@@ -431,6 +449,40 @@ fn read_service_file(path: &Path) -> anyhow::Result<ServiceFile> {
         crate::config::parse_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     };
     parsed
+}
+
+/// Follows the rollout of `service`'s version (a progress bar on a
+/// terminal) and prints where it ended; an error when it failed.
+async fn wait_and_print(
+    client: &Client,
+    format: Format,
+    service: &crate::state::Service,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let show_bar = format == Format::Human && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let report = rollout::wait(
+        client,
+        &service.namespace,
+        &service.name,
+        service.version,
+        timeout,
+        show_bar,
+    )
+    .await?;
+    print(format, &report, || {
+        let mut table = Table::new(&["SERVICE", "VERSION", "RUNNING", "IMAGE"]);
+        table.row(vec![
+            report.service.clone(),
+            report.version.to_string(),
+            format!("{}/{}", report.running, report.desired),
+            report
+                .image
+                .clone()
+                .unwrap_or_else(|| service.spec.image.clone()),
+        ]);
+        table
+    });
+    Ok(())
 }
 
 fn split_service(reference: &str) -> anyhow::Result<(&str, &str)> {
@@ -722,31 +774,7 @@ async fn run_service(
                 .service_put(&parsed.namespace, &parsed.name, &parsed.spec, if_match)
                 .await?;
             if wait {
-                let show_bar =
-                    format == Format::Human && std::io::IsTerminal::is_terminal(&std::io::stderr());
-                let report = rollout::wait(
-                    client,
-                    &parsed.namespace,
-                    &parsed.name,
-                    service.version,
-                    timeout,
-                    show_bar,
-                )
-                .await?;
-                print(format, &report, || {
-                    let mut table = Table::new(&["SERVICE", "VERSION", "RUNNING", "IMAGE"]);
-                    table.row(vec![
-                        report.service.clone(),
-                        report.version.to_string(),
-                        format!("{}/{}", report.running, report.desired),
-                        report
-                            .image
-                            .clone()
-                            .unwrap_or_else(|| service.spec.image.clone()),
-                    ]);
-                    table
-                });
-                return Ok(());
+                return wait_and_print(client, format, &service, timeout).await;
             }
             print(format, &service, || {
                 let mut table = Table::new(&["SERVICE", "VERSION", "REPLICAS", "IMAGE"]);
@@ -790,6 +818,56 @@ async fn run_service(
                     service.clone(),
                     scaled.version.to_string(),
                     scaled.spec.replicas.to_string(),
+                ]);
+                table
+            });
+        }
+        ServiceCommand::History { service } => {
+            let (ns, name) = split_service(&service)?;
+            let revisions = client.service_history(ns, name).await?;
+            print(format, &revisions, || {
+                let mut table =
+                    Table::new(&["VERSION", "WRITTEN", "CAUSE", "IMAGE", "ROLLED OUT", "BY"]);
+                for r in &revisions {
+                    let cause = match (r.cause.as_str(), r.from, r.to) {
+                        ("revert", Some(from), Some(to)) => format!(
+                            "revert of {from} to {to}: {}",
+                            r.reason.as_deref().unwrap_or_default()
+                        ),
+                        ("rollback", _, Some(to)) => format!("rollback to {to}"),
+                        (cause, _, _) => cause.to_string(),
+                    };
+                    table.row(vec![
+                        format!("{}{}", r.version, if r.current { " *" } else { "" }),
+                        crate::dates::short_utc_ms(r.at_ms),
+                        cause,
+                        r.pin.clone().unwrap_or_else(|| r.image.clone()),
+                        r.settled_ms
+                            .map_or_else(|| "-".to_string(), crate::dates::short_utc_ms),
+                        r.actor.clone().unwrap_or_else(|| "-".to_string()),
+                    ]);
+                }
+                table
+            });
+        }
+        ServiceCommand::Rollback {
+            service,
+            to,
+            wait,
+            timeout,
+        } => {
+            let (ns, name) = split_service(&service)?;
+            let rolled = client.service_rollback(ns, name, to).await?;
+            if wait {
+                return wait_and_print(client, format, &rolled, timeout).await;
+            }
+            print(format, &rolled, || {
+                let mut table = Table::new(&["SERVICE", "VERSION", "REPLICAS", "IMAGE"]);
+                table.row(vec![
+                    service.clone(),
+                    rolled.version.to_string(),
+                    rolled.spec.replicas.to_string(),
+                    rolled.spec.image.clone(),
                 ]);
                 table
             });

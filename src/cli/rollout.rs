@@ -39,8 +39,13 @@ pub fn judge(report: &ServiceReport, version: u64) -> Progress {
             doing: format!("waiting for version {version} to be read"),
         };
     }
-    if let Some(reason) = &report.rollout_paused {
-        return Progress::Failed(reason.clone());
+    // The service went back by itself from this version (or a later one
+    // that followed it): this version did not roll out.
+    if let Some(reverted) = report.reverted.as_ref().filter(|r| r.from >= version) {
+        return Progress::Failed(format!(
+            "rollout failed and was reverted: {}; the service is back at version {}'s spec as version {}",
+            reverted.reason, reverted.to, report.version
+        ));
     }
     let last_exit = |state: &str| {
         report
@@ -49,17 +54,31 @@ pub fn judge(report: &ServiceReport, version: u64) -> Progress {
             .map(|(id, exit)| format!("{state}: {id} exited with {} ({})", exit.code, exit.reason))
             .unwrap_or_else(|| state.to_string())
     };
-    if report.crash_looping > 0 {
-        return Progress::Failed(last_exit(&format!(
+    let failure = if let Some(reason) = &report.rollout_paused {
+        Some(reason.clone())
+    } else if report.crash_looping > 0 {
+        Some(last_exit(&format!(
             "{} instance(s) crash-looping",
             report.crash_looping
-        )));
-    }
-    if report.pull_failed > 0 {
-        return Progress::Failed(last_exit(&format!(
+        )))
+    } else if report.pull_failed > 0 {
+        Some(last_exit(&format!(
             "{} instance(s) cannot fetch their image",
             report.pull_failed
-        )));
+        )))
+    } else {
+        None
+    };
+    if let Some(failure) = failure {
+        // The service goes back by itself: what it does is the answer.
+        if report.revert_armed {
+            return Progress::Rolling {
+                done: 0,
+                total: u64::from(report.desired),
+                doing: format!("{failure}; reverting"),
+            };
+        }
+        return Progress::Failed(failure);
     }
     let wanted = match report.run_state {
         RunState::Running => report.desired,
@@ -251,5 +270,37 @@ mod tests {
         let mut looping = report(3, 2, 0);
         looping.crash_looping = 1;
         assert!(matches!(judge(&looping, 7), Progress::Failed(r) if r.contains("crash-looping")));
+    }
+
+    #[test]
+    fn a_reverted_version_fails_though_the_revert_converged() {
+        // Version 7 was reverted as version 9, which runs everywhere.
+        let mut reverted = report(3, 3, 0);
+        reverted.version = 9;
+        reverted.reverted = Some(crate::wire::Reverted {
+            from: 7,
+            to: 4,
+            reason: "version 7: new instance demo.echo.0 is crash_loop".into(),
+        });
+        assert!(
+            matches!(judge(&reverted, 7), Progress::Failed(ref r) if r.contains("reverted") && r.contains("version 4")),
+            "{:?}",
+            judge(&reverted, 7)
+        );
+        assert_eq!(
+            judge(&reverted, 9),
+            Progress::Converged,
+            "the revert itself converged"
+        );
+        // Before the revert: a failure that makes the service go back is
+        // followed, not the end.
+        let mut failing = report(3, 3, 2);
+        failing.crash_looping = 1;
+        failing.revert_armed = true;
+        assert!(
+            matches!(judge(&failing, 7), Progress::Rolling { ref doing, .. } if doing.ends_with("reverting")),
+            "{:?}",
+            judge(&failing, 7)
+        );
     }
 }

@@ -44,6 +44,7 @@ use crate::runtime::{
 };
 use crate::secrets::{SecretsError, SecretsKey};
 use crate::state::image_catalog::Reference;
+use crate::state::rollouts::Standing;
 use crate::state::volumes::VolumeMade;
 use crate::state::{
     Command, ExitInfo, HookKind, HookRun, Instance, InstanceState, InstanceStatus, Node, NodeState,
@@ -630,7 +631,43 @@ impl Services {
                 failed.get_or_insert(why);
             }
         }
+        if failed.is_none() {
+            self.follow_rollout(key).await;
+        }
         failed
+    }
+
+    /// Records that the newest version rolled out completely, or takes a
+    /// failed one back when its spec says revert. Each is written once: a
+    /// settled version is not settled again, and the revert is written
+    /// against the failed version (a deploy after it wins).
+    async fn follow_rollout(&self, key: &ServiceKey) {
+        let command = self.replica.sm.read(|s| {
+            let service = s.services.get(key)?;
+            if let Some((to, reason)) = s.revert_due(service) {
+                return Some(Command::RollbackService {
+                    namespace: key.0.clone(),
+                    name: key.1.clone(),
+                    to: Some(to),
+                    expected_version: Some(service.version),
+                    revert: Some(reason),
+                });
+            }
+            match s.rollout_standing(service) {
+                Standing::Finished { version } => Some(Command::SettleRevision {
+                    namespace: key.0.clone(),
+                    name: key.1.clone(),
+                    version,
+                }),
+                _ => None,
+            }
+        });
+        if let Some(command) = command {
+            if matches!(command, Command::RollbackService { .. }) {
+                tracing::info!(service = %format!("{}/{}", key.0, key.1), "reverting a failed rollout");
+            }
+            self.write(command).await;
+        }
     }
 
     /// Whether the placement `action` waits for its image: a slot is

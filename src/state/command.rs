@@ -364,6 +364,24 @@ pub enum Command {
     RemoveTemplate {
         name: String,
     },
+    /// `service rollback`, or a failed rollout going back by itself
+    /// (`revert` says why): the spec and image of an earlier version, with
+    /// the current replica count, as a new version.
+    RollbackService {
+        namespace: String,
+        name: String,
+        /// The version to go back to; the one before the newest if none.
+        to: Option<u64>,
+        expected_version: Option<u64>,
+        revert: Option<String>,
+    },
+    /// The rollout of a version finished (every slot runs it, healthy,
+    /// its test passed).
+    SettleRevision {
+        namespace: String,
+        name: String,
+        version: u64,
+    },
 }
 
 /// A command as it travels through Raft; a persisted record with a

@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::command::{Applied, RequestId};
+use super::history::HistoryBook;
 use super::hooks::HookBook;
 use super::image_catalog::ImageCatalog;
 use super::manager_template::ManagerTemplate;
@@ -47,16 +48,17 @@ pub struct StateImage {
     pub hooks: Versioned<HookBook>,
     /// Templates of clustered third-party services.
     pub templates: Versioned<TemplateBook>,
+    /// The services' spec histories.
+    pub history: Versioned<HistoryBook>,
 }
 
 impl Migrate for StateImage {
-    const VERSION_MARKER: &'static [u8] = b"SI08";
-    type Previous = v7::StateImage;
+    const VERSION_MARKER: &'static [u8] = b"SI09";
+    type Previous = v8::StateImage;
 
-    /// Hooks had left nothing and there were no templates: both books
-    /// start empty.
-    fn migrate(previous: v7::StateImage) -> StateImage {
-        let v7::StateImage {
+    /// Versions written before were not kept: every history starts empty.
+    fn migrate(previous: v8::StateImage) -> StateImage {
+        let v8::StateImage {
             cluster_id,
             services,
             instances,
@@ -76,6 +78,8 @@ impl Migrate for StateImage {
             images,
             sessions,
             volumes,
+            hooks,
+            templates,
         } = previous;
         StateImage {
             cluster_id,
@@ -97,8 +101,101 @@ impl Migrate for StateImage {
             images,
             sessions,
             volumes,
-            hooks: Versioned(HookBook::default()),
-            templates: Versioned(TemplateBook::default()),
+            hooks,
+            templates,
+            history: Versioned(HistoryBook::default()),
+        }
+    }
+}
+
+/// Frozen: the image as written before services kept a spec history.
+pub mod v8 {
+    use super::*;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct StateImage {
+        pub cluster_id: Option<String>,
+        pub services: Vec<Service>,
+        pub instances: Vec<Instance>,
+        pub nodes: Vec<Node>,
+        pub managers: Vec<Manager>,
+        pub kv: Vec<(String, KvEntry)>,
+        pub kv_index: u64,
+        pub kv_delete_index: u64,
+        pub events: Vec<Event>,
+        pub applied_index: u64,
+        pub dedup: Vec<(RequestId, Applied)>,
+        pub tokens: Vec<TokenRecord>,
+        pub tokens_bootstrapped: bool,
+        /// The limits of limited tokens, by token id.
+        pub token_limits: Vec<(String, TokenLimits)>,
+        /// Where the managers run, when bootstrap recorded it.
+        pub manager_template: Option<Versioned<ManagerTemplate>>,
+        /// Raft ids removed from the membership.
+        pub departed_managers: Vec<u64>,
+        /// Image pins, registry logins and the images the cluster keeps.
+        pub images: Versioned<ImageCatalog>,
+        /// Consul sessions and the locks they hold.
+        pub sessions: Versioned<SessionBook>,
+        /// The slots' volumes.
+        pub volumes: Versioned<VolumeBook>,
+        /// Backups and the verdicts of test hooks.
+        pub hooks: Versioned<HookBook>,
+        /// Templates of clustered third-party services.
+        pub templates: Versioned<TemplateBook>,
+    }
+
+    impl Migrate for StateImage {
+        const VERSION_MARKER: &'static [u8] = b"SI08";
+        type Previous = v7::StateImage;
+
+        /// Hooks had left nothing and there were no templates: both books
+        /// start empty.
+        fn migrate(previous: v7::StateImage) -> StateImage {
+            let v7::StateImage {
+                cluster_id,
+                services,
+                instances,
+                nodes,
+                managers,
+                kv,
+                kv_index,
+                kv_delete_index,
+                events,
+                applied_index,
+                dedup,
+                tokens,
+                tokens_bootstrapped,
+                token_limits,
+                manager_template,
+                departed_managers,
+                images,
+                sessions,
+                volumes,
+            } = previous;
+            StateImage {
+                cluster_id,
+                services,
+                instances,
+                nodes,
+                managers,
+                kv,
+                kv_index,
+                kv_delete_index,
+                events,
+                applied_index,
+                dedup,
+                tokens,
+                tokens_bootstrapped,
+                token_limits,
+                manager_template,
+                departed_managers,
+                images,
+                sessions,
+                volumes,
+                hooks: Versioned(HookBook::default()),
+                templates: Versioned(TemplateBook::default()),
+            }
         }
     }
 }

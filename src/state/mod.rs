@@ -10,6 +10,7 @@
 
 mod address;
 pub mod command;
+pub mod history;
 pub mod hooks;
 mod image;
 pub mod image_catalog;
@@ -18,6 +19,7 @@ pub mod limits;
 pub mod manager_template;
 pub mod migrate;
 mod quotas;
+pub mod rollouts;
 pub mod sessions;
 pub mod supervision;
 pub mod templates;
@@ -111,6 +113,8 @@ pub struct State {
     pub hooks: hooks::HookBook,
     /// Templates of clustered third-party services.
     pub templates: templates::TemplateBook,
+    /// The services' spec histories.
+    pub history: history::HistoryBook,
     /// Who asked for the command being applied ([`Command::As`]); only
     /// set while it is applied, so its events name them.
     actor: Option<Actor>,
@@ -167,6 +171,7 @@ impl State {
             volumes: migrate::Versioned(self.volumes.clone()),
             hooks: migrate::Versioned(self.hooks.clone()),
             templates: migrate::Versioned(self.templates.clone()),
+            history: migrate::Versioned(self.history.clone()),
         }
     }
 
@@ -216,6 +221,7 @@ impl State {
             volumes: image.volumes.0,
             hooks: image.hooks.0,
             templates: image.templates.0,
+            history: image.history.0,
             actor: None,
             dedup,
         }
@@ -286,7 +292,14 @@ impl State {
                 name,
                 spec,
                 expected_version,
-            } => self.put_service(index, time_ms, namespace, name, spec, *expected_version),
+            } => self.put_service(
+                index,
+                time_ms,
+                (namespace, name),
+                spec,
+                *expected_version,
+                history::Cause::Deploy,
+            ),
             Command::DeleteService {
                 namespace,
                 name,
@@ -492,7 +505,13 @@ impl State {
                 service,
                 version,
                 reference,
-            } => self.apply_pin_image(namespace, service, *version, reference),
+            } => {
+                let outcome = self.apply_pin_image(namespace, service, *version, reference);
+                if outcome == Outcome::Done {
+                    self.history.pin_newest(namespace, service, reference);
+                }
+                outcome
+            }
             Command::PutRegistryLogin {
                 host,
                 username,
@@ -768,6 +787,36 @@ impl State {
                 );
                 Outcome::Deleted
             }
+            Command::RollbackService {
+                namespace,
+                name,
+                to,
+                expected_version,
+                revert,
+            } => self.rollback_service(
+                index,
+                time_ms,
+                (namespace, name),
+                *to,
+                *expected_version,
+                revert.as_deref(),
+            ),
+            Command::SettleRevision {
+                namespace,
+                name,
+                version,
+            } => {
+                if self.history.settle(namespace, name, *version, time_ms) {
+                    self.event(
+                        index,
+                        time_ms,
+                        "service.rolled_out",
+                        &format!("{namespace}/{name}"),
+                        format!("version {version} runs in every slot"),
+                    );
+                }
+                Outcome::Done
+            }
             Command::As { actor, command } => {
                 let outer = self.actor.replace(actor.clone());
                 let outcome = self.apply_command(index, time_ms, command);
@@ -876,10 +925,10 @@ impl State {
         &mut self,
         index: u64,
         time_ms: u64,
-        namespace: &str,
-        name: &str,
+        (namespace, name): (&str, &str),
         spec: &ServiceSpec,
         expected_version: Option<u64>,
+        cause: history::Cause,
     ) -> Outcome {
         if let Err(reason) = validate::dns_label("namespace", namespace)
             .and(validate::dns_label("service name", name))
@@ -913,14 +962,96 @@ impl State {
             "service.created"
         };
         self.services.insert(key, service.clone());
+        let revision = history::Revision {
+            version: index,
+            spec: spec.clone(),
+            pin: None,
+            at_ms: time_ms,
+            cause: cause.clone(),
+            actor: self.actor.clone(),
+            settled_ms: None,
+        };
+        self.history
+            .record(namespace, name, revision, spec.update.history);
+        if cause == history::Cause::Deploy {
+            self.event(
+                index,
+                time_ms,
+                kind,
+                &format!("{namespace}/{name}"),
+                format!("image {} x{}", spec.image, spec.replicas),
+            );
+        }
+        Outcome::Service(Box::new(service))
+    }
+
+    /// A service back at an earlier version: its spec (current replicas)
+    /// and the image it resolved to, so what runs is exactly what ran.
+    fn rollback_service(
+        &mut self,
+        index: u64,
+        time_ms: u64,
+        (namespace, name): (&str, &str),
+        to: Option<u64>,
+        expected_version: Option<u64>,
+        revert: Option<&str>,
+    ) -> Outcome {
+        let key = (namespace.to_string(), name.to_string());
+        let Some(current) = self.services.get(&key) else {
+            return Outcome::NotFound;
+        };
+        let from = current.version;
+        let replicas = current.spec.replicas;
+        let target = match self.history.rollback_target(namespace, name, to) {
+            Ok(target) => target.clone(),
+            Err(reason) => return Outcome::Rejected(reason),
+        };
+        let mut spec = target.spec.clone();
+        spec.replicas = replicas;
+        let cause = match revert {
+            Some(reason) => history::Cause::Revert {
+                from,
+                to: target.version,
+                reason: reason.to_string(),
+            },
+            None => history::Cause::Rollback { to: target.version },
+        };
+        let outcome = self.put_service(
+            index,
+            time_ms,
+            (namespace, name),
+            &spec,
+            expected_version,
+            cause,
+        );
+        if !matches!(outcome, Outcome::Service(_)) {
+            return outcome;
+        }
+        if let Some(pin) = &target.pin {
+            self.apply_pin_image(namespace, name, index, pin);
+            self.history.pin_newest(namespace, name, pin);
+        }
+        let (kind, message) = match revert {
+            Some(reason) => (
+                "service.reverted",
+                format!(
+                    "the rollout of version {from} failed ({reason}): back to version {} as version {index}",
+                    target.version
+                ),
+            ),
+            None => (
+                "service.rolled_back",
+                format!("back to version {} as version {index}", target.version),
+            ),
+        };
         self.event(
             index,
             time_ms,
             kind,
             &format!("{namespace}/{name}"),
-            format!("image {} x{}", spec.image, spec.replicas),
+            message,
         );
-        Outcome::Service(Box::new(service))
+        outcome
     }
 
     fn delete_service(
@@ -945,6 +1076,7 @@ impl State {
         self.services.remove(&key);
         self.images.pins.remove(&key);
         self.hooks.service_deleted(namespace, name);
+        self.history.service_deleted(namespace, name);
         let gone: Vec<String> = self
             .service_instances(namespace, name)
             .into_iter()

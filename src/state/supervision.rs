@@ -133,7 +133,13 @@ fn template_fields(spec: &super::ServiceSpec) -> Vec<(&'static str, String)> {
         max_backoff_ms,
         reset_after_ms,
     } = restart;
-    let super::UpdateStrategy { max_parallel } = update;
+    // How a version rolls out or is kept is not what runs: changing it
+    // replaces no container.
+    let super::UpdateStrategy {
+        max_parallel,
+        on_failure: _,
+        history: _,
+    } = update;
     let mut fields = vec![
         ("kind", json(kind)),
         ("image", json(image)),

@@ -1114,3 +1114,235 @@ fn the_manager_template_is_validated_once_when_it_is_recorded() {
     );
     assert_eq!(restored.manager_template, state.manager_template);
 }
+
+fn put_spec(state: &mut State, index: u64, spec: ServiceSpec) -> Outcome {
+    state
+        .apply(
+            index,
+            &req(
+                index as u128,
+                Command::PutService {
+                    namespace: "demo".into(),
+                    name: "web".into(),
+                    spec,
+                    expected_version: None,
+                },
+            ),
+        )
+        .outcome
+}
+
+fn image_spec(image: &str, extra: serde_json::Value) -> ServiceSpec {
+    let mut json = serde_json::json!({ "image": image, "replicas": 2 });
+    json.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    serde_json::from_value(json).unwrap()
+}
+
+fn web(state: &State) -> Service {
+    state.services[&("demo".to_string(), "web".to_string())].clone()
+}
+
+#[test]
+fn a_rollback_brings_back_an_earlier_spec_and_its_image_with_the_current_replicas() {
+    const PIN_ONE: &str =
+        "echo@sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let mut state = State::default();
+    put_spec(&mut state, 10, image_spec("echo:1", serde_json::json!({})));
+    let pin = Command::PinImage {
+        namespace: "demo".into(),
+        service: "web".into(),
+        version: 10,
+        reference: PIN_ONE.into(),
+    };
+    assert_eq!(state.apply(11, &req(11, pin)).outcome, Outcome::Done);
+    let first_template = state.template_of(&web(&state));
+    put_spec(&mut state, 20, image_spec("echo:2", serde_json::json!({})));
+    let scale = Command::ScaleService {
+        namespace: "demo".into(),
+        name: "web".into(),
+        replicas: 5,
+    };
+    state.apply(25, &req(25, scale));
+    let rollback = |to: Option<u64>| Command::RollbackService {
+        namespace: "demo".into(),
+        name: "web".into(),
+        to,
+        expected_version: None,
+        revert: None,
+    };
+    for (to, refusal) in [(Some(20), "is the one"), (Some(15), "kept: 10, 20")] {
+        let outcome = state
+            .apply(26, &req(26 + to.unwrap() as u128, rollback(to)))
+            .outcome;
+        assert!(
+            matches!(&outcome, Outcome::Rejected(reason) if reason.contains(refusal)),
+            "{outcome:?}"
+        );
+    }
+    let outcome = state.apply(30, &req(30, rollback(None))).outcome;
+    let Outcome::Service(service) = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(service.version, 30);
+    assert_eq!(service.spec.image, "echo:1");
+    assert_eq!(service.spec.replicas, 5, "the current replica count stays");
+    assert_eq!(
+        state.images.pin("demo", "web", 30),
+        Some(PIN_ONE),
+        "the image it ran, not the tag again"
+    );
+    assert_eq!(
+        state.template_of(&service),
+        first_template,
+        "the first version's containers are its own again"
+    );
+    let history = state.history.revisions("demo", "web");
+    let versions: Vec<u64> = history.iter().map(|r| r.version).collect();
+    assert_eq!(versions, [10, 20, 30]);
+    assert_eq!(history[2].cause, history::Cause::Rollback { to: 10 });
+    assert_eq!(history[2].pin.as_deref(), Some(PIN_ONE));
+    assert!(state
+        .events
+        .iter()
+        .any(|e| e.kind == "service.rolled_back" && e.message.contains("version 10")));
+
+    // Kept across a snapshot; gone with the service.
+    let bytes = crate::codec::encode(&state.to_image()).unwrap();
+    let restored = State::from_image(crate::codec::decode(&bytes).unwrap());
+    assert_eq!(restored.history, state.history);
+    let delete = Command::DeleteService {
+        namespace: "demo".into(),
+        name: "web".into(),
+        expected_version: None,
+    };
+    state.apply(40, &req(40, delete));
+    assert!(state.history.revisions("demo", "web").is_empty());
+}
+
+#[test]
+fn a_failed_rollout_reverts_once_to_the_latest_version_that_rolled_out() {
+    let mut state = State::default();
+    let revert = serde_json::json!({
+        "replicas": 0,
+        "update": { "on_failure": "revert", "history": 5 },
+        "hooks": { "test": { "command": ["true"] } },
+    });
+    put_spec(&mut state, 10, image_spec("echo:1", revert.clone()));
+    assert_eq!(
+        state.rollout_standing(&web(&state)),
+        rollouts::Standing::Going,
+        "its test has not run"
+    );
+    let verdict = |version: u64, passed: bool| Command::RecordTestVerdict {
+        namespace: "demo".into(),
+        service: "web".into(),
+        verdict: hooks::TestVerdict {
+            version,
+            passed,
+            instance: "demo.web.0".into(),
+            summary: if passed { "exited 0" } else { "exited 3" }.into(),
+            at_ms: 1,
+        },
+    };
+    state.apply(11, &req(11, verdict(10, true)));
+    assert_eq!(
+        state.rollout_standing(&web(&state)),
+        rollouts::Standing::Finished { version: 10 }
+    );
+    let settle = Command::SettleRevision {
+        namespace: "demo".into(),
+        name: "web".into(),
+        version: 10,
+    };
+    state.apply(12, &req(12, settle));
+    assert_eq!(
+        state.rollout_standing(&web(&state)),
+        rollouts::Standing::Settled
+    );
+
+    put_spec(&mut state, 20, image_spec("echo:2", revert.clone()));
+    assert_eq!(state.revert_due(&web(&state)), None, "not failed yet");
+    state.apply(21, &req(21, verdict(20, false)));
+    let (to, reason) = state.revert_due(&web(&state)).expect("a revert is due");
+    assert_eq!(to, 10);
+    assert!(
+        reason.contains("version 20") && reason.contains("exited 3"),
+        "{reason}"
+    );
+
+    let rollback = Command::RollbackService {
+        namespace: "demo".into(),
+        name: "web".into(),
+        to: Some(to),
+        expected_version: Some(20),
+        revert: Some(reason),
+    };
+    assert!(matches!(
+        state.apply(22, &req(22, rollback.clone())).outcome,
+        Outcome::Service(_)
+    ));
+    assert_eq!(web(&state).spec.image, "echo:1");
+    assert!(matches!(
+        state.history.newest("demo", "web").unwrap().cause,
+        history::Cause::Revert {
+            from: 20,
+            to: 10,
+            ..
+        }
+    ));
+    // Written again (a second leader's view): the version moved on.
+    assert!(matches!(
+        state.apply(23, &req(23, rollback)).outcome,
+        Outcome::VersionMismatch { current: 22 }
+    ));
+    // The revert's own test fails: it is never reverted, it pauses.
+    state.apply(24, &req(24, verdict(22, false)));
+    assert!(matches!(
+        state.rollout_standing(&web(&state)),
+        rollouts::Standing::Failed { .. }
+    ));
+    assert_eq!(state.revert_due(&web(&state)), None);
+    assert!(state.events.iter().any(|e| e.kind == "service.reverted"));
+
+    // A spec that says pause never reverts.
+    put_spec(
+        &mut state,
+        30,
+        image_spec("echo:3", serde_json::json!({"replicas": 0})),
+    );
+    state.apply(31, &req(31, verdict(30, false)));
+    assert_eq!(state.revert_due(&web(&state)), None);
+}
+
+#[test]
+fn a_spec_written_before_rollouts_could_revert_decodes_with_the_defaults() {
+    use migrate::Migrate;
+    let old = types::service_spec_v4::ServiceSpec {
+        kind: ServiceKind::Container,
+        image: "echo:1".into(),
+        pull: Default::default(),
+        command: vec![],
+        env: Default::default(),
+        secret_env: Default::default(),
+        ports: vec![],
+        replicas: 3,
+        resources: Default::default(),
+        placement: Default::default(),
+        health: None,
+        restart: Default::default(),
+        update: types::update_strategy_v1::UpdateStrategy { max_parallel: 2 },
+        addresses: vec![],
+        hostname: None,
+        volumes: vec![],
+        on_node_loss: Default::default(),
+        hooks: Default::default(),
+    };
+    let bytes = Migrate::encode(&old).unwrap();
+    let spec = ServiceSpec::decode(&bytes).unwrap();
+    assert_eq!(spec.replicas, 3);
+    assert_eq!(spec.update.max_parallel, 2);
+    assert_eq!(spec.update.on_failure, OnFailure::Pause);
+    assert_eq!(spec.update.history, history::DEFAULT_HISTORY);
+}

@@ -80,7 +80,13 @@ pub fn touched(command: &Command, outcome: &Outcome) -> Vec<Touched> {
         | Command::SetServiceRunState {
             namespace, name, ..
         }
-        | Command::RestartService { namespace, name } => vec![service(namespace, name)],
+        | Command::RestartService { namespace, name }
+        | Command::RollbackService {
+            namespace, name, ..
+        }
+        | Command::SettleRevision {
+            namespace, name, ..
+        } => vec![service(namespace, name)],
         Command::DeleteServiceAndVolumes {
             namespace, name, ..
         } => vec![service(namespace, name), Touched::Volumes],

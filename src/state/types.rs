@@ -183,11 +183,63 @@ impl Default for RestartPolicy {
 #[serde(deny_unknown_fields, default)]
 pub struct UpdateStrategy {
     pub max_parallel: u32,
+    /// What a rollout whose new instances crash-loop, turn unhealthy or
+    /// cannot fetch their image, or whose `test` hook fails, does.
+    pub on_failure: OnFailure,
+    /// Versions of the spec kept for `service history` and `service
+    /// rollback` (1 to 100).
+    pub history: u32,
 }
 
 impl Default for UpdateStrategy {
     fn default() -> Self {
-        UpdateStrategy { max_parallel: 1 }
+        UpdateStrategy {
+            max_parallel: 1,
+            on_failure: OnFailure::Pause,
+            history: super::history::DEFAULT_HISTORY,
+        }
+    }
+}
+
+/// What a failing rollout does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// Stop replacing instances: the rest keep the previous version until
+    /// a user deploys again or rolls back.
+    #[default]
+    Pause,
+    /// Go back by itself to the latest earlier version that had rolled
+    /// out completely (`service history` shows it as a revert).
+    Revert,
+    // Variants are only ever appended: the log encodes them by position.
+}
+
+/// Frozen: the update strategy as specs wrote it before rollouts could
+/// revert and kept a history.
+pub mod update_strategy_v1 {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct UpdateStrategy {
+        pub max_parallel: u32,
+    }
+
+    impl Default for UpdateStrategy {
+        fn default() -> Self {
+            UpdateStrategy { max_parallel: 1 }
+        }
+    }
+
+    impl From<UpdateStrategy> for super::UpdateStrategy {
+        fn from(update: UpdateStrategy) -> super::UpdateStrategy {
+            let UpdateStrategy { max_parallel } = update;
+            super::UpdateStrategy {
+                max_parallel,
+                ..super::UpdateStrategy::default()
+            }
+        }
     }
 }
 
@@ -420,12 +472,13 @@ impl ServiceSpec {
 }
 
 impl super::migrate::Migrate for ServiceSpec {
-    const VERSION_MARKER: &'static [u8] = b"SS04";
-    type Previous = service_spec_v3::ServiceSpec;
+    const VERSION_MARKER: &'static [u8] = b"SS05";
+    type Previous = service_spec_v4::ServiceSpec;
 
-    /// Specs written before hooks had none.
-    fn migrate(previous: service_spec_v3::ServiceSpec) -> ServiceSpec {
-        let service_spec_v3::ServiceSpec {
+    /// Specs written before rollouts could revert keep pausing, with the
+    /// default history.
+    fn migrate(previous: service_spec_v4::ServiceSpec) -> ServiceSpec {
+        let service_spec_v4::ServiceSpec {
             kind,
             image,
             pull,
@@ -443,6 +496,7 @@ impl super::migrate::Migrate for ServiceSpec {
             hostname,
             volumes,
             on_node_loss,
+            hooks,
         } = previous;
         ServiceSpec {
             kind,
@@ -451,18 +505,112 @@ impl super::migrate::Migrate for ServiceSpec {
             command,
             env,
             secret_env,
-            ports: ports.into_iter().map(Into::into).collect(),
+            ports,
             replicas,
             resources,
             placement,
             health,
             restart,
-            update,
+            update: update.into(),
             addresses,
             hostname,
             volumes,
             on_node_loss,
-            hooks: Hooks::default(),
+            hooks,
+        }
+    }
+}
+
+/// Frozen: the service spec as written before rollouts could revert.
+pub mod service_spec_v4 {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ServiceSpec {
+        #[serde(default)]
+        pub kind: ServiceKind,
+        #[serde(default)]
+        pub image: String,
+        #[serde(default)]
+        pub pull: PullPolicy,
+        #[serde(default)]
+        pub command: Vec<String>,
+        #[serde(default)]
+        pub env: BTreeMap<String, String>,
+        #[serde(default)]
+        pub secret_env: crate::secrets::SecretEnv,
+        #[serde(default)]
+        pub ports: Vec<PortSpec>,
+        #[serde(default = "default_replicas")]
+        pub replicas: u32,
+        #[serde(default)]
+        pub resources: Resources,
+        #[serde(default)]
+        pub placement: Placement,
+        #[serde(default)]
+        pub health: Option<HealthCheck>,
+        #[serde(default)]
+        pub restart: RestartPolicy,
+        #[serde(default)]
+        pub update: update_strategy_v1::UpdateStrategy,
+        #[serde(default)]
+        pub addresses: Vec<String>,
+        #[serde(default)]
+        pub hostname: Option<String>,
+        #[serde(default)]
+        pub volumes: Vec<VolumeSpec>,
+        #[serde(default)]
+        pub on_node_loss: OnNodeLoss,
+        #[serde(default)]
+        pub hooks: Hooks,
+    }
+
+    impl crate::state::migrate::Migrate for ServiceSpec {
+        const VERSION_MARKER: &'static [u8] = b"SS04";
+        type Previous = super::service_spec_v3::ServiceSpec;
+
+        /// Specs written before hooks had none.
+        fn migrate(previous: super::service_spec_v3::ServiceSpec) -> ServiceSpec {
+            let super::service_spec_v3::ServiceSpec {
+                kind,
+                image,
+                pull,
+                command,
+                env,
+                secret_env,
+                ports,
+                replicas,
+                resources,
+                placement,
+                health,
+                restart,
+                update,
+                addresses,
+                hostname,
+                volumes,
+                on_node_loss,
+            } = previous;
+            ServiceSpec {
+                kind,
+                image,
+                pull,
+                command,
+                env,
+                secret_env,
+                ports: ports.into_iter().map(Into::into).collect(),
+                replicas,
+                resources,
+                placement,
+                health,
+                restart,
+                update,
+                addresses,
+                hostname,
+                volumes,
+                on_node_loss,
+                hooks: Hooks::default(),
+            }
         }
     }
 }
@@ -499,7 +647,7 @@ pub mod service_spec_v3 {
         #[serde(default)]
         pub restart: RestartPolicy,
         #[serde(default)]
-        pub update: UpdateStrategy,
+        pub update: update_strategy_v1::UpdateStrategy,
         #[serde(default)]
         pub addresses: Vec<String>,
         #[serde(default)]
@@ -588,7 +736,7 @@ pub mod service_spec_v2 {
         #[serde(default)]
         pub restart: RestartPolicy,
         #[serde(default)]
-        pub update: UpdateStrategy,
+        pub update: update_strategy_v1::UpdateStrategy,
         #[serde(default)]
         pub addresses: Vec<String>,
         #[serde(default)]
@@ -669,7 +817,7 @@ pub mod service_spec_v1 {
         #[serde(default)]
         pub restart: RestartPolicy,
         #[serde(default)]
-        pub update: UpdateStrategy,
+        pub update: update_strategy_v1::UpdateStrategy,
         #[serde(default)]
         pub addresses: Vec<String>,
         #[serde(default)]

@@ -178,6 +178,12 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), Invalid> {
     if spec.update.max_parallel == 0 {
         return Err(Invalid::new("update.max_parallel must be at least 1"));
     }
+    if !(1..=super::history::MAX_HISTORY).contains(&spec.update.history) {
+        return Err(Invalid::new(format!(
+            "update.history must be 1 to {}",
+            super::history::MAX_HISTORY
+        )));
+    }
     if let Some(zone) = &spec.placement.zone {
         dns_label("placement.zone", zone)?;
     }

@@ -33,6 +33,7 @@ mod patroni;
 mod peer_identity;
 mod ports;
 mod registry_env;
+mod releases;
 mod replication;
 mod runtime;
 mod scripts;

@@ -1,0 +1,169 @@
+//! Safe releases on real containers: every version of a spec is kept; a
+//! rollout whose new instances crash-loop goes back by itself to the last
+//! version that rolled out (`update.on_failure = "revert"`), and `service
+//! rollback --to` returns to an exact earlier version, image included.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::docker_env::{echo_spec, DockerCluster, LOCAL_ENGINE};
+use crate::harness::eventually;
+
+/// `service history` as JSON.
+fn history(env: &DockerCluster) -> Vec<Value> {
+    let (code, out, err) = env
+        .cluster
+        .cli(1, &["--output", "json", "service", "history", "rel/web"]);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_looping_rollout_reverts_by_itself_and_rollback_returns_to_an_exact_version() {
+    let Some(env) = DockerCluster::start(3).await else {
+        return;
+    };
+    env.add_node("n1", LOCAL_ENGINE, "a").await;
+    let client = env.cluster.client();
+    let dir = tempfile::tempdir().unwrap();
+    // Deploys the version whose env says `version` (and `extra` env),
+    // waiting for its rollout: the CLI's exit code and stderr.
+    let deploy = |version: &str, extra: Value| {
+        let mut env_vars = json!({ "VERSION": version });
+        env_vars
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let spec = echo_spec(
+            3,
+            json!({
+                "env": env_vars,
+                "restart": {"initial_backoff_ms": 200, "max_backoff_ms": 1000, "reset_after_ms": 10000},
+                "update": {"on_failure": "revert"},
+            }),
+        );
+        let path = dir.path().join(format!("{version}.json"));
+        std::fs::write(
+            &path,
+            json!({"namespace": "rel", "name": "web", "spec": spec}).to_string(),
+        )
+        .unwrap();
+        let file = path.display().to_string();
+        let (code, _, err) = env.cluster.cli(
+            1,
+            &["service", "deploy", &file, "--wait", "--timeout", "120s"],
+        );
+        (code, err)
+    };
+    let version_of = |env_value: &str| {
+        let revisions = history(&env);
+        revisions
+            .iter()
+            .find(|r| r["spec"]["env"]["VERSION"] == env_value && r["cause"] == "deploy")
+            .unwrap_or_else(|| panic!("no deploy of {env_value}: {revisions:?}"))["version"]
+            .as_u64()
+            .unwrap()
+    };
+
+    let (code, err) = deploy("one", json!({}));
+    assert_eq!(code, 0, "{err}");
+    let (code, err) = deploy("two", json!({}));
+    assert_eq!(code, 0, "{err}");
+    let (one, two) = (version_of("one"), version_of("two"));
+
+    // Three crashes a container: the new version crash-loops, and the
+    // service goes back to two by itself; the deploy says so.
+    let (code, err) = deploy("three", json!({"ECHO_CRASH_AFTER_MS": "100"}));
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("reverted"), "{err}");
+    let three = version_of("three");
+    let report = client.service_report("rel", "web").await.unwrap();
+    let reverted = report
+        .reverted
+        .clone()
+        .expect("the report shows the revert");
+    assert_eq!((reverted.from, reverted.to), (three, two), "{report:?}");
+    assert!(reverted.reason.contains("crash"), "{reverted:?}");
+    eventually(
+        "every slot runs version two again",
+        Duration::from_secs(60),
+        || async {
+            let report = client
+                .service_report("rel", "web")
+                .await
+                .map_err(|e| e.to_string())?;
+            let service = client
+                .service_get("rel", "web")
+                .await
+                .map_err(|e| e.to_string())?;
+            match (
+                report.running,
+                report.outdated,
+                service.spec.env["VERSION"].as_str(),
+            ) {
+                (3, 0, "two") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let revisions = history(&env);
+    let newest = revisions.last().unwrap();
+    assert_eq!(newest["cause"], "revert", "{revisions:?}");
+    assert_eq!(newest["from"], three);
+    assert_eq!(newest["to"], two);
+    assert_eq!(newest["current"], true);
+    eventually(
+        "the revert rolled out (settled)",
+        Duration::from_secs(30),
+        || async {
+            let revisions = history(&env);
+            match revisions.last().unwrap()["settled_ms"].as_u64() {
+                Some(_) => Ok(()),
+                None => Err(format!("{revisions:?}")),
+            }
+        },
+    )
+    .await;
+    let events = client.events(0).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == "service.reverted" && e.subject == "rel/web"),
+        "{events:?}"
+    );
+
+    // Back to the first version exactly: its spec and the image it ran.
+    let (code, _, err) = env.cluster.cli(
+        1,
+        &[
+            "service",
+            "rollback",
+            "rel/web",
+            "--to",
+            &one.to_string(),
+            "--wait",
+            "--timeout",
+            "120s",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let service = client.service_get("rel", "web").await.unwrap();
+    assert_eq!(service.spec.env["VERSION"], "one");
+    let revisions = history(&env);
+    let first = revisions.iter().find(|r| r["version"] == one).unwrap();
+    let newest = revisions.last().unwrap();
+    assert_eq!(newest["cause"], "rollback");
+    assert_eq!(newest["to"], one);
+    assert_eq!(newest["pin"], first["pin"], "{revisions:?}");
+    let report = client.service_report("rel", "web").await.unwrap();
+    assert_eq!((report.running, report.outdated), (3, 0), "{report:?}");
+
+    // A version that is not kept, or the current one, is refused.
+    let (code, _, err) = env
+        .cluster
+        .cli(1, &["service", "rollback", "rel/web", "--to", "1"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not in the history"), "{err}");
+}
