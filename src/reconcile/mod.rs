@@ -48,6 +48,7 @@ pub mod plan;
 pub mod pulls;
 pub mod services;
 pub mod session_ttl;
+pub mod settling;
 pub mod triggers;
 pub mod volume_gc;
 pub mod watchdog;

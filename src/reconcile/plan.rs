@@ -83,6 +83,9 @@ pub struct PlanInput<'a> {
     /// running instances of the current template still count as a
     /// replacement in flight, so no further one starts.
     pub held_for_test: bool,
+    /// Instances of the current template that have not yet run the
+    /// spec's `update.min_healthy_ms`: still a replacement in flight.
+    pub settling: &'a BTreeSet<String>,
 }
 
 /// Plans one service. Each slot it places is counted into `loads` at
@@ -171,7 +174,7 @@ pub fn plan(input: &PlanInput, loads: &mut Loads) -> Vec<Action> {
         )
     };
     let untested = |i: &Instance| {
-        input.held_for_test
+        (input.held_for_test || input.settling.contains(&i.id))
             && i.state == InstanceState::Running
             && input.template == Some(i.template.as_str())
     };
@@ -453,6 +456,7 @@ mod tests {
         instances: Vec<Instance>,
         containers: Vec<(String, ContainerInfo)>,
         held_for_test: bool,
+        settling: BTreeSet<String>,
     }
 
     impl World {
@@ -468,6 +472,7 @@ mod tests {
                 instances: vec![],
                 containers: vec![],
                 held_for_test: false,
+                settling: BTreeSet::new(),
             }
         }
 
@@ -491,6 +496,7 @@ mod tests {
                 healthy: &BTreeSet::new(),
                 unhealthy: &BTreeSet::new(),
                 held_for_test: self.held_for_test,
+                settling: &self.settling,
             };
             plan(&input, &mut Loads::default())
         }
@@ -885,6 +891,12 @@ mod tests {
         world.held_for_test = true;
         assert!(places(&world).is_empty(), "the test has not passed yet");
         world.held_for_test = false;
+        world.settling = BTreeSet::from([world.instances[0].id.clone()]);
+        assert!(
+            places(&world).is_empty(),
+            "the new instance has not run update.min_healthy_ms yet"
+        );
+        world.settling.clear();
         assert_eq!(
             places(&world),
             vec![Action::Place {

@@ -36,6 +36,7 @@ use super::observed::{Observed, ServiceKey};
 use super::placement::Loads;
 use super::plan::{plan, Action, PlanInput, RestartReason};
 use super::pulls::{Pulls, Readiness};
+use super::settling::RunningClocks;
 use super::SupervisorSettings;
 use crate::dates::parse_rfc3339_ms;
 use crate::replica::{now_ms, Replica};
@@ -167,6 +168,8 @@ pub struct Services {
     /// Service versions whose image names itself (an image only on the
     /// engines, or a digest): resolved without a pin in the state.
     self_named: Mutex<HashMap<ServiceKey, u64>>,
+    /// How long each instance has been running, for `min_healthy_ms`.
+    running: Mutex<HashMap<ServiceKey, RunningClocks>>,
 }
 
 /// A template fingerprint with the spec version and pin it is of.
@@ -213,6 +216,7 @@ impl Services {
             crashes: Mutex::new(HashMap::new()),
             create_failures: Mutex::new(HashMap::new()),
             reported_unplaceable: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
             deadlines: Mutex::new(HashMap::new()),
             book: tokio::sync::Mutex::new(PlacementBook::default()),
             fingerprints: Mutex::new(HashMap::new()),
@@ -537,6 +541,10 @@ impl Services {
         };
         let cluster = cluster?;
         let Some(service) = service else {
+            self.running
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(key);
             // Containers of a service that no longer exists.
             for (node, container) in containers {
                 if let Some(node) = nodes.get(&node) {
@@ -584,6 +592,25 @@ impl Services {
             Some(book) => book.nodes.clone(),
             None => Arc::new(nodes),
         };
+        // New instances not yet running long enough still count as a
+        // replacement in flight; looked at again when the first has.
+        let settling = match template.as_deref() {
+            Some(template) => {
+                let min_healthy = Duration::from_millis(service.spec.update.min_healthy_ms);
+                let (settling, next) = self
+                    .running
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .entry(key.clone())
+                    .or_default()
+                    .settling(&instances, template, min_healthy, Instant::now());
+                if let Some(at) = next {
+                    self.requeue_at(key, at);
+                }
+                settling
+            }
+            None => BTreeSet::new(),
+        };
         let input = PlanInput {
             service: &service,
             template: template.as_deref(),
@@ -594,6 +621,7 @@ impl Services {
             healthy: &healthy,
             unhealthy: &unhealthy,
             held_for_test,
+            settling: &settling,
         };
         let actions = match book.as_mut() {
             Some(book) => plan(&input, &mut book.loads),
@@ -632,7 +660,7 @@ impl Services {
             }
         }
         if failed.is_none() {
-            self.follow_rollout(key).await;
+            self.follow_rollout(key, settling.is_empty()).await;
         }
         failed
     }
@@ -641,7 +669,8 @@ impl Services {
     /// failed one back when its spec says revert. Each is written once: a
     /// settled version is not settled again, and the revert is written
     /// against the failed version (a deploy after it wins).
-    async fn follow_rollout(&self, key: &ServiceKey) {
+    /// `settled`: no new instance is still within `min_healthy_ms`.
+    async fn follow_rollout(&self, key: &ServiceKey, settled: bool) {
         let command = self.replica.sm.read(|s| {
             let service = s.services.get(key)?;
             if let Some((to, reason)) = s.revert_due(service) {
@@ -654,7 +683,7 @@ impl Services {
                 });
             }
             match s.rollout_standing(service) {
-                Standing::Finished { version } => Some(Command::SettleRevision {
+                Standing::Finished { version } if settled => Some(Command::SettleRevision {
                     namespace: key.0.clone(),
                     name: key.1.clone(),
                     version,

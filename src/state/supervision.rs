@@ -139,6 +139,7 @@ fn template_fields(spec: &super::ServiceSpec) -> Vec<(&'static str, String)> {
         max_parallel,
         on_failure: _,
         history: _,
+        min_healthy_ms: _,
     } = update;
     let mut fields = vec![
         ("kind", json(kind)),

@@ -189,6 +189,9 @@ pub struct UpdateStrategy {
     /// Versions of the spec kept for `service history` and `service
     /// rollback` (1 to 100).
     pub history: u32,
+    /// How long a new instance runs (healthy) before the rollout counts it
+    /// done and replaces the next one (at most an hour).
+    pub min_healthy_ms: u64,
 }
 
 impl Default for UpdateStrategy {
@@ -197,6 +200,7 @@ impl Default for UpdateStrategy {
             max_parallel: 1,
             on_failure: OnFailure::Pause,
             history: super::history::DEFAULT_HISTORY,
+            min_healthy_ms: 0,
         }
     }
 }

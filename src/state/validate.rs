@@ -8,6 +8,8 @@ use std::collections::BTreeSet;
 
 use super::types::{NodeSpec, ProbeKind, ServiceKind, ServiceSpec};
 
+/// Longest `update.min_healthy_ms`.
+pub const MAX_MIN_HEALTHY_MS: u64 = 3_600_000;
 /// Largest KV value accepted, as in Consul.
 pub const MAX_KV_VALUE_BYTES: usize = 512 * 1024;
 /// Largest KV key accepted.
@@ -177,6 +179,11 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), Invalid> {
     }
     if spec.update.max_parallel == 0 {
         return Err(Invalid::new("update.max_parallel must be at least 1"));
+    }
+    if spec.update.min_healthy_ms > MAX_MIN_HEALTHY_MS {
+        return Err(Invalid::new(format!(
+            "update.min_healthy_ms must be at most {MAX_MIN_HEALTHY_MS} (an hour)"
+        )));
     }
     if !(1..=super::history::MAX_HISTORY).contains(&spec.update.history) {
         return Err(Invalid::new(format!(

@@ -167,3 +167,76 @@ async fn a_crash_looping_rollout_reverts_by_itself_and_rollback_returns_to_an_ex
     assert_ne!(code, 0);
     assert!(err.contains("not in the history"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_instance_must_run_min_healthy_before_the_next_is_replaced() {
+    let Some(env) = DockerCluster::start(3).await else {
+        return;
+    };
+    env.add_node("n1", LOCAL_ENGINE, "a").await;
+    let client = env.cluster.client();
+    let spec = |version: &str, crash_after_ms: Option<&str>| {
+        let mut vars = json!({ "VERSION": version });
+        if let Some(ms) = crash_after_ms {
+            vars["ECHO_CRASH_AFTER_MS"] = json!(ms);
+        }
+        echo_spec(
+            3,
+            json!({
+                "env": vars,
+                "restart": {"initial_backoff_ms": 200, "max_backoff_ms": 1000, "reset_after_ms": 60000},
+                "update": {"on_failure": "revert", "min_healthy_ms": 4000},
+            }),
+        )
+    };
+    client
+        .service_put("mh", "web", &spec("one", None), None)
+        .await
+        .unwrap();
+    eventually(
+        "version one rolled out",
+        Duration::from_secs(60),
+        || async {
+            let revisions = client
+                .service_history("mh", "web")
+                .await
+                .map_err(|e| e.to_string())?;
+            match revisions.last().and_then(|r| r.settled_ms) {
+                Some(_) => Ok(()),
+                None => Err(format!("{revisions:?}")),
+            }
+        },
+    )
+    .await;
+
+    // Version two dies 1.5 s after it starts: its first instance never
+    // runs the 4 s it must, so no second one is replaced before the
+    // service goes back.
+    let bad = client
+        .service_put("mh", "web", &spec("two", Some("1500")), None)
+        .await
+        .unwrap();
+    let most_new = std::cell::Cell::new(0);
+    let reverted = eventually(
+        "version two is reverted",
+        Duration::from_secs(90),
+        || async {
+            let report = client
+                .service_report("mh", "web")
+                .await
+                .map_err(|e| e.to_string())?;
+            if report.version == bad.version {
+                let new = report.instances.len() as u32 - report.outdated;
+                most_new.set(most_new.get().max(new));
+            }
+            report.reverted.clone().ok_or_else(|| format!("{report:?}"))
+        },
+    )
+    .await;
+    assert_eq!(reverted.from, bad.version);
+    assert_eq!(
+        most_new.get(),
+        1,
+        "one instance of version two at a time, never more"
+    );
+}
