@@ -339,7 +339,8 @@ impl Hooks {
             let instance = s
                 .service_instances(namespace, name)
                 .into_iter()
-                .filter(|i| i.slot < service.spec.replicas)
+                // A surge slot runs the new version first.
+                .filter(|i| i.slot < service.spec.replicas + service.spec.update.max_surge)
                 .find(|i| i.state == InstanceState::Running && i.template == template)
                 .cloned();
             Some((service.clone(), instance))

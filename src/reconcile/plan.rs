@@ -88,17 +88,48 @@ pub struct PlanInput<'a> {
     pub settling: &'a BTreeSet<String>,
 }
 
+/// How many surge slots (`update.max_surge`, slots `wanted..`) a rollout
+/// runs beside the service's own: all of them while one of its own slots
+/// runs an older template, and, once they exist, until every own slot
+/// runs the current one; none otherwise.
+fn surge_slots(input: &PlanInput, wanted: u32) -> u32 {
+    let max = input.service.spec.update.max_surge;
+    if max == 0 || wanted == 0 {
+        return 0;
+    }
+    let own = || input.instances.iter().filter(|i| i.slot < wanted);
+    let surging = input
+        .instances
+        .iter()
+        .any(|i| i.slot >= wanted && i.slot < wanted + max);
+    let Some(template) = input.template else {
+        // The version's image is being resolved: nothing changes.
+        return if surging { max } else { 0 };
+    };
+    let outdated = own().any(|i| i.template != template);
+    let unsettled = own().count() < wanted as usize
+        || own().any(|i| i.state != InstanceState::Running || i.template != template);
+    if outdated || (surging && unsettled) {
+        max
+    } else {
+        0
+    }
+}
+
 /// Plans one service. Each slot it places is counted into `loads` at
 /// once, so the next placement (of this plan or a later one sharing the
 /// book) sees it.
 pub fn plan(input: &PlanInput, loads: &mut Loads) -> Vec<Action> {
     let service = input.service;
     // An external service runs nothing: every slot is scaled away.
-    let replicas = if service.spec.kind == ServiceKind::External {
+    let wanted = if service.spec.kind == ServiceKind::External {
         0
     } else {
         service.spec.replicas
     };
+    // The slots planned: the service's own and, while a rollout goes on,
+    // its surge slots.
+    let replicas = wanted + surge_slots(input, wanted);
     let mut actions = Vec::new();
     let by_slot: BTreeMap<u32, &Instance> = input.instances.iter().map(|i| (i.slot, *i)).collect();
 
@@ -184,9 +215,14 @@ pub fn plan(input: &PlanInput, loads: &mut Loads) -> Vec<Action> {
         .filter(|i| i.slot < replicas && (in_flight(i) || untested(i)))
         .count();
 
-    for slot in 0..replicas {
+    // Surge slots first: the new version starts beside the old one
+    // before any of the old one is replaced.
+    for slot in (wanted..replicas).chain(0..wanted) {
         let Some(instance) = by_slot.get(&slot).copied() else {
             place(&mut actions, input, slot, &[], &mut counts, loads);
+            if slot >= wanted {
+                updating += 1;
+            }
             continue;
         };
         let node_name = instance.node.as_deref().unwrap_or("");
@@ -747,6 +783,86 @@ mod tests {
             ),
             "{actions:?}"
         );
+    }
+
+    #[test]
+    fn a_surge_slot_runs_the_new_version_before_any_is_replaced_and_goes_when_done() {
+        let mut world = World::new(2);
+        world.service.spec.update.max_surge = 1;
+        let old_template = world.template();
+        let running = |slot: u32, generation: u64, template: &str| {
+            let mut i = instance(slot, generation, "a", InstanceState::Running);
+            i.template = template.to_string();
+            i
+        };
+        world.instances = vec![running(0, 1, &old_template), running(1, 1, &old_template)];
+        world.containers = world
+            .instances
+            .iter()
+            .map(|i| {
+                (
+                    "a".to_string(),
+                    container(i, ContainerState::Running, &old_template),
+                )
+            })
+            .collect();
+        let places = |world: &World| -> Vec<u32> {
+            world
+                .plan()
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::Place { slot, .. } => Some(slot),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert!(places(&world).is_empty(), "nothing to roll out: no surge");
+        world.service.spec.image = "echo:v2".into();
+        let new_template = world.template();
+        assert_eq!(
+            places(&world),
+            [2],
+            "the surge slot first, nothing replaced"
+        );
+        // The surge instance starting: nothing else moves.
+        let mut surge = instance(2, 1, "b", InstanceState::Starting);
+        surge.template = new_template.clone();
+        world.instances.push(surge.clone());
+        assert!(places(&world).is_empty());
+        // Running: the first own slot is replaced.
+        surge.state = InstanceState::Running;
+        world.instances[2] = surge.clone();
+        world.containers.push((
+            "b".into(),
+            container(&surge, ContainerState::Running, &new_template),
+        ));
+        assert_eq!(places(&world), [0]);
+        // Every own slot runs the new version: the surge slot goes.
+        world.instances[0] = running(0, 2, &new_template);
+        world.instances[1] = running(1, 2, &new_template);
+        world.containers = world
+            .instances
+            .iter()
+            .map(|i| {
+                (
+                    i.node.clone().unwrap(),
+                    container(i, ContainerState::Running, &new_template),
+                )
+            })
+            .collect();
+        let actions = world.plan();
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::Forget { id, .. } if *id == surge.id)),
+            "{actions:?}"
+        );
+        // A slot still being replaced keeps it.
+        world.instances[1].state = InstanceState::Starting;
+        assert!(!world
+            .plan()
+            .iter()
+            .any(|a| matches!(a, Action::Forget { .. })));
     }
 
     #[test]

@@ -292,6 +292,14 @@ fn needs_placement(
     })
 }
 
+/// Whether a rollout with surge slots may place one now: some instance
+/// runs an older template.
+fn surge_may_place(service: &Service, instances: &[Instance], template: &str) -> bool {
+    service.spec.update.max_surge > 0
+        && service.spec.kind == ServiceKind::Container
+        && instances.iter().any(|i| i.template != template)
+}
+
 impl Services {
     /// The template fingerprint of `service`'s spec, computed once per
     /// version of it.
@@ -472,9 +480,10 @@ impl Services {
                     .into_iter()
                     .cloned()
                     .collect();
-                let placing = service
-                    .as_ref()
-                    .is_some_and(|service| needs_placement(service, &instances, &s.nodes));
+                let placing = service.as_ref().is_some_and(|service| {
+                    needs_placement(service, &instances, &s.nodes)
+                        || surge_may_place(service, &instances, &s.template_of(service))
+                });
                 let nodes = if placing {
                     // The placement book has every node.
                     BTreeMap::new()

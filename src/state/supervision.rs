@@ -140,6 +140,7 @@ fn template_fields(spec: &super::ServiceSpec) -> Vec<(&'static str, String)> {
         on_failure: _,
         history: _,
         min_healthy_ms: _,
+        max_surge: _,
     } = update;
     let mut fields = vec![
         ("kind", json(kind)),
@@ -309,10 +310,10 @@ impl State {
         let Some(svc) = self.services.get(&key) else {
             return Outcome::NotFound;
         };
-        if slot >= svc.spec.replicas {
+        if slot >= svc.spec.replicas + svc.spec.update.max_surge {
             return Outcome::Rejected(format!(
-                "slot {slot} is beyond the {} replicas of {namespace}/{service}",
-                svc.spec.replicas
+                "slot {slot} is beyond the {} replicas (and {} surge slots) of {namespace}/{service}",
+                svc.spec.replicas, svc.spec.update.max_surge
             ));
         }
         match self.nodes.get(node) {

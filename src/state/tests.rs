@@ -1346,3 +1346,42 @@ fn a_spec_written_before_rollouts_could_revert_decodes_with_the_defaults() {
     assert_eq!(spec.update.on_failure, OnFailure::Pause);
     assert_eq!(spec.update.history, history::DEFAULT_HISTORY);
 }
+
+#[test]
+fn surge_slots_are_refused_with_volumes_and_placed_up_to_the_surge() {
+    let mut state = State::default();
+    deploy_with_node(&mut state);
+    let with_volume = image_spec(
+        "echo:1",
+        serde_json::json!({
+            "update": { "max_surge": 1 },
+            "volumes": [{ "name": "data", "mount": "/data" }],
+        }),
+    );
+    let outcome = put_spec(&mut state, 10, with_volume);
+    assert!(
+        matches!(&outcome, Outcome::Rejected(r) if r.contains("max_surge")),
+        "{outcome:?}"
+    );
+    put_spec(
+        &mut state,
+        11,
+        image_spec(
+            "echo:1",
+            serde_json::json!({ "update": { "max_surge": 1 } }),
+        ),
+    );
+    for (slot, placed) in [(2, true), (3, false)] {
+        let outcome = state
+            .apply(
+                20 + u64::from(slot),
+                &req(20 + u128::from(slot), place_slot("demo", "web", slot, "n1")),
+            )
+            .outcome;
+        assert_eq!(
+            matches!(outcome, Outcome::Rejected(_)),
+            !placed,
+            "slot {slot}: {outcome:?}"
+        );
+    }
+}

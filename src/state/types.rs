@@ -192,6 +192,11 @@ pub struct UpdateStrategy {
     /// How long a new instance runs (healthy) before the rollout counts it
     /// done and replaces the next one (at most an hour).
     pub min_healthy_ms: u64,
+    /// Instances of the new version a rollout starts beside the old ones
+    /// before it replaces any (extra slots, removed when it is done), so
+    /// the service never runs fewer than its replicas. Not with volumes or
+    /// fixed host ports: those belong to a slot.
+    pub max_surge: u32,
 }
 
 impl Default for UpdateStrategy {
@@ -201,6 +206,7 @@ impl Default for UpdateStrategy {
             on_failure: OnFailure::Pause,
             history: super::history::DEFAULT_HISTORY,
             min_healthy_ms: 0,
+            max_surge: 0,
         }
     }
 }

@@ -180,6 +180,16 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), Invalid> {
     if spec.update.max_parallel == 0 {
         return Err(Invalid::new("update.max_parallel must be at least 1"));
     }
+    if spec.update.max_surge > MAX_REPLICAS {
+        return Err(Invalid::new(format!(
+            "update.max_surge must be at most {MAX_REPLICAS}"
+        )));
+    }
+    if spec.update.max_surge > 0 && (!spec.volumes.is_empty() || spec.holds_host_ports()) {
+        return Err(Invalid::new(
+            "update.max_surge needs a service without volumes or fixed host ports: those belong to one slot",
+        ));
+    }
     if spec.update.min_healthy_ms > MAX_MIN_HEALTHY_MS {
         return Err(Invalid::new(format!(
             "update.min_healthy_ms must be at most {MAX_MIN_HEALTHY_MS} (an hour)"

@@ -240,3 +240,82 @@ async fn a_new_instance_must_run_min_healthy_before_the_next_is_replaced() {
         "one instance of version two at a time, never more"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_surge_rollout_never_runs_fewer_than_the_replicas() {
+    let Some(env) = DockerCluster::start(3).await else {
+        return;
+    };
+    env.add_node("n1", LOCAL_ENGINE, "a").await;
+    let client = env.cluster.client();
+    let spec = |version: &str| {
+        echo_spec(
+            3,
+            json!({ "env": { "VERSION": version }, "update": { "max_surge": 1 } }),
+        )
+    };
+    let rolled_out = |version: u64| {
+        let client = &client;
+        async move {
+            let revisions = client
+                .service_history("sg", "web")
+                .await
+                .map_err(|e| e.to_string())?;
+            match revisions.last() {
+                Some(r) if r.version == version && r.settled_ms.is_some() => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    };
+    let one = client
+        .service_put("sg", "web", &spec("one"), None)
+        .await
+        .unwrap();
+    eventually("version one rolled out", Duration::from_secs(60), || {
+        rolled_out(one.version)
+    })
+    .await;
+    let two = client
+        .service_put("sg", "web", &spec("two"), None)
+        .await
+        .unwrap();
+    let fewest = std::cell::Cell::new(u32::MAX);
+    let most = std::cell::Cell::new(0);
+    eventually(
+        "version two rolled out",
+        Duration::from_secs(90),
+        || async {
+            let report = client
+                .service_report("sg", "web")
+                .await
+                .map_err(|e| e.to_string())?;
+            fewest.set(fewest.get().min(report.running));
+            most.set(most.get().max(report.running));
+            rolled_out(two.version).await
+        },
+    )
+    .await;
+    assert!(
+        fewest.get() >= 3,
+        "never fewer than 3 running (fewest {})",
+        fewest.get()
+    );
+    assert_eq!(most.get(), 4, "the surge instance ran beside the three");
+    eventually(
+        "the surge slot is gone",
+        Duration::from_secs(30),
+        || async {
+            let instances = client
+                .service_instances("sg", "web")
+                .await
+                .map_err(|e| e.to_string())?;
+            match instances.len() {
+                3 => Ok(()),
+                n => Err(format!("{n} instances")),
+            }
+        },
+    )
+    .await;
+    let service = client.service_get("sg", "web").await.unwrap();
+    assert_eq!(service.spec.env["VERSION"], "two");
+}
