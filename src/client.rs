@@ -487,7 +487,7 @@ impl Client {
         .await
     }
 
-    /// `start`, `stop` or `restart` a service.
+    /// `start`, `stop`, `restart`, `promote` or `abort` a service.
     pub async fn service_action(
         &self,
         namespace: &str,

@@ -209,11 +209,24 @@ pub struct ServiceReport {
     /// version that rolled out): a failure is not where it ends.
     #[serde(default)]
     pub revert_armed: bool,
+    /// The newest version is a canary deploy waiting for `service promote`
+    /// (or `service abort`).
+    #[serde(default)]
+    pub canary: Option<Canary>,
     pub instances: Vec<Instance>,
     /// `[instance id, exit]` pairs.
     #[schema(value_type = Vec<Vec<Object>>)]
     pub last_exits: Vec<(String, ExitInfo)>,
     pub recent_events: Vec<Event>,
+}
+
+/// A canary deploy waiting, in a service's report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Canary {
+    /// Instances of the new version it runs before it is promoted.
+    pub wanted: u32,
+    /// Instances of the new version running now.
+    pub running: u32,
 }
 
 /// An automatic revert, in a service's report.

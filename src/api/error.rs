@@ -148,6 +148,7 @@ pub type ApiResult<T> = Result<T, ApiError>;
 /// 400 for a size limit and 409 for what depends on the state (a quota, a
 /// node not drained).
 pub fn refused(code: &str, message: String) -> ApiError {
+    use crate::state::history::NO_CANARY;
     use crate::state::hooks::{BACKUP_UNUSABLE, JOB_RUNNING};
     use crate::state::limits::{LIMIT_EXCEEDED, QUOTA_EXCEEDED};
     use crate::state::supervision::NODE_NOT_DRAINED;
@@ -159,6 +160,7 @@ pub fn refused(code: &str, message: String) -> ApiError {
         QUOTA_EXCEEDED => ApiError::new(StatusCode::CONFLICT, QUOTA_EXCEEDED, message),
         NODE_NOT_DRAINED => ApiError::new(StatusCode::CONFLICT, NODE_NOT_DRAINED, message),
         VOLUME_IN_USE => ApiError::new(StatusCode::CONFLICT, VOLUME_IN_USE, message),
+        NO_CANARY => ApiError::new(StatusCode::CONFLICT, NO_CANARY, message),
         _ => ApiError::new(StatusCode::CONFLICT, "rejected", message),
     }
 }

@@ -85,6 +85,14 @@ pub fn router(replica: Arc<Replica>) -> Router {
             post(services::rollback),
         )
         .route(
+            "/v1/services/{namespace}/{name}/promote",
+            post(services::promote),
+        )
+        .route(
+            "/v1/services/{namespace}/{name}/abort",
+            post(services::abort),
+        )
+        .route(
             "/v1/services/{namespace}/{name}/instances",
             get(services::instances),
         )

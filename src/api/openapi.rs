@@ -58,6 +58,8 @@ impl Modify for TokenSecurity {
         super::services::scale,
         super::services::history,
         super::services::rollback,
+        super::services::promote,
+        super::services::abort,
         super::services::instances,
         super::services::report,
         super::services::start,

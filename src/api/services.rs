@@ -18,7 +18,7 @@ use crate::state::history::Cause;
 use crate::state::{
     validate, Command, Event, Instance, InstanceState, Outcome, RunState, Service, ServiceSpec,
 };
-use crate::wire::{Reverted, Revision, RollbackBody, ScaleBody, ServiceReport};
+use crate::wire::{Canary, Reverted, Revision, RollbackBody, ScaleBody, ServiceReport};
 
 pub(super) fn check_names(namespace: &str, name: &str) -> ApiResult<()> {
     validate::dns_label("namespace", namespace)
@@ -301,6 +301,63 @@ pub async fn rollback(
 }
 
 #[utoipa::path(
+    post, path = "/v1/services/{namespace}/{name}/promote", tag = "services", params(
+        ("namespace" = String, Path, description = "Namespace (a DNS label)", example = "demo"),
+        ("name" = String, Path, description = "Service name (a DNS label)", example = "echo"),
+    ),
+    responses((status = 200, description = "The canary deploy is promoted: the rest rolls out", body = Service), Refusals)
+)]
+pub async fn promote(
+    State(replica): State<Arc<Replica>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    check_names(&namespace, &name)?;
+    let what = format!("{namespace}/{name}");
+    let applied = replica
+        .write(Command::PromoteCanary { namespace, name })
+        .await?;
+    service_outcome(&what, applied.outcome)
+}
+
+#[utoipa::path(
+    post, path = "/v1/services/{namespace}/{name}/abort", tag = "services", params(
+        ("namespace" = String, Path, description = "Namespace (a DNS label)", example = "demo"),
+        ("name" = String, Path, description = "Service name (a DNS label)", example = "echo"),
+    ),
+    responses((status = 200, description = "Back at the version before the canary deploy, as a new version", body = Service), Refusals)
+)]
+pub async fn abort(
+    State(replica): State<Arc<Replica>>,
+    Path((namespace, name)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    check_names(&namespace, &name)?;
+    let what = format!("{namespace}/{name}");
+    let version = replica.sm.read(|s| {
+        let service = s
+            .services
+            .get(&(namespace.clone(), name.clone()))
+            .ok_or_else(|| ApiError::not_found(format!("service {what} does not exist")))?;
+        if !s.history.canary_held(&namespace, &name) {
+            return Err(super::error::refused(
+                crate::state::history::NO_CANARY,
+                format!("{what} has no canary waiting to be aborted"),
+            ));
+        }
+        Ok(service.version)
+    })?;
+    let applied = replica
+        .write(Command::RollbackService {
+            namespace,
+            name,
+            to: None,
+            expected_version: Some(version),
+            revert: None,
+        })
+        .await?;
+    service_outcome(&what, applied.outcome)
+}
+
+#[utoipa::path(
     post, path = "/v1/services/{namespace}/{name}/scale", tag = "services", params(
         ("namespace" = String, Path, description = "Namespace (a DNS label)", example = "demo"),
         ("name" = String, Path, description = "Service name (a DNS label)", example = "echo"),
@@ -541,12 +598,20 @@ pub async fn report(
         let revert_armed = service.spec.update.on_failure == crate::state::OnFailure::Revert
             && reverted.is_none()
             && s.history.revert_target(&namespace, &name).is_some();
+        let canary = s.history.canary_held(&namespace, &name).then(|| Canary {
+            wanted: service.spec.update.canary,
+            running: instances
+                .iter()
+                .filter(|i| i.template == template && i.state == InstanceState::Running)
+                .count() as u32,
+        });
         Ok(Json(ServiceReport {
             outdated,
             rollout_paused,
             test,
             reverted,
             revert_armed,
+            canary,
             service: format!("{namespace}/{name}"),
             version: service.version,
             run_state: service.run_state,

@@ -292,6 +292,10 @@ pub enum ServiceCommand {
     /// The versions of a service's spec, oldest first (`update.history`
     /// of them are kept, 20 by default).
     History { service: String },
+    /// Let a canary deploy (`update.canary`) roll out to every instance.
+    Promote { service: String },
+    /// Take a canary deploy back: the version before it, as a new version.
+    Abort { service: String },
     /// Back to an earlier version's spec and image (with the current
     /// replica count), as a new version.
     Rollback {
@@ -872,6 +876,10 @@ async fn run_service(
                 table
             });
         }
+        ServiceCommand::Promote { service } => {
+            run_action(client, format, &service, "promote").await?
+        }
+        ServiceCommand::Abort { service } => run_action(client, format, &service, "abort").await?,
         ServiceCommand::Start { service } => run_action(client, format, &service, "start").await?,
         ServiceCommand::Stop { service } => run_action(client, format, &service, "stop").await?,
         ServiceCommand::Restart { service } => {

@@ -85,6 +85,13 @@ pub fn judge(report: &ServiceReport, version: u64) -> Progress {
         RunState::Stopped => 0,
     };
     let current = report.running.saturating_sub(report.outdated);
+    // A canary deploy has done its part once its canaries run: the rest
+    // waits for `service promote`.
+    if let Some(canary) = &report.canary {
+        if canary.running >= canary.wanted && report.pending == 0 && report.pulling == 0 {
+            return Progress::Converged;
+        }
+    }
     // A version with a test hook has rolled out once its test passed.
     let tested = report.test != "pending" || wanted == 0;
     let settled = report.pending == 0

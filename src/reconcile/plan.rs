@@ -86,6 +86,9 @@ pub struct PlanInput<'a> {
     /// Instances of the current template that have not yet run the
     /// spec's `update.min_healthy_ms`: still a replacement in flight.
     pub settling: &'a BTreeSet<String>,
+    /// The newest version is a canary deploy not yet promoted: only
+    /// `update.canary` instances run it.
+    pub canary_held: bool,
 }
 
 /// How many surge slots (`update.max_surge`, slots `wanted..`) a rollout
@@ -214,6 +217,18 @@ pub fn plan(input: &PlanInput, loads: &mut Loads) -> Vec<Action> {
         .iter()
         .filter(|i| i.slot < replicas && (in_flight(i) || untested(i)))
         .count();
+    // A canary deploy not yet promoted: its canaries hold the whole
+    // budget once there are enough of them.
+    if input.canary_held {
+        let canaries = input
+            .instances
+            .iter()
+            .filter(|i| i.slot < replicas && input.template == Some(i.template.as_str()))
+            .count();
+        if canaries >= service.spec.update.canary as usize {
+            updating = usize::MAX;
+        }
+    }
 
     // Surge slots first: the new version starts beside the old one
     // before any of the old one is replaced.
@@ -221,7 +236,7 @@ pub fn plan(input: &PlanInput, loads: &mut Loads) -> Vec<Action> {
         let Some(instance) = by_slot.get(&slot).copied() else {
             place(&mut actions, input, slot, &[], &mut counts, loads);
             if slot >= wanted {
-                updating += 1;
+                updating = updating.saturating_add(1);
             }
             continue;
         };
@@ -493,6 +508,7 @@ mod tests {
         containers: Vec<(String, ContainerInfo)>,
         held_for_test: bool,
         settling: BTreeSet<String>,
+        canary_held: bool,
     }
 
     impl World {
@@ -509,6 +525,7 @@ mod tests {
                 containers: vec![],
                 held_for_test: false,
                 settling: BTreeSet::new(),
+                canary_held: false,
             }
         }
 
@@ -533,6 +550,7 @@ mod tests {
                 unhealthy: &BTreeSet::new(),
                 held_for_test: self.held_for_test,
                 settling: &self.settling,
+                canary_held: self.canary_held,
             };
             plan(&input, &mut Loads::default())
         }
@@ -783,6 +801,56 @@ mod tests {
             ),
             "{actions:?}"
         );
+    }
+
+    #[test]
+    fn a_held_canary_deploy_replaces_only_its_canaries() {
+        let mut world = World::new(3);
+        world.service.spec.update.canary = 1;
+        world.service.spec.update.max_parallel = 3;
+        let old_template = world.template();
+        world.instances = (0..3)
+            .map(|slot| {
+                let mut i = instance(slot, 1, "a", InstanceState::Running);
+                i.template = old_template.clone();
+                i
+            })
+            .collect();
+        world.containers = world
+            .instances
+            .iter()
+            .map(|i| {
+                (
+                    "a".to_string(),
+                    container(i, ContainerState::Running, &old_template),
+                )
+            })
+            .collect();
+        world.service.spec.image = "echo:v2".into();
+        let new_template = world.template();
+        world.canary_held = true;
+        let places = |world: &World| -> Vec<u32> {
+            world
+                .plan()
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::Place { slot, .. } => Some(slot),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(places(&world), [0, 1, 2], "max_parallel 3, no canary yet");
+        // One canary runs the new version: held there.
+        world.instances[0] = instance(0, 2, "a", InstanceState::Running);
+        world.instances[0].template = new_template.clone();
+        world.containers[0] = (
+            "a".into(),
+            container(&world.instances[0], ContainerState::Running, &new_template),
+        );
+        assert!(places(&world).is_empty());
+        // Promoted: the rest rolls out.
+        world.canary_held = false;
+        assert_eq!(places(&world), [1, 2]);
     }
 
     #[test]

@@ -472,72 +472,81 @@ impl Services {
         // Every node only when a slot needs placing; otherwise just the
         // nodes this service's instances and containers are on, so a
         // reconcile costs what the service has, not what the cluster has.
-        let (cluster, service, instances, nodes, placing, pin, resolver, held_for_test) =
-            self.replica.sm.read(|s| {
-                let service = s.services.get(key).cloned();
-                let instances: Vec<Instance> = s
-                    .service_instances(&key.0, &key.1)
-                    .into_iter()
-                    .cloned()
-                    .collect();
-                let placing = service.as_ref().is_some_and(|service| {
-                    needs_placement(service, &instances, &s.nodes)
-                        || surge_may_place(service, &instances, &s.template_of(service))
-                });
-                let nodes = if placing {
-                    // The placement book has every node.
-                    BTreeMap::new()
-                } else {
-                    let names: BTreeSet<&str> = instances
-                        .iter()
-                        .filter_map(|i| i.node.as_deref())
-                        .chain(containers.iter().map(|(node, _)| node.as_str()))
-                        .collect();
-                    names
-                        .into_iter()
-                        .filter_map(|name| s.nodes.get_key_value(name))
-                        .map(|(name, node)| (name.clone(), node.clone()))
-                        .collect::<BTreeMap<String, Node>>()
-                };
-                let pin = service.as_ref().and_then(|service| {
-                    s.images
-                        .pin(&service.namespace, &service.name, service.version)
-                        .map(str::to_string)
-                });
-                // Where to resolve an unpinned version: a ready node of its
-                // instances, or else any ready node.
-                let resolver = match (&service, &pin) {
-                    (Some(service), None) if service.spec.kind == ServiceKind::Container => {
-                        instances
-                            .iter()
-                            .filter_map(|i| i.node.as_deref())
-                            .chain(s.nodes.keys().map(String::as_str))
-                            .filter_map(|n| s.nodes.get(n))
-                            .find(|n| n.state == NodeState::Ready)
-                            .cloned()
-                    }
-                    _ => None,
-                };
-                // A version with a test hook goes on replacing only once
-                // its test passed.
-                let held_for_test = service.as_ref().is_some_and(|service| {
-                    service.spec.hooks.test.is_some()
-                        && !s
-                            .hooks
-                            .verdict(&service.namespace, &service.name, service.version)
-                            .is_some_and(|verdict| verdict.passed)
-                });
-                (
-                    s.cluster_id.clone(),
-                    service,
-                    instances,
-                    nodes,
-                    placing,
-                    pin,
-                    resolver,
-                    held_for_test,
-                )
+        let (
+            cluster,
+            service,
+            instances,
+            nodes,
+            placing,
+            pin,
+            resolver,
+            held_for_test,
+            canary_held,
+        ) = self.replica.sm.read(|s| {
+            let service = s.services.get(key).cloned();
+            let instances: Vec<Instance> = s
+                .service_instances(&key.0, &key.1)
+                .into_iter()
+                .cloned()
+                .collect();
+            let placing = service.as_ref().is_some_and(|service| {
+                needs_placement(service, &instances, &s.nodes)
+                    || surge_may_place(service, &instances, &s.template_of(service))
             });
+            let nodes = if placing {
+                // The placement book has every node.
+                BTreeMap::new()
+            } else {
+                let names: BTreeSet<&str> = instances
+                    .iter()
+                    .filter_map(|i| i.node.as_deref())
+                    .chain(containers.iter().map(|(node, _)| node.as_str()))
+                    .collect();
+                names
+                    .into_iter()
+                    .filter_map(|name| s.nodes.get_key_value(name))
+                    .map(|(name, node)| (name.clone(), node.clone()))
+                    .collect::<BTreeMap<String, Node>>()
+            };
+            let pin = service.as_ref().and_then(|service| {
+                s.images
+                    .pin(&service.namespace, &service.name, service.version)
+                    .map(str::to_string)
+            });
+            // Where to resolve an unpinned version: a ready node of its
+            // instances, or else any ready node.
+            let resolver = match (&service, &pin) {
+                (Some(service), None) if service.spec.kind == ServiceKind::Container => instances
+                    .iter()
+                    .filter_map(|i| i.node.as_deref())
+                    .chain(s.nodes.keys().map(String::as_str))
+                    .filter_map(|n| s.nodes.get(n))
+                    .find(|n| n.state == NodeState::Ready)
+                    .cloned(),
+                _ => None,
+            };
+            // A version with a test hook goes on replacing only once
+            // its test passed.
+            let held_for_test = service.as_ref().is_some_and(|service| {
+                service.spec.hooks.test.is_some()
+                    && !s
+                        .hooks
+                        .verdict(&service.namespace, &service.name, service.version)
+                        .is_some_and(|verdict| verdict.passed)
+            });
+            let canary_held = s.history.canary_held(&key.0, &key.1);
+            (
+                s.cluster_id.clone(),
+                service,
+                instances,
+                nodes,
+                placing,
+                pin,
+                resolver,
+                held_for_test,
+                canary_held,
+            )
+        });
         // The plan asks only about the nodes its instances are on.
         let reachable: BTreeSet<String> = {
             let observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
@@ -631,6 +640,7 @@ impl Services {
             unhealthy: &unhealthy,
             held_for_test,
             settling: &settling,
+            canary_held,
         };
         let actions = match book.as_mut() {
             Some(book) => plan(&input, &mut book.loads),

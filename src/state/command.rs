@@ -382,6 +382,11 @@ pub enum Command {
         name: String,
         version: u64,
     },
+    /// `service promote`: the newest version's canary rollout goes on.
+    PromoteCanary {
+        namespace: String,
+        name: String,
+    },
 }
 
 /// A command as it travels through Raft; a persisted record with a

@@ -15,6 +15,8 @@ use super::{Actor, ServiceSpec};
 pub const DEFAULT_HISTORY: u32 = 20;
 /// Most versions a service may keep.
 pub const MAX_HISTORY: u32 = 100;
+/// The refusal of a promote or abort without a canary waiting (409).
+pub const NO_CANARY: &str = "no_canary";
 
 /// Why a version was made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +48,8 @@ pub struct Revision {
     /// When its rollout finished: every slot ran it (healthy, its test
     /// passed). A version that never got there is no revert's target.
     pub settled_ms: Option<u64>,
+    /// When `service promote` let its canary rollout go on.
+    pub promoted_ms: Option<u64>,
 }
 
 /// The spec histories of every service.
@@ -97,6 +101,39 @@ impl HistoryBook {
         };
         revision.settled_ms = Some(at_ms);
         true
+    }
+
+    /// Whether the newest version's rollout stops at its canaries: a
+    /// deploy with `update.canary`, neither promoted nor rolled out (a
+    /// rollback or revert goes back to a known version: no canary).
+    pub fn canary_held(&self, namespace: &str, name: &str) -> bool {
+        self.newest(namespace, name).is_some_and(|r| {
+            r.cause == Cause::Deploy
+                && r.spec.update.canary > 0
+                && r.promoted_ms.is_none()
+                && r.settled_ms.is_none()
+        })
+    }
+
+    /// `service promote`: the newest version's canary rollout goes on.
+    pub(super) fn promote(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        at_ms: u64,
+    ) -> Result<u64, String> {
+        if !self.canary_held(namespace, name) {
+            return Err(format!(
+                "{namespace}/{name} has no canary waiting to be promoted"
+            ));
+        }
+        let revision = self
+            .services
+            .get_mut(&key(namespace, name))
+            .and_then(|revisions| revisions.last_mut())
+            .expect("a held canary is the newest version");
+        revision.promoted_ms = Some(at_ms);
+        Ok(revision.version)
     }
 
     /// The image the newest version resolved to: pins are resolved for
@@ -173,6 +210,7 @@ mod tests {
             cause: Cause::Deploy,
             actor: None,
             settled_ms: None,
+            promoted_ms: None,
         }
     }
 

@@ -817,6 +817,36 @@ impl State {
                 }
                 Outcome::Done
             }
+            Command::PromoteCanary { namespace, name } => {
+                match self.history.promote(namespace, name, time_ms) {
+                    Ok(version) => {
+                        self.event(
+                            index,
+                            time_ms,
+                            "service.promoted",
+                            &format!("{namespace}/{name}"),
+                            format!(
+                                "version {version}: the canaries are promoted, the rest rolls out"
+                            ),
+                        );
+                        match self.services.get(&(namespace.clone(), name.clone())) {
+                            Some(service) => Outcome::Service(Box::new(service.clone())),
+                            None => Outcome::NotFound,
+                        }
+                    }
+                    Err(_)
+                        if !self
+                            .services
+                            .contains_key(&(namespace.clone(), name.clone())) =>
+                    {
+                        Outcome::NotFound
+                    }
+                    Err(reason) => Outcome::Refused {
+                        code: history::NO_CANARY.into(),
+                        message: reason,
+                    },
+                }
+            }
             Command::As { actor, command } => {
                 let outer = self.actor.replace(actor.clone());
                 let outcome = self.apply_command(index, time_ms, command);
@@ -970,6 +1000,7 @@ impl State {
             cause: cause.clone(),
             actor: self.actor.clone(),
             settled_ms: None,
+            promoted_ms: None,
         };
         self.history
             .record(namespace, name, revision, spec.update.history);

@@ -141,6 +141,7 @@ fn template_fields(spec: &super::ServiceSpec) -> Vec<(&'static str, String)> {
         history: _,
         min_healthy_ms: _,
         max_surge: _,
+        canary: _,
     } = update;
     let mut fields = vec![
         ("kind", json(kind)),

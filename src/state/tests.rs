@@ -1385,3 +1385,47 @@ fn surge_slots_are_refused_with_volumes_and_placed_up_to_the_surge() {
         );
     }
 }
+
+#[test]
+fn a_canary_deploy_is_held_until_promoted_and_a_rollback_is_never_a_canary() {
+    let mut state = State::default();
+    let canary = serde_json::json!({ "replicas": 3, "update": { "canary": 1 } });
+    put_spec(&mut state, 10, image_spec("echo:1", canary.clone()));
+    assert!(state.history.canary_held("demo", "web"));
+    let promote = Command::PromoteCanary {
+        namespace: "demo".into(),
+        name: "web".into(),
+    };
+    assert!(matches!(
+        state.apply(11, &req(11, promote.clone())).outcome,
+        Outcome::Service(_)
+    ));
+    assert!(!state.history.canary_held("demo", "web"));
+    let again = state.apply(12, &req(12, promote.clone())).outcome;
+    assert!(
+        matches!(&again, Outcome::Refused { code, .. } if code == history::NO_CANARY),
+        "{again:?}"
+    );
+    put_spec(&mut state, 20, image_spec("echo:2", canary));
+    assert!(state.history.canary_held("demo", "web"));
+    let back = Command::RollbackService {
+        namespace: "demo".into(),
+        name: "web".into(),
+        to: None,
+        expected_version: None,
+        revert: None,
+    };
+    state.apply(21, &req(21, back));
+    assert!(
+        !state.history.canary_held("demo", "web"),
+        "going back to a known version rolls out whole"
+    );
+    let too_many = image_spec(
+        "echo:3",
+        serde_json::json!({ "replicas": 2, "update": { "canary": 2 } }),
+    );
+    assert!(matches!(
+        put_spec(&mut state, 30, too_many),
+        Outcome::Rejected(_)
+    ));
+}

@@ -86,7 +86,8 @@ pub fn touched(command: &Command, outcome: &Outcome) -> Vec<Touched> {
         }
         | Command::SettleRevision {
             namespace, name, ..
-        } => vec![service(namespace, name)],
+        }
+        | Command::PromoteCanary { namespace, name } => vec![service(namespace, name)],
         Command::DeleteServiceAndVolumes {
             namespace, name, ..
         } => vec![service(namespace, name), Touched::Volumes],

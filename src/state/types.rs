@@ -197,6 +197,10 @@ pub struct UpdateStrategy {
     /// the service never runs fewer than its replicas. Not with volumes or
     /// fixed host ports: those belong to a slot.
     pub max_surge: u32,
+    /// A deploy replaces only this many instances (canaries, beside the
+    /// old ones) and waits: `service promote` rolls the rest, `service
+    /// abort` goes back to the version before. 0: no canary.
+    pub canary: u32,
 }
 
 impl Default for UpdateStrategy {
@@ -207,6 +211,7 @@ impl Default for UpdateStrategy {
             history: super::history::DEFAULT_HISTORY,
             min_healthy_ms: 0,
             max_surge: 0,
+            canary: 0,
         }
     }
 }

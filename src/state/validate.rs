@@ -180,6 +180,11 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), Invalid> {
     if spec.update.max_parallel == 0 {
         return Err(Invalid::new("update.max_parallel must be at least 1"));
     }
+    if spec.update.canary > 0 && spec.update.canary >= spec.replicas.max(1) {
+        return Err(Invalid::new(
+            "update.canary must be fewer than the replicas (the rest keep the previous version until promoted)",
+        ));
+    }
     if spec.update.max_surge > MAX_REPLICAS {
         return Err(Invalid::new(format!(
             "update.max_surge must be at most {MAX_REPLICAS}"

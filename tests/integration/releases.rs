@@ -319,3 +319,88 @@ async fn a_surge_rollout_never_runs_fewer_than_the_replicas() {
     let service = client.service_get("sg", "web").await.unwrap();
     assert_eq!(service.spec.env["VERSION"], "two");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_canary_runs_beside_the_old_version_until_promoted_or_aborted() {
+    let Some(env) = DockerCluster::start(3).await else {
+        return;
+    };
+    env.add_node("n1", LOCAL_ENGINE, "a").await;
+    let client = env.cluster.client();
+    let dir = tempfile::tempdir().unwrap();
+    let deploy = |version: &str| {
+        let spec = echo_spec(
+            3,
+            json!({ "env": { "VERSION": version }, "update": { "canary": 1 } }),
+        );
+        let path = dir.path().join(format!("{version}.json"));
+        std::fs::write(
+            &path,
+            json!({"namespace": "cn", "name": "web", "spec": spec}).to_string(),
+        )
+        .unwrap();
+        let file = path.display().to_string();
+        let (code, _, err) = env.cluster.cli(
+            1,
+            &["service", "deploy", &file, "--wait", "--timeout", "120s"],
+        );
+        assert_eq!(code, 0, "{version}: {err}");
+    };
+    // Running on every slot: new service, a canary has nothing to replace.
+    deploy("one");
+    let versions = |want: &'static str| {
+        let client = &client;
+        async move {
+            let report = client
+                .service_report("cn", "web")
+                .await
+                .map_err(|e| e.to_string())?;
+            let service = client
+                .service_get("cn", "web")
+                .await
+                .map_err(|e| e.to_string())?;
+            match (
+                report.running,
+                report.outdated,
+                service.spec.env["VERSION"].as_str(),
+            ) {
+                (3, 0, version) if version == want => Ok(report),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    };
+    eventually("version one everywhere", Duration::from_secs(60), || {
+        versions("one")
+    })
+    .await;
+
+    // Version two: one canary, two keep version one, and it stays so.
+    deploy("two");
+    let report = client.service_report("cn", "web").await.unwrap();
+    let canary = report.canary.clone().expect("a canary waits");
+    assert_eq!((canary.wanted, canary.running), (1, 1), "{report:?}");
+    assert_eq!(report.outdated, 2, "{report:?}");
+    let (code, _, err) = env.cluster.cli(1, &["service", "promote", "cn/web"]);
+    assert_eq!(code, 0, "{err}");
+    eventually("version two everywhere", Duration::from_secs(60), || {
+        versions("two")
+    })
+    .await;
+    let (code, _, err) = env.cluster.cli(1, &["service", "promote", "cn/web"]);
+    assert_ne!(code, 0, "nothing left to promote");
+    assert!(err.contains("no canary"), "{err}");
+
+    // Version three: its canary aborted, every slot runs version two.
+    deploy("three");
+    let report = client.service_report("cn", "web").await.unwrap();
+    assert_eq!(report.outdated, 2, "{report:?}");
+    let (code, _, err) = env.cluster.cli(1, &["service", "abort", "cn/web"]);
+    assert_eq!(code, 0, "{err}");
+    let report = eventually(
+        "back to version two everywhere",
+        Duration::from_secs(60),
+        || versions("two"),
+    )
+    .await;
+    assert!(report.canary.is_none(), "{report:?}");
+}
