@@ -114,6 +114,19 @@ class Dashboard:
             pass
         return "; ".join(parts)
 
+    def load(self, url, attempts=3):
+        """Opens url; loads again when Chromium showed its own error page
+        instead (ERR_NETWORK_CHANGED: other tests add and remove Docker
+        networks on this machine while the page loads)."""
+        for _ in range(attempts):
+            self.driver.get(url)
+            error_page = self.driver.current_url.startswith("chrome-error://") or bool(
+                self.driver.find_elements(By.CSS_SELECTOR, "body.neterror")
+            )
+            if not error_page:
+                return
+        raise StepFailed(f"{url} did not load: Chromium showed its error page {attempts} times")
+
     def wait(self, what, condition, timeout=UI_TIMEOUT):
         """Waits until `condition(driver)` is truthy and answers it."""
         try:
@@ -227,7 +240,7 @@ class Dashboard:
         self.done(csp)
 
         self.step("a wrong token is refused at sign-in")
-        self.driver.get(self.url + "/ui/")
+        self.load(self.url + "/ui/")
         self.wait("the sign-in form is shown", lambda d: d.find_element(By.ID, "token").is_displayed())
         self.type("token", "rvt_wrong.0000000000000000000000000000000000000000000000000000000000000000")
         self.click("sign-in")
