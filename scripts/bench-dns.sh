@@ -26,9 +26,16 @@
 #    (PUT /v1/services/fresh/x) while both followers' DNS servers are polled
 #    over UDP (about every POLL_MS); the time from sending the write (and
 #    from its acknowledgement, i.e. the commit) until each follower answers
-#    the new address is recorded; p50/p99/max are printed.
+#    the new address is recorded; p50/p99/max are printed. Then, in the
+#    same cluster, SWITCH_TRIALS blue-green switches of release `cut`
+#    (entry x, external in namespaces cut-blue and cut-green, two
+#    addresses each) through POST /v1/releases/cut/switch while both
+#    followers resolve cut.release.cluster.local: the time until each
+#    answers the other environment, and every answer seen classified
+#    (blue, green, a mix, empty).
 # Goals: raftvisor >= 0.5x NSD's queries/s; write -> changed answer on a
-# follower p99 <= 100 ms.
+# follower p99 <= 100 ms; a switch answered by every follower within
+# 100 ms, never a mixed or empty answer.
 #
 #   scripts/bench-dns.sh                 # ~4 minutes after the build
 #   ROUNDS=1 FRESH_TRIALS=50 scripts/bench-dns.sh
@@ -39,6 +46,7 @@
 #   DURATION=10 CLIENTS=4 OUTSTANDING=200 DNSPERF_CPU=1   dnsperf -l -c -q, taskset
 #   ROUNDS=3             dnsperf runs per server (interleaved)
 #   FRESH_TRIALS=200 POLL_MS=1   freshness trials, pause between two polls
+#   SWITCH_TRIALS=100    release switches (0 leaves them out)
 #   QUIET_MAX_PCT=20 QUIET_WAIT=300   the machine is shared: before each
 #                        dnsperf run, wait (at most QUIET_WAIT s) until other
 #                        processes use at most QUIET_MAX_PCT % of one core, and

@@ -829,6 +829,127 @@ impl Client {
             .map(drop)
     }
 
+    // ---- releases ----
+
+    pub async fn release_list(&self) -> Result<Vec<crate::wire::ReleaseView>, ClientError> {
+        self.call(Method::GET, "/v1/releases", &[], None, None)
+            .await
+    }
+
+    pub async fn release(&self, name: &str) -> Result<crate::wire::ReleaseView, ClientError> {
+        let path = format!("/v1/releases/{}", urlencode(name));
+        self.call(Method::GET, &path, &[], None, None).await
+    }
+
+    pub async fn release_create(
+        &self,
+        name: &str,
+        body: &crate::wire::ReleaseBody,
+    ) -> Result<crate::wire::ReleaseView, ClientError> {
+        let path = format!("/v1/releases/{}", urlencode(name));
+        self.call(Method::PUT, &path, &[], json(body)?, None).await
+    }
+
+    pub async fn release_switch(
+        &self,
+        name: &str,
+        body: &crate::wire::SwitchBody,
+    ) -> Result<crate::wire::ReleaseView, ClientError> {
+        self.post(
+            &format!("/v1/releases/{}/switch", urlencode(name)),
+            json(body)?,
+        )
+        .await
+    }
+
+    pub async fn release_remove(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/releases/{}", urlencode(name));
+        self.delete::<serde_json::Value>(&path, &[], None)
+            .await
+            .map(drop)
+    }
+
+    // ---- topologies ----
+
+    /// Namespace `namespace` as a topology; `share` are exported as references.
+    pub async fn namespace_export(
+        &self,
+        namespace: &str,
+        share: &[String],
+    ) -> Result<crate::state::topology::Topology, ClientError> {
+        let path = format!("/v1/namespaces/{}/topology", urlencode(namespace));
+        let query: Vec<(&str, String)> = if share.is_empty() {
+            Vec::new()
+        } else {
+            vec![("share", share.join(","))]
+        };
+        self.call(Method::GET, &path, &query, None, None).await
+    }
+
+    /// Clones `namespace` into the empty namespace `body.to` in one write.
+    pub async fn namespace_clone(
+        &self,
+        namespace: &str,
+        body: &crate::wire::CloneBody,
+    ) -> Result<Vec<Service>, ClientError> {
+        self.post(
+            &format!("/v1/namespaces/{}/clone", urlencode(namespace)),
+            json(body)?,
+        )
+        .await
+    }
+
+    pub async fn topology_list(&self) -> Result<Vec<crate::wire::TopologyEntry>, ClientError> {
+        self.call(Method::GET, "/v1/topologies", &[], None, None)
+            .await
+    }
+
+    /// Every kept version of `name`, oldest first.
+    pub async fn topology_versions(
+        &self,
+        name: &str,
+    ) -> Result<Vec<crate::wire::TopologyEntry>, ClientError> {
+        let path = format!("/v1/topologies/{}", urlencode(name));
+        self.call(
+            Method::GET,
+            &path,
+            &[("versions", String::new())],
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// Version `version` of `name` (the newest if none), with the topology.
+    pub async fn topology(
+        &self,
+        name: &str,
+        version: Option<u64>,
+    ) -> Result<crate::wire::TopologyEntry, ClientError> {
+        let path = format!("/v1/topologies/{}", urlencode(name));
+        let query: Vec<(&str, String)> = version
+            .map(|v| vec![("version", v.to_string())])
+            .unwrap_or_default();
+        self.call(Method::GET, &path, &query, None, None).await
+    }
+
+    pub async fn topology_save(
+        &self,
+        name: &str,
+        topology: &crate::state::topology::Topology,
+    ) -> Result<crate::wire::TopologyEntry, ClientError> {
+        let path = format!("/v1/topologies/{}", urlencode(name));
+        self.call(Method::PUT, &path, &[], json(topology)?, None)
+            .await
+    }
+
+    pub async fn topology_remove(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/topologies/{}", urlencode(name));
+        self.delete::<serde_json::Value>(&path, &[], None)
+            .await
+            .map(drop)
+    }
+
     // ---- registries ----
 
     /// Stores the account the cluster pulls from `host` with.

@@ -566,3 +566,197 @@ impl TemplateEntry {
         }
     }
 }
+
+/// `PUT /v1/releases/{name}` body: a blue-green release.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseBody {
+    /// The entry service's name, the same in both environments.
+    pub entry: String,
+    /// The blue environment's namespace.
+    pub blue: String,
+    /// The green environment's namespace.
+    pub green: String,
+    /// `blue` (default) or `green`: the environment live at first.
+    #[serde(default)]
+    pub live: Option<String>,
+}
+
+/// `POST /v1/releases/{name}/switch` body (all optional: by default the
+/// idle environment goes live).
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchBody {
+    /// `blue` or `green`: exactly this environment (nothing changes if it is live).
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Back to the environment live before the latest switch.
+    #[serde(default)]
+    pub back: bool,
+    /// Switch even when the entry has no running instance there.
+    #[serde(default)]
+    pub force: bool,
+    /// Compare-and-set: the release's current version.
+    #[serde(default)]
+    pub expected_version: Option<u64>,
+}
+
+/// One environment of a release, as the state shows it now.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+pub struct ReleaseEnvironment {
+    /// `blue` or `green`.
+    pub color: String,
+    pub namespace: String,
+    /// Running instances of the entry service there.
+    pub entry_running: u32,
+    /// The entry service's spec version there, if it exists.
+    #[serde(default)]
+    pub entry_version: Option<u64>,
+    /// The entry service's image there, if it exists.
+    #[serde(default)]
+    pub entry_image: Option<String>,
+    /// Services in the namespace.
+    pub services: u32,
+}
+
+/// One cutover of a release.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+pub struct ReleaseSwitch {
+    /// The Raft index of the switch.
+    pub index: u64,
+    pub from: String,
+    pub to: String,
+    pub at_ms: u64,
+    /// The name of the token that switched it.
+    #[serde(default)]
+    pub actor: Option<String>,
+    pub back: bool,
+}
+
+/// `GET /v1/releases/{name}`.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+pub struct ReleaseView {
+    pub name: String,
+    pub entry: String,
+    /// `blue` or `green`.
+    pub live: String,
+    /// The release's DNS name (answers as the live environment's entry).
+    pub dns_name: String,
+    /// The Raft index of its last change.
+    pub version: u64,
+    pub created_ms: u64,
+    pub blue: ReleaseEnvironment,
+    pub green: ReleaseEnvironment,
+    /// The latest switches, oldest first.
+    pub switches: Vec<ReleaseSwitch>,
+}
+
+impl ReleaseView {
+    /// What `state` shows of `release`; `domain` is the cluster's DNS domain.
+    pub fn of(
+        state: &crate::state::State,
+        release: &crate::state::releases::Release,
+        domain: &str,
+    ) -> ReleaseView {
+        use crate::state::releases::Color;
+        let environment = |color: Color| {
+            let namespace = release.namespace(color);
+            let entry = state
+                .services
+                .get(&(namespace.to_string(), release.entry.clone()));
+            ReleaseEnvironment {
+                color: color.as_str().to_string(),
+                namespace: namespace.to_string(),
+                entry_running: state
+                    .service_instances(namespace, &release.entry)
+                    .iter()
+                    .filter(|i| i.state == crate::state::InstanceState::Running)
+                    .count() as u32,
+                entry_version: entry.map(|s| s.version),
+                entry_image: entry.map(|s| s.spec.image.clone()),
+                services: state
+                    .services
+                    .keys()
+                    .filter(|(ns, _)| ns == namespace)
+                    .count() as u32,
+            }
+        };
+        ReleaseView {
+            name: release.name.clone(),
+            entry: release.entry.clone(),
+            live: release.live.as_str().to_string(),
+            dns_name: format!("{}.release.{domain}", release.name),
+            version: release.version,
+            created_ms: release.created_ms,
+            blue: environment(Color::Blue),
+            green: environment(Color::Green),
+            switches: release
+                .switches
+                .iter()
+                .map(|s| ReleaseSwitch {
+                    index: s.index,
+                    from: s.from.as_str().to_string(),
+                    to: s.to.as_str().to_string(),
+                    at_ms: s.at_ms,
+                    actor: s.actor.as_ref().map(|a| a.token_name.clone()),
+                    back: s.back,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `POST /v1/namespaces/{ns}/clone` body.
+#[derive(Serialize, Deserialize, Debug, Clone, Default, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloneBody {
+    /// The new namespace (it must have no services).
+    pub to: String,
+    /// Services not duplicated: the new namespace gets an external
+    /// service whose hostname is the original's DNS name.
+    #[serde(default)]
+    pub share: Vec<String>,
+}
+
+/// One kept version of a named topology (`GET /v1/topologies/{name}`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+pub struct TopologyEntry {
+    pub name: String,
+    /// The Raft index it was saved at.
+    pub version: u64,
+    pub at_ms: u64,
+    /// The name of the token that saved it.
+    #[serde(default)]
+    pub actor: Option<String>,
+    /// The namespace it was exported from, if it was.
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Its services, in deploy order.
+    pub services: Vec<String>,
+    /// The topology itself (secret values are never kept); left out of lists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topology: Option<crate::state::topology::Topology>,
+}
+
+impl TopologyEntry {
+    pub fn of(
+        name: &str,
+        version: &crate::state::topology::TopologyVersion,
+        with_topology: bool,
+    ) -> TopologyEntry {
+        TopologyEntry {
+            name: name.to_string(),
+            version: version.version,
+            at_ms: version.at_ms,
+            actor: version.actor.as_ref().map(|a| a.token_name.clone()),
+            source: version.topology.source.clone(),
+            services: version
+                .topology
+                .services
+                .iter()
+                .map(|s| s.name.clone())
+                .collect(),
+            topology: with_topology.then(|| version.topology.clone()),
+        }
+    }
+}

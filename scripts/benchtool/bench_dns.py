@@ -37,6 +37,7 @@ class Settings:
         self.clients, self.outstanding, self.cpu = w("CLIENTS", 4), w("OUTSTANDING", 200), w("DNSPERF_CPU", 1)
         self.rounds = w("ROUNDS", 3, 1)
         self.fresh_trials, self.poll_ms = w("FRESH_TRIALS", 200), w("POLL_MS", 1)
+        self.switch_trials = w("SWITCH_TRIALS", 100)
         self.quiet = settings.Quiet(max_pct=20, wait=300)
 
 
@@ -472,6 +473,107 @@ def measure_freshness(token, trials_wanted, poll_ms, trial_timeout=5, time_limit
             "leader_after": final.port if final else None, "poll_ms": poll_ms}
 
 
+BLUE = ["10.1.0.1", "10.1.0.2"]
+GREEN = ["10.2.0.1", "10.2.0.2"]
+
+
+def classify(answer):
+    """blue, green, or what else a release's name answered (a mix, nothing)."""
+    if answer is None:
+        return "no answer"
+    got = sorted(answer)
+    if got == BLUE:
+        return "blue"
+    if got == GREEN:
+        return "green"
+    return "empty" if not got else "mix"
+
+
+def measure_switch(token, trials_wanted, poll_ms, trial_timeout=5, time_limit=300):
+    """SWITCH_TRIALS blue-green switches of release `cut` (entry x: an
+    external service in namespaces cut-blue and cut-green) through the
+    leader while both followers' DNS is polled; every answer seen is
+    classified, and the time until each follower answers the new
+    environment is recorded."""
+    api = [Endpoint("127.0.0.1", p) for p in FRESH_PORTS.api]
+    name = f"cut.release.{DOMAIN}"
+    leader = leader_of(api, token, 60)
+    if leader is None:
+        raise Failure("no leader within 60 s")
+    headers = bearer(token, {"Content-Type": "application/json"})
+
+    def send(method, path, body):
+        return call(leader, method, path, json.dumps(body).encode(), headers, timeout=5)
+
+    for namespace, addresses in (("cut-blue", BLUE), ("cut-green", GREEN)):
+        status, body = send("PUT", f"/v1/services/{namespace}/x", {"kind": "external", "addresses": addresses})
+        if status != 200:
+            raise Failure(f"creating {namespace}/x: HTTP {status}: {body[:300]!r}")
+    status, body = send("PUT", "/v1/releases/cut", {"entry": "x", "blue": "cut-blue", "green": "cut-green"})
+    if status != 200:
+        raise Failure(f"creating release cut: HTTP {status}: {body[:300]!r}")
+    askers = {port: dnswire.Asker("127.0.0.1", port) for port in FRESH_PORTS.dns}
+    for port, asker in askers.items():
+        if not procs.wait_until(30, lambda: classify(asker.a(name)) == "blue", 0.05):
+            raise Failure(f"DNS on {port} does not answer {name} within 30 s")
+    leader_dns = FRESH_PORTS.dns[FRESH_PORTS.api.index(leader.port)]
+    followers = [p for p in FRESH_PORTS.dns if p != leader_dns]
+    print(f"release switches: polling followers' DNS on {followers}; {trials_wanted} trials", file=sys.stderr)
+    rng = random.Random(11)
+    trials, failed = [], 0
+    answers = {}
+    live = "blue"
+    started = time.monotonic()
+    for t in range(trials_wanted):
+        if time.monotonic() - started > time_limit:
+            print(f"time limit {time_limit} s reached after {t} switches", file=sys.stderr)
+            break
+        time.sleep(rng.uniform(0.02, 0.12))
+        target = "green" if live == "blue" else "blue"
+        ack = {}
+
+        def write():
+            try:
+                status, body = send("POST", "/v1/releases/cut/switch", {})
+                ack["status"] = status
+                if status != 200:
+                    ack["body"] = body[:200].decode(errors="replace")
+            except Exception as e:
+                ack["error"] = str(e)
+            ack["t"] = time.monotonic()
+
+        writer = threading.Thread(target=write)
+        t_send = time.monotonic()
+        writer.start()
+        seen = {}
+        end = t_send + trial_timeout
+        while len(seen) < len(followers) and time.monotonic() < end:
+            for port in followers:
+                if port in seen:
+                    continue
+                got = classify(askers[port].a(name))
+                answers[got] = answers.get(got, 0) + 1
+                if got == target:
+                    seen[port] = time.monotonic()
+            if poll_ms > 0:
+                time.sleep(poll_ms / 1000.0)
+        writer.join(timeout=10)
+        if ack.get("status") != 200 or len(seen) < len(followers):
+            failed += 1
+            print(f"switch {t}: {ack}, followers that answered {target}: {sorted(seen)}", file=sys.stderr)
+            break
+        live = target
+        trials.append({
+            "commit_ms": (ack["t"] - t_send) * 1000,
+            "from_send_ms": {str(p): (seen[p] - t_send) * 1000 for p in followers},
+            "from_ack_ms": {str(p): (seen[p] - ack["t"]) * 1000 for p in followers},
+        })
+    for asker in askers.values():
+        asker.close()
+    return {"trials": trials, "failed": failed, "answers": answers, "followers": followers,
+            "poll_ms": poll_ms}
+
+
 def freshness(run, servers, s, binary):
     """A three-replica cluster of real agents (supervisor off) and the
     freshness trials against it."""
@@ -489,12 +591,17 @@ def freshness(run, servers, s, binary):
         log(f"started raftvisor agent r{i} (pid {p.pid})")
     try:
         data = measure_freshness(token, s.fresh_trials, s.poll_ms)
+        if s.switch_trials:
+            data["switch"] = measure_switch(token, s.switch_trials, s.poll_ms)
     except Failure as e:
         raise Failure(f"the freshness measurement failed: {e} (logs: {run.dir}/fresh/r*/log)")
     with open(run.path("freshness.json"), "w") as f:
         json.dump(data, f)
     if not data["trials"] or data["failed"]:
         raise Failure(f"the freshness measurement failed (logs: {run.dir}/fresh/r*/log)")
+    switch = data.get("switch")
+    if switch and (not switch["trials"] or switch["failed"]):
+        raise Failure(f"the release switch measurement failed (logs: {run.dir}/fresh/r*/log)")
     servers.stop_all()
     return data
 
@@ -530,6 +637,38 @@ def freshness_report(data):
     print(f"- goal commit -> changed answer on a follower p99 <= 100 ms: "
           f"{'met' if p99 <= 100 else 'NOT met'} (p99 {p99:.1f} ms counted from sending the write, "
           f"{percentile(ack_each, 99):.1f} ms from its acknowledgement)")
+    print()
+    if data.get("switch"):
+        switch_report(data["switch"], row)
+
+
+def switch_report(data, row):
+    trials = data["trials"]
+    print("### Blue-green switch (release switch through the leader -> a follower's DNS answers the other environment)")
+    print()
+    if not trials:
+        print("no successful switches")
+        return
+    commit = [t["commit_ms"] for t in trials]
+    send_each = [v for t in trials for v in t["from_send_ms"].values()]
+    ack_each = [v for t in trials for v in t["from_ack_ms"].values()]
+    ack_both = [max(t["from_ack_ms"].values()) for t in trials]
+    answers = data["answers"]
+    print(f"{len(trials)} switches, {data['failed']} failed; polling every ~{data['poll_ms']} ms; "
+          f"answers seen while switching: " + ", ".join(f"{k} {v}" for k, v in sorted(answers.items())))
+    print()
+    table([("measure", "l"), ("samples", "r"), ("p50 ms", "r"), ("p90 ms", "r"), ("p99 ms", "r"), ("max ms", "r")], [
+        row("switch sent -> acknowledged (commit, HTTP round trip)", commit),
+        row("switch sent -> a follower answers the other environment", send_each),
+        row("acknowledgement -> a follower answers it (each follower)", ack_each),
+        row("acknowledgement -> both followers answer it", ack_both)])
+    print()
+    bad = sum(v for k, v in answers.items() if k not in ("blue", "green"))
+    p99 = percentile(send_each, 99)
+    print(f"- goal every follower answers the new environment within 100 ms of the commit: "
+          f"{'met' if p99 <= 100 else 'NOT met'} (p99 {p99:.1f} ms from sending the switch, "
+          f"{percentile(ack_each, 99):.1f} ms from its acknowledgement)")
+    print(f"- goal never a mix or an empty answer: {'met' if bad == 0 else 'NOT met'} ({bad} such answers)")
     print()
 
 

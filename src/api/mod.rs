@@ -23,10 +23,12 @@ pub mod nodes;
 pub mod openapi;
 pub mod prometheus_sd;
 pub mod registries;
+pub mod releases;
 pub mod services;
 pub mod sessions;
 pub mod templates;
 pub mod tokens;
+pub mod topologies;
 pub mod ui;
 pub mod volumes;
 
@@ -143,6 +145,26 @@ pub fn router(replica: Arc<Replica>) -> Router {
             get(backups::get).delete(backups::remove),
         )
         .route("/v1/restores/{id}", get(backups::get_restore))
+        .route("/v1/releases", get(releases::list))
+        .route(
+            "/v1/releases/{name}",
+            get(releases::get)
+                .put(releases::create)
+                .delete(releases::remove),
+        )
+        .route("/v1/releases/{name}/switch", post(releases::switch))
+        .route(
+            "/v1/namespaces/{namespace}/topology",
+            get(topologies::export),
+        )
+        .route("/v1/namespaces/{namespace}/clone", post(topologies::clone))
+        .route("/v1/topologies", get(topologies::list))
+        .route(
+            "/v1/topologies/{name}",
+            get(topologies::get)
+                .put(topologies::save)
+                .delete(topologies::remove),
+        )
         .route("/v1/templates", get(templates::list))
         .route(
             "/v1/templates/{name}",

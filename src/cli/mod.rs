@@ -9,8 +9,10 @@ pub mod exit_codes;
 pub mod image;
 pub mod output;
 pub mod registry;
+pub mod release;
 pub mod rollout;
 pub mod template;
+pub mod topology;
 pub mod tps;
 pub mod volume;
 
@@ -101,6 +103,16 @@ pub enum Command {
     /// Backups taken by `service backup`: show or remove one.
     #[command(subcommand)]
     Backup(backup::BackupCommand),
+    /// Blue-green releases: two environments and the entry name that
+    /// points at one of them.
+    #[command(subcommand)]
+    Release(release::ReleaseCommand),
+    /// A namespace's deployment: export it, apply it as another, clone it.
+    #[command(subcommand)]
+    Namespace(topology::NamespaceCommand),
+    /// Topologies the cluster keeps, with their versions.
+    #[command(subcommand)]
+    Topology(topology::TopologyCommand),
     /// Templates of clustered third-party services (TOML).
     #[command(subcommand)]
     Template(template::TemplateCommand),
@@ -607,6 +619,9 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
         Command::Image(image) => image::run(&client, format, image).await,
         Command::Volume(volume) => volume::run(&client, format, volume).await,
         Command::Backup(command) => backup::run(&client, format, command).await,
+        Command::Release(command) => release::run(&client, format, command).await,
+        Command::Namespace(command) => topology::run_namespace(&client, format, command).await,
+        Command::Topology(command) => topology::run_topology(&client, format, command).await,
         Command::Template(command) => template::run(&client, format, command).await,
         Command::Tps(command) => tps::run(&client, command).await,
     }

@@ -8,6 +8,8 @@
 //!   instance: the port's weight, the published host port, target
 //!   `<node>.node.<domain>` (its address in the additional section);
 //! - an `external` service's name — its addresses, or a CNAME to its host name;
+//! - `<release>.release` and `_<port>._<proto>.<release>.release` — as the
+//!   names of the release's entry service in its live environment;
 //! - `<node>.node` — the node's address; `leader.managers` — the leader's;
 //! - the apex — SOA and NS.
 //!   A name that does not exist is NXDOMAIN; an existing name without
@@ -116,6 +118,16 @@ impl Zone<'_> {
                 self.addresses(&name, want, ips.into_iter())
             }),
             [service, namespace, "svc"] => self.service_addresses(&name, namespace, service, want),
+            [release, "release"] => self.release_entry(release).and_then(|(namespace, entry)| {
+                self.service_addresses(&name, namespace, entry, want)
+            }),
+            [port, proto, release, "release"]
+                if port.starts_with('_') && proto.starts_with('_') =>
+            {
+                self.release_entry(release).and_then(|(namespace, entry)| {
+                    self.service_srv(&name, namespace, entry, &port[1..], &proto[1..], want)
+                })
+            }
             [port, proto, service, namespace, "svc"]
                 if port.starts_with('_') && proto.starts_with('_') =>
             {
@@ -173,6 +185,12 @@ impl Zone<'_> {
             answers,
             ..Answer::default()
         }
+    }
+
+    /// The live namespace and the entry service of release `name`.
+    fn release_entry(&self, name: &str) -> Option<(&str, &str)> {
+        let release = self.state.releases.releases.get(name)?;
+        Some((release.live_namespace(), release.entry.as_str()))
     }
 
     fn service(&self, namespace: &str, service: &str) -> Option<&Service> {
@@ -553,5 +571,78 @@ mod tests {
         );
         let apex = zone(&state).lookup("cluster.local", Want::Soa);
         assert!(matches!(apex.answers[0].data, Data::Soa { .. }));
+    }
+
+    #[test]
+    fn a_release_name_answers_with_the_live_environment_s_entry() {
+        use crate::state::releases::{Color, SwitchTarget};
+        let mut state = state();
+        let apply = |state: &mut State, index: u64, command: Command| {
+            state
+                .apply(
+                    index,
+                    &Request {
+                        id: RequestId(1000 + index as u128),
+                        time_ms: 0,
+                        command,
+                    },
+                )
+                .outcome
+        };
+        let created = apply(
+            &mut state,
+            100,
+            Command::CreateRelease {
+                name: "shop".into(),
+                entry: "echo".into(),
+                blue: "demo".into(),
+                green: "demo2".into(),
+                live: Color::Blue,
+            },
+        );
+        assert_eq!(created, crate::state::Outcome::Done);
+        let a = zone(&state).lookup("Shop.release.cluster.local.", Want::A);
+        assert_eq!(a.answers.len(), 1, "{a:?}");
+        assert_eq!(a.answers[0].name, "shop.release.cluster.local");
+        assert_eq!(a.answers[0].data, Data::Addr("10.1.2.3".parse().unwrap()));
+        let srv = zone(&state).lookup("_http._tcp.shop.release.cluster.local", Want::Srv);
+        assert!(
+            matches!(
+                srv.answers[0].data,
+                Data::Srv {
+                    port: 32001,
+                    weight: 7,
+                    ..
+                }
+            ),
+            "{srv:?}"
+        );
+        // Green runs nothing: the switch is refused and the answer stays.
+        let switch = |force| Command::SwitchRelease {
+            name: "shop".into(),
+            target: SwitchTarget::Idle,
+            force,
+            expected_version: None,
+        };
+        assert!(matches!(
+            apply(&mut state, 101, switch(false)),
+            crate::state::Outcome::Refused { ref code, .. } if code == "not_ready"
+        ));
+        assert_eq!(
+            zone(&state).lookup("shop.release.cluster.local", Want::A),
+            a
+        );
+        // Forced, it answers as green's entry: a name that does not exist there.
+        apply(&mut state, 102, switch(true));
+        assert!(
+            zone(&state)
+                .lookup("shop.release.cluster.local", Want::A)
+                .nxdomain
+        );
+        assert!(
+            zone(&state)
+                .lookup("other.release.cluster.local", Want::A)
+                .nxdomain
+        );
     }
 }

@@ -387,6 +387,49 @@ pub enum Command {
         namespace: String,
         name: String,
     },
+    /// `release create`: a blue-green release of two namespaces.
+    CreateRelease {
+        name: String,
+        entry: String,
+        blue: String,
+        green: String,
+        live: super::releases::Color,
+    },
+    /// `release switch`: the release's name answers with another
+    /// environment's entry.
+    SwitchRelease {
+        name: String,
+        target: super::releases::SwitchTarget,
+        /// Switch even when the entry runs nowhere in the target.
+        force: bool,
+        /// The release's version the switch was decided on (412 else).
+        expected_version: Option<u64>,
+    },
+    /// `release rm`: the release is forgotten; both environments keep running.
+    RemoveRelease {
+        name: String,
+    },
+    /// `topology save`: a new version of a named topology (secret values
+    /// are dropped).
+    PutTopology {
+        name: String,
+        topology: super::topology::Topology,
+    },
+    /// `topology rm`: a named topology and every version of it.
+    RemoveTopology {
+        name: String,
+    },
+    /// `namespace clone`: every service of `from` as a new service of the
+    /// empty namespace `to`, in one write.
+    CloneNamespace {
+        from: String,
+        to: String,
+        /// Services not duplicated: `to` gets an external service whose
+        /// hostname is the original's DNS name.
+        shared: Vec<String>,
+        /// The cluster's DNS domain, for those hostnames.
+        domain: String,
+    },
 }
 
 /// A command as it travels through Raft; a persisted record with a

@@ -11,8 +11,10 @@ use super::hooks::HookBook;
 use super::image_catalog::ImageCatalog;
 use super::manager_template::ManagerTemplate;
 use super::migrate::{Migrate, Versioned};
+use super::releases::ReleaseBook;
 use super::sessions::SessionBook;
 use super::templates::TemplateBook;
+use super::topology::TopologyBook;
 use super::types::{Event, Instance, KvEntry, Manager, Node, Service, TokenLimits, TokenRecord};
 use super::volumes::VolumeBook;
 
@@ -50,15 +52,19 @@ pub struct StateImage {
     pub templates: Versioned<TemplateBook>,
     /// The services' spec histories.
     pub history: Versioned<HistoryBook>,
+    /// Blue-green releases.
+    pub releases: Versioned<ReleaseBook>,
+    /// Named topologies and their versions.
+    pub topologies: Versioned<TopologyBook>,
 }
 
 impl Migrate for StateImage {
-    const VERSION_MARKER: &'static [u8] = b"SI09";
-    type Previous = v8::StateImage;
+    const VERSION_MARKER: &'static [u8] = b"SI10";
+    type Previous = v9::StateImage;
 
-    /// Versions written before were not kept: every history starts empty.
-    fn migrate(previous: v8::StateImage) -> StateImage {
-        let v8::StateImage {
+    /// There were no releases and no topologies: both books start empty.
+    fn migrate(previous: v9::StateImage) -> StateImage {
+        let v9::StateImage {
             cluster_id,
             services,
             instances,
@@ -80,6 +86,7 @@ impl Migrate for StateImage {
             volumes,
             hooks,
             templates,
+            history,
         } = previous;
         StateImage {
             cluster_id,
@@ -103,7 +110,105 @@ impl Migrate for StateImage {
             volumes,
             hooks,
             templates,
-            history: Versioned(HistoryBook::default()),
+            history,
+            releases: Versioned(ReleaseBook::default()),
+            topologies: Versioned(TopologyBook::default()),
+        }
+    }
+}
+
+/// Frozen: the image as written before blue-green releases.
+pub mod v9 {
+    use super::*;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct StateImage {
+        pub cluster_id: Option<String>,
+        pub services: Vec<Service>,
+        pub instances: Vec<Instance>,
+        pub nodes: Vec<Node>,
+        pub managers: Vec<Manager>,
+        pub kv: Vec<(String, KvEntry)>,
+        pub kv_index: u64,
+        pub kv_delete_index: u64,
+        pub events: Vec<Event>,
+        pub applied_index: u64,
+        pub dedup: Vec<(RequestId, Applied)>,
+        pub tokens: Vec<TokenRecord>,
+        pub tokens_bootstrapped: bool,
+        /// The limits of limited tokens, by token id.
+        pub token_limits: Vec<(String, TokenLimits)>,
+        /// Where the managers run, when bootstrap recorded it.
+        pub manager_template: Option<Versioned<ManagerTemplate>>,
+        /// Raft ids removed from the membership.
+        pub departed_managers: Vec<u64>,
+        /// Image pins, registry logins and the images the cluster keeps.
+        pub images: Versioned<ImageCatalog>,
+        /// Consul sessions and the locks they hold.
+        pub sessions: Versioned<SessionBook>,
+        /// The slots' volumes.
+        pub volumes: Versioned<VolumeBook>,
+        /// Backups and the verdicts of test hooks.
+        pub hooks: Versioned<HookBook>,
+        /// Templates of clustered third-party services.
+        pub templates: Versioned<TemplateBook>,
+        /// The services' spec histories.
+        pub history: Versioned<HistoryBook>,
+    }
+
+    impl Migrate for StateImage {
+        const VERSION_MARKER: &'static [u8] = b"SI09";
+        type Previous = super::v8::StateImage;
+
+        /// Versions written before were not kept: every history starts empty.
+        fn migrate(previous: super::v8::StateImage) -> StateImage {
+            let super::v8::StateImage {
+                cluster_id,
+                services,
+                instances,
+                nodes,
+                managers,
+                kv,
+                kv_index,
+                kv_delete_index,
+                events,
+                applied_index,
+                dedup,
+                tokens,
+                tokens_bootstrapped,
+                token_limits,
+                manager_template,
+                departed_managers,
+                images,
+                sessions,
+                volumes,
+                hooks,
+                templates,
+            } = previous;
+            StateImage {
+                cluster_id,
+                services,
+                instances,
+                nodes,
+                managers,
+                kv,
+                kv_index,
+                kv_delete_index,
+                events,
+                applied_index,
+                dedup,
+                tokens,
+                tokens_bootstrapped,
+                token_limits,
+                manager_template,
+                departed_managers,
+                images,
+                sessions,
+                volumes,
+                hooks,
+                templates,
+                history: Versioned(HistoryBook::default()),
+            }
         }
     }
 }

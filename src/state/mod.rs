@@ -19,11 +19,13 @@ pub mod limits;
 pub mod manager_template;
 pub mod migrate;
 mod quotas;
+pub mod releases;
 pub mod rollouts;
 pub mod sessions;
 pub mod supervision;
 pub mod templates;
 pub mod tokens;
+pub mod topology;
 pub mod touched;
 pub mod types;
 pub mod validate;
@@ -115,6 +117,10 @@ pub struct State {
     pub templates: templates::TemplateBook,
     /// The services' spec histories.
     pub history: history::HistoryBook,
+    /// Blue-green releases.
+    pub releases: releases::ReleaseBook,
+    /// Named topologies and their versions.
+    pub topologies: topology::TopologyBook,
     /// Who asked for the command being applied ([`Command::As`]); only
     /// set while it is applied, so its events name them.
     actor: Option<Actor>,
@@ -172,6 +178,8 @@ impl State {
             hooks: migrate::Versioned(self.hooks.clone()),
             templates: migrate::Versioned(self.templates.clone()),
             history: migrate::Versioned(self.history.clone()),
+            releases: migrate::Versioned(self.releases.clone()),
+            topologies: migrate::Versioned(self.topologies.clone()),
         }
     }
 
@@ -222,6 +230,8 @@ impl State {
             hooks: image.hooks.0,
             templates: image.templates.0,
             history: image.history.0,
+            releases: image.releases.0,
+            topologies: image.topologies.0,
             actor: None,
             dedup,
         }
@@ -847,6 +857,76 @@ impl State {
                     },
                 }
             }
+            Command::CreateRelease {
+                name,
+                entry,
+                blue,
+                green,
+                live,
+            } => self.create_release(index, time_ms, name, entry, (blue, green), *live),
+            Command::SwitchRelease {
+                name,
+                target,
+                force,
+                expected_version,
+            } => self.switch_release(index, time_ms, name, *target, *force, *expected_version),
+            Command::RemoveRelease { name } => {
+                if self.releases.releases.remove(name).is_none() {
+                    return Outcome::NotFound;
+                }
+                self.event(
+                    index,
+                    time_ms,
+                    "release.removed",
+                    name,
+                    format!("release {name} removed; both environments keep running"),
+                );
+                Outcome::Deleted
+            }
+            Command::PutTopology { name, topology } => {
+                if let Err(reason) = validate::dns_label("topology name", name)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| topology.check())
+                {
+                    return Outcome::Rejected(reason);
+                }
+                let meta = topology::TopologyVersionMeta {
+                    index,
+                    at_ms: time_ms,
+                    actor: self.actor.clone(),
+                };
+                self.topologies.save(name, topology.clone(), meta);
+                self.event(
+                    index,
+                    time_ms,
+                    "topology.saved",
+                    name,
+                    format!(
+                        "topology {name} version {index}: {} services",
+                        topology.services.len()
+                    ),
+                );
+                Outcome::Done
+            }
+            Command::RemoveTopology { name } => {
+                if self.topologies.topologies.remove(name).is_none() {
+                    return Outcome::NotFound;
+                }
+                self.event(
+                    index,
+                    time_ms,
+                    "topology.removed",
+                    name,
+                    format!("topology {name} and its versions removed"),
+                );
+                Outcome::Deleted
+            }
+            Command::CloneNamespace {
+                from,
+                to,
+                shared,
+                domain,
+            } => self.clone_namespace(index, time_ms, (from, to), shared, domain),
             Command::As { actor, command } => {
                 let outer = self.actor.replace(actor.clone());
                 let outcome = self.apply_command(index, time_ms, command);
@@ -1018,6 +1098,188 @@ impl State {
 
     /// A service back at an earlier version: its spec (current replicas)
     /// and the image it resolved to, so what runs is exactly what ran.
+    /// Every service of `from` as a new service of `to`, in deploy order,
+    /// in this one write: specs with their sealed secrets, images pinned,
+    /// the `shared` ones as references to the originals. Volumes start
+    /// empty (declarations only); `to` must have no services.
+    fn clone_namespace(
+        &mut self,
+        index: u64,
+        time_ms: u64,
+        (from, to): (&str, &str),
+        shared: &[String],
+        domain: &str,
+    ) -> Outcome {
+        if let Err(invalid) = validate::dns_label("namespace", to) {
+            return Outcome::Rejected(invalid.to_string());
+        }
+        if from == to {
+            return Outcome::Rejected(format!("cannot clone namespace {from} onto itself"));
+        }
+        if self.services.keys().any(|(ns, _)| ns == to) {
+            return Outcome::Refused {
+                code: topology::NAMESPACE_NOT_EMPTY.into(),
+                message: format!("namespace {to} has services; clone into an empty namespace"),
+            };
+        }
+        let shared: BTreeSet<String> = shared.iter().cloned().collect();
+        let export = topology::Export {
+            namespace: from,
+            shared: &shared,
+            domain,
+        };
+        let copy = match export.from_state(self) {
+            Ok(copy) => copy,
+            Err(reason) => return Outcome::Rejected(reason),
+        };
+        // All or nothing: every spec is checked before any is written, so
+        // a refusal leaves none made (the writes below cannot fail: `to`
+        // has no services).
+        for service in &copy.services {
+            if let Err(reason) = validate::dns_label("service name", &service.name)
+                .and(validate::service_spec(&service.spec))
+                .and(validate::secrets_sealed(&service.spec))
+            {
+                return Outcome::Rejected(format!("service {}: {reason}", service.name));
+            }
+        }
+        for service in &copy.services {
+            self.put_service(
+                index,
+                time_ms,
+                (to, &service.name),
+                &service.spec,
+                Some(0),
+                history::Cause::Deploy,
+            );
+        }
+        self.event(
+            index,
+            time_ms,
+            "namespace.cloned",
+            to,
+            format!(
+                "namespace {to} cloned from {from}: {} services ({} shared)",
+                copy.services.len(),
+                shared.len()
+            ),
+        );
+        Outcome::Done
+    }
+
+    fn create_release(
+        &mut self,
+        index: u64,
+        time_ms: u64,
+        name: &str,
+        entry: &str,
+        (blue, green): (&str, &str),
+        live: releases::Color,
+    ) -> Outcome {
+        for (what, value) in [
+            ("release name", name),
+            ("entry", entry),
+            ("blue namespace", blue),
+            ("green namespace", green),
+        ] {
+            if let Err(invalid) = validate::dns_label(what, value) {
+                return Outcome::Rejected(invalid.to_string());
+            }
+        }
+        let release = releases::Release {
+            name: name.to_string(),
+            entry: entry.to_string(),
+            blue: blue.to_string(),
+            green: green.to_string(),
+            live,
+            version: index,
+            created_ms: time_ms,
+            switches: Vec::new(),
+        };
+        if let Err(reason) = self.releases.check_new(&release) {
+            return Outcome::Rejected(reason);
+        }
+        self.event(
+            index,
+            time_ms,
+            "release.created",
+            name,
+            format!(
+                "release {name}: entry {entry}, blue {blue}, green {green}, {} live",
+                live.as_str()
+            ),
+        );
+        self.releases.releases.insert(name.to_string(), release);
+        Outcome::Done
+    }
+
+    fn switch_release(
+        &mut self,
+        index: u64,
+        time_ms: u64,
+        name: &str,
+        target: releases::SwitchTarget,
+        force: bool,
+        expected_version: Option<u64>,
+    ) -> Outcome {
+        let Some(release) = self.releases.releases.get(name) else {
+            return Outcome::NotFound;
+        };
+        if let Some(expected) = expected_version {
+            if expected != release.version {
+                return Outcome::VersionMismatch {
+                    current: release.version,
+                };
+            }
+        }
+        // The entry answers there: an external service with somewhere to
+        // point, or a running instance with an address.
+        let ready = |color: releases::Color| {
+            let namespace = release.namespace(color);
+            match self
+                .services
+                .get(&(namespace.to_string(), release.entry.clone()))
+            {
+                None => false,
+                Some(entry) if entry.spec.kind == ServiceKind::External => {
+                    !entry.spec.addresses.is_empty() || entry.spec.hostname.is_some()
+                }
+                Some(_) => self
+                    .service_instances(namespace, &release.entry)
+                    .iter()
+                    .any(|i| i.state == InstanceState::Running && i.address.is_some()),
+            }
+        };
+        let to = match releases::ReleaseBook::switch_to(release, target, force, ready) {
+            Ok(to) => to,
+            Err(refusal) => {
+                return Outcome::Refused {
+                    code: refusal.code.into(),
+                    message: refusal.message,
+                }
+            }
+        };
+        let from_namespace = release.live_namespace().to_string();
+        let back = target == releases::SwitchTarget::Back;
+        let actor = self.actor.clone();
+        if self.releases.switch(name, to, back, index, time_ms, actor) {
+            let release = &self.releases.releases[name];
+            self.event(
+                index,
+                time_ms,
+                "release.switched",
+                name,
+                format!(
+                    "release {name}: {} now answers from {} ({}), was {from_namespace}",
+                    release.entry,
+                    release.live_namespace(),
+                    to.as_str()
+                ),
+            );
+        }
+        Outcome::Done
+    }
+
     fn rollback_service(
         &mut self,
         index: u64,

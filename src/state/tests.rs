@@ -1429,3 +1429,128 @@ fn a_canary_deploy_is_held_until_promoted_and_a_rollback_is_never_a_canary() {
         Outcome::Rejected(_)
     ));
 }
+
+fn put_in(namespace: &str, name: &str, spec: ServiceSpec) -> Command {
+    Command::PutService {
+        namespace: namespace.into(),
+        name: name.into(),
+        spec,
+        expected_version: None,
+    }
+}
+
+#[test]
+fn a_namespace_clones_into_an_empty_one_in_one_write_sharing_what_it_is_told() {
+    let mut state = State::default();
+    let external: ServiceSpec =
+        serde_json::from_value(serde_json::json!({"kind": "external", "addresses": ["10.0.0.9"]}))
+            .unwrap();
+    state.apply(10, &req(1, put_in("a", "web", spec(3))));
+    state.apply(11, &req(2, put_in("a", "db", spec(1))));
+    state.apply(12, &req(3, put_in("a", "mail", external.clone())));
+    state.apply(13, &req(4, put_in("c", "other", spec(1))));
+    let clone = |to: &str, shared: &[&str]| Command::CloneNamespace {
+        from: "a".into(),
+        to: to.into(),
+        shared: shared.iter().map(|s| s.to_string()).collect(),
+        domain: "cluster.local".into(),
+    };
+    assert_eq!(
+        state.apply(20, &req(5, clone("b", &["db"]))).outcome,
+        Outcome::Done
+    );
+    let b = |name: &str| state.services[&("b".to_string(), name.to_string())].clone();
+    assert_eq!(b("web").spec, spec(3));
+    assert_eq!((b("web").version, b("web").create_index), (20, 20));
+    assert_eq!(b("mail").spec, external);
+    let db = b("db").spec;
+    assert_eq!(db.kind, ServiceKind::External);
+    assert_eq!(db.hostname.as_deref(), Some("db.a.svc.cluster.local"));
+    assert_eq!(state.history.revisions("b", "web").len(), 1);
+    // The original is untouched; a clone into a namespace with services,
+    // of an empty namespace or sharing an unknown service changes nothing.
+    assert_eq!(state.services[&("a".into(), "db".into())].spec, spec(1));
+    let before = state.services.len();
+    assert!(matches!(
+        state.apply(21, &req(6, clone("c", &[]))).outcome,
+        Outcome::Refused { ref code, .. } if code == topology::NAMESPACE_NOT_EMPTY
+    ));
+    assert!(matches!(
+        state.apply(22, &req(7, clone("d", &["nope"]))).outcome,
+        Outcome::Rejected(_)
+    ));
+    let empty = Command::CloneNamespace {
+        from: "zz".into(),
+        to: "d".into(),
+        shared: Vec::new(),
+        domain: "cluster.local".into(),
+    };
+    assert!(matches!(
+        state.apply(23, &req(8, empty)).outcome,
+        Outcome::Rejected(_)
+    ));
+    assert_eq!(state.services.len(), before);
+}
+
+#[test]
+fn a_saved_topology_keeps_its_versions_without_secret_values() {
+    let mut state = State::default();
+    let mut secret = spec(1);
+    secret
+        .secret_env
+        .0
+        .insert("PASSWORD".into(), "sealed-or-not".into());
+    let topology = |n: usize| topology::Topology {
+        source: Some("a".into()),
+        exported_index: Some(n as u64),
+        services: vec![topology::TopologyService {
+            name: "web".into(),
+            spec: secret.clone(),
+        }],
+    };
+    for n in 0..(topology::VERSIONS_KEPT + 3) {
+        let saved = Command::PutTopology {
+            name: "shop".into(),
+            topology: topology(n),
+        };
+        assert_eq!(
+            state
+                .apply(100 + n as u64, &req(n as u128 + 1, saved))
+                .outcome,
+            Outcome::Done
+        );
+    }
+    let versions = &state.topologies.topologies["shop"];
+    assert_eq!(versions.len(), topology::VERSIONS_KEPT);
+    assert_eq!(versions[0].version, 103);
+    let newest = state.topologies.get("shop", None).unwrap();
+    assert_eq!(
+        newest.topology.services[0].spec.secret_env.0["PASSWORD"],
+        crate::secrets::REDACTED
+    );
+    assert!(state.topologies.get("shop", Some(100)).is_none());
+    assert!(state.topologies.get("shop", Some(110)).is_some());
+    // Bad names and specs are refused.
+    let bad = Command::PutTopology {
+        name: "Bad_Name".into(),
+        topology: topology(0),
+    };
+    assert!(matches!(
+        state.apply(200, &req(99, bad)).outcome,
+        Outcome::Rejected(_)
+    ));
+    let mut twice = topology(0);
+    twice.services.push(twice.services[0].clone());
+    let twice = Command::PutTopology {
+        name: "x".into(),
+        topology: twice,
+    };
+    assert!(matches!(
+        state.apply(201, &req(100, twice)).outcome,
+        Outcome::Rejected(_)
+    ));
+    // Survives a snapshot.
+    let restored = State::from_image(state.to_image());
+    assert_eq!(restored.topologies, state.topologies);
+    assert_eq!(restored.releases, state.releases);
+}

@@ -92,6 +92,14 @@ pub fn touched(command: &Command, outcome: &Outcome) -> Vec<Touched> {
             namespace, name, ..
         } => vec![service(namespace, name), Touched::Volumes],
         Command::RemoveVolume { .. } => vec![Touched::Volumes],
+        // DNS answers from the state as applied; no controller acts on a release.
+        Command::CreateRelease { .. }
+        | Command::SwitchRelease { .. }
+        | Command::RemoveRelease { .. }
+        | Command::PutTopology { .. }
+        | Command::RemoveTopology { .. } => Vec::new(),
+        // A clone makes many services: every controller looks again.
+        Command::CloneNamespace { .. } => vec![Touched::Everything],
         Command::RecordVolume { .. } | Command::VolumeRemovedFrom { .. } => Vec::new(),
         // A one-shot start hook lets the instance's container be made.
         Command::StartHookRan { instance, .. } => vec![Touched::Instance {

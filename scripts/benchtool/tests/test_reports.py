@@ -188,6 +188,20 @@ class DnsTest(unittest.TestCase):
         self.assertIn("p99 <= 100 ms: met (p99 9.0 ms counted from sending the write, 4.0 ms from its acknowledgement)",
                       text)
 
+    def test_switch_answers_are_classified_and_a_mix_misses_the_goal(self):
+        self.assertEqual(bench_dns.classify(["10.1.0.2", "10.1.0.1"]), "blue")
+        self.assertEqual(bench_dns.classify(["10.2.0.1", "10.2.0.2"]), "green")
+        self.assertEqual(bench_dns.classify(["10.1.0.1", "10.2.0.2"]), "mix")
+        self.assertEqual(bench_dns.classify([]), "empty")
+        self.assertEqual(bench_dns.classify(None), "no answer")
+        trials = [{"commit_ms": 5.0, "from_send_ms": {"1": 8.0, "2": 9.0}, "from_ack_ms": {"1": 3.0, "2": 4.0}}] * 4
+        switch = {"trials": trials, "failed": 0, "poll_ms": 1, "answers": {"blue": 50, "green": 40, "mix": 1}}
+        text = printed(bench_dns.freshness_report, {"trials": trials, "failed": 0, "poll_ms": 1, "leader_api": 37001,
+                                                    "leader_after": 37001, "switch": switch})
+        self.assertIn("| acknowledgement -> both followers answer it | 4 | 4.0 | 4.0 | 4.0 | 4.0 |", text)
+        self.assertIn("within 100 ms of the commit: met (p99 9.0 ms", text)
+        self.assertIn("never a mix or an empty answer: NOT met (1 such answers)", text)
+
     def test_smoke_reads_the_status_and_the_a_answers(self):
         self.assertEqual(dns_smoke.status_of(DIG), "NOERROR")
         self.assertEqual(dns_smoke.a_answers(DIG), "127.0.1.1 127.0.1.2")
