@@ -869,6 +869,67 @@ impl Client {
             .map(drop)
     }
 
+    // ---- pipelines ----
+
+    pub async fn pipeline_list(&self) -> Result<Vec<crate::wire::PipelineView>, ClientError> {
+        self.call(Method::GET, "/v1/pipelines", &[], None, None)
+            .await
+    }
+
+    pub async fn pipeline(&self, name: &str) -> Result<crate::wire::PipelineView, ClientError> {
+        let path = format!("/v1/pipelines/{}", urlencode(name));
+        self.call(Method::GET, &path, &[], None, None).await
+    }
+
+    pub async fn pipeline_put(
+        &self,
+        name: &str,
+        body: &crate::wire::PipelineBody,
+    ) -> Result<crate::wire::PipelineView, ClientError> {
+        let path = format!("/v1/pipelines/{}", urlencode(name));
+        self.call(Method::PUT, &path, &[], json(body)?, None).await
+    }
+
+    pub async fn pipeline_remove(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/pipelines/{}", urlencode(name));
+        self.delete::<serde_json::Value>(&path, &[], None)
+            .await
+            .map(drop)
+    }
+
+    /// Starts a run of `name` with `archive` (a tar) as its source.
+    pub async fn pipeline_start_run(
+        &self,
+        name: &str,
+        archive: Vec<u8>,
+        commit: Option<&str>,
+    ) -> Result<crate::wire::RunStarted, ClientError> {
+        let path = format!("/v1/pipelines/{}/runs", urlencode(name));
+        let query: Vec<(&str, String)> = commit
+            .map(|c| vec![("commit", c.to_string())])
+            .unwrap_or_default();
+        self.call(Method::POST, &path, &query, Some(Body::Raw(archive)), None)
+            .await
+    }
+
+    pub async fn pipeline_run(
+        &self,
+        name: &str,
+        run: u64,
+    ) -> Result<crate::state::pipelines::Run, ClientError> {
+        let path = format!("/v1/pipelines/{}/runs/{run}", urlencode(name));
+        self.call(Method::GET, &path, &[], None, None).await
+    }
+
+    /// `release approve`: the run waiting at the release's gate goes live.
+    pub async fn release_approve(
+        &self,
+        name: &str,
+    ) -> Result<crate::wire::ReleaseView, ClientError> {
+        self.post(&format!("/v1/releases/{}/approve", urlencode(name)), None)
+            .await
+    }
+
     // ---- topologies ----
 
     /// Namespace `namespace` as a topology; `share` are exported as references.

@@ -760,3 +760,47 @@ impl TopologyEntry {
         }
     }
 }
+
+/// `PUT /v1/pipelines/{name}` body.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineBody {
+    pub spec: crate::state::pipelines::PipelineSpec,
+    /// The webhook's HMAC key (GitHub's `X-Hub-Signature-256`), in clear;
+    /// sealed before it is stored. Left out: the current key is kept.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// A pipeline and its latest runs (`GET /v1/pipelines/{name}`).
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+pub struct PipelineView {
+    pub name: String,
+    pub spec: crate::state::pipelines::PipelineSpec,
+    /// Whether runs may be started by a signed webhook (a key is set).
+    pub signed: bool,
+    pub version: u64,
+    pub created_ms: u64,
+    /// Oldest first.
+    pub runs: Vec<crate::state::pipelines::Run>,
+}
+
+impl PipelineView {
+    pub fn of(pipeline: &crate::state::pipelines::Pipeline) -> PipelineView {
+        PipelineView {
+            name: pipeline.name.clone(),
+            spec: pipeline.spec.clone(),
+            signed: pipeline.secret.is_some(),
+            version: pipeline.version,
+            created_ms: pipeline.created_ms,
+            runs: pipeline.runs.clone(),
+        }
+    }
+}
+
+/// `POST /v1/pipelines/{name}/runs` answer.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq, utoipa::ToSchema)]
+pub struct RunStarted {
+    pub pipeline: String,
+    pub run: u64,
+}

@@ -21,6 +21,7 @@ pub mod kv;
 pub mod metrics;
 pub mod nodes;
 pub mod openapi;
+pub mod pipelines;
 pub mod prometheus_sd;
 pub mod registries;
 pub mod releases;
@@ -153,6 +154,21 @@ pub fn router(replica: Arc<Replica>) -> Router {
                 .delete(releases::remove),
         )
         .route("/v1/releases/{name}/switch", post(releases::switch))
+        .route("/v1/releases/{name}/approve", post(pipelines::approve))
+        .route("/v1/pipelines", get(pipelines::list))
+        .route(
+            "/v1/pipelines/{name}",
+            get(pipelines::get)
+                .put(pipelines::put)
+                .delete(pipelines::remove),
+        )
+        .route(
+            "/v1/pipelines/{name}/runs",
+            post(pipelines::start_run).layer(DefaultBodyLimit::max(
+                crate::replica::archives::MAX_ARCHIVE_BYTES as usize,
+            )),
+        )
+        .route("/v1/pipelines/{name}/runs/{run}", get(pipelines::run))
         .route(
             "/v1/namespaces/{namespace}/topology",
             get(topologies::export),

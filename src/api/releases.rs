@@ -90,7 +90,7 @@ pub async fn create(
         None => Color::Blue,
     };
     let applied = replica
-        .write(Command::CreateRelease {
+        .write_and_apply(Command::CreateRelease {
             name: name.clone(),
             entry: body.entry,
             blue: body.blue,
@@ -130,7 +130,7 @@ pub async fn switch(
         (None, false) => SwitchTarget::Idle,
     };
     let applied = replica
-        .write(Command::SwitchRelease {
+        .write_and_apply(Command::SwitchRelease {
             name: name.clone(),
             target,
             force: body.force,
@@ -154,7 +154,7 @@ pub async fn remove(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     let applied = replica
-        .write(Command::RemoveRelease { name: name.clone() })
+        .write_and_apply(Command::RemoveRelease { name: name.clone() })
         .await?;
     outcome_response(&format!("release {name}"), applied.outcome)
 }

@@ -72,7 +72,7 @@ pub async fn put(
     let text = std::str::from_utf8(&body)
         .map_err(|_| ApiError::bad_request("a template is UTF-8 TOML text"))?;
     let applied = replica
-        .write(Command::PutTemplate {
+        .write_and_apply(Command::PutTemplate {
             name: name.clone(),
             text: text.to_string(),
         })
@@ -98,7 +98,7 @@ pub async fn remove(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     let applied = replica
-        .write(Command::RemoveTemplate { name: name.clone() })
+        .write_and_apply(Command::RemoveTemplate { name: name.clone() })
         .await?;
     outcome_response(&format!("template {name}"), applied.outcome)
 }

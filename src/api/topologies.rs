@@ -82,7 +82,7 @@ pub async fn clone(
     check_namespace(&namespace)?;
     let to = body.to.clone();
     let applied = replica
-        .write(Command::CloneNamespace {
+        .write_and_apply(Command::CloneNamespace {
             from: namespace.clone(),
             to: body.to,
             shared: body.share,
@@ -189,7 +189,7 @@ pub async fn save(
     JsonBody(topology): JsonBody<Topology>,
 ) -> ApiResult<Response> {
     let applied = replica
-        .write(Command::PutTopology {
+        .write_and_apply(Command::PutTopology {
             name: name.clone(),
             topology,
         })
@@ -219,7 +219,7 @@ pub async fn remove(
     Path(name): Path<String>,
 ) -> ApiResult<Response> {
     let applied = replica
-        .write(Command::RemoveTopology { name: name.clone() })
+        .write_and_apply(Command::RemoveTopology { name: name.clone() })
         .await?;
     outcome_response(&format!("topology {name}"), applied.outcome)
 }

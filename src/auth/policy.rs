@@ -14,6 +14,21 @@ use axum::http::Method;
 use crate::state::Role;
 
 /// The role `method path` needs; `None` for the one public endpoint.
+/// The webhook's signature header (GitHub's name).
+pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
+
+/// Whether `request` is a webhook call that brings its own signature: the
+/// token check lets it through, and the route verifies it against the
+/// pipeline's key.
+pub fn is_signed_webhook(method: &Method, path: &str, headers: &axum::http::HeaderMap) -> bool {
+    method == Method::POST
+        && headers.contains_key(SIGNATURE_HEADER)
+        && path
+            .strip_prefix("/v1/pipelines/")
+            .and_then(|rest| rest.strip_suffix("/runs"))
+            .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+}
+
 pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     let read_only = method == Method::GET || method == Method::HEAD;
     let public = path == "/v1/health"
@@ -113,5 +128,31 @@ mod tests {
     #[test]
     fn roles_are_ordered() {
         assert!(Role::Read < Role::Operator && Role::Operator < Role::Admin);
+    }
+
+    #[test]
+    fn only_a_post_of_a_run_with_a_signature_skips_the_token() {
+        let mut signed = axum::http::HeaderMap::new();
+        signed.insert(SIGNATURE_HEADER, "sha256=00".parse().unwrap());
+        let post = Method::POST;
+        assert!(is_signed_webhook(&post, "/v1/pipelines/web/runs", &signed));
+        assert!(!is_signed_webhook(
+            &post,
+            "/v1/pipelines/web/runs",
+            &axum::http::HeaderMap::new()
+        ));
+        assert!(!is_signed_webhook(
+            &Method::GET,
+            "/v1/pipelines/web/runs",
+            &signed
+        ));
+        for path in [
+            "/v1/pipelines/web",
+            "/v1/pipelines//runs",
+            "/v1/pipelines/a/b/runs",
+            "/v1/kv/x/runs",
+        ] {
+            assert!(!is_signed_webhook(&post, path, &signed), "{path}");
+        }
     }
 }

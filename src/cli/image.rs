@@ -99,13 +99,13 @@ pub async fn run(client: &Client, format: Format, command: ImageCommand) -> anyh
 
 /// A build context as a tar file: the given tar, or a directory packed
 /// into a temporary one (removed on drop).
-struct ContextArchive {
+pub(super) struct ContextArchive {
     path: PathBuf,
     temporary: bool,
 }
 
 impl ContextArchive {
-    fn of(context: &std::path::Path) -> anyhow::Result<ContextArchive> {
+    pub(super) fn of(context: &std::path::Path) -> anyhow::Result<ContextArchive> {
         use anyhow::Context as _;
         if context.is_file() {
             return Ok(ContextArchive {
@@ -136,7 +136,7 @@ impl ContextArchive {
         Ok(archive)
     }
 
-    fn path(&self) -> &std::path::Path {
+    pub(super) fn path(&self) -> &std::path::Path {
         &self.path
     }
 }

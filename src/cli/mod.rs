@@ -8,6 +8,7 @@ pub mod compose;
 pub mod exit_codes;
 pub mod image;
 pub mod output;
+pub mod pipeline;
 pub mod registry;
 pub mod release;
 pub mod rollout;
@@ -107,6 +108,9 @@ pub enum Command {
     /// points at one of them.
     #[command(subcommand)]
     Release(release::ReleaseCommand),
+    /// Pipelines from source to release: build, test, deploy, approve.
+    #[command(subcommand)]
+    Pipeline(pipeline::PipelineCommand),
     /// A namespace's deployment: export it, apply it as another, clone it.
     #[command(subcommand)]
     Namespace(topology::NamespaceCommand),
@@ -620,6 +624,7 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
         Command::Volume(volume) => volume::run(&client, format, volume).await,
         Command::Backup(command) => backup::run(&client, format, command).await,
         Command::Release(command) => release::run(&client, format, command).await,
+        Command::Pipeline(command) => pipeline::run(&client, format, command).await,
         Command::Namespace(command) => topology::run_namespace(&client, format, command).await,
         Command::Topology(command) => topology::run_topology(&client, format, command).await,
         Command::Template(command) => template::run(&client, format, command).await,

@@ -1,4 +1,4 @@
-//! `raftvisor release create | ls | show | switch | rm`: blue-green
+//! `raftvisor release create | ls | show | switch | approve | rm`: blue-green
 //! releases. The release's DNS name, `<name>.release.<domain>`, answers as
 //! the entry service of its live environment; `switch` makes the other one
 //! live in one write.
@@ -45,6 +45,9 @@ pub enum ReleaseCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Approve the pipeline run waiting at the release's gate: the release
+    /// switches to the environment it deployed to.
+    Approve { name: String },
     /// Forget a release; both environments keep running.
     Rm { name: String },
 }
@@ -145,6 +148,10 @@ pub async fn run(client: &Client, format: Format, command: ReleaseCommand) -> an
                 expected_version: None,
             };
             let release = client.release_switch(&name, &body).await?;
+            print_line(format, &release, || describe(&release));
+        }
+        ReleaseCommand::Approve { name } => {
+            let release = client.release_approve(&name).await?;
             print_line(format, &release, || describe(&release));
         }
         ReleaseCommand::Rm { name } => {

@@ -43,6 +43,7 @@ pub mod labels;
 pub mod managers;
 pub mod nodes;
 pub mod observed;
+pub mod pipelines;
 pub mod placement;
 pub mod plan;
 pub mod pulls;
@@ -221,6 +222,7 @@ struct Wake {
     archives: Trigger<()>,
     volumes: Trigger<String>,
     hooks: Trigger<hooks::HookKey>,
+    pipelines: Trigger<String>,
 }
 
 impl Wake {
@@ -232,6 +234,7 @@ impl Wake {
         self.archives.wake_all(reason);
         self.volumes.wake_all(reason);
         self.hooks.wake_all(reason);
+        self.pipelines.wake_all(reason);
     }
 
     fn keys(&self, wakes: triggers::Wakes) {
@@ -249,6 +252,9 @@ impl Wake {
         }
         for id in wakes.hook_jobs {
             self.hooks.wake(hooks::HookKey::Job(id), Reason::Commit);
+        }
+        for name in wakes.pipelines {
+            self.pipelines.wake(name, Reason::Commit);
         }
         for key in wakes.services {
             self.services.wake(key, Reason::Commit);
@@ -298,6 +304,7 @@ impl Controllers {
         let (archives_trigger, archives_rx) = controller::channel();
         let (volumes_trigger, volumes_rx) = controller::channel();
         let (hooks_trigger, hooks_rx) = controller::channel();
+        let (pipelines_trigger, pipelines_rx) = controller::channel();
         let wake = Wake {
             services: services_trigger.clone(),
             nodes: nodes_trigger,
@@ -307,6 +314,7 @@ impl Controllers {
             archives: archives_trigger,
             volumes: volumes_trigger,
             hooks: hooks_trigger,
+            pipelines: pipelines_trigger,
         };
         let (synced_tx, synced) = tokio::sync::mpsc::unbounded_channel();
         let watchers = watcher::Watchers::new(
@@ -405,6 +413,10 @@ impl Controllers {
         tasks.push(spawn(Loop::Hooks).run(
             hooks::Hooks::new(replica.clone(), engines.clone()),
             hooks_rx,
+        ));
+        tasks.push(spawn(Loop::Pipelines).run(
+            pipelines::Pipelines::new(replica.clone(), engines.clone()),
+            pipelines_rx,
         ));
         Controllers { token, tasks }
     }

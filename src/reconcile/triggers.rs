@@ -29,6 +29,8 @@ pub struct Wakes {
     pub volumes: bool,
     /// Backups and restores asked for.
     pub hook_jobs: BTreeSet<String>,
+    /// Pipelines whose runs may have work.
+    pub pipelines: BTreeSet<String>,
 }
 
 impl Wakes {
@@ -73,6 +75,9 @@ pub fn wakes(changes: &[Touched], state: &State) -> Wakes {
             Touched::Volumes => wakes.volumes = true,
             Touched::HookJob(id) => {
                 wakes.hook_jobs.insert(id.clone());
+            }
+            Touched::Pipeline(name) => {
+                wakes.pipelines.insert(name.clone());
             }
         }
     }

@@ -72,10 +72,11 @@ pub enum Loop {
     SessionTtl,
     VolumeGc,
     Hooks,
+    Pipelines,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 13] = [
+    pub const ALL: [Loop; 14] = [
         Loop::Services,
         Loop::Nodes,
         Loop::Managers,
@@ -89,6 +90,7 @@ impl Loop {
         Loop::SessionTtl,
         Loop::VolumeGc,
         Loop::Hooks,
+        Loop::Pipelines,
     ];
 
     fn index(self) -> usize {
@@ -110,6 +112,7 @@ impl Loop {
             Loop::SessionTtl => "session-ttl",
             Loop::VolumeGc => "volume-gc",
             Loop::Hooks => "hooks",
+            Loop::Pipelines => "pipelines",
         }
     }
 }

@@ -389,6 +389,24 @@ impl Replica {
         }
     }
 
+    /// [`Replica::write`], then waits until this replica has applied the
+    /// write too, so a read of the local state after it sees what it did
+    /// (a follower's copy trails the leader's commit).
+    pub async fn write_and_apply(&self, command: Command) -> Result<Applied, OpError> {
+        let applied = self.write(command).await?;
+        if !self
+            .sm
+            .wait_applied(applied.index, self.request_timeout)
+            .await
+        {
+            return Err(OpError::Unavailable(format!(
+                "this replica has not applied index {} in time",
+                applied.index
+            )));
+        }
+        Ok(applied)
+    }
+
     /// Applies `command` only if this replica is the leader now: the
     /// supervisor's writes must never be forwarded by a deposed leader.
     pub async fn write_as_leader(&self, command: Command) -> Result<Applied, OpError> {

@@ -430,6 +430,39 @@ pub enum Command {
         /// The cluster's DNS domain, for those hostnames.
         domain: String,
     },
+    /// `pipeline create`: a pipeline (replacing one of the same name keeps
+    /// its runs).
+    PutPipeline {
+        name: String,
+        spec: super::pipelines::PipelineSpec,
+        /// The webhook's HMAC key, sealed; `None` keeps the current one.
+        secret: Option<String>,
+    },
+    /// `pipeline rm`: a pipeline and its runs.
+    RemovePipeline {
+        name: String,
+    },
+    /// A run of a pipeline (the webhook, `pipeline run`).
+    StartRun {
+        pipeline: String,
+        /// The source archive's sha256, kept by `keepers`.
+        source: String,
+        keepers: std::collections::BTreeSet<u64>,
+        commit: Option<String>,
+    },
+    /// The leader's pipeline controller reports on a run's stage.
+    RecordStage {
+        pipeline: String,
+        run: u64,
+        stage: super::pipelines::StageKind,
+        attempt: u32,
+        step: super::pipelines::StageStep,
+    },
+    /// `release approve`: the run waiting at the release's gate is
+    /// approved and the release switches to where it deployed, in one write.
+    ApproveRelease {
+        release: String,
+    },
 }
 
 /// A command as it travels through Raft; a persisted record with a

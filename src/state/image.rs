@@ -11,6 +11,7 @@ use super::hooks::HookBook;
 use super::image_catalog::ImageCatalog;
 use super::manager_template::ManagerTemplate;
 use super::migrate::{Migrate, Versioned};
+use super::pipelines::PipelineBook;
 use super::releases::ReleaseBook;
 use super::sessions::SessionBook;
 use super::templates::TemplateBook;
@@ -56,13 +57,16 @@ pub struct StateImage {
     pub releases: Versioned<ReleaseBook>,
     /// Named topologies and their versions.
     pub topologies: Versioned<TopologyBook>,
+    /// Pipelines and their runs.
+    pub pipelines: Versioned<PipelineBook>,
 }
 
 impl Migrate for StateImage {
     const VERSION_MARKER: &'static [u8] = b"SI10";
     type Previous = v9::StateImage;
 
-    /// There were no releases and no topologies: both books start empty.
+    /// There were no releases, topologies or pipelines: their books start
+    /// empty.
     fn migrate(previous: v9::StateImage) -> StateImage {
         let v9::StateImage {
             cluster_id,
@@ -113,6 +117,7 @@ impl Migrate for StateImage {
             history,
             releases: Versioned(ReleaseBook::default()),
             topologies: Versioned(TopologyBook::default()),
+            pipelines: Versioned(PipelineBook::default()),
         }
     }
 }

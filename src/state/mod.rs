@@ -18,6 +18,7 @@ pub mod kv_txn;
 pub mod limits;
 pub mod manager_template;
 pub mod migrate;
+pub mod pipelines;
 mod quotas;
 pub mod releases;
 pub mod rollouts;
@@ -121,6 +122,8 @@ pub struct State {
     pub releases: releases::ReleaseBook,
     /// Named topologies and their versions.
     pub topologies: topology::TopologyBook,
+    /// Pipelines and their runs.
+    pub pipelines: pipelines::PipelineBook,
     /// Who asked for the command being applied ([`Command::As`]); only
     /// set while it is applied, so its events name them.
     actor: Option<Actor>,
@@ -137,6 +140,7 @@ impl State {
             .values()
             .map(|image| image.archive.clone())
             .chain(self.hooks.archives().map(str::to_string))
+            .chain(self.pipelines.archives().map(str::to_string))
             .collect()
     }
 
@@ -180,6 +184,7 @@ impl State {
             history: migrate::Versioned(self.history.clone()),
             releases: migrate::Versioned(self.releases.clone()),
             topologies: migrate::Versioned(self.topologies.clone()),
+            pipelines: migrate::Versioned(self.pipelines.clone()),
         }
     }
 
@@ -232,6 +237,7 @@ impl State {
             history: image.history.0,
             releases: image.releases.0,
             topologies: image.topologies.0,
+            pipelines: image.pipelines.0,
             actor: None,
             dedup,
         }
@@ -927,6 +933,130 @@ impl State {
                 shared,
                 domain,
             } => self.clone_namespace(index, time_ms, (from, to), shared, domain),
+            Command::PutPipeline { name, spec, secret } => {
+                if let Err(reason) = validate::dns_label("pipeline name", name)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| spec.check())
+                {
+                    return Outcome::Rejected(reason);
+                }
+                let existing = self.pipelines.pipelines.remove(name);
+                let (runs, next_run, created_ms, kept_secret) = match existing {
+                    Some(p) => (p.runs, p.next_run, p.created_ms, p.secret),
+                    None => (Vec::new(), 1, time_ms, None),
+                };
+                let pipeline = pipelines::Pipeline {
+                    name: name.clone(),
+                    spec: spec.clone(),
+                    secret: secret.clone().or(kept_secret),
+                    version: index,
+                    created_ms,
+                    next_run,
+                    runs,
+                };
+                self.event(
+                    index,
+                    time_ms,
+                    "pipeline.saved",
+                    name,
+                    format!(
+                        "pipeline {name}: image {}, service {} in {}",
+                        spec.image,
+                        spec.service,
+                        match (&spec.release, &spec.namespace) {
+                            (Some(release), _) => format!("release {release}'s idle environment"),
+                            (_, Some(namespace)) => format!("namespace {namespace}"),
+                            _ => "nowhere".into(),
+                        }
+                    ),
+                );
+                self.pipelines.pipelines.insert(name.clone(), pipeline);
+                Outcome::Done
+            }
+            Command::RemovePipeline { name } => {
+                if self.pipelines.pipelines.remove(name).is_none() {
+                    return Outcome::NotFound;
+                }
+                self.event(
+                    index,
+                    time_ms,
+                    "pipeline.removed",
+                    name,
+                    format!("pipeline {name} and its runs removed"),
+                );
+                Outcome::Deleted
+            }
+            Command::StartRun {
+                pipeline,
+                source,
+                keepers,
+                commit,
+            } => {
+                if !self.pipelines.pipelines.contains_key(pipeline) {
+                    return Outcome::NotFound;
+                }
+                let actor = self.actor.clone();
+                let new = pipelines::NewRun {
+                    index,
+                    source: source.clone(),
+                    keepers: keepers.clone(),
+                    commit: commit.clone(),
+                    at_ms: time_ms,
+                    actor,
+                };
+                match self.pipelines.start_run(pipeline, new) {
+                    Ok(number) => {
+                        self.event(
+                            index,
+                            time_ms,
+                            "pipeline.run",
+                            pipeline,
+                            format!(
+                                "run {number} of {pipeline} started{}",
+                                commit
+                                    .as_deref()
+                                    .map(|c| format!(" for commit {c}"))
+                                    .unwrap_or_default()
+                            ),
+                        );
+                        Outcome::Done
+                    }
+                    Err(reason) => Outcome::Rejected(reason),
+                }
+            }
+            Command::RecordStage {
+                pipeline,
+                run,
+                stage,
+                attempt,
+                step,
+            } => {
+                let subject = format!("{pipeline}/{run}");
+                let message = match step {
+                    pipelines::StageStep::Started { .. } => None,
+                    pipelines::StageStep::Passed { .. } => {
+                        Some(format!("run {run} of {pipeline}: {} passed", stage.name()))
+                    }
+                    pipelines::StageStep::Failed { log_tail } => Some(format!(
+                        "run {run} of {pipeline}: {} failed: {}",
+                        stage.name(),
+                        log_tail.lines().last().unwrap_or("")
+                    )),
+                };
+                match self
+                    .pipelines
+                    .record(pipeline, *run, *stage, *attempt, step.clone(), time_ms)
+                {
+                    Ok(()) => {
+                        if let Some(message) = message {
+                            self.event(index, time_ms, "pipeline.stage", &subject, message);
+                        }
+                        Outcome::Done
+                    }
+                    Err(reason) => Outcome::Rejected(reason),
+                }
+            }
+            Command::ApproveRelease { release } => self.approve_release(index, time_ms, release),
             Command::As { actor, command } => {
                 let outer = self.actor.replace(actor.clone());
                 let outcome = self.apply_command(index, time_ms, command);
@@ -1210,6 +1340,49 @@ impl State {
             ),
         );
         self.releases.releases.insert(name.to_string(), release);
+        Outcome::Done
+    }
+
+    /// `release approve`: the newest run waiting at `release`'s gate is
+    /// approved and the release switches to the environment it deployed
+    /// to, in this one write.
+    fn approve_release(&mut self, index: u64, time_ms: u64, release: &str) -> Outcome {
+        let Some(current) = self.releases.releases.get(release) else {
+            return Outcome::NotFound;
+        };
+        let Some((pipeline, run, target)) = self.pipelines.waiting_for(release) else {
+            return Outcome::Refused {
+                code: pipelines::NOTHING_TO_APPROVE.into(),
+                message: format!("no pipeline run waits for approval of release {release}"),
+            };
+        };
+        let (pipeline, target) = (pipeline.to_string(), target.to_string());
+        let Some(color) = current.color_of(&target) else {
+            return Outcome::Rejected(format!(
+                "run {run} of {pipeline} deployed to {target}, which is not an environment of release {release}"
+            ));
+        };
+        match self.switch_release(
+            index,
+            time_ms,
+            release,
+            releases::SwitchTarget::To(color),
+            false,
+            None,
+        ) {
+            Outcome::Done => {}
+            refused => return refused,
+        }
+        let actor = self.actor.clone();
+        self.pipelines
+            .approved(&pipeline, run, time_ms, actor.as_ref());
+        self.event(
+            index,
+            time_ms,
+            "pipeline.approved",
+            &format!("{pipeline}/{run}"),
+            format!("run {run} of {pipeline} approved: release {release} answers from {target}"),
+        );
         Outcome::Done
     }
 

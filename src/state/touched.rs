@@ -30,6 +30,8 @@ pub enum Touched {
     Volumes,
     /// A backup or restore was asked for.
     HookJob(String),
+    /// A pipeline or one of its runs.
+    Pipeline(String),
 }
 
 fn service(namespace: &str, name: &str) -> Touched {
@@ -98,6 +100,11 @@ pub fn touched(command: &Command, outcome: &Outcome) -> Vec<Touched> {
         | Command::RemoveRelease { .. }
         | Command::PutTopology { .. }
         | Command::RemoveTopology { .. } => Vec::new(),
+        Command::PutPipeline { name, .. } => vec![Touched::Pipeline(name.clone())],
+        Command::StartRun { pipeline, .. } | Command::RecordStage { pipeline, .. } => {
+            vec![Touched::Pipeline(pipeline.clone())]
+        }
+        Command::RemovePipeline { .. } | Command::ApproveRelease { .. } => Vec::new(),
         // A clone makes many services: every controller looks again.
         Command::CloneNamespace { .. } => vec![Touched::Everything],
         Command::RecordVolume { .. } | Command::VolumeRemovedFrom { .. } => Vec::new(),

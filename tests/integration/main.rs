@@ -32,6 +32,7 @@ mod openapi;
 mod partitions;
 mod patroni;
 mod peer_identity;
+mod pipelines;
 mod ports;
 mod registry_env;
 mod releases;
