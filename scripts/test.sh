@@ -13,7 +13,7 @@ cd "$RAFTVISOR_ROOT"
 
 ensure_rust
 ensure_packages curl python3-pip nsd docker-registry apache2-utils prometheus \
-    patroni postgresql python3-consul chromium chromium-driver python3-selenium
+    patroni postgresql python3-consul chromium chromium-driver python3-selenium git
 pip_install() { # MODULE PACKAGE: installs PACKAGE from PyPI unless python3 imports MODULE
     python3 -c "import $1" 2>/dev/null && return 0
     log "installing $2 from PyPI"

@@ -187,7 +187,7 @@ fn unauthorized(message: &str) -> ApiError {
         ("commit" = Option<String>, Query, description = "The commit the archive is of (also the X-Raftvisor-Commit header)"),
         ("X-Hub-Signature-256" = Option<String>, Header, description = "sha256=<hex HMAC-SHA256 of the body under the pipeline's key>"),
     ),
-    request_body(content = Vec<u8>, content_type = "application/x-tar", description = "The source archive"),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "The source archive (a tar)"),
     responses((status = 201, description = "The run started", body = RunStarted), Refusals)
 )]
 pub async fn start_run(

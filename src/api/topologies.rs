@@ -53,6 +53,14 @@ pub async fn export(
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
+    if !replica
+        .sm
+        .read(|s| s.services.keys().any(|(ns, _)| *ns == namespace))
+    {
+        return Err(ApiError::not_found(format!(
+            "namespace {namespace} has no services"
+        )));
+    }
     let domain = domain(&replica);
     let export = Export {
         namespace: &namespace,
