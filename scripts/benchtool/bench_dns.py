@@ -384,6 +384,52 @@ def throughput_report(runs):
     print()
 
 
+def one_trial(write, followers, ask, done, poll_ms, trial_timeout):
+    """Sends `write()` (returns (status, body)) from a thread while asking
+    each follower (`ask(port)`) until `done(answer)` holds for every one or
+    `trial_timeout` s pass: (ack, seen, polls, t_send) with the write's
+    status and time in ack and each follower's first good answer in seen."""
+    ack = {}
+
+    def send():
+        try:
+            status, body = write()
+            ack["status"] = status
+            if status != 200:
+                ack["body"] = body[:200].decode(errors="replace")
+        except Exception as e:
+            ack["error"] = str(e)
+        ack["t"] = time.monotonic()
+
+    writer = threading.Thread(target=send)
+    t_send = time.monotonic()
+    writer.start()
+    seen = {}
+    polls = 0
+    end = t_send + trial_timeout
+    while len(seen) < len(followers) and time.monotonic() < end:
+        for port in followers:
+            if port in seen:
+                continue
+            got = ask(port)
+            polls += 1
+            if done(got):
+                seen[port] = time.monotonic()
+        if poll_ms > 0:
+            time.sleep(poll_ms / 1000.0)
+    writer.join(timeout=10)
+    return ack, seen, polls, t_send
+
+
+def timings(ack, seen, t_send, followers):
+    """A trial's times: the commit and each follower's answer, in ms."""
+    return {
+        "commit_ms": (ack["t"] - t_send) * 1000,
+        "from_send_ms": {str(p): (seen[p] - t_send) * 1000 for p in followers},
+        "from_ack_ms": {str(p): (seen[p] - ack["t"]) * 1000 for p in followers},
+    }
+
+
 def measure_freshness(token, trials_wanted, poll_ms, trial_timeout=5, time_limit=600):
     """FRESH_TRIALS changes of fresh/x through the leader while both
     followers' DNS is polled; returns the trials and what went wrong."""
@@ -421,35 +467,8 @@ def measure_freshness(token, trials_wanted, poll_ms, trial_timeout=5, time_limit
         # A random phase relative to the heartbeats.
         time.sleep(rng.uniform(0.02, 0.12))
         address = f"10.0.{(t + 2) // 250}.{(t + 2) % 250 + 1}"
-        ack = {}
-
-        def write():
-            try:
-                status, body = put(address)
-                ack["status"] = status
-                if status != 200:
-                    ack["body"] = body[:200].decode(errors="replace")
-            except Exception as e:
-                ack["error"] = str(e)
-            ack["t"] = time.monotonic()
-
-        writer = threading.Thread(target=write)
-        t_send = time.monotonic()
-        writer.start()
-        seen = {}
-        polls = 0
-        end = t_send + trial_timeout
-        while len(seen) < len(followers) and time.monotonic() < end:
-            for port in followers:
-                if port in seen:
-                    continue
-                got = askers[port].a(name)
-                polls += 1
-                if got == [address]:
-                    seen[port] = time.monotonic()
-            if poll_ms > 0:
-                time.sleep(poll_ms / 1000.0)
-        writer.join(timeout=10)
+        ack, seen, polls, t_send = one_trial(lambda: put(address), followers, lambda p: askers[p].a(name),
+                                             lambda got: got == [address], poll_ms, trial_timeout)
         if ack.get("status") != 200 or len(seen) < len(followers):
             failed += 1
             print(f"trial {t}: write {ack}, followers that answered: {sorted(seen)}", file=sys.stderr)
@@ -458,12 +477,7 @@ def measure_freshness(token, trials_wanted, poll_ms, trial_timeout=5, time_limit
                 print(f"the leader changed to 127.0.0.1:{new_leader.port}; stopping", file=sys.stderr)
                 break
             continue
-        trials.append({
-            "commit_ms": (ack["t"] - t_send) * 1000,
-            "from_send_ms": {str(p): (seen[p] - t_send) * 1000 for p in followers},
-            "from_ack_ms": {str(p): (seen[p] - ack["t"]) * 1000 for p in followers},
-            "polls": polls,
-        })
+        trials.append({**timings(ack, seen, t_send, followers), "polls": polls})
         if (t + 1) % 50 == 0:
             print(f"  {t + 1} trials", file=sys.stderr)
     for asker in askers.values():
@@ -530,44 +544,20 @@ def measure_switch(token, trials_wanted, poll_ms, trial_timeout=5, time_limit=30
             break
         time.sleep(rng.uniform(0.02, 0.12))
         target = "green" if live == "blue" else "blue"
-        ack = {}
 
-        def write():
-            try:
-                status, body = send("POST", "/v1/releases/cut/switch", {})
-                ack["status"] = status
-                if status != 200:
-                    ack["body"] = body[:200].decode(errors="replace")
-            except Exception as e:
-                ack["error"] = str(e)
-            ack["t"] = time.monotonic()
+        def ask(port):
+            got = classify(askers[port].a(name))
+            answers[got] = answers.get(got, 0) + 1
+            return got
 
-        writer = threading.Thread(target=write)
-        t_send = time.monotonic()
-        writer.start()
-        seen = {}
-        end = t_send + trial_timeout
-        while len(seen) < len(followers) and time.monotonic() < end:
-            for port in followers:
-                if port in seen:
-                    continue
-                got = classify(askers[port].a(name))
-                answers[got] = answers.get(got, 0) + 1
-                if got == target:
-                    seen[port] = time.monotonic()
-            if poll_ms > 0:
-                time.sleep(poll_ms / 1000.0)
-        writer.join(timeout=10)
+        ack, seen, _, t_send = one_trial(lambda: send("POST", "/v1/releases/cut/switch", {}), followers, ask,
+                                         lambda got: got == target, poll_ms, trial_timeout)
         if ack.get("status") != 200 or len(seen) < len(followers):
             failed += 1
             print(f"switch {t}: {ack}, followers that answered {target}: {sorted(seen)}", file=sys.stderr)
             break
         live = target
-        trials.append({
-            "commit_ms": (ack["t"] - t_send) * 1000,
-            "from_send_ms": {str(p): (seen[p] - t_send) * 1000 for p in followers},
-            "from_ack_ms": {str(p): (seen[p] - ack["t"]) * 1000 for p in followers},
-        })
+        trials.append(timings(ack, seen, t_send, followers))
     for asker in askers.values():
         asker.close()
     return {"trials": trials, "failed": failed, "answers": answers, "followers": followers,
