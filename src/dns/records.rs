@@ -256,6 +256,12 @@ impl Zone<'_> {
         if !matches!(want, Want::Srv | Want::Any) {
             return Some(answer);
         }
+        // While canaries wait, they answer with the weight the spec gives
+        // them; the template tells a canary (the newest version) apart.
+        let canary_weight = svc.spec.update.canary_weight;
+        let canary_template = (canary_weight > 0
+            && self.state.history.canary_held(namespace, service))
+        .then(|| self.state.template_of(svc));
         for instance in self.state.service_instances(namespace, service) {
             if instance.state != InstanceState::Running {
                 continue;
@@ -274,7 +280,10 @@ impl Zone<'_> {
                 name: name.to_string(),
                 data: Data::Srv {
                     priority: 0,
-                    weight: spec.weight,
+                    weight: match &canary_template {
+                        Some(template) if instance.template == *template => canary_weight,
+                        _ => spec.weight,
+                    },
                     port: published.host_port,
                     target: target.clone(),
                 },

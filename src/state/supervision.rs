@@ -142,6 +142,7 @@ fn template_fields(spec: &super::ServiceSpec) -> Vec<(&'static str, String)> {
         min_healthy_ms: _,
         max_surge: _,
         canary: _,
+        canary_weight: _,
     } = update;
     let mut fields = vec![
         ("kind", json(kind)),

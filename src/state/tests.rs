@@ -1317,6 +1317,73 @@ fn a_failed_rollout_reverts_once_to_the_latest_version_that_rolled_out() {
 }
 
 #[test]
+fn a_spec_written_before_canaries_had_a_weight_keeps_its_strategy_and_the_port_weight() {
+    use migrate::Migrate;
+    let mut spec = image_spec(
+        "echo:1",
+        serde_json::json!({"update": {"canary": 1, "max_surge": 2}}),
+    );
+    spec.update.canary_weight = 0;
+    let types::ServiceSpec {
+        kind,
+        image,
+        pull,
+        command,
+        env,
+        secret_env,
+        ports,
+        replicas,
+        resources,
+        placement,
+        health,
+        restart,
+        update,
+        addresses,
+        hostname,
+        volumes,
+        on_node_loss,
+        hooks,
+    } = spec.clone();
+    let old = types::service_spec_v5::ServiceSpec {
+        kind,
+        image,
+        pull,
+        command,
+        env,
+        secret_env,
+        ports,
+        replicas,
+        resources,
+        placement,
+        health,
+        restart,
+        update: types::update_strategy_v2::UpdateStrategy {
+            max_parallel: update.max_parallel,
+            on_failure: update.on_failure,
+            history: update.history,
+            min_healthy_ms: update.min_healthy_ms,
+            max_surge: update.max_surge,
+            canary: update.canary,
+        },
+        addresses,
+        hostname,
+        volumes,
+        on_node_loss,
+        hooks,
+    };
+    let decoded = ServiceSpec::decode(&Migrate::encode(&old).unwrap()).unwrap();
+    assert_eq!(decoded, spec);
+    assert_eq!((decoded.update.canary, decoded.update.max_surge), (1, 2));
+    // Its weight is not what runs: the template stays.
+    let mut weighted = spec.clone();
+    weighted.update.canary_weight = 9;
+    assert_eq!(
+        supervision::template_fingerprint_pinned(&weighted, None),
+        supervision::template_fingerprint_pinned(&spec, None)
+    );
+}
+
+#[test]
 fn a_spec_written_before_rollouts_could_revert_decodes_with_the_defaults() {
     use migrate::Migrate;
     let old = types::service_spec_v4::ServiceSpec {

@@ -201,6 +201,11 @@ pub struct UpdateStrategy {
     /// old ones) and waits: `service promote` rolls the rest, `service
     /// abort` goes back to the version before. 0: no canary.
     pub canary: u32,
+    /// While canaries wait, the SRV weight of each canary instance (the
+    /// others keep their port's `weight`), so clients that weigh SRV
+    /// records send the canaries the share this sets. 0: the port's
+    /// weight, a share by instance count.
+    pub canary_weight: u16,
 }
 
 impl Default for UpdateStrategy {
@@ -212,6 +217,59 @@ impl Default for UpdateStrategy {
             min_healthy_ms: 0,
             max_surge: 0,
             canary: 0,
+            canary_weight: 0,
+        }
+    }
+}
+
+/// Frozen: the update strategy as specs wrote it before canaries had a
+/// DNS weight of their own.
+pub mod update_strategy_v2 {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub struct UpdateStrategy {
+        pub max_parallel: u32,
+        pub on_failure: OnFailure,
+        pub history: u32,
+        pub min_healthy_ms: u64,
+        pub max_surge: u32,
+        pub canary: u32,
+    }
+
+    impl Default for UpdateStrategy {
+        fn default() -> Self {
+            UpdateStrategy {
+                max_parallel: 1,
+                on_failure: OnFailure::Pause,
+                history: crate::state::history::DEFAULT_HISTORY,
+                min_healthy_ms: 0,
+                max_surge: 0,
+                canary: 0,
+            }
+        }
+    }
+
+    impl From<UpdateStrategy> for super::UpdateStrategy {
+        fn from(update: UpdateStrategy) -> super::UpdateStrategy {
+            let UpdateStrategy {
+                max_parallel,
+                on_failure,
+                history,
+                min_healthy_ms,
+                max_surge,
+                canary,
+            } = update;
+            super::UpdateStrategy {
+                max_parallel,
+                on_failure,
+                history,
+                min_healthy_ms,
+                max_surge,
+                canary,
+                canary_weight: 0,
+            }
         }
     }
 }
@@ -247,12 +305,12 @@ pub mod update_strategy_v1 {
         }
     }
 
-    impl From<UpdateStrategy> for super::UpdateStrategy {
-        fn from(update: UpdateStrategy) -> super::UpdateStrategy {
+    impl From<UpdateStrategy> for super::update_strategy_v2::UpdateStrategy {
+        fn from(update: UpdateStrategy) -> super::update_strategy_v2::UpdateStrategy {
             let UpdateStrategy { max_parallel } = update;
-            super::UpdateStrategy {
+            super::update_strategy_v2::UpdateStrategy {
                 max_parallel,
-                ..super::UpdateStrategy::default()
+                ..super::update_strategy_v2::UpdateStrategy::default()
             }
         }
     }
@@ -487,13 +545,12 @@ impl ServiceSpec {
 }
 
 impl super::migrate::Migrate for ServiceSpec {
-    const VERSION_MARKER: &'static [u8] = b"SS05";
-    type Previous = service_spec_v4::ServiceSpec;
+    const VERSION_MARKER: &'static [u8] = b"SS06";
+    type Previous = service_spec_v5::ServiceSpec;
 
-    /// Specs written before rollouts could revert keep pausing, with the
-    /// default history.
-    fn migrate(previous: service_spec_v4::ServiceSpec) -> ServiceSpec {
-        let service_spec_v4::ServiceSpec {
+    /// Specs written before canaries had a DNS weight keep the port's.
+    fn migrate(previous: service_spec_v5::ServiceSpec) -> ServiceSpec {
+        let service_spec_v5::ServiceSpec {
             kind,
             image,
             pull,
@@ -532,6 +589,102 @@ impl super::migrate::Migrate for ServiceSpec {
             volumes,
             on_node_loss,
             hooks,
+        }
+    }
+}
+
+/// Frozen: the service spec as written before canaries had a DNS weight.
+pub mod service_spec_v5 {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ServiceSpec {
+        #[serde(default)]
+        pub kind: ServiceKind,
+        #[serde(default)]
+        pub image: String,
+        #[serde(default)]
+        pub pull: PullPolicy,
+        #[serde(default)]
+        pub command: Vec<String>,
+        #[serde(default)]
+        pub env: BTreeMap<String, String>,
+        #[serde(default)]
+        pub secret_env: crate::secrets::SecretEnv,
+        #[serde(default)]
+        pub ports: Vec<PortSpec>,
+        #[serde(default = "default_replicas")]
+        pub replicas: u32,
+        #[serde(default)]
+        pub resources: Resources,
+        #[serde(default)]
+        pub placement: Placement,
+        #[serde(default)]
+        pub health: Option<HealthCheck>,
+        #[serde(default)]
+        pub restart: RestartPolicy,
+        #[serde(default)]
+        pub update: update_strategy_v2::UpdateStrategy,
+        #[serde(default)]
+        pub addresses: Vec<String>,
+        #[serde(default)]
+        pub hostname: Option<String>,
+        #[serde(default)]
+        pub volumes: Vec<VolumeSpec>,
+        #[serde(default)]
+        pub on_node_loss: OnNodeLoss,
+        #[serde(default)]
+        pub hooks: Hooks,
+    }
+
+    impl crate::state::migrate::Migrate for ServiceSpec {
+        const VERSION_MARKER: &'static [u8] = b"SS05";
+        type Previous = super::service_spec_v4::ServiceSpec;
+
+        /// Specs written before rollouts could revert keep pausing, with the
+        /// default history.
+        fn migrate(previous: super::service_spec_v4::ServiceSpec) -> ServiceSpec {
+            let super::service_spec_v4::ServiceSpec {
+                kind,
+                image,
+                pull,
+                command,
+                env,
+                secret_env,
+                ports,
+                replicas,
+                resources,
+                placement,
+                health,
+                restart,
+                update,
+                addresses,
+                hostname,
+                volumes,
+                on_node_loss,
+                hooks,
+            } = previous;
+            ServiceSpec {
+                kind,
+                image,
+                pull,
+                command,
+                env,
+                secret_env,
+                ports,
+                replicas,
+                resources,
+                placement,
+                health,
+                restart,
+                update: update.into(),
+                addresses,
+                hostname,
+                volumes,
+                on_node_loss,
+                hooks,
+            }
         }
     }
 }

@@ -331,7 +331,7 @@ async fn a_canary_runs_beside_the_old_version_until_promoted_or_aborted() {
     let deploy = |version: &str| {
         let spec = echo_spec(
             3,
-            json!({ "env": { "VERSION": version }, "update": { "canary": 1 } }),
+            json!({ "env": { "VERSION": version }, "update": { "canary": 1, "canary_weight": 7 } }),
         );
         let path = dir.path().join(format!("{version}.json"));
         std::fs::write(
@@ -380,11 +380,54 @@ async fn a_canary_runs_beside_the_old_version_until_promoted_or_aborted() {
     let canary = report.canary.clone().expect("a canary waits");
     assert_eq!((canary.wanted, canary.running), (1, 1), "{report:?}");
     assert_eq!(report.outdated, 2, "{report:?}");
+    // DNS gives the canary the weight its spec sets, the others their port's.
+    let weights = || async {
+        let server = env.cluster.replica(1).dns_addr.clone();
+        let answer = crate::dns::query(
+            &server,
+            "_http._tcp.web.cn.svc.cluster.local.",
+            hickory_proto::rr::RecordType::SRV,
+            false,
+        )
+        .await;
+        let mut weights: Vec<u16> = answer
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                hickory_proto::rr::RData::SRV(srv) => Some(srv.weight),
+                _ => None,
+            })
+            .collect();
+        weights.sort();
+        weights
+    };
+    eventually(
+        "the canary answers with weight 7",
+        Duration::from_secs(20),
+        || async {
+            match weights().await.as_slice() {
+                [1, 1, 7] => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
     let (code, _, err) = env.cluster.cli(1, &["service", "promote", "cn/web"]);
     assert_eq!(code, 0, "{err}");
     eventually("version two everywhere", Duration::from_secs(60), || {
         versions("two")
     })
+    .await;
+    eventually(
+        "every instance answers with the port's weight",
+        Duration::from_secs(20),
+        || async {
+            match weights().await.as_slice() {
+                [1, 1, 1] => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await;
     let (code, _, err) = env.cluster.cli(1, &["service", "promote", "cn/web"]);
     assert_ne!(code, 0, "nothing left to promote");
