@@ -182,6 +182,13 @@ pub struct DnsTuning {
     pub container_resolvers: Vec<IpAddr>,
 }
 
+impl DnsTuning {
+    /// The domain as the zone is named: without leading or trailing dots.
+    pub fn zone(&self) -> String {
+        self.domain.trim_matches('.').to_ascii_lowercase()
+    }
+}
+
 impl Default for DnsTuning {
     fn default() -> Self {
         DnsTuning {

@@ -333,19 +333,7 @@ pub async fn approve(
         })
         .await?;
     match applied.outcome {
-        Outcome::Done => {
-            let domain = replica.config.dns.domain.trim_matches('.').to_string();
-            replica
-                .sm
-                .read(|s| {
-                    s.releases
-                        .releases
-                        .get(&name)
-                        .map(|r| ReleaseView::of(s, r, &domain))
-                })
-                .map(|v| Json(v).into_response())
-                .ok_or_else(|| ApiError::not_found(format!("release {name} is gone")))
-        }
+        Outcome::Done => Ok(Json(super::releases::view(&replica, &name)?).into_response()),
         other => outcome_response(&format!("release {name}"), other),
     }
 }

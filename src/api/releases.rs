@@ -22,8 +22,8 @@ fn color(what: &str, value: &str) -> ApiResult<Color> {
 }
 
 /// The view of release `name` as this replica's state shows it.
-fn view(replica: &Replica, name: &str) -> ApiResult<ReleaseView> {
-    let domain = replica.config.dns.domain.trim_matches('.').to_string();
+pub(super) fn view(replica: &Replica, name: &str) -> ApiResult<ReleaseView> {
+    let domain = replica.config.dns.zone();
     replica
         .sm
         .read(|s| {
@@ -46,7 +46,7 @@ pub async fn list(
     params: Params,
 ) -> ApiResult<Json<Vec<ReleaseView>>> {
     params.read_barrier(&replica).await?;
-    let domain = replica.config.dns.domain.trim_matches('.').to_string();
+    let domain = replica.config.dns.zone();
     Ok(Json(replica.sm.read(|s| {
         s.releases
             .releases

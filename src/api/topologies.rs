@@ -15,13 +15,9 @@ use axum::Json;
 use super::error::{outcome_response, ApiError, ApiResult, Refusals};
 use super::extract::{JsonBody, Params};
 use crate::replica::Replica;
-use crate::state::topology::{Export, Topology};
+use crate::state::topology::{Export, ExportError, Topology};
 use crate::state::{Command, Outcome, Service};
 use crate::wire::{CloneBody, TopologyEntry};
-
-fn domain(replica: &Replica) -> String {
-    replica.config.dns.domain.trim_matches('.').to_string()
-}
 
 fn check_namespace(namespace: &str) -> ApiResult<()> {
     crate::state::validate::dns_label("namespace", namespace)
@@ -53,15 +49,7 @@ pub async fn export(
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect();
-    if !replica
-        .sm
-        .read(|s| s.services.keys().any(|(ns, _)| *ns == namespace))
-    {
-        return Err(ApiError::not_found(format!(
-            "namespace {namespace} has no services"
-        )));
-    }
-    let domain = domain(&replica);
+    let domain = replica.config.dns.zone();
     let export = Export {
         namespace: &namespace,
         shared: &shared,
@@ -71,7 +59,10 @@ pub async fn export(
         .sm
         .read(|s| export.from_state(s))
         .map(|t| Json(t.without_secret_values()))
-        .map_err(ApiError::bad_request)
+        .map_err(|e| match e {
+            ExportError::NoServices(_) => ApiError::not_found(e.to_string()),
+            ExportError::NotAService { .. } => ApiError::bad_request(e.to_string()),
+        })
 }
 
 /// Every service of the namespace as a new service of `to` (which must
@@ -94,7 +85,7 @@ pub async fn clone(
             from: namespace.clone(),
             to: body.to,
             shared: body.share,
-            domain: domain(&replica),
+            domain: replica.config.dns.zone(),
         })
         .await?;
     match applied.outcome {

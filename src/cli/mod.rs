@@ -461,6 +461,11 @@ struct ServiceFile {
 }
 
 fn read_service_file(path: &Path) -> anyhow::Result<ServiceFile> {
+    read_json_or_toml(path)
+}
+
+/// A file read as JSON when its name ends in `.json`, as TOML otherwise.
+fn read_json_or_toml<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let parsed = if path.extension().is_some_and(|e| e == "json") {

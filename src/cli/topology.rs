@@ -5,7 +5,7 @@
 //! one write, or kept in the cluster with versions.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -89,18 +89,6 @@ pub enum TopologyCommand {
     },
     /// Remove a saved topology and all its versions.
     Rm { name: String },
-}
-
-/// Reads a topology file: JSON by its extension, TOML otherwise.
-fn read_topology(path: &Path) -> anyhow::Result<Topology> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let parsed = if path.extension().is_some_and(|e| e == "json") {
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-    } else {
-        crate::config::parse_toml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
-    };
-    parsed
 }
 
 /// The topology as the TOML `namespace export` prints.
@@ -206,7 +194,7 @@ pub async fn run_namespace(
             timeout,
         } => {
             let mut document = match (file, topology) {
-                (Some(file), _) => read_topology(&file)?,
+                (Some(file), _) => super::read_json_or_toml::<Topology>(&file)?,
                 (None, Some(saved)) => {
                     let (name, version) = name_and_version(&saved)?;
                     client
@@ -290,7 +278,7 @@ pub async fn run_topology(
             share,
         } => {
             let topology = match (file, from) {
-                (Some(file), _) => read_topology(&file)?,
+                (Some(file), _) => super::read_json_or_toml::<Topology>(&file)?,
                 (None, Some(namespace)) => client.namespace_export(&namespace, &share).await?,
                 (None, None) => bail!("give a topology file or --from NAMESPACE"),
             };

@@ -15,7 +15,7 @@ use std::time::Duration;
 use super::controller::{Action, Limits, OnStop, Reason, Reconciler};
 use super::engines::Engines;
 use crate::replica::builds::BuildRequest;
-use crate::replica::Replica;
+use crate::replica::{now_ms, Replica};
 use crate::runtime::{CommandRequest, ContainerSpec, StdoutTo};
 use crate::state::pipelines::{Pipeline, Run, StageKind, StageState, StageStep};
 use crate::state::rollouts::Standing;
@@ -260,12 +260,6 @@ enum DeployStep {
     Done(u64),
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 #[async_trait::async_trait]
 impl Reconciler for Pipelines {
     type Key = String;
@@ -322,7 +316,7 @@ impl Reconciler for Pipelines {
         let (name, number) = (pipeline.name.as_str(), run.number);
         let fail = |log_tail: String| StageStep::Failed { log_tail };
         match (stage.kind, stage.state) {
-            (StageKind::Build, _) => {
+            (StageKind::Build | StageKind::Test, _) => {
                 let attempt = stage.attempts + 1;
                 self.report(
                     name,
@@ -332,30 +326,19 @@ impl Reconciler for Pipelines {
                     StageStep::Started { target: None },
                 )
                 .await?;
-                let step = match self.build(&pipeline, &run).await {
-                    Ok((tag, output)) => StageStep::Passed {
-                        log_tail: output,
-                        image: Some(tag),
-                        deployed_version: None,
-                    },
-                    Err(reason) => fail(reason),
+                let done = if stage.kind == StageKind::Build {
+                    self.build(&pipeline, &run)
+                        .await
+                        .map(|(tag, output)| (output, Some(tag)))
+                } else {
+                    self.test(&pipeline, &run)
+                        .await
+                        .map(|output| (output, None))
                 };
-                self.report(name, number, stage.kind, attempt, step).await?;
-            }
-            (StageKind::Test, _) => {
-                let attempt = stage.attempts + 1;
-                self.report(
-                    name,
-                    number,
-                    stage.kind,
-                    attempt,
-                    StageStep::Started { target: None },
-                )
-                .await?;
-                let step = match self.test(&pipeline, &run).await {
-                    Ok(output) => StageStep::Passed {
-                        log_tail: output,
-                        image: None,
+                let step = match done {
+                    Ok((log_tail, image)) => StageStep::Passed {
+                        log_tail,
+                        image,
                         deployed_version: None,
                     },
                     Err(reason) => fail(reason),

@@ -1161,6 +1161,19 @@ impl State {
         Outcome::Done
     }
 
+    /// What every written service must be: named by DNS labels, a valid
+    /// spec, its secrets sealed.
+    fn check_service(
+        namespace: &str,
+        name: &str,
+        spec: &ServiceSpec,
+    ) -> Result<(), validate::Invalid> {
+        validate::dns_label("namespace", namespace)
+            .and(validate::dns_label("service name", name))
+            .and(validate::service_spec(spec))
+            .and(validate::secrets_sealed(spec))
+    }
+
     fn put_service(
         &mut self,
         index: u64,
@@ -1170,11 +1183,7 @@ impl State {
         expected_version: Option<u64>,
         cause: history::Cause,
     ) -> Outcome {
-        if let Err(reason) = validate::dns_label("namespace", namespace)
-            .and(validate::dns_label("service name", name))
-            .and(validate::service_spec(spec))
-            .and(validate::secrets_sealed(spec))
-        {
+        if let Err(reason) = Self::check_service(namespace, name, spec) {
             return Outcome::Rejected(reason.into());
         }
         let key = (namespace.to_string(), name.to_string());
@@ -1226,8 +1235,6 @@ impl State {
         Outcome::Service(Box::new(service))
     }
 
-    /// A service back at an earlier version: its spec (current replicas)
-    /// and the image it resolved to, so what runs is exactly what ran.
     /// Every service of `from` as a new service of `to`, in deploy order,
     /// in this one write: specs with their sealed secrets, images pinned,
     /// the `shared` ones as references to the originals. Volumes start
@@ -1260,16 +1267,13 @@ impl State {
         };
         let copy = match export.from_state(self) {
             Ok(copy) => copy,
-            Err(reason) => return Outcome::Rejected(reason),
+            Err(reason) => return Outcome::Rejected(reason.to_string()),
         };
         // All or nothing: every spec is checked before any is written, so
         // a refusal leaves none made (the writes below cannot fail: `to`
         // has no services).
         for service in &copy.services {
-            if let Err(reason) = validate::dns_label("service name", &service.name)
-                .and(validate::service_spec(&service.spec))
-                .and(validate::secrets_sealed(&service.spec))
-            {
+            if let Err(reason) = Self::check_service(to, &service.name, &service.spec) {
                 return Outcome::Rejected(format!("service {}: {reason}", service.name));
             }
         }
@@ -1453,6 +1457,8 @@ impl State {
         Outcome::Done
     }
 
+    /// A service back at an earlier version: its spec (current replicas)
+    /// and the image it resolved to, so what runs is exactly what ran.
     fn rollback_service(
         &mut self,
         index: u64,

@@ -86,6 +86,15 @@ impl Topology {
     }
 }
 
+/// Why a namespace cannot be exported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExportError {
+    #[error("namespace {0} has no services")]
+    NoServices(String),
+    #[error("{service} is not a service of namespace {namespace}")]
+    NotAService { service: String, namespace: String },
+}
+
 /// What an export or a clone does with each service of a namespace.
 pub struct Export<'a> {
     pub namespace: &'a str,
@@ -101,21 +110,21 @@ impl Export<'_> {
     /// created), images pinned, shared ones as references. Secret values
     /// stay as the state holds them (sealed): the caller removes them
     /// unless the copy stays in the cluster.
-    pub fn from_state(&self, state: &State) -> Result<Topology, String> {
+    pub fn from_state(&self, state: &State) -> Result<Topology, ExportError> {
         let mut services: Vec<_> = state
             .services
             .values()
             .filter(|s| s.namespace == self.namespace)
             .collect();
         if services.is_empty() {
-            return Err(format!("namespace {} has no services", self.namespace));
+            return Err(ExportError::NoServices(self.namespace.to_string()));
         }
         let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
         if let Some(missing) = self.shared.iter().find(|n| !names.contains(n.as_str())) {
-            return Err(format!(
-                "{missing} is not a service of namespace {}",
-                self.namespace
-            ));
+            return Err(ExportError::NotAService {
+                service: missing.clone(),
+                namespace: self.namespace.to_string(),
+            });
         }
         services.sort_by_key(|s| (s.create_index, s.name.clone()));
         let services = services

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use serde_json::{json, Value};
 
 use crate::dns::query;
@@ -50,16 +50,7 @@ async fn ports_of(env: &DockerCluster, namespace: &str) -> Vec<u16> {
 
 async fn srv_ports(server: &str) -> Vec<u16> {
     let answer = query(server, NAME, RecordType::SRV, false).await;
-    let mut ports: Vec<u16> = answer
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::SRV(srv) => Some(srv.port),
-            _ => None,
-        })
-        .collect();
-    ports.sort();
-    ports
+    crate::dns::srv_ports(&answer).iter().map(|p| p.0).collect()
 }
 
 fn release_json(env: &DockerCluster, args: &[&str]) -> Result<Value, String> {

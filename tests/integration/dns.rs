@@ -41,7 +41,8 @@ fn addresses(message: &Message) -> Vec<IpAddr> {
     ips
 }
 
-fn srv_ports(message: &Message) -> Vec<(u16, u16, String)> {
+/// The SRV answers of `message` as (port, weight, target), sorted.
+pub fn srv_ports(message: &Message) -> Vec<(u16, u16, String)> {
     let mut ports: Vec<(u16, u16, String)> = message
         .answers
         .iter()

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command as Process;
 use std::time::Duration;
 
-use hickory_proto::rr::{RData, RecordType};
+use hickory_proto::rr::RecordType;
 use serde_json::{json, Value};
 
 use crate::dns::query;
@@ -113,23 +113,9 @@ async fn wait_run(env: &DockerCluster, via: u64, number: u64, status: &str) -> V
 }
 
 async fn srv_ports(server: &str) -> Vec<u16> {
-    let answer = query(
-        server,
-        "_http._tcp.shop.release.cluster.local.",
-        RecordType::SRV,
-        false,
-    )
-    .await;
-    let mut ports: Vec<u16> = answer
-        .answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::SRV(srv) => Some(srv.port),
-            _ => None,
-        })
-        .collect();
-    ports.sort();
-    ports
+    let name = "_http._tcp.shop.release.cluster.local.";
+    let answer = query(server, name, RecordType::SRV, false).await;
+    crate::dns::srv_ports(&answer).iter().map(|p| p.0).collect()
 }
 
 async fn running_ports(env: &DockerCluster, namespace: &str, image: &str) -> Vec<u16> {

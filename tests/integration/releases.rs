@@ -390,14 +390,7 @@ async fn a_canary_runs_beside_the_old_version_until_promoted_or_aborted() {
             false,
         )
         .await;
-        let mut weights: Vec<u16> = answer
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                hickory_proto::rr::RData::SRV(srv) => Some(srv.weight),
-                _ => None,
-            })
-            .collect();
+        let mut weights: Vec<u16> = crate::dns::srv_ports(&answer).iter().map(|p| p.1).collect();
         weights.sort();
         weights
     };
