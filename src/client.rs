@@ -220,6 +220,25 @@ impl Client {
         self.call(Method::GET, path, &[], None, None).await
     }
 
+    /// A backup file of the cluster's state (`GET /v1/cluster/backup`), as
+    /// the replica asked sent it.
+    pub async fn cluster_backup(&self) -> Result<Vec<u8>, ClientError> {
+        let (base, response) = self
+            .send(Method::GET, "/v1/cluster/backup", &[], None, None)
+            .await?;
+        if !response.status().is_success() {
+            return Err(api_error(&base, response).await);
+        }
+        response
+            .bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| ClientError::Decode {
+                addr: base,
+                reason: e.to_string(),
+            })
+    }
+
     /// The managers' cluster file the cluster keeps (404 when none).
     pub async fn cluster_plan(
         &self,

@@ -12,6 +12,7 @@ use axum::Json;
 use super::error::{ApiError, ApiResult, Refusals};
 use super::extract::{JsonBody, Params};
 use crate::auth::scope::Scope;
+use crate::raft::backup::{Backup, BackupHeader};
 use crate::raft::PeerNode;
 use crate::replica::{now_ms, Replica};
 use crate::state::{Event, ManagerTemplate};
@@ -154,6 +155,46 @@ pub async fn remove_member(
     })?;
     let index = replica.remove_member(id).await?;
     Ok(Json(MembershipChanged { index }))
+}
+
+/// `GET /v1/cluster/backup` (admin): a backup file of the replicated state
+/// at one applied index — services, nodes, instances, KV, tokens,
+/// templates, everything Raft holds — with the cluster id and a SHA-256.
+/// After a read barrier (unless `stale`), so it holds every write
+/// acknowledged before the call. `raftvisor cluster restore` seeds a new
+/// cluster from it.
+#[utoipa::path(
+    get, path = "/v1/cluster/backup", tag = "cluster",
+    params(("stale" = Option<bool>, Query, description = "The state as this replica has it, without a read barrier")),
+    responses(
+        (status = 200, description = "The backup file", content_type = "application/octet-stream", body = Vec<u8>,
+            headers(("X-Raftvisor-Backup-Index" = u64, description = "The applied index the state is at"))),
+        Refusals,
+    )
+)]
+pub async fn backup(State(replica): State<Arc<Replica>>, params: Params) -> ApiResult<Response> {
+    params.read_barrier(&replica).await?;
+    let (image, at) = replica.sm.image_now();
+    let header = BackupHeader {
+        cluster_id: image.cluster_id.clone(),
+        index: at.map_or(0, |l| l.index),
+        term: at.map_or(0, |l| l.leader_id.term),
+        taken_ms: now_ms(),
+        taken_by: replica.id,
+    };
+    let index = header.index;
+    let bytes = tokio::task::spawn_blocking(move || Backup { header, image }.encode())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    Ok((
+        [
+            ("content-type", "application/octet-stream".to_string()),
+            ("x-raftvisor-backup-index", index.to_string()),
+        ],
+        bytes,
+    )
+        .into_response())
 }
 
 #[utoipa::path(

@@ -58,6 +58,7 @@ pub fn router(replica: Arc<Replica>) -> Router {
         .route("/v1/openapi.json", get(openapi::document))
         .route("/v1/cluster", get(cluster::status))
         .route("/v1/cluster/members", post(cluster::add_member))
+        .route("/v1/cluster/backup", get(cluster::backup))
         .route(
             "/v1/cluster/plan",
             get(cluster::plan).put(cluster::put_plan),

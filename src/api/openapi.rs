@@ -51,6 +51,7 @@ impl Modify for TokenSecurity {
         super::cluster::events,
         super::cluster::plan,
         super::cluster::put_plan,
+        super::cluster::backup,
         super::services::list,
         super::services::get,
         super::services::put,

@@ -1,7 +1,8 @@
 //! Which role a request needs, from its method and path alone (pure):
 //! `GET /v1/health`, the API's description (`/v1/openapi.json`) and the
 //! dashboard's assets (`/ui`) need none;
-//! `GET /v1/tokens/self` (a token's own record) needs `read`; tokens, cluster membership, registering,
+//! `GET /v1/tokens/self` (a token's own record) needs `read`; tokens, cluster membership and
+//! backups, registering,
 //! changing or deleting nodes (a node's engine receives services' secrets,
 //! and its `docker_tls` names files on the managers) and the debug
 //! endpoints (fail points) need `admin`; other reads need `read`; other
@@ -44,7 +45,8 @@ pub fn required_role(method: &Method, path: &str) -> Option<Role> {
     if under(path, "/v1/tokens") || under(path, "/v1/debug") {
         return Some(Role::Admin);
     }
-    if under(path, "/v1/cluster") && !read_only {
+    // A backup holds every token record, sealed secret and KV value.
+    if under(path, "/v1/cluster") && (!read_only || path == "/v1/cluster/backup") {
         return Some(Role::Admin);
     }
     if under(path, "/v1/nodes") && !read_only && !is_drain(method, path) {
@@ -82,6 +84,7 @@ mod tests {
             (Method::GET, "/v1/health", None),
             (Method::POST, "/v1/health", Some(Role::Operator)),
             (Method::GET, "/v1/cluster", Some(Role::Read)),
+            (Method::GET, "/v1/cluster/backup", Some(Role::Admin)),
             (Method::POST, "/v1/cluster/members", Some(Role::Admin)),
             (Method::DELETE, "/v1/cluster/members/3", Some(Role::Admin)),
             (Method::GET, "/v1/tokens", Some(Role::Admin)),

@@ -4,6 +4,7 @@
 //! `main`).
 
 pub mod backup;
+pub mod cluster_ops;
 pub mod compose;
 pub mod exit_codes;
 pub mod image;
@@ -449,6 +450,36 @@ pub enum ClusterCommand {
     },
     /// Remove a replica.
     RemoveMember { id: u64 },
+    /// Write a backup of the cluster's state (one applied index, with its
+    /// cluster id and a SHA-256) to FILE.
+    Backup { file: PathBuf },
+    /// Seed a stopped agent's empty data directory from a backup, as a
+    /// member of the cluster its config names (run once per member, same
+    /// file); the running containers are adopted, not started again.
+    Restore {
+        file: PathBuf,
+        /// The agent config of the member to seed.
+        #[arg(long)]
+        config: PathBuf,
+        /// Keep the backed-up cluster's id (default: the restored
+        /// cluster's leader gives it a new one).
+        #[arg(long)]
+        keep_cluster_id: bool,
+    },
+    /// After a majority of managers is lost for good: restart the cluster
+    /// from this stopped survivor alone (says which survivor is the most up
+    /// to date and what may be lost; changes nothing without --yes).
+    Recover {
+        /// The survivor's agent config.
+        #[arg(long)]
+        config: PathBuf,
+        /// Do it.
+        #[arg(long)]
+        yes: bool,
+        /// Even when another survivor holds a longer log.
+        #[arg(long, requires = "yes")]
+        force: bool,
+    },
 }
 
 /// A service file: `namespace`, `name` and the `spec` table.
@@ -520,6 +551,11 @@ fn split_service(reference: &str) -> anyhow::Result<(&str, &str)> {
 }
 
 fn client(global: &GlobalArgs) -> anyhow::Result<Client> {
+    Ok(Client::new(client_options(global)?)?)
+}
+
+/// How `global` says to reach and authenticate to the cluster.
+fn client_options(global: &GlobalArgs) -> anyhow::Result<ClientOptions> {
     let token = match (&global.token, &global.token_file) {
         (Some(token), _) => Some(token.clone()),
         (None, Some(path)) => Some(
@@ -533,7 +569,7 @@ fn client(global: &GlobalArgs) -> anyhow::Result<Client> {
     let mut options = ClientOptions::new([global.addr.clone()]);
     options.token = token;
     options.ca_cert = global.ca_cert.clone();
-    Ok(Client::new(options)?)
+    Ok(options)
 }
 
 /// Runs `raftvisor certs …`.
@@ -621,7 +657,9 @@ pub async fn run_client(global: GlobalArgs, command: Command) -> anyhow::Result<
         Command::Service(service) => run_service(&client, format, service).await,
         Command::Compose(compose) => run_compose(&client, format, compose).await,
         Command::Node(node) => run_node(&client, format, node).await,
-        Command::Cluster(cluster) => run_cluster(&client, format, cluster).await,
+        Command::Cluster(cluster) => {
+            run_cluster(&client, client_options(&global)?, format, cluster).await
+        }
         Command::Dns(dns) => run_dns(format, dns).await,
         Command::Token(token) => run_token(&client, format, token).await,
         Command::Registry(registry) => registry::run(&client, format, registry).await,
@@ -1232,12 +1270,26 @@ async fn run_node(client: &Client, format: Format, command: NodeCommand) -> anyh
     Ok(())
 }
 
+/// `cluster status` warns about a manager certificate expiring within
+/// this long (30 days).
+const CERTIFICATE_WARNING_MS: u64 = 30 * 86_400_000;
+
 async fn run_cluster(
     client: &Client,
+    options: ClientOptions,
     format: Format,
     command: ClusterCommand,
 ) -> anyhow::Result<()> {
     match command {
+        ClusterCommand::Backup { file } => cluster_ops::backup(client, format, &file).await?,
+        ClusterCommand::Restore {
+            file,
+            config,
+            keep_cluster_id,
+        } => cluster_ops::restore(format, &file, &config, keep_cluster_id).await?,
+        ClusterCommand::Recover { config, yes, force } => {
+            cluster_ops::recover(options, format, &config, yes, force).await?
+        }
         ClusterCommand::Status => {
             let status = client.cluster_status().await?;
             print(format, &status, || {
@@ -1262,7 +1314,35 @@ async fn run_cluster(
                     ),
                     _ => println!("leader supervision: no progress known"),
                 }
-                let mut table = Table::new(&["ID", "ROLE", "API", "PEER", "LAST_CONTACT_MS"]);
+                let now_ms = crate::replica::now_ms();
+                for m in &status.members {
+                    let Some(expires) = m.certificate_expires.as_deref() else {
+                        continue;
+                    };
+                    let Some(at) = crate::dates::parse_rfc3339_ms(expires) else {
+                        continue;
+                    };
+                    if at <= now_ms {
+                        println!(
+                            "WARNING: manager {}'s certificate expired at {expires}: rotate it now",
+                            m.id
+                        );
+                    } else if at - now_ms < CERTIFICATE_WARNING_MS {
+                        println!(
+                            "WARNING: manager {}'s certificate expires in {} days ({expires}): rotate it",
+                            m.id,
+                            (at - now_ms) / 86_400_000
+                        );
+                    }
+                }
+                let mut table = Table::new(&[
+                    "ID",
+                    "ROLE",
+                    "API",
+                    "PEER",
+                    "LAST_CONTACT_MS",
+                    "CERT_EXPIRES",
+                ]);
                 for m in &status.members {
                     let role = if Some(m.id) == status.leader_id {
                         "leader"
@@ -1277,6 +1357,7 @@ async fn run_cluster(
                         m.api_addr.clone(),
                         m.peer_addr.clone(),
                         m.last_contact_ms.map_or("-".into(), |ms| ms.to_string()),
+                        m.certificate_expires.clone().unwrap_or_else(|| "-".into()),
                     ]);
                 }
                 table

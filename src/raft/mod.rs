@@ -5,6 +5,7 @@
 //! ([`crate::replica::peer_server`]), as openraft's examples keep them with
 //! the app.
 
+pub mod backup;
 pub mod fatal;
 pub mod lease;
 pub mod log_store;

@@ -178,26 +178,32 @@ impl StateMachineStore {
             .is_ok_and(|r| r.is_ok())
     }
 
-    fn write_snapshot_file(&self, meta: &SnapshotMeta, bytes: &[u8]) -> Result<(), std::io::Error> {
-        let index = meta.last_log_id.map_or(0, |l| l.index);
-        let dir = &self.shared.snapshot_dir;
-        let final_path = dir.join(format!("snapshot-{index:020}.bin"));
-        let tmp_path = dir.join(format!("snapshot-{index:020}.bin.tmp"));
-        {
-            let mut file = crate::file_modes::create(&tmp_path)?;
-            file.write_all(bytes)?;
-            file.sync_all()?;
-        }
-        std::fs::rename(&tmp_path, &final_path)?;
-        std::fs::File::open(dir)?.sync_all()?;
-        metrics::gauge!("raftvisor_raft_snapshot_bytes").set(bytes.len() as f64);
-        for entry in std::fs::read_dir(dir)? {
-            let path = entry?.path();
-            if path != final_path {
-                let _ = std::fs::remove_file(path);
-            }
-        }
-        Ok(())
+    /// The state as it is now and the log id it is at, read at once (a
+    /// backup's content).
+    pub fn image_now(&self) -> (StateImage, Option<LogId>) {
+        let guard = self
+            .shared
+            .applied
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        (guard.state.to_image(), guard.last_applied)
+    }
+
+    /// Writes a snapshot of `image` at `meta` as the only file of
+    /// `snapshot_dir`: the start of a seeded data directory (see
+    /// [`super::backup::seed`]). Returns the file written.
+    pub fn seed(
+        snapshot_dir: &Path,
+        meta: SnapshotMeta,
+        image: StateImage,
+    ) -> Result<PathBuf, std::io::Error> {
+        crate::file_modes::create_dir_all(snapshot_dir)?;
+        let bytes = encode_snapshot(&SnapshotBody {
+            meta: meta.clone(),
+            image,
+        })
+        .map_err(std::io::Error::other)?;
+        write_snapshot_file(snapshot_dir, &meta, &bytes)
     }
 
     fn publish_applied(&self, index: u64) {
@@ -210,6 +216,34 @@ impl StateMachineStore {
             }
         });
     }
+}
+
+/// Writes `bytes` as the snapshot at `meta` under `dir` (temporary name,
+/// fsync, rename, fsync of the directory) and deletes every other file
+/// there. Returns the file written.
+fn write_snapshot_file(
+    dir: &Path,
+    meta: &SnapshotMeta,
+    bytes: &[u8],
+) -> Result<PathBuf, std::io::Error> {
+    let index = meta.last_log_id.map_or(0, |l| l.index);
+    let final_path = dir.join(format!("snapshot-{index:020}.bin"));
+    let tmp_path = dir.join(format!("snapshot-{index:020}.bin.tmp"));
+    {
+        let mut file = crate::file_modes::create(&tmp_path)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp_path, &final_path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    metrics::gauge!("raftvisor_raft_snapshot_bytes").set(bytes.len() as f64);
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path != final_path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    Ok(final_path)
 }
 
 fn encode_snapshot(body: &SnapshotBody) -> Result<Vec<u8>, codec::CodecError> {
@@ -273,7 +307,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 image,
             })
             .map_err(|e| e.to_string())?;
-            this.write_snapshot_file(&meta_for_file, &bytes)
+            write_snapshot_file(&this.shared.snapshot_dir, &meta_for_file, &bytes)
                 .map_err(|e| e.to_string())?;
             Ok(bytes)
         })
@@ -388,10 +422,12 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let meta_for_file = meta.clone();
         let bytes = Arc::new(bytes);
         let file_bytes = bytes.clone();
-        tokio::task::spawn_blocking(move || this.write_snapshot_file(&meta_for_file, &file_bytes))
-            .await
-            .map_err(io_error)?
-            .map_err(io_error)?;
+        tokio::task::spawn_blocking(move || {
+            write_snapshot_file(&this.shared.snapshot_dir, &meta_for_file, &file_bytes)
+        })
+        .await
+        .map_err(io_error)?
+        .map_err(io_error)?;
         {
             let mut guard = self
                 .shared

@@ -232,7 +232,7 @@ fn one_shot_spec(
             .as_ref()
             .and_then(|node| s.nodes.get(node))
             .map(|node| node.published_address());
-        (s.cluster_id.clone().unwrap_or_default(), image, address)
+        (s.owner().cloned().unwrap_or_default(), image, address)
     });
     let mut spec = container_spec(
         &cluster,

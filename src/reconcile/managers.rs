@@ -7,7 +7,10 @@
 //! the dead voter removed — one membership change at a time, never below
 //! quorum. Each step is recorded in the plan first, so a new leader
 //! finishes a replacement its predecessor started. A voter that is only cut
-//! off (its container still runs) is reported, not replaced.
+//! off (its container still runs) is reported, not replaced. A planned
+//! manager missing from the membership (after `cluster recover`) whose
+//! container is gone is replaced the same way, which brings the cluster
+//! back to the plan's count.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -154,11 +157,28 @@ async fn round(
         return Ok(());
     }
     let contacts = replica.peers.last_contact();
-    for voter in replica.voters() {
+    // A planned manager outside the membership (the cluster was recovered
+    // from one survivor, or the manager never joined) is looked at like a
+    // silent voter: replaced only when its container is gone.
+    let members: BTreeSet<u64> = replica
+        .metrics()
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .collect();
+    let absent: Vec<u64> = plan
+        .managers
+        .iter()
+        .map(|m| m.id)
+        .filter(|id| !members.contains(id))
+        .collect();
+    for voter in replica.voters().into_iter().chain(absent) {
         if voter == replica.id {
             continue;
         }
-        let silent = contacts.get(&voter).is_none_or(|ago| *ago >= replace_after);
+        let silent = !members.contains(&voter)
+            || contacts.get(&voter).is_none_or(|ago| *ago >= replace_after);
         if !silent {
             reported.remove(&voter);
             continue;

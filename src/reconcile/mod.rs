@@ -470,7 +470,7 @@ async fn route_changes(
 ) {
     let sync_watches = || {
         replica.sm.read(|s| {
-            if let Some(cluster) = &s.cluster_id {
+            if let Some(cluster) = s.owner() {
                 watchers.sync(cluster, &s.nodes);
             }
         })

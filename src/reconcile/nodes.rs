@@ -247,7 +247,7 @@ impl Reconciler for Nodes {
         let (cluster, node) = self
             .replica
             .sm
-            .read(|s| (s.cluster_id.clone(), s.nodes.get(name).cloned()));
+            .read(|s| (s.owner().cloned(), s.nodes.get(name).cloned()));
         let Some(node) = node else {
             self.book
                 .lock()

@@ -137,7 +137,7 @@ impl Pipelines {
                         .find(|n| n.state == crate::state::NodeState::Ready)
                 })
                 .cloned();
-            (node, s.cluster_id.clone().unwrap_or_default())
+            (node, s.owner().cloned().unwrap_or_default())
         });
         let node = node.ok_or("no node is ready to test on")?;
         let engine = self.engines.for_node(&node).map_err(|e| e.to_string())?;

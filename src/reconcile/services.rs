@@ -536,7 +536,7 @@ impl Services {
             });
             let canary_held = s.history.canary_held(&key.0, &key.1);
             (
-                s.cluster_id.clone(),
+                s.owner().cloned(),
                 service,
                 instances,
                 nodes,

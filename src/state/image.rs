@@ -23,6 +23,9 @@ use super::volumes::VolumeBook;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StateImage {
     pub cluster_id: Option<String>,
+    /// The cluster id the containers are labelled and named with, when
+    /// it is not `cluster_id` (a cluster restored under a new id).
+    pub owner_id: Option<String>,
     pub services: Vec<Service>,
     pub instances: Vec<Instance>,
     pub nodes: Vec<Node>,
@@ -62,13 +65,12 @@ pub struct StateImage {
 }
 
 impl Migrate for StateImage {
-    const VERSION_MARKER: &'static [u8] = b"SI10";
-    type Previous = v9::StateImage;
+    const VERSION_MARKER: &'static [u8] = b"SI11";
+    type Previous = v10::StateImage;
 
-    /// There were no releases, topologies or pipelines: their books start
-    /// empty.
-    fn migrate(previous: v9::StateImage) -> StateImage {
-        let v9::StateImage {
+    /// Containers were always labelled with the cluster id.
+    fn migrate(previous: v10::StateImage) -> StateImage {
+        let v10::StateImage {
             cluster_id,
             services,
             instances,
@@ -91,8 +93,12 @@ impl Migrate for StateImage {
             hooks,
             templates,
             history,
+            releases,
+            topologies,
+            pipelines,
         } = previous;
         StateImage {
+            owner_id: None,
             cluster_id,
             services,
             instances,
@@ -115,9 +121,117 @@ impl Migrate for StateImage {
             hooks,
             templates,
             history,
-            releases: Versioned(ReleaseBook::default()),
-            topologies: Versioned(TopologyBook::default()),
-            pipelines: Versioned(PipelineBook::default()),
+            releases,
+            topologies,
+            pipelines,
+        }
+    }
+}
+
+/// Frozen: the image as written before restores kept the containers'
+/// owner apart from the cluster id.
+pub mod v10 {
+    use super::*;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct StateImage {
+        pub cluster_id: Option<String>,
+        pub services: Vec<Service>,
+        pub instances: Vec<Instance>,
+        pub nodes: Vec<Node>,
+        pub managers: Vec<Manager>,
+        pub kv: Vec<(String, KvEntry)>,
+        pub kv_index: u64,
+        pub kv_delete_index: u64,
+        pub events: Vec<Event>,
+        pub applied_index: u64,
+        pub dedup: Vec<(RequestId, Applied)>,
+        pub tokens: Vec<TokenRecord>,
+        pub tokens_bootstrapped: bool,
+        /// The limits of limited tokens, by token id.
+        pub token_limits: Vec<(String, TokenLimits)>,
+        /// Where the managers run, when bootstrap recorded it.
+        pub manager_template: Option<Versioned<ManagerTemplate>>,
+        /// Raft ids removed from the membership.
+        pub departed_managers: Vec<u64>,
+        /// Image pins, registry logins and the images the cluster keeps.
+        pub images: Versioned<ImageCatalog>,
+        /// Consul sessions and the locks they hold.
+        pub sessions: Versioned<SessionBook>,
+        /// The slots' volumes.
+        pub volumes: Versioned<VolumeBook>,
+        /// Backups and the verdicts of test hooks.
+        pub hooks: Versioned<HookBook>,
+        /// Templates of clustered third-party services.
+        pub templates: Versioned<TemplateBook>,
+        /// The services' spec histories.
+        pub history: Versioned<HistoryBook>,
+        /// Blue-green releases.
+        pub releases: Versioned<ReleaseBook>,
+        /// Named topologies and their versions.
+        pub topologies: Versioned<TopologyBook>,
+        /// Pipelines and their runs.
+        pub pipelines: Versioned<PipelineBook>,
+    }
+
+    impl Migrate for StateImage {
+        const VERSION_MARKER: &'static [u8] = b"SI10";
+        type Previous = super::v9::StateImage;
+
+        /// There were no releases, topologies or pipelines: their books start
+        /// empty.
+        fn migrate(previous: super::v9::StateImage) -> StateImage {
+            let super::v9::StateImage {
+                cluster_id,
+                services,
+                instances,
+                nodes,
+                managers,
+                kv,
+                kv_index,
+                kv_delete_index,
+                events,
+                applied_index,
+                dedup,
+                tokens,
+                tokens_bootstrapped,
+                token_limits,
+                manager_template,
+                departed_managers,
+                images,
+                sessions,
+                volumes,
+                hooks,
+                templates,
+                history,
+            } = previous;
+            StateImage {
+                cluster_id,
+                services,
+                instances,
+                nodes,
+                managers,
+                kv,
+                kv_index,
+                kv_delete_index,
+                events,
+                applied_index,
+                dedup,
+                tokens,
+                tokens_bootstrapped,
+                token_limits,
+                manager_template,
+                departed_managers,
+                images,
+                sessions,
+                volumes,
+                hooks,
+                templates,
+                history,
+                releases: Versioned(ReleaseBook::default()),
+                topologies: Versioned(TopologyBook::default()),
+                pipelines: Versioned(PipelineBook::default()),
+            }
         }
     }
 }

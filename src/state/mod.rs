@@ -72,6 +72,10 @@ impl Dedup {
 #[derive(Debug, Clone, Default)]
 pub struct State {
     pub cluster_id: Option<String>,
+    /// The id the cluster's containers are labelled and named with, when it
+    /// is not `cluster_id`: a cluster restored from a backup under a new id
+    /// goes on owning what the backed-up cluster started. See [`State::owner`].
+    pub owner_id: Option<String>,
     /// Keyed by `(namespace, name)`.
     pub services: BTreeMap<(String, String), Service>,
     pub instances: BTreeMap<String, Instance>,
@@ -144,10 +148,17 @@ impl State {
             .collect()
     }
 
+    /// The id the cluster's containers carry in `raftvisor.cluster` and in
+    /// their names: the cluster id, or the id a restore kept for them.
+    pub fn owner(&self) -> Option<&String> {
+        self.owner_id.as_ref().or(self.cluster_id.as_ref())
+    }
+
     /// Copies the state into its snapshot image.
     pub fn to_image(&self) -> StateImage {
         StateImage {
             cluster_id: self.cluster_id.clone(),
+            owner_id: self.owner_id.clone(),
             services: self.services.values().cloned().collect(),
             instances: self.instances.values().cloned().collect(),
             nodes: self.nodes.values().cloned().collect(),
@@ -197,6 +208,7 @@ impl State {
         let kv_bytes = image.kv.iter().map(|(_, e)| e.value.len() as u64).sum();
         State {
             cluster_id: image.cluster_id,
+            owner_id: image.owner_id,
             services: image
                 .services
                 .into_iter()

@@ -21,16 +21,16 @@ use crate::harness::{binary, eventually, free_port};
 
 /// The manager image; `RAFTVISOR_TEST_MANAGER_IMAGE` names another build
 /// (a branch's own agent, while `raftvisor:local` is another's).
-fn manager_image() -> String {
+pub(crate) fn manager_image() -> String {
     std::env::var("RAFTVISOR_TEST_MANAGER_IMAGE").unwrap_or_else(|_| "raftvisor:local".into())
 }
 /// Short, to keep the test fast; the repair below finishes well within it.
 const REPLACE_AFTER_MS: u64 = 6_000;
 
 /// Removes the cluster's manager containers when the test ends.
-struct Managers {
-    engine: Arc<DockerRuntime>,
-    cluster: String,
+pub(crate) struct Managers {
+    pub(crate) engine: Arc<DockerRuntime>,
+    pub(crate) cluster: String,
 }
 
 impl Managers {
@@ -64,7 +64,7 @@ impl Drop for Managers {
     }
 }
 
-fn bootstrap(file: &Path) -> (i32, String, String) {
+pub(crate) fn bootstrap(file: &Path) -> (i32, String, String) {
     let output = Command::new(binary())
         .arg("bootstrap")
         .arg(file)
@@ -85,7 +85,7 @@ fn row_of(out: &str, target: &str) -> String {
         .to_string()
 }
 
-fn cluster_file(cluster: &str, state_dir: &Path, ports: &[[u16; 3]]) -> String {
+pub(crate) fn cluster_file(cluster: &str, state_dir: &Path, ports: &[[u16; 3]]) -> String {
     let mut text = format!(
         "cluster = {cluster:?}\nstate_dir = {state_dir:?}\nimage = {:?}\nreplace_after_ms = {REPLACE_AFTER_MS}\n\
          [[machines]]\nname = \"local\"\ndocker_endpoint = {LOCAL_ENGINE:?}\naddress = \"127.0.0.1\"\n",
@@ -101,7 +101,7 @@ fn cluster_file(cluster: &str, state_dir: &Path, ports: &[[u16; 3]]) -> String {
     text
 }
 
-async fn healthy(client: &Client, voters: usize) {
+pub(crate) async fn healthy(client: &Client, voters: usize) {
     eventually(
         "a leader and every manager a voter",
         Duration::from_secs(60),

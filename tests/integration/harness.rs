@@ -156,7 +156,23 @@ impl Cluster {
     }
 
     pub async fn start_with(n: usize, tuning: Tuning) -> Cluster {
+        Cluster::start_seeded(n, tuning, None, |_| {}).await
+    }
+
+    /// Starts `n` replicas after `seed` has prepared each one (its config
+    /// is written, it has not run yet), e.g. with `cluster restore`.
+    /// `secrets_key` is the cluster's secrets key to use instead of a new
+    /// one (a restored cluster unseals what the backed-up one sealed).
+    pub async fn start_seeded(
+        n: usize,
+        tuning: Tuning,
+        secrets_key: Option<&Path>,
+        seed: impl Fn(&ReplicaProcess),
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
+        if let Some(key) = secrets_key {
+            std::fs::copy(key, dir.path().join("secrets.key")).expect("copy the secrets key");
+        }
         let token_file = dir.path().join("bootstrap.token");
         if tuning.prefill_token {
             std::fs::write(&token_file, format!("{ADMIN_TOKEN}\n")).expect("write token file");
@@ -179,6 +195,7 @@ impl Cluster {
             .collect();
         for index in 0..cluster.replicas.len() {
             cluster.write_config(index, &members);
+            seed(&cluster.replicas[index]);
             cluster.spawn(index);
         }
         cluster.wait_for_leader().await;

@@ -10,6 +10,7 @@ mod auth;
 mod azure_provider;
 mod blue_green;
 mod bootstrap;
+mod cluster_ops;
 mod consul_client;
 mod controllers;
 mod corruption;

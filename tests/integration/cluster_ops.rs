@@ -1,0 +1,490 @@
+//! Operating the control plane: a backup restored as a new cluster on
+//! other ports brings back services, KV and tokens and adopts the
+//! containers still running; after a majority of managers is lost for
+//! good, `cluster recover` restarts the cluster from its most up-to-date
+//! survivor with every acknowledged write it held, and the other survivor
+//! is refused until added again.
+
+use std::time::Duration;
+
+use raftvisor::client::Consistency;
+use serde_json::{json, Value};
+
+use crate::docker_env::{crash, echo_spec, DockerCluster, LOCAL_ENGINE};
+use crate::harness::{eventually, run_cli, Cluster, Tuning, ADMIN_TOKEN};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backup_restored_as_a_new_cluster_has_the_same_state_and_adopts_running_containers() {
+    let Some(mut env) = DockerCluster::start(3).await else {
+        return;
+    };
+    env.add_node("n1", LOCAL_ENGINE, "a").await;
+    let client = env.cluster.client();
+    let spec = echo_spec(2, json!({"env": {"ROLE": "restored"}}));
+    client.service_put("bk", "web", &spec, None).await.unwrap();
+    let before = env.wait_running("web", 2, Duration::from_secs(60)).await;
+    for i in 0..20 {
+        let value = format!("v{i}");
+        assert!(client
+            .kv_put(&format!("bk/{i}"), value.as_bytes(), 0, None)
+            .await
+            .unwrap());
+    }
+    let kv_before = client
+        .kv_list("bk/", Consistency::Linearizable)
+        .await
+        .unwrap();
+    let services_before = client.service_list().await.unwrap();
+
+    // The backup is taken from a follower.
+    let leader = env.cluster.wait_for_leader().await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let file = env.cluster.dir.path().join("cluster.backup");
+    let file_arg = file.display().to_string();
+    let (code, out, err) = env.cluster.cli(
+        follower,
+        &["--output", "json", "cluster", "backup", &file_arg],
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let written: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(written["cluster_id"], json!(env.cluster_id), "{written}");
+    assert_eq!(written["taken_by"], json!(follower), "{written}");
+    let backup_index = written["index"].as_u64().unwrap();
+    assert!(
+        kv_before.iter().all(|p| p.modify_index <= backup_index),
+        "the backup holds every acknowledged write"
+    );
+    // A read-only token may not take one (it holds every token record).
+    let (code, _, err) = run_cli(
+        &[
+            "--addr".to_string(),
+            env.cluster.replica(follower).api_addr.clone(),
+        ]
+        .into_iter()
+        .chain(env.cluster.certs.cli_args())
+        .chain(["cluster", "backup", "/dev/null"].map(String::from))
+        .collect::<Vec<_>>(),
+        "not-a-token",
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("401") || err.contains("403"), "{err}");
+
+    // The old cluster is gone; its containers run on.
+    let secrets_key = env.cluster.dir.path().join("secrets.key");
+    let kept_key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::copy(&secrets_key, kept_key.path()).unwrap();
+    for id in [1, 2, 3] {
+        env.cluster.kill(id);
+    }
+
+    // A damaged backup is refused with one line, and seeds nothing.
+    let damaged = env.cluster.dir.path().join("damaged.backup");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&damaged, &bytes).unwrap();
+    let spare = env.cluster.dir.path().join("spare.toml");
+    std::fs::write(
+        &spare,
+        format!(
+            "id = 9\ndata_dir = {:?}\napi_addr = \"127.0.0.1:1\"\npeer_addr = \"127.0.0.1:2\"\ndns_addr = \"127.0.0.1:3\"\n[tls]\ninsecure = true\n",
+            env.cluster.dir.path().join("spare")
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(
+        &[
+            "cluster".to_string(),
+            "restore".into(),
+            damaged.display().to_string(),
+            "--config".into(),
+            spare.display().to_string(),
+        ],
+        ADMIN_TOKEN,
+    );
+    assert_ne!(code, 0);
+    assert!(err.contains("damaged"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!env.cluster.dir.path().join("spare/snapshots").exists());
+
+    // Restored as a new cluster on other ports, every member seeded from
+    // the same file.
+    let restored = Cluster::start_seeded(3, Tuning::default(), Some(kept_key.path()), |replica| {
+        let (code, out, err) = run_cli(
+            &[
+                "--output".to_string(),
+                "json".into(),
+                "cluster".into(),
+                "restore".into(),
+                file_arg.clone(),
+                "--config".into(),
+                replica.config_path.display().to_string(),
+            ],
+            ADMIN_TOKEN,
+        );
+        assert_eq!(code, 0, "{out}\n{err}");
+    })
+    .await;
+    let old = std::mem::replace(&mut env.cluster, restored);
+    drop(old);
+    let client = env.cluster.client();
+    let new_id = eventually(
+        "the restored cluster has a new id",
+        Duration::from_secs(20),
+        || async {
+            let status = client.cluster_status().await.map_err(|e| e.to_string())?;
+            match status.cluster_id {
+                Some(id) => Ok(id),
+                None => Err("no id yet".to_string()),
+            }
+        },
+    )
+    .await;
+    assert_ne!(new_id, env.cluster_id);
+    assert_eq!(client.service_list().await.unwrap(), services_before);
+    assert_eq!(
+        client
+            .kv_list("bk/", Consistency::Linearizable)
+            .await
+            .unwrap(),
+        kv_before
+    );
+    // The containers still running are adopted, not started again.
+    eventually(
+        "the restored cluster reports both instances running",
+        Duration::from_secs(60),
+        || async {
+            let report = client
+                .service_report("bk", "web")
+                .await
+                .map_err(|e| e.to_string())?;
+            if report.running == 2 && report.desired == 2 {
+                Ok(())
+            } else {
+                Err(format!("{report:?}"))
+            }
+        },
+    )
+    .await;
+    let after = env.wait_running("web", 2, Duration::from_secs(10)).await;
+    let ids = |list: &[raftvisor::runtime::ContainerInfo]| {
+        let mut ids: Vec<String> = list.iter().map(|c| c.id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&after), ids(&before), "the same containers run");
+    // ... and supervised by the restored cluster.
+    crash(&after[0]);
+    env.wait_restarted(&after[0], "the crashed container").await;
+    // Writes go on above the backup's index.
+    assert!(client.kv_put("bk/new", b"1", 0, None).await.unwrap());
+    let new = client
+        .kv_get("bk/new", Consistency::Linearizable)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(new.modify_index > backup_index, "{new:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_a_majority_is_lost_recover_restarts_the_cluster_from_the_most_up_to_date_survivor() {
+    let mut cluster = Cluster::start(5).await;
+    let client = cluster.client();
+    for i in 0..40 {
+        assert!(client
+            .kv_put(&format!("rc/{i}"), b"acknowledged", 0, None)
+            .await
+            .unwrap());
+    }
+    let last_write = client
+        .kv_get("rc/39", Consistency::Linearizable)
+        .await
+        .unwrap()
+        .unwrap()
+        .modify_index;
+    // Two survivors that hold every acknowledged write.
+    let leader = cluster.wait_for_leader().await;
+    let survivors: Vec<u64> = (1..=5).filter(|id| *id != leader).take(2).collect();
+    for id in &survivors {
+        let replica = cluster.client_for(*id);
+        eventually(
+            &format!("manager {id} holds every write"),
+            Duration::from_secs(10),
+            || async {
+                let status = replica.cluster_status().await.map_err(|e| e.to_string())?;
+                (status.last_log_index >= last_write)
+                    .then_some(())
+                    .ok_or(format!("at {}", status.last_log_index))
+            },
+        )
+        .await;
+    }
+    let (first, second) = (survivors[0], survivors[1]);
+    // Three managers are lost for good: processes and data.
+    for id in (1..=5).filter(|id| !survivors.contains(id)) {
+        cluster.kill(id);
+        std::fs::remove_dir_all(&cluster.replica(id).data_dir).unwrap();
+    }
+    let config = cluster.replica(first).config_path.display().to_string();
+    let (code, _, err) = cluster.cli(first, &["cluster", "recover", "--config", &config]);
+    assert_ne!(code, 0);
+    assert!(err.contains("stop its agent"), "{err}");
+    cluster.kill(first);
+
+    // Without --yes it only says what it found, and changes nothing.
+    let (code, out, err) = cluster.cli(
+        first,
+        &[
+            "--output", "json", "cluster", "recover", "--config", &config,
+        ],
+    );
+    assert_ne!(code, 0, "{out}\n{err}");
+    assert!(err.contains("--yes"), "{err}");
+    let found: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(found["recovered"], json!(false), "{found}");
+    assert!(found["last_log_index"].as_u64().unwrap() >= last_write);
+    let reached: Vec<&Value> = found["survivors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["reachable"] == json!(true))
+        .collect();
+    assert_eq!(reached.len(), 2, "{found}");
+    let most = found["most_up_to_date"].as_u64().unwrap();
+    assert!(survivors.contains(&most), "{found}");
+    assert!(
+        found["may_be_lost"]
+            .as_str()
+            .unwrap()
+            .contains("entries after"),
+        "{found}"
+    );
+    // Both survivors hold every acknowledged write; when the other one's
+    // log is longer (by an entry no client saw acknowledged), recovering
+    // here is refused unless forced.
+    let mut recover = vec![
+        "--output", "json", "cluster", "recover", "--config", &config, "--yes",
+    ];
+    if most != first {
+        let (code, _, err) = cluster.cli(first, &recover);
+        assert_ne!(code, 0);
+        assert!(err.contains("--force"), "{err}");
+        recover.push("--force");
+    }
+    let (code, out, err) = cluster.cli(first, &recover);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let done: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(done["recovered"], json!(true), "{done}");
+    assert!(std::path::Path::new(done["moved_aside"].as_str().unwrap()).exists());
+    cluster.restart(first);
+
+    // Writes are accepted again, and every acknowledged write is there.
+    let client = cluster.client_for(first);
+    eventually(
+        "the recovered cluster takes writes",
+        Duration::from_secs(20),
+        || async {
+            client
+                .kv_put("rc/after", b"1", 0, None)
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+    for i in 0..40 {
+        let pair = client
+            .kv_get(&format!("rc/{i}"), Consistency::Linearizable)
+            .await
+            .unwrap();
+        assert_eq!(
+            pair.map(|p| p.value),
+            Some(b"acknowledged".to_vec()),
+            "rc/{i}"
+        );
+    }
+    let status = client.cluster_status().await.unwrap();
+    assert_eq!(
+        status.members.iter().map(|m| m.id).collect::<Vec<_>>(),
+        vec![first]
+    );
+    // The other survivor is refused until it is added again.
+    let other = cluster.client_for(second);
+    let refused = other.kv_put("rc/other", b"1", 0, None).await;
+    assert!(refused.is_err(), "{refused:?}");
+    cluster.kill(second);
+    std::fs::remove_dir_all(&cluster.replica(second).data_dir).unwrap();
+    let joiner = cluster.spawn_joiner(6);
+    let (api, peer) = (
+        cluster.replicas[joiner].api_addr.clone(),
+        cluster.replicas[joiner].peer_addr.clone(),
+    );
+    client.add_member(6, &api, &peer, true).await.unwrap();
+    let status = client.cluster_status().await.unwrap();
+    let voters: Vec<u64> = status
+        .members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.id)
+        .collect();
+    assert_eq!(voters, vec![first, 6]);
+    assert!(client.kv_put("rc/two", b"1", 0, None).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bootstrapped_cluster_recovered_from_one_survivor_returns_to_its_three_managers() {
+    use crate::bootstrap::{bootstrap, cluster_file, healthy, manager_image, Managers};
+    use raftvisor::client::{Client, ClientOptions};
+    use raftvisor::runtime::ContainerRuntime;
+
+    let Some(engine) = crate::docker_env::docker().await else {
+        return;
+    };
+    let image = manager_image();
+    assert!(
+        engine.image_exists(&image).await.unwrap_or(false),
+        "image {image} is missing: run scripts/build-images.sh (scripts/test.sh does)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = format!("rc{}", std::process::id());
+    let _managers = Managers {
+        engine: engine.clone(),
+        cluster: cluster.clone(),
+    };
+    let ports: Vec<[u16; 3]> = (0..3)
+        .map(|_| {
+            [
+                crate::harness::free_port(),
+                crate::harness::free_port(),
+                crate::harness::free_port(),
+            ]
+        })
+        .collect();
+    let state_dir = dir.path().join("state");
+    let file = dir.path().join("cluster.toml");
+    std::fs::write(&file, cluster_file(&cluster, &state_dir, &ports)).unwrap();
+    let (code, out, err) = bootstrap(&file);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let token = std::fs::read_to_string(state_dir.join("bootstrap.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let ca = state_dir.join("certs/ca.pem");
+    let mut options = ClientOptions::new(ports.iter().map(|p| format!("127.0.0.1:{}", p[0])));
+    options.ca_cert = Some(ca.clone());
+    options.token = Some(token.clone());
+    let client = Client::new(options).unwrap();
+    healthy(&client, 3).await;
+    for i in 0..20 {
+        assert!(client
+            .kv_put(&format!("boot/{i}"), b"acknowledged", 0, None)
+            .await
+            .unwrap());
+    }
+    let last_write = client
+        .kv_get("boot/19", Consistency::Linearizable)
+        .await
+        .unwrap()
+        .unwrap()
+        .modify_index;
+    let leader = client.cluster_status().await.unwrap().leader_id.unwrap();
+    let survivor = [1u64, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let port_of = |id: u64| ports[(id - 1) as usize];
+    let mut at_survivor = ClientOptions::new([format!("127.0.0.1:{}", port_of(survivor)[0])]);
+    at_survivor.ca_cert = Some(ca.clone());
+    at_survivor.token = Some(token.clone());
+    let at_survivor = Client::new(at_survivor).unwrap();
+    eventually(
+        "the survivor holds every write",
+        Duration::from_secs(10),
+        || async {
+            let status = at_survivor
+                .cluster_status()
+                .await
+                .map_err(|e| e.to_string())?;
+            (status.last_log_index >= last_write)
+                .then_some(())
+                .ok_or(format!("at {}", status.last_log_index))
+        },
+    )
+    .await;
+
+    // Two managers are lost for good: containers and data.
+    let name = |id: u64| format!("rv-manager-{cluster}-{id}");
+    for id in [1u64, 2, 3].into_iter().filter(|id| *id != survivor) {
+        engine.remove(&name(id)).await.unwrap();
+        std::fs::remove_dir_all(state_dir.join(format!("managers/replica-{id}"))).unwrap();
+    }
+    engine
+        .stop(&name(survivor), Duration::from_secs(10))
+        .await
+        .unwrap();
+    // Recover on the survivor's data directory, as its machine's operator.
+    let host_config = dir.path().join("survivor.toml");
+    std::fs::write(
+        &host_config,
+        format!(
+            "id = {survivor}\ndata_dir = {:?}\napi_addr = \"127.0.0.1:{}\"\npeer_addr = \"127.0.0.1:{}\"\ndns_addr = \"127.0.0.1:{}\"\n[tls]\nca_cert = {:?}\ncert = {:?}\nkey = {:?}\n",
+            state_dir.join(format!("managers/replica-{survivor}/data")),
+            port_of(survivor)[0],
+            port_of(survivor)[1],
+            port_of(survivor)[2],
+            ca,
+            state_dir.join(format!("certs/replica-{survivor}.pem")),
+            state_dir.join(format!("certs/replica-{survivor}-key.pem")),
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run_cli(
+        &[
+            "--ca-cert".to_string(),
+            ca.display().to_string(),
+            "cluster".into(),
+            "recover".into(),
+            "--config".into(),
+            host_config.display().to_string(),
+            "--yes".into(),
+        ],
+        &token,
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    engine.start(&name(survivor)).await.unwrap();
+
+    // Writes are accepted again with every acknowledged write there, and
+    // the leader brings the managers back to the plan's three.
+    eventually(
+        "the recovered cluster takes writes",
+        Duration::from_secs(30),
+        || async {
+            at_survivor
+                .kv_put("boot/after", b"1", 0, None)
+                .await
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await;
+    for i in 0..20 {
+        let pair = at_survivor
+            .kv_get(&format!("boot/{i}"), Consistency::Linearizable)
+            .await
+            .unwrap();
+        assert_eq!(pair.map(|p| p.value), Some(b"acknowledged".to_vec()));
+    }
+    healthy(&at_survivor, 3).await;
+    let voters: Vec<u64> = at_survivor
+        .cluster_status()
+        .await
+        .unwrap()
+        .members
+        .iter()
+        .filter(|m| m.voter)
+        .map(|m| m.id)
+        .collect();
+    assert!(
+        voters.contains(&survivor) && voters.contains(&4) && voters.contains(&5),
+        "{voters:?}"
+    );
+    assert!(at_survivor
+        .kv_put("boot/three", b"1", 0, None)
+        .await
+        .unwrap());
+}
