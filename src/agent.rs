@@ -352,7 +352,7 @@ pub async fn run_with(
     let peers =
         PeerNetwork::new(tls.as_ref().map(|t| t.peer_client.clone())).with_sender(config.id);
     if let Some(tls) = &tls {
-        peers.cert_expiries.record(config.id, &tls.certificate);
+        peers.cert_expiries.record(config.id, &tls.certificate());
     }
     let replica: Arc<Replica> = Replica::start(config.clone(), peers).await?;
     tracing::info!(
@@ -380,6 +380,31 @@ pub async fn run_with(
         "housekeeping",
         crate::reconcile::housekeeping::run(replica.clone(), stop_serving.clone()),
     );
+    // A rotated certificate is picked up from the files: new connections
+    // use it at once, and the peer links are made again so that every
+    // peer sees it (this replica's client pool; the peers' connections to
+    // its peer port, closed gracefully).
+    let (renew_peer_links, peer_links_renewed) = tokio::sync::watch::channel(0u64);
+    if let (Some(tls), Some((_, cert, key))) = (&tls, config.tls.files()) {
+        let peers = replica.peers.clone();
+        let id = config.id;
+        let watch = crate::tls::reload::watch(
+            tls.current.clone(),
+            tls.reload_source(cert, key, id),
+            move |der| {
+                peers.cert_expiries.record(id, der);
+                peers.renew_connections();
+                renew_peer_links.send_modify(|generation| *generation += 1);
+            },
+        );
+        let stop = stop_serving.clone();
+        tasks.spawn("certificate reload", async move {
+            tokio::select! {
+                _ = stop.cancelled() => {}
+                _ = watch => {}
+            }
+        });
+    }
     tasks.add(
         "peer port",
         crate::tls::serve::spawn(
@@ -389,6 +414,7 @@ pub async fn run_with(
             crate::replica::peer_server::router(replica.clone()),
             peer_limits(),
             stop_serving.clone(),
+            Some(peer_links_renewed),
         ),
     );
     tasks.add(
@@ -400,6 +426,7 @@ pub async fn run_with(
             crate::api::router(replica.clone()),
             api_limits(&config),
             stop_serving.clone(),
+            None,
         ),
     );
     if tls.is_none() {

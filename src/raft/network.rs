@@ -81,10 +81,48 @@ pub const PROGRESS_HEADER: &str = "x-raftvisor-leader-progress";
 /// replica installs it (see [`PeerNetwork::with_progress`]).
 pub type ProgressHook = Arc<dyn Fn(u64, Instant) -> Option<String> + Send + Sync>;
 
+/// The peer client (mutual TLS with `tls`, the agent's peer client
+/// configuration, or plain HTTP) and its URL scheme.
+fn client_of(tls: Option<&Arc<rustls::ClientConfig>>) -> (reqwest::Client, &'static str) {
+    let mut builder = reqwest::Client::builder()
+        .http1_only()
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_millis(300))
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .pool_max_idle_per_host(64)
+        // The server's certificate, for its expiry (see CertExpiries).
+        .tls_info(true);
+    let scheme = match tls {
+        Some(config) => {
+            // Preconfigured: only the cluster CA as root, the client
+            // certificate and the manager-role check on the server.
+            // No session resumption: a resumed session carries on with the
+            // certificates of the session it resumes, and after a rotation
+            // every new peer connection must present and see the current
+            // ones. Peer connections are pooled and long-lived, so a full
+            // handshake each costs little.
+            let mut config = (**config).clone();
+            config.resumption = rustls::client::Resumption::disabled();
+            builder = builder
+                .tls_built_in_root_certs(false)
+                .use_preconfigured_tls(config);
+            "https"
+        }
+        None => "http",
+    };
+    let http = builder
+        .build()
+        .expect("the HTTP client configuration is static and valid");
+    (http, scheme)
+}
+
 /// Shared HTTP client and per-peer contact times.
 #[derive(Clone)]
 pub struct PeerNetwork {
-    http: reqwest::Client,
+    /// Replaced by [`PeerNetwork::renew_connections`]: a new client is a
+    /// new pool, so every peer connection is made again.
+    http: Arc<std::sync::RwLock<reqwest::Client>>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     scheme: &'static str,
     last_contact: Arc<Mutex<HashMap<NodeId, Instant>>>,
     refused_as_non_member: Arc<Mutex<HashMap<NodeId, Instant>>>,
@@ -103,30 +141,10 @@ impl PeerNetwork {
     /// A peer network over mutual TLS with `tls` (the agent's peer client
     /// configuration), or plain HTTP when `None` (`insecure = true`).
     pub fn new(tls: Option<Arc<rustls::ClientConfig>>) -> PeerNetwork {
-        let mut builder = reqwest::Client::builder()
-            .http1_only()
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_millis(300))
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_max_idle_per_host(64)
-            // The server's certificate, for its expiry (see CertExpiries).
-            .tls_info(true);
-        let scheme = match tls {
-            Some(config) => {
-                // Preconfigured: only the cluster CA as root, the client
-                // certificate and the manager-role check on the server.
-                builder = builder
-                    .tls_built_in_root_certs(false)
-                    .use_preconfigured_tls((*config).clone());
-                "https"
-            }
-            None => "http",
-        };
-        let http = builder
-            .build()
-            .expect("the HTTP client configuration is static and valid");
+        let (http, scheme) = client_of(tls.as_ref());
         PeerNetwork {
-            http,
+            http: Arc::new(std::sync::RwLock::new(http)),
+            tls,
             scheme,
             last_contact: Arc::new(Mutex::new(HashMap::new())),
             refused_as_non_member: Arc::new(Mutex::new(HashMap::new())),
@@ -135,6 +153,17 @@ impl PeerNetwork {
             cert_expiries: CertExpiries::default(),
             lease: Arc::new(Lease::new(Duration::from_millis(150), Instant::now())),
         }
+    }
+
+    /// Drops every pooled peer connection: the next calls connect again,
+    /// with this replica's certificate as it is now (after a rotation).
+    pub fn renew_connections(&self) {
+        let (http, _) = client_of(self.tls.as_ref());
+        *self.http.write().unwrap_or_else(|e| e.into_inner()) = http;
+    }
+
+    fn http(&self) -> reqwest::Client {
+        self.http.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// This network, naming `id` as the sender of every request.
@@ -220,7 +249,7 @@ impl PeerNetwork {
             })?;
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
         let url = format!("{}://{addr}{}/{sha256}", self.scheme, paths::ARCHIVE);
-        let mut put = self.http.put(url).timeout(timeout).body(body);
+        let mut put = self.http().put(url).timeout(timeout).body(body);
         if let Some(id) = self.sender {
             put = put.header(SENDER_HEADER, id.to_string());
         }
@@ -247,7 +276,7 @@ impl PeerNetwork {
         PeerCallError,
     > {
         let url = format!("{}://{addr}{}/{sha256}", self.scheme, paths::ARCHIVE);
-        let mut get = self.http.get(url).timeout(timeout);
+        let mut get = self.http().get(url).timeout(timeout);
         if let Some(id) = self.sender {
             get = get.header(SENDER_HEADER, id.to_string());
         }
@@ -310,7 +339,7 @@ impl PeerNetwork {
         }
         let url = format!("{}://{addr}{path}", self.scheme);
         let mut post = self
-            .http
+            .http()
             .post(url)
             .header("content-type", "application/octet-stream");
         if let Some((name, value)) = header {

@@ -246,6 +246,25 @@ pub fn issue_with_id(
     let cert_path = dir.join(format!("{name}.pem"));
     let key_path = dir.join(format!("{name}-key.pem"));
     refuse_existing(&[&cert_path, &key_path])?;
+    let (key_pem, cert_pem) = sign(dir, role, name, sans, raft_id, LEAF_VALIDITY_DAYS)?;
+    write_new(&key_path, &key_pem)?;
+    write_new(&cert_path, &cert_pem)?;
+    Ok(Written {
+        cert: cert_path,
+        key: key_path,
+    })
+}
+
+/// A new key and certificate (PEM) for `name`, signed by the CA in `dir`,
+/// valid for `days`.
+fn sign(
+    dir: &Path,
+    role: Role,
+    name: &str,
+    sans: &[String],
+    raft_id: Option<u64>,
+    days: i64,
+) -> Result<(String, String), CertError> {
     let ca_cert_path = dir.join(CA_CERT);
     let ca_key_path = dir.join(CA_KEY);
     let read = |path: &Path| {
@@ -315,16 +334,125 @@ pub fn issue_with_id(
         Role::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
     };
     params.use_authority_key_identifier_extension = true;
-    validity(&mut params, LEAF_VALIDITY_DAYS);
+    validity(&mut params, days);
     let key = KeyPair::generate().map_err(generate("key"))?;
     let cert = params
         .signed_by(&key, &ca, &ca_key)
         .map_err(generate("certificate"))?;
-    write_new(&key_path, &key.serialize_pem())?;
-    write_new(&cert_path, &cert.pem())?;
-    Ok(Written {
-        cert: cert_path,
-        key: key_path,
+    Ok((key.serialize_pem(), cert.pem()))
+}
+
+/// A manager certificate `rotate` renewed.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Rotated {
+    pub name: String,
+    pub raft_id: u64,
+    pub cert: PathBuf,
+    /// The new certificate's expiry (RFC 3339).
+    pub expires: String,
+}
+
+/// Renews every manager certificate in `dir` (`NAME.pem` with
+/// `NAME-key.pem`): a new key and a certificate with the same name, Raft
+/// id and addresses, signed by the CA there and valid for `days`. The files
+/// are rewritten in place (same inode: manager containers bind-mount them),
+/// the key first; a running replica picks the pair up within seconds (see
+/// [`super::reload`]), refusing a half-written one until both are there.
+pub fn rotate(dir: &Path, days: i64) -> Result<Vec<Rotated>, CertError> {
+    if !(1..=3650).contains(&days) {
+        return Err(CertError::Invalid(format!(
+            "--days {days}: a certificate is valid for 1 to 3650 days"
+        )));
+    }
+    let listed = std::fs::read_dir(dir).map_err(|source| CertError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut managers = Vec::new();
+    for entry in listed {
+        let path = entry
+            .map_err(|source| CertError::Read {
+                path: dir.to_path_buf(),
+                source,
+            })?
+            .path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".pem"))
+            .filter(|n| *n != "ca" && !n.ends_with("-key"))
+        else {
+            continue;
+        };
+        let key = dir.join(format!("{name}-key.pem"));
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let Some(der) = first_der(&text) else {
+            continue;
+        };
+        if !matches!(role_of(&der), Some((Role::Manager, _))) || !key.exists() {
+            continue;
+        }
+        let raft_id =
+            raft_id_of(&der).map_err(|e| CertError::Invalid(format!("{}: {e}", path.display())))?;
+        managers.push((name.to_string(), raft_id, subject_names(&der), path, key));
+    }
+    if managers.is_empty() {
+        return Err(CertError::Invalid(format!(
+            "{} holds no manager certificate (NAME.pem with NAME-key.pem) to rotate",
+            dir.display()
+        )));
+    }
+    managers.sort();
+    // Every pair is signed before any file is touched: a CA that cannot
+    // sign leaves every certificate as it was.
+    let mut signed = Vec::new();
+    for (name, raft_id, sans, cert, key) in managers {
+        let (key_pem, cert_pem) = sign(dir, Role::Manager, &name, &sans, Some(raft_id), days)?;
+        signed.push((name, raft_id, cert, key, key_pem, cert_pem));
+    }
+    let mut rotated = Vec::new();
+    for (name, raft_id, cert, key, key_pem, cert_pem) in signed {
+        write_in_place(&key, &key_pem)?;
+        write_in_place(&cert, &cert_pem)?;
+        let expires = first_der(&cert_pem)
+            .and_then(|der| not_after_of(&der))
+            .map(crate::dates::rfc3339_secs)
+            .unwrap_or_default();
+        rotated.push(Rotated {
+            name,
+            raft_id,
+            cert,
+            expires,
+        });
+    }
+    Ok(rotated)
+}
+
+/// The first certificate of a PEM text (DER).
+fn first_der(pem: &str) -> Option<Vec<u8>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()?
+        .ok()
+        .map(|der| der.to_vec())
+}
+
+/// Replaces the content of the existing file `path` (its inode and mode
+/// stay: a bind mount of it sees the new content).
+fn write_in_place(path: &Path, contents: &str) -> Result<(), CertError> {
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .and_then(|mut file| {
+            file.write_all(contents.as_bytes())?;
+            file.sync_all()
+        });
+    written.map_err(|source| CertError::Write {
+        path: path.to_path_buf(),
+        source,
     })
 }
 

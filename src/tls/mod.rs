@@ -8,6 +8,7 @@
 //! binary links statically; this module never touches the network itself.
 
 pub mod certs;
+pub mod reload;
 pub mod serve;
 pub mod verify;
 
@@ -64,8 +65,11 @@ pub struct AgentTls {
     pub api_server: Arc<ServerConfig>,
     /// The IP addresses and host names this replica's certificate names.
     pub subject_names: Vec<String>,
-    /// This replica's own certificate (DER).
-    pub certificate: Vec<u8>,
+    /// This replica's certificate and key, shared by the three
+    /// configurations and swapped by [`reload::watch`].
+    pub current: Arc<reload::CurrentCert>,
+    /// Checks a manager certificate against the cluster CA.
+    verifier: Arc<dyn ClientCertVerifier>,
 }
 
 fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -144,7 +148,11 @@ impl AgentTls {
                 reason: format!("{e} (is it signed by the CA in {}?)", ca_cert.display()),
             })?;
         let subject_names = certs::subject_names(&chain[0]);
-        let certificate = chain[0].to_vec();
+        let current = Arc::new(reload::CurrentCert::new(
+            rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+                TlsError::Config(format!("the key does not match the certificate: {e}"))
+            })?,
+        ));
 
         let versions = rustls::DEFAULT_VERSIONS;
         let http1 = || vec![b"http/1.1".to_vec()];
@@ -152,17 +160,15 @@ impl AgentTls {
         let mut peer_server = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .map_err(config_error("peer server"))?
-            .with_client_cert_verifier(client_verifier)
-            .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(config_error("peer server certificate"))?;
+            .with_client_cert_verifier(client_verifier.clone())
+            .with_cert_resolver(current.clone());
         peer_server.alpn_protocols = http1();
 
         let mut api_server = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(versions)
             .map_err(config_error("API server"))?
             .with_no_client_auth()
-            .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(config_error("API server certificate"))?;
+            .with_cert_resolver(current.clone());
         api_server.alpn_protocols = http1();
 
         let server_verifier = ManagerServerVerifier::new(roots, provider.clone())
@@ -174,16 +180,31 @@ impl AgentTls {
             // Not a weakening: WebPKI verification against the cluster CA
             // only, plus the manager-role check (see verify.rs).
             .with_custom_certificate_verifier(Arc::new(server_verifier))
-            .with_client_auth_cert(chain, key)
-            .map_err(config_error("peer client certificate"))?;
+            .with_client_cert_resolver(current.clone());
 
         Ok(AgentTls {
             peer_server: Arc::new(peer_server),
             peer_client: Arc::new(peer_client),
             api_server: Arc::new(api_server),
             subject_names,
-            certificate,
+            current,
+            verifier: client_verifier,
         })
+    }
+
+    /// This replica's certificate now (DER).
+    pub fn certificate(&self) -> Vec<u8> {
+        self.current.certificate()
+    }
+
+    /// Where [`reload::watch`] reads this replica's certificate again.
+    pub fn reload_source(&self, cert: &Path, key: &Path, raft_id: u64) -> reload::Source {
+        reload::Source {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            raft_id,
+            verifier: self.verifier.clone(),
+        }
     }
 
     /// Checks that the certificate names Raft id `id`: peers refuse Raft
@@ -191,7 +212,7 @@ impl AgentTls {
     /// (that last is only warned about here, so a replica with an older
     /// certificate still starts and says what to do).
     pub fn check_raft_id(&self, id: u64, path: &Path) -> Result<(), TlsError> {
-        match certs::raft_id_of(&self.certificate) {
+        match certs::raft_id_of(&self.certificate()) {
             Ok(named) if named == id => Ok(()),
             Ok(named) => Err(TlsError::NotManager {
                 path: path.to_path_buf(),

@@ -76,7 +76,11 @@ impl PeerCertificates {
 }
 
 /// Serves `router` on `listener` (over TLS with `tls`) until `stop` is
-/// cancelled; the task ends once every connection has closed.
+/// cancelled; the task ends once every connection has closed. Each time
+/// `renew` changes (this replica's certificate was swapped), the
+/// connections open before are closed gracefully — the request in flight
+/// is answered — so their clients connect again and see the new
+/// certificate.
 pub fn spawn(
     what: &'static str,
     listener: TcpListener,
@@ -84,6 +88,7 @@ pub fn spawn(
     router: axum::Router,
     limits: Limits,
     stop: CancellationToken,
+    renew: Option<tokio::sync::watch::Receiver<u64>>,
 ) -> tokio::task::JoinHandle<()> {
     let server = Arc::new(Server {
         what,
@@ -91,6 +96,7 @@ pub fn spawn(
         router,
         limits,
         warnings: Mutex::new(Warnings::default()),
+        renew,
     });
     tokio::spawn(server.run(listener, stop))
 }
@@ -101,6 +107,7 @@ struct Server {
     router: axum::Router,
     limits: Limits,
     warnings: Mutex<Warnings>,
+    renew: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// Rate-limited warnings, one counter per kind.
@@ -215,6 +222,10 @@ impl Server {
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let mut renew = self.renew.clone();
+        if let Some(renew) = renew.as_mut() {
+            renew.borrow_and_update();
+        }
         let activity = Arc::new(Activity::new());
         let service = ConnectionService {
             router: self.router.clone(),
@@ -257,8 +268,25 @@ impl Server {
                     closing = true;
                     connection.as_mut().graceful_shutdown();
                 }
+                _ = renewed(&mut renew), if !closing => {
+                    tracing::debug!(%remote, what = self.what, "certificate renewed: closing the connection made with the old one");
+                    closing = true;
+                    connection.as_mut().graceful_shutdown();
+                }
             }
         }
+    }
+}
+
+/// Resolves when `renew` changes; never without one (or once its sender
+/// is gone).
+async fn renewed(renew: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    let changed = match renew {
+        Some(renew) => renew.changed().await.is_ok(),
+        None => false,
+    };
+    if !changed {
+        std::future::pending::<()>().await;
     }
 }
 

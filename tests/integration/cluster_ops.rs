@@ -488,3 +488,130 @@ async fn a_bootstrapped_cluster_recovered_from_one_survivor_returns_to_its_three
         .await
         .unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rotated_certificates_are_in_use_on_every_peer_link_while_writes_flow() {
+    let mut cluster = Cluster::start(3).await;
+    let client = cluster.client();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let client = client.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(90);
+            let (mut written, mut errors) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+                && written < 20_000
+            {
+                match client
+                    .kv_put(&format!("rot/{written}"), b"x", 0, None)
+                    .await
+                {
+                    Ok(true) => written += 1,
+                    other => errors.push(format!("rot/{written}: {other:?}")),
+                }
+            }
+            (written, errors)
+        })
+    };
+    let (code, out, err) = run_cli(
+        &[
+            "--output".to_string(),
+            "json".into(),
+            "certs".into(),
+            "rotate".into(),
+            "--dir".into(),
+            cluster.certs.dir.display().to_string(),
+            "--days".into(),
+            "400".into(),
+        ],
+        ADMIN_TOKEN,
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    let rotated: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let expires: std::collections::BTreeMap<u64, String> = rotated
+        .iter()
+        .map(|r| {
+            (
+                r["raft_id"].as_u64().unwrap(),
+                r["expires"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        expires.keys().copied().collect::<Vec<_>>(),
+        vec![1, 2, 3],
+        "{out}"
+    );
+    // Every peer link uses the new certificates: the leader has seen every
+    // member's (it calls them all), each follower its own and the leader's
+    // (the leader calls it). Nothing shows an old one.
+    let leader = cluster.wait_for_leader().await;
+    for id in [1u64, 2, 3] {
+        let linked: Vec<u64> = if id == leader {
+            vec![1, 2, 3]
+        } else {
+            vec![id, leader]
+        };
+        eventually(
+            &format!("replica {id} sees the new certificates of {linked:?}"),
+            Duration::from_secs(30),
+            || async {
+                let status = cluster.status_of(id).await?;
+                let seen: std::collections::BTreeMap<u64, String> = status
+                    .members
+                    .iter()
+                    .filter_map(|m| Some((m.id, m.certificate_expires.clone()?)))
+                    .collect();
+                let stale = seen
+                    .iter()
+                    .any(|(member, at)| expires.get(member) != Some(at));
+                if !stale && linked.iter().all(|member| seen.contains_key(member)) {
+                    Ok(())
+                } else {
+                    Err(format!("{seen:?}"))
+                }
+            },
+        )
+        .await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (written, errors) = writer.await.unwrap();
+    assert!(
+        errors.is_empty(),
+        "{} errors: {:?}",
+        errors.len(),
+        &errors[..errors.len().min(5)]
+    );
+    assert!(written > 0);
+    // The cluster goes on under the new certificates.
+    assert!(client.kv_put("rot/after", b"1", 0, None).await.unwrap());
+    // A certificate that does not check is not taken: the replica keeps
+    // the one it has.
+    let cert = cluster.certs.dir.join("replica-1.pem");
+    let before = std::fs::read(&cert).unwrap();
+    std::fs::write(
+        &cert,
+        std::fs::read(cluster.certs.dir.join("replica-2.pem")).unwrap(),
+    )
+    .unwrap();
+    eventually(
+        "replica 1 refuses the certificate that does not check",
+        Duration::from_secs(10),
+        || async {
+            cluster
+                .replica(1)
+                .log()
+                .contains("do not check: keeping the current certificate")
+                .then_some(())
+                .ok_or_else(|| "not yet".to_string())
+        },
+    )
+    .await;
+    let status = cluster.status_of(1).await.unwrap();
+    let own = status.members.iter().find(|m| m.id == 1).unwrap();
+    assert_eq!(own.certificate_expires.as_ref(), expires.get(&1));
+    std::fs::write(&cert, before).unwrap();
+    assert!(client.kv_put("rot/still", b"1", 0, None).await.unwrap());
+}
