@@ -10,7 +10,10 @@
 //! off (its container still runs) is reported, not replaced. A planned
 //! manager missing from the membership (after `cluster recover`) whose
 //! container is gone is replaced the same way, which brings the cluster
-//! back to the plan's count.
+//! back to the plan's count. With `spares` in the plan, a replacement goes
+//! to a machine hosting no other manager; when the plan has none free, the
+//! spares' provider makes one (a listed spare host, or a new VM), which is
+//! recorded in the plan, or deleted again when its engine never answers.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
@@ -21,6 +24,7 @@ use crate::bootstrap::{engine_of, ensure_certificate, ensure_manager, ManagerSte
 use crate::raft::PeerNode;
 use crate::replica::{OpError, Replica};
 use crate::runtime::{ContainerRuntime, ContainerState, RuntimeError};
+use crate::state::manager_template::{Machine, Spares};
 use crate::state::Command;
 
 use super::controller::{Action, Limits, OnStop, Reason, Reconciler};
@@ -42,6 +46,8 @@ pub enum ManagersError {
     Step(#[from] ManagerStepError),
     #[error(transparent)]
     Engine(#[from] RuntimeError),
+    #[error("a new machine for a manager: {0}")]
+    NewMachine(String),
 }
 
 /// The manager controller of one term: a single key (the cluster's
@@ -224,7 +230,18 @@ async fn round(
         }
         let new = next_id(replica, &plan);
         let replacement = Replacement { dead: voter, new };
-        let machine = pick_machine(&plan, &placement.machine).await;
+        let machine = match &plan.spares {
+            None => pick_machine(&plan, &placement.machine).await,
+            Some(spares) => match free_machine(&plan, voter).await {
+                Some(machine) => machine,
+                None => {
+                    let machine = new_machine(replica, &plan, spares, new).await?;
+                    let name = machine.name.clone();
+                    plan.machines.push(machine);
+                    name
+                }
+            },
+        };
         let mut new_placement = ManagerPlacement {
             id: new,
             machine,
@@ -307,6 +324,159 @@ async fn pick_machine(plan: &ClusterFile, dead_machine: &str) -> String {
         }
     }
     dead_machine.to_string()
+}
+
+/// A machine of the plan whose engine answers and that hosts no manager
+/// but `dead`, when there is one: managers on machines of their own, so
+/// one lost machine costs one manager.
+async fn free_machine(plan: &ClusterFile, dead: u64) -> Option<String> {
+    let busy: BTreeSet<&str> = plan
+        .managers
+        .iter()
+        .filter(|m| m.id != dead)
+        .map(|m| m.machine.as_str())
+        .collect();
+    let dead_machine = plan
+        .managers
+        .iter()
+        .find(|m| m.id == dead)
+        .map(|m| m.machine.as_str());
+    for machine in &plan.machines {
+        if busy.contains(machine.name.as_str()) || Some(machine.name.as_str()) == dead_machine {
+            continue;
+        }
+        let Ok(engine) = engine_of(machine) else {
+            continue;
+        };
+        let answered = tokio::time::timeout(Duration::from_secs(2), engine.ping()).await;
+        if matches!(answered, Ok(Ok(()))) {
+            return Some(machine.name.clone());
+        }
+    }
+    None
+}
+
+/// Default of [`crate::state::manager_template::Spares::engine_wait_ms`]:
+/// a new VM installs its engine on first boot.
+const ENGINE_WAIT: Duration = Duration::from_secs(300);
+
+/// Asks the spares' provider for a machine for manager `new` and waits
+/// for its engine. A machine whose engine does not answer in time is
+/// deleted (where the provider can delete) before the error is returned:
+/// the controller retries with backoff, and nothing is left behind.
+async fn new_machine(
+    replica: &Replica,
+    plan: &ClusterFile,
+    spares: &Spares,
+    new: u64,
+) -> Result<Machine, ManagersError> {
+    use crate::provider::{MachineRequest, ProviderConfig};
+    if !replica.holds_lease() {
+        return Err(ManagersError::NoLease);
+    }
+    let failed = |reason: String| ManagersError::NewMachine(reason);
+    let config = std::fs::read_to_string(&spares.provider_file)
+        .map_err(|e| {
+            failed(format!(
+                "cannot read {}: {e}",
+                spares.provider_file.display()
+            ))
+        })
+        .and_then(|text| ProviderConfig::parse(&text).map_err(|e| failed(e.to_string())))?;
+    let name = match &config {
+        // A listed spare that the plan does not use yet.
+        ProviderConfig::Static(listed) => listed
+            .machines
+            .iter()
+            .map(|m| m.name.clone())
+            .find(|name| !plan.machines.iter().any(|m| &m.name == name))
+            .ok_or_else(|| {
+                failed(format!(
+                    "every spare machine in {} is in use",
+                    spares.provider_file.display()
+                ))
+            })?,
+        ProviderConfig::Azure(_) => format!("{}-manager-{new}", plan.cluster),
+    };
+    let provider = crate::provider::from_config(&config).map_err(|e| failed(e.to_string()))?;
+    event(
+        replica,
+        format!("machine {name}"),
+        format!(
+            "no free machine for manager {new}: asking the {} provider for one",
+            provider.kind()
+        ),
+    )
+    .await;
+    let request = MachineRequest {
+        name: name.clone(),
+        zone: None,
+        labels: Default::default(),
+        tags: [
+            ("raftvisor".to_string(), "manager".to_string()),
+            ("raftvisor-cluster".to_string(), plan.cluster.clone()),
+        ]
+        .into(),
+    };
+    let made = provider
+        .provision(&request)
+        .await
+        .map_err(|e| failed(format!("provisioning {name}: {e}")))?;
+    let machine = Machine {
+        name: name.clone(),
+        provider: provider.kind().to_string(),
+        docker_endpoint: made.node.docker_endpoint.clone(),
+        docker_tls: made.node.docker_tls.clone(),
+        address: made.node.address.clone().unwrap_or_default(),
+        provider_file: Some(spares.provider_file.clone()),
+    };
+    let wait = spares
+        .engine_wait_ms
+        .map_or(ENGINE_WAIT, Duration::from_millis);
+    let deadline = Instant::now() + wait;
+    let answered = loop {
+        if let Ok(engine) = engine_of(&machine) {
+            if matches!(
+                tokio::time::timeout(Duration::from_secs(2), engine.ping()).await,
+                Ok(Ok(()))
+            ) {
+                break true;
+            }
+        }
+        if Instant::now() >= deadline {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    if answered {
+        event(
+            replica,
+            format!("machine {name}"),
+            format!(
+                "made by the {} provider for manager {new}; its engine answers",
+                provider.kind()
+            ),
+        )
+        .await;
+        return Ok(machine);
+    }
+    let cleanup = match provider.delete(&made.id).await {
+        Ok(()) => "deleted".to_string(),
+        Err(e) => format!("not deleted ({e})"),
+    };
+    event(
+        replica,
+        format!("machine {name}"),
+        format!(
+            "its engine did not answer within {} s: the machine is {cleanup}; the replacement is retried",
+            wait.as_secs()
+        ),
+    )
+    .await;
+    Err(failed(format!(
+        "machine {name}'s engine did not answer within {} s ({cleanup})",
+        wait.as_secs()
+    )))
 }
 
 /// Keeps the dead manager's ports unless another manager on the new

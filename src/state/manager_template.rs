@@ -41,10 +41,86 @@ pub struct ManagerTemplate {
     /// A replacement in progress (a new leader finishes it).
     #[serde(default)]
     pub replacing: Option<Replacement>,
+    /// Where a replacement's machine comes from when no machine of the
+    /// plan is free (none answers that hosts no other manager).
+    #[serde(default)]
+    pub spares: Option<Spares>,
 }
 
-impl super::migrate::FirstVersion for ManagerTemplate {
-    const VERSION_MARKER: &'static [u8] = b"MT01";
+impl super::migrate::Migrate for ManagerTemplate {
+    const VERSION_MARKER: &'static [u8] = b"MT02";
+    type Previous = v1::ManagerTemplate;
+
+    /// There were no spare machines.
+    fn migrate(previous: v1::ManagerTemplate) -> ManagerTemplate {
+        let v1::ManagerTemplate {
+            cluster,
+            state_dir,
+            image,
+            machines,
+            managers,
+            nodes,
+            replace_after_ms,
+            retired,
+            replacing,
+        } = previous;
+        ManagerTemplate {
+            cluster,
+            state_dir,
+            image,
+            machines,
+            managers,
+            nodes,
+            replace_after_ms,
+            retired,
+            replacing,
+            spares: None,
+        }
+    }
+}
+
+/// Where new manager machines come from: a machine provider's settings
+/// (`static`: spare Docker hosts listed there; `azure`: new VMs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spares {
+    /// `static` or `azure`, as the settings file says.
+    pub provider: String,
+    /// The provider's settings (e.g. `cluster-config/azure.example.toml`).
+    #[schema(value_type = String)]
+    pub provider_file: PathBuf,
+    /// How long a new machine's engine may take to answer before the
+    /// machine is deleted and the replacement retried (default 300000).
+    #[serde(default)]
+    pub engine_wait_ms: Option<u64>,
+}
+
+/// Frozen: the template as recorded before spare machines.
+pub mod v1 {
+    use super::*;
+
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ManagerTemplate {
+        pub cluster: String,
+        pub state_dir: PathBuf,
+        #[serde(default = "default_image")]
+        pub image: String,
+        pub machines: Vec<Machine>,
+        pub managers: Vec<ManagerPlacement>,
+        #[serde(default)]
+        pub nodes: Vec<NodePlacement>,
+        #[serde(default)]
+        pub replace_after_ms: Option<u64>,
+        #[serde(default)]
+        pub retired: Vec<u64>,
+        #[serde(default)]
+        pub replacing: Option<Replacement>,
+    }
+
+    impl crate::state::migrate::FirstVersion for ManagerTemplate {
+        const VERSION_MARKER: &'static [u8] = b"MT01";
+    }
 }
 
 /// Manager `dead` is being replaced by manager `new`.
@@ -179,6 +255,14 @@ impl ManagerTemplate {
                 }
             }
         }
+        if let Some(spares) = &self.spares {
+            if !matches!(spares.provider.as_str(), "static" | "azure") {
+                return Err(Invalid::new(format!(
+                    "spares: provider {:?} is not static or azure",
+                    spares.provider
+                )));
+            }
+        }
         let mut nodes = BTreeSet::new();
         for node in &self.nodes {
             super::validate::dns_label("node name", &node.name)?;
@@ -220,6 +304,28 @@ pub enum TemplateJsonError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_template_recorded_before_spares_reads_back_without_them() {
+        use crate::state::migrate::Migrate;
+        let old = v1::ManagerTemplate {
+            cluster: "demo".into(),
+            state_dir: "/srv".into(),
+            image: "raftvisor:local".into(),
+            machines: vec![],
+            managers: vec![],
+            nodes: vec![],
+            replace_after_ms: Some(5_000),
+            retired: vec![4],
+            replacing: Some(Replacement { dead: 2, new: 5 }),
+        };
+        let read = ManagerTemplate::decode(&old.encode().unwrap()).unwrap();
+        assert_eq!(read.retired, vec![4]);
+        assert_eq!(read.replacing, Some(Replacement { dead: 2, new: 5 }));
+        assert_eq!(read.spares, None);
+        let again = ManagerTemplate::decode(&read.encode().unwrap()).unwrap();
+        assert_eq!(again, read);
+    }
 
     #[test]
     fn json_errors_say_whether_it_parses_or_breaks_a_rule() {

@@ -615,3 +615,193 @@ async fn rotated_certificates_are_in_use_on_every_peer_link_while_writes_flow() 
     std::fs::write(&cert, before).unwrap();
     assert!(client.kv_put("rot/still", b"1", 0, None).await.unwrap());
 }
+
+/// A bootstrapped cluster of three managers on the machine `local`, with
+/// `spares` (TOML of the `[spares]` table) in its cluster file: (client,
+/// state directory, container name of a manager).
+async fn spares_cluster(
+    dir: &std::path::Path,
+    cluster: &str,
+    spares: &str,
+) -> (raftvisor::client::Client, std::path::PathBuf) {
+    use crate::bootstrap::{bootstrap, cluster_file, healthy};
+    use raftvisor::client::{Client, ClientOptions};
+    let ports: Vec<[u16; 3]> = (0..3)
+        .map(|_| {
+            [
+                crate::harness::free_port(),
+                crate::harness::free_port(),
+                crate::harness::free_port(),
+            ]
+        })
+        .collect();
+    let state_dir = dir.join("state");
+    let file = dir.join("cluster.toml");
+    std::fs::write(
+        &file,
+        cluster_file(cluster, &state_dir, &ports) + "[spares]\n" + spares,
+    )
+    .unwrap();
+    let (code, out, err) = bootstrap(&file);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let mut options = ClientOptions::new(ports.iter().map(|p| format!("127.0.0.1:{}", p[0])));
+    options.ca_cert = Some(state_dir.join("certs/ca.pem"));
+    options.token = Some(
+        std::fs::read_to_string(state_dir.join("bootstrap.token"))
+            .unwrap()
+            .trim()
+            .to_string(),
+    );
+    let client = Client::new(options).unwrap();
+    healthy(&client, 3).await;
+    (client, state_dir)
+}
+
+/// Removes the container of a follower manager for good; returns its id.
+async fn lose_a_follower(
+    engine: &raftvisor::runtime::docker::DockerRuntime,
+    client: &raftvisor::client::Client,
+    cluster: &str,
+) -> u64 {
+    use raftvisor::runtime::ContainerRuntime;
+    let leader = client.cluster_status().await.unwrap().leader_id.unwrap();
+    let victim = [3u64, 2, 1].into_iter().find(|id| *id != leader).unwrap();
+    engine
+        .remove(&format!("rv-manager-{cluster}-{victim}"))
+        .await
+        .unwrap();
+    victim
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_no_free_machine_a_replacement_manager_runs_on_a_static_spare() {
+    let Some(engine) = crate::docker_env::docker().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = format!("sp{}", std::process::id());
+    let _managers = crate::bootstrap::Managers {
+        engine: engine.clone(),
+        cluster: cluster.clone(),
+    };
+    // The spare is the local engine under another machine's name: every
+    // manager shares the one engine here, but the plan sees two machines.
+    let spares_file = dir.path().join("state/spares.toml");
+    std::fs::create_dir_all(spares_file.parent().unwrap()).unwrap();
+    std::fs::write(
+        &spares_file,
+        format!(
+            "kind = \"static\"\n[[machines]]\nname = \"spare-1\"\ndocker_endpoint = {:?}\naddress = \"127.0.0.1\"\n",
+            crate::docker_env::LOCAL_ENGINE
+        ),
+    )
+    .unwrap();
+    let (client, _state_dir) = spares_cluster(
+        dir.path(),
+        &cluster,
+        &format!("provider = \"static\"\nprovider_file = {spares_file:?}\n"),
+    )
+    .await;
+    let victim = lose_a_follower(&engine, &client, &cluster).await;
+    let voters = eventually(
+        "manager 4 replaces the lost one on the spare",
+        Duration::from_secs(60),
+        || async {
+            let status = client.cluster_status().await.map_err(|e| e.to_string())?;
+            let voters: Vec<u64> = status
+                .members
+                .iter()
+                .filter(|m| m.voter)
+                .map(|m| m.id)
+                .collect();
+            if voters.len() == 3 && voters.contains(&4) && !voters.contains(&victim) {
+                Ok(voters)
+            } else {
+                Err(format!("voters {voters:?}"))
+            }
+        },
+    )
+    .await;
+    assert!(voters.contains(&4));
+    let plan = client.cluster_plan().await.unwrap();
+    assert!(
+        plan.machines.iter().any(|m| m.name == "spare-1"),
+        "the spare is recorded in the plan: {plan:?}"
+    );
+    let placed = plan.managers.iter().find(|m| m.id == 4).unwrap();
+    assert_eq!(placed.machine, "spare-1");
+    assert!(client.kv_put("after-spare", b"1", 0, None).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_vm_whose_engine_never_answers_is_deleted_and_the_replacement_retried() {
+    let Some(engine) = crate::docker_env::docker().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = format!("az{}", std::process::id());
+    let _managers = crate::bootstrap::Managers {
+        engine: engine.clone(),
+        cluster: cluster.clone(),
+    };
+    // The ARM test double makes VMs whose engine (at a private address of
+    // the double's) never answers. The provider's files lie in the state
+    // directory, which the manager containers mount.
+    let double = crate::arm_double::ArmDouble::start(1).await;
+    let azure_dir = dir.path().join("state/azure");
+    std::fs::create_dir_all(&azure_dir).unwrap();
+    let azure = raftvisor::provider::ProviderConfig::Azure(Box::new(
+        crate::azure_provider::config(&double, &azure_dir, crate::arm_double::CLIENT_SECRET),
+    ));
+    let provider_file = azure_dir.join("azure.toml");
+    std::fs::write(&provider_file, toml::to_string(&azure).unwrap()).unwrap();
+    let (client, _state_dir) = spares_cluster(
+        dir.path(),
+        &cluster,
+        &format!(
+            "provider = \"azure\"\nprovider_file = {provider_file:?}\nengine_wait_ms = 1500\n"
+        ),
+    )
+    .await;
+    lose_a_follower(&engine, &client, &cluster).await;
+    let vm = format!("{cluster}-manager-4");
+    eventually(
+        "the VM is made, deleted when its engine does not answer, and made again",
+        Duration::from_secs(90),
+        || async {
+            let finished = double.finished();
+            let creates = finished.iter().filter(|(kind, _)| kind == "create").count();
+            let deletes = finished.iter().filter(|(kind, _)| kind == "delete").count();
+            if creates >= 2 && deletes >= 1 {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{finished:?}, vm now {:?}",
+                    double.vm(&vm).map(|v| v.power)
+                ))
+            }
+        },
+    )
+    .await;
+    assert!(double.violations().is_empty(), "{:?}", double.violations());
+    let events = client.events(0).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.contains("did not answer") && e.message.contains("deleted")),
+        "{:?}",
+        events.iter().map(|e| &e.message).collect::<Vec<_>>()
+    );
+    // The plan records no machine that was deleted.
+    let plan = client.cluster_plan().await.unwrap();
+    assert!(
+        plan.machines.iter().all(|m| m.name == "local"),
+        "{:?}",
+        plan.machines
+    );
+    // Two managers still form a quorum throughout.
+    assert!(client
+        .kv_put("during-retries", b"1", 0, None)
+        .await
+        .unwrap());
+}
