@@ -9,6 +9,7 @@
 //! the first failing step stops it with a non-zero exit naming the step.
 
 pub mod cluster_file;
+pub mod upgrade;
 
 use std::path::Path;
 use std::time::Duration;

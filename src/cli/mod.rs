@@ -476,6 +476,15 @@ pub enum ClusterCommand {
         #[arg(long)]
         keep_cluster_id: bool,
     },
+    /// Run the managers of a bootstrapped cluster on another image, one at
+    /// a time (followers first, the leader last), each back as a caught-up
+    /// voter before the next; the plan records the image.
+    Upgrade {
+        /// The cluster file (as for raftvisor bootstrap).
+        file: PathBuf,
+        #[arg(long)]
+        image: String,
+    },
     /// After a majority of managers is lost for good: restart the cluster
     /// from this stopped survivor alone (says which survivor is the most up
     /// to date and what may be lost; changes nothing without --yes).
@@ -1313,6 +1322,9 @@ async fn run_cluster(
             config,
             keep_cluster_id,
         } => cluster_ops::restore(format, &file, &config, keep_cluster_id).await?,
+        ClusterCommand::Upgrade { file, image } => {
+            crate::bootstrap::upgrade::run(&file, &image, format).await?
+        }
         ClusterCommand::Recover { config, yes, force } => {
             cluster_ops::recover(options, format, &config, yes, force).await?
         }

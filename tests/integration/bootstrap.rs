@@ -34,7 +34,7 @@ pub(crate) struct Managers {
 }
 
 impl Managers {
-    async fn list(&self) -> Vec<raftvisor::runtime::ContainerInfo> {
+    pub(crate) async fn list(&self) -> Vec<raftvisor::runtime::ContainerInfo> {
         let labels = BTreeMap::from([(
             "raftvisor.manager.cluster".to_string(),
             self.cluster.clone(),

@@ -805,3 +805,148 @@ async fn a_new_vm_whose_engine_never_answers_is_deleted_and_the_replacement_retr
         .await
         .unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_replaces_every_manager_one_at_a_time_under_writes() {
+    use crate::bootstrap::{bootstrap, cluster_file, healthy, manager_image, Managers};
+    use raftvisor::client::{Client, ClientOptions};
+
+    let Some(engine) = crate::docker_env::docker().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = format!("up{}", std::process::id());
+    let managers = Managers {
+        engine: engine.clone(),
+        cluster: cluster.clone(),
+    };
+    // The new image: the manager image under a name of this test's own,
+    // so every container must be replaced.
+    let target = format!("raftvisor:upgrade-{cluster}");
+    let tagged = std::process::Command::new("docker")
+        .args(["tag", &manager_image(), &target])
+        .status()
+        .unwrap();
+    assert!(tagged.success());
+    struct Untag(String);
+    impl Drop for Untag {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker")
+                .args(["rmi", &self.0])
+                .output();
+        }
+    }
+    let _untag = Untag(target.clone());
+    let ports: Vec<[u16; 3]> = (0..3)
+        .map(|_| {
+            [
+                crate::harness::free_port(),
+                crate::harness::free_port(),
+                crate::harness::free_port(),
+            ]
+        })
+        .collect();
+    let state_dir = dir.path().join("state");
+    let file = dir.path().join("cluster.toml");
+    std::fs::write(&file, cluster_file(&cluster, &state_dir, &ports)).unwrap();
+    let (code, out, err) = bootstrap(&file);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let token = std::fs::read_to_string(state_dir.join("bootstrap.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let mut options = ClientOptions::new(ports.iter().map(|p| format!("127.0.0.1:{}", p[0])));
+    options.ca_cert = Some(state_dir.join("certs/ca.pem"));
+    options.token = Some(token.clone());
+    let client = Client::new(options).unwrap();
+    healthy(&client, 3).await;
+
+    // Writes flow throughout; each acknowledgement is timed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let client = client.clone();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(240);
+            let mut acknowledged = Vec::new();
+            let mut failed = 0u32;
+            let mut last_ack = std::time::Instant::now();
+            let mut longest_gap = Duration::ZERO;
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+                && n < 100_000
+            {
+                n += 1;
+                let key = format!("up/{n}");
+                match client.kv_put(&key, b"acknowledged", 0, None).await {
+                    Ok(true) => {
+                        longest_gap = longest_gap.max(last_ack.elapsed());
+                        last_ack = std::time::Instant::now();
+                        acknowledged.push(key);
+                    }
+                    _ => failed += 1,
+                }
+            }
+            (acknowledged, failed, longest_gap)
+        })
+    };
+    let (code, out, err) = run_cli(
+        &[
+            "--output".to_string(),
+            "json".into(),
+            "cluster".into(),
+            "upgrade".into(),
+            file.display().to_string(),
+            "--image".into(),
+            target.clone(),
+        ],
+        &token,
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acknowledged, failed, longest_gap) = writer.await.unwrap();
+    assert_eq!(code, 0, "{out}\n{err}");
+    let report: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert_eq!(report.len(), 3, "{out}");
+    assert!(
+        report.iter().all(|r| r["outcome"] == json!("replaced")),
+        "{out}"
+    );
+    // The leader went last.
+    assert_eq!(report[2]["was_leader"], json!(true), "{out}");
+    let running = managers.list().await;
+    assert_eq!(running.len(), 3);
+    assert!(running.iter().all(|c| c.image == target), "{running:?}");
+    assert_eq!(client.cluster_plan().await.unwrap().image, target);
+    healthy(&client, 3).await;
+    // No acknowledged write is lost.
+    let stored = client
+        .kv_list("up/", Consistency::Linearizable)
+        .await
+        .unwrap();
+    let stored: std::collections::BTreeSet<String> = stored.into_iter().map(|p| p.key).collect();
+    assert!(!acknowledged.is_empty());
+    for key in &acknowledged {
+        assert!(stored.contains(key), "acknowledged {key} is lost");
+    }
+    eprintln!(
+        "upgrade: {} writes acknowledged, {failed} refused or failed, longest gap between acknowledgements {} ms",
+        acknowledged.len(),
+        longest_gap.as_millis()
+    );
+    // Upgrading to the image it runs changes nothing.
+    let (code, out, err) = run_cli(
+        &[
+            "--output".to_string(),
+            "json".into(),
+            "cluster".into(),
+            "upgrade".into(),
+            file.display().to_string(),
+            "--image".into(),
+            target.clone(),
+        ],
+        &token,
+    );
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out.matches("unchanged").count(), 3, "{out}");
+}
