@@ -98,15 +98,7 @@ fn members_of(config: &AgentConfig) -> anyhow::Result<BTreeMap<NodeId, PeerNode>
     Ok(config
         .members
         .iter()
-        .map(|m| {
-            (
-                m.id,
-                PeerNode {
-                    peer_addr: m.peer_addr.to_string(),
-                    api_addr: m.api_addr.to_string(),
-                },
-            )
-        })
+        .map(|m| (m.id, PeerNode::of_member(m)))
         .collect())
 }
 

@@ -30,6 +30,16 @@ pub struct PeerNode {
     pub api_addr: String,
 }
 
+impl PeerNode {
+    /// An initial member as the agent config names it.
+    pub fn of_member(member: &crate::config::MemberConfig) -> PeerNode {
+        PeerNode {
+            peer_addr: member.peer_addr.to_string(),
+            api_addr: member.api_addr.to_string(),
+        }
+    }
+}
+
 impl std::fmt::Display for PeerNode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "peer {} api {}", self.peer_addr, self.api_addr)

@@ -224,15 +224,7 @@ impl Replica {
             .config
             .members
             .iter()
-            .map(|m| {
-                (
-                    m.id,
-                    PeerNode {
-                        peer_addr: m.peer_addr.to_string(),
-                        api_addr: m.api_addr.to_string(),
-                    },
-                )
-            })
+            .map(|m| (m.id, PeerNode::of_member(m)))
             .collect();
         tracing::info!(members = ?members.keys().collect::<Vec<_>>(), "initialising a new cluster");
         if let Err(e) = self.raft.initialize(members).await {

@@ -332,7 +332,7 @@ async fn after_a_majority_is_lost_recover_restarts_the_cluster_from_the_most_up_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bootstrapped_cluster_recovered_from_one_survivor_returns_to_its_three_managers() {
-    use crate::bootstrap::{bootstrap, cluster_file, healthy, manager_image, Managers};
+    use crate::bootstrap::{healthy, manager_image, Managers};
     use raftvisor::client::{Client, ClientOptions};
     use raftvisor::runtime::ContainerRuntime;
 
@@ -350,30 +350,14 @@ async fn a_bootstrapped_cluster_recovered_from_one_survivor_returns_to_its_three
         engine: engine.clone(),
         cluster: cluster.clone(),
     };
-    let ports: Vec<[u16; 3]> = (0..3)
-        .map(|_| {
-            [
-                crate::harness::free_port(),
-                crate::harness::free_port(),
-                crate::harness::free_port(),
-            ]
-        })
-        .collect();
-    let state_dir = dir.path().join("state");
-    let file = dir.path().join("cluster.toml");
-    std::fs::write(&file, cluster_file(&cluster, &state_dir, &ports)).unwrap();
-    let (code, out, err) = bootstrap(&file);
-    assert_eq!(code, 0, "{out}\n{err}");
-    let token = std::fs::read_to_string(state_dir.join("bootstrap.token"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let Bootstrapped {
+        client,
+        state_dir,
+        token,
+        ports,
+        ..
+    } = bootstrapped(dir.path(), &cluster, "").await;
     let ca = state_dir.join("certs/ca.pem");
-    let mut options = ClientOptions::new(ports.iter().map(|p| format!("127.0.0.1:{}", p[0])));
-    options.ca_cert = Some(ca.clone());
-    options.token = Some(token.clone());
-    let client = Client::new(options).unwrap();
-    healthy(&client, 3).await;
     for i in 0..20 {
         assert!(client
             .kv_put(&format!("boot/{i}"), b"acknowledged", 0, None)
@@ -616,14 +600,18 @@ async fn rotated_certificates_are_in_use_on_every_peer_link_while_writes_flow() 
     assert!(client.kv_put("rot/still", b"1", 0, None).await.unwrap());
 }
 
-/// A bootstrapped cluster of three managers on the machine `local`, with
-/// `spares` (TOML of the `[spares]` table) in its cluster file: (client,
-/// state directory, container name of a manager).
-async fn spares_cluster(
-    dir: &std::path::Path,
-    cluster: &str,
-    spares: &str,
-) -> (raftvisor::client::Client, std::path::PathBuf) {
+/// A cluster of three managers on the machine `local` that `raftvisor
+/// bootstrap` brought up from a cluster file with `extra` appended.
+struct Bootstrapped {
+    client: raftvisor::client::Client,
+    file: std::path::PathBuf,
+    state_dir: std::path::PathBuf,
+    token: String,
+    /// `[api, peer, dns]` of managers 1, 2 and 3.
+    ports: Vec<[u16; 3]>,
+}
+
+async fn bootstrapped(dir: &std::path::Path, cluster: &str, extra: &str) -> Bootstrapped {
     use crate::bootstrap::{bootstrap, cluster_file, healthy};
     use raftvisor::client::{Client, ClientOptions};
     let ports: Vec<[u16; 3]> = (0..3)
@@ -637,24 +625,25 @@ async fn spares_cluster(
         .collect();
     let state_dir = dir.join("state");
     let file = dir.join("cluster.toml");
-    std::fs::write(
-        &file,
-        cluster_file(cluster, &state_dir, &ports) + "[spares]\n" + spares,
-    )
-    .unwrap();
+    std::fs::write(&file, cluster_file(cluster, &state_dir, &ports) + extra).unwrap();
     let (code, out, err) = bootstrap(&file);
     assert_eq!(code, 0, "{out}\n{err}");
+    let token = std::fs::read_to_string(state_dir.join("bootstrap.token"))
+        .unwrap()
+        .trim()
+        .to_string();
     let mut options = ClientOptions::new(ports.iter().map(|p| format!("127.0.0.1:{}", p[0])));
     options.ca_cert = Some(state_dir.join("certs/ca.pem"));
-    options.token = Some(
-        std::fs::read_to_string(state_dir.join("bootstrap.token"))
-            .unwrap()
-            .trim()
-            .to_string(),
-    );
+    options.token = Some(token.clone());
     let client = Client::new(options).unwrap();
     healthy(&client, 3).await;
-    (client, state_dir)
+    Bootstrapped {
+        client,
+        file,
+        state_dir,
+        token,
+        ports,
+    }
 }
 
 /// Removes the container of a follower manager for good; returns its id.
@@ -696,12 +685,13 @@ async fn with_no_free_machine_a_replacement_manager_runs_on_a_static_spare() {
         ),
     )
     .unwrap();
-    let (client, _state_dir) = spares_cluster(
+    let client = bootstrapped(
         dir.path(),
         &cluster,
-        &format!("provider = \"static\"\nprovider_file = {spares_file:?}\n"),
+        &format!("[spares]\nprovider = \"static\"\nprovider_file = {spares_file:?}\n"),
     )
-    .await;
+    .await
+    .client;
     let victim = lose_a_follower(&engine, &client, &cluster).await;
     let voters = eventually(
         "manager 4 replaces the lost one on the spare",
@@ -755,14 +745,15 @@ async fn a_new_vm_whose_engine_never_answers_is_deleted_and_the_replacement_retr
     ));
     let provider_file = azure_dir.join("azure.toml");
     std::fs::write(&provider_file, toml::to_string(&azure).unwrap()).unwrap();
-    let (client, _state_dir) = spares_cluster(
+    let client = bootstrapped(
         dir.path(),
         &cluster,
         &format!(
-            "provider = \"azure\"\nprovider_file = {provider_file:?}\nengine_wait_ms = 1500\n"
+            "[spares]\nprovider = \"azure\"\nprovider_file = {provider_file:?}\nengine_wait_ms = 1500\n"
         ),
     )
-    .await;
+    .await
+    .client;
     lose_a_follower(&engine, &client, &cluster).await;
     let vm = format!("{cluster}-manager-4");
     eventually(
@@ -808,8 +799,7 @@ async fn a_new_vm_whose_engine_never_answers_is_deleted_and_the_replacement_retr
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_upgrade_replaces_every_manager_one_at_a_time_under_writes() {
-    use crate::bootstrap::{bootstrap, cluster_file, healthy, manager_image, Managers};
-    use raftvisor::client::{Client, ClientOptions};
+    use crate::bootstrap::{healthy, manager_image, Managers};
 
     let Some(engine) = crate::docker_env::docker().await else {
         return;
@@ -837,29 +827,12 @@ async fn an_upgrade_replaces_every_manager_one_at_a_time_under_writes() {
         }
     }
     let _untag = Untag(target.clone());
-    let ports: Vec<[u16; 3]> = (0..3)
-        .map(|_| {
-            [
-                crate::harness::free_port(),
-                crate::harness::free_port(),
-                crate::harness::free_port(),
-            ]
-        })
-        .collect();
-    let state_dir = dir.path().join("state");
-    let file = dir.path().join("cluster.toml");
-    std::fs::write(&file, cluster_file(&cluster, &state_dir, &ports)).unwrap();
-    let (code, out, err) = bootstrap(&file);
-    assert_eq!(code, 0, "{out}\n{err}");
-    let token = std::fs::read_to_string(state_dir.join("bootstrap.token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let mut options = ClientOptions::new(ports.iter().map(|p| format!("127.0.0.1:{}", p[0])));
-    options.ca_cert = Some(state_dir.join("certs/ca.pem"));
-    options.token = Some(token.clone());
-    let client = Client::new(options).unwrap();
-    healthy(&client, 3).await;
+    let Bootstrapped {
+        client,
+        file,
+        token,
+        ..
+    } = bootstrapped(dir.path(), &cluster, "").await;
 
     // Writes flow throughout; each acknowledgement is timed.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
