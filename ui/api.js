@@ -32,6 +32,9 @@ export function forgetToken() {
 
 let unauthorizedHandler = () => {};
 
+/** Pause before a failed read is asked once more. */
+const READ_RETRY_MS = 300;
+
 /** Called with the ApiError whenever the server answers 401. */
 export function onUnauthorized(handler) {
   unauthorizedHandler = handler;
@@ -50,9 +53,8 @@ export async function api(method, path, { json, body, allow404 = false, quiet401
     headers["Content-Type"] = "application/json";
     payload = JSON.stringify(json);
   }
-  let response;
-  try {
-    response = await fetch(path, {
+  const send = () =>
+    fetch(path, {
       method,
       headers,
       body: payload,
@@ -60,8 +62,22 @@ export async function api(method, path, { json, body, allow404 = false, quiet401
       credentials: "omit",
       redirect: "error",
     });
+  let response;
+  try {
+    response = await send();
   } catch (error) {
-    throw new ApiError(0, "network", `the replica did not answer: ${error.message}`);
+    // A read that failed before any answer (the browser saw the network
+    // change, a connection reset) is asked once more: it changes nothing.
+    // A write is not, as it may have reached the replica.
+    if (method !== "GET" && method !== "HEAD") {
+      throw new ApiError(0, "network", `the replica did not answer: ${error.message}`);
+    }
+    await new Promise((resolve) => setTimeout(resolve, READ_RETRY_MS));
+    try {
+      response = await send();
+    } catch (again) {
+      throw new ApiError(0, "network", `the replica did not answer: ${again.message}`);
+    }
   }
   const text = await response.text();
   let data = text;
