@@ -11,6 +11,10 @@
 # With --failpoints, only:
 #   raftvisor:failpoints  the agent built with the `failpoints` feature, for
 #                         the failure harness's canary runs (jepsen/)
+# With --previous-release, only:
+#   raftvisor:TAG         the agent of the last release in RELEASES, built
+#                         from that commit's tree (kept under
+#                         target/releases/TAG), for the upgrade test
 # Both binaries come from the one static release build (see lib/common.sh).
 # Idempotent: an image whose inputs (binaries, Dockerfile) are unchanged is
 # not rebuilt. The hash of the inputs is kept in a stamp file next to the
@@ -37,17 +41,58 @@ mkdir -p "$stamp_dir"
 
 failpoints=false
 prebuilt=false
+previous=false
 for arg in "$@"; do
     case "$arg" in
         --failpoints) failpoints=true ;;
+        --previous-release) previous=true ;;
         # The binaries in the target directory as they are (scripts/test.sh:
         # its tests have just built the agent with fail points).
         --prebuilt) prebuilt=true ;;
-        *) die "unknown argument $arg (usage: scripts/build-images.sh [--failpoints] [--prebuilt])" ;;
+        *) die "unknown argument $arg (usage: scripts/build-images.sh [--failpoints | --previous-release] [--prebuilt])" ;;
     esac
 done
 
-if $prebuilt; then
+# The last release's tree and binary: extracted from its commit (git
+# archive: no tag needed) and built with the same toolchain and flags into
+# the same target directory, so the dependencies, locked to the same
+# versions, are shared and only raftvisor itself is compiled. That works
+# because the release's package version differs from the tree's (cargo
+# tells the two builds of raftvisor apart by name and version, not by
+# path): every release bumps it, and the binary must report the release's
+# version or it is refused. Cargo links this binary as
+# target/…/release/raftvisor; the next build of the current tree links its
+# own back, which scripts/test.sh does right after.
+release_tree=""
+release_bin=""
+if $previous; then
+    read -r release commit < <(grep -v '^[[:space:]]*\(#\|$\)' RELEASES | tail -n 1) \
+        || die "RELEASES names no release"
+    [ -n "${commit:-}" ] || die "RELEASES: the last line must read TAG COMMIT"
+    release_tree="$target_dir/releases/$release/tree"
+    release_bin="$target_dir/releases/$release/raftvisor"
+    if [ ! -x "$release_bin" ] || [ ! -f "$release_tree/images/raftvisor/Dockerfile" ]; then
+        git cat-file -e "$commit^{commit}" 2>/dev/null \
+            || die "commit $commit of release $release is not in this clone (fetch it, or clone without --depth)"
+        rm -rf "$release_tree"
+        mkdir -p "$release_tree"
+        git archive "$commit" | tar -x -C "$release_tree"
+    fi
+    if [ ! -x "$release_bin" ]; then
+        log "building raftvisor $release ($commit) for the upgrade test"
+        (cd "$release_tree" && CARGO_TARGET_DIR="$target_dir" \
+            cargo build --release --locked --target "$RAFTVISOR_TARGET" --bin raftvisor)
+        built="$("$bin_dir/raftvisor" --version)"
+        [ "$built" = "raftvisor ${release#v}" ] \
+            || die "building $release gave '$built', not raftvisor ${release#v}: does the tree's Cargo.toml still carry the release's version?"
+        cp "$bin_dir/raftvisor" "$release_bin.tmp"
+        mv "$release_bin.tmp" "$release_bin"
+    fi
+fi
+
+if $previous; then
+    log "using raftvisor $release from $release_bin"
+elif $prebuilt; then
     log "using the binaries already built in the target directory"
 elif $failpoints; then
     # raftvisor:failpoints — the agent built with the `failpoints` feature,
@@ -145,7 +190,9 @@ stage_libraries() {
     done < <(awk '$2 == "=>" && $3 ~ /^\// { print $1, $3 } $1 ~ /^\/.*ld-linux/ { n = split($1, p, "/"); print p[n], $1 }' <<<"$listing" | sort -u)
 }
 
-if $failpoints; then
+if $previous; then
+    build_image "raftvisor:$release" "$release_tree/images/raftvisor/Dockerfile" "$release_bin" "$busybox"
+elif $failpoints; then
     build_image raftvisor:failpoints images/raftvisor/Dockerfile "$bin_dir/raftvisor" "$busybox"
 else
     build_image raftvisor:local images/raftvisor/Dockerfile "$bin_dir/raftvisor" "$busybox"

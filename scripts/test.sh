@@ -33,6 +33,9 @@ cargo clippy --locked --all-targets --target "$RAFTVISOR_TARGET" --features fail
 have_docker=false
 if ensure_docker; then
     have_docker=true
+    # The last release's manager image, for the upgrade test; first, as
+    # the current tree's build that follows links its own binary back.
+    scripts/build-images.sh --previous-release
     scripts/build-images.sh
 elif [ -n "${CI:-}" ]; then
     echo "error: CI is set but the Docker Engine is not reachable ('docker info' fails);" >&2

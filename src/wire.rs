@@ -49,6 +49,11 @@ pub struct MemberStatus {
     /// was seen (or without TLS).
     #[serde(default)]
     pub certificate_expires: Option<String>,
+    /// The peer protocol the member speaks: this replica's own, or the one
+    /// the member announced to it within the last 5 s (known on the leader
+    /// for every member that answers); `null` otherwise.
+    #[serde(default)]
+    pub protocol: Option<u32>,
 }
 
 /// `GET /v1/cluster`.
@@ -56,6 +61,10 @@ pub struct MemberStatus {
 pub struct ClusterStatus {
     pub this_id: u64,
     pub cluster_id: Option<String>,
+    /// The peer protocol every replica may rely on: the leader raises it
+    /// once every member speaks a newer one, and it never goes down.
+    #[serde(default = "initial_cluster_version")]
+    pub cluster_version: u32,
     pub leader_id: Option<u64>,
     pub term: u64,
     pub state: String,
@@ -90,6 +99,11 @@ pub struct ClusterStatus {
     /// beyond it.
     #[serde(default)]
     pub lease_ms: u64,
+}
+
+/// What a replica that does not report a cluster version (0.1.0) is at.
+fn initial_cluster_version() -> u32 {
+    crate::state::version::INITIAL_CLUSTER_VERSION
 }
 
 /// `POST /v1/cluster/members` body.

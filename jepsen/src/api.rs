@@ -315,10 +315,12 @@ mod tests {
             voter,
             last_contact_ms: Some(0),
             certificate_expires: None,
+            protocol: Some(2),
         };
         let sent = serde_json::to_vec(&ClusterStatus {
             this_id: 1,
             cluster_id: Some("c".into()),
+            cluster_version: 2,
             leader_id: Some(2),
             term: 3,
             state: "follower".into(),

@@ -63,6 +63,7 @@ pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> 
     let metrics = replica.metrics();
     let contacts = replica.peers.last_contact();
     let expiries = replica.peers.cert_expiries.all();
+    let protocols = replica.peers.announced();
     let membership = metrics.membership_config.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
     let members = membership
@@ -80,6 +81,14 @@ pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> 
             certificate_expires: expiries
                 .get(id)
                 .map(|secs| crate::dates::rfc3339_secs(*secs)),
+            protocol: if *id == replica.id {
+                Some(crate::state::version::PROTOCOL)
+            } else {
+                protocols
+                    .get(id)
+                    .filter(|a| a.age <= crate::state::version::ANNOUNCEMENT_FRESH_FOR)
+                    .map(|a| a.protocol)
+            },
         })
         .collect();
     let progress = metrics.current_leader.and_then(|leader| {
@@ -100,6 +109,7 @@ pub async fn status(State(replica): State<Arc<Replica>>) -> Json<ClusterStatus> 
         lease_ms: replica.peers.lease().duration().as_millis() as u64,
         this_id: replica.id,
         cluster_id: replica.sm.read(|s| s.cluster_id.clone()),
+        cluster_version: replica.sm.read(|s| s.cluster_version()),
         leader_id: metrics.current_leader,
         term: metrics.current_term,
         state: format!("{:?}", metrics.state).to_lowercase(),

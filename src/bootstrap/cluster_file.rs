@@ -111,8 +111,22 @@ impl ClusterFile {
             .expect("validated: every placement names a known machine")
     }
 
+    /// The managers' certificates, the CA certificate and the manager
+    /// issuer (see [`crate::tls::certs::init_issuer`]); the managers mount it.
     pub fn certs_dir(&self) -> PathBuf {
         self.state_dir.join("certs")
+    }
+
+    /// Where the cluster CA's key lives: beside `state_dir`, not in it, so
+    /// no manager container mounts it (`<state_dir>-ca`).
+    pub fn ca_dir(&self) -> PathBuf {
+        let mut name = self
+            .state_dir
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| "state".into());
+        name.push("-ca");
+        self.state_dir.with_file_name(name)
     }
 
     /// The cluster's record of its managers, kept beside the secrets by
@@ -248,7 +262,8 @@ impl ClusterFile {
         let mut volumes = vec![
             (dir.display().to_string(), DATA_IN_CONTAINER.to_string()),
             // At its own path: a leader writes a replacement manager's
-            // files there (this includes the CA key it signs with).
+            // files there, its certificate signed by the manager issuer's
+            // key in `certs` (the CA's key is not there: see `ca_dir`).
             (
                 self.state_dir.display().to_string(),
                 self.state_dir.display().to_string(),

@@ -176,20 +176,28 @@ async fn steps(file: &mut ClusterFile, report: &mut Report) -> anyhow::Result<()
     record_plan(file, &client, report).await
 }
 
-/// The CA, one certificate per manager, the admin token and the secrets key.
+/// The CA (its key out of the managers' reach), the manager issuer, one
+/// certificate per manager, the admin token and the secrets key.
 fn secrets(file: &ClusterFile, report: &mut Report) -> anyhow::Result<()> {
     const STEP: &str = "secrets";
-    let bar = report.step(STEP, 3 + file.managers.len());
+    let bar = report.step(STEP, 4 + file.managers.len());
     let certs_dir = file.certs_dir();
-    let outcome = if certs_dir.join(certs::CA_CERT).exists() {
+    let ca_dir = file.ca_dir();
+    let outcome =
+        cluster_ca(&ca_dir, &certs_dir).unwrap_or_else(|e| Outcome::Failed(e.to_string()));
+    report.record(&bar, STEP, "cluster CA", outcome)?;
+    let outcome = if certs_dir.join(certs::ISSUER_CERT).exists() {
+        Outcome::Unchanged
+    } else if !ca_dir.join(certs::CA_KEY).exists() {
+        // A CA from before issuers: its key stays where the managers use it.
         Outcome::Unchanged
     } else {
-        match certs::init_ca(&certs_dir) {
+        match certs::init_issuer(&ca_dir, &certs_dir) {
             Ok(_) => Outcome::Created,
             Err(e) => Outcome::Failed(e.to_string()),
         }
     };
-    report.record(&bar, STEP, "cluster CA", outcome)?;
+    report.record(&bar, STEP, "manager issuer", outcome)?;
     for manager in &file.managers {
         let outcome =
             ensure_certificate(file, manager).unwrap_or_else(|e| Outcome::Failed(e.to_string()));
@@ -247,7 +255,66 @@ pub enum ManagerStepError {
     Engine(#[from] RuntimeError),
 }
 
-/// The manager certificate of `manager`, issued by the cluster CA if missing.
+/// The cluster CA with its key in `ca_dir`, and its certificate in
+/// `certs_dir` too. A CA of an earlier bootstrap whose key is in
+/// `certs_dir` is moved to `ca_dir` when it can sign a manager issuer; one
+/// that cannot (made before issuers) stays, and the managers keep using it.
+fn cluster_ca(ca_dir: &Path, certs_dir: &Path) -> Result<Outcome, ManagerStepError> {
+    let file_error = |action: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ManagerStepError::File {
+            action,
+            path,
+            source,
+        }
+    };
+    let certificate = |source| ManagerStepError::Certificate {
+        name: "cluster CA".into(),
+        source,
+    };
+    let shared_cert = certs_dir.join(certs::CA_CERT);
+    let shared_key = certs_dir.join(certs::CA_KEY);
+    if shared_key.exists() {
+        if !certs::ca_allows_issuer(certs_dir).map_err(certificate)? {
+            return Ok(Outcome::Unchanged);
+        }
+        if ca_dir.join(certs::CA_KEY).exists() {
+            return Err(certificate(certs::CertError::Invalid(format!(
+                "a CA key is in both {} and {}: keep the one that signed {}",
+                certs_dir.display(),
+                ca_dir.display(),
+                shared_cert.display()
+            ))));
+        }
+        crate::file_modes::create_dir_all(ca_dir).map_err(file_error("create", ca_dir))?;
+        std::fs::copy(&shared_cert, ca_dir.join(certs::CA_CERT))
+            .map_err(file_error("copy", &shared_cert))?;
+        std::fs::rename(&shared_key, ca_dir.join(certs::CA_KEY))
+            .map_err(file_error("move", &shared_key))?;
+        return Ok(Outcome::Updated);
+    }
+    let mut outcome = Outcome::Unchanged;
+    if !ca_dir.join(certs::CA_CERT).exists() {
+        if shared_cert.exists() {
+            return Err(certificate(certs::CertError::Invalid(format!(
+                "{} has no key beside it nor in {}",
+                shared_cert.display(),
+                ca_dir.display()
+            ))));
+        }
+        certs::init_ca(ca_dir).map_err(certificate)?;
+        outcome = Outcome::Created;
+    }
+    if !shared_cert.exists() {
+        crate::file_modes::create_dir_all(certs_dir).map_err(file_error("create", certs_dir))?;
+        std::fs::copy(ca_dir.join(certs::CA_CERT), &shared_cert)
+            .map_err(file_error("copy", &shared_cert))?;
+    }
+    Ok(outcome)
+}
+
+/// The manager certificate of `manager`, issued (by the manager issuer, or
+/// the CA of a cluster from before issuers) if missing.
 pub(crate) fn ensure_certificate(
     file: &ClusterFile,
     manager: &cluster_file::ManagerPlacement,
@@ -601,4 +668,55 @@ async fn nodes(file: &ClusterFile, client: &Client, report: &mut Report) -> anyh
     }
     bar.finish();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ca_key_lives_outside_the_managers_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca_dir, certs_dir) = (dir.path().join("state-ca"), dir.path().join("state/certs"));
+        assert_eq!(cluster_ca(&ca_dir, &certs_dir).unwrap(), Outcome::Created);
+        assert!(ca_dir.join(certs::CA_KEY).exists());
+        assert!(certs_dir.join(certs::CA_CERT).exists());
+        assert!(!certs_dir.join(certs::CA_KEY).exists());
+        assert_eq!(cluster_ca(&ca_dir, &certs_dir).unwrap(), Outcome::Unchanged);
+
+        // An earlier layout with the key among the managers' files: moved.
+        let dir = tempfile::tempdir().unwrap();
+        let (ca_dir, certs_dir) = (dir.path().join("state-ca"), dir.path().join("state/certs"));
+        let made = certs::init_ca(&certs_dir).unwrap();
+        let key = std::fs::read(&made.key).unwrap();
+        assert_eq!(cluster_ca(&ca_dir, &certs_dir).unwrap(), Outcome::Updated);
+        assert!(!certs_dir.join(certs::CA_KEY).exists());
+        assert_eq!(std::fs::read(ca_dir.join(certs::CA_KEY)).unwrap(), key);
+        assert_eq!(
+            std::fs::read(ca_dir.join(certs::CA_CERT)).unwrap(),
+            std::fs::read(certs_dir.join(certs::CA_CERT)).unwrap()
+        );
+
+        // A CA from before issuers cannot sign one: its key stays.
+        let dir = tempfile::tempdir().unwrap();
+        let (ca_dir, certs_dir) = (dir.path().join("state-ca"), dir.path().join("state/certs"));
+        std::fs::create_dir_all(&certs_dir).unwrap();
+        let old_key = rcgen::KeyPair::generate().unwrap();
+        let mut old = rcgen::CertificateParams::default();
+        old.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        let old = old.self_signed(&old_key).unwrap();
+        std::fs::write(certs_dir.join(certs::CA_CERT), old.pem()).unwrap();
+        std::fs::write(certs_dir.join(certs::CA_KEY), old_key.serialize_pem()).unwrap();
+        assert_eq!(cluster_ca(&ca_dir, &certs_dir).unwrap(), Outcome::Unchanged);
+        assert!(certs_dir.join(certs::CA_KEY).exists());
+        assert!(!ca_dir.exists());
+
+        // A CA certificate whose key is nowhere is an error, not a new CA.
+        let dir = tempfile::tempdir().unwrap();
+        let (ca_dir, certs_dir) = (dir.path().join("state-ca"), dir.path().join("state/certs"));
+        std::fs::create_dir_all(&certs_dir).unwrap();
+        std::fs::write(certs_dir.join(certs::CA_CERT), old.pem()).unwrap();
+        let refused = cluster_ca(&ca_dir, &certs_dir).unwrap_err().to_string();
+        assert!(refused.contains("has no key beside it"), "{refused}");
+    }
 }

@@ -1332,8 +1332,9 @@ async fn run_cluster(
             let status = client.cluster_status().await?;
             print(format, &status, || {
                 println!(
-                    "cluster {}  leader {}  term {}  applied {}  (answered by replica {}, data in {})",
+                    "cluster {}  version {}  leader {}  term {}  applied {}  (answered by replica {}, data in {})",
                     status.cluster_id.as_deref().unwrap_or("-"),
+                    status.cluster_version,
                     status.leader_id.map_or("none".to_string(), |l| l.to_string()),
                     status.term,
                     status.applied_index,
@@ -1379,6 +1380,7 @@ async fn run_cluster(
                     "API",
                     "PEER",
                     "LAST_CONTACT_MS",
+                    "PROTOCOL",
                     "CERT_EXPIRES",
                 ]);
                 for m in &status.members {
@@ -1395,6 +1397,7 @@ async fn run_cluster(
                         m.api_addr.clone(),
                         m.peer_addr.clone(),
                         m.last_contact_ms.map_or("-".into(), |ms| ms.to_string()),
+                        m.protocol.map_or("-".into(), |p| p.to_string()),
                         m.certificate_expires.clone().unwrap_or_else(|| "-".into()),
                     ]);
                 }

@@ -70,7 +70,7 @@ pub struct BackupHeader {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Backup {
     pub header: BackupHeader,
-    #[serde(with = "crate::state::migrate::versioned")]
+    #[serde(with = "crate::state::image::written")]
     pub image: StateImage,
 }
 

@@ -36,6 +36,7 @@ use super::peer_certs::{CertExpiries, SENDER_HEADER};
 use super::{NodeId, PeerNode, TypeConfig};
 use crate::codec;
 use crate::error_chain::error_chain;
+use crate::state::version::{self, PROTOCOL, PROTOCOL_HEADER};
 
 /// Paths of the peer endpoints, shared with the server side.
 pub mod paths {
@@ -133,6 +134,8 @@ pub struct PeerNetwork {
     sender: Option<NodeId>,
     /// Expiry of the certificates peers presented.
     pub cert_expiries: CertExpiries,
+    /// The peer protocol each peer last announced, and when.
+    protocols: Arc<Mutex<HashMap<NodeId, (u32, Instant)>>>,
     /// Where accepted appends are recorded for the leader's lease.
     lease: Arc<Lease>,
 }
@@ -151,6 +154,7 @@ impl PeerNetwork {
             progress: None,
             sender: None,
             cert_expiries: CertExpiries::default(),
+            protocols: Arc::new(Mutex::new(HashMap::new())),
             lease: Arc::new(Lease::new(Duration::from_millis(150), Instant::now())),
         }
     }
@@ -224,6 +228,34 @@ impl PeerNetwork {
             .remove(&id);
     }
 
+    /// Peer `id` announced peer protocol `protocol` (in a request or an
+    /// answer).
+    pub fn heard_protocol(&self, id: NodeId, protocol: u32) {
+        self.protocols
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, (protocol, Instant::now()));
+    }
+
+    /// The protocol each peer last announced and how long ago.
+    pub fn announced(&self) -> HashMap<NodeId, version::Announced> {
+        let now = Instant::now();
+        self.protocols
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, (protocol, at))| {
+                (
+                    *id,
+                    version::Announced {
+                        protocol: *protocol,
+                        age: now.saturating_duration_since(*at),
+                    },
+                )
+            })
+            .collect()
+    }
+
     /// Peer `id` refused this replica as a non-member.
     pub fn refused(&self, id: NodeId) {
         self.refused_as_non_member
@@ -249,7 +281,12 @@ impl PeerNetwork {
             })?;
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
         let url = format!("{}://{addr}{}/{sha256}", self.scheme, paths::ARCHIVE);
-        let mut put = self.http().put(url).timeout(timeout).body(body);
+        let mut put = self
+            .http()
+            .put(url)
+            .timeout(timeout)
+            .header(PROTOCOL_HEADER, PROTOCOL.to_string())
+            .body(body);
         if let Some(id) = self.sender {
             put = put.header(SENDER_HEADER, id.to_string());
         }
@@ -276,7 +313,11 @@ impl PeerNetwork {
         PeerCallError,
     > {
         let url = format!("{}://{addr}{}/{sha256}", self.scheme, paths::ARCHIVE);
-        let mut get = self.http().get(url).timeout(timeout);
+        let mut get = self
+            .http()
+            .get(url)
+            .timeout(timeout)
+            .header(PROTOCOL_HEADER, PROTOCOL.to_string());
         if let Some(id) = self.sender {
             get = get.header(SENDER_HEADER, id.to_string());
         }
@@ -315,10 +356,12 @@ impl PeerNetwork {
             addr: addr.to_string(),
             reason: format!("cannot encode request: {e}"),
         })?;
-        self.post(addr, path, body, timeout, header).await
+        let (reply, _) = self.post(addr, path, body, timeout, header).await?;
+        Ok(reply)
     }
 
-    /// POSTs an already encoded `body` and decodes the reply.
+    /// POSTs an already encoded `body` and decodes the reply; with the
+    /// peer protocol the answer announced (`None`: not a protocol).
     async fn post<Resp: DeserializeOwned>(
         &self,
         addr: &str,
@@ -326,7 +369,7 @@ impl PeerNetwork {
         body: Vec<u8>,
         timeout: Duration,
         header: Option<(&'static str, String)>,
-    ) -> Result<Resp, PeerCallError> {
+    ) -> Result<(Resp, Option<u32>), PeerCallError> {
         #[cfg(feature = "failpoints")]
         if fail::eval("peer-isolated", |_| ()).is_some() {
             // Cut off: nothing leaves. Waiting a little keeps the callers'
@@ -341,7 +384,8 @@ impl PeerNetwork {
         let mut post = self
             .http()
             .post(url)
-            .header("content-type", "application/octet-stream");
+            .header("content-type", "application/octet-stream")
+            .header(PROTOCOL_HEADER, PROTOCOL.to_string());
         if let Some((name, value)) = header {
             post = post.header(name, value);
         }
@@ -358,6 +402,12 @@ impl PeerNetwork {
             self.cert_expiries.saw(der);
         }
         let status = response.status();
+        let announced = version::parse(
+            response
+                .headers()
+                .get(PROTOCOL_HEADER)
+                .and_then(|v| v.to_str().ok()),
+        );
         let bytes = response
             .bytes()
             .await
@@ -380,10 +430,11 @@ impl PeerNetwork {
                 reason: format!("HTTP {status}: {text}"),
             });
         }
-        codec::decode(&bytes).map_err(|e| PeerCallError::BadReply {
+        let reply = codec::decode(&bytes).map_err(|e| PeerCallError::BadReply {
             addr: addr.to_string(),
             reason: format!("cannot decode reply: {e}"),
-        })
+        })?;
+        Ok((reply, announced))
     }
 }
 
@@ -481,7 +532,7 @@ where
     Resp: DeserializeOwned,
     E: std::error::Error + DeserializeOwned,
 {
-    let reply: Result<Resp, RaftError<NodeId, E>> = network
+    let (reply, announced): (Result<Resp, RaftError<NodeId, E>>, _) = network
         .post(&addr, path, body, timeout, header)
         .await
         .map_err(|e| match e {
@@ -497,6 +548,9 @@ where
             _ => RPCError::Network(NetworkError::new(&e)),
         })?;
     network.touch(target);
+    if let Some(protocol) = announced {
+        network.heard_protocol(target, protocol);
+    }
     reply.map_err(|e| RPCError::RemoteError(RemoteError::new(target, e)))
 }
 

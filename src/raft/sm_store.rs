@@ -50,7 +50,7 @@ pub enum SmStoreError {
 #[derive(Debug, Serialize, Deserialize)]
 struct SnapshotBody {
     meta: SnapshotMeta,
-    #[serde(with = "crate::state::migrate::versioned")]
+    #[serde(with = "crate::state::image::written")]
     image: StateImage,
 }
 

@@ -3,9 +3,14 @@
 //! supervises engines: while this replica leads, the cluster has its id
 //! and its first admin token, and every member of the Raft membership is
 //! recorded as a manager with its current addresses
-//! ([`Replica`]'s `ensure_identity_and_managers`). It runs when a term
-//! starts and whenever the membership changes; a failed attempt (a write
-//! that did not commit) is retried shortly. It never touches an engine.
+//! ([`Replica`]'s `ensure_identity_and_managers`), and the cluster version
+//! is raised once every member speaks a newer peer protocol
+//! ([`ensure_cluster_version`]). It runs when a term starts and whenever
+//! the membership changes, and every [`VERSION_LOOK_EVERY`] while the
+//! cluster version is below this build's protocol (members announce theirs
+//! as they are upgraded, without a membership change); a failed attempt
+//! (a write that did not commit) is retried shortly. It never touches an
+//! engine.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,10 +21,14 @@ use tokio_util::sync::CancellationToken;
 use super::controller::{self, Action, Counts, Limits, OnStop, Reason, ReconcileError, Reconciler};
 use super::watchdog::Loop;
 use crate::replica::first_token::Pending;
-use crate::replica::{ensure_identity_and_managers, OpError, Replica};
+use crate::replica::{ensure_cluster_version, ensure_identity_and_managers, OpError, Replica};
 
 /// Pause before a failed attempt is made again.
 const RETRY_AFTER: Duration = Duration::from_millis(200);
+
+/// How often the members' protocols are looked at while the cluster
+/// version is below this build's.
+pub const VERSION_LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// The housekeeping of one replica, kept across its terms.
 pub struct Housekeeping {
@@ -60,7 +69,12 @@ impl Reconciler for Housekeeping {
             .take();
         let result = ensure_identity_and_managers(&self.replica, &mut pending).await;
         *self.pending_token.lock().unwrap_or_else(|e| e.into_inner()) = pending;
-        result.map(|()| Action::AwaitChange)
+        result?;
+        if ensure_cluster_version(&self.replica).await? {
+            Ok(Action::AwaitChange)
+        } else {
+            Ok(Action::RequeueAfter(VERSION_LOOK_EVERY))
+        }
     }
 
     fn error_policy(&self, _: &(), error: &ReconcileError<OpError>, _: u32) -> Action {

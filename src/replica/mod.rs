@@ -14,6 +14,7 @@ pub mod first_token;
 mod log_limit;
 pub mod messages;
 pub mod peer_identity;
+pub mod peer_protocol;
 pub mod peer_server;
 pub mod writer;
 
@@ -31,6 +32,7 @@ use crate::raft::network::{paths, PeerCallError, PeerNetwork};
 use crate::raft::sm_store::StateMachineStore;
 use crate::raft::{NodeId, PeerNode, Raft, RaftMetrics, TypeConfig};
 use crate::reconcile::watchdog::Watchdog;
+use crate::state::version;
 use crate::state::{Applied, Command, Request, RequestId};
 use messages::{LeaderError, LeaderReply, LeaderRequest};
 use writer::Writer;
@@ -892,4 +894,39 @@ pub async fn ensure_identity_and_managers(
         }
     }
     Ok(())
+}
+
+/// Leader-only (run by [`crate::reconcile::housekeeping`]): raises the
+/// cluster version to the lowest peer protocol among this replica and
+/// every other member, once each has announced one within
+/// [`version::ANNOUNCEMENT_FRESH_FOR`] (see [`crate::state::version`]).
+/// Returns whether the cluster version is this build's protocol: nothing
+/// left to raise.
+pub async fn ensure_cluster_version(replica: &Replica) -> Result<bool, OpError> {
+    let current = replica.sm.read(|s| s.cluster_version());
+    if current >= version::PROTOCOL {
+        return Ok(true);
+    }
+    let announced = replica.peers.announced();
+    let members: Vec<(NodeId, Option<version::Announced>)> = replica
+        .metrics()
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(id, _)| *id)
+        .filter(|id| *id != replica.id)
+        .map(|id| (id, announced.get(&id).copied()))
+        .collect();
+    let Some(to) = version::raise_to(current, version::PROTOCOL, &members) else {
+        return Ok(false);
+    };
+    replica
+        .write(Command::SetClusterVersion { version: to })
+        .await?;
+    tracing::info!(
+        from = current,
+        to,
+        "cluster version raised: every member speaks it"
+    );
+    Ok(to >= version::PROTOCOL)
 }

@@ -49,6 +49,11 @@ pub fn router(replica: Arc<Replica>) -> Router {
                     super::archives::MAX_ARCHIVE_BYTES as usize,
                 )),
         )
+        // Inside the identity screen: a refused replica is not recorded.
+        .layer(axum::middleware::from_fn_with_state(
+            replica.clone(),
+            super::peer_protocol::screen,
+        ))
         // Inside the body limit, which it honours when it reads a message.
         .layer(axum::middleware::from_fn_with_state(
             replica.clone(),

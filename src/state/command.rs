@@ -463,6 +463,13 @@ pub enum Command {
     ApproveRelease {
         release: String,
     },
+    /// The leader raises the cluster version once every member announces
+    /// a peer protocol at least this high (see [`crate::state::version`]);
+    /// never lowered. Written only then, as replicas of an older protocol
+    /// cannot read it.
+    SetClusterVersion {
+        version: u32,
+    },
 }
 
 /// A command as it travels through Raft; a persisted record with a

@@ -26,6 +26,9 @@ pub struct StateImage {
     /// The cluster id the containers are labelled and named with, when
     /// it is not `cluster_id` (a cluster restored under a new id).
     pub owner_id: Option<String>,
+    /// The peer protocol every replica may rely on (see
+    /// [`crate::state::version`]).
+    pub cluster_version: u32,
     pub services: Vec<Service>,
     pub instances: Vec<Instance>,
     pub nodes: Vec<Node>,
@@ -65,13 +68,14 @@ pub struct StateImage {
 }
 
 impl Migrate for StateImage {
-    const VERSION_MARKER: &'static [u8] = b"SI11";
-    type Previous = v10::StateImage;
+    const VERSION_MARKER: &'static [u8] = b"SI12";
+    type Previous = v11::StateImage;
 
-    /// Containers were always labelled with the cluster id.
-    fn migrate(previous: v10::StateImage) -> StateImage {
-        let v10::StateImage {
+    /// Before it was recorded, every cluster was at the first version.
+    fn migrate(previous: v11::StateImage) -> StateImage {
+        let v11::StateImage {
             cluster_id,
+            owner_id,
             services,
             instances,
             nodes,
@@ -98,8 +102,9 @@ impl Migrate for StateImage {
             pipelines,
         } = previous;
         StateImage {
-            owner_id: None,
+            cluster_version: crate::state::version::INITIAL_CLUSTER_VERSION,
             cluster_id,
+            owner_id,
             services,
             instances,
             nodes,
@@ -124,6 +129,214 @@ impl Migrate for StateImage {
             releases,
             topologies,
             pipelines,
+        }
+    }
+}
+
+/// `#[serde(with = "written")]`: an image written as its cluster version
+/// allows — `SI12` from
+/// [`SNAPSHOT_IMAGE_12`](crate::state::version::SNAPSHOT_IMAGE_12) on, `SI11` below, so a
+/// replica of an older protocol can still install the snapshots and read
+/// the backups of a cluster in the middle of an upgrade (the cluster
+/// version, then 1, is what `SI11` means without it). Read as any version.
+pub mod written {
+    use serde::ser::Error as _;
+    use serde::{Deserializer, Serialize, Serializer};
+
+    use super::super::migrate::{self, Migrate};
+    use super::*;
+    use crate::state::version::SNAPSHOT_IMAGE_12;
+
+    pub fn serialize<S: Serializer>(image: &StateImage, serializer: S) -> Result<S::Ok, S::Error> {
+        if image.cluster_version >= SNAPSHOT_IMAGE_12 || serializer.is_human_readable() {
+            return migrate::versioned::serialize(image, serializer);
+        }
+        serializer.serialize_bytes(&as_v11(image).map_err(S::Error::custom)?)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<StateImage, D::Error> {
+        migrate::versioned::deserialize(deserializer)
+    }
+
+    /// `SI11` and the image in [`v11::StateImage`]'s layout, borrowed.
+    pub(super) fn as_v11(image: &StateImage) -> Result<Vec<u8>, crate::codec::CodecError> {
+        let view = V11View {
+            cluster_id: &image.cluster_id,
+            owner_id: &image.owner_id,
+            services: &image.services,
+            instances: &image.instances,
+            nodes: &image.nodes,
+            managers: &image.managers,
+            kv: &image.kv,
+            kv_index: &image.kv_index,
+            kv_delete_index: &image.kv_delete_index,
+            events: &image.events,
+            applied_index: &image.applied_index,
+            dedup: &image.dedup,
+            tokens: &image.tokens,
+            tokens_bootstrapped: &image.tokens_bootstrapped,
+            token_limits: &image.token_limits,
+            manager_template: &image.manager_template,
+            departed_managers: &image.departed_managers,
+            images: &image.images,
+            sessions: &image.sessions,
+            volumes: &image.volumes,
+            hooks: &image.hooks,
+            templates: &image.templates,
+            history: &image.history,
+            releases: &image.releases,
+            topologies: &image.topologies,
+            pipelines: &image.pipelines,
+        };
+        let body = crate::codec::encode(&view)?;
+        let mut out = v11::StateImage::VERSION_MARKER.to_vec();
+        out.extend_from_slice(&body);
+        Ok(out)
+    }
+
+    /// [`v11::StateImage`] by reference: the same fields in the same
+    /// order, so the same encoding (the tests check it).
+    #[derive(Serialize)]
+    struct V11View<'a> {
+        cluster_id: &'a Option<String>,
+        owner_id: &'a Option<String>,
+        services: &'a Vec<Service>,
+        instances: &'a Vec<Instance>,
+        nodes: &'a Vec<Node>,
+        managers: &'a Vec<Manager>,
+        kv: &'a Vec<(String, KvEntry)>,
+        kv_index: &'a u64,
+        kv_delete_index: &'a u64,
+        events: &'a Vec<Event>,
+        applied_index: &'a u64,
+        dedup: &'a Vec<(RequestId, Applied)>,
+        tokens: &'a Vec<TokenRecord>,
+        tokens_bootstrapped: &'a bool,
+        token_limits: &'a Vec<(String, TokenLimits)>,
+        manager_template: &'a Option<Versioned<ManagerTemplate>>,
+        departed_managers: &'a Vec<u64>,
+        images: &'a Versioned<ImageCatalog>,
+        sessions: &'a Versioned<SessionBook>,
+        volumes: &'a Versioned<VolumeBook>,
+        hooks: &'a Versioned<HookBook>,
+        templates: &'a Versioned<TemplateBook>,
+        history: &'a Versioned<HistoryBook>,
+        releases: &'a Versioned<ReleaseBook>,
+        topologies: &'a Versioned<TopologyBook>,
+        pipelines: &'a Versioned<PipelineBook>,
+    }
+}
+
+/// Frozen: the image as written before it held the cluster version
+/// (and what clusters below cluster version 2 still write, see [`written`]).
+pub mod v11 {
+    use super::*;
+
+    #[derive(Debug, Clone, Serialize, Deserialize)]
+    pub struct StateImage {
+        pub cluster_id: Option<String>,
+        /// The cluster id the containers are labelled and named with, when
+        /// it is not `cluster_id` (a cluster restored under a new id).
+        pub owner_id: Option<String>,
+        pub services: Vec<Service>,
+        pub instances: Vec<Instance>,
+        pub nodes: Vec<Node>,
+        pub managers: Vec<Manager>,
+        pub kv: Vec<(String, KvEntry)>,
+        pub kv_index: u64,
+        pub kv_delete_index: u64,
+        pub events: Vec<Event>,
+        pub applied_index: u64,
+        pub dedup: Vec<(RequestId, Applied)>,
+        pub tokens: Vec<TokenRecord>,
+        pub tokens_bootstrapped: bool,
+        /// The limits of limited tokens, by token id.
+        pub token_limits: Vec<(String, TokenLimits)>,
+        /// Where the managers run, when bootstrap recorded it.
+        pub manager_template: Option<Versioned<ManagerTemplate>>,
+        /// Raft ids removed from the membership.
+        pub departed_managers: Vec<u64>,
+        /// Image pins, registry logins and the images the cluster keeps.
+        pub images: Versioned<ImageCatalog>,
+        /// Consul sessions and the locks they hold.
+        pub sessions: Versioned<SessionBook>,
+        /// The slots' volumes.
+        pub volumes: Versioned<VolumeBook>,
+        /// Backups and the verdicts of test hooks.
+        pub hooks: Versioned<HookBook>,
+        /// Templates of clustered third-party services.
+        pub templates: Versioned<TemplateBook>,
+        /// The services' spec histories.
+        pub history: Versioned<HistoryBook>,
+        /// Blue-green releases.
+        pub releases: Versioned<ReleaseBook>,
+        /// Named topologies and their versions.
+        pub topologies: Versioned<TopologyBook>,
+        /// Pipelines and their runs.
+        pub pipelines: Versioned<PipelineBook>,
+    }
+
+    impl Migrate for StateImage {
+        const VERSION_MARKER: &'static [u8] = b"SI11";
+        type Previous = super::v10::StateImage;
+
+        /// Containers were always labelled with the cluster id.
+        fn migrate(previous: super::v10::StateImage) -> StateImage {
+            let super::v10::StateImage {
+                cluster_id,
+                services,
+                instances,
+                nodes,
+                managers,
+                kv,
+                kv_index,
+                kv_delete_index,
+                events,
+                applied_index,
+                dedup,
+                tokens,
+                tokens_bootstrapped,
+                token_limits,
+                manager_template,
+                departed_managers,
+                images,
+                sessions,
+                volumes,
+                hooks,
+                templates,
+                history,
+                releases,
+                topologies,
+                pipelines,
+            } = previous;
+            StateImage {
+                owner_id: None,
+                cluster_id,
+                services,
+                instances,
+                nodes,
+                managers,
+                kv,
+                kv_index,
+                kv_delete_index,
+                events,
+                applied_index,
+                dedup,
+                tokens,
+                tokens_bootstrapped,
+                token_limits,
+                manager_template,
+                departed_managers,
+                images,
+                sessions,
+                volumes,
+                hooks,
+                templates,
+                history,
+                releases,
+                topologies,
+                pipelines,
+            }
         }
     }
 }
@@ -958,5 +1171,42 @@ mod tests {
         assert!(v2::StateImage::migrate(v1_image(None))
             .manager_template
             .is_none());
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Holder {
+        #[serde(with = "written")]
+        image: StateImage,
+    }
+
+    fn holds(bytes: &[u8], marker: &[u8]) -> bool {
+        bytes.windows(marker.len()).any(|w| w == marker)
+    }
+
+    #[test]
+    fn an_image_is_written_as_its_cluster_version_allows() {
+        let mut image = crate::state::State::default().to_image();
+        image.cluster_id = Some("c".into());
+        image.departed_managers = vec![4];
+        assert_eq!(image.cluster_version, 1);
+        // Below version 2: SI11, in the very layout of 0.1.0's images.
+        let old = written::as_v11(&image).unwrap();
+        let read_by_0_1 = v11::StateImage::decode(&old).unwrap();
+        assert_eq!(Migrate::encode(&read_by_0_1).unwrap(), old);
+        let bytes = crate::codec::encode(&Holder {
+            image: image.clone(),
+        })
+        .unwrap();
+        assert!(holds(&bytes, b"SI11") && !holds(&bytes, b"SI12"));
+        let back: Holder = crate::codec::decode(&bytes).unwrap();
+        assert_eq!(back.image.cluster_version, 1);
+        assert_eq!(back.image.departed_managers, [4]);
+        // From version 2: SI12, which keeps the version.
+        image.cluster_version = 2;
+        let bytes = crate::codec::encode(&Holder { image }).unwrap();
+        assert!(holds(&bytes, b"SI12"));
+        let back: Holder = crate::codec::decode(&bytes).unwrap();
+        assert_eq!(back.image.cluster_version, 2);
+        assert_eq!(back.image.cluster_id.as_deref(), Some("c"));
     }
 }

@@ -12,7 +12,7 @@ mod address;
 pub mod command;
 pub mod history;
 pub mod hooks;
-mod image;
+pub mod image;
 pub mod image_catalog;
 pub mod kv_txn;
 pub mod limits;
@@ -30,6 +30,7 @@ pub mod topology;
 pub mod touched;
 pub mod types;
 pub mod validate;
+pub mod version;
 pub mod volumes;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -76,6 +77,11 @@ pub struct State {
     /// is not `cluster_id`: a cluster restored from a backup under a new id
     /// goes on owning what the backed-up cluster started. See [`State::owner`].
     pub owner_id: Option<String>,
+    /// The peer protocol every replica may rely on, as the leader recorded
+    /// it (0: never recorded, read as
+    /// [`INITIAL_CLUSTER_VERSION`](crate::state::version::INITIAL_CLUSTER_VERSION));
+    /// see [`State::cluster_version`].
+    cluster_version: u32,
     /// Keyed by `(namespace, name)`.
     pub services: BTreeMap<(String, String), Service>,
     pub instances: BTreeMap<String, Instance>,
@@ -154,11 +160,19 @@ impl State {
         self.owner_id.as_ref().or(self.cluster_id.as_ref())
     }
 
+    /// The peer protocol every replica of the cluster may rely on (see
+    /// [`crate::state::version`]): what the cluster may write.
+    pub fn cluster_version(&self) -> u32 {
+        self.cluster_version
+            .max(crate::state::version::INITIAL_CLUSTER_VERSION)
+    }
+
     /// Copies the state into its snapshot image.
     pub fn to_image(&self) -> StateImage {
         StateImage {
             cluster_id: self.cluster_id.clone(),
             owner_id: self.owner_id.clone(),
+            cluster_version: self.cluster_version(),
             services: self.services.values().cloned().collect(),
             instances: self.instances.values().cloned().collect(),
             nodes: self.nodes.values().cloned().collect(),
@@ -209,6 +223,7 @@ impl State {
         State {
             cluster_id: image.cluster_id,
             owner_id: image.owner_id,
+            cluster_version: image.cluster_version,
             services: image
                 .services
                 .into_iter()
@@ -1069,6 +1084,20 @@ impl State {
                 }
             }
             Command::ApproveRelease { release } => self.approve_release(index, time_ms, release),
+            Command::SetClusterVersion { version } => {
+                let was = self.cluster_version();
+                if *version > was {
+                    self.cluster_version = *version;
+                    self.event(
+                        index,
+                        time_ms,
+                        "cluster",
+                        "cluster",
+                        format!("cluster version raised from {was} to {version}: every member speaks it"),
+                    );
+                }
+                Outcome::Done
+            }
             Command::As { actor, command } => {
                 let outer = self.actor.replace(actor.clone());
                 let outcome = self.apply_command(index, time_ms, command);

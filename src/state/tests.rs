@@ -250,6 +250,24 @@ fn snapshot_image_round_trips_through_the_codec() {
     assert_eq!(again.index, 2);
 }
 
+#[test]
+fn the_cluster_version_only_rises_and_survives_a_snapshot() {
+    let mut state = State::default();
+    assert_eq!(state.cluster_version(), 1);
+    state.apply(1, &req(1, Command::SetClusterVersion { version: 2 }));
+    assert_eq!(state.cluster_version(), 2);
+    assert!(state
+        .events
+        .iter()
+        .any(|e| e.message.contains("cluster version raised from 1 to 2")));
+    // A late or repeated write for a lower version changes nothing.
+    state.apply(2, &req(2, Command::SetClusterVersion { version: 1 }));
+    assert_eq!(state.cluster_version(), 2);
+    let bytes = crate::codec::encode(&migrate::Versioned(state.to_image())).unwrap();
+    let image: migrate::Versioned<StateImage> = crate::codec::decode(&bytes).unwrap();
+    assert_eq!(State::from_image(image.0).cluster_version(), 2);
+}
+
 fn session(id: &str, behavior: sessions::Behavior, lock_delay_ms: u64) -> Command {
     Command::CreateSession {
         request: sessions::SessionRequest {

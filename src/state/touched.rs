@@ -104,7 +104,9 @@ pub fn touched(command: &Command, outcome: &Outcome) -> Vec<Touched> {
         Command::StartRun { pipeline, .. } | Command::RecordStage { pipeline, .. } => {
             vec![Touched::Pipeline(pipeline.clone())]
         }
-        Command::RemovePipeline { .. } | Command::ApproveRelease { .. } => Vec::new(),
+        Command::RemovePipeline { .. }
+        | Command::ApproveRelease { .. }
+        | Command::SetClusterVersion { .. } => Vec::new(),
         // A clone makes many services: every controller looks again.
         Command::CloneNamespace { .. } => vec![Touched::Everything],
         Command::RecordVolume { .. } | Command::VolumeRemovedFrom { .. } => Vec::new(),

@@ -2,6 +2,14 @@
 //! CA and issues manager and client certificates signed by it, and reads
 //! the role back out of a certificate.
 //!
+//! The managers need not hold the CA's key: a *manager issuer*
+//! ([`init_issuer`]) is an intermediate CA the root signs, allowed no CA
+//! below it (path length 0), whose key lives beside the manager
+//! certificates. Where a directory holds one, manager certificates are
+//! signed by it and carry it in their file (`leaf ++ issuer`), so peers
+//! verify `leaf ← issuer ← root` against the root alone; client
+//! certificates are always signed by the root.
+//!
 //! A certificate's role is a SAN URI `raftvisor://<role>/<name>`: the peer
 //! port admits only `manager` certificates, so a client certificate signed
 //! by the same CA cannot take part in Raft. A manager certificate also
@@ -28,6 +36,9 @@ pub const RAFT_ID_URI: &str = "raftvisor://raft-id/";
 /// File names of the CA in a certificate directory.
 pub const CA_CERT: &str = "ca.pem";
 pub const CA_KEY: &str = "ca-key.pem";
+/// File names of the manager issuer in a certificate directory.
+pub const ISSUER_CERT: &str = "issuer.pem";
+pub const ISSUER_KEY: &str = "issuer-key.pem";
 
 /// What a certificate may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +110,7 @@ pub struct Written {
 }
 
 const CA_VALIDITY_DAYS: i64 = 10 * 365;
+const ISSUER_VALIDITY_DAYS: i64 = 5 * 365;
 const LEAF_VALIDITY_DAYS: i64 = 2 * 365;
 
 fn validity(params: &mut CertificateParams, days: i64) {
@@ -164,7 +176,8 @@ pub fn init_ca(dir: &Path) -> Result<Written, CertError> {
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, "raftvisor cluster CA");
     params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    // One CA below it at most: the manager issuer.
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
@@ -183,6 +196,85 @@ pub fn init_ca(dir: &Path) -> Result<Written, CertError> {
     })
 }
 
+/// Whether the CA in `dir` may sign a manager issuer: CAs made before
+/// issuers existed allow no CA below them.
+pub fn ca_allows_issuer(dir: &Path) -> Result<bool, CertError> {
+    let path = dir.join(CA_CERT);
+    let pem = read_text(&path)?;
+    let params = CertificateParams::from_ca_cert_pem(&pem).map_err(|e| {
+        CertError::Invalid(format!("{} is not a CA certificate: {e}", path.display()))
+    })?;
+    Ok(!matches!(
+        params.is_ca,
+        IsCa::Ca(BasicConstraints::Constrained(0))
+    ))
+}
+
+/// Creates the manager issuer (`issuer.pem`, `issuer-key.pem`) in `dir`,
+/// signed by the CA in `ca_dir`: an intermediate CA that can sign
+/// certificates but no CA, for managers to issue their replacements'
+/// certificates without the root's key. Never overwrites.
+pub fn init_issuer(ca_dir: &Path, dir: &Path) -> Result<Written, CertError> {
+    let cert_path = dir.join(ISSUER_CERT);
+    let key_path = dir.join(ISSUER_KEY);
+    refuse_existing(&[&cert_path, &key_path])?;
+    if !ca_allows_issuer(ca_dir)? {
+        return Err(CertError::Invalid(format!(
+            "the CA in {} allows no CA below it (made before manager issuers): it cannot sign one",
+            ca_dir.display()
+        )));
+    }
+    crate::file_modes::create_dir_all(dir).map_err(|source| CertError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let (ca, ca_key) = signer(&ca_dir.join(CA_CERT), &ca_dir.join(CA_KEY))?;
+    let key = KeyPair::generate().map_err(generate("issuer key"))?;
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "raftvisor manager issuer");
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, ISSUER_VALIDITY_DAYS);
+    let cert = params
+        .signed_by(&key, &ca, &ca_key)
+        .map_err(generate("issuer certificate"))?;
+    write_new(&key_path, &key.serialize_pem())?;
+    write_new(&cert_path, &cert.pem())?;
+    Ok(Written {
+        cert: cert_path,
+        key: key_path,
+    })
+}
+
+fn read_text(path: &Path) -> Result<String, CertError> {
+    std::fs::read_to_string(path).map_err(|source| CertError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The CA certificate at `cert` as rcgen's issuer, with its key at `key`.
+fn signer(cert: &Path, key: &Path) -> Result<(rcgen::Certificate, KeyPair), CertError> {
+    let ca_key = KeyPair::from_pem(&read_text(key)?)
+        .map_err(|e| CertError::Invalid(format!("{} is not a key: {e}", key.display())))?;
+    // rcgen signs with an issuer Certificate: rebuild it from the CA's
+    // subject and key (same name and key identifier as the file on disk).
+    let ca = CertificateParams::from_ca_cert_pem(&read_text(cert)?)
+        .map_err(|e| {
+            CertError::Invalid(format!("{} is not a CA certificate: {e}", cert.display()))
+        })?
+        .self_signed(&ca_key)
+        .map_err(generate("CA issuer"))?;
+    Ok((ca, ca_key))
+}
+
 /// Checks a certificate name: it becomes a file name and a URI path part.
 fn check_name(name: &str) -> Result<(), CertError> {
     let ok = !name.is_empty()
@@ -191,12 +283,13 @@ fn check_name(name: &str) -> Result<(), CertError> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         && !name.starts_with(['.', '-'])
-        && name != "ca";
+        && name != "ca"
+        && name != "issuer";
     if ok {
         Ok(())
     } else {
         Err(CertError::Invalid(format!(
-            "name {name:?} must be 1-64 letters, digits, '-', '_' or '.', not start with '.' or '-', and not be \"ca\""
+            "name {name:?} must be 1-64 letters, digits, '-', '_' or '.', not start with '.' or '-', and not be \"ca\" or \"issuer\""
         )))
     }
 }
@@ -255,8 +348,10 @@ pub fn issue_with_id(
     })
 }
 
-/// A new key and certificate (PEM) for `name`, signed by the CA in `dir`,
-/// valid for `days`.
+/// A new key and certificate (PEM) for `name`, valid for `days`: a
+/// manager's signed by the manager issuer in `dir` when there is one (the
+/// certificate text then ends with the issuer's), anything else by the CA
+/// in `dir`.
 fn sign(
     dir: &Path,
     role: Role,
@@ -265,27 +360,13 @@ fn sign(
     raft_id: Option<u64>,
     days: i64,
 ) -> Result<(String, String), CertError> {
-    let ca_cert_path = dir.join(CA_CERT);
-    let ca_key_path = dir.join(CA_KEY);
-    let read = |path: &Path| {
-        std::fs::read_to_string(path).map_err(|source| CertError::Read {
-            path: path.to_path_buf(),
-            source,
-        })
+    let issuer = (role == Role::Manager && dir.join(ISSUER_KEY).exists())
+        .then(|| read_text(&dir.join(ISSUER_CERT)))
+        .transpose()?;
+    let (ca, ca_key) = match issuer {
+        Some(_) => signer(&dir.join(ISSUER_CERT), &dir.join(ISSUER_KEY))?,
+        None => signer(&dir.join(CA_CERT), &dir.join(CA_KEY))?,
     };
-    let ca_key = KeyPair::from_pem(&read(&ca_key_path)?)
-        .map_err(|e| CertError::Invalid(format!("{} is not a key: {e}", ca_key_path.display())))?;
-    // rcgen signs with an issuer Certificate: rebuild it from the CA's
-    // subject and key (same name and key identifier as the file on disk).
-    let ca = CertificateParams::from_ca_cert_pem(&read(&ca_cert_path)?)
-        .map_err(|e| {
-            CertError::Invalid(format!(
-                "{} is not a CA certificate: {e}",
-                ca_cert_path.display()
-            ))
-        })?
-        .self_signed(&ca_key)
-        .map_err(generate("CA issuer"))?;
 
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
@@ -339,7 +420,11 @@ fn sign(
     let cert = params
         .signed_by(&key, &ca, &ca_key)
         .map_err(generate("certificate"))?;
-    Ok((key.serialize_pem(), cert.pem()))
+    let mut pem = cert.pem();
+    if let Some(issuer) = issuer {
+        pem.push_str(&issuer);
+    }
+    Ok((key.serialize_pem(), pem))
 }
 
 /// A manager certificate `rotate` renewed.
@@ -380,7 +465,7 @@ pub fn rotate(dir: &Path, days: i64) -> Result<Vec<Rotated>, CertError> {
             .file_name()
             .and_then(|n| n.to_str())
             .and_then(|n| n.strip_suffix(".pem"))
-            .filter(|n| *n != "ca" && !n.ends_with("-key"))
+            .filter(|n| !["ca", "issuer"].contains(n) && !n.ends_with("-key"))
         else {
             continue;
         };

@@ -179,9 +179,16 @@ impl Server {
         remote: SocketAddr,
         stop: CancellationToken,
     ) {
+        // Marked before the handshake picks a certificate: a swap during
+        // the handshake then still closes this connection, which may have
+        // been made with the old one.
+        let mut renew = self.renew.clone();
+        if let Some(renew) = renew.as_mut() {
+            renew.borrow_and_update();
+        }
         let Some(acceptor) = &self.tls else {
             return self
-                .serve_http(tcp, remote, PeerCertificates::default(), stop)
+                .serve_http(tcp, remote, PeerCertificates::default(), stop, renew)
                 .await;
         };
         let stream =
@@ -209,8 +216,14 @@ impl Server {
             .peer_certificates()
             .map(|chain| chain.iter().map(|c| c.clone().into_owned()).collect())
             .unwrap_or_default();
-        self.serve_http(stream, remote, PeerCertificates(Arc::new(certs)), stop)
-            .await
+        self.serve_http(
+            stream,
+            remote,
+            PeerCertificates(Arc::new(certs)),
+            stop,
+            renew,
+        )
+        .await
     }
 
     async fn serve_http<S>(
@@ -219,13 +232,10 @@ impl Server {
         remote: SocketAddr,
         certs: PeerCertificates,
         stop: CancellationToken,
+        mut renew: Option<tokio::sync::watch::Receiver<u64>>,
     ) where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let mut renew = self.renew.clone();
-        if let Some(renew) = renew.as_mut() {
-            renew.borrow_and_update();
-        }
         let activity = Arc::new(Activity::new());
         let service = ConnectionService {
             router: self.router.clone(),
@@ -557,5 +567,91 @@ mod tests {
         a.request_started();
         a.read_at(10_600, 100);
         assert_eq!(verdict(&a, 20_000), "fine");
+    }
+
+    /// A connection whose handshake was answered with the certificate a
+    /// swap then replaced is closed like the older ones, so its client
+    /// connects again and sees the new certificate.
+    #[tokio::test]
+    async fn a_swap_during_the_handshake_closes_that_connection_too() {
+        use crate::tls::certs::{self, Role};
+        use rustls::pki_types::pem::PemObject;
+        use std::io::{Read, Write};
+
+        crate::tls::install_default_provider();
+        let dir = tempfile::tempdir().unwrap();
+        certs::init_ca(dir.path()).unwrap();
+        let issued = certs::issue_with_id(
+            dir.path(),
+            Role::Manager,
+            "replica-1",
+            &["127.0.0.1".to_string()],
+            Some(1),
+        )
+        .unwrap();
+        let ca = dir.path().join(certs::CA_CERT);
+        let tls = crate::tls::AgentTls::load(&ca, &issued.cert, &issued.key).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (swapped, renew) = tokio::sync::watch::channel(0u64);
+        let stop = CancellationToken::new();
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let limits = Limits {
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4,
+        };
+        let server = spawn(
+            "test",
+            listener,
+            Some(tls.api_server.clone()),
+            router,
+            limits,
+            stop.clone(),
+            Some(renew),
+        );
+        let ended = tokio::task::spawn_blocking(move || {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(&ca).unwrap() {
+                roots.add(cert.unwrap()).unwrap();
+            }
+            let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            let name = "127.0.0.1".try_into().unwrap();
+            let mut tls = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+            let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            // The server answers the hello once it has chosen its
+            // certificate; the swap comes before the handshake ends.
+            tls.write_tls(&mut tcp).unwrap();
+            tls.read_tls(&mut tcp).unwrap();
+            tls.process_new_packets().unwrap();
+            swapped.send_replace(1);
+            while tls.is_handshaking() {
+                tls.complete_io(&mut tcp).unwrap();
+            }
+            let mut stream = rustls::Stream::new(&mut tls, &mut tcp);
+            // The write may already meet a closed connection.
+            let _ = stream.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n");
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).map_err(|e| e.kind())
+        })
+        .await
+        .unwrap();
+        assert!(
+            !matches!(
+                ended,
+                Err(std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+            ),
+            "the connection made with the replaced certificate stays open: {ended:?}"
+        );
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

@@ -201,4 +201,85 @@ mod tests {
         // The CA itself is no manager either.
         assert!(v.verify_client_cert(&der(&ca.cert), &[], now).is_err());
     }
+
+    fn chain_of(path: &std::path::Path) -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_file_iter(path)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    }
+
+    #[test]
+    fn a_manager_of_the_manager_issuer_chains_to_the_root_and_the_issuer_makes_no_ca() {
+        use crate::tls::certs::{
+            ca_allows_issuer, init_issuer, issue_with_id, raft_id_uri, role_uri, CA_CERT, CA_KEY,
+            ISSUER_CERT, ISSUER_KEY,
+        };
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+
+        let root = tempfile::tempdir().unwrap();
+        let ca = init_ca(root.path()).unwrap();
+        let certs = tempfile::tempdir().unwrap();
+        std::fs::copy(&ca.cert, certs.path().join(CA_CERT)).unwrap();
+        init_issuer(root.path(), certs.path()).unwrap();
+        let manager = issue_with_id(
+            certs.path(),
+            Role::Manager,
+            "replica-4",
+            &["127.0.0.1".into()],
+            Some(4),
+        )
+        .unwrap();
+        assert!(!certs.path().join(CA_KEY).exists());
+        let chain = chain_of(&manager.cert);
+        assert_eq!(chain.len(), 2, "the file carries the issuer");
+        let v = verifier(&ca.cert);
+        let now = UnixTime::now();
+        assert!(v.verify_client_cert(&chain[0], &chain[1..], now).is_ok());
+        assert!(v.verify_client_cert(&chain[0], &[], now).is_err());
+        // Client certificates are the root's alone: not issued here.
+        assert!(issue(certs.path(), Role::Client, "c1", &[]).is_err());
+
+        // A CA the issuer signed vouches for nothing (path length 0).
+        let issuer_key =
+            KeyPair::from_pem(&std::fs::read_to_string(certs.path().join(ISSUER_KEY)).unwrap())
+                .unwrap();
+        let issuer = CertificateParams::from_ca_cert_pem(
+            &std::fs::read_to_string(certs.path().join(ISSUER_CERT)).unwrap(),
+        )
+        .unwrap()
+        .self_signed(&issuer_key)
+        .unwrap();
+        let sub_key = KeyPair::generate().unwrap();
+        let mut sub = CertificateParams::default();
+        sub.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let sub = sub.signed_by(&sub_key, &issuer, &issuer_key).unwrap();
+        let mut leaf = CertificateParams::default();
+        for uri in [role_uri(Role::Manager, "rogue"), raft_id_uri(9)] {
+            leaf.subject_alt_names
+                .push(SanType::URI(uri.as_str().try_into().unwrap()));
+        }
+        let leaf = leaf
+            .signed_by(&KeyPair::generate().unwrap(), &sub, &sub_key)
+            .unwrap();
+        let refused = v.verify_client_cert(leaf.der(), &[sub.der().clone(), chain[1].clone()], now);
+        assert!(refused.is_err(), "a CA below the issuer was accepted");
+
+        // A CA made before issuers (path length 0) cannot sign one.
+        let old = tempfile::tempdir().unwrap();
+        let old_key = KeyPair::generate().unwrap();
+        let mut old_ca = CertificateParams::default();
+        old_ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        let old_ca = old_ca.self_signed(&old_key).unwrap();
+        std::fs::write(old.path().join(CA_CERT), old_ca.pem()).unwrap();
+        std::fs::write(old.path().join(CA_KEY), old_key.serialize_pem()).unwrap();
+        assert!(!ca_allows_issuer(old.path()).unwrap());
+        let elsewhere = tempfile::tempdir().unwrap();
+        let refused = init_issuer(old.path(), elsewhere.path()).unwrap_err();
+        assert!(
+            refused.to_string().contains("allows no CA below it"),
+            "{refused}"
+        );
+        assert!(ca_allows_issuer(root.path()).unwrap());
+    }
 }

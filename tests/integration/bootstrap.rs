@@ -64,6 +64,25 @@ impl Drop for Managers {
     }
 }
 
+/// Fails if a CA key (`ca-key.pem`) lies anywhere under `dir`.
+pub(crate) fn assert_no_ca_key_under(dir: &Path) {
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(at) = pending.pop() {
+        for entry in std::fs::read_dir(&at).unwrap().flatten() {
+            let path = entry.path();
+            assert_ne!(
+                path.file_name().and_then(|n| n.to_str()),
+                Some("ca-key.pem"),
+                "a CA key within the managers' reach: {}",
+                path.display()
+            );
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                pending.push(path);
+            }
+        }
+    }
+}
+
 pub(crate) fn bootstrap(file: &Path) -> (i32, String, String) {
     let output = Command::new(binary())
         .arg("bootstrap")
@@ -86,10 +105,19 @@ fn row_of(out: &str, target: &str) -> String {
 }
 
 pub(crate) fn cluster_file(cluster: &str, state_dir: &Path, ports: &[[u16; 3]]) -> String {
+    cluster_file_of(cluster, state_dir, ports, &manager_image())
+}
+
+/// [`cluster_file`] with managers running `image`.
+pub(crate) fn cluster_file_of(
+    cluster: &str,
+    state_dir: &Path,
+    ports: &[[u16; 3]],
+    image: &str,
+) -> String {
     let mut text = format!(
-        "cluster = {cluster:?}\nstate_dir = {state_dir:?}\nimage = {:?}\nreplace_after_ms = {REPLACE_AFTER_MS}\n\
-         [[machines]]\nname = \"local\"\ndocker_endpoint = {LOCAL_ENGINE:?}\naddress = \"127.0.0.1\"\n",
-        manager_image()
+        "cluster = {cluster:?}\nstate_dir = {state_dir:?}\nimage = {image:?}\nreplace_after_ms = {REPLACE_AFTER_MS}\n\
+         [[machines]]\nname = \"local\"\ndocker_endpoint = {LOCAL_ENGINE:?}\naddress = \"127.0.0.1\"\n"
     );
     for (i, [api, peer, dns]) in ports.iter().enumerate() {
         text.push_str(&format!(
@@ -164,6 +192,13 @@ async fn bootstrap_brings_up_managers_changes_nothing_twice_and_repairs_damage()
     for what in ["cluster CA", "admin token", "manager 3", "node local"] {
         assert!(out.contains(what), "no {what} in the summary:\n{out}");
     }
+    assert!(row_of(&out, "manager issuer").contains("created"), "{out}");
+    // The CA's key lies beside state_dir, which the managers mount; their
+    // certificates come from the manager issuer, and carry it.
+    assert!(dir.path().join("state-ca/ca-key.pem").exists());
+    assert_no_ca_key_under(&state_dir);
+    let pem = std::fs::read_to_string(state_dir.join("certs/replica-1.pem")).unwrap();
+    assert_eq!(pem.matches("BEGIN CERTIFICATE").count(), 2, "{pem}");
     assert!(row_of(&out, "machine vm1").contains("created"), "{out}");
     assert!(double.vm("vm1").is_some(), "the provider made no VM");
     assert!(double.violations().is_empty(), "{:?}", double.violations());

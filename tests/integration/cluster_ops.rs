@@ -467,6 +467,18 @@ async fn a_bootstrapped_cluster_recovered_from_one_survivor_returns_to_its_three
         voters.contains(&survivor) && voters.contains(&4) && voters.contains(&5),
         "{voters:?}"
     );
+    // The leader issued their certificates with the manager issuer: no CA
+    // key is within the managers' reach.
+    for id in [4u64, 5] {
+        let pem =
+            std::fs::read_to_string(state_dir.join(format!("certs/replica-{id}.pem"))).unwrap();
+        assert_eq!(
+            pem.matches("BEGIN CERTIFICATE").count(),
+            2,
+            "replica {id}: {pem}"
+        );
+    }
+    crate::bootstrap::assert_no_ca_key_under(&state_dir);
     assert!(at_survivor
         .kv_put("boot/three", b"1", 0, None)
         .await
@@ -612,7 +624,17 @@ struct Bootstrapped {
 }
 
 async fn bootstrapped(dir: &std::path::Path, cluster: &str, extra: &str) -> Bootstrapped {
-    use crate::bootstrap::{bootstrap, cluster_file, healthy};
+    bootstrapped_of(dir, cluster, extra, &crate::bootstrap::manager_image()).await
+}
+
+/// [`bootstrapped`] with managers running `image`.
+async fn bootstrapped_of(
+    dir: &std::path::Path,
+    cluster: &str,
+    extra: &str,
+    image: &str,
+) -> Bootstrapped {
+    use crate::bootstrap::{bootstrap, cluster_file_of, healthy};
     use raftvisor::client::{Client, ClientOptions};
     let ports: Vec<[u16; 3]> = (0..3)
         .map(|_| {
@@ -625,7 +647,11 @@ async fn bootstrapped(dir: &std::path::Path, cluster: &str, extra: &str) -> Boot
         .collect();
     let state_dir = dir.join("state");
     let file = dir.join("cluster.toml");
-    std::fs::write(&file, cluster_file(cluster, &state_dir, &ports) + extra).unwrap();
+    std::fs::write(
+        &file,
+        cluster_file_of(cluster, &state_dir, &ports, image) + extra,
+    )
+    .unwrap();
     let (code, out, err) = bootstrap(&file);
     assert_eq!(code, 0, "{out}\n{err}");
     let token = std::fs::read_to_string(state_dir.join("bootstrap.token"))
@@ -834,50 +860,9 @@ async fn an_upgrade_replaces_every_manager_one_at_a_time_under_writes() {
         ..
     } = bootstrapped(dir.path(), &cluster, "").await;
 
-    // Writes flow throughout; each acknowledgement is timed.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let client = client.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(240);
-            let mut acknowledged = Vec::new();
-            let mut failed = 0u32;
-            let mut last_ack = std::time::Instant::now();
-            let mut longest_gap = Duration::ZERO;
-            let mut n = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed)
-                && std::time::Instant::now() < deadline
-                && n < 100_000
-            {
-                n += 1;
-                let key = format!("up/{n}");
-                match client.kv_put(&key, b"acknowledged", 0, None).await {
-                    Ok(true) => {
-                        longest_gap = longest_gap.max(last_ack.elapsed());
-                        last_ack = std::time::Instant::now();
-                        acknowledged.push(key);
-                    }
-                    _ => failed += 1,
-                }
-            }
-            (acknowledged, failed, longest_gap)
-        })
-    };
-    let (code, out, err) = run_cli(
-        &[
-            "--output".to_string(),
-            "json".into(),
-            "cluster".into(),
-            "upgrade".into(),
-            file.display().to_string(),
-            "--image".into(),
-            target.clone(),
-        ],
-        &token,
-    );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (acknowledged, failed, longest_gap) = writer.await.unwrap();
+    let writer = TimedWriter::start(&client, "up/");
+    let (code, out, err) = upgrade(&file, &target, &token);
+    let written = writer.stop().await;
     assert_eq!(code, 0, "{out}\n{err}");
     let report: Vec<Value> = serde_json::from_str(&out).unwrap();
     assert_eq!(report.len(), 3, "{out}");
@@ -892,23 +877,16 @@ async fn an_upgrade_replaces_every_manager_one_at_a_time_under_writes() {
     assert!(running.iter().all(|c| c.image == target), "{running:?}");
     assert_eq!(client.cluster_plan().await.unwrap().image, target);
     healthy(&client, 3).await;
-    // No acknowledged write is lost.
-    let stored = client
-        .kv_list("up/", Consistency::Linearizable)
-        .await
-        .unwrap();
-    let stored: std::collections::BTreeSet<String> = stored.into_iter().map(|p| p.key).collect();
-    assert!(!acknowledged.is_empty());
-    for key in &acknowledged {
-        assert!(stored.contains(key), "acknowledged {key} is lost");
-    }
-    eprintln!(
-        "upgrade: {} writes acknowledged, {failed} refused or failed, longest gap between acknowledgements {} ms",
-        acknowledged.len(),
-        longest_gap.as_millis()
-    );
+    written.all_readable(&client, "upgrade").await;
     // Upgrading to the image it runs changes nothing.
-    let (code, out, err) = run_cli(
+    let (code, out, err) = upgrade(&file, &target, &token);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert_eq!(out.matches("unchanged").count(), 3, "{out}");
+}
+
+/// `raftvisor --output json cluster upgrade FILE --image IMAGE`.
+fn upgrade(file: &std::path::Path, image: &str, token: &str) -> (i32, String, String) {
+    run_cli(
         &[
             "--output".to_string(),
             "json".into(),
@@ -916,10 +894,240 @@ async fn an_upgrade_replaces_every_manager_one_at_a_time_under_writes() {
             "upgrade".into(),
             file.display().to_string(),
             "--image".into(),
-            target.clone(),
+            image.to_string(),
         ],
-        &token,
-    );
+        token,
+    )
+}
+
+/// Writes keys under a prefix until stopped (at most 240 s or 100,000
+/// writes), timing each acknowledgement.
+struct TimedWriter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Written>,
+}
+
+/// What a [`TimedWriter`] wrote.
+struct Written {
+    prefix: String,
+    acknowledged: Vec<String>,
+    failed: u32,
+    longest_gap: Duration,
+}
+
+impl TimedWriter {
+    fn start(client: &raftvisor::client::Client, prefix: &str) -> TimedWriter {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = client.clone();
+        let prefix = prefix.to_string();
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(240);
+            let mut written = Written {
+                prefix,
+                acknowledged: Vec::new(),
+                failed: 0,
+                longest_gap: Duration::ZERO,
+            };
+            let mut last_ack = std::time::Instant::now();
+            let mut n = 0u32;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+                && n < 100_000
+            {
+                n += 1;
+                let key = format!("{}{n}", written.prefix);
+                match client.kv_put(&key, b"acknowledged", 0, None).await {
+                    Ok(true) => {
+                        written.longest_gap = written.longest_gap.max(last_ack.elapsed());
+                        last_ack = std::time::Instant::now();
+                        written.acknowledged.push(key);
+                    }
+                    _ => written.failed += 1,
+                }
+            }
+            written
+        });
+        TimedWriter { stop, task }
+    }
+
+    async fn stop(self) -> Written {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+impl Written {
+    /// Every acknowledged key is readable (a linearizable read); prints
+    /// the counts and the longest gap between acknowledgements.
+    async fn all_readable(&self, client: &raftvisor::client::Client, what: &str) {
+        let stored = client
+            .kv_list(&self.prefix, Consistency::Linearizable)
+            .await
+            .unwrap();
+        let stored: std::collections::BTreeSet<String> =
+            stored.into_iter().map(|p| p.key).collect();
+        assert!(!self.acknowledged.is_empty());
+        for key in &self.acknowledged {
+            assert!(stored.contains(key), "acknowledged {key} is lost");
+        }
+        eprintln!(
+            "{what}: {} writes acknowledged, {} refused or failed, longest gap between acknowledgements {} ms",
+            self.acknowledged.len(),
+            self.failed,
+            self.longest_gap.as_millis()
+        );
+    }
+}
+
+/// The image of the last release listed in `RELEASES`, which
+/// `scripts/build-images.sh --previous-release` builds from its commit.
+fn previous_release_image() -> String {
+    let releases = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/RELEASES"))
+        .expect("RELEASES lists the releases");
+    let tag = releases
+        .lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty() && !l.starts_with('#'))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("RELEASES names a release")
+        .to_string();
+    format!("raftvisor:{tag}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgrade_from_the_last_release_runs_mixed_then_raises_the_cluster_version() {
+    use crate::bootstrap::{healthy, manager_image, Managers};
+
+    let Some(engine) = crate::docker_env::docker().await else {
+        return;
+    };
+    let previous = previous_release_image();
+    let present = std::process::Command::new("docker")
+        .args(["image", "inspect", &previous])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{previous} is missing: scripts/build-images.sh --previous-release builds it"
+        );
+        eprintln!(
+            "SKIPPED: no {previous} image (scripts/build-images.sh --previous-release builds it)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = format!("rel{}", std::process::id());
+    let managers = Managers {
+        engine: engine.clone(),
+        cluster: cluster.clone(),
+    };
+    let Bootstrapped {
+        client,
+        file,
+        token,
+        state_dir,
+        ports,
+    } = bootstrapped_of(dir.path(), &cluster, "", &previous).await;
+    // The last release reports no cluster version nor protocols: it is
+    // at version 1.
+    assert_eq!(client.cluster_status().await.unwrap().cluster_version, 1);
+
+    // Watches each replica's own view while the managers are replaced:
+    // members of both protocols must show up together, and no leader may
+    // report the new cluster version while it hears a member on the old
+    // protocol.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let watching = watching.clone();
+        let replicas: Vec<raftvisor::client::Client> = ports
+            .iter()
+            .map(|[api, _, _]| {
+                let mut options =
+                    raftvisor::client::ClientOptions::new([format!("127.0.0.1:{api}")]);
+                options.ca_cert = Some(state_dir.join("certs/ca.pem"));
+                options.token = Some(token.clone());
+                raftvisor::client::Client::new(options).unwrap()
+            })
+            .collect();
+        tokio::spawn(async move {
+            let mut seen_mixed = false;
+            let mut violations = Vec::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(300);
+            while watching.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+            {
+                for replica in &replicas {
+                    let Ok(status) = replica.cluster_status().await else {
+                        continue;
+                    };
+                    let protocols: Vec<Option<u32>> =
+                        status.members.iter().map(|m| m.protocol).collect();
+                    let old_member = protocols.contains(&Some(1));
+                    seen_mixed |= old_member && protocols.contains(&Some(2));
+                    let leads = status.leader_id == Some(status.this_id);
+                    if leads && status.cluster_version >= 2 && old_member {
+                        violations.push(format!(
+                            "leader {}: {protocols:?} at version {}",
+                            status.this_id, status.cluster_version
+                        ));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            (seen_mixed, violations)
+        })
+    };
+    let writer = TimedWriter::start(&client, "rel/");
+    let current = manager_image();
+    let (code, out, err) = upgrade(&file, &current, &token);
+    let written = writer.stop().await;
     assert_eq!(code, 0, "{out}\n{err}");
-    assert_eq!(out.matches("unchanged").count(), 3, "{out}");
+    let report: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert!(
+        report.len() == 3 && report.iter().all(|r| r["outcome"] == json!("replaced")),
+        "{out}"
+    );
+    assert_eq!(report[2]["was_leader"], json!(true), "{out}");
+    let running = managers.list().await;
+    assert!(
+        running.len() == 3 && running.iter().all(|c| c.image == current),
+        "{running:?}"
+    );
+    healthy(&client, 3).await;
+    written
+        .all_readable(&client, "upgrade from the last release")
+        .await;
+    // Every member now speaks the new protocol: the leader raises the
+    // cluster version, and every replica applies it.
+    eventually(
+        "the cluster version is raised to 2 once every member speaks it",
+        Duration::from_secs(30),
+        || async {
+            let status = client.cluster_status().await.map_err(|e| e.to_string())?;
+            if status.cluster_version == 2 {
+                Ok(())
+            } else {
+                Err(format!("{status:?}"))
+            }
+        },
+    )
+    .await;
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (seen_mixed, violations) = watcher.await.unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+    assert!(
+        seen_mixed,
+        "the upgrade never showed old and new members together"
+    );
+    let events = client.events(0).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.message.contains("cluster version raised from 1 to 2"))
+            .count(),
+        1
+    );
+    assert!(client.kv_put("rel/after", b"1", 0, None).await.unwrap());
 }

@@ -3,6 +3,8 @@
 //! (in the sender header or in a Raft message), a certificate naming no
 //! id, and the certificate of a manager removed from the cluster; the
 //! cluster view and `/metrics` show when each member's certificate expires.
+//! A replica announcing a peer protocol below the cluster version (an
+//! older build) is refused too.
 
 use std::path::Path;
 use std::time::Duration;
@@ -13,6 +15,7 @@ use raftvisor::tls::certs::{self, Role};
 use crate::harness::{eventually, Cluster};
 
 const SENDER: &str = "x-raftvisor-sender";
+const PROTOCOL: &str = "x-raftvisor-protocol";
 
 /// A peer-port client presenting `cert` + `key`.
 fn peer_client(ca: &Path, cert: &Path, key: &Path) -> reqwest::Client {
@@ -31,7 +34,8 @@ fn read_index() -> Vec<u8> {
     raftvisor::codec::encode(&LeaderRequest::ReadIndex).unwrap()
 }
 
-/// POSTs `body` to `path` on `peer` as `sender`: (status, body text).
+/// POSTs `body` to `path` on `peer` as `sender`, announcing this build's
+/// peer protocol: (status, body text).
 async fn post(
     client: &reqwest::Client,
     peer: &str,
@@ -39,10 +43,26 @@ async fn post(
     sender: Option<u64>,
     body: Vec<u8>,
 ) -> (u16, String) {
+    let protocol = raftvisor::state::version::PROTOCOL.to_string();
+    post_announcing(client, peer, path, sender, Some(&protocol), body).await
+}
+
+/// [`post`] announcing `protocol` (`None`: no protocol header, as 0.1.0).
+async fn post_announcing(
+    client: &reqwest::Client,
+    peer: &str,
+    path: &str,
+    sender: Option<u64>,
+    protocol: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, String) {
     let mut request = client
         .post(format!("https://{peer}{path}"))
         .header("content-type", "application/octet-stream")
         .body(body);
+    if let Some(protocol) = protocol {
+        request = request.header(PROTOCOL, protocol);
+    }
     if let Some(sender) = sender {
         request = request.header(SENDER, sender.to_string());
     }
@@ -208,4 +228,95 @@ async fn the_cluster_view_and_metrics_show_certificate_expiry() {
         let seconds: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
         assert!(seconds > 700.0 * 86_400.0, "{line}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_version_rises_with_its_members_and_older_protocols_are_refused() {
+    let mut cluster = Cluster::start(3).await;
+    let client = cluster.client();
+    // Every member speaks this build's protocol: the leader raises the
+    // cluster version to it, and every replica applies it.
+    let current = raftvisor::state::version::PROTOCOL;
+    for id in 1..=3u64 {
+        let replica = cluster.client_for(id);
+        eventually(
+            &format!("replica {id} is at cluster version {current}"),
+            Duration::from_secs(15),
+            || async {
+                let status = replica.cluster_status().await.map_err(|e| e.to_string())?;
+                if status.cluster_version == current {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "version {}, protocols {:?}",
+                        status.cluster_version,
+                        status
+                            .members
+                            .iter()
+                            .map(|m| (m.id, m.protocol))
+                            .collect::<Vec<_>>()
+                    ))
+                }
+            },
+        )
+        .await;
+    }
+    let leader = cluster.wait_for_leader().await;
+    let on_leader = cluster.status_of(leader).await.unwrap();
+    assert!(
+        on_leader
+            .members
+            .iter()
+            .all(|m| m.protocol == Some(current)),
+        "{:?}",
+        on_leader.members
+    );
+    let events = client.events(0).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.message.contains("cluster version raised from 1 to"))
+            .count(),
+        1,
+        "{events:?}"
+    );
+
+    let peer = cluster.replica(leader).peer_addr.clone();
+    let (cert, key) = cluster.certs.manager(2);
+    let two = peer_client(&cluster.certs.ca, &cert, &key);
+    // A replica announcing no protocol (0.1.0) or an older one is refused,
+    // with the reason; a protocol header that is not a number is a 400.
+    for old in [None, Some("1")] {
+        let (status, text) =
+            post_announcing(&two, &peer, "/raft/leader", Some(2), old, read_index()).await;
+        assert_eq!(status, 403, "{old:?}: {text}");
+        assert!(
+            text.contains("below the cluster version 2") && text.contains("upgrade it"),
+            "{text}"
+        );
+    }
+    let (status, text) = post_announcing(
+        &two,
+        &peer,
+        "/raft/leader",
+        Some(2),
+        Some("two"),
+        read_index(),
+    )
+    .await;
+    assert_eq!(status, 400, "{text}");
+    let (status, text) = post(&two, &peer, "/raft/leader", Some(2), read_index()).await;
+    assert_eq!(status, 200, "{text}");
+    // The cluster version survives a restart of every replica (it is in
+    // the log and the snapshots), and the cluster goes on.
+    for id in 1..=3u64 {
+        cluster.kill(id);
+    }
+    for id in 1..=3u64 {
+        cluster.restart(id);
+    }
+    cluster.wait_for_leader().await;
+    let status = client.cluster_status().await.unwrap();
+    assert_eq!(status.cluster_version, current);
+    assert!(client.kv_put("after-restart", b"v", 0, None).await.unwrap());
 }

@@ -106,6 +106,7 @@ async fn the_peer_port_admits_only_manager_certificates_of_the_cluster_ca() {
     let answer = manager
         .post(format!("https://{peer}/raft/append"))
         .header("x-raftvisor-sender", "1")
+        .header("x-raftvisor-protocol", "2")
         .body("not a raft message")
         .send()
         .await
