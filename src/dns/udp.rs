@@ -6,6 +6,9 @@
 //! so a slow upstream never holds a worker — and only while they hold one
 //! of the `max_forwards` forwarding slots ([`super::forward`]), so tasks
 //! stay bounded. Answers never exceed [`super::handler::MAX_UDP_PAYLOAD`].
+//! Their names point at the question's name (see [`prime_question`]), so
+//! an answer is no larger than an authoritative server's for the same
+//! records.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,6 +65,7 @@ async fn worker(handler: Arc<Handler>, socket: Arc<UdpSocket>, stop: Cancellatio
         let reply = Reply {
             socket: socket.clone(),
             dst: src,
+            question: (request.queries.len() == 1).then(|| request.queries.as_bytes().into()),
         };
         match handler.admit(&request) {
             // Only a query holding a forwarding slot gets a task: at most
@@ -114,6 +118,47 @@ async fn decode(datagram: &[u8], src: SocketAddr, socket: &UdpSocket) -> Option<
 struct Reply {
     socket: Arc<UdpSocket>,
     dst: SocketAddr,
+    /// The question section as the client sent it, when it holds one
+    /// question: the answer repeats it at the same place.
+    question: Option<Box<[u8]>>,
+}
+
+/// Size of a DNS header: the question starts right after it.
+const HEADER_LEN: usize = 12;
+
+/// Lets the answer's names point at the question's name. hickory-server
+/// writes the question back as the client sent it and registers it as a
+/// single piece (name, type and class) that no name ever matches, so the
+/// first answer would spell its owner name in full. This writes the
+/// header's place and the question's name where the response will write
+/// them, registers each suffix of that name for compression, and rewinds:
+/// the response then writes the same bytes over them. Returns whether it
+/// did (a name that does not parse is left alone).
+fn prime_question(encoder: &mut BinEncoder<'_>, question: &[u8]) -> bool {
+    // The first name of a message is never compressed: plain labels up to
+    // the root's zero byte.
+    let mut label_starts = Vec::new();
+    let mut at = 0;
+    let name_end = loop {
+        match question.get(at) {
+            Some(0) => break at,
+            Some(&len) if len & 0xC0 == 0 => {
+                label_starts.push(at);
+                at += 1 + usize::from(len);
+            }
+            _ => return false,
+        }
+    };
+    let written = encoder
+        .emit_vec(&[0u8; HEADER_LEN])
+        .and_then(|()| encoder.emit_vec(&question[..name_end]));
+    if written.is_ok() {
+        for start in label_starts {
+            encoder.store_label_pointer(HEADER_LEN + start, HEADER_LEN + name_end);
+        }
+    }
+    encoder.set_offset(0);
+    written.is_ok()
 }
 
 #[async_trait::async_trait]
@@ -136,8 +181,85 @@ impl ResponseHandler for Reply {
         let mut bytes = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut bytes);
         encoder.set_max_size(max_size);
+        // The response is built from the request's question (see
+        // `super::handler`), so it writes the same bytes at the same place.
+        if let Some(question) = &self.question {
+            prime_question(&mut encoder, question);
+        }
         let info = response.destructive_emit(&mut encoder)?;
+        let end = encoder.offset();
+        bytes.truncate(end);
         self.socket.send_to(&bytes, self.dst).await?;
         Ok(info)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_server::proto::op::{Message, OpCode, Query};
+    use hickory_server::proto::rr::{Name, RData, RecordType};
+
+    /// A response to a one-question query, written as the UDP path does:
+    /// header, the question as the client sent it, then `answers`.
+    fn response(question: &[u8], answers: &[Record], primed: bool) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut encoder = BinEncoder::new(&mut bytes);
+        if primed {
+            assert!(prime_question(&mut encoder, question));
+        }
+        let mut metadata = Metadata::new(7, MessageType::Response, OpCode::Query);
+        metadata.authoritative = true;
+        let header = Header {
+            metadata,
+            counts: HeaderCounts {
+                queries: 1,
+                answers: answers.len() as u16,
+                authorities: 0,
+                additionals: 0,
+            },
+        };
+        header.emit(&mut encoder).unwrap();
+        encoder.emit_vec(question).unwrap();
+        for answer in answers {
+            answer.emit(&mut encoder).unwrap();
+        }
+        let end = encoder.offset();
+        bytes.truncate(end);
+        bytes
+    }
+
+    #[test]
+    fn answers_point_at_the_question_name() {
+        let name = Name::from_ascii("web.prod.svc.cluster.local.").unwrap();
+        let question = Query::query(name.clone(), RecordType::A)
+            .to_bytes()
+            .unwrap();
+        let answers: Vec<Record> = (1..=3)
+            .map(|i| {
+                Record::from_rdata(
+                    name.clone(),
+                    5,
+                    RData::A(std::net::Ipv4Addr::new(10, 0, 0, i).into()),
+                )
+            })
+            .collect();
+        let plain = response(&question, &answers, false);
+        let primed = response(&question, &answers, true);
+        // Each answer: a 2-byte pointer, type, class, TTL, length, address.
+        assert_eq!(primed.len(), HEADER_LEN + question.len() + 3 * (2 + 10 + 4));
+        // Without it, the first answer spells the name out.
+        let name_len = name.to_bytes().unwrap().len();
+        assert_eq!(plain.len() - primed.len(), name_len - 2);
+        let decoded = Message::from_vec(&primed).unwrap();
+        assert_eq!(decoded.queries[0].name(), &name);
+        assert_eq!(decoded.answers.len(), 3);
+        assert!(decoded.answers.iter().all(|r| r.name == name));
+        assert_eq!(Message::from_vec(&plain).unwrap().answers, decoded.answers);
+        // A question whose name does not parse is not primed.
+        let mut scratch = Vec::new();
+        let mut encoder = BinEncoder::new(&mut scratch);
+        assert!(!prime_question(&mut encoder, &[3, b'a']));
+        assert!(!prime_question(&mut encoder, &[0xC0, 12]));
     }
 }

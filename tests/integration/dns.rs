@@ -200,6 +200,27 @@ async fn every_replica_answers_service_node_and_leader_names() {
     )
     .await;
     assert_eq!(still.metadata.response_code, ResponseCode::NoError);
+
+    // The answer's name points at the question's: the record costs 16
+    // bytes (pointer, type, class, TTL, length, address), as it does from
+    // an authoritative server such as Knot.
+    use hickory_proto::serialize::binary::BinEncodable;
+    let name = "leader.managers.cluster.local.";
+    let raw = exchange_from("127.0.0.1:0", &servers[0], name, false).await;
+    let question = Query::query(Name::from_ascii(name).unwrap(), RecordType::A)
+        .to_bytes()
+        .unwrap();
+    let answer = Message::from_vec(&raw).unwrap();
+    assert_eq!(
+        (
+            answer.answers.len(),
+            answer.authorities.len(),
+            answer.additionals.len()
+        ),
+        (1, 0, 0),
+        "{answer:?}"
+    );
+    assert_eq!(raw.len(), 12 + question.len() + 16, "{answer:?}");
 }
 
 async fn query_edns(server: &str, name: &str, record_type: RecordType, payload: u16) -> Message {
@@ -459,6 +480,11 @@ async fn names_outside_the_domain_are_forwarded_upstream() {
 /// The query for `name` (A) as sent from `local`, an address of this
 /// machine (any 127.x address works on loopback), over UDP or TCP.
 async fn query_from(local: &str, server: &str, name: &str, tcp: bool) -> Message {
+    Message::from_vec(&exchange_from(local, server, name, tcp).await).unwrap()
+}
+
+/// [`query_from`]'s answer as the bytes received.
+async fn exchange_from(local: &str, server: &str, name: &str, tcp: bool) -> Vec<u8> {
     let mut message = Message::new(rand::random(), MessageType::Query, OpCode::Query);
     message.metadata.recursion_desired = true;
     message.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
@@ -491,10 +517,9 @@ async fn query_from(local: &str, server: &str, name: &str, tcp: bool) -> Message
             reply
         }
     };
-    let reply = tokio::time::timeout(Duration::from_secs(5), exchange)
+    tokio::time::timeout(Duration::from_secs(5), exchange)
         .await
-        .expect("the DNS server answers");
-    Message::from_vec(&reply).unwrap()
+        .expect("the DNS server answers")
 }
 
 /// An upstream resolver on loopback (UDP) that answers every query with
