@@ -101,6 +101,17 @@ pub struct ClusterStatus {
     pub lease_ms: u64,
 }
 
+impl ClusterStatus {
+    /// The ids of the voting members, as the replica lists them.
+    pub fn voter_ids(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .filter(|m| m.voter)
+            .map(|m| m.id)
+            .collect()
+    }
+}
+
 /// What a replica that does not report a cluster version (0.1.0) is at.
 fn initial_cluster_version() -> u32 {
     crate::state::version::INITIAL_CLUSTER_VERSION

@@ -37,11 +37,7 @@ impl CallError {
 
 /// The voting members of a `GET /v1/cluster` view.
 pub fn voters(view: &ClusterStatus) -> Vec<u64> {
-    view.members
-        .iter()
-        .filter(|m| m.voter)
-        .map(|m| m.id)
-        .collect()
+    view.voter_ids()
 }
 
 /// A KV register as read: its value and Consul `ModifyIndex`.

@@ -560,12 +560,8 @@ async fn cluster(file: &ClusterFile, report: &mut Report) -> anyhow::Result<Clie
     let outcome = loop {
         let seen = match client.cluster_status().await {
             Ok(status) => {
-                let voters: std::collections::BTreeSet<u64> = status
-                    .members
-                    .iter()
-                    .filter(|m| m.voter)
-                    .map(|m| m.id)
-                    .collect();
+                let voters: std::collections::BTreeSet<u64> =
+                    status.voter_ids().into_iter().collect();
                 if status.leader_id.is_some() && voters == wanted {
                     break Outcome::Unchanged;
                 }

@@ -43,12 +43,7 @@ pub async fn run(path: &Path, image: &str, format: Format) -> anyhow::Result<()>
     let Some(leader) = status.leader_id else {
         anyhow::bail!("the cluster has no leader: upgrade only a healthy cluster");
     };
-    let voters: Vec<u64> = status
-        .members
-        .iter()
-        .filter(|m| m.voter)
-        .map(|m| m.id)
-        .collect();
+    let voters: Vec<u64> = status.voter_ids();
     if let Some(missing) = plan.managers.iter().find(|m| !voters.contains(&m.id)) {
         anyhow::bail!(
             "manager {} of the plan is not a voter: repair the cluster (raftvisor bootstrap) before upgrading",

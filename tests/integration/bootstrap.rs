@@ -135,7 +135,7 @@ pub(crate) async fn healthy(client: &Client, voters: usize) {
         Duration::from_secs(60),
         || async {
             let status = client.cluster_status().await.map_err(|e| e.to_string())?;
-            let count = status.members.iter().filter(|m| m.voter).count();
+            let count = status.voter_ids().len();
             if status.leader_id.is_some() && count == voters {
                 Ok(())
             } else {
@@ -275,12 +275,7 @@ async fn bootstrap_brings_up_managers_changes_nothing_twice_and_repairs_damage()
             async move {
                 let _ = client.kv_put(&key, b"x", 0, None).await;
                 let status = client.cluster_status().await.map_err(|e| e.to_string())?;
-                let voters: Vec<u64> = status
-                    .members
-                    .iter()
-                    .filter(|m| m.voter)
-                    .map(|m| m.id)
-                    .collect();
+                let voters: Vec<u64> = status.voter_ids();
                 if voters.len() == 3 && !voters.contains(&victim) && voters.contains(&4) {
                     Ok(voters)
                 } else {
@@ -318,12 +313,7 @@ async fn bootstrap_brings_up_managers_changes_nothing_twice_and_repairs_damage()
         Duration::from_secs(60),
         || async {
             let status = client.cluster_status().await.map_err(|e| e.to_string())?;
-            let voters: Vec<u64> = status
-                .members
-                .iter()
-                .filter(|m| m.voter)
-                .map(|m| m.id)
-                .collect();
+            let voters: Vec<u64> = status.voter_ids();
             match status.leader_id {
                 Some(leader)
                     if leader != old_leader

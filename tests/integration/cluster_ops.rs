@@ -320,12 +320,7 @@ async fn after_a_majority_is_lost_recover_restarts_the_cluster_from_the_most_up_
     );
     client.add_member(6, &api, &peer, true).await.unwrap();
     let status = client.cluster_status().await.unwrap();
-    let voters: Vec<u64> = status
-        .members
-        .iter()
-        .filter(|m| m.voter)
-        .map(|m| m.id)
-        .collect();
+    let voters: Vec<u64> = status.voter_ids();
     assert_eq!(voters, vec![first, 6]);
     assert!(client.kv_put("rc/two", b"1", 0, None).await.unwrap());
 }
@@ -454,15 +449,7 @@ async fn a_bootstrapped_cluster_recovered_from_one_survivor_returns_to_its_three
         assert_eq!(pair.map(|p| p.value), Some(b"acknowledged".to_vec()));
     }
     healthy(&at_survivor, 3).await;
-    let voters: Vec<u64> = at_survivor
-        .cluster_status()
-        .await
-        .unwrap()
-        .members
-        .iter()
-        .filter(|m| m.voter)
-        .map(|m| m.id)
-        .collect();
+    let voters: Vec<u64> = at_survivor.cluster_status().await.unwrap().voter_ids();
     assert!(
         voters.contains(&survivor) && voters.contains(&4) && voters.contains(&5),
         "{voters:?}"
@@ -724,12 +711,7 @@ async fn with_no_free_machine_a_replacement_manager_runs_on_a_static_spare() {
         Duration::from_secs(60),
         || async {
             let status = client.cluster_status().await.map_err(|e| e.to_string())?;
-            let voters: Vec<u64> = status
-                .members
-                .iter()
-                .filter(|m| m.voter)
-                .map(|m| m.id)
-                .collect();
+            let voters: Vec<u64> = status.voter_ids();
             if voters.len() == 3 && voters.contains(&4) && !voters.contains(&victim) {
                 Ok(voters)
             } else {

@@ -154,7 +154,7 @@ async fn a_learner_catches_up_by_snapshot_is_promoted_and_members_can_be_removed
         status.members.iter().any(|m| m.id == 4 && !m.voter),
         "replica 4 is not a learner: {status:?}"
     );
-    assert_eq!(status.members.iter().filter(|m| m.voter).count(), 3);
+    assert_eq!(status.voter_ids().len(), 3);
     // Adding it again as a voter promotes it.
     client.add_member(4, &api, &peer, true).await.unwrap();
     assert_eq!(
