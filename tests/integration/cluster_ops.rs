@@ -985,11 +985,8 @@ async fn an_upgrade_from_the_last_release_runs_mixed_then_raises_the_cluster_ver
         return;
     };
     let previous = previous_release_image();
-    let present = std::process::Command::new("docker")
-        .args(["image", "inspect", &previous])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !present {
+    use raftvisor::runtime::ContainerRuntime;
+    if !engine.image_exists(&previous).await.unwrap_or(false) {
         assert!(
             std::env::var_os("CI").is_none(),
             "{previous} is missing: scripts/build-images.sh --previous-release builds it"
