@@ -29,7 +29,7 @@
 #
 # Usage: scripts/bench-failover.sh
 # Environment:
-#   TRIALS=20  POLL_MS=10  REQUEST_TIMEOUT_MS=100  SETTLE=1  TRIAL_TIMEOUT=15
+#   TRIALS=30  POLL_MS=10  REQUEST_TIMEOUT_MS=100  SETTLE=1  TRIAL_TIMEOUT=15
 #   DURATION=8  (the 64-client load check; 0 skips it)
 #   SYSTEMS="etcd raftvisor"   (also: raftvisor-insecure, etcd-tls)
 #   QUIET_MAX_PCT=10 QUIET_WAIT=900 MAX_TRIES=3: wait for a quiet machine

@@ -2,7 +2,9 @@
 # Benchmark: a container's main process dies (SIGKILL from the host, i.e. a
 # crash) -> the container runs again. raftvisor (a three-replica cluster with
 # the local Docker Engine as its only node, a one-replica service of the echo
-# image) against dockerd's own `--restart=always` on the same engine.
+# image) against dockerd's own `--restart=always` on the same engine, and
+# against the floor: a container without a restart policy that the poller
+# starts itself (POST /containers/{id}/start) as soon as it sees it exited.
 #
 # Each trial reads the host pid of the container's main process
 # (State.Pid), kills it with SIGKILL and polls the Docker API over the unix
@@ -15,7 +17,7 @@
 # every trial is a first restart on both sides. Containers are not
 # published (no ports) and have no health check, on both sides.
 #
-#   scripts/bench-restart.sh            # 20 trials per side, ~5 minutes
+#   scripts/bench-restart.sh            # 20 trials per side, ~8 minutes
 #   TRIALS=5 scripts/bench-restart.sh
 #
 # Environment:

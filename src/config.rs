@@ -44,6 +44,10 @@ pub struct MemberConfig {
     pub peer_addr: SocketAddr,
 }
 
+/// The smallest `raft.log_segment_bytes`: a segment holds at least a
+/// few entries, so rotation never happens on every append.
+pub const MIN_LOG_SEGMENT_BYTES: u64 = 64 * 1024;
+
 /// Raft timing and log-compaction settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -55,19 +59,22 @@ pub struct RaftTuning {
     pub snapshot_threshold: u64,
     /// Entries kept in the log behind a snapshot for slow followers.
     pub keep_logs_after_snapshot: u64,
+    /// A log segment file is closed before it grows past this many bytes.
+    pub log_segment_bytes: u64,
 }
 
 impl Default for RaftTuning {
     fn default() -> Self {
-        // openraft 0.9 makes a follower wait out the leader lease
-        // (election_max_ms) plus its election timeout before it campaigns,
-        // so failover takes at least max + min: 250-300 ms here.
+        // A follower campaigns after election_max_ms of silence (the
+        // loyalty window) plus a random 0..(max - min) ms: 150-200 ms here
+        // (see replica::elector).
         RaftTuning {
             heartbeat_ms: 30,
             election_min_ms: 100,
             election_max_ms: 150,
             snapshot_threshold: 10_000,
             keep_logs_after_snapshot: 1_000,
+            log_segment_bytes: crate::raft::log_store::DEFAULT_SEGMENT_BYTES,
         }
     }
 }
@@ -460,6 +467,9 @@ impl AgentConfig {
         if let Some(v) = lookup("RAFTVISOR_SNAPSHOT_THRESHOLD") {
             self.raft.snapshot_threshold = number("RAFTVISOR_SNAPSHOT_THRESHOLD", v)?;
         }
+        if let Some(v) = lookup("RAFTVISOR_LOG_SEGMENT_BYTES") {
+            self.raft.log_segment_bytes = number("RAFTVISOR_LOG_SEGMENT_BYTES", v)?;
+        }
         if let Some(v) = lookup("RAFTVISOR_SECRETS_KEY_FILE") {
             self.secrets.key_file = Some(PathBuf::from(v));
         }
@@ -529,6 +539,11 @@ impl AgentConfig {
         }
         if r.snapshot_threshold == 0 {
             return invalid("raft.snapshot_threshold must be positive".into());
+        }
+        if r.log_segment_bytes < MIN_LOG_SEGMENT_BYTES {
+            return invalid(format!(
+                "raft.log_segment_bytes must be at least {MIN_LOG_SEGMENT_BYTES}"
+            ));
         }
         let domain = self.dns.domain.trim_matches('.');
         if domain.is_empty()
@@ -872,7 +887,7 @@ insecure = true
     #[test]
     fn each_invalid_combination_is_refused_naming_its_key() {
         type Breaks = fn(&mut AgentConfig);
-        let cases: [(&str, Breaks); 10] = [
+        let cases: [(&str, Breaks); 11] = [
             ("id", |c| c.id = 0),
             ("api_addr and peer_addr", |c| c.peer_addr = c.api_addr),
             ("data_dir", |c| c.data_dir = PathBuf::new()),
@@ -881,6 +896,7 @@ insecure = true
             ("raft.election_min_ms", |c| c.raft.heartbeat_ms = 60),
             ("raft.election_max_ms", |c| c.raft.election_max_ms = 100),
             ("raft.snapshot_threshold", |c| c.raft.snapshot_threshold = 0),
+            ("raft.log_segment_bytes", |c| c.raft.log_segment_bytes = 100),
             ("dns.domain", |c| c.dns.domain = "Not A Domain".into()),
             ("supervisor.probe_interval_ms", |c| {
                 c.supervisor.probe_interval_ms = 0

@@ -63,6 +63,14 @@ def report(points):
         print("TLS on both sides: raftvisor (TLS) against etcd-tls; ratios raftvisor/etcd-tls:")
         print()
         kv_table(by, clients, "etcd-tls", "raftvisor")
+    print("fsyncs per acknowledged write during each run: leader / busiest follower "
+          "(raftvisor: its Raft log's segment and meta file; etcd: WAL and backend commits)")
+    print()
+    for p in points:
+        f = p.get("fsyncs")
+        if f:
+            print(f"- {p['system']} {p['clients']} clients: {fmt(f['leader'], 3)} / {fmt(f['follower'], 3)}")
+    print()
     print("CPU during each run (share of all cores): members / wrk / other processes")
     print()
     for p in points:
@@ -94,12 +102,38 @@ def report(points):
               f"({fmt(r['ok_rps'], 0)} vs {fmt(e['ok_rps'], 0)} writes/s, ratio {fmt(tr, 2)})")
         print(f"- goal at 64 clients, raftvisor (TLS) p99 no worse than etcd's: {'MET' if ok2 else 'NOT MET'} "
               f"({fmt(r['p99_ms'], 2)} ms vs {fmt(e['p99_ms'], 2)} ms)")
+    t1, r1 = by.get(("etcd-tls", 1)), by.get(("raftvisor", 1))
+    if t1 and r1:
+        pr = ratio(r1["p50_ms"], t1["p50_ms"])
+        print(f"- goal at 1 client, raftvisor (TLS) p50 <= 0.8x etcd-tls's: "
+              f"{'MET' if pr is not None and pr <= 0.8 else 'NOT MET'} "
+              f"({fmt(r1['p50_ms'], 2)} vs {fmt(t1['p50_ms'], 2)} ms, ratio {fmt(pr, 2)})")
+    for c in (16, 64):
+        t, r = by.get(("etcd-tls", c)), by.get(("raftvisor", c))
+        if t and r:
+            tr = ratio(r["ok_rps"], t["ok_rps"])
+            ok = tr is not None and tr >= 2.5 and r["p99_ms"] <= t["p99_ms"]
+            print(f"- goal at {c} clients, raftvisor (TLS) p99 <= etcd-tls's with >= 2.5x its writes/s: "
+                  f"{'MET' if ok else 'NOT MET'} (p99 {fmt(r['p99_ms'], 2)} vs {fmt(t['p99_ms'], 2)} ms; "
+                  f"{fmt(r['ok_rps'], 0)} vs {fmt(t['ok_rps'], 0)} writes/s, ratio {fmt(tr, 2)})")
     for p in points:
         if "term_before" in p:
             same = p["term_before"] == p["term_after"] and p["leader_before"] == p["leader_after"]
             print(f"- {p['system']} {p['clients']} clients: term {p['term_before']} -> {p['term_after']}, "
                   f"leader {p['leader_before']} -> {p['leader_after']}: "
                   f"{'no election during the run' if same else 'ELECTION(S) DURING THE RUN'}")
+
+
+def fsyncs_per_write(before, after, leader, p):
+    """fsyncs per acknowledged write during a point: on the leader and
+    on the busiest follower (None where a member's metrics were unreadable)."""
+    writes = (p.get("ok_rps") or 0) * (p.get("duration_s") or 0)
+    if not writes:
+        return None
+    per = {name: (after[name] - before[name]) / writes
+           for name in before if before.get(name) is not None and after.get(name) is not None}
+    followers = [v for name, v in per.items() if name != leader]
+    return {"leader": per.get(leader), "follower": max(followers) if followers else None}
 
 
 def measure_point(run, cluster, quiet, threads, clients, seconds, wrk_options, name):
@@ -112,6 +146,7 @@ def measure_point(run, cluster, quiet, threads, clients, seconds, wrk_options, n
         if leader is None:
             raise Failure(f"{system}: cluster not healthy before the {clients}-client run")
         before = cluster.status()
+        fsyncs_before = cluster.fsyncs()
         log(f"{system}: wrk -t {threads} -c {clients} -d {seconds}s against the leader {leader.url} (try {attempt})")
         out = f"{d}/{name}.txt"
         if loadgen.run_wrk(run.dir, system, cluster.api.token, out, seconds, leader.url,
@@ -120,6 +155,7 @@ def measure_point(run, cluster, quiet, threads, clients, seconds, wrk_options, n
         p = loadgen.point(system, clients, threads, out, before, cluster.status())
         if p is None:
             raise Failure(f"no BENCH_JSON line in {out}")
+        p["fsyncs"] = fsyncs_per_write(fsyncs_before, cluster.fsyncs(), before["leader"], p)
         if loadgen.clean(p, quiet.max_pct):
             break
         log(f"{system}: other processes loaded the CPU during the run (foreign {p['foreign_cpu_pct']}%)")

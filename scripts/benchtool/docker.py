@@ -51,6 +51,24 @@ class Docker:
                     raise
         raise RuntimeError("unreachable")
 
+    def start(self, cid):
+        """POST /containers/{cid}/start; True when the engine started it."""
+        for attempt in range(2):
+            try:
+                if self.conn is None:
+                    self.conn = UnixHTTPConnection(self.path)
+                self.conn.request("POST", f"/containers/{cid}/start")
+                resp = self.conn.getresponse()
+                resp.read()
+                return resp.status in (204, 304)
+            except (OSError, http.client.HTTPException):
+                if self.conn is not None:
+                    self.conn.close()
+                self.conn = None
+                if attempt == 1:
+                    raise
+        raise RuntimeError("unreachable")
+
     def inspect(self, cid):
         status, body = self.get(f"/containers/{cid}/json")
         return body if status == 200 else None

@@ -83,6 +83,16 @@ class Member:
         return self.endpoint.connect(timeout)
 
 
+def metric_sum(text, name):
+    """The sum of every sample of metric `name` (any labels) in a
+    Prometheus text exposition."""
+    total = 0.0
+    for line in text.decode(errors="replace").splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
 class Raftvisor:
     def __init__(self, name, token):
         self.name, self.token = name, token
@@ -102,6 +112,13 @@ class Raftvisor:
 
     def put_ok(self, code, data):
         return code == 200 and data.strip() == b"true"
+
+    def fsyncs(self, member):
+        """fsyncs of the Raft log so far (segment and meta file)."""
+        code, data = call(member.endpoint, "GET", "/metrics", headers=bearer(self.token), timeout=2)
+        if code != 200:
+            raise RuntimeError(f"GET /metrics: HTTP {code}")
+        return metric_sum(data, "raftvisor_raft_fsync_seconds_count")
 
     def count(self, member, prefix):
         code, data = call(member.endpoint, "GET", "/v1/kv/" + prefix + "?keys", headers=bearer(self.token),
@@ -142,6 +159,15 @@ class Etcd:
             return "header" in json.loads(data)
         except ValueError:
             return False
+
+    def fsyncs(self, member):
+        """fsyncs so far: the WAL's and the backend's commits (bbolt syncs
+        its file on each)."""
+        code, data = call(member.endpoint, "GET", "/metrics", timeout=2)
+        if code != 200:
+            raise RuntimeError(f"GET /metrics: HTTP {code}")
+        return (metric_sum(data, "etcd_disk_wal_fsync_duration_seconds_count")
+                + metric_sum(data, "etcd_disk_backend_commit_duration_seconds_count"))
 
     def count(self, member, prefix):
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
@@ -230,6 +256,16 @@ class Cluster:
                     break
                 time.sleep(0.05)
         return None
+
+    def fsyncs(self):
+        """Each member's fsyncs so far, by name (None where unreadable)."""
+        out = {}
+        for m in self.members:
+            try:
+                out[m.name] = self.api.fsyncs(m)
+            except Exception:
+                out[m.name] = None
+        return out
 
     def status(self):
         """Leader, its URL, the highest term and every member's view."""

@@ -6,8 +6,10 @@
 //! `return(MS)` for MS milliseconds); `log-append-io` (every Raft log
 //! append fails as if out of file descriptors: the replica exits with
 //! code 74); `peer-deaf` (no peer request reaches this replica while its
-//! own still go out: a one-way partition) and `peer-isolated` (no peer
-//! traffic in either direction).
+//! own still go out: a one-way partition), `peer-isolated` (no peer
+//! traffic in either direction) and the Raft log's crash points
+//! `log-crash-*` (the process kills itself at that step of the write path;
+//! see the `raft::wal` module).
 
 use std::collections::BTreeMap;
 

@@ -44,6 +44,7 @@ pub use super::wal::LogStoreError;
 pub use super::wal::LogStoreOptions;
 use super::wal::MetaState;
 use super::wal::Recovered;
+pub use super::wal::SyncCounts;
 pub use super::wal::DEFAULT_SEGMENT_BYTES;
 
 /// What readers see; updated only after the matching disk write succeeded.
@@ -148,12 +149,18 @@ where
     }
 
     /// Highest log index fsynced (and so possibly acknowledged) by this
-    /// replica; `None` before the first entry. Index 0 is a real entry, hence
+    /// replica; `None` before the first entry. The copy in the meta file may
+    /// lag behind it (see the WAL's ordering rules). Index 0 is a real entry, hence
     /// the `Option`.
     pub fn durable_watermark(&self) -> Option<u64> {
         self.shared
             .with_mem(|m| m.meta.watermark)
             .unwrap_or_default()
+    }
+
+    /// fsyncs this store issued since it was opened, by file.
+    pub fn sync_counts(&self) -> Result<SyncCounts, LogStoreError> {
+        Ok(self.shared.disk()?.syncs())
     }
 
     /// Runs `op` on the blocking pool; the disk lock is held only there.
@@ -292,7 +299,11 @@ where
     ) -> Result<(), StorageError<C::NodeId>> {
         self.blocking(move |shared| {
             let mut disk = shared.disk()?;
-            disk.guarded(|d| d.update_meta(|m| m.committed = committed))?;
+            // Rides along with the next meta write: see `Disk::update_meta_lazily`.
+            disk.guarded(|d| {
+                d.update_meta_lazily(|m| m.committed = committed);
+                Ok(())
+            })?;
             shared.update_mem(&disk, |_| ())
         })
         .await
@@ -324,15 +335,18 @@ where
                 for entry in entries {
                     m.entries.insert(entry.get_log_id().index, entry);
                 }
-            })
+            })?;
+            // The entries are fsynced, so they may be acknowledged now, before
+            // the watermark's own fsync (see the WAL's ordering rules). On
+            // error the callback is dropped: the returned error stops Raft.
+            callback.log_io_completed(Ok(()));
+            fail::fail_point!("log-crash-after-ack", |_| super::wal::crash(
+                "log-crash-after-ack"
+            ));
+            disk.guarded(|d| d.store_watermark())
         })
         .await
-        .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-        // Entries are fsynced and the watermark covers them, so they may now be
-        // acknowledged. On error the callback is dropped: the returned error
-        // already stops Raft.
-        callback.log_io_completed(Ok(()));
-        Ok(())
+        .map_err(|e| storage_error(ErrorSubject::Logs, ErrorVerb::Write, e))
     }
 
     async fn truncate(&mut self, log_id: LogId<C::NodeId>) -> Result<(), StorageError<C::NodeId>> {

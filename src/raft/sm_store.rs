@@ -12,10 +12,15 @@
 //! a crash leaves either the old or the new one. A snapshot file carries a
 //! magic, a checksum and the codec's format version; a snapshot that fails
 //! its checksum makes the replica refuse to start, because the log behind it
-//! has been purged and it could only serve wrong data.
+//! has been purged and it could only serve wrong data. Only that file holds
+//! the encoded snapshot: it stays open (so the clean-up after a newer one
+//! cannot take it from a reader) and is read back when a follower needs it,
+//! so memory holds the state once, not a second time as bytes.
 
 use std::collections::BTreeSet;
+use std::fs::File;
 use std::io::{Cursor, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -63,7 +68,8 @@ struct Applied {
 struct Shared {
     applied: RwLock<Applied>,
     snapshot_dir: PathBuf,
-    current_snapshot: RwLock<Option<(SnapshotMeta, Arc<Vec<u8>>)>>,
+    /// The newest snapshot's meta and its file, open.
+    current_snapshot: RwLock<Option<(SnapshotMeta, Arc<File>)>>,
     applied_index: watch::Sender<u64>,
     changes: broadcast::Sender<Arc<Vec<Touched>>>,
 }
@@ -112,7 +118,11 @@ impl StateMachineStore {
         };
         let mut current_snapshot = None;
         if let Some((_, path)) = newest {
-            let bytes = std::fs::read(&path).map_err(|source| SmStoreError::Io {
+            let file = File::open(&path).map_err(|source| SmStoreError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let bytes = read_whole(&file).map_err(|source| SmStoreError::Io {
                 path: path.clone(),
                 source,
             })?;
@@ -123,7 +133,7 @@ impl StateMachineStore {
             applied.last_applied = body.meta.last_log_id;
             applied.membership = body.meta.last_membership.clone();
             applied.state = State::from_image(body.image);
-            current_snapshot = Some((body.meta, Arc::new(bytes)));
+            current_snapshot = Some((body.meta, Arc::new(file)));
         }
         let index = applied.last_applied.map_or(0, |l| l.index);
         Ok(StateMachineStore {
@@ -203,7 +213,7 @@ impl StateMachineStore {
             image,
         })
         .map_err(std::io::Error::other)?;
-        write_snapshot_file(snapshot_dir, &meta, &bytes)
+        write_snapshot_file(snapshot_dir, &meta, &bytes).map(|(path, _)| path)
     }
 
     fn publish_applied(&self, index: u64) {
@@ -220,20 +230,25 @@ impl StateMachineStore {
 
 /// Writes `bytes` as the snapshot at `meta` under `dir` (temporary name,
 /// fsync, rename, fsync of the directory) and deletes every other file
-/// there. Returns the file written.
+/// there. Returns the file written, and that file open for reading.
 fn write_snapshot_file(
     dir: &Path,
     meta: &SnapshotMeta,
     bytes: &[u8],
-) -> Result<PathBuf, std::io::Error> {
+) -> Result<(PathBuf, File), std::io::Error> {
     let index = meta.last_log_id.map_or(0, |l| l.index);
     let final_path = dir.join(format!("snapshot-{index:020}.bin"));
     let tmp_path = dir.join(format!("snapshot-{index:020}.bin.tmp"));
-    {
-        let mut file = crate::file_modes::create(&tmp_path)?;
-        file.write_all(bytes)?;
-        file.sync_all()?;
-    }
+    // Opened once, read and write: the handle kept is the file written,
+    // whatever renames and deletions come later.
+    let mut file = crate::file_modes::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp_path)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
     std::fs::rename(&tmp_path, &final_path)?;
     std::fs::File::open(dir)?.sync_all()?;
     metrics::gauge!("raftvisor_raft_snapshot_bytes").set(bytes.len() as f64);
@@ -243,7 +258,15 @@ fn write_snapshot_file(
             let _ = std::fs::remove_file(path);
         }
     }
-    Ok(final_path)
+    Ok((final_path, file))
+}
+
+/// The whole content of a snapshot file.
+fn read_whole(file: &File) -> Result<Vec<u8>, std::io::Error> {
+    let len = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
+    let mut bytes = vec![0; len];
+    file.read_exact_at(&mut bytes, 0)?;
+    Ok(bytes)
 }
 
 fn encode_snapshot(body: &SnapshotBody) -> Result<Vec<u8>, codec::CodecError> {
@@ -301,15 +324,15 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
         };
         let this = self.clone();
         let meta_for_file = meta.clone();
-        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, String> {
+        let (bytes, file) = tokio::task::spawn_blocking(move || -> Result<_, String> {
             let bytes = encode_snapshot(&SnapshotBody {
                 meta: meta_for_file.clone(),
                 image,
             })
             .map_err(|e| e.to_string())?;
-            write_snapshot_file(&this.shared.snapshot_dir, &meta_for_file, &bytes)
+            let (_, file) = write_snapshot_file(&this.shared.snapshot_dir, &meta_for_file, &bytes)
                 .map_err(|e| e.to_string())?;
-            Ok(bytes)
+            Ok((bytes, file))
         })
         .await
         .map_err(io_error)?
@@ -319,15 +342,14 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             bytes = bytes.len(),
             "snapshot built"
         );
-        let bytes = Arc::new(bytes);
         *self
             .shared
             .current_snapshot
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some((meta.clone(), bytes.clone()));
+            .unwrap_or_else(|e| e.into_inner()) = Some((meta.clone(), Arc::new(file)));
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes.as_ref().clone())),
+            snapshot: Box::new(Cursor::new(bytes)),
         })
     }
 }
@@ -420,10 +442,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         })?;
         let this = self.clone();
         let meta_for_file = meta.clone();
-        let bytes = Arc::new(bytes);
-        let file_bytes = bytes.clone();
-        tokio::task::spawn_blocking(move || {
-            write_snapshot_file(&this.shared.snapshot_dir, &meta_for_file, &file_bytes)
+        let (_, file) = tokio::task::spawn_blocking(move || {
+            write_snapshot_file(&this.shared.snapshot_dir, &meta_for_file, &bytes)
         })
         .await
         .map_err(io_error)?
@@ -442,7 +462,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .shared
             .current_snapshot
             .write()
-            .unwrap_or_else(|e| e.into_inner()) = Some((meta.clone(), bytes));
+            .unwrap_or_else(|e| e.into_inner()) = Some((meta.clone(), Arc::new(file)));
         self.publish_applied(meta.last_log_id.map_or(0, |l| l.index));
         self.publish_changes(vec![Touched::Everything]);
         tracing::info!(
@@ -459,9 +479,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        Ok(current.map(|(meta, bytes)| Snapshot {
+        let Some((meta, file)) = current else {
+            return Ok(None);
+        };
+        let bytes = tokio::task::spawn_blocking(move || read_whole(&file))
+            .await
+            .map_err(io_error)?
+            .map_err(io_error)?;
+        Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes.as_ref().clone())),
+            snapshot: Box::new(Cursor::new(bytes)),
         }))
     }
 }
@@ -594,6 +621,31 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn the_current_snapshot_is_read_from_its_file_even_after_a_newer_one_replaced_it() {
+        let dir = TempDir::new().unwrap();
+        let mut sm = StateMachineStore::open(dir.path()).unwrap();
+        let first = sm.build_snapshot().await.unwrap();
+        let first_bytes = first.snapshot.into_inner();
+        // The reader took the first snapshot's handle before a second
+        // snapshot deleted its file: the handle still reads it whole.
+        let (_, held) = sm.shared.current_snapshot.read().unwrap().clone().unwrap();
+        sm.apply([Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 1),
+            payload: EntryPayload::Blank,
+        }])
+        .await
+        .unwrap();
+        sm.build_snapshot().await.unwrap();
+        assert_eq!(read_whole(&held).unwrap(), first_bytes);
+        let served = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(served.meta.last_log_id.map(|l| l.index), Some(1));
+        assert_eq!(
+            served.snapshot.into_inner(),
+            std::fs::read(the_snapshot_file(dir.path())).unwrap()
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn snapshots_survive_reopen_and_corruption_is_refused() {
         use crate::state::{Batch, Command, Request, RequestId};
         let dir = TempDir::new().unwrap();
@@ -616,9 +668,16 @@ mod tests {
         sm.apply([entry]).await.unwrap();
         sm.build_snapshot().await.unwrap();
 
-        let reopened = StateMachineStore::open(dir.path()).unwrap();
+        let mut reopened = StateMachineStore::open(dir.path()).unwrap();
         assert_eq!(reopened.read(|s| s.kv["k"].value.clone()), b"v");
         assert_eq!(reopened.applied_index(), 1);
+        let served = reopened.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(served.meta.last_log_id.map(|l| l.index), Some(1));
+        assert_eq!(
+            served.snapshot.into_inner(),
+            std::fs::read(the_snapshot_file(dir.path())).unwrap(),
+            "the snapshot is served from its file"
+        );
 
         let file = the_snapshot_file(dir.path());
         let mut bytes = std::fs::read(&file).unwrap();

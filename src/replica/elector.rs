@@ -3,10 +3,15 @@
 //! merely cannot hear the leader, and that higher term, answered to the
 //! leader's next append, deposes a healthy leader. Instead this loop waits
 //! until no leader has been heard (and this replica's vote has not moved)
-//! for the loyalty window plus a random election timeout, then runs a
-//! pre-vote round ([`crate::raft::prevote`]) and triggers openraft's
-//! election only when a quorum would grant it. The timing mirrors
-//! openraft's own (lease + timeout), so failover takes as long as before.
+//! for the loyalty window (`election_max_ms`) plus a random part of up to
+//! `election_max_ms - election_min_ms`, then runs a pre-vote round
+//! ([`crate::raft::prevote`]) and triggers openraft's election only when a
+//! quorum would grant it. The loyalty window is what detects a dead
+//! leader: until it has passed, every voter refuses anyway. The random
+//! part only keeps two survivors from campaigning at the same moment, so it
+//! is a spread after the window, not a second timeout (openraft's own timer
+//! waits lease + a whole election timeout). A lost pre-vote is retried
+//! after another random part, not after another window.
 //!
 //! It never campaigns while leading, as a learner, or after this replica
 //! was removed from the cluster.
@@ -28,11 +33,16 @@ use crate::raft::{NodeId, Vote};
 pub async fn run(replica: Arc<Replica>) {
     let raft = &replica.config.raft;
     let (min, max) = (raft.election_min_ms, raft.election_max_ms);
-    let mut tick = tokio::time::interval(Duration::from_millis(raft.heartbeat_ms.max(1)));
+    let heartbeat = Duration::from_millis(raft.heartbeat_ms.max(1));
+    let mut tick = tokio::time::interval(TICK.min(heartbeat));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_vote: Option<Vote> = None;
     let mut quiet_since = Instant::now();
-    let mut timeout = random_timeout(min, max);
+    let mut spread = random_spread(min, max);
+    // After a lost round: no new one before this, and the rounds lost in a
+    // row (each doubles the wait, up to 8 heartbeats).
+    let mut not_before = Instant::now();
+    let mut lost_rounds: u32 = 0;
     loop {
         tick.tick().await;
         if replica.removed().is_some() {
@@ -58,7 +68,11 @@ pub async fn run(replica: Arc<Replica>) {
         let quiet = now
             .saturating_duration_since(quiet_since)
             .min(lease.since_heard_leader(now));
-        if quiet < lease.window() + timeout {
+        if quiet < lease.window() + spread {
+            lost_rounds = 0;
+            continue;
+        }
+        if now < not_before {
             continue;
         }
         let configs: Vec<BTreeSet<NodeId>> = membership.get_joint_config().clone();
@@ -128,11 +142,19 @@ pub async fn run(replica: Arc<Replica>) {
                 "pre-vote lost: keeping the term"
             );
         }
-        quiet_since = Instant::now();
-        timeout = random_timeout(min, max);
+        // A won round changed the vote, which restarts the silence; a lost
+        // one is retried after a heartbeat or more and a new random part.
+        spread = random_spread(min, max);
+        not_before = Instant::now() + heartbeat * (1 << lost_rounds.min(3)) + spread;
+        lost_rounds += 1;
     }
 }
 
-fn random_timeout(min: u64, max: u64) -> Duration {
-    Duration::from_millis(rand::thread_rng().gen_range(min..=max))
+/// How often the elector looks at the clock: fine enough that campaigning
+/// does not also wait for the next heartbeat tick.
+const TICK: Duration = Duration::from_millis(5);
+
+/// The random part added to the loyalty window, in `[0, max - min]`.
+fn random_spread(min: u64, max: u64) -> Duration {
+    Duration::from_millis(rand::thread_rng().gen_range(0..=max.saturating_sub(min)))
 }

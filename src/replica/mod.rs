@@ -28,6 +28,7 @@ use openraft::{ChangeMembers, ServerState};
 use crate::config::AgentConfig;
 use crate::raft::lease::{Lease, Sticky};
 use crate::raft::log_store::LogStore;
+use crate::raft::log_store::LogStoreOptions;
 use crate::raft::network::{paths, PeerCallError, PeerNetwork};
 use crate::raft::sm_store::StateMachineStore;
 use crate::raft::{NodeId, PeerNode, Raft, RaftMetrics, TypeConfig};
@@ -154,8 +155,14 @@ impl Replica {
                 .map_err(|e| StartError::RaftConfig(e.to_string()))?,
         );
         let log_dir = config.data_dir.join("log");
-        let log_store = tokio::task::block_in_place(|| LogStore::<TypeConfig>::open(&log_dir))
-            .map_err(|e| StartError::Log(e.to_string()))?;
+        let log_options = LogStoreOptions {
+            segment_bytes: config.raft.log_segment_bytes,
+            ..LogStoreOptions::default()
+        };
+        let log_store = tokio::task::block_in_place(|| {
+            LogStore::<TypeConfig>::open_with_options(&log_dir, log_options)
+        })
+        .map_err(|e| StartError::Log(e.to_string()))?;
         let sm = StateMachineStore::open(&config.data_dir.join("snapshots"))?;
         let watchdog = Watchdog::new(
             config.id,

@@ -11,7 +11,7 @@ use raftvisor::client::Consistency;
 use serde_json::{json, Value};
 
 use crate::docker_env::{crash, echo_spec, DockerCluster, LOCAL_ENGINE};
-use crate::harness::{eventually, run_cli, Cluster, Tuning, ADMIN_TOKEN};
+use crate::harness::{eventually, run_cli, Cluster, TimedWriter, Tuning, ADMIN_TOKEN};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_backup_restored_as_a_new_cluster_has_the_same_state_and_adopts_running_containers() {
@@ -880,86 +880,6 @@ fn upgrade(file: &std::path::Path, image: &str, token: &str) -> (i32, String, St
         ],
         token,
     )
-}
-
-/// Writes keys under a prefix until stopped (at most 240 s or 100,000
-/// writes), timing each acknowledgement.
-struct TimedWriter {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    task: tokio::task::JoinHandle<Written>,
-}
-
-/// What a [`TimedWriter`] wrote.
-struct Written {
-    prefix: String,
-    acknowledged: Vec<String>,
-    failed: u32,
-    longest_gap: Duration,
-}
-
-impl TimedWriter {
-    fn start(client: &raftvisor::client::Client, prefix: &str) -> TimedWriter {
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let client = client.clone();
-        let prefix = prefix.to_string();
-        let flag = stop.clone();
-        let task = tokio::spawn(async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(240);
-            let mut written = Written {
-                prefix,
-                acknowledged: Vec::new(),
-                failed: 0,
-                longest_gap: Duration::ZERO,
-            };
-            let mut last_ack = std::time::Instant::now();
-            let mut n = 0u32;
-            while !flag.load(std::sync::atomic::Ordering::Relaxed)
-                && std::time::Instant::now() < deadline
-                && n < 100_000
-            {
-                n += 1;
-                let key = format!("{}{n}", written.prefix);
-                match client.kv_put(&key, b"acknowledged", 0, None).await {
-                    Ok(true) => {
-                        written.longest_gap = written.longest_gap.max(last_ack.elapsed());
-                        last_ack = std::time::Instant::now();
-                        written.acknowledged.push(key);
-                    }
-                    _ => written.failed += 1,
-                }
-            }
-            written
-        });
-        TimedWriter { stop, task }
-    }
-
-    async fn stop(self) -> Written {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.task.await.unwrap()
-    }
-}
-
-impl Written {
-    /// Every acknowledged key is readable (a linearizable read); prints
-    /// the counts and the longest gap between acknowledgements.
-    async fn all_readable(&self, client: &raftvisor::client::Client, what: &str) {
-        let stored = client
-            .kv_list(&self.prefix, Consistency::Linearizable)
-            .await
-            .unwrap();
-        let stored: std::collections::BTreeSet<String> =
-            stored.into_iter().map(|p| p.key).collect();
-        assert!(!self.acknowledged.is_empty());
-        for key in &self.acknowledged {
-            assert!(stored.contains(key), "acknowledged {key} is lost");
-        }
-        eprintln!(
-            "{what}: {} writes acknowledged, {} refused or failed, longest gap between acknowledgements {} ms",
-            self.acknowledged.len(),
-            self.failed,
-            self.longest_gap.as_millis()
-        );
-    }
 }
 
 /// The image of the last release listed in `RELEASES`, which

@@ -72,6 +72,8 @@ pub struct Tuning {
     pub request_timeout_ms: u64,
     /// More TOML appended to every replica's config (whole sections).
     pub extra_toml: String,
+    /// More keys of the `[raft]` section (which the harness writes itself).
+    pub extra_raft_toml: String,
     /// More keys of the `[api]` section (which the harness writes itself).
     pub extra_api_toml: String,
     /// Write [`ADMIN_TOKEN`] to the bootstrap token file before the start.
@@ -87,6 +89,7 @@ impl Default for Tuning {
             keep_logs_after_snapshot: 1_000,
             request_timeout_ms: 3_000,
             extra_toml: String::new(),
+            extra_raft_toml: String::new(),
             extra_api_toml: String::new(),
             prefill_token: true,
             insecure: false,
@@ -231,8 +234,8 @@ impl Cluster {
         // Slower timings than the defaults: parallel tests on two cores
         // starve replicas of CPU for longer than a tuned election timeout.
         text.push_str(&format!(
-            "[raft]\nheartbeat_ms = 50\nelection_min_ms = 150\nelection_max_ms = 300\nsnapshot_threshold = {}\nkeep_logs_after_snapshot = {}\n[api]\nrequest_timeout_ms = {}\n",
-            self.tuning.snapshot_threshold, self.tuning.keep_logs_after_snapshot, self.tuning.request_timeout_ms
+            "[raft]\nheartbeat_ms = 50\nelection_min_ms = 150\nelection_max_ms = 300\nsnapshot_threshold = {}\nkeep_logs_after_snapshot = {}\n{}[api]\nrequest_timeout_ms = {}\n",
+            self.tuning.snapshot_threshold, self.tuning.keep_logs_after_snapshot, self.tuning.extra_raft_toml, self.tuning.request_timeout_ms
         ));
         text.push_str(&self.tuning.extra_api_toml);
         let key_file = self.dir.path().join("secrets.key");
@@ -551,5 +554,85 @@ pub fn copy_dir(from: &Path, to: &Path) {
         } else {
             std::fs::copy(entry.path(), target).expect("copy file");
         }
+    }
+}
+
+/// Writes keys under a prefix until stopped (at most 240 s or 100,000
+/// writes), timing each acknowledgement.
+pub struct TimedWriter {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<Written>,
+}
+
+/// What a [`TimedWriter`] wrote.
+pub struct Written {
+    pub prefix: String,
+    pub acknowledged: Vec<String>,
+    pub failed: u32,
+    pub longest_gap: Duration,
+}
+
+impl TimedWriter {
+    pub fn start(client: &Client, prefix: &str) -> TimedWriter {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let client = client.clone();
+        let prefix = prefix.to_string();
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(240);
+            let mut written = Written {
+                prefix,
+                acknowledged: Vec::new(),
+                failed: 0,
+                longest_gap: Duration::ZERO,
+            };
+            let mut last_ack = std::time::Instant::now();
+            let mut n = 0u32;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed)
+                && std::time::Instant::now() < deadline
+                && n < 100_000
+            {
+                n += 1;
+                let key = format!("{}{n}", written.prefix);
+                match client.kv_put(&key, b"acknowledged", 0, None).await {
+                    Ok(true) => {
+                        written.longest_gap = written.longest_gap.max(last_ack.elapsed());
+                        last_ack = std::time::Instant::now();
+                        written.acknowledged.push(key);
+                    }
+                    _ => written.failed += 1,
+                }
+            }
+            written
+        });
+        TimedWriter { stop, task }
+    }
+
+    pub async fn stop(self) -> Written {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+impl Written {
+    /// Every acknowledged key is readable (a linearizable read); prints
+    /// the counts and the longest gap between acknowledgements.
+    pub async fn all_readable(&self, client: &Client, what: &str) {
+        let stored = client
+            .kv_list(&self.prefix, raftvisor::client::Consistency::Linearizable)
+            .await
+            .unwrap();
+        let stored: std::collections::BTreeSet<String> =
+            stored.into_iter().map(|p| p.key).collect();
+        assert!(!self.acknowledged.is_empty());
+        for key in &self.acknowledged {
+            assert!(stored.contains(key), "acknowledged {key} is lost");
+        }
+        eprintln!(
+            "{what}: {} writes acknowledged, {} refused or failed, longest gap between acknowledgements {} ms",
+            self.acknowledged.len(),
+            self.failed,
+            self.longest_gap.as_millis()
+        );
     }
 }

@@ -14,6 +14,7 @@ mod cluster_ops;
 mod consul_client;
 mod controllers;
 mod corruption;
+mod crash_points;
 mod dashboard;
 mod dns;
 mod docker_env;

@@ -1,7 +1,8 @@
 //! The write side of the WAL: appends records to segments (rotating them),
 //! truncates the tail, purges the head, and updates the meta file, each in
 //! the order that keeps a crash recoverable (see [`super`]). It owns the open
-//! files of a running log; it must never read entries back, never decode
+//! files of a running log and decides which meta changes are written at once
+//! and which ride along later; it must never read entries back, never decode
 //! them, and never continue after a write failed half-way.
 
 use std::collections::BTreeMap;
@@ -9,6 +10,7 @@ use std::fs::File;
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use openraft::LogId;
 use openraft::NodeId;
@@ -37,7 +39,16 @@ pub(crate) struct Disk<NID: NodeId> {
     pub(super) offsets: BTreeMap<u64, u64>,
     /// Open handle of the newest segment, if it has been opened for writing.
     pub(super) active: Option<File>,
+    /// The meta state as last written to disk.
     pub(super) meta: MetaFile<NID>,
+    /// The meta state readers see: what `meta` holds, with the commit point
+    /// and the watermark as they are now. The watermark is written after
+    /// each append has been acknowledged ([`Disk::store_watermark`]), the
+    /// commit point rides along; `current.watermark` is always the highest
+    /// fsynced index.
+    pub(super) current: MetaState<NID>,
+    /// fsyncs issued so far, by file.
+    pub(super) syncs: SyncCounts,
     /// Set when a write failed half-way: memory and disk may disagree, so
     /// only a restart (which re-reads the disk) may continue.
     pub(super) failed: Option<String>,
@@ -70,6 +81,29 @@ impl NextIndex {
     }
 }
 
+/// A log closed cleanly leaves its commit point and watermark in `meta`;
+/// one that crashes leaves them as last written, which recovery allows for.
+impl<NID: NodeId> Drop for Disk<NID> {
+    fn drop(&mut self) {
+        if self.failed.is_none() && self.current != self.meta.state {
+            if let Err(e) = self.store_meta() {
+                tracing::warn!(error = %e, "log: cannot write the meta file on close");
+            }
+        }
+    }
+}
+
+/// How many fsyncs a log issued, by what they made durable.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncCounts {
+    /// Segment data: one per append, one per rotation.
+    pub segment: u64,
+    /// The meta file: votes, purges, truncations and the lazy commit point.
+    pub meta: u64,
+    /// The directory, after a segment appeared or disappeared.
+    pub directory: u64,
+}
+
 struct Chunk {
     /// `Some(first index)` when the chunk starts a new segment.
     new_segment: Option<u64>,
@@ -80,9 +114,19 @@ struct Chunk {
 }
 
 impl<NID: NodeId> Disk<NID> {
-    /// The vote, commit, purge point and watermark as last made durable.
+    /// The vote, commit, purge point and watermark as they are now: vote and
+    /// purge point durable, commit point and watermark possibly ahead of
+    /// what `meta` holds (see `current`).
     pub(crate) fn meta(&self) -> &MetaState<NID> {
-        &self.meta.state
+        &self.current
+    }
+
+    /// fsyncs issued since the log was opened.
+    pub(crate) fn syncs(&self) -> SyncCounts {
+        SyncCounts {
+            meta: self.meta.syncs,
+            ..self.syncs
+        }
     }
 
     /// Refuses once a write failed half-way: memory and disk may disagree.
@@ -141,16 +185,43 @@ impl<NID: NodeId> Disk<NID> {
         }
     }
 
+    /// Applies `change` and writes the meta file before returning when the
+    /// change must survive a crash: a new vote or purge point, or a
+    /// watermark lower than the one on disk. Anything else rides along.
     pub(crate) fn update_meta(
         &mut self,
         change: impl FnOnce(&mut MetaState<NID>),
     ) -> Result<(), LogStoreError> {
-        let mut state = self.meta.state.clone();
-        change(&mut state);
-        if state == self.meta.state {
-            return Ok(());
+        change(&mut self.current);
+        let stored = &self.meta.state;
+        let must_store = self.current.vote != stored.vote
+            || self.current.last_purged != stored.last_purged
+            || self.current.watermark < stored.watermark;
+        if must_store {
+            self.store_meta()?;
         }
-        self.meta.store(state)
+        Ok(())
+    }
+
+    /// Applies `change` (the commit point moving up) without writing: it
+    /// rides along with the next meta write. A commit point read back lower
+    /// after a crash is learned again from the leader.
+    pub(crate) fn update_meta_lazily(&mut self, change: impl FnOnce(&mut MetaState<NID>)) {
+        change(&mut self.current);
+    }
+
+    /// Writes the watermark of the entries appended so far (and the commit
+    /// point with it) to `meta`: after an append was acknowledged, so its
+    /// fsync is not on the acknowledgement's path, and before the next one.
+    pub(crate) fn store_watermark(&mut self) -> Result<(), LogStoreError> {
+        if self.current != self.meta.state {
+            self.store_meta()?;
+        }
+        Ok(())
+    }
+
+    fn store_meta(&mut self) -> Result<(), LogStoreError> {
+        self.meta.store(self.current.clone())
     }
 
     fn active_file(&mut self) -> Result<&File, LogStoreError> {
@@ -177,11 +248,18 @@ impl<NID: NodeId> Disk<NID> {
                 .next_back()
                 .expect("active segment")
                 .path;
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             file.sync_data().map_err(io_error("fsync", path))?;
             metrics::histogram!("raftvisor_raft_fsync_seconds", "file" => "segment")
                 .record(started.elapsed().as_secs_f64());
+            self.syncs.segment += 1;
         }
+        Ok(())
+    }
+
+    fn sync_dir(&mut self) -> Result<(), LogStoreError> {
+        sync_dir(&self.dir)?;
+        self.syncs.directory += 1;
         Ok(())
     }
 
@@ -232,15 +310,17 @@ impl<NID: NodeId> Disk<NID> {
                     // one exists: recovery only forgives damage in the newest.
                     self.sync_active()?;
                     self.active = None;
+                    crash_point!("log-crash-before-rotate");
                     let path = segment_path(&self.dir, first);
                     let file = crate::file_modes::options()
                         .write(true)
                         .create_new(true)
                         .open(&path)
                         .map_err(io_error("create", &path))?;
+                    crash_point!("log-crash-after-create");
                     file.write_all_at(&chunk.bytes, 0)
                         .map_err(io_error("write", &path))?;
-                    sync_dir(&self.dir)?;
+                    self.sync_dir()?;
                     self.segments.insert(
                         first,
                         Segment {
@@ -259,6 +339,7 @@ impl<NID: NodeId> Disk<NID> {
                         .values_mut()
                         .next_back()
                         .expect("appending to an existing segment");
+                    crash_point!("log-crash-before-write");
                     file.write_all_at(&chunk.bytes, seg.len)
                         .map_err(io_error("write", &seg.path))?;
                     seg.len += chunk.bytes.len() as u64;
@@ -267,8 +348,11 @@ impl<NID: NodeId> Disk<NID> {
             }
             self.offsets.extend(chunk.offsets);
         }
+        crash_point!("log-crash-before-sync");
         self.sync_active()?;
-        self.update_meta(|m| m.watermark = Some(last_index))
+        crash_point!("log-crash-after-sync");
+        self.current.watermark = Some(last_index);
+        Ok(())
     }
 
     pub(crate) fn truncate(&mut self, since: u64) -> Result<(), LogStoreError> {
@@ -285,6 +369,7 @@ impl<NID: NodeId> Disk<NID> {
                 m.watermark = since.checked_sub(1);
             }
         })?;
+        crash_point!("log-crash-before-truncate");
         self.active = None;
 
         // Newest first, so an interrupted truncate still leaves a contiguous prefix.
@@ -311,6 +396,7 @@ impl<NID: NodeId> Disk<NID> {
                         file.set_len(offset)
                             .map_err(io_error("truncate", &seg.path))?;
                         file.sync_data().map_err(io_error("fsync", &seg.path))?;
+                        self.syncs.segment += 1;
                         seg.len = offset;
                         seg.last = since - 1;
                     }
@@ -325,7 +411,7 @@ impl<NID: NodeId> Disk<NID> {
             }
         }
         if deleted {
-            sync_dir(&self.dir)?;
+            self.sync_dir()?;
         }
         self.offsets.split_off(&since);
         Ok(())
@@ -353,12 +439,13 @@ impl<NID: NodeId> Disk<NID> {
         for first in doomed {
             let seg = self.segments.remove(&first).expect("listed above");
             remove_file(&seg.path)?;
+            crash_point!("log-crash-during-purge");
         }
         if self.segments.is_empty() {
             self.active = None;
         }
         if deleted {
-            sync_dir(&self.dir)?;
+            self.sync_dir()?;
         }
         self.offsets = self.offsets.split_off(&index.saturating_add(1));
         Ok(())

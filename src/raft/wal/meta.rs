@@ -62,6 +62,8 @@ pub(crate) struct MetaFile<NID: NodeId> {
     /// Slot holding `seq`; the next write goes to the other one.
     slot: usize,
     pub(super) state: MetaState<NID>,
+    /// fsyncs of this file since it was opened.
+    pub(super) syncs: u64,
 }
 
 impl<NID: NodeId> MetaFile<NID> {
@@ -92,6 +94,7 @@ impl<NID: NodeId> MetaFile<NID> {
                 seq: 0,
                 slot: 1,
                 state: MetaState::default(),
+                syncs: 0,
             };
             meta.store(MetaState::default())?;
             sync_dir(dir)?;
@@ -147,6 +150,7 @@ impl<NID: NodeId> MetaFile<NID> {
             seq,
             slot,
             state,
+            syncs: 0,
         })
     }
 
@@ -175,12 +179,14 @@ impl<NID: NodeId> MetaFile<NID> {
         self.file
             .write_all_at(&buf, (slot * META_SLOT_BYTES) as u64)
             .map_err(io_error("write", &self.path))?;
+        crash_point!("log-crash-meta-before-sync");
         let started = std::time::Instant::now();
         self.file
             .sync_data()
             .map_err(io_error("fsync", &self.path))?;
         metrics::histogram!("raftvisor_raft_fsync_seconds", "file" => "meta")
             .record(started.elapsed().as_secs_f64());
+        self.syncs += 1;
         self.seq = seq;
         self.slot = slot;
         self.state = state;

@@ -52,14 +52,45 @@
 //!
 //! # Ordering rules that make recovery decidable
 //!
-//! * append: records, fsync segment, raise watermark in `meta` (fsync), then
-//!   report the entries flushed. Anything past the watermark was therefore
-//!   never acknowledged and may be discarded after a crash, even when a damaged
-//!   record is followed by intact ones (unsynced pages reach the disk in any
-//!   order).
-//! * truncate: lower the watermark first, then delete segments newest-first,
-//!   then `ftruncate`; a crash at any point leaves a contiguous log.
+//! * append: records, one fsync of the segment, then report the entries
+//!   flushed (this is what acknowledges them), then raise the watermark in
+//!   `meta` (fsync) before the next write. The acknowledgement waits for one
+//!   fsync; the watermark's is off its path. Entries are acknowledged only
+//!   after their fsync, so a crash leaves every acknowledged record intact
+//!   and the first damaged record of the newest segment after all of them.
+//!   Past the stored watermark nothing is known to be acknowledged, so a
+//!   damaged record followed by intact ones there is taken for an unsynced
+//!   batch whose pages reached the disk out of order (they do) and cut;
+//!   within it, that is damage a crash cannot explain and recovery refuses.
+//!   The one batch a crash can leave acknowledged but past the stored
+//!   watermark is the last, in the time of one meta fsync: if the disk also
+//!   damaged that very batch, it is cut like a torn write. Acknowledging
+//!   only after both fsyncs would close that window at the price of a
+//!   second fsync on every write's path.
+//! * the commit point rides along with the next meta write: openraft needs
+//!   it only to apply committed entries sooner after a restart, and a
+//!   lower one is learned again from the leader.
+//! * truncate: lower the stored watermark first if it covers the cut, then
+//!   delete segments newest-first, then `ftruncate`; a crash at any point
+//!   leaves a contiguous log.
 //! * purge: record `last_purged` first, then delete segments oldest-first.
+//!
+//! # Crash points
+//!
+//! Builds with the `failpoints` feature kill the process (SIGKILL, as a
+//! power cut or `kill -9` would stop it) at each step of the write path when
+//! the fail point is set to `return`: `log-crash-before-write`,
+//! `log-crash-before-sync`, `log-crash-after-sync`,
+//! `log-crash-before-rotate`, `log-crash-after-create`,
+//! `log-crash-meta-before-sync`, `log-crash-before-truncate` and
+//! `log-crash-during-purge`.
+
+/// Kills the process where it stands; see "Crash points".
+macro_rules! crash_point {
+    ($name:literal) => {
+        fail::fail_point!($name, |_| $crate::raft::wal::crash($name))
+    };
+}
 
 mod dir;
 mod disk;
@@ -71,10 +102,22 @@ mod segment;
 mod tests;
 
 pub(crate) use disk::Disk;
+pub use disk::SyncCounts;
 pub use error::LogStoreError;
 pub(crate) use meta::MetaState;
 pub(crate) use recovery::recover;
 pub(crate) use recovery::Recovered;
+
+/// Ends the process at once, as SIGKILL does: no destructor, no flush.
+#[cfg(feature = "failpoints")]
+pub(crate) fn crash(point: &str) -> ! {
+    eprintln!("fail point {point}: killing the process");
+    // SAFETY: getpid and kill have no preconditions.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    std::process::abort()
+}
 
 /// Size at which a segment is closed and a new one started.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;

@@ -273,6 +273,10 @@ where
         "log: opened"
     );
 
+    // Everything kept is durable now (older segments were synced when they
+    // were closed, the newest just above), so the watermark covers it.
+    let mut current = meta.state.clone();
+    current.watermark = last.or(watermark);
     let disk = Disk {
         dir: dir.to_path_buf(),
         segment_bytes: options.segment_bytes.max(1),
@@ -280,6 +284,8 @@ where
         offsets,
         active,
         meta,
+        current,
+        syncs: Default::default(),
         failed: None,
     };
     Ok(Recovered { disk, entries })

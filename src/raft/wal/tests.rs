@@ -172,6 +172,7 @@ impl StoreBuilder<TestConfig, Store, TestSm, TempDir> for Builder {
         let tmp = TempDir::new().unwrap();
         let options = LogStoreOptions {
             segment_bytes: self.segment_bytes,
+            ..LogStoreOptions::default()
         };
         let store = LogStore::open_with_options(&tmp.path().join("log"), options).unwrap();
         Ok((tmp, store, TestSm::default()))
@@ -222,9 +223,15 @@ fn open_small(dir: &Path) -> Store {
         dir,
         LogStoreOptions {
             segment_bytes: SMALL,
+            ..LogStoreOptions::default()
         },
     )
     .unwrap()
+}
+
+/// Stops using `store` as a crash would: nothing it holds back is written.
+fn crash(store: Store) {
+    std::mem::forget(store);
 }
 
 fn open_err(dir: &Path) -> LogStoreError {
@@ -531,7 +538,8 @@ async fn intact_records_past_the_watermark_are_kept() {
     crash_before_watermark(&dir, entries(1, 1..=3), entries(1, 4..=6)).await;
     let mut store = open(&dir);
     assert_eq!(ids(&mut store).await, expect_ids(1, 1..=6));
-    assert_eq!(store.durable_watermark(), Some(3));
+    // Recovery made them durable, so the watermark covers them now.
+    assert_eq!(store.durable_watermark(), Some(6));
 }
 
 #[tokio::test]
@@ -765,4 +773,58 @@ async fn interrupted_purge_is_finished_on_open() {
     let reopened: Vec<u64> = segment_files(&dir).iter().map(|(f, _)| *f).collect();
     let expected: Vec<u64> = after.iter().map(|(f, _)| *f).collect();
     assert_eq!(reopened, expected, "leftover purged segments are removed");
+}
+
+#[tokio::test]
+async fn an_append_costs_a_segment_and_a_watermark_fsync_and_the_commit_point_rides_along() {
+    let (_tmp, dir) = scratch();
+    let mut store = open(&dir);
+    let before = store.sync_counts().unwrap();
+    for i in 1..=50 {
+        store.blocking_append([entry(1, i)]).await.unwrap();
+        store.save_committed(Some(log_id(1, i))).await.unwrap();
+    }
+    let after = store.sync_counts().unwrap();
+    assert_eq!(
+        after.segment - before.segment,
+        50,
+        "one segment fsync per append"
+    );
+    assert_eq!(
+        after.meta - before.meta,
+        50,
+        "one watermark fsync per append, none for the commit point"
+    );
+    assert_eq!(store.durable_watermark(), Some(50));
+    assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 50)));
+    crash(store);
+
+    let mut store = open(&dir);
+    assert_eq!(ids(&mut store).await, expect_ids(1, 1..=50));
+    assert_eq!(
+        store.read_committed().await.unwrap(),
+        Some(log_id(1, 49)),
+        "the commit point as the last append's watermark write carried it"
+    );
+    assert_eq!(store.durable_watermark(), Some(50));
+}
+
+#[tokio::test]
+async fn after_a_crash_the_commit_point_reads_back_as_last_written() {
+    let (_tmp, dir) = scratch();
+    {
+        let mut store = open(&dir);
+        store.blocking_append(entries(1, 1..=5)).await.unwrap();
+        store.save_committed(Some(log_id(1, 5))).await.unwrap();
+        crash(store);
+    }
+    let mut store = open(&dir);
+    assert_eq!(ids(&mut store).await, expect_ids(1, 1..=5));
+    // Never written: Raft learns it again from the leader.
+    assert_eq!(store.read_committed().await.unwrap(), None);
+    store.save_committed(Some(log_id(1, 4))).await.unwrap();
+    drop(store);
+    // A clean close writes what was held back.
+    let mut store = open(&dir);
+    assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 4)));
 }
