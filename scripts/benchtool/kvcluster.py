@@ -311,6 +311,11 @@ def start(run, system, binary, timing):
     return cluster
 
 
+# bench memory writes 100,000 keys, and readiness checks write a few more:
+# above the default quota of 100,000 KV keys ([limits] max_kv_keys).
+LIMITS = ["max_kv_keys = 1000000"]
+
+
 def _raftvisor(run, system, directory, binary, timing):
     secure = system == "raftvisor"
     certs = run.path("certs")
@@ -328,7 +333,7 @@ def _raftvisor(run, system, directory, binary, timing):
         with open(config, "w") as f:
             f.write(replicas.replica_config(i, os.path.join(m, "data"), RAFTVISOR_PORTS, token_file,
                                             tls=replicas.tls_files(certs, f"replica-{i}") if secure else None,
-                                            sections={"raft": raft}))
+                                            sections={"raft": raft, "limits": LIMITS}))
         endpoint = Endpoint("127.0.0.1", RAFTVISOR_PORTS.api[i - 1], ca)
         members.append(Member(f"r{i}", endpoint, [binary, "agent", "--config", config],
                               replicas.agent_env("warn"), m))

@@ -11,7 +11,10 @@
 //! part only keeps two survivors from campaigning at the same moment, so it
 //! is a spread after the window, not a second timeout (openraft's own timer
 //! waits lease + a whole election timeout). A lost pre-vote is retried
-//! after another random part, not after another window.
+//! after another random part, not after another window, and so is this
+//! replica's own candidacy when no leader came of it (a split vote: both
+//! survivors campaigned at once): no leader was heard since, so there is no
+//! loyalty to wait out.
 //!
 //! It never campaigns while leading, as a learner, or after this replica
 //! was removed from the cluster.
@@ -58,6 +61,10 @@ pub async fn run(replica: Arc<Replica>) {
             last_vote = Some(metrics.vote);
             quiet_since = now;
         }
+        // Campaigning and not (yet) leader: retry after a heartbeat (the
+        // vote round's time) and a random part, not after a window.
+        let own_candidacy = !metrics.vote.is_committed()
+            && metrics.vote.leader_id().voted_for() == Some(replica.id);
         let membership = metrics.membership_config.membership();
         let voter = membership.voter_ids().any(|id| id == replica.id);
         if metrics.state == ServerState::Leader || !voter {
@@ -68,7 +75,12 @@ pub async fn run(replica: Arc<Replica>) {
         let quiet = now
             .saturating_duration_since(quiet_since)
             .min(lease.since_heard_leader(now));
-        if quiet < lease.window() + spread {
+        let wait = if own_candidacy {
+            heartbeat
+        } else {
+            lease.window()
+        };
+        if quiet < wait + spread {
             lost_rounds = 0;
             continue;
         }
