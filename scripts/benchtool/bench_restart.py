@@ -117,6 +117,18 @@ def report(dockerd, raftvisor, bare=None):
           f"{math.ceil(0.99 * r['n'])} of {r['n']} in ascending order")
 
 
+def start_container(cluster, engine, name, label, options):
+    """docker run -d of the echo image with `options`, named and labelled
+    for this run (and removed with it); returns its label filter once it runs."""
+    cluster.containers.append(name)
+    code, out = docker.cli("run", "-d", *options, "--name", name, "--label", label, rvcluster.ECHO_IMAGE)
+    if code != 0:
+        raise Failure(f"docker run failed: {out}")
+    if not engine.wait_running([label], 1, 60):
+        raise Failure(f"container {name} did not start")
+    return [label]
+
+
 def main():
     trials = settings.whole("TRIALS", 20, 1, message="TRIALS must be a positive integer")
     spacing = settings.whole("SPACING_S", 11)
@@ -135,24 +147,10 @@ def main():
         rv_labels = cluster.labels("bench", "restart")
         if not engine.wait_running(rv_labels, 1, 60):
             raise Failure("the raftvisor service did not start")
-        name = f"rvbench-restart-{run_id}"
-        cluster.containers.append(name)
-        code, out = docker.cli("run", "-d", "--restart=always", "--name", name, "--label",
-                               f"raftvisor-bench.run={run_id}", rvcluster.ECHO_IMAGE)
-        if code != 0:
-            raise Failure(f"docker run failed: {out}")
-        d_labels = [f"raftvisor-bench.run={run_id}"]
-        if not engine.wait_running(d_labels, 1, 60):
-            raise Failure("the dockerd container did not start")
-        bare_name = f"rvbench-bare-{run_id}"
-        cluster.containers.append(bare_name)
-        code, out = docker.cli("run", "-d", "--name", bare_name, "--label",
-                               f"raftvisor-bench.bare={run_id}", rvcluster.ECHO_IMAGE)
-        if code != 0:
-            raise Failure(f"docker run failed: {out}")
-        b_labels = [f"raftvisor-bench.bare={run_id}"]
-        if not engine.wait_running(b_labels, 1, 60):
-            raise Failure("the bare container did not start")
+        d_labels = start_container(cluster, engine, f"rvbench-restart-{run_id}",
+                                   f"raftvisor-bench.run={run_id}", ["--restart=always"])
+        b_labels = start_container(cluster, engine, f"rvbench-bare-{run_id}",
+                                   f"raftvisor-bench.bare={run_id}", [])
 
         before = cluster.activity()
         log(f"{trials} trials per side, alternating, each container up >= {spacing} s before its kill "

@@ -34,33 +34,16 @@ class Docker:
         self.path = path
         self.conn = None
 
-    def get(self, url):
+    def request(self, method, url):
+        """(status, body bytes) of one request, retried once on a new
+        connection after an error."""
         for attempt in range(2):
             try:
                 if self.conn is None:
                     self.conn = UnixHTTPConnection(self.path)
-                self.conn.request("GET", url)
+                self.conn.request(method, url)
                 resp = self.conn.getresponse()
-                body = resp.read()
-                return resp.status, (json.loads(body) if body else None)
-            except (OSError, http.client.HTTPException, ValueError):
-                if self.conn is not None:
-                    self.conn.close()
-                self.conn = None
-                if attempt == 1:
-                    raise
-        raise RuntimeError("unreachable")
-
-    def start(self, cid):
-        """POST /containers/{cid}/start; True when the engine started it."""
-        for attempt in range(2):
-            try:
-                if self.conn is None:
-                    self.conn = UnixHTTPConnection(self.path)
-                self.conn.request("POST", f"/containers/{cid}/start")
-                resp = self.conn.getresponse()
-                resp.read()
-                return resp.status in (204, 304)
+                return resp.status, resp.read()
             except (OSError, http.client.HTTPException):
                 if self.conn is not None:
                     self.conn.close()
@@ -68,6 +51,15 @@ class Docker:
                 if attempt == 1:
                     raise
         raise RuntimeError("unreachable")
+
+    def get(self, url):
+        status, body = self.request("GET", url)
+        return status, (json.loads(body) if body else None)
+
+    def start(self, cid):
+        """POST /containers/{cid}/start; True when the engine started it."""
+        status, _ = self.request("POST", f"/containers/{cid}/start")
+        return status in (204, 304)
 
     def inspect(self, cid):
         status, body = self.get(f"/containers/{cid}/json")
