@@ -157,7 +157,6 @@ impl Replica {
         let log_dir = config.data_dir.join("log");
         let log_options = LogStoreOptions {
             segment_bytes: config.raft.log_segment_bytes,
-            ..LogStoreOptions::default()
         };
         let log_store = tokio::task::block_in_place(|| {
             LogStore::<TypeConfig>::open_with_options(&log_dir, log_options)

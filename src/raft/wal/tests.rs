@@ -172,7 +172,6 @@ impl StoreBuilder<TestConfig, Store, TestSm, TempDir> for Builder {
         let tmp = TempDir::new().unwrap();
         let options = LogStoreOptions {
             segment_bytes: self.segment_bytes,
-            ..LogStoreOptions::default()
         };
         let store = LogStore::open_with_options(&tmp.path().join("log"), options).unwrap();
         Ok((tmp, store, TestSm::default()))
@@ -223,7 +222,6 @@ fn open_small(dir: &Path) -> Store {
         dir,
         LogStoreOptions {
             segment_bytes: SMALL,
-            ..LogStoreOptions::default()
         },
     )
     .unwrap()
