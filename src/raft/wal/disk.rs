@@ -98,7 +98,8 @@ impl<NID: NodeId> Drop for Disk<NID> {
 pub struct SyncCounts {
     /// Segment data: one per append, one per rotation.
     pub segment: u64,
-    /// The meta file: votes, purges, truncations and the lazy commit point.
+    /// The meta file: the watermark after each append (the commit point
+    /// rides along), votes, purges and truncations.
     pub meta: u64,
     /// The directory, after a segment appeared or disappeared.
     pub directory: u64,
