@@ -20,11 +20,18 @@
 # The supervisor runs with its defaults: node_grace_ms 2000 (a node is down
 # after 2 s without a successful /_ping), probe_interval_ms 250.
 #
-#   scripts/bench-node-loss.sh            # 10 trials, ~3 minutes
-#   TRIALS=3 scripts/bench-node-loss.sh
+# Then a soak with no node cut: the service is deployed again and, for
+# SOAK_S seconds, wrk writes to the leader's KV API with SOAK_CLIENTS
+# connections while BURNERS busy loops (one per core) saturate the CPU;
+# every node's state is polled meanwhile. Any poll that shows a node not
+# ready, or any instance moved, is a false "node down".
 #
-# Environment: TRIALS=10, REPLICAS=4, NODE_GRACE_MS=2000, PROBE_MS=250,
-# POLL_MS=10, TRIAL_TIMEOUT_S=60, PROXY_PORT=27501, and those of
+#   scripts/bench-node-loss.sh            # 20 trials and a 60 s soak, ~7 minutes
+#   TRIALS=3 SOAK_S=10 scripts/bench-node-loss.sh
+#
+# Environment: TRIALS=20, REPLICAS=4, NODE_GRACE_MS=2000, PROBE_MS=250,
+# POLL_MS=10, TRIAL_TIMEOUT_S=60, PROXY_PORT=27501, SOAK_S=60 (0: none),
+# SOAK_CLIENTS=64, BURNERS=<cores>, and those of
 # scripts/lib/bench.sh (RAFTVISOR_BIN, SKIP_BUILD, KEEP_WORKDIR,
 # CARGO_BUILD_JOBS). Ports: API 27001-27003, peer
 # 27101-27103, DNS 28601-28603, proxy 27501. Everything (replicas, proxy,
@@ -33,7 +40,7 @@ set -euo pipefail
 
 # shellcheck source=scripts/lib/bench.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib/bench.sh"
-ensure_packages curl python3 socat
+ensure_packages curl python3 socat wrk
 bench_image raftvisor-echo:local
 bench_binary
 bench_run node-loss

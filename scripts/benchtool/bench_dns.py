@@ -375,12 +375,16 @@ def throughput_report(runs):
     if rv:
         for ref in ("nsd", "knot"):
             if med.get(ref):
-                print(f"- raftvisor / {ref} queries/s: {rv / med[ref]:.2f}; "
-                      f"average latency raftvisor / {ref}: {lat['raftvisor'] / lat[ref]:.2f}")
+                per_cpu = ""
+                if use.get(ref) and use.get("raftvisor"):
+                    per_cpu = (f"; queries per CPU-second raftvisor / {ref}: "
+                               f"{(rv / use['raftvisor']) / (med[ref] / use[ref]):.2f}")
+                print(f"- raftvisor / {ref} queries/s: {rv / med[ref]:.3f}; "
+                      f"average latency raftvisor / {ref}: {lat['raftvisor'] / lat[ref]:.2f}{per_cpu}")
         if med.get("nsd"):
-            ok = rv >= 0.5 * med["nsd"]
-            print(f"- goal raftvisor >= 0.5x NSD's queries/s: {'met' if ok else 'NOT met'} "
-                  f"({rv:.0f} vs {0.5 * med['nsd']:.0f} needed)")
+            ok = rv >= med["nsd"]
+            print(f"- goal raftvisor >= 1.0x NSD's queries/s: {'met' if ok else 'NOT met'} "
+                  f"({rv:.0f} vs {med['nsd']:.0f})")
     print()
 
 

@@ -84,7 +84,10 @@ class SupervisorCluster:
             with open(config, "w") as f:
                 f.write(replicas.replica_config(i, os.path.join(m, "data"), PORTS, token_file,
                                                 sections={"supervisor": supervisor_lines,
-                                                          "secrets": [f'key_file = "{key_file}"']}))
+                                                          "secrets": [f'key_file = "{key_file}"'],
+                                                          # Write loads (bench-node-loss's soak)
+                                                          # outgrow the default key quota.
+                                                          "limits": ["max_kv_keys = 1000000"]}))
             env = replicas.agent_env("info,openraft=warn,hickory_server=warn")
             self.replicas.append(procs.spawn([self.binary, "agent", "--config", config], os.path.join(m, "log"),
                                              env=env, append=True))

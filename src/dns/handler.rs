@@ -20,6 +20,7 @@ use hickory_server::zone_handler::MessageResponseBuilder;
 
 use super::cache::{AnswerCache, Built};
 use super::forward::{Admission, Forwarder};
+use super::ready::ZoneVersion;
 use super::records::{Answer, Data, Rec, Want, Zone};
 use crate::replica::Replica;
 
@@ -78,20 +79,39 @@ impl Handler {
         Some(forwarder.admit(request.src().ip()))
     }
 
+    /// The version of the zone answers are built from now; read before an
+    /// answer is built, it is never newer than the answer.
+    pub fn zone_version(&self) -> ZoneVersion {
+        let (term, leader) = {
+            let metrics = self.replica.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.current_term, metrics.current_leader)
+        };
+        ZoneVersion {
+            term,
+            applied: self.replica.sm.applied_index(),
+            leader,
+        }
+    }
+
     /// The answer to `name` as wire records, or `None` when the name is
     /// outside the zone.
     fn answer(&self, name: &str, record_type: RecordType) -> Option<Arc<Built>> {
         let name = name.to_ascii_lowercase();
-        let leader = self.replica.leader();
-        let leader_id = leader.as_ref().map(|(id, _)| *id);
-        let leader_ip = leader
-            .and_then(|(_, node)| node.api_addr.parse::<SocketAddr>().ok())
-            .map(|a| a.ip());
+        let leader_id = self.replica.raft.metrics().borrow().current_leader;
         self.replica.sm.read(|state| {
-            let version = (state.applied_index, leader_id);
-            if let Some(hit) = self.cache.get(version, &name, record_type) {
+            if let Some(hit) = self
+                .cache
+                .get((state.applied_index, leader_id), &name, record_type)
+            {
                 return Some(hit);
             }
+            // Built with the leader read here, and kept under it.
+            let leader = self.replica.leader();
+            let version = (state.applied_index, leader.as_ref().map(|(id, _)| *id));
+            let leader_ip = leader
+                .and_then(|(_, node)| node.api_addr.parse::<SocketAddr>().ok())
+                .map(|a| a.ip());
             let answer: Answer = Zone {
                 domain: &self.domain,
                 state,

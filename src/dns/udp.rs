@@ -8,15 +8,18 @@
 //! stay bounded. Answers never exceed [`super::handler::MAX_UDP_PAYLOAD`].
 //! Their names point at the question's name (see [`prime_question`]), so
 //! an answer is no larger than an authoritative server's for the same
-//! records.
+//! records. An answer from the zone is kept whole ([`super::ready`]): the
+//! same query at the same zone version is answered with it, before any
+//! decoding.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
 use hickory_server::proto::op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode};
-use hickory_server::proto::rr::Record;
+use hickory_server::proto::rr::{Record, RecordType};
 use hickory_server::proto::serialize::binary::{
     BinDecodable, BinDecoder, BinEncodable, BinEncoder,
 };
@@ -27,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::forward::Admission;
 use super::handler::Handler;
+use super::ready::{ReadyAnswers, ZoneVersion, MAX_KEPT_QUERY};
 
 /// Largest datagram read; EDNS clients rarely advertise more than 4096.
 const MAX_DATAGRAM: usize = 65_535;
@@ -39,13 +43,29 @@ pub fn spawn_workers(
     stop: CancellationToken,
     tasks: &mut tokio::task::JoinSet<()>,
 ) {
+    let ready = Arc::new(ReadyAnswers::new(READY_CAPACITY));
     for _ in 0..workers.max(1) {
-        tasks.spawn(worker(handler.clone(), socket.clone(), stop.clone()));
+        tasks.spawn(worker(
+            handler.clone(),
+            socket.clone(),
+            ready.clone(),
+            stop.clone(),
+        ));
     }
 }
 
-async fn worker(handler: Arc<Handler>, socket: Arc<UdpSocket>, stop: CancellationToken) {
+/// Distinct queries whose answers are kept ready per zone version.
+const READY_CAPACITY: usize = 16_384;
+
+async fn worker(
+    handler: Arc<Handler>,
+    socket: Arc<UdpSocket>,
+    ready: Arc<ReadyAnswers>,
+    stop: CancellationToken,
+) {
     let mut buffer = vec![0u8; MAX_DATAGRAM];
+    let mut answer = Vec::with_capacity(usize::from(super::handler::MAX_UDP_PAYLOAD));
+    let duration = metrics::histogram!("raftvisor_dns_query_duration_seconds");
     loop {
         let (len, src) = tokio::select! {
             received = socket.recv_from(&mut buffer) => match received {
@@ -59,13 +79,34 @@ async fn worker(handler: Arc<Handler>, socket: Arc<UdpSocket>, stop: Cancellatio
             },
             () = stop.cancelled() => return,
         };
-        let Some(request) = decode(&buffer[..len], src, &socket).await else {
+        let started = Instant::now();
+        let datagram = &buffer[..len];
+        let version = handler.zone_version();
+        if ready.answer(version, datagram, &mut answer) {
+            if let Err(error) = socket.send_to(&answer, src).await {
+                tracing::debug!(%error, "cannot send a DNS response");
+            }
+            duration.record(started.elapsed().as_secs_f64());
             continue;
+        }
+        let Some(request) = decode(datagram, src, &socket).await else {
+            continue;
+        };
+        let question: Option<Box<[u8]>> =
+            (request.queries.len() == 1).then(|| request.queries.as_bytes().into());
+        let keep = match &question {
+            Some(_) if len <= MAX_KEPT_QUERY => Some(Keep {
+                ready: ready.clone(),
+                version,
+                query: datagram.into(),
+            }),
+            _ => None,
         };
         let reply = Reply {
             socket: socket.clone(),
             dst: src,
-            question: (request.queries.len() == 1).then(|| request.queries.as_bytes().into()),
+            question,
+            keep,
         };
         match handler.admit(&request) {
             // Only a query holding a forwarding slot gets a task: at most
@@ -121,6 +162,27 @@ struct Reply {
     /// The question section as the client sent it, when it holds one
     /// question: the answer repeats it at the same place.
     question: Option<Box<[u8]>>,
+    /// Where the answer is kept for the next identical query.
+    keep: Option<Keep>,
+}
+
+/// A query whose answer may be kept ready, and the zone version read
+/// before it was answered.
+#[derive(Clone)]
+struct Keep {
+    ready: Arc<ReadyAnswers>,
+    version: ZoneVersion,
+    query: Box<[u8]>,
+}
+
+/// The type asked by a question section holding one question (its name,
+/// type and class).
+fn question_type(question: &[u8]) -> Option<RecordType> {
+    let at = question.len().checked_sub(4)?;
+    Some(RecordType::from(u16::from_be_bytes([
+        question[at],
+        question[at + 1],
+    ])))
 }
 
 /// Size of a DNS header: the question starts right after it.
@@ -190,6 +252,17 @@ impl ResponseHandler for Reply {
         let end = encoder.offset();
         bytes.truncate(end);
         self.socket.send_to(&bytes, self.dst).await?;
+        if let (Some(keep), Some(query_type)) =
+            (&self.keep, self.question.as_deref().and_then(question_type))
+        {
+            let query_type: &'static str = query_type.into();
+            let counted = metrics::counter!(
+                "raftvisor_dns_queries_total",
+                "type" => query_type,
+                "rcode" => info.response_code.to_str()
+            );
+            keep.ready.keep(keep.version, &keep.query, &bytes, counted);
+        }
         Ok(info)
     }
 }
@@ -198,7 +271,7 @@ impl ResponseHandler for Reply {
 mod tests {
     use super::*;
     use hickory_server::proto::op::{Message, OpCode, Query};
-    use hickory_server::proto::rr::{Name, RData, RecordType};
+    use hickory_server::proto::rr::{Name, RData};
 
     /// A response to a one-question query, written as the UDP path does:
     /// header, the question as the client sent it, then `answers`.

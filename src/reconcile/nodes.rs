@@ -3,7 +3,9 @@
 //!
 //! - [`Prober`] (one key, the cluster) pings every engine (Docker
 //!   `/_ping`, with its own short timeout) every `probe_interval`, many at
-//!   once, and records the answers in the [`ProbeBook`]. It writes nothing
+//!   once — and again the moment a silent node's grace period ends, so it
+//!   is judged then and not up to an interval later — and records the
+//!   answers in the [`ProbeBook`]. It writes nothing
 //!   and wakes a node's key only when the node's recorded state no longer
 //!   fits what its engine answers: a ready node silent for the grace
 //!   period, a down or retired node that answers. A steady cluster costs
@@ -104,6 +106,22 @@ impl ProbeBook {
         }
     }
 
+    /// How long until the first of `ready` nodes that is silent now has
+    /// been silent for `grace`; `None` when none is silent. The prober
+    /// looks again then, so a dead node is judged when its grace ends,
+    /// not up to a probe interval later.
+    fn until_first_grace_ends<'a>(
+        &self,
+        ready: impl Iterator<Item = &'a str>,
+        grace: Duration,
+        now: Instant,
+    ) -> Option<Duration> {
+        ready
+            .filter_map(|node| self.silence(node, now))
+            .map(|(silent, _)| grace.saturating_sub(silent))
+            .min()
+    }
+
     fn forget(&mut self, node: &str) {
         self.nodes.remove(node);
     }
@@ -185,7 +203,17 @@ impl Reconciler for Prober {
                 self.nodes.wake(name.clone(), Reason::Probe);
             }
         }
-        Ok(Action::RequeueAfter(self.settings.probe_interval))
+        let ready = answers
+            .iter()
+            .filter(|(_, state, _)| *state == NodeState::Ready)
+            .map(|(name, _, _)| name.as_str());
+        let next = book
+            .until_first_grace_ends(ready, self.settings.node_grace, now)
+            .filter(|due| !due.is_zero())
+            .map_or(self.settings.probe_interval, |due| {
+                due.min(self.settings.probe_interval)
+            });
+        Ok(Action::RequeueAfter(next))
     }
 }
 
@@ -423,5 +451,42 @@ mod tests {
 
         book.forget("a");
         assert!(book.silence("a", at(3_000)).is_none());
+    }
+
+    #[test]
+    fn the_prober_looks_again_when_a_silent_nodes_grace_ends() {
+        let start = Instant::now();
+        let grace = Duration::from_secs(2);
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut book = ProbeBook::new(start);
+        book.record("a", at(100), Ok(()));
+        book.record("b", at(100), Ok(()));
+        // All answer: nothing is due before the next round.
+        assert_eq!(
+            book.until_first_grace_ends(["a", "b"].into_iter(), grace, at(100)),
+            None
+        );
+        // "a" last answered at 100 ms: its grace ends at 2,100 ms.
+        book.record("a", at(350), Err("refused".into()));
+        assert_eq!(
+            book.until_first_grace_ends(["a", "b"].into_iter(), grace, at(350)),
+            Some(Duration::from_millis(1_750))
+        );
+        // "b" went silent later (last answer at 1,000 ms): "a" comes first.
+        book.record("b", at(1_000), Ok(()));
+        book.record("b", at(1_250), Err("refused".into()));
+        assert_eq!(
+            book.until_first_grace_ends(["a", "b"].into_iter(), grace, at(1_900)),
+            Some(Duration::from_millis(200))
+        );
+        // Past the grace: due now. Only the nodes asked about count.
+        assert_eq!(
+            book.until_first_grace_ends(["a"].into_iter(), grace, at(2_500)),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            book.until_first_grace_ends(["b"].into_iter(), grace, at(2_500)),
+            Some(Duration::from_millis(500))
+        );
     }
 }

@@ -424,6 +424,26 @@ fn place(
     }
 }
 
+/// The plan's actions in the order they must run: each batch after the
+/// one before, the actions of one batch in any order. Consecutive creates
+/// and restarts — each for its own instance, and planned only when
+/// nothing else of its slot runs this round — form one batch; every other
+/// action is a batch of its own, in plan order (removals stay before the
+/// creates that follow them).
+pub fn batches(actions: Vec<Action>) -> Vec<Vec<Action>> {
+    let mut batches: Vec<Vec<Action>> = Vec::new();
+    let mut joins_last = false;
+    for action in actions {
+        let independent = matches!(action, Action::Create { .. } | Action::Restart { .. });
+        match batches.last_mut() {
+            Some(last) if independent && joins_last => last.push(action),
+            _ => batches.push(vec![action]),
+        }
+        joins_last = independent;
+    }
+    batches
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1156,5 +1176,49 @@ mod tests {
                 container_id: c.id
             }]
         );
+    }
+
+    #[test]
+    fn creates_and_restarts_in_a_row_run_together_and_everything_else_in_order() {
+        let create = |slot| Action::Create {
+            instance: instance(slot, 1, "a", InstanceState::Pending),
+        };
+        let remove = |id: &str| Action::Remove {
+            node: "a".into(),
+            container_id: id.into(),
+            why: "stale".into(),
+        };
+        let place = |slot| Action::Place {
+            slot,
+            node: "a".into(),
+        };
+        let restart = |slot| {
+            let instance = instance(slot, 1, "a", InstanceState::Running);
+            Action::Restart {
+                container: container(&instance, ContainerState::Exited, "t"),
+                instance,
+                reason: RestartReason::Crashed,
+            }
+        };
+        let plan = vec![
+            remove("c-0"),
+            remove("c-1"),
+            create(0),
+            create(1),
+            restart(2),
+            place(3),
+            create(4),
+        ];
+        assert_eq!(
+            batches(plan),
+            vec![
+                vec![remove("c-0")],
+                vec![remove("c-1")],
+                vec![create(0), create(1), restart(2)],
+                vec![place(3)],
+                vec![create(4)],
+            ]
+        );
+        assert!(batches(Vec::new()).is_empty());
     }
 }

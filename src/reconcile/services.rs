@@ -25,6 +25,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use super::autoscale::CapacityWanted;
 use super::backoff::{self, CRASH_LOOP_AFTER};
 use super::controller::{Action as Next, Limits, OnStop, Reason, Reconciler};
@@ -34,7 +36,7 @@ use super::hook_run::{run_hook, HookCall};
 use super::labels;
 use super::observed::{Observed, ServiceKey};
 use super::placement::Loads;
-use super::plan::{plan, Action, PlanInput, RestartReason};
+use super::plan::{batches, plan, Action, PlanInput, RestartReason};
 use super::pulls::{Pulls, Readiness};
 use super::settling::RunningClocks;
 use super::SupervisorSettings;
@@ -54,6 +56,9 @@ use crate::state::{
 
 /// Reconciles of different services running at once.
 const CONCURRENCY: usize = 256;
+
+/// Containers one service's reconcile creates or restarts at once.
+const ENGINE_ACTIONS_AT_ONCE: usize = 8;
 
 /// How soon a service with a slot no node could take looks again.
 const UNPLACED_RETRY: Duration = Duration::from_secs(2);
@@ -673,8 +678,16 @@ impl Services {
             image: &image,
         };
         let mut failed = None;
-        for action in actions {
-            if let Err(why) = self.execute(&round, action).await {
+        for batch in batches(actions) {
+            // Containers of distinct slots are created (or restarted) at
+            // once: an instance moved off a lost node waits for its own
+            // start only, not for its siblings'.
+            let results: Vec<Result<(), ServiceError>> = futures::stream::iter(batch)
+                .map(|action| self.execute(&round, action))
+                .buffer_unordered(ENGINE_ACTIONS_AT_ONCE)
+                .collect()
+                .await;
+            for why in results.into_iter().filter_map(Result::err) {
                 failed.get_or_insert(why);
             }
         }

@@ -477,6 +477,96 @@ async fn names_outside_the_domain_are_forwarded_upstream() {
     assert!(own.metadata.authoritative);
 }
 
+/// Asks `server` over UDP for the A records of `name`, spelled as given,
+/// with message id `id`.
+async fn ask_with_id(server: &str, name: &str, id: u16) -> Message {
+    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(server).await.unwrap();
+    socket.send(&message.to_vec().unwrap()).await.unwrap();
+    let mut reply = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), socket.recv(&mut reply))
+        .await
+        .expect("the DNS server answers")
+        .unwrap();
+    Message::from_vec(&reply[..n]).unwrap()
+}
+
+/// A question asked again is answered from the whole answer kept for it:
+/// with the asker's id and spelling, and never from a state older than the
+/// replica's.
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_questions_get_their_own_id_and_the_newest_answer() {
+    let mut cluster = crate::harness::Cluster::start(3).await;
+    let client = cluster.client();
+    let leader = cluster.wait_for_leader().await;
+    let follower = cluster.replicas.iter().find(|r| r.id != leader).unwrap();
+    let dns = follower.dns_addr.clone();
+    let put = |addresses: &[&str]| {
+        let spec =
+            serde_json::from_value(json!({"kind": "external", "addresses": addresses})).unwrap();
+        let client = client.clone();
+        async move { client.service_put("ext", "web", &spec, None).await.unwrap() }
+    };
+    let name = "web.ext.svc.cluster.local.";
+    let old: Vec<IpAddr> = vec!["10.30.0.1".parse().unwrap(), "10.30.0.2".parse().unwrap()];
+    put(&["10.30.0.1", "10.30.0.2"]).await;
+    eventually(
+        "the follower answers web",
+        Duration::from_secs(10),
+        || async {
+            let answer = ask_with_id(&dns, name, 1).await;
+            (addresses(&answer) == old)
+                .then_some(())
+                .ok_or(format!("{answer:?}"))
+        },
+    )
+    .await;
+    for id in 2..=40u16 {
+        let answer = ask_with_id(&dns, name, id).await;
+        assert_eq!(answer.metadata.id, id);
+        assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(addresses(&answer), old);
+    }
+    // A resolver mixing the case of the name (0x20) gets it back as asked.
+    let mixed = "WeB.eXt.SvC.cluster.local.";
+    for id in [41u16, 42] {
+        let answer = ask_with_id(&dns, mixed, id).await;
+        assert_eq!(answer.metadata.id, id);
+        assert_eq!(answer.queries[0].name().to_ascii(), mixed);
+        assert_eq!(addresses(&answer), old);
+    }
+
+    put(&["10.30.0.3"]).await;
+    let new: Vec<IpAddr> = vec!["10.30.0.3".parse().unwrap()];
+    let mut id = 100u16;
+    eventually(
+        "the follower answers the new address",
+        Duration::from_secs(10),
+        || {
+            id += 1;
+            let id = id;
+            let dns = dns.clone();
+            let new = new.clone();
+            async move {
+                let answer = ask_with_id(&dns, name, id).await;
+                assert_eq!(answer.metadata.id, id);
+                (addresses(&answer) == new)
+                    .then_some(())
+                    .ok_or(format!("{answer:?}"))
+            }
+        },
+    )
+    .await;
+    for id in 1000..1040u16 {
+        let answer = ask_with_id(&dns, name, id).await;
+        assert_eq!(answer.metadata.id, id);
+        assert_eq!(addresses(&answer), new, "an older answer came back");
+    }
+}
+
 /// The query for `name` (A) as sent from `local`, an address of this
 /// machine (any 127.x address works on loopback), over UDP or TCP.
 async fn query_from(local: &str, server: &str, name: &str, tcp: bool) -> Message {

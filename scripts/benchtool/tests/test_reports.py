@@ -138,7 +138,23 @@ class SupervisorReportTest(unittest.TestCase):
         self.assertIn("| cut -> all 2 instances running on the other node | 1 | 2500 ms |", text)
         self.assertNotIn("API shows the node down", text)
         self.assertIn("the trials committed 1 new placements where 1 instances had to move", text)
-        self.assertIn("- goal <= 3 s: median 2.50 s met, max 2.50 s met", text)
+        self.assertIn("- goal p99 <= 3 s over 1 trials: p99 2.50 s met (median 2.50 s, max 2.50 s)", text)
+
+    def test_node_loss_soak_reports_false_downs_and_moves(self):
+        quiet = {"seconds": 60, "clients": 64, "burners": 2, "polls": 900, "unanswered": 3, "not_ready": [],
+                 "moved": 0,
+                 "wrk": {"ok_rps": 4321.0, "errors": 0, "p99_ms": 35.5}}
+        text = printed(bench_node_loss.report_soak, quiet)
+        self.assertIn("(4,321 acknowledged writes/s, 0 errors, p99 35.5 ms) with 2 busy loops", text)
+        self.assertIn("900 node-state polls (3 unanswered within 1 s), 0 showed a node not ready, "
+                      "0 instances moved", text)
+        self.assertIn("no false \"node down\" under load and a saturated CPU: met", text)
+        flapped = dict(quiet, not_ready=[(12.5, "n1", "down")], moved=2)
+        text = printed(bench_node_loss.report_soak, flapped)
+        self.assertIn("  - at 12.5 s: n1 was down", text)
+        self.assertIn("saturated CPU: NOT met", text)
+        moved_only = dict(quiet, moved=1)
+        self.assertIn("saturated CPU: NOT met", printed(bench_node_loss.report_soak, moved_only))
 
     def test_docker_times_keep_their_fraction(self):
         self.assertAlmostEqual(docker.parse_time("1970-01-01T00:00:10.5Z"), 10.5)
