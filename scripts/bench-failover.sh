@@ -27,10 +27,19 @@
 # unchanged term shows that the timing settings cause no spurious elections
 # under load.
 #
+# After the trials, a raftvisor cluster whose peer links each go through a
+# proxy that holds every chunk LINK_DELAY_MS each way
+# (scripts/benchtool/delayproxy.py; the kernel here has no tc netem) idles
+# for LINK_DELAY_S seconds, then takes LINK_DELAY_S seconds of the 64-client
+# load; the term and leader before and after each show whether the delay
+# caused an election.
+#
 # Usage: scripts/bench-failover.sh
 # Environment:
 #   TRIALS=30  POLL_MS=10  REQUEST_TIMEOUT_MS=100  SETTLE=1  TRIAL_TIMEOUT=15
 #   DURATION=8  (the 64-client load check; 0 skips it)
+#   LINK_DELAY_MS=10 LINK_DELAY_S=30  (the delayed-link check; 0 skips it;
+#     proxies on 127.0.0.1:17151-17153)
 #   SYSTEMS="etcd raftvisor"   (also: raftvisor-insecure, etcd-tls)
 #   QUIET_MAX_PCT=10 QUIET_WAIT=900 MAX_TRIES=3: wait for a quiet machine
 #     before each trial, and repeat a trial (at most TRIAL_REDO=2 times in a row) or the

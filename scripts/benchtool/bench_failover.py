@@ -174,10 +174,26 @@ def report(e, r):
                   f"counted trial (median {statistics.median(shares):.0f}%)")
 
 
+def idle_check(cluster, seconds, link_delay_ms):
+    """One line: did the term or leader change while the cluster idled for
+    `seconds` with its peer links delayed?"""
+    if cluster.wait_ready(60) is None:
+        raise Failure("raftvisor with delayed peer links: not healthy")
+    before = cluster.status()
+    time.sleep(seconds)
+    after = cluster.status()
+    same = before["term"] == after["term"] and before["leader"] == after["leader"]
+    return (f"- raftvisor idle for {seconds} s with its peer links delayed {link_delay_ms} ms each way: "
+            f"term {before['term']} -> {after['term']}, leader {before['leader']} -> {after['leader']}: "
+            f"{'no election' if same else 'ELECTION(S) DURING THE RUN'}")
+
+
 def term_check(p):
     """One line: did the term or leader change during the load run?"""
     same = p["term_before"] == p["term_after"] and p["leader_before"] == p["leader_after"]
-    return (f"- {p['system']} under {p['clients']}-client write load for {p['duration_s']:.0f} s "
+    delayed = (f" with its peer links delayed {p['link_delay_ms']} ms each way"
+               if p.get("link_delay_ms") else "")
+    return (f"- {p['system']} under {p['clients']}-client write load for {p['duration_s']:.0f} s{delayed} "
             f"({fmt(p['ok_rps'], 0)} writes/s, {p['errors']} errors): term {p['term_before']} -> "
             f"{p['term_after']}, leader {p['leader_before']} -> {p['leader_after']}: "
             f"{'no election' if same else 'ELECTION(S) DURING THE RUN'}"
@@ -202,6 +218,8 @@ class Trials:
 def main():
     a = Trials()
     duration = settings.whole("DURATION", 8, 0, 600, "DURATION must be 0..600 seconds")
+    link_delay_ms = settings.whole("LINK_DELAY_MS", 10, 0, 1000, "LINK_DELAY_MS must be 0..1000")
+    delay_s = settings.whole("LINK_DELAY_S", 30, 0, 600, "LINK_DELAY_S must be 0..600 seconds")
     systems = settings.words("SYSTEMS", "etcd raftvisor")
     timing = kvcluster.Timing()
     run, binary = kvcluster.open_run()
@@ -220,6 +238,20 @@ def main():
                 json.dump(summaries[system], f, indent=1)
             cluster.log_problems()
             cluster.stop()
+        delayed = []
+        if link_delay_ms and delay_s and "raftvisor" in systems:
+            log(f"raftvisor: peer links delayed {link_delay_ms} ms each way: {delay_s}s idle, "
+                f"then {delay_s}s of 64-client writes (term check)")
+            cluster = kvcluster.start(run, "raftvisor", binary, timing, link_delay_ms)
+            delayed.append(idle_check(cluster, delay_s, link_delay_ms))
+            point = measure_point(run, cluster, a.quiet, 2, 64, delay_s, [], "load-delayed")
+            point["link_delay_ms"] = link_delay_ms
+            delayed.append(term_check(point))
+            proxies = cluster.proxies
+            delayed.append(f"- the delaying proxies carried {sum(p.connections for p in proxies)} peer connections, "
+                           f"{sum(p.chunks for p in proxies):,} chunks, {sum(p.bytes for p in proxies):,} bytes")
+            cluster.log_problems()
+            cluster.stop()
         print()
         print(f"## bench-failover: {a.trials} trials each, SIGKILL of the leader, 3 members, fsync on")
         print()
@@ -228,9 +260,11 @@ def main():
         else:
             for s in summaries.values():
                 print({k: v for k, v in s.items() if k != "records"})
-        if points:
+        if points or delayed:
             print()
             for p in points:
                 print(term_check(p))
+            for line in delayed:
+                print(line)
         for line in kvcluster.report_tail(systems, timing, wrk=True, gap=True):
             print(line)

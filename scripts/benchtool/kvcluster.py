@@ -26,6 +26,7 @@ import time
 
 from . import machine, procs, replicas, settings
 from .console import Failure, log
+from .delayproxy import DelayProxy
 from .httpclient import Endpoint, bearer, call
 
 SYSTEMS = ("etcd", "etcd-tls", "raftvisor", "raftvisor-insecure")
@@ -184,6 +185,8 @@ class Cluster:
 
     def __init__(self, system, directory, api, members):
         self.system, self.dir, self.api, self.members = system, directory, api, members
+        # Delaying proxies in front of the members' peer ports, if any.
+        self.proxies = []
 
     def start(self):
         for m in self.members:
@@ -294,14 +297,23 @@ class Cluster:
                 sys.stderr.write(re.sub(r"\x1b\[[0-9;]*m", "", line))
 
 
-def start(run, system, binary, timing):
+# With a link delay, member i is reached at RAFTVISOR_DELAYED_PEERS[i - 1],
+# a delaying proxy in front of its peer port.
+RAFTVISOR_DELAYED_PEERS = [17151, 17152, 17153]
+
+
+def start(run, system, binary, timing, link_delay_ms=0):
     """Starts SYSTEM's three members in run's directory SYSTEM (replacing
-    what was there) and waits until they are ready."""
+    what was there) and waits until they are ready. link_delay_ms (raftvisor
+    only): every peer link goes through a proxy that delays it that much
+    each way."""
     directory = run.path(system)
     shutil.rmtree(directory, ignore_errors=True)
     os.makedirs(directory)
+    if link_delay_ms and system not in ("raftvisor", "raftvisor-insecure"):
+        raise Failure(f"a link delay is only made for raftvisor, not {system}")
     if system in ("raftvisor", "raftvisor-insecure"):
-        cluster = _raftvisor(run, system, directory, binary, timing)
+        cluster = _raftvisor(run, system, directory, binary, timing, link_delay_ms)
     elif system in ("etcd", "etcd-tls"):
         cluster = _etcd(run, system, directory, binary, timing)
     else:
@@ -316,8 +328,16 @@ def start(run, system, binary, timing):
 LIMITS = ["max_kv_keys = 1000000"]
 
 
-def _raftvisor(run, system, directory, binary, timing):
+def _raftvisor(run, system, directory, binary, timing, link_delay_ms=0):
     secure = system == "raftvisor"
+    member_peers = None
+    proxies = []
+    if link_delay_ms:
+        member_peers = RAFTVISOR_DELAYED_PEERS
+        for listen, target in zip(member_peers, RAFTVISOR_PORTS.peer):
+            proxy = DelayProxy(listen, target, link_delay_ms).start()
+            run.at_exit(proxy.stop)
+            proxies.append(proxy)
     certs = run.path("certs")
     ca = replicas.issue_certs(binary, certs, ["replica-1", "replica-2", "replica-3"],
                               run.path("certs.log")) if secure else None
@@ -333,11 +353,14 @@ def _raftvisor(run, system, directory, binary, timing):
         with open(config, "w") as f:
             f.write(replicas.replica_config(i, os.path.join(m, "data"), RAFTVISOR_PORTS, token_file,
                                             tls=replicas.tls_files(certs, f"replica-{i}") if secure else None,
-                                            sections={"raft": raft, "limits": LIMITS}))
+                                            sections={"raft": raft, "limits": LIMITS},
+                                            member_peers=member_peers))
         endpoint = Endpoint("127.0.0.1", RAFTVISOR_PORTS.api[i - 1], ca)
         members.append(Member(f"r{i}", endpoint, [binary, "agent", "--config", config],
                               replicas.agent_env("warn"), m))
-    return Cluster(system, directory, Raftvisor(system, token), members)
+    cluster = Cluster(system, directory, Raftvisor(system, token), members)
+    cluster.proxies = proxies
+    return cluster
 
 
 def _etcd(run, system, directory, binary, timing):

@@ -23,16 +23,19 @@ class Ports:
         return ",".join(f"127.0.0.1:{p}" for p in self.api)
 
 
-def replica_config(replica_id, data_dir, ports, token_file, tls=None, sections=None):
+def replica_config(replica_id, data_dir, ports, token_file, tls=None, sections=None, member_peers=None):
     """The TOML config of replica replica_id (1-based) of a cluster on ports.
     tls: (ca_cert, cert, key) for mutual TLS and HTTPS, None for
-    [tls] insecure = true (plain HTTP). sections: {"raft": ["heartbeat_ms = 30"], ...}."""
+    [tls] insecure = true (plain HTTP). sections: {"raft": ["heartbeat_ms = 30"], ...}.
+    member_peers: the peer ports the members are reached at, when not
+    their own (a delaying proxy in front of each)."""
     i = replica_id - 1
     lines = [f"id = {replica_id}", f'data_dir = "{data_dir}"', f'api_addr = "127.0.0.1:{ports.api[i]}"',
              f'peer_addr = "127.0.0.1:{ports.peer[i]}"', f'dns_addr = "127.0.0.1:{ports.dns[i]}"']
+    reached_at = list(member_peers or ports.peer)
     for j in range(len(ports.api)):
         lines += ["", "[[members]]", f"id = {j + 1}", f'api_addr = "127.0.0.1:{ports.api[j]}"',
-                  f'peer_addr = "127.0.0.1:{ports.peer[j]}"']
+                  f'peer_addr = "127.0.0.1:{reached_at[j]}"']
     lines += ["", "[auth]", f'bootstrap_token_file = "{token_file}"', "", "[tls]"]
     if tls:
         ca_cert, cert, key = tls
