@@ -111,6 +111,19 @@ impl Applier {
     }
 }
 
+impl Applier {
+    /// The heap bytes held since `before` and `count`, the items made;
+    /// ends the benchmark if any command was refused.
+    fn finish(self, before: isize, count: usize) -> (isize, usize) {
+        let held = live() - before;
+        if self.refused > 0 {
+            eprintln!("{} commands refused", self.refused);
+            std::process::exit(1);
+        }
+        (held, count)
+    }
+}
+
 fn node_name(n: usize) -> String {
     format!("node-{n:05}")
 }
@@ -184,14 +197,8 @@ fn instances(nodes: usize, services: usize, replicas: usize) -> (isize, usize) {
             placed += 1;
         }
     }
-    let held = live() - before;
     let count = applier.state.instances.len();
-    if applier.refused > 0 {
-        eprintln!("{} commands refused", applier.refused);
-        std::process::exit(1);
-    }
-    drop(applier);
-    (held, count)
+    applier.finish(before, count)
 }
 
 fn keys(keys: usize, value_bytes: usize) -> (isize, usize) {
@@ -208,14 +215,8 @@ fn keys(keys: usize, value_bytes: usize) -> (isize, usize) {
             cas: None,
         });
     }
-    let held = live() - before;
     let count = applier.state.kv.len();
-    if applier.refused > 0 {
-        eprintln!("{} commands refused", applier.refused);
-        std::process::exit(1);
-    }
-    drop(applier);
-    (held, count)
+    applier.finish(before, count)
 }
 
 fn mib(bytes: isize) -> f64 {

@@ -230,6 +230,20 @@ async fn the_cluster_view_and_metrics_show_certificate_expiry() {
     }
 }
 
+/// The cluster version was raised from 1 exactly once: a restart finds
+/// it in the log instead of raising it again.
+async fn assert_raised_once(client: &raftvisor::client::Client) {
+    let events = client.events(0).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.message.contains("cluster version raised from 1 to"))
+            .count(),
+        1,
+        "{events:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_cluster_version_rises_with_its_members_and_older_protocols_are_refused() {
     let mut cluster = Cluster::start(3).await;
@@ -271,15 +285,7 @@ async fn the_cluster_version_rises_with_its_members_and_older_protocols_are_refu
         "{:?}",
         on_leader.members
     );
-    let events = client.events(0).await.unwrap();
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| e.message.contains("cluster version raised from 1 to"))
-            .count(),
-        1,
-        "{events:?}"
-    );
+    assert_raised_once(&client).await;
 
     let peer = cluster.replica(leader).peer_addr.clone();
     let (cert, key) = cluster.certs.manager(2);
@@ -332,13 +338,5 @@ async fn the_cluster_version_rises_with_its_members_and_older_protocols_are_refu
         },
     )
     .await;
-    let events = client.events(0).await.unwrap();
-    assert_eq!(
-        events
-            .iter()
-            .filter(|e| e.message.contains("cluster version raised from 1 to"))
-            .count(),
-        1,
-        "{events:?}"
-    );
+    assert_raised_once(&client).await;
 }
