@@ -172,6 +172,30 @@ impl Handler {
     }
 }
 
+/// The type `request` asks, as a static metric label (no allocation per
+/// query on the DNS hot path).
+pub(super) fn query_type(request: &Request) -> &'static str {
+    request
+        .queries
+        .queries()
+        .first()
+        .map_or("none", |q| q.query_type().into())
+}
+
+/// The counter of queries of `query_type` answered with `rcode`.
+pub(super) fn queries_counted(query_type: &'static str, rcode: ResponseCode) -> metrics::Counter {
+    metrics::counter!(
+        "raftvisor_dns_queries_total",
+        "type" => query_type,
+        "rcode" => rcode.to_str()
+    )
+}
+
+/// The histogram of the time from a query's arrival to its answer.
+pub(super) fn query_duration() -> metrics::Histogram {
+    metrics::histogram!("raftvisor_dns_query_duration_seconds")
+}
+
 fn want(record_type: RecordType) -> Want {
     match record_type {
         RecordType::A => Want::A,
@@ -210,20 +234,8 @@ impl Handler {
         let info = self
             .respond_unmeasured(request, response_handle, admission)
             .await;
-        // A static label: no allocation per query on the DNS hot path.
-        let query_type: &'static str = request
-            .queries
-            .queries()
-            .first()
-            .map_or("none", |q| q.query_type().into());
-        metrics::counter!(
-            "raftvisor_dns_queries_total",
-            "type" => query_type,
-            "rcode" => info.response_code.to_str()
-        )
-        .increment(1);
-        metrics::histogram!("raftvisor_dns_query_duration_seconds")
-            .record(started.elapsed().as_secs_f64());
+        queries_counted(query_type(request), info.response_code).increment(1);
+        query_duration().record(started.elapsed().as_secs_f64());
         info
     }
 

@@ -19,7 +19,7 @@ use std::time::Instant;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
 use hickory_server::proto::op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode};
-use hickory_server::proto::rr::{Record, RecordType};
+use hickory_server::proto::rr::Record;
 use hickory_server::proto::serialize::binary::{
     BinDecodable, BinDecoder, BinEncodable, BinEncoder,
 };
@@ -65,7 +65,7 @@ async fn worker(
 ) {
     let mut buffer = vec![0u8; MAX_DATAGRAM];
     let mut answer = Vec::with_capacity(usize::from(super::handler::MAX_UDP_PAYLOAD));
-    let duration = metrics::histogram!("raftvisor_dns_query_duration_seconds");
+    let duration = super::handler::query_duration();
     loop {
         let (len, src) = tokio::select! {
             received = socket.recv_from(&mut buffer) => match received {
@@ -99,6 +99,7 @@ async fn worker(
                 ready: ready.clone(),
                 version,
                 query: datagram.into(),
+                query_type: super::handler::query_type(&request),
             }),
             _ => None,
         };
@@ -173,16 +174,8 @@ struct Keep {
     ready: Arc<ReadyAnswers>,
     version: ZoneVersion,
     query: Box<[u8]>,
-}
-
-/// The type asked by a question section holding one question (its name,
-/// type and class).
-fn question_type(question: &[u8]) -> Option<RecordType> {
-    let at = question.len().checked_sub(4)?;
-    Some(RecordType::from(u16::from_be_bytes([
-        question[at],
-        question[at + 1],
-    ])))
+    /// Its type, the label its answers are counted under.
+    query_type: &'static str,
 }
 
 /// Size of a DNS header: the question starts right after it.
@@ -252,15 +245,8 @@ impl ResponseHandler for Reply {
         let end = encoder.offset();
         bytes.truncate(end);
         self.socket.send_to(&bytes, self.dst).await?;
-        if let (Some(keep), Some(query_type)) =
-            (&self.keep, self.question.as_deref().and_then(question_type))
-        {
-            let query_type: &'static str = query_type.into();
-            let counted = metrics::counter!(
-                "raftvisor_dns_queries_total",
-                "type" => query_type,
-                "rcode" => info.response_code.to_str()
-            );
+        if let Some(keep) = &self.keep {
+            let counted = super::handler::queries_counted(keep.query_type, info.response_code);
             keep.ready.keep(keep.version, &keep.query, &bytes, counted);
         }
         Ok(info)
@@ -271,7 +257,7 @@ impl ResponseHandler for Reply {
 mod tests {
     use super::*;
     use hickory_server::proto::op::{Message, OpCode, Query};
-    use hickory_server::proto::rr::{Name, RData};
+    use hickory_server::proto::rr::{Name, RData, RecordType};
 
     /// A response to a one-question query, written as the UDP path does:
     /// header, the question as the client sent it, then `answers`.

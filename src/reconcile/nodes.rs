@@ -107,7 +107,8 @@ impl ProbeBook {
     }
 
     /// How long until the first of `ready` nodes that is silent now has
-    /// been silent for `grace`; `None` when none is silent. The prober
+    /// been silent for `grace`; `None` when none is still within its
+    /// grace (a node past it is woken every round anyway). The prober
     /// looks again then, so a dead node is judged when its grace ends,
     /// not up to a probe interval later.
     fn until_first_grace_ends<'a>(
@@ -118,7 +119,8 @@ impl ProbeBook {
     ) -> Option<Duration> {
         ready
             .filter_map(|node| self.silence(node, now))
-            .map(|(silent, _)| grace.saturating_sub(silent))
+            .filter(|(silent, _)| *silent < grace)
+            .map(|(silent, _)| grace - silent)
             .min()
     }
 
@@ -209,7 +211,6 @@ impl Reconciler for Prober {
             .map(|(name, _, _)| name.as_str());
         let next = book
             .until_first_grace_ends(ready, self.settings.node_grace, now)
-            .filter(|due| !due.is_zero())
             .map_or(self.settings.probe_interval, |due| {
                 due.min(self.settings.probe_interval)
             });
@@ -479,10 +480,15 @@ mod tests {
             book.until_first_grace_ends(["a", "b"].into_iter(), grace, at(1_900)),
             Some(Duration::from_millis(200))
         );
-        // Past the grace: due now. Only the nodes asked about count.
+        // Past its grace, "a" is woken every round: it does not hold "b"'s
+        // end back. Only the nodes asked about count.
         assert_eq!(
             book.until_first_grace_ends(["a"].into_iter(), grace, at(2_500)),
-            Some(Duration::ZERO)
+            None
+        );
+        assert_eq!(
+            book.until_first_grace_ends(["a", "b"].into_iter(), grace, at(2_500)),
+            Some(Duration::from_millis(500))
         );
         assert_eq!(
             book.until_first_grace_ends(["b"].into_iter(), grace, at(2_500)),
