@@ -1,7 +1,8 @@
 //! `service deploy --wait` and `--watch`: following a service's report
 //! until its rollout converges or fails, with a progress bar for people
 //! and the final report for scripts. The judgement of a report
-//! ([`judge`]) is pure; this module only ever reads from the cluster.
+//! ([`judge`]) and of a run of reports ([`Settling`]) is pure; this module
+//! only ever reads from the cluster.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,48 @@ use crate::wire::ServiceReport;
 
 /// How often a waiting or watching CLI asks for the report.
 pub const POLL: Duration = Duration::from_millis(500);
+
+/// How long a converged rollout must stay converged, on the same
+/// containers and without a restart, before a wait believes it: an
+/// instance that crashes right after it started looks running for a
+/// moment, and a poll can land in that moment.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// What must not change while a rollout settles: each instance's id,
+/// container and restart count.
+type Containers = Vec<(String, Option<String>, u32)>;
+
+/// Follows converged reports until one has held for [`SETTLE`].
+#[derive(Debug, Default)]
+pub struct Settling {
+    /// When the current run of unchanged converged reports began, and what
+    /// did not change.
+    since: Option<(Instant, Containers)>,
+}
+
+impl Settling {
+    /// Takes a report judged converged, seen at `at`; true once converged
+    /// reports with the same containers and restart counts span [`SETTLE`].
+    pub fn settled(&mut self, report: &ServiceReport, at: Instant) -> bool {
+        let containers: Containers = report
+            .instances
+            .iter()
+            .map(|i| (i.id.clone(), i.container_id.clone(), i.restarts))
+            .collect();
+        match &self.since {
+            Some((since, seen)) if *seen == containers => at.duration_since(*since) >= SETTLE,
+            _ => {
+                self.since = Some((at, containers));
+                false
+            }
+        }
+    }
+
+    /// A report that was not converged ends the run.
+    pub fn interrupted(&mut self) {
+        self.since = None;
+    }
+}
 
 /// Where a rollout stands, judged from one report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,11 +207,15 @@ pub async fn wait(
         bar
     });
     let mut doing;
+    let mut settling = Settling::default();
     loop {
         // A replica that is briefly unreachable (a leader change) is not
         // a failed rollout: keep asking until the wait runs out.
         match client.service_report(namespace, name).await {
             Ok(report) => match judge(&report, version) {
+                Progress::Converged if !settling.settled(&report, Instant::now()) => {
+                    doing = "converged, settling".to_string();
+                }
                 Progress::Converged => {
                     if let Some(bar) = &bar {
                         bar.set_length(u64::from(report.desired));
@@ -188,6 +235,7 @@ pub async fn wait(
                     total,
                     doing: now,
                 } => {
+                    settling.interrupted();
                     if let Some(bar) = &bar {
                         bar.set_length(total);
                         bar.set_position(done);
@@ -197,6 +245,7 @@ pub async fn wait(
                 }
             },
             Err(error) if error.status().is_none() || error.status() == Some(503) => {
+                settling.interrupted();
                 doing = error.to_string();
             }
             Err(error) => return Err(error.into()),
@@ -219,6 +268,7 @@ pub async fn wait(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::Instance;
 
     fn report(desired: u32, running: u32, outdated: u32) -> ServiceReport {
         serde_json::from_value(serde_json::json!({
@@ -309,5 +359,36 @@ mod tests {
             "{:?}",
             judge(&failing, 7)
         );
+    }
+
+    fn instance(slot: u32, container: &str, restarts: u32) -> Instance {
+        serde_json::from_value(serde_json::json!({
+            "id": format!("demo.echo.{slot}"), "namespace": "demo", "service": "echo",
+            "slot": slot, "generation": 1, "node": "a", "container_id": container,
+            "state": "running", "restarts": restarts, "last_exit": null, "address": null,
+            "ports": [], "spec_version": 7, "restart_epoch": 0, "template": "t"
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_converged_report_is_believed_only_once_it_held_without_a_restart() {
+        let start = Instant::now();
+        let mut converged = report(2, 2, 0);
+        converged.instances = vec![instance(0, "c0", 0), instance(1, "c1", 0)];
+        let mut settling = Settling::default();
+        assert!(!settling.settled(&converged, start), "seen once");
+        assert!(!settling.settled(&converged, start + SETTLE / 2));
+        // One instance crashed and was restarted between two polls: both
+        // run again, but the run starts over.
+        let mut restarted = converged.clone();
+        restarted.instances[1] = instance(1, "c2", 1);
+        assert!(!settling.settled(&restarted, start + SETTLE));
+        assert!(!settling.settled(&restarted, start + SETTLE + SETTLE / 2));
+        assert!(settling.settled(&restarted, start + SETTLE * 2));
+        // A report that was not converged ends the run too.
+        settling.interrupted();
+        assert!(!settling.settled(&restarted, start + SETTLE * 3));
+        assert!(settling.settled(&restarted, start + SETTLE * 4));
     }
 }

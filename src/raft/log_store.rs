@@ -129,7 +129,21 @@ where
 
     /// [`LogStore::open`] with explicit [`LogStoreOptions`].
     pub fn open_with_options(dir: &Path, options: LogStoreOptions) -> Result<Self, LogStoreError> {
-        let Recovered { disk, entries } = recover::<C>(dir, &options)?;
+        let Recovered { mut disk, entries } = recover::<C>(dir, &options)?;
+        // A leader whose vote was committed would resume its old term at
+        // once, and openraft reads linearizably from there at the commit
+        // point read back plus the first entry of the term. That commit
+        // point rides along lazily (see the WAL's ordering rules), so it may
+        // be lower than what was acknowledged before the crash, and a read
+        // could miss acknowledged writes. Not committed, the vote makes the
+        // replica campaign for a new term, whose first entry follows every
+        // entry of the old one. The vote itself is kept: it still refuses
+        // every other candidate of its term.
+        disk.update_meta_lazily(|m| {
+            if let Some(vote) = m.vote.as_mut() {
+                vote.committed = false;
+            }
+        });
         let mem = Mem {
             entries,
             meta: disk.meta().clone(),

@@ -419,13 +419,27 @@ impl Cluster {
     /// Sets fail point `name` of replica `id` to `actions`, or removes it
     /// (`None`); needs a build with the `failpoints` feature.
     pub async fn fail_point(&self, id: u64, name: &str, actions: Option<&str>) {
+        let response = self
+            .try_fail_point(id, name, actions)
+            .await
+            .expect("fail point request");
+        assert!(response.status().is_success(), "{response:?}");
+    }
+
+    /// [`Cluster::fail_point`] that hands back a request that got no
+    /// answer: a crash point can kill the replica before its answer leaves.
+    pub async fn try_fail_point(
+        &self,
+        id: u64,
+        name: &str,
+        actions: Option<&str>,
+    ) -> reqwest::Result<reqwest::Response> {
         let url = format!("{}/v1/debug/failpoints/{name}", self.api_url(id));
         let request = match actions {
             Some(actions) => self.http().put(url).body(actions.to_string()),
             None => self.http().delete(url),
         };
-        let response = request.send().await.expect("fail point request");
-        assert!(response.status().is_success(), "{response:?}");
+        request.send().await
     }
 
     /// The API base URL of replica `id` (`https://…`).

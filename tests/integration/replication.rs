@@ -105,6 +105,7 @@ async fn every_acknowledged_write_survives_killing_all_replicas() {
         acknowledged.extend(writer.await.unwrap());
     }
     assert_eq!(acknowledged.len(), 200);
+    let before = client.cluster_status().await.unwrap().term;
     for id in [1, 2, 3] {
         cluster.kill(id);
     }
@@ -112,6 +113,14 @@ async fn every_acknowledged_write_survives_killing_all_replicas() {
         cluster.restart(id);
     }
     cluster.wait_for_leader().await;
+    // The old leader must not resume its term: the commit point it would
+    // read back can be lower than what it acknowledged, and a linearizable
+    // read from there could miss acknowledged writes.
+    let after = client.cluster_status().await.unwrap().term;
+    assert!(
+        after > before,
+        "the cluster leads in term {after} after a restart of every replica in term {before}"
+    );
     let found = client
         .kv_list("durable/", Consistency::Linearizable)
         .await

@@ -69,7 +69,9 @@
 //!   second fsync on every write's path.
 //! * the commit point rides along with the next meta write: openraft needs
 //!   it only to apply committed entries sooner after a restart, and a
-//!   lower one is learned again from the leader.
+//!   lower one is learned again from the leader. A leader cannot learn it
+//!   from anyone, so the log store never lets a restarted replica resume
+//!   leading its old term (it reads its vote back as not committed).
 //! * truncate: lower the stored watermark first if it covers the cut, then
 //!   delete segments newest-first, then `ftruncate`; a crash at any point
 //!   leaves a contiguous log.

@@ -370,6 +370,28 @@ async fn reopen_returns_same_entries_vote_and_committed() {
 }
 
 #[tokio::test]
+async fn a_committed_vote_is_read_back_not_committed_so_a_restarted_leader_campaigns() {
+    let (_tmp, dir) = scratch();
+    {
+        let mut store = open(&dir);
+        store.blocking_append(entries(3, 0..=9)).await.unwrap();
+        store.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+        // The commit point of the last entries is not written before a crash.
+        store.save_committed(Some(log_id(3, 9))).await.unwrap();
+        crash(store);
+    }
+    let mut store = open(&dir);
+    let vote = store.read_vote().await.unwrap().unwrap();
+    assert_eq!(
+        vote,
+        Vote::new(3, 1),
+        "same term and candidate, not committed"
+    );
+    assert!(!vote.is_committed());
+    assert_eq!(ids(&mut store).await, expect_ids(3, 0..=9));
+}
+
+#[tokio::test]
 async fn reader_is_a_live_view() {
     let (_tmp, dir) = scratch();
     let mut store = open(&dir);
