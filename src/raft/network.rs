@@ -478,11 +478,21 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 /// below this (see [`crate::replica::writer`]).
 pub const MAX_APPEND_BYTES: usize = 16 * 1024 * 1024;
 
-/// Appends above this size outlive openraft's per-call timeout (one
-/// heartbeat interval): see [`PeerConnection::append_entries`].
-const DETACH_APPENDS_ABOVE: usize = 64 * 1024;
+/// Appends up to this size are small: given a few heartbeat intervals
+/// ([`small_append_timeout`]); larger ones get time for their bytes
+/// ([`transfer_timeout`]). See [`PeerConnection::append_entries`].
+const SMALL_APPEND_BYTES: usize = 64 * 1024;
 
-/// How long a detached append of `bytes` may take: a second plus a second
+/// How long a small append (a heartbeat, a few entries) may take once
+/// openraft gave up waiting after `openraft_timeout` (one heartbeat
+/// interval): eight of those, at least 250 ms. Long enough for a round
+/// trip on a slow link to come back on the same connection, short enough
+/// that a peer that went silent is asked afresh soon.
+fn small_append_timeout(openraft_timeout: Duration) -> Duration {
+    (openraft_timeout * 8).max(Duration::from_millis(250))
+}
+
+/// How long a large append of `bytes` may take: a second plus a second
 /// per 8 MiB, so a slow link still completes what it started.
 fn transfer_timeout(bytes: usize) -> Duration {
     Duration::from_secs(1) + Duration::from_secs_f64(bytes as f64 / (8.0 * 1024.0 * 1024.0))
@@ -491,7 +501,7 @@ fn transfer_timeout(bytes: usize) -> Duration {
 type AppendResult =
     Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, PeerNode, RaftError<NodeId>>>;
 
-/// A large append still on its way, which later calls join.
+/// An append still on its way, which later calls for the same range join.
 struct InflightAppend {
     vote: super::Vote,
     prev: Option<super::LogId>,
@@ -580,8 +590,9 @@ impl PeerConnection {
     }
 
     /// Waits for `inflight` to answer, keeping it joinable should openraft
-    /// give up on this call first, and answers for a request whose
-    /// entries end at `wanted_last` (at or after the in-flight ones).
+    /// give up on this call first, and answers for a request from the same
+    /// point whose range ends at `wanted_last`: a success reaching that far
+    /// is a success, one that stops short is partial.
     async fn finish(
         &mut self,
         inflight: InflightAppend,
@@ -595,7 +606,7 @@ impl PeerConnection {
             Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
         };
         let reply = reply.map(|response| match response {
-            AppendEntriesResponse::Success if inflight.last != wanted_last => {
+            AppendEntriesResponse::Success if inflight.last < wanted_last => {
                 AppendEntriesResponse::PartialSuccess(inflight.last)
             }
             other => other,
@@ -618,23 +629,29 @@ impl PeerConnection {
 }
 
 impl RaftNetwork<TypeConfig> for PeerConnection {
-    /// Small appends (heartbeats included) are plain calls within
-    /// openraft's timeout of one heartbeat interval. A large one could
-    /// never finish within it — openraft would cancel and resend it
-    /// forever — so it runs as its own task with a timeout that grows with
-    /// its size; the calls openraft makes meanwhile for the same range
-    /// join it instead of sending it again.
+    /// Every append (heartbeats included) runs as its own task, so
+    /// openraft giving up after one heartbeat interval does not cancel the
+    /// HTTP exchange: cancelling it mid-flight would close the connection,
+    /// and the next call would pay a new connection and TLS handshake — on
+    /// a link whose round trip nears the heartbeat interval, every call.
+    /// The task has a timeout of its own: a few heartbeat intervals for a
+    /// small append, time for its bytes for a large one (which could never
+    /// finish within one interval). The calls openraft makes meanwhile for
+    /// the same range join it instead of sending it again.
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> AppendResult {
-        let last = rpc.entries.last().map(|e| e.log_id);
+        // What a success acknowledges: the last entry sent, or for a
+        // heartbeat the entry it starts after (openraft's `last` of the
+        // range it sends).
+        let last = rpc.entries.last().map(|e| e.log_id).or(rpc.prev_log_id);
         if let Some(inflight) = self.inflight.take() {
-            if inflight.vote == rpc.vote
-                && inflight.prev == rpc.prev_log_id
-                && inflight.last <= last
-            {
+            // Same leader, same starting point: the append on its way
+            // answers this call too, whether it asks for more entries, the
+            // same, or none (a heartbeat).
+            if inflight.vote == rpc.vote && inflight.prev == rpc.prev_log_id {
                 return self.finish(inflight, last).await;
             }
             inflight.task.abort();
@@ -653,21 +670,11 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
             .progress
             .as_ref()
             .and_then(|hook| hook(term, sent).map(|value| (PROGRESS_HEADER, value)));
-        if body.len() <= DETACH_APPENDS_ABOVE {
-            let reply = raft_exchange(
-                self.network.clone(),
-                self.target,
-                self.addr.clone(),
-                paths::APPEND,
-                body,
-                option.hard_ttl(),
-                progress,
-            )
-            .await;
-            self.record_ack(&reply, term, sent);
-            return reply;
-        }
-        let timeout = transfer_timeout(body.len());
+        let timeout = if body.len() <= SMALL_APPEND_BYTES {
+            small_append_timeout(option.hard_ttl())
+        } else {
+            transfer_timeout(body.len())
+        };
         let task = tokio::spawn(raft_exchange(
             self.network.clone(),
             self.target,
@@ -711,5 +718,19 @@ impl RaftNetwork<TypeConfig> for PeerConnection {
         Backoff::new(
             (0..).map(|attempt: u32| Duration::from_millis((50u64 << attempt.min(5)).min(1000))),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_outlive_openraft_by_a_few_heartbeats_or_by_their_bytes() {
+        let ms = Duration::from_millis;
+        assert_eq!(small_append_timeout(ms(30)), ms(250));
+        assert_eq!(small_append_timeout(ms(50)), ms(400));
+        assert_eq!(transfer_timeout(0), ms(1_000));
+        assert_eq!(transfer_timeout(8 * 1024 * 1024), ms(2_000));
     }
 }
