@@ -2,7 +2,9 @@
 3-member etcd against a 3-replica raftvisor, each driven alone by wrk with
 put.lua at each point (threads:connections) against its leader, and the
 Markdown report: writes/s, p50, p99 per client count with ratios, the TLS
-cost, CPU shares, goals, and the term and leader around every run."""
+cost, CPU shares, goals, the term and leader around every run, and where
+raftvisor's writes spent their time by its own histograms."""
+import math
 import re
 import sys
 
@@ -71,6 +73,15 @@ def report(points):
         if f:
             print(f"- {p['system']} {p['clients']} clients: {fmt(f['leader'], 3)} / {fmt(f['follower'], 3)}")
     print()
+    splits = [p for p in points if p.get("time_split")]
+    if splits:
+        print("Where raftvisor's writes spent their time during each run, by its own histograms "
+              "(the bounds of the buckets that hold the p50 / the p99, ms)")
+        print()
+        for p in splits:
+            for what, p50, p99 in p["time_split"]:
+                print(f"- {p['system']} {p['clients']} clients, {what}: {bound_ms(p50)} / {bound_ms(p99)}")
+        print()
     print("CPU during each run (share of all cores): members / wrk / other processes")
     print()
     for p in points:
@@ -124,6 +135,61 @@ def report(points):
                   f"{'no election during the run' if same else 'ELECTION(S) DURING THE RUN'}")
 
 
+# Where a raftvisor write spends its time, by the members' own histograms:
+# (what, histogram, labels, whose: the leader or the slowest follower).
+TIME_SPLIT = (
+    ("API PUT on the leader", "raftvisor_api_request_duration_seconds",
+     {"route": "/v1/kv/{*key}", "method": "PUT"}, "leader"),
+    ("proposal to applied on the leader", "raftvisor_raft_commit_seconds", {}, "leader"),
+    ("segment fsync on the leader", "raftvisor_raft_fsync_seconds", {"file": "segment"}, "leader"),
+    ("segment fsync on the slowest follower", "raftvisor_raft_fsync_seconds", {"file": "segment"}, "follower"),
+)
+
+
+def bucket_quantile(before, after, q):
+    """The upper bound (seconds) of the histogram bucket that holds
+    quantile q of what was counted between two scrapes (cumulative counts
+    by bound, from kvcluster.metric_buckets); inf past the last finite
+    bound, None when nothing was counted."""
+    bounds = sorted(after)
+    if not bounds:
+        return None
+    total = after[bounds[-1]] - before.get(bounds[-1], 0.0)
+    if total <= 0:
+        return None
+    for bound in bounds:
+        if after[bound] - before.get(bound, 0.0) >= q * total:
+            return bound
+    return math.inf
+
+
+def time_split(before, after, leader):
+    """[(what, p50 bound, p99 bound)] for each TIME_SPLIT line whose
+    histogram counted something during the point, from each member's
+    metrics text before and after it; a follower line is the follower with
+    the highest p99."""
+    rows = []
+    for what, name, labels, whose in TIME_SPLIT:
+        names = [leader] if whose == "leader" else [n for n in after if n != leader]
+        worst = None
+        for n in names:
+            if before.get(n) is None or after.get(n) is None:
+                continue
+            b = kvcluster.metric_buckets(before[n], name, labels)
+            a = kvcluster.metric_buckets(after[n], name, labels)
+            p50, p99 = bucket_quantile(b, a, 0.5), bucket_quantile(b, a, 0.99)
+            if p99 is not None and (worst is None or p99 > worst[2]):
+                worst = (what, p50, p99)
+        if worst:
+            rows.append(worst)
+    return rows
+
+
+def bound_ms(bound):
+    """A bucket bound in seconds as the report's "<= N ms"."""
+    return "> 10,000" if bound == math.inf else f"<= {bound * 1000:g}"
+
+
 def fsyncs_per_write(before, after, leader, p):
     """fsyncs per acknowledged write during a point: on the leader and
     on the busiest follower (None where a member's metrics were unreadable)."""
@@ -146,7 +212,7 @@ def measure_point(run, cluster, quiet, threads, clients, seconds, wrk_options, n
         if leader is None:
             raise Failure(f"{system}: cluster not healthy before the {clients}-client run")
         before = cluster.status()
-        fsyncs_before = cluster.fsyncs()
+        metrics_before = cluster.metrics()
         log(f"{system}: wrk -t {threads} -c {clients} -d {seconds}s against the leader {leader.url} (try {attempt})")
         out = f"{d}/{name}.txt"
         if loadgen.run_wrk(run.dir, system, cluster.api.token, out, seconds, leader.url,
@@ -155,7 +221,11 @@ def measure_point(run, cluster, quiet, threads, clients, seconds, wrk_options, n
         p = loadgen.point(system, clients, threads, out, before, cluster.status())
         if p is None:
             raise Failure(f"no BENCH_JSON line in {out}")
-        p["fsyncs"] = fsyncs_per_write(fsyncs_before, cluster.fsyncs(), before["leader"], p)
+        metrics_after = cluster.metrics()
+        p["fsyncs"] = fsyncs_per_write(cluster.fsyncs(metrics_before), cluster.fsyncs(metrics_after),
+                                       before["leader"], p)
+        if system.startswith("raftvisor"):
+            p["time_split"] = time_split(metrics_before, metrics_after, before["leader"])
         if loadgen.clean(p, quiet.max_pct):
             break
         log(f"{system}: other processes loaded the CPU during the run (foreign {p['foreign_cpu_pct']}%)")

@@ -94,6 +94,27 @@ def metric_sum(text, name):
     return total
 
 
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def metric_buckets(text, name, labels):
+    """The cumulative counts of histogram `name` in a Prometheus text
+    exposition, by bucket bound in seconds (inf for +Inf), summed over the
+    series whose labels include every pair of `labels`."""
+    prefix = name + "_bucket{"
+    out = {}
+    for line in text.decode(errors="replace").splitlines():
+        if not line.startswith(prefix) or "}" not in line:
+            continue
+        series, _, value = line.rpartition(" ")
+        found = dict(LABEL.findall(series[len(prefix):series.rindex("}")]))
+        if "le" not in found or any(found.get(k) != v for k, v in labels.items()):
+            continue
+        bound = float(found["le"])
+        out[bound] = out.get(bound, 0.0) + float(value)
+    return out
+
+
 class Raftvisor:
     def __init__(self, name, token):
         self.name, self.token = name, token
@@ -114,12 +135,17 @@ class Raftvisor:
     def put_ok(self, code, data):
         return code == 200 and data.strip() == b"true"
 
-    def fsyncs(self, member):
-        """fsyncs of the Raft log so far (segment and meta file)."""
+    def metrics(self, member):
+        """The member's Prometheus text."""
         code, data = call(member.endpoint, "GET", "/metrics", headers=bearer(self.token), timeout=2)
         if code != 200:
             raise RuntimeError(f"GET /metrics: HTTP {code}")
-        return metric_sum(data, "raftvisor_raft_fsync_seconds_count")
+        return data
+
+    @staticmethod
+    def fsyncs_in(metrics):
+        """fsyncs of the Raft log so far (segment and meta file)."""
+        return metric_sum(metrics, "raftvisor_raft_fsync_seconds_count")
 
     def count(self, member, prefix):
         code, data = call(member.endpoint, "GET", "/v1/kv/" + prefix + "?keys", headers=bearer(self.token),
@@ -161,14 +187,19 @@ class Etcd:
         except ValueError:
             return False
 
-    def fsyncs(self, member):
-        """fsyncs so far: the WAL's and the backend's commits (bbolt syncs
-        its file on each)."""
+    def metrics(self, member):
+        """The member's Prometheus text."""
         code, data = call(member.endpoint, "GET", "/metrics", timeout=2)
         if code != 200:
             raise RuntimeError(f"GET /metrics: HTTP {code}")
-        return (metric_sum(data, "etcd_disk_wal_fsync_duration_seconds_count")
-                + metric_sum(data, "etcd_disk_backend_commit_duration_seconds_count"))
+        return data
+
+    @staticmethod
+    def fsyncs_in(metrics):
+        """fsyncs so far: the WAL's and the backend's commits (bbolt syncs
+        its file on each)."""
+        return (metric_sum(metrics, "etcd_disk_wal_fsync_duration_seconds_count")
+                + metric_sum(metrics, "etcd_disk_backend_commit_duration_seconds_count"))
 
     def count(self, member, prefix):
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
@@ -260,15 +291,20 @@ class Cluster:
                 time.sleep(0.05)
         return None
 
-    def fsyncs(self):
-        """Each member's fsyncs so far, by name (None where unreadable)."""
+    def metrics(self):
+        """Each member's Prometheus text, by name (None where unreadable)."""
         out = {}
         for m in self.members:
             try:
-                out[m.name] = self.api.fsyncs(m)
+                out[m.name] = self.api.metrics(m)
             except Exception:
                 out[m.name] = None
         return out
+
+    def fsyncs(self, metrics):
+        """Each member's fsyncs so far in `metrics` (from `metrics()`), by
+        name (None where unreadable)."""
+        return {name: None if text is None else self.api.fsyncs_in(text) for name, text in metrics.items()}
 
     def status(self):
         """Leader, its URL, the highest term and every member's view."""

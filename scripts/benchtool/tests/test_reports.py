@@ -54,6 +54,39 @@ class KvReportTest(unittest.TestCase):
         text = b'# TYPE a summary\na_count{file="segment"} 3\na_count{file="meta"} 4\na_count_other 9\na_count 1\n'
         self.assertEqual(kvcluster.metric_sum(text, "a_count"), 8.0)
 
+    def test_histogram_buckets_are_summed_over_matching_series(self):
+        text = (b'# TYPE h histogram\n'
+                b'h_bucket{route="/v1/kv/{*key}",method="PUT",le="0.005"} 3\n'
+                b'h_bucket{route="/v1/kv/{*key}",method="PUT",le="+Inf"} 5\n'
+                b'h_bucket{route="/v1/kv/{*key}",method="GET",le="0.005"} 100\n'
+                b'h_bucket{route="/v1/kv/{*key}",method="GET",le="+Inf"} 100\n'
+                b'h_sum 1\nh_count 105\n')
+        self.assertEqual(kvcluster.metric_buckets(text, "h", {"method": "PUT"}), {0.005: 3.0, float("inf"): 5.0})
+        self.assertEqual(kvcluster.metric_buckets(text, "h", {})[0.005], 103.0)
+
+    def test_the_time_split_reads_quantile_buckets_between_two_scrapes(self):
+        inf = float("inf")
+        self.assertEqual(bench_kv.bucket_quantile({0.01: 10, 0.1: 10, inf: 10},
+                                                  {0.01: 108, 0.1: 110, inf: 110}, 0.5), 0.01)
+        self.assertEqual(bench_kv.bucket_quantile({}, {0.01: 98, 0.1: 100, inf: 100}, 0.99), 0.1)
+        self.assertEqual(bench_kv.bucket_quantile({}, {0.01: 1, 0.1: 1, inf: 2}, 0.99), inf)
+        self.assertIsNone(bench_kv.bucket_quantile({0.01: 5, inf: 5}, {0.01: 5, inf: 5}, 0.5))
+
+        def fsyncs(fast, slow):
+            return (f'raftvisor_raft_fsync_seconds_bucket{{file="segment",le="0.001"}} {fast}\n'
+                    f'raftvisor_raft_fsync_seconds_bucket{{file="segment",le="0.05"}} {fast + slow}\n'
+                    f'raftvisor_raft_fsync_seconds_bucket{{file="segment",le="+Inf"}} {fast + slow}\n').encode()
+        before = {"r1": fsyncs(0, 0), "r2": fsyncs(0, 0), "r3": None}
+        after = {"r1": fsyncs(100, 0), "r2": fsyncs(90, 10), "r3": None}
+        rows = bench_kv.time_split(before, after, "r1")
+        self.assertEqual(rows, [("segment fsync on the leader", 0.001, 0.001),
+                                ("segment fsync on the slowest follower", 0.001, 0.05)])
+        point = kv_point("raftvisor", 64, 2000.0, 40.0)
+        point["time_split"] = rows
+        text = printed(bench_kv.report, [point])
+        self.assertIn("- raftvisor 64 clients, segment fsync on the slowest follower: <= 1 / <= 50", text)
+        self.assertEqual(bench_kv.bound_ms(inf), "> 10,000")
+
     def test_an_election_during_a_run_is_called_out(self):
         text = printed(bench_kv.report, [kv_point("etcd", 1, 500.0, 5.0, term=(2, 3))])
         self.assertIn("- etcd 1 clients: term 2 -> 3, leader r1 -> r1: ELECTION(S) DURING THE RUN", text)
