@@ -141,6 +141,7 @@ TIME_SPLIT = (
     ("API PUT on the leader", "raftvisor_api_request_duration_seconds",
      {"route": "/v1/kv/{*key}", "method": "PUT"}, "leader"),
     ("proposal to applied on the leader", "raftvisor_raft_commit_seconds", {}, "leader"),
+    ("one apply call (the state's write lock) on the leader", "raftvisor_raft_apply_seconds", {}, "leader"),
     ("segment fsync on the leader", "raftvisor_raft_fsync_seconds", {"file": "segment"}, "leader"),
     ("segment fsync on the slowest follower", "raftvisor_raft_fsync_seconds", {"file": "segment"}, "follower"),
 )
