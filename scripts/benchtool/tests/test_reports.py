@@ -70,6 +70,7 @@ class KvReportTest(unittest.TestCase):
                                                   {0.01: 108, 0.1: 110, inf: 110}, 0.5), 0.01)
         self.assertEqual(bench_kv.bucket_quantile({}, {0.01: 98, 0.1: 100, inf: 100}, 0.99), 0.1)
         self.assertEqual(bench_kv.bucket_quantile({}, {0.01: 1, 0.1: 1, inf: 2}, 0.99), inf)
+        self.assertEqual(bench_kv.bucket_quantile({}, {0.01: 99, 0.1: 99, 1.0: 100, inf: 100}, 1.0), 1.0)
         self.assertIsNone(bench_kv.bucket_quantile({0.01: 5, inf: 5}, {0.01: 5, inf: 5}, 0.5))
 
         def fsyncs(fast, slow):
@@ -79,12 +80,12 @@ class KvReportTest(unittest.TestCase):
         before = {"r1": fsyncs(0, 0), "r2": fsyncs(0, 0), "r3": None}
         after = {"r1": fsyncs(100, 0), "r2": fsyncs(90, 10), "r3": None}
         rows = bench_kv.time_split(before, after, "r1")
-        self.assertEqual(rows, [("segment fsync on the leader", 0.001, 0.001),
-                                ("segment fsync on the slowest follower", 0.001, 0.05)])
+        self.assertEqual(rows, [("segment fsync on the leader", 0.001, 0.001, 0.001),
+                                ("segment fsync on the slowest follower", 0.001, 0.05, 0.05)])
         point = kv_point("raftvisor", 64, 2000.0, 40.0)
         point["time_split"] = rows
         text = printed(bench_kv.report, [point])
-        self.assertIn("- raftvisor 64 clients, segment fsync on the slowest follower: <= 1 / <= 50", text)
+        self.assertIn("- raftvisor 64 clients, segment fsync on the slowest follower: <= 1 / <= 50 / <= 50", text)
         self.assertEqual(bench_kv.bound_ms(inf), "> 10,000")
 
     def test_an_election_during_a_run_is_called_out(self):
