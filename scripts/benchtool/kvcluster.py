@@ -94,6 +94,14 @@ def metric_sum(text, name):
     return total
 
 
+def metrics_text(member, headers=None):
+    """A member's Prometheus text, asked with `headers`."""
+    code, data = call(member.endpoint, "GET", "/metrics", headers=headers, timeout=2)
+    if code != 200:
+        raise RuntimeError(f"GET /metrics: HTTP {code}")
+    return data
+
+
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
@@ -136,11 +144,7 @@ class Raftvisor:
         return code == 200 and data.strip() == b"true"
 
     def metrics(self, member):
-        """The member's Prometheus text."""
-        code, data = call(member.endpoint, "GET", "/metrics", headers=bearer(self.token), timeout=2)
-        if code != 200:
-            raise RuntimeError(f"GET /metrics: HTTP {code}")
-        return data
+        return metrics_text(member, bearer(self.token))
 
     @staticmethod
     def fsyncs_in(metrics):
@@ -188,11 +192,7 @@ class Etcd:
             return False
 
     def metrics(self, member):
-        """The member's Prometheus text."""
-        code, data = call(member.endpoint, "GET", "/metrics", timeout=2)
-        if code != 200:
-            raise RuntimeError(f"GET /metrics: HTTP {code}")
-        return data
+        return metrics_text(member)
 
     @staticmethod
     def fsyncs_in(metrics):
